@@ -1,0 +1,93 @@
+"""Shared fixtures: run files that point the tuner at the stand-in server, and process bookkeeping."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+STANDIN = ROOT / "tests" / "standin" / "sglang_standin.py"
+# The stand-in's times are scaled down so a trial takes a second or two.
+FAST_ENV = {
+    "SGLANG_STANDIN_SPEED": "0.02",
+    "SGLANG_STANDIN_STARTUP_S": "0.3",
+    "SGLANG_STANDIN_COMPILE_S": "0.6",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_space(path: Path, fixed: dict | None = None, params: dict | None = None) -> Path:
+    path.write_text(yaml.safe_dump({"fixed": fixed or {}, "params": params or {
+        "schedule-policy": {"choices": ["fcfs", "lof"]},
+        "mem-fraction-static": {"low": 0.7, "high": 0.93, "step": 0.01},
+    }}, sort_keys=False))
+    return path
+
+
+def write_run(tmp_path: Path, *, study: str = "t", space: Path | None = None, env: dict | None = None,
+              trials: int = 3, **extra) -> Path:
+    """A run file in tmp_path whose storage, trials and studies all live in tmp_path."""
+    space = space or write_space(tmp_path / "space.yaml")
+    run = {
+        "study": study,
+        "storage": f"sqlite:///{tmp_path}/studies/{study}.db",
+        "trials_dir": str(tmp_path / "trials"),
+        "space": str(space),
+        "trials": trials,
+        "model": {"path": "standin/qwen3-8b"},
+        "launcher": {
+            "command": [sys.executable, str(STANDIN)],
+            "env": {**FAST_ENV, **(env or {})},
+            "port": free_port(),
+            "startup_timeout_s": 20,
+            "startup_timeout_extra_s": {"enable-torch-compile": 10},
+            "stop_grace_s": 5,
+        },
+        "workload": {"input_len": 64, "output_len": 16, "concurrency": [1, 8], "num_prompts": 16,
+                     "warmup_requests": 1, "request_timeout_s": 20},
+        "sampler": {"seed": 0, "n_startup_trials": 4},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(run.get(key), dict):
+            run[key].update(value)
+        else:
+            run[key] = value
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run, sort_keys=False))
+    return path
+
+
+def tune(*args: str, cwd: Path | None = None, timeout: float = 180, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from tuner.cli import app; app()", *args], cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def servers_of(study: str) -> list[int]:
+    """PIDs of live processes that carry this study's mark: a server or one of its children."""
+    needle = f"SGLANG_TUNER_STUDY={study}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def unique_study(request) -> str:
+    return f"{request.node.name[:40]}-{os.getpid()}".replace("[", "-").replace("]", "").replace("/", "-")

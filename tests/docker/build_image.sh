@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Build sglang-tuner-standin:local, a self-contained image that runs the stand-in SGLang server.
+#
+# No registry is reachable from CI, so nothing is pulled: the base is this machine's own Debian python3.11
+# (interpreter, stdlib and the shared libraries it and its C modules link), imported with `docker import`.
+# The stand-in is then added with a legacy-builder Dockerfile (BuildKit is not installed on bookworm),
+# together with a tiny `sglang` package so the image answers the launcher's real default command,
+# `python3 -m sglang.launch_server`, and `import sglang; sglang.__version__`, like a real SGLang image.
+#
+# Idempotent: each image carries the hash of its inputs as a label and is rebuilt only when that changes,
+# so a second run takes well under a second.
+set -euo pipefail
+
+IMAGE=${IMAGE:-sglang-tuner-standin:local}
+BASE=${BASE:-sglang-tuner-pybase:local}
+HERE=$(cd "$(dirname "$0")" && pwd)
+STANDIN=${STANDIN:-$HERE/../standin/sglang_standin.py}
+PY=/usr/bin/python3.11
+export DOCKER_BUILDKIT=0
+
+[ -f "$STANDIN" ] || { echo "stand-in not found: $STANDIN" >&2; exit 1; }
+[ -x "$PY" ] || { echo "$PY not found: apt-get install -y python3" >&2; exit 1; }
+
+label_of() { docker image inspect -f "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true; }
+
+# --- base: host python, self-contained (no -v /usr:/usr needed at run time) ----------------------------
+base_key=$(sha256sum "$PY" | cut -c1-16)
+if [ "$(label_of "$BASE" sglang-tuner.base)" != "$base_key" ]; then
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' EXIT
+  # Debian 12 is merged-/usr: /lib -> usr/lib. Keep that layout so ldd's /lib/... paths and the
+  # interpreter path /lib64/ld-linux-x86-64.so.2 resolve in the image as they do here.
+  mkdir -p "$stage"/{usr/bin,usr/lib,usr/lib64,sbin,tmp,root,etc,opt}
+  ln -s usr/bin "$stage/bin"; ln -s usr/lib "$stage/lib"; ln -s usr/lib64 "$stage/lib64"
+  # sbin must be a real folder: docker --init bind-mounts /sbin/docker-init there.
+  chmod 1777 "$stage/tmp"
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$stage/etc/passwd"
+  echo 'root:x:0:' >"$stage/etc/group"
+  ln -s python3.11 "$stage/usr/bin/python3"
+  files=("$PY" /usr/lib64/ld-linux-x86-64.so.2)
+  while read -r lib; do files+=("${lib/#\/lib\//\/usr\/lib\/}"); done < <(
+    ldd "$PY" /usr/lib/python3.11/lib-dynload/*.so | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
+  # Each file and, when it is a symlink, what it points to (tar keeps symlinks as symlinks).
+  rel=()
+  for f in "${files[@]}"; do
+    rel+=("${f#/}")
+    real=$(readlink -f "$f")
+    [ "$real" = "$f" ] || rel+=("${real#/}")
+  done
+  # The stdlib without what a server never imports (the static libpython alone is 25 MB).
+  tar -C / --exclude='python3.11/config-*' --exclude='python3.11/test' --exclude='python3.11/lib2to3' \
+    --exclude='python3.11/ensurepip' -cf - usr/lib/python3.11 "${rel[@]}" | tar -C "$stage" -xf -
+  tar -C "$stage" -cf - . | docker import --change "LABEL sglang-tuner.base=$base_key" \
+    --change 'ENV PATH=/usr/bin:/bin' - "$BASE" >/dev/null
+  echo "built $BASE"
+fi
+
+# --- the stand-in on top -------------------------------------------------------------------------------
+key=$( (docker image inspect -f '{{.Id}}' "$BASE"; cat "$STANDIN" "$0") | sha256sum | cut -c1-16)
+if [ "$(label_of "$IMAGE" sglang-tuner.standin)" = "$key" ]; then
+  exit 0
+fi
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx" ${stage:+"$stage"}' EXIT
+mkdir -p "$ctx/sglang"
+cp "$STANDIN" "$ctx/sglang_standin.py"
+cat >"$ctx/sglang/__init__.py" <<'PY'
+"""Shim: the stand-in, importable as sglang (version from the stand-in when it declares one)."""
+try:
+    from sglang_standin import __version__
+except ImportError:
+    __version__ = "0.0.0-standin"
+PY
+cat >"$ctx/sglang/launch_server.py" <<'PY'
+"""Shim: python3 -m sglang.launch_server runs the stand-in with the same arguments."""
+import runpy
+
+runpy.run_path("/opt/standin/sglang_standin.py", run_name="__main__")
+PY
+cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM $BASE
+COPY sglang_standin.py /opt/standin/sglang_standin.py
+COPY sglang /opt/standin/sglang
+ENV PYTHONPATH=/opt/standin PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+LABEL sglang-tuner.standin=$key
+CMD ["python3", "-m", "sglang.launch_server", "--help"]
+DOCKERFILE
+docker build -q -t "$IMAGE" "$ctx" >/dev/null
+echo "built $IMAGE"

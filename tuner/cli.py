@@ -1,0 +1,127 @@
+"""`tune`: a thin command line over tuner.study, tuner.export and tuner.report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tuner.config import ConfigError, RunConfig, load_config
+from tuner.launcher.base import LaunchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Tune SGLang launch flags with Optuna against real servers.")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="Run file (YAML): model, launcher, space, workload, objective.")
+StudyOpt = typer.Option(None, "--study", help="Study name (default: the run file's, else 'default').")
+StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db).")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _config(config: Optional[Path], overrides: dict) -> RunConfig:
+    try:
+        return load_config(config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    raise AssertionError
+
+
+def _guard(fn, *args, **kwargs):
+    """Every expected failure becomes one line and a non-zero exit, never a traceback."""
+    from tuner.export import NothingToExport
+    from tuner.gpu import GpuNotFree
+    from tuner.space import SpaceError
+    from tuner.study import SetupError
+
+    try:
+        return fn(*args, **kwargs)
+    except (SetupError, ConfigError, SpaceError, LaunchError, GpuNotFree, NothingToExport) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def start(
+    config: Optional[Path] = ConfigOpt,
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Total trials in the study (resumes count)."),
+    study: Optional[str] = StudyOpt,
+    storage: Optional[str] = StorageOpt,
+    space: Optional[str] = typer.Option(None, "--space", help="Search space YAML (search_spaces/*.yaml)."),
+    model: Optional[str] = typer.Option(None, "--model", help="--model-path passed to SGLang."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="NVML GPU indices, e.g. 0,1 (one trial per GPU)."),
+    port: Optional[int] = typer.Option(None, "--port", help="First server port."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="process or docker."),
+    server_command: Optional[str] = typer.Option(None, "--server-command",
+                                                 help="Command that starts SGLang (default python -m sglang.launch_server)."),
+    image: Optional[str] = typer.Option(None, "--image", help="Docker image (docker launcher)."),
+    heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="RDB heartbeat seconds (several hosts)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--quiet", help="Live progress (default: on a terminal)."),
+) -> None:
+    """Run (or resume) a study until it has --trials trials."""
+    from tuner.progress import LineProgress
+    from tuner.study import Tuner
+
+    cfg = _config(config, {
+        "trials": trials, "study": study, "storage": storage, "space": space, "model.path": model,
+        "gpus": gpus, "launcher.port": port, "launcher.kind": launcher, "launcher.command": server_command,
+        "launcher.image": image, "heartbeat_s": heartbeat,
+    })
+    reporter = LineProgress(cfg.trials, force=bool(progress)) if progress is not False else None
+    tuner = _guard(Tuner, cfg, progress=reporter)
+    _guard(tuner.prepare)
+    for warning in tuner.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    try:
+        study_obj = _guard(tuner.run)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: the running trial was stopped and recorded; run the same command to resume "
+                   f"study {cfg.study!r}", err=True)
+        raise typer.Exit(130)
+    from tuner.progress import best_line
+
+    typer.echo(f"study {cfg.study!r}: {len(study_obj.trials)} trials in {cfg.storage_url}; {best_line(study_obj)}")
+
+
+@app.command()
+def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
+           storage: Optional[str] = StorageOpt) -> None:
+    """Trials so far: state, class, objective, startup time and flags."""
+    from tuner.report import trials_frame
+    from tuner.study import load_existing_study
+
+    cfg = _config(config, {"study": study, "storage": storage})
+    st = _guard(load_existing_study, cfg)
+    frame = trials_frame(st)
+    if frame.empty:
+        typer.echo(f"study {cfg.study!r} has no trials yet")
+        return
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
+                           "display.max_colwidth", 80):
+        typer.echo(frame.to_string(index=False))
+    from tuner.progress import best_line
+
+    typer.echo(best_line(st))
+
+
+@app.command()
+def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
+           out: Path = typer.Option(Path("."), "--out", help="Folder for deploy-best.sh and best.json.")) -> None:
+    """Write deploy-best.sh and best.json for the best feasible trial."""
+    from tuner.export import export_best
+    from tuner.study import load_existing_study, make_launcher
+
+    cfg = _config(config, {"study": study, "storage": storage})
+    st = _guard(load_existing_study, cfg)
+    run = st.user_attrs.get("run_config")
+    if run and config is None:
+        cfg = _config(None, {"study": cfg.study, "storage": cfg.storage, "model.path": run["model"]["path"],
+                             "launcher": run["launcher"]})
+    done = _guard(export_best, st, _guard(make_launcher, cfg), out)
+    typer.echo(f"trial {done.trial.number}: wrote {done.script} and {done.record}")
+

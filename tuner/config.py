@@ -1,0 +1,275 @@
+"""The run file: one YAML file that describes a whole tuning run, so that it can be repeated.
+
+Command-line options override it. Every key is checked: a typo is an error that names the key, not a default
+silently used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuner.workload import SLO, Level, Workload
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    served_name: str | None = None
+
+
+@dataclass
+class LauncherConfig:
+    kind: str = "process"  # process | docker
+    # The command that starts SGLang; another venv's python or a wrapper script works too.
+    command: list[str] = field(default_factory=lambda: ["python", "-m", "sglang.launch_server"])
+    env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 30000
+    startup_timeout_s: float = 600.0
+    # Extra startup seconds when a flag is set: torch compile alone can take many minutes.
+    startup_timeout_extra_s: dict[str, float] = field(default_factory=lambda: {"enable-torch-compile": 1200.0})
+    stop_grace_s: float = 15.0
+    # Docker only
+    image: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    hf_cache: str | None = None
+    shm_size: str = "16g"
+    gpu_runtime: bool = True
+
+
+@dataclass
+class WorkloadConfig:
+    input_len: int = 512
+    output_len: int = 128
+    concurrency: list[int] = field(default_factory=lambda: [1, 16, 64])
+    num_prompts: int | None = None  # per level; default: enough for a steady state at that concurrency
+    request_rate: float | None = None
+    preset: str | None = None  # seed-response-time | seed-concurrency
+    endpoint: str = "completions"
+    prompt_kind: str = "ids"
+    dataset: str | None = None
+    warmup_requests: int = 2
+    flush_cache: bool = True
+    seed: int = 1
+    request_timeout_s: float = 300.0
+
+    def build(self, slo: SLO) -> Workload:
+        from tuner import workload as wl
+
+        if self.preset == "seed-response-time":
+            levels = wl.seed_response_time().levels
+        elif self.preset == "seed-concurrency":
+            levels = wl.seed_concurrency(self.input_len, self.output_len).levels
+        elif self.preset is None:
+            levels = tuple(
+                Level(c, self.input_len, self.output_len, self.num_prompts or default_prompts(c), self.request_rate)
+                for c in self.concurrency
+            )
+        else:
+            raise ConfigError(f"workload.preset: unknown preset {self.preset!r} (seed-response-time, seed-concurrency)")
+        return Workload(
+            levels=levels,
+            endpoint=self.endpoint,
+            prompt_kind="dataset" if self.dataset else self.prompt_kind,
+            dataset=self.dataset,
+            seed=self.seed,
+            warmup_requests=self.warmup_requests,
+            flush_cache=self.flush_cache,
+            slo=slo,
+            request_timeout_s=self.request_timeout_s,
+        )
+
+
+def default_prompts(concurrency: int) -> int:
+    # Four waves at full concurrency: the first and last are ramp-up and drain, the middle ones are steady.
+    return max(4 * concurrency, 8)
+
+
+@dataclass
+class ObjectiveConfig:
+    # bench_serving metric names; *_ms metrics are minimised, the rest maximised.
+    metrics: list[str] = field(default_factory=lambda: ["output_throughput"])
+    at_concurrency: int | None = None  # the level the objective is read at; default: the highest concurrency
+    slo: dict[str, float] = field(default_factory=dict)  # e.g. {p99_ttft_ms: 2000, median_tpot_ms: 50}
+    max_gpu_memory_fraction: float | None = None  # peak used / total, e.g. 0.97
+    early_stop: bool = True  # skip later levels once an SLO is broken or the config is clearly worse
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "tpe"  # tpe | random | gp
+    seed: int | None = 0
+    n_startup_trials: int = 8
+
+
+@dataclass
+class RunConfig:
+    study: str = "default"
+    storage: str | None = None  # default: sqlite:///studies/<study>.db
+    trials_dir: str = "trials"
+    space: str = "search_spaces/default.yaml"
+    trials: int = 40
+    baseline: bool = True  # trial 0 runs SGLang's defaults (the space's fixed flags only)
+    gpus: list[int] = field(default_factory=lambda: [0])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    heartbeat_s: float | None = None  # RDB storages: a dead worker's trial is failed and retried after 2x this
+    artifacts: str | None = None  # artifact store folder; default: <trials_dir>/<study>/artifacts
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///studies/{self.study}.db"
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.trials_dir) / self.study
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such run file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a run file is a mapping (study, model, launcher, space, workload, ...)")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    config = _build(RunConfig, raw, "")
+    _check(config)
+    return config
+
+
+def _build(cls, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'run file'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        path = f"{where}.{key}" if where else str(key)
+        if name not in names:
+            raise ConfigError(f"{path}: unknown key (expected one of {', '.join(sorted(names))})")
+        kwargs[name] = _coerce(hints[name], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, path):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, path)
+    if origin is list:
+        if isinstance(value, str) and args[0] is str:
+            return shlex.split(value)
+        if isinstance(value, (int, str)) and args[0] is int:
+            value = [int(v) for v in str(value).split(",") if v.strip()] if isinstance(value, str) else [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        try:
+            number = hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+        if hint is int and number != float(value):
+            raise ConfigError(f"{path}: expected a whole number, got {value!r}")
+        return number
+    if hint is str:
+        return str(value)
+    return value
+
+
+DIRECTIONS = {"maximize", "minimize"}
+
+
+def direction(metric: str) -> str:
+    return "minimize" if metric.endswith("_ms") else "maximize"
+
+
+def _check(c: RunConfig) -> None:
+    from tuner.metrics import LevelResult
+
+    metric_names = {f.name for f in dataclasses.fields(LevelResult)}
+    if c.trials < 1:
+        raise ConfigError(f"trials: must be at least 1, got {c.trials}")
+    if not c.study or any(ch in c.study for ch in "/\\ ") or c.study.startswith("."):
+        raise ConfigError(f"study: {c.study!r} must be a plain name (letters, digits, - and _)")
+    if not c.gpus:
+        raise ConfigError("gpus: give at least one GPU index, e.g. --gpus 0")
+    if any(g < 0 for g in c.gpus) or len(set(c.gpus)) != len(c.gpus):
+        raise ConfigError(f"gpus: {c.gpus} must be distinct NVML indices >= 0")
+    if not c.model.path:
+        raise ConfigError("model.path: which model to serve? (--model or model: {path: ...} in the run file)")
+    if c.launcher.kind not in ("process", "docker"):
+        raise ConfigError(f"launcher.kind: {c.launcher.kind!r} is not process or docker")
+    if c.launcher.kind == "docker" and not c.launcher.image:
+        raise ConfigError("launcher.image: the docker launcher needs an image (tag or digest)")
+    if not c.launcher.command:
+        raise ConfigError("launcher.command: empty; the default is python -m sglang.launch_server")
+    if not 1 <= c.launcher.port <= 65535:
+        raise ConfigError(f"launcher.port: {c.launcher.port} is not a TCP port")
+    if not 1 <= len(c.objective.metrics) <= 2:
+        raise ConfigError("objective.metrics: one metric, or two for a Pareto front")
+    for m in [*c.objective.metrics, *c.objective.slo]:
+        if m not in metric_names or m in ("concurrency", "input_len", "output_len", "repeat"):
+            close = [n for n in metric_names if m.split("_")[-1] in n][:3]
+            raise ConfigError(f"objective: {m!r} is not a bench_serving metric (e.g. {', '.join(close) or 'output_throughput'})")
+    levels = c.workload.concurrency
+    if not levels or any(x < 1 for x in levels):
+        raise ConfigError(f"workload.concurrency: {levels} must be positive integers")
+    if c.objective.at_concurrency is not None and c.objective.at_concurrency not in levels:
+        raise ConfigError(f"objective.at_concurrency: {c.objective.at_concurrency} is not one of {levels}")
+    if c.workload.input_len < 1 or c.workload.output_len < 1:
+        raise ConfigError("workload: input_len and output_len must be at least 1")
+    if c.workload.dataset and not Path(c.workload.dataset).is_file():
+        raise ConfigError(f"workload.dataset: {c.workload.dataset}: no such file")
+    frac = c.objective.max_gpu_memory_fraction
+    if frac is not None and not 0 < frac <= 1:
+        raise ConfigError(f"objective.max_gpu_memory_fraction: {frac} must be in (0, 1]")
+    if c.sampler.name not in ("tpe", "random", "gp"):
+        raise ConfigError(f"sampler.name: {c.sampler.name!r} is not tpe, random or gp")
+

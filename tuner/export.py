@@ -1,0 +1,114 @@
+"""Export the best feasible trial: deploy-best.sh (starts it the way the seed's deploy scripts did) and best.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.flags import ServerFlags
+from tuner.launcher.base import Launcher, LaunchSpec
+
+
+class NothingToExport(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Exported:
+    trial: FrozenTrial
+    script: Path
+    record: Path
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The best feasible trial; with two objectives, the Pareto trial best on the first one."""
+    try:
+        if len(study.directions) == 1:
+            best = study.best_trial
+        else:
+            front = study.best_trials
+            if not front:
+                raise ValueError
+            sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+            best = max(front, key=lambda t: sign * t.values[0])
+    except ValueError:
+        best = None
+    if best is None or not best.user_attrs.get("feasible", False):
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        raise NothingToExport(f"study {study.study_name!r} has no feasible trial yet ({done} completed)")
+    return best
+
+
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("baseline"):
+            return t
+    return None
+
+
+def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".")) -> Exported:
+    best = best_trial(study)
+    flags = ServerFlags(tuple(best.user_attrs["flags"].items()))
+    gpus = tuple(best.user_attrs.get("gpus", ()))
+    run = study.user_attrs.get("run_config", {})
+    env = dict(run.get("launcher", {}).get("env", {}))
+    spec = LaunchSpec(
+        flags=flags, env=env, log_path=Path("server.log"), host=str(flags.as_dict().get("host", "127.0.0.1")),
+        port=int(flags.as_dict().get("port", 30000)), gpus=gpus, study=study.study_name, trial=best.number,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    script = out_dir / "deploy-best.sh"
+    script.write_text(_header(study, best) + launcher.deploy_script(spec))
+    os.chmod(script, 0o755)
+    record = out_dir / "best.json"
+    base = baseline_trial(study)
+    record.write_text(json.dumps({
+        "study": study.study_name,
+        "trial": best.number,
+        "metrics": dict(zip(study.user_attrs.get("metrics", []), best.values)),
+        "argv": best.user_attrs.get("argv"),
+        "flags": best.user_attrs.get("flags"),
+        "params": best.params,
+        "levels": best.user_attrs.get("levels", []),
+        "baseline": {"trial": base.number, "metrics": dict(zip(study.user_attrs.get("metrics", []), base.values)),
+                     "levels": base.user_attrs.get("levels", [])} if base else None,
+        "launcher": best.user_attrs.get("launcher"),
+        "gpu_peak_used_mib": best.user_attrs.get("gpu_peak_used_mib"),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }, indent=2))
+    return Exported(best, script, record)
+
+
+def _header(study: optuna.Study, best: FrozenTrial) -> str:
+    a = best.user_attrs
+    run = study.user_attrs.get("run_config", {})
+    wl = run.get("workload", {})
+    launcher = a.get("launcher", {})
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# deploy-best.sh: the best feasible config of study {study.study_name!r} (trial {best.number}),",
+        f"# exported by sglang-tuner on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"# Launcher: {', '.join(f'{k}={v}' for k, v in launcher.items())}",
+    ]
+    if a.get("server_version"):
+        lines.append(f"# SGLang version (from /get_server_info): {a['server_version']}")
+    peak = f", GPU peak {a['gpu_peak_used_mib']:.0f} MiB" if "gpu_peak_used_mib" in a else ""
+    lines.append(f"# Measured with ISL {wl.get('input_len')} / OSL {wl.get('output_len')}, "
+                 f"startup {a.get('startup_s', 0):.1f} s{peak}:")
+    base = baseline_trial(study)
+    base_levels = {lv["concurrency"]: lv for lv in base.user_attrs.get("levels", [])} if base else {}
+    for lv in a.get("levels", []):
+        line = (f"#   concurrency {lv['concurrency']:>3}: {lv['output_throughput']:9.1f} output tok/s, "
+                f"median TTFT {lv['median_ttft_ms']:8.1f} ms, median TPOT {lv['median_tpot_ms']:7.2f} ms")
+        ref = base_levels.get(lv["concurrency"])
+        if ref and ref["output_throughput"] and base is not best:
+            line += f" ({100 * (lv['output_throughput'] / ref['output_throughput'] - 1):+.1f}% vs SGLang defaults)"
+        lines.append(line)
+    lines += ["set -euo pipefail", ""]
+    return "\n".join(lines) + "\n"

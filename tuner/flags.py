@@ -1,0 +1,131 @@
+"""SGLang launch flags: the one place a parameter set becomes a command line.
+
+Names are SGLang's own CLI names without the leading dashes (``schedule-policy``), so the search space,
+the trial records and deploy-best.sh all speak the vocabulary a SGLang user already knows.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+FlagValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class ServerFlags:
+    """An ordered set of SGLang flags. ``True`` is a bare switch; ``False`` and ``None`` leave the flag out."""
+
+    values: tuple[tuple[str, FlagValue], ...] = ()
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, FlagValue | None]) -> "ServerFlags":
+        return cls(tuple((k, v) for k, v in mapping.items() if v is not None))
+
+    def merged(self, other: "ServerFlags") -> "ServerFlags":
+        """``other`` wins on a name both hold; order is self's, then other's new names."""
+        out = dict(self.values)
+        out.update(other.values)
+        return ServerFlags(tuple(out.items()))
+
+    def as_dict(self) -> dict[str, FlagValue]:
+        return dict(self.values)
+
+    def argv(self) -> list[str]:
+        args: list[str] = []
+        for name, value in self.values:
+            if value is False:
+                continue
+            args.append(f"--{name}")
+            if value is not True:
+                args.append(format_value(value))
+        return args
+
+    def shell(self) -> str:
+        return " ".join(shlex.quote(a) for a in self.argv())
+
+
+def format_value(value: FlagValue) -> str:
+    if isinstance(value, float):
+        # 0.8700000000000001 from a float step must read as the 0.87 a user would type.
+        return repr(round(value, 6))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class FlagInfo:
+    name: str
+    takes_value: bool
+    choices: tuple[str, ...] = ()
+    deprecated: bool = False
+
+
+@dataclass
+class FlagCatalog:
+    """The flags one SGLang build accepts, read from its ``--help``."""
+
+    flags: dict[str, FlagInfo] = field(default_factory=dict)
+    source: str = ""
+
+    @classmethod
+    def from_help(cls, text: str, source: str = "") -> "FlagCatalog":
+        catalog = cls(source=source)
+        # argparse prints each option at two spaces of indent: "  --name METAVAR, --alias METAVAR  help".
+        blocks = re.split(r"\n(?=  -)", text)
+        for block in blocks:
+            head = block.strip().split("\n", 1)[0]
+            names = re.findall(r"(?:^|,\s)--([a-z0-9][a-z0-9-]*)(\s+(\{[^}]*\}|[A-Z_][A-Z0-9_]*)(?=,|\s|$))?", head)
+            if not names:
+                continue
+            deprecated = "deprecated" in block.lower()
+            for name, rest, metavar in names:
+                choices: tuple[str, ...] = ()
+                if metavar.startswith("{"):
+                    choices = tuple(c.strip() for c in metavar[1:-1].split(","))
+                catalog.flags[name] = FlagInfo(name, bool(rest.strip()), choices, deprecated)
+        return catalog
+
+    def check(self, name: str, value: FlagValue) -> str | None:
+        """Why this flag and value would be refused by SGLang, or None if it would be accepted."""
+        info = self.flags.get(name)
+        if info is None:
+            near = [n for n in self.flags if n.startswith(name)]
+            if near:
+                return f"--{name} is not a full flag name (it could match {', '.join('--' + n for n in near[:4])})"
+            return f"--{name} is not a flag of this SGLang ({self.source})"
+        if isinstance(value, bool):
+            if info.takes_value:
+                return f"--{name} takes a value, not true/false"
+            return None
+        if not info.takes_value:
+            return f"--{name} is a switch: use true or false, not {value!r}"
+        if info.choices and format_value(value) not in info.choices:
+            return f"--{name} {value} is not one of {', '.join(info.choices)}"
+        return None
+
+    def problems(self, flags: ServerFlags) -> list[str]:
+        return [p for name, value in flags.values if (p := self.check(name, value))]
+
+
+def read_catalog(command: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 180) -> FlagCatalog:
+    """Run ``<command> --help`` once: SGLang's flags drift between releases, so ask the build that will run."""
+    source = " ".join(command)
+    try:
+        proc = subprocess.run(
+            [*command, "--help"], capture_output=True, text=True, timeout=timeout, env=dict(env) if env else None
+        )
+    except FileNotFoundError as exc:
+        raise FlagCatalogError(f"cannot run the server command {source!r}: {exc.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise FlagCatalogError(f"{source} --help did not answer in {timeout:.0f} s") from None
+    if proc.returncode != 0 or "--port" not in proc.stdout:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise FlagCatalogError(f"{source} --help failed (exit {proc.returncode}): {tail[0]}")
+    return FlagCatalog.from_help(proc.stdout, source)
+
+
+class FlagCatalogError(RuntimeError):
+    pass

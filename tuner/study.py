@@ -1,0 +1,551 @@
+"""The study: Optuna storage, sampler, the trial loop, and how each trial is recorded so samplers learn.
+
+A failed launch is recorded as a COMPLETE trial with a pessimistic value and a violated ``launch_ok``
+constraint (Optuna's samplers ignore FAIL trials; they learn from infeasible ones). Constraints go into the
+list-format ``constraints`` system attribute, the one the Optuna dashboard reads as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner import failures, gpu
+from tuner.config import RunConfig, direction
+from tuner.flags import FlagCatalogError, ServerFlags
+from tuner.launcher.base import Launcher, LaunchError
+from tuner.metrics import LevelResult
+from tuner.space import SearchSpace, SpaceError, load_space
+from tuner.trial import Cancelled, Progress, TrialPlan, TrialResult, TrialRunner
+from tuner.workload import SLO
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+HOST = socket.gethostname()
+WORKER = f"{HOST}:{os.getpid()}"
+# A trial is "clearly worse" after its first level when it reaches less than this share of the best trial's
+# throughput at that level: the remaining levels are skipped.
+CLEARLY_WORSE = 0.5
+
+
+class SetupError(RuntimeError):
+    """A problem with the user's input or machine, reported as one line; nothing to do with a trial."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    metrics: tuple[str, ...]
+    at_concurrency: int
+    slo: dict[str, float]
+    max_gpu_memory_fraction: float | None
+    penalty_ms: float
+
+    @property
+    def directions(self) -> list[str]:
+        return [direction(m) for m in self.metrics]
+
+    @property
+    def constraint_names(self) -> list[str]:
+        names = ["launch_ok", *(f"slo:{m}" for m in self.slo)]
+        if self.max_gpu_memory_fraction is not None:
+            names.append("gpu_memory_fraction")
+        return names
+
+    def level(self, result: TrialResult) -> LevelResult | None:
+        return next((lv for lv in result.levels if lv.concurrency == self.at_concurrency), None)
+
+    def values(self, result: TrialResult) -> list[float]:
+        """Pessimistic but finite where nothing was measured, so samplers can still rank the trial."""
+        level = self.level(result) if result.ok else None
+        out = []
+        for metric in self.metrics:
+            value = getattr(level, metric) if level else None
+            if value is None or not math.isfinite(value):
+                value = self.penalty_ms if direction(metric) == "minimize" else 0.0
+            out.append(float(value))
+        return out
+
+    def constraints(self, result: TrialResult) -> list[float]:
+        """One number per name, <= 0 when satisfied; the same keys for every trial (samplers require it)."""
+        out = [0.0 if result.ok and result.levels else 1.0]
+        for metric, limit in self.slo.items():
+            measured = [getattr(lv, metric) for lv in result.levels if math.isfinite(getattr(lv, metric))]
+            out.append(max(measured) - limit if result.ok and measured else max(limit, 1.0))
+        if self.max_gpu_memory_fraction is not None:
+            frac = result.gpu.peak_used_fraction
+            out.append(frac - self.max_gpu_memory_fraction if result.ok else 1.0)
+        return out
+
+
+def objective_for(config: RunConfig) -> Objective:
+    at = config.objective.at_concurrency or max(config.workload.concurrency)
+    return Objective(
+        tuple(config.objective.metrics), at, dict(config.objective.slo),
+        config.objective.max_gpu_memory_fraction, config.workload.request_timeout_s * 1000.0,
+    )
+
+
+def open_storage(config: RunConfig) -> RDBStorage:
+    url = config.storage_url
+    if "://" not in url:
+        raise SetupError(f"--storage {url!r} is not a database URL (sqlite:///studies/x.db, postgresql://...)")
+    kwargs: dict = {}
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        # Several slots of one tuner write to one SQLite file: wait for the lock instead of failing.
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    if config.heartbeat_s:
+        kwargs.update(
+            heartbeat_interval=int(config.heartbeat_s),
+            grace_period=int(2 * config.heartbeat_s),
+            heartbeat_stale_trial_callback=_RetryStale(),
+        )
+    try:
+        return RDBStorage(url, **kwargs)
+    except ImportError as exc:
+        raise SetupError(f"--storage {url.split('://')[0]}: its database driver is missing ({exc.name}); "
+                         f"pip install 'sglang-tuner[postgres]'") from None
+    except Exception as exc:  # SQLAlchemy's errors for bad URLs and unreachable servers are many
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SetupError(f"--storage {_redact(url)}: cannot open it ({first})") from None
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+class _RetryStale:
+    """A trial whose worker stopped heartbeating is failed by Optuna; run its parameters again."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        study._storage.set_trial_user_attr(trial._trial_id, "failure_class", failures.INTERRUPTED.name)
+        enqueue_retry(study, trial)
+
+
+def enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    attrs = {"retry_of": trial.number}
+    if trial.user_attrs.get("baseline"):
+        attrs["baseline"] = True
+    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+
+
+def make_sampler(config: RunConfig) -> optuna.samplers.BaseSampler:
+    s = config.sampler
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.name == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+    # Our spaces are conditional (torch-compile-max-bs only with torch compile): multivariate grouped TPE
+    # models the branches jointly instead of falling back to independent sampling.
+    return optuna.samplers.TPESampler(
+        seed=s.seed, n_startup_trials=s.n_startup_trials, multivariate=True, group=True, constant_liar=True,
+    )
+
+
+def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.Study:
+    storage = storage or open_storage(config)
+    objective = objective_for(config)
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=config.study, directions=objective.directions,
+            sampler=make_sampler(config), load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise SetupError(f"study {config.study!r}: {exc}") from None
+    if [d.name.lower() for d in study.directions] != objective.directions:
+        raise SetupError(
+            f"study {config.study!r} already exists with objectives {study.user_attrs.get('metrics')}: "
+            f"use another --study name for {list(objective.metrics)}"
+        )
+    if "metrics" not in study.user_attrs:
+        study.set_user_attr("metrics", list(objective.metrics))
+        study.set_user_attr("constraint_names", objective.constraint_names)
+        study.set_user_attr("at_concurrency", objective.at_concurrency)
+        study.set_user_attr("space", str(config.space))
+        study.set_user_attr("run_config", config.to_dict())
+        study.set_metric_names(list(objective.metrics))
+    return study
+
+
+def load_existing_study(config: RunConfig) -> optuna.Study:
+    storage = open_storage(config)
+    try:
+        return optuna.load_study(study_name=config.study, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise SetupError(f"no study {config.study!r} in {_redact(config.storage_url)}"
+                         f" (studies there: {', '.join(names) or 'none'})") from None
+
+
+def startup_timeout(config: RunConfig, flags: ServerFlags) -> float:
+    """Timeouts follow the flags: torch compile can take 5x longer to start than the same server without it."""
+    d = flags.as_dict()
+    extra = sum(s for name, s in config.launcher.startup_timeout_extra_s.items() if d.get(name) not in (None, False))
+    return config.launcher.startup_timeout_s + extra
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+@dataclass
+class GpuPool:
+    """Hands out disjoint sets of GPUs: one trial per GPU, or all of a tp x dp trial's GPUs at once."""
+
+    gpus: list[int]
+    _free: set[int] = field(default_factory=set)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        self._free = set(self.gpus)
+
+    def acquire(self, n: int, cancel: threading.Event) -> tuple[int, ...]:
+        if n > len(self.gpus):
+            raise SetupError(f"a trial needs {n} GPUs but --gpus gives {len(self.gpus)}")
+        with self._cond:
+            while len(self._free) < n:
+                if cancel.is_set():
+                    raise Cancelled()
+                self._cond.wait(0.2)
+            chosen = tuple(sorted(self._free)[:n])
+            self._free -= set(chosen)
+            return chosen
+
+    def release(self, gpus: tuple[int, ...]) -> None:
+        with self._cond:
+            self._free |= set(gpus)
+            self._cond.notify_all()
+
+
+class Tuner:
+    """Runs a study to its trial budget. Usable from Python; the CLI is a thin layer over it."""
+
+    def __init__(self, config: RunConfig, launcher: Launcher | None = None, progress: Progress | None = None):
+        self.config = config
+        self.launcher = launcher or make_launcher(config)
+        self.progress = progress
+        self.objective = objective_for(config)
+        self.workload = config.workload.build(SLO(
+            ttft_ms=config.objective.slo.get("p99_ttft_ms") or config.objective.slo.get("median_ttft_ms"),
+            tpot_ms=config.objective.slo.get("median_tpot_ms") or config.objective.slo.get("p99_tpot_ms"),
+        ))
+        self.cancel = threading.Event()
+        self.space: SearchSpace | None = None
+        self.study: optuna.Study | None = None
+        self.warnings: list[str] = []
+        self._errors: list[BaseException] = []
+
+    # -- preparation: everything that can be checked is checked before the first launch
+    def prepare(self) -> optuna.Study:
+        try:
+            self.space = load_space(self.config.space)
+        except SpaceError as exc:
+            raise SetupError(str(exc)) from None
+        try:
+            catalog = self.launcher.flag_catalog()
+        except (FlagCatalogError, LaunchError) as exc:
+            raise SetupError(str(exc)) from None
+        for flag in ("model-path", "host", "port"):
+            if flag not in catalog.flags:
+                raise SetupError(f"{catalog.source} --help lists no --{flag}: is this SGLang's launch_server?")
+        try:
+            self.space.validate(catalog)
+        except SpaceError as exc:
+            raise SetupError(str(exc)) from None
+        self.warnings = self.space.no_op_warnings() + [
+            f"--{name} is deprecated in this SGLang" for name, _ in self.space.fixed.values
+            if catalog.flags.get(name) and catalog.flags[name].deprecated
+        ]
+        if self.launcher.kind == "process" and not _looks_like_path_or_hub_id(self.config.model.path):
+            raise SetupError(f"model.path {self.config.model.path!r}: no such folder, and not a hub id (org/name)")
+        stopped = self.launcher.cleanup_orphans(self.config.study)
+        if stopped:
+            self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
+        self.study = open_study(self.config)
+        self._recover_stale(self.study)
+        self.config.study_dir.mkdir(parents=True, exist_ok=True)
+        return self.study
+
+    def _recover_stale(self, study: optuna.Study) -> None:
+        """RUNNING trials of a dead worker on this host (kill -9): fail them and run their parameters again."""
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = t.user_attrs.get("worker", "")
+            host, _, pid = worker.rpartition(":")
+            if host != HOST or not pid.isdigit() or _alive(int(pid)):
+                continue
+            study._storage.set_trial_user_attr(t._trial_id, "failure_class", failures.INTERRUPTED.name)
+            study._storage.set_trial_user_attr(t._trial_id, "failure_detail", f"worker {worker} died")
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            enqueue_retry(study, t)
+            self.warnings.append(f"trial {t.number} was left RUNNING by a dead tuner: marked failed, re-queued")
+
+    # -- the loop
+    def run(self) -> optuna.Study:
+        study = self.study or self.prepare()
+        self.idle_mib = gpu.used_mib(tuple(self.config.gpus))
+        pool = GpuPool(list(self.config.gpus))
+        artifacts = self._artifact_store()
+        slots = len(self.config.gpus)
+        workers = [
+            threading.Thread(target=self._worker, args=(study, pool, artifacts), name=f"slot-{i}", daemon=True)
+            for i in range(slots)
+        ]
+        with _signals_set(self.cancel):
+            for w in workers:
+                w.start()
+            for w in workers:
+                while w.is_alive():
+                    w.join(0.2)
+        if self._errors:
+            raise self._errors[0]
+        if self.cancel.is_set():
+            raise KeyboardInterrupt
+        return study
+
+    def _worker(self, study: optuna.Study, pool: GpuPool, artifacts: FileSystemArtifactStore) -> None:
+        try:
+            while not self.cancel.is_set():
+                if not self._budget_left(study):
+                    return
+                self._one_trial(study, pool, artifacts)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which owns the exit
+            self._errors.append(exc)
+            self.cancel.set()
+
+    def _budget_left(self, study: optuna.Study) -> bool:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        return len(done) < self.config.trials
+
+    def _one_trial(self, study: optuna.Study, pool: GpuPool, artifacts: FileSystemArtifactStore) -> None:
+        trial = study.ask()
+        study._storage.set_trial_user_attr(trial._trial_id, "worker", WORKER)
+        # Budget across workers: trial numbers are handed out atomically, so whoever got a number past the
+        # budget gives it back; the study never runs more trials than asked for.
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                 if t.number < trial.number]
+        if len(ahead) >= self.config.trials:
+            fixed = study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+            trial.set_user_attr("failure_class", "over_budget")
+            study.tell(trial, state=TrialState.FAIL)
+            if fixed is not None:  # a re-run handed to us from the queue: leave it for a later run
+                study.enqueue_trial(fixed, user_attrs={k: v for k, v in trial.user_attrs.items()
+                                                       if k in ("retry_of", "baseline")})
+            return
+        baseline = self.config.baseline and (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
+        assert self.space is not None
+        tuned = self.space.fixed if baseline else self.space.sample(trial)
+        gpus: tuple[int, ...] = ()
+        result: TrialResult | None = None
+        try:
+            gpus = pool.acquire(self.space.gpus_needed(tuned), self.cancel)
+            port = self.config.launcher.port + (gpus[0] - min(self.config.gpus) if gpus else 0)
+            if not port_free(self.config.launcher.host, port):
+                raise SetupError(f"port {port} on {self.config.launcher.host} is in use: stop what holds it "
+                                 f"or pass --port")
+            plan = self._plan(trial.number, tuned, gpus, port)
+            trial.set_user_attr("baseline", baseline)
+            trial.set_user_attr("host", HOST)
+            trial.set_user_attr("gpus", list(gpus))
+            trial.set_user_attr("flags", plan.flags.as_dict())
+            trial.set_user_attr("argv", plan.flags.argv())
+            trial.set_user_attr("trial_dir", str(plan.trial_dir))
+            trial.set_user_attr("launcher", self.launcher.describe())
+            runner = self._runner(study, trial)
+            result = runner.run(plan)
+        except (Cancelled, KeyboardInterrupt):
+            self._record_interrupted(study, trial)
+            self.cancel.set()
+            return
+        except BaseException:
+            self._record_interrupted(study, trial)
+            raise
+        finally:
+            if gpus:
+                pool.release(gpus)
+        self._record(study, trial, result, artifacts)
+
+    def _plan(self, number: int, tuned: ServerFlags, gpus: tuple[int, ...], port: int) -> TrialPlan:
+        c = self.config
+        base = {"model-path": c.model.path, "host": c.launcher.host, "port": port}
+        if c.model.served_name:
+            base["served-model-name"] = c.model.served_name
+        flags = ServerFlags.of(base).merged(tuned)
+        return TrialPlan(number, flags, gpus, c.launcher.host, port, c.study_dir / str(number),
+                         startup_timeout(c, flags), dict(c.launcher.env))
+
+    def _runner(self, study: optuna.Study, trial: optuna.Trial) -> TrialRunner:
+        return TrialRunner(
+            self.launcher, self.workload, self.config.model.served_name or self.config.model.path,
+            self.config.study, idle_mib=self.idle_mib, stop_grace_s=self.config.launcher.stop_grace_s,
+            early_stop=self._early_stop(study) if self.config.objective.early_stop else None,
+            progress=self.progress, cancel=self.cancel,
+            on_launch=lambda server: trial.set_user_attr("server", server.ident),
+        )
+
+    def _early_stop(self, study: optuna.Study) -> Callable[[LevelResult], str | None]:
+        best = best_levels(study, self.objective)
+
+        def check(level: LevelResult) -> str | None:
+            for metric, limit in self.objective.slo.items():
+                value = getattr(level, metric)
+                if value > limit:
+                    return f"SLO broken at concurrency {level.concurrency}: {metric} {value:.1f} > {limit:g}"
+            ref = best.get(level.concurrency)
+            if level.concurrency != self.objective.at_concurrency and ref and \
+                    level.output_throughput < CLEARLY_WORSE * ref:
+                return (f"clearly worse than the best at concurrency {level.concurrency}: "
+                        f"{level.output_throughput:.0f} vs {ref:.0f} tok/s")
+            return None
+
+        return check
+
+    def _record(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult,
+                artifacts: FileSystemArtifactStore) -> None:
+        attrs = trial_attrs(result, self.objective)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        constraints = self.objective.constraints(result)
+        study._storage.set_trial_system_attr(trial._trial_id, "constraints", constraints)
+        trial.set_user_attr("feasible", all(c <= 0 for c in constraints))
+        self._upload(artifacts, trial, result.plan.trial_dir)
+        study.tell(trial, self.objective.values(result))
+        if self.progress and hasattr(self.progress, "trial_done"):
+            self.progress.trial_done(study, result)
+
+    def _record_interrupted(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        trial.set_user_attr("failure_class", failures.INTERRUPTED.name)
+        trial.set_user_attr("failure_hint", failures.INTERRUPTED.hint)
+        study.tell(trial, state=TrialState.FAIL)
+        enqueue_retry(study, study._storage.get_trial(trial._trial_id))
+
+    def _artifact_store(self) -> FileSystemArtifactStore:
+        path = Path(self.config.artifacts or self.config.study_dir / "artifacts")
+        path.mkdir(parents=True, exist_ok=True)
+        return FileSystemArtifactStore(str(path))
+
+    def _upload(self, store: FileSystemArtifactStore, trial: optuna.Trial, trial_dir: Path) -> None:
+        # While the trial is RUNNING: Optuna refuses uploads to finished trials.
+        for name, mimetype in (("server.log", "text/plain"), ("benchmark.csv", "text/csv"),
+                               ("gpu.csv", "text/csv"), ("trial.json", "application/json")):
+            path = trial_dir / name
+            if path.is_file():
+                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
+
+
+def trial_attrs(result: TrialResult, objective: Objective) -> dict:
+    """What a trial's record holds beyond its values: flat, JSON-friendly, named like SGLang and bench_serving."""
+    t = result.times
+    attrs: dict = {
+        "failure_class": result.failure.name if result.failure else "none",
+        "exit_code": result.exit_code,
+        "startup_s": round(t.startup_s, 3),
+        "benchmark_s": round(t.benchmark_s, 3),
+        "stop_s": round(t.stop_s, 3),
+        "total_s": round(t.total_s, 3),
+        "overhead_s": round(t.overhead_s, 3),
+        **result.gpu.record(),
+    }
+    if result.failure:
+        attrs["failure_explanation"] = result.failure.explanation
+        attrs["failure_hint"] = result.failure.hint
+        attrs["failure_detail"] = result.failure_detail
+    if result.benchmark and result.benchmark.stopped_early:
+        attrs["stopped_early"] = result.benchmark.stopped_early
+    level = objective.level(result)
+    if level:
+        for name in ("output_throughput", "request_throughput", "total_throughput", "median_ttft_ms",
+                     "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "median_e2e_latency_ms",
+                     "completed", "failed", "short_outputs"):
+            attrs[name] = round(getattr(level, name), 3)
+    attrs["levels"] = [
+        {"concurrency": lv.concurrency, "output_throughput": round(lv.output_throughput, 2),
+         "median_ttft_ms": round(lv.median_ttft_ms, 2), "p99_ttft_ms": round(lv.p99_ttft_ms, 2),
+         "median_tpot_ms": round(lv.median_tpot_ms, 3), "failed": lv.failed}
+        for lv in result.levels
+    ]
+    for key in ("version", "mem_fraction_static", "max_total_num_tokens", "chunked_prefill_size",
+                "cuda_graph_max_bs", "attention_backend", "max_running_requests"):
+        if key in result.server_info:
+            attrs[f"server_{key}"] = result.server_info[key]
+    return attrs
+
+
+def best_levels(study: optuna.Study, objective: Objective) -> dict[int, float]:
+    """Per concurrency, the best output tokens/s any feasible trial reached (for early stopping)."""
+    best: dict[int, float] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if not t.user_attrs.get("feasible"):
+            continue
+        for lv in t.user_attrs.get("levels", []):
+            best[lv["concurrency"]] = max(best.get(lv["concurrency"], 0.0), lv["output_throughput"])
+    return best
+
+
+def make_launcher(config: RunConfig) -> Launcher:
+    if config.launcher.kind == "docker":
+        from tuner.launcher.docker import DockerLauncher
+
+        lc = config.launcher
+        return DockerLauncher(image=lc.image, command=lc.command, env=lc.env, hf_cache=lc.hf_cache,
+                              volumes=lc.volumes, shm_size=lc.shm_size, gpu_runtime=lc.gpu_runtime)
+    from tuner.launcher.process import ProcessLauncher
+
+    return ProcessLauncher(config.launcher.command, config.launcher.env)
+
+
+def _looks_like_path_or_hub_id(model: str) -> bool:
+    return Path(model).expanduser().exists() or (model.count("/") == 1 and not model.startswith(("/", ".", "~")))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class _signals_set:
+    """SIGINT and SIGTERM set the cancel event: the running trial stops its server and is recorded."""
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel = cancel
+        self.saved: dict[int, object] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, lambda *_: self.cancel.set())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
