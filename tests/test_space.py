@@ -28,6 +28,7 @@ options:
   --disable-flashinfer
   --disable-custom-all-reduce
   --tp-size TP_SIZE, --tensor-parallel-size TP_SIZE
+  --dp-size, --data-parallel-size DP_SIZE
 """
 
 
@@ -115,6 +116,7 @@ def test_flags_sglang_does_not_have_are_refused_with_the_line(tmp_path):
 def test_catalog_reads_aliases_choices_and_deprecation():
     catalog = FlagCatalog.from_help(HELP)
     assert catalog.flags["tensor-parallel-size"].takes_value
+    assert catalog.flags["dp-size"].takes_value  # Python 3.13's format: one metavar for all aliases
     assert "lof" in catalog.flags["schedule-policy"].choices
     assert catalog.flags["disable-cuda-graph"].deprecated and not catalog.flags["disable-cuda-graph"].takes_value
 

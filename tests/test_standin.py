@@ -69,6 +69,21 @@ def child_pids(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def standin_children_of(ppid: int) -> list[int]:
+    """Live stand-in child processes started by ``ppid`` (found by their command line, even once orphaned)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"PR_SET_PDEATHSIG" in b"".join(argv) and str(ppid).encode() in argv and alive(int(d.name)):
+            found.append(int(d.name))
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -94,6 +109,9 @@ def test_bad_flag_exits_2_with_argparse_line():
     assert proc.stderr.strip().splitlines()[-1] == (
         "sglang serve: error: argument --schedule-policy: invalid choice: 'bogus' "
         "(choose from 'lpm', 'random', 'fcfs', 'dfs-weight', 'lof', 'priority', 'routing-key')")
+    proc = subprocess.run([sys.executable, str(STANDIN), "--model-path", MODEL, "--cuda-graph-max-bs-d", "8",
+                           "--cuda-graph", "8"], capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 2 and "ambiguous option: --cuda-graph could match" in proc.stderr
 
 
 def test_help_lists_flags_like_argparse():
@@ -187,6 +205,11 @@ def test_low_mem_fraction_is_oom_kv_startup_and_sigkill():
     assert "ValueError: Loaded weights leave no GPU memory for the KV cache under --mem-fraction-static=0.1." in out
     assert "Received sigquit from a child process. It usually means the child failed." in out
     assert "The server is fired up" not in out
+    # like SGLang's kill_process_tree, the scheduler-like child goes down with the launcher
+    deadline = time.monotonic() + 2
+    while standin_children_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not standin_children_of(proc.pid)
 
 
 def test_hang_keeps_health_503():
@@ -204,15 +227,17 @@ def test_oom_under_load_kills_mid_stream():
     proc, base = launch("--mem-fraction-static", "0.96")  # default rules: oom_under_load at >= 0.95
     wait_ready(base, proc)
 
+    client = httpx.Client(base_url=base, timeout=10, limits=httpx.Limits(max_connections=32))
+
     def one(i):
-        body = {"prompt": [i] * 10, "max_tokens": 200, "ignore_eos": True, "stream": True}
+        body = {"prompt": [i] * 10, "max_tokens": 5000, "ignore_eos": True, "stream": True}
         try:
-            with httpx.stream("POST", base + "/v1/completions", json=body, timeout=10) as r:
+            with client.stream("POST", "/v1/completions", json=body) as r:
                 return sum(1 for line in r.iter_lines() if line == "data: [DONE]")
         except httpx.TransportError:
             return -1
 
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    with client, concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(one, range(16)))
     out, _ = proc.communicate(timeout=5)
     assert proc.returncode == -signal.SIGKILL

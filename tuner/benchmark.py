@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import httpcore
 import httpx
 import pandas as pd
 
@@ -114,6 +115,275 @@ def _error_text(exc: BaseException, timeout_s: float) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
+# ---------------------------------------------------------------------------------------------- transport
+#
+# httpx's default transport is too slow for this job on one core: httpcore's AsyncConnectionPool re-scans every
+# connection (a getpeername() syscall per idle one) on each request start and end, which is O(connections x
+# requests), and its anyio network stream opens a cancel scope per read. Measured with benchmarks/
+# client_ceiling.py, the pool alone cost seconds of TTFT at 64 streams. So the client keeps httpx.AsyncClient and
+# httpcore's HTTP/1.1 state machine, and swaps in (1) a LIFO pool with O(1) check-out/return and (2) a plain
+# asyncio-protocol network stream whose read timeout is a single loop.call_later.
+
+
+class _Proto(asyncio.Protocol):
+    __slots__ = ("transport", "chunks", "size", "eof", "exc", "waiter", "write_waiter", "paused", "reading_paused")
+
+    def __init__(self) -> None:
+        self.transport = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.eof = False
+        self.exc: BaseException | None = None
+        self.waiter: asyncio.Future | None = None
+        self.write_waiter: asyncio.Future | None = None
+        self.paused = False
+        self.reading_paused = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size > 4 * 1024 * 1024 and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def eof_received(self):
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.eof = True
+        self.exc = exc
+        self._wake()
+        ww = self.write_waiter
+        if ww is not None and not ww.done():
+            ww.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        ww = self.write_waiter
+        if ww is not None and not ww.done():
+            ww.set_result(None)
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+def _expire(fut: asyncio.Future, exc_type) -> None:
+    if not fut.done():
+        fut.set_exception(exc_type("timed out"))
+
+
+class _AsyncioStream(httpcore.AsyncNetworkStream):
+    def __init__(self, transport, proto: _Proto) -> None:
+        self._t = transport
+        self._p = proto
+        self._loop = asyncio.get_running_loop()
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        p = self._p
+        if not p.chunks:
+            if p.eof:
+                if p.exc is not None:
+                    raise httpcore.ReadError(str(p.exc) or type(p.exc).__name__)
+                return b""
+            fut = self._loop.create_future()
+            p.waiter = fut
+            h = self._loop.call_later(timeout, _expire, fut, httpcore.ReadTimeout) if timeout is not None else None
+            try:
+                await fut
+            finally:
+                p.waiter = None
+                if h is not None:
+                    h.cancel()
+            if not p.chunks:
+                if p.exc is not None:
+                    raise httpcore.ReadError(str(p.exc) or type(p.exc).__name__)
+                return b""
+        chunks = p.chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if len(data) > max_bytes:
+            p.chunks = [data[max_bytes:]]
+            p.size = len(data) - max_bytes
+            data = data[:max_bytes]
+        else:
+            p.chunks = []
+            p.size = 0
+        if p.reading_paused and p.size < 1024 * 1024:
+            p.reading_paused = False
+            self._t.resume_reading()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        p = self._p
+        if p.eof or self._t.is_closing():
+            raise httpcore.WriteError("connection closed")
+        self._t.write(buffer)
+        if p.paused:
+            fut = self._loop.create_future()
+            p.write_waiter = fut
+            h = self._loop.call_later(timeout, _expire, fut, httpcore.WriteTimeout) if timeout is not None else None
+            try:
+                await fut
+            finally:
+                p.write_waiter = None
+                if h is not None:
+                    h.cancel()
+            if p.exc is not None:
+                raise httpcore.WriteError(str(p.exc))
+
+    async def aclose(self) -> None:
+        self._t.close()
+
+    async def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        raise httpcore.ConnectError("TLS is not supported by the lean transport")
+
+    def get_extra_info(self, info: str):
+        if info == "is_readable":  # only asked of idle connections: data or EOF there means the server hung up
+            return bool(self._p.chunks) or self._p.eof
+        if info == "socket":
+            return self._t.get_extra_info("socket")
+        if info == "client_addr":
+            return self._t.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._t.get_extra_info("peername")
+        return None
+
+
+class _AsyncioBackend(httpcore.AsyncNetworkBackend):
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        loop = asyncio.get_running_loop()
+        try:
+            coro = loop.create_connection(
+                _Proto, host, port, local_addr=(local_address, 0) if local_address else None
+            )
+            transport, proto = await asyncio.wait_for(coro, timeout)
+        except asyncio.TimeoutError:
+            raise httpcore.ConnectTimeout(f"connect to {host}:{port} timed out") from None
+        except OSError as e:
+            raise httpcore.ConnectError(str(e) or type(e).__name__) from None
+        sock = transport.get_extra_info("socket")
+        for opt in socket_options or ():
+            sock.setsockopt(*opt)
+        return _AsyncioStream(transport, proto)
+
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        raise httpcore.ConnectError("unix sockets are not supported by the lean transport")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class _PooledStream:
+    """The response body; when closed, its connection goes back to the pool if it can be reused."""
+
+    def __init__(self, stream, conn, pool: "_LeanPool") -> None:
+        self._stream = stream
+        self._conn = conn
+        self._pool = pool
+        self._closed = False
+
+    def __aiter__(self):
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._stream.aclose()
+        finally:
+            self._pool._release(self._conn)
+
+
+class _LeanPool:
+    """LIFO connection pool: O(1) check-out and return, no cross-connection scans."""
+
+    def __init__(self, backend: httpcore.AsyncNetworkBackend, keepalive_expiry: float) -> None:
+        self._backend = backend
+        self._keepalive_expiry = keepalive_expiry
+        self._idle: list = []
+        self._all: set = set()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        conn = None
+        while self._idle:
+            c = self._idle.pop()
+            if c.is_available() and not c.has_expired() and c.can_handle_request(request.url.origin):
+                conn = c
+                break
+            self._all.discard(c)
+            await c.aclose()
+        if conn is None:
+            conn = httpcore.AsyncHTTPConnection(
+                origin=request.url.origin,
+                keepalive_expiry=self._keepalive_expiry,
+                http1=True,
+                http2=False,
+                retries=0,
+                network_backend=self._backend,
+            )
+            self._all.add(conn)
+        try:
+            resp = await conn.handle_async_request(request)
+        except BaseException:
+            self._all.discard(conn)
+            await conn.aclose()
+            raise
+        return httpcore.Response(
+            status=resp.status,
+            headers=resp.headers,
+            content=_PooledStream(resp.stream, conn, self),
+            extensions=resp.extensions,
+        )
+
+    def _release(self, conn) -> None:
+        if conn.is_idle() and conn in self._all:
+            self._idle.append(conn)
+        else:
+            self._all.discard(conn)
+            if not conn.is_closed():
+                asyncio.ensure_future(conn.aclose())
+
+    async def aclose(self) -> None:
+        conns = list(self._all)
+        self._all.clear()
+        self._idle.clear()
+        for c in conns:
+            try:
+                await c.aclose()
+            except Exception:  # noqa: BLE001 - closing best effort
+                pass
+
+
+class LeanTransport(httpx.AsyncHTTPTransport):
+    """httpx transport for plain-HTTP/1.1 benchmarking: httpcore's protocol handling over a lean pool and an
+    asyncio-protocol socket layer (see the comment above). Falls back to nothing: use it for http:// only."""
+
+    def __init__(self, keepalive_expiry: float = 60.0) -> None:
+        super().__init__(http1=True, http2=False, retries=0)
+        self._pool = _LeanPool(_AsyncioBackend(), keepalive_expiry)
+
+
 class _Client:
     """All the per-run state: the HTTP client, URLs and the request function."""
 
@@ -131,17 +401,22 @@ class _Client:
         max_c = max(lv.concurrency for lv in workload.levels)
         rt = float(workload.request_timeout_s)
         self.timeout_s = rt
-        self.http = httpx.AsyncClient(
-            http1=True,
-            http2=False,
+        common = dict(
             trust_env=False,
             follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=max_c + 4, max_keepalive_connections=max_c + 4, keepalive_expiry=60.0
-            ),
             timeout=httpx.Timeout(rt, connect=min(rt, 30.0), pool=None),
             headers={"accept-encoding": "identity", "content-type": "application/json"},
         )
+        if self.base.startswith("http://"):
+            # The concurrency semaphore bounds the connections: at most max concurrency + control requests.
+            self.http = httpx.AsyncClient(transport=LeanTransport(keepalive_expiry=60.0), **common)
+        else:  # https: httpx's own pool
+            self.http = httpx.AsyncClient(
+                http1=True,
+                http2=False,
+                limits=httpx.Limits(max_connections=max_c + 4, max_keepalive_connections=max_c + 4),
+                **common,
+            )
 
     # ------------------------------------------------------------------ payloads
 

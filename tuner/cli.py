@@ -70,7 +70,7 @@ def start(
         "gpus": gpus, "launcher.port": port, "launcher.kind": launcher, "launcher.command": server_command,
         "launcher.image": image, "heartbeat_s": heartbeat,
     })
-    reporter = LineProgress(cfg.trials, force=bool(progress)) if progress is not False else None
+    reporter = LineProgress(cfg.trials, force=bool(progress), slots=len(cfg.gpus)) if progress is not False else None
     tuner = _guard(Tuner, cfg, progress=reporter)
     _guard(tuner.prepare)
     for warning in tuner.warnings:
@@ -78,9 +78,14 @@ def start(
     try:
         study_obj = _guard(tuner.run)
     except KeyboardInterrupt:
+        if reporter:
+            reporter.close()
         typer.echo(f"interrupted: the running trial was stopped and recorded; run the same command to resume "
                    f"study {cfg.study!r}", err=True)
         raise typer.Exit(130)
+    finally:
+        if reporter:
+            reporter.close()  # the live status line
     from tuner.progress import best_line
 
     typer.echo(f"study {cfg.study!r}: {len(study_obj.trials)} trials in {cfg.storage_url}; {best_line(study_obj)}")
@@ -125,3 +130,43 @@ def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
     done = _guard(export_best, st, _guard(make_launcher, cfg), out)
     typer.echo(f"trial {done.trial.number}: wrote {done.script} and {done.record}")
 
+@app.command()
+def dashboard(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
+              host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: all)."),
+              port: int = typer.Option(8080, "--port", help="Port to listen on."),
+              artifacts: Optional[Path] = typer.Option(None, "--artifacts",
+                                                       help="Artifact folder (default: the run's).")) -> None:
+    """Serve optuna-dashboard on the study's storage, with each trial's server.log, CSVs and notes."""
+    from tuner.dashboard import DashboardMissing, artifact_dirs, serve
+    from tuner.study import SetupError, load_existing_study, open_storage
+
+    cfg = _config(config, {"study": study, "storage": storage})
+    st = None
+    try:
+        st = load_existing_study(cfg)
+    except SetupError as exc:
+        if study or config:
+            _fail(str(exc))
+    first = artifacts or Path(cfg.artifacts or cfg.study_dir / "artifacts")
+    try:
+        storage_obj = st._storage if st is not None else _guard(open_storage, cfg)
+        serve(storage_obj, st, artifact_dirs(storage_obj, first if first.is_dir() else None), host, port,
+              echo=typer.echo)
+    except DashboardMissing as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def report(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
+           out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html, comparison.csv and "
+                                                                  "comparison.md (default reports/<study>/).")) -> None:
+    """Write a self-contained HTML report (opens offline) plus the best-vs-baseline table as CSV and Markdown."""
+    from tuner.report import build_report
+    from tuner.study import load_existing_study
+
+    cfg = _config(config, {"study": study, "storage": storage})
+    st = _guard(load_existing_study, cfg)
+    done = build_report(st, out or Path("reports") / cfg.study)
+    typer.echo(f"wrote {done.html} ({len(done.figures)} figures), {done.csv}, {done.markdown}")
+    for why in done.skipped:
+        typer.echo(f"  not drawn: {why}")

@@ -81,11 +81,12 @@ class FlagCatalog:
             if not names:
                 continue
             deprecated = "deprecated" in block.lower()
-            for name, rest, metavar in names:
-                choices: tuple[str, ...] = ()
-                if metavar.startswith("{"):
-                    choices = tuple(c.strip() for c in metavar[1:-1].split(","))
-                catalog.flags[name] = FlagInfo(name, bool(rest.strip()), choices, deprecated)
+            # Python 3.13 prints the metavar once for all aliases ("--tp-size, --tensor-parallel-size TP_SIZE").
+            takes_value = any(rest.strip() for _, rest, _ in names)
+            metavar = next((m for _, _, m in names if m), "")
+            choices = tuple(c.strip() for c in metavar[1:-1].split(",")) if metavar.startswith("{") else ()
+            for name, _, _ in names:
+                catalog.flags[name] = FlagInfo(name, takes_value, choices, deprecated)
         return catalog
 
     def check(self, name: str, value: FlagValue) -> str | None:

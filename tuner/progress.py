@@ -1,41 +1,222 @@
-"""Progress of a running study: trial n of N, its phase, time spent, best so far and its gain over the baseline."""
+"""Progress of a running study: trial n of N, its phase, time spent and left, best so far and its gain.
+
+On a terminal: one live status line (redrawn every second, so a 10-minute torch compile visibly ticks)
+plus one permanent line per finished trial. Elsewhere (a log file, CI) it is silent unless forced; forced,
+it writes one line per phase change and a heartbeat line every ``HEARTBEAT_S`` while a phase lasts.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 
 from tuner.trial import TrialResult
 
+HEARTBEAT_S = 10.0
+REDRAW_S = 1.0
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def log_tail_line(path: Path, max_bytes: int = 4096) -> str:
+    """The last non-empty line of a log (what a starting server is doing: loading weights, capturing graphs)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    if not lines:
+        return ""
+    line = re.sub(r"^\[[^\]]*\]\s*", "", lines[-1])  # SGLang's "[2025-01-01 12:00:00 TP0] " prefix
+    return line if len(line) <= 90 else line[:89] + "…"
+
+
+@dataclass
+class _Active:
+    number: int
+    phase: str = "waiting"
+    detail: str = ""
+    started: float = field(default_factory=time.monotonic)
+    phase_since: float = field(default_factory=time.monotonic)
+    last_said: float = field(default_factory=time.monotonic)
+    log_line: str = ""
+    log_read: float = 0.0
+
 
 class LineProgress:
-    """One line per phase change on stderr; silent when stderr is not a terminal unless ``force``."""
+    """Implements tuner.trial.Progress (``phase``, ``tick``, ``trial_done``); call ``close`` at the end."""
 
-    def __init__(self, total: int, *, force: bool = False, stream=None):
+    def __init__(self, total: int, *, force: bool = False, stream=None, slots: int = 1, live: bool | None = None):
         self.total = total
         self.stream = stream or sys.stderr
-        self.enabled = force or self.stream.isatty()
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.enabled = force or tty
+        self.live = tty if live is None else live  # a redrawn status line; else plain lines and heartbeats
+        self.slots = max(1, slots)
         self.t0 = time.monotonic()
-        self._trial_t0: dict[int, float] = {}
-        self._lock = threading.Lock()
+        self._active: dict[int, _Active] = {}
+        self._durations: list[float] = []
+        self._finished = 0  # COMPLETE trials in the study, as of the last trial_done
+        self._best = ""
+        self._lock = threading.RLock()
+        self._shown = False  # a status line is on screen
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def _say(self, text: str) -> None:
-        if self.enabled:
-            with self._lock:
-                print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", file=self.stream, flush=True)
-
+    # -- the Progress protocol
     def phase(self, trial: int, name: str, detail: str = "") -> None:
-        start = self._trial_t0.setdefault(trial, time.monotonic())
-        self._say(f"trial {trial + 1}/{self.total} {name}{': ' + detail if detail else ''} "
-                  f"({time.monotonic() - start:.0f} s in)")
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self._lock:
+            a = self._active.setdefault(trial, _Active(trial))
+            changed = a.phase != name
+            a.phase, a.detail, a.last_said = name, detail, now
+            if changed:
+                a.phase_since = now
+                a.log_line = ""
+            if self.live:
+                self._redraw()
+            else:
+                self._line(f"trial {trial + 1}/{self.total} {name}{': ' + detail if detail else ''} "
+                           f"({max(0.0, now - a.started):.0f} s in)")
+        self._ensure_thread()
+
+    def tick(self, trial: int, elapsed: float, log_path: Path | None = None) -> None:
+        """Called while a server starts (about every 100 ms): remembers the log's last line for the heartbeat."""
+        if not self.enabled:
+            return
+        with self._lock:
+            a = self._active.get(trial)
+            if a is None:
+                return
+            now = time.monotonic()
+            # Reading the log tail is cheap, but not ten times a second.
+            if log_path is not None and now - a.log_read >= 2.0:
+                a.log_read = now
+                a.log_line = log_tail_line(log_path)
 
     def trial_done(self, study: optuna.Study, result: TrialResult) -> None:
         n = result.plan.number
-        outcome = result.failure.name if result.failure else "ok"
-        self._say(f"trial {n + 1}/{self.total} done: {outcome} in {result.times.total_s:.0f} s; {best_line(study)}")
+        with self._lock:
+            self._active.pop(n, None)
+            self._durations.append(result.times.total_s)
+            self._finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+            self._best = best_line(study)
+            if self.enabled:
+                self._line(done_line(study, result, self.total) + f"; {self._best}")
+                if self.live:
+                    self._redraw()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._clear()
+
+    # -- the estimate
+    def eta_s(self) -> float | None:
+        if not self._durations:
+            return None
+        left = max(0, self.total - self._finished - len(self._active))
+        mean = sum(self._durations) / len(self._durations)
+        running_left = sum(max(0.0, mean - (time.monotonic() - a.started)) for a in self._active.values())
+        return (mean * left + running_left) / self.slots
+
+    def status_text(self) -> str:
+        now = time.monotonic()
+        eta = self.eta_s()
+        head = f"[{_clock(now - self.t0)} elapsed, " + (f"~{_clock(eta)} left]" if eta is not None else "? left]")
+        parts = [head]
+        for a in sorted(self._active.values(), key=lambda a: a.number):
+            text = f"trial {a.number + 1}/{self.total} {a.phase} {now - a.phase_since:.0f} s"
+            if a.detail:
+                text += f" ({a.detail})"
+            if a.log_line and a.phase == "starting":
+                text += f": {a.log_line}"
+            parts.append(text)
+        parts.append(self._best or f"{self._finished}/{self.total} done")
+        return " | ".join(parts)
+
+    # -- output
+    def _ensure_thread(self) -> None:
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(target=self._beat, name="progress", daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(REDRAW_S):
+            with self._lock:
+                if self.live:
+                    self._redraw()
+                    continue
+                now = time.monotonic()
+                for a in self._active.values():
+                    if now - a.last_said >= HEARTBEAT_S:
+                        a.last_said = now
+                        extra = f": {a.log_line}" if a.log_line and a.phase == "starting" else ""
+                        self._line(f"trial {a.number + 1}/{self.total} still {a.phase} "
+                                   f"({now - a.phase_since:.0f} s in this phase{extra})")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed pipe must not end the study
+            pass
+
+    def _clear(self) -> None:
+        if self._shown:
+            self._write("\r\x1b[2K")
+            self._shown = False
+
+    def _redraw(self) -> None:
+        if not self._active:
+            self._clear()
+            return
+        width = shutil.get_terminal_size((120, 20)).columns
+        text = self.status_text()
+        if len(text) > width - 1:
+            text = text[: width - 2] + "…"
+        self._write("\r\x1b[2K" + text)
+        self._shown = True
+
+    def _line(self, text: str) -> None:
+        self._clear()
+        self._write(f"[{_clock(time.monotonic() - self.t0):>7}] {text}\n")
+
+
+def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:
+    n = result.plan.number
+    t = result.times
+    if result.failure:
+        return (f"trial {n + 1}/{total} {result.failure.name} after {t.total_s:.0f} s "
+                f"(startup {t.startup_s:.0f} s): {result.failure.hint}")
+    at = study.user_attrs.get("at_concurrency")
+    level = next((lv for lv in result.levels if lv.concurrency == at), result.levels[-1] if result.levels else None)
+    text = f"trial {n + 1}/{total} ok in {t.total_s:.0f} s (startup {t.startup_s:.0f} s)"
+    if level is not None:
+        text += (f": c={level.concurrency} {level.output_throughput:.0f} tok/s, "
+                 f"TTFT p50 {level.median_ttft_ms:.0f} / p99 {level.p99_ttft_ms:.0f} ms, "
+                 f"TPOT p50 {level.median_tpot_ms:.1f} ms")
+    if result.benchmark and result.benchmark.stopped_early:
+        text += f" (stopped early: {result.benchmark.stopped_early})"
+    return text
 
 
 def best_line(study: optuna.Study) -> str:

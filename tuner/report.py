@@ -1,7 +1,15 @@
-"""Reports over a study: the trial table (tune status) and the comparison with the baseline."""
+"""Reports over a study: the trial table (tune status), the comparison with the baseline, and `tune report`'s
+self-contained HTML file (plotly figures inline) with its CSV and Markdown tables."""
 
 from __future__ import annotations
 
+import html
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
@@ -40,3 +48,264 @@ def _fixed_flags(study: optuna.Study) -> set[str]:
         if t.user_attrs.get("baseline"):
             return {k for k in t.user_attrs.get("flags", {})}
     return set()
+
+
+# -- best vs baseline ----------------------------------------------------------------------------------
+
+# (label, user attribute, better when): the seed's comparison table, in its order.
+COMPARED = (
+    ("output tok/s", "output_throughput", "higher"),
+    ("request/s", "request_throughput", "higher"),
+    ("median TTFT (ms)", "median_ttft_ms", "lower"),
+    ("p99 TTFT (ms)", "p99_ttft_ms", "lower"),
+    ("median TPOT (ms)", "median_tpot_ms", "lower"),
+    ("GPU peak (MiB)", "gpu_peak_used_mib", "lower"),
+)
+
+
+def _best_and_baseline(study: optuna.Study):
+    from tuner.export import NothingToExport, baseline_trial, best_trial
+
+    try:
+        best = best_trial(study)
+    except NothingToExport:
+        best = None
+    return best, baseline_trial(study)
+
+
+def comparison_frame(study: optuna.Study) -> pd.DataFrame:
+    """metric, baseline, best, change_pct: the best feasible trial against the baseline (trial 0)."""
+    best, base = _best_and_baseline(study)
+    rows = []
+    for label, key, better in COMPARED:
+        b = base.user_attrs.get(key) if base is not None and base.user_attrs.get("feasible") else None
+        v = best.user_attrs.get(key) if best is not None else None
+        if key == "gpu_peak_used_mib" and b is None and v is None:
+            continue  # no NVML where the study ran
+        change = round(100.0 * (v / b - 1.0), 1) if isinstance(b, (int, float)) and b and v is not None else None
+        rows.append({"metric": label, "baseline": b, "best": v, "change_pct": change, "better": better})
+    return pd.DataFrame(rows, columns=["metric", "baseline", "best", "change_pct", "better"])
+
+
+def levels_frame(study: optuna.Study) -> pd.DataFrame:
+    """Per concurrency level: output tok/s, median and p99 TTFT of the baseline and the best trial."""
+    best, base = _best_and_baseline(study)
+    by_c: dict[int, dict] = {}
+    for who, t in (("baseline", base), ("best", best)):
+        if t is None:
+            continue
+        for lv in t.user_attrs.get("levels") or []:
+            row = by_c.setdefault(lv["concurrency"], {"concurrency": lv["concurrency"]})
+            row[f"{who}_output_tok_s"] = lv.get("output_throughput")
+            row[f"{who}_median_ttft_ms"] = lv.get("median_ttft_ms")
+            row[f"{who}_p99_ttft_ms"] = lv.get("p99_ttft_ms")
+    cols = ["concurrency"] + [f"{w}_{m}" for m in ("output_tok_s", "median_ttft_ms", "p99_ttft_ms")
+                              for w in ("baseline", "best")]
+    frame = pd.DataFrame([by_c[c] for c in sorted(by_c)], columns=cols)
+    if not frame.empty:
+        frame["output_change_pct"] = [
+            round(100.0 * (n / o - 1.0), 1) if pd.notna(o) and o and pd.notna(n) else None
+            for o, n in zip(frame["baseline_output_tok_s"], frame["best_output_tok_s"])
+        ]
+    return frame
+
+
+def failures_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per failure class seen: how many trials, which, and the hint."""
+    rows: dict[str, dict] = {}
+    for t in study.get_trials(deepcopy=False):
+        cls = t.user_attrs.get("failure_class")
+        if cls in (None, "none", "over_budget"):
+            continue
+        row = rows.setdefault(cls, {"class": cls, "trials": [], "hint": t.user_attrs.get("failure_hint", "")})
+        row["trials"].append(t.number)
+    return pd.DataFrame(
+        [{**r, "count": len(r["trials"]), "trials": ", ".join(map(str, r["trials"]))} for r in rows.values()],
+        columns=["class", "count", "trials", "hint"],
+    )
+
+
+# -- files ----------------------------------------------------------------------------------------------
+
+def _cell(value, column: str = "") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if column.endswith("_pct") and isinstance(value, (int, float)):
+        return f"{value:+.1f}%"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.1f}"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns) + "|"
+    body = ["| " + " | ".join(_cell(v, c).replace("|", "\\|") for v, c in zip(row, frame.columns)) + " |"
+            for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def html_table(frame: pd.DataFrame, row_class=None) -> str:
+    if frame.empty:
+        return "<p class='muted'>nothing to show</p>"
+    out = ["<table><thead><tr>", *(f"<th>{html.escape(str(c))}</th>" for c in frame.columns), "</tr></thead><tbody>"]
+    for _, row in frame.iterrows():
+        cls = row_class(row) if row_class else ""
+        out.append(f"<tr class='{cls}'>" if cls else "<tr>")
+        for c in frame.columns:
+            num = isinstance(row[c], (int, float, np.number)) and not isinstance(row[c], bool)
+            out.append(f"<td{' class=num' if num else ''}>{html.escape(_cell(row[c], str(c)))}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+@dataclass
+class Report:
+    html: Path
+    csv: Path
+    markdown: Path
+    figures: list[str] = field(default_factory=list)  # titles, in the order they appear
+    skipped: list[str] = field(default_factory=list)  # figures that could not be drawn, with the reason
+
+
+def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
+    import plotly.graph_objects as go
+    from optuna import visualization as vis
+
+    metrics = study.user_attrs.get("metrics") or [f"objective {i}" for i in range(len(study.directions))]
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    with_params = [t for t in complete if t.params]
+    figs: list[tuple[str, object]] = []
+    skipped: list[str] = []
+
+    def add(title: str, make, need: str | None = None) -> None:
+        if need:
+            skipped.append(f"{title}: {need}")
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig = make()
+        except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is reported, not fatal
+            skipped.append(f"{title}: {exc}")
+            return
+        fig.update_layout(title=title)
+        figs.append((title, fig))
+
+    add("Optimisation history", lambda: vis.plot_optimization_history(study, target=target, target_name=metrics[0]),
+        None if complete else "no completed trial")
+    add("Parameter importances",
+        lambda: vis.plot_param_importances(study, target=target, target_name=metrics[0]),
+        None if len(with_params) >= 2 else f"needs 2 completed trials with tuned parameters, has {len(with_params)}")
+    if len(study.directions) in (2, 3):
+        add(f"Pareto front ({' vs '.join(metrics)})",
+            lambda: vis.plot_pareto_front(study, target_names=list(metrics)),
+            None if complete else "no completed trial")
+    add("Parallel coordinates",
+        lambda: vis.plot_parallel_coordinate(study, target=target, target_name=metrics[0]),
+        None if with_params else "no completed trial with tuned parameters")
+
+    levels = levels_frame(study)
+    if levels.empty:
+        skipped.append("Best vs baseline per concurrency: no feasible best trial or baseline with levels")
+    else:
+        best, base = _best_and_baseline(study)
+        fig = go.Figure()
+        x = [str(c) for c in levels["concurrency"]]
+        if base is not None and levels["baseline_output_tok_s"].notna().any():
+            fig.add_bar(name="baseline (trial 0)", x=x, y=levels["baseline_output_tok_s"])
+        if best is not None and levels["best_output_tok_s"].notna().any():
+            fig.add_bar(name=f"best (trial {best.number})", x=x, y=levels["best_output_tok_s"])
+        fig.update_layout(barmode="group", xaxis_title="concurrency", yaxis_title="output tok/s")
+        add("Best vs baseline per concurrency: output tok/s", lambda: fig)
+    return figs, skipped
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px}
+th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.infeasible td{color:#999}tr.failed td{color:#a33}.muted{color:#777}.good{color:#070}.bad{color:#b00}
+code{background:#f5f5f5;padding:1px 4px}
+"""
+
+
+def build_report(study: optuna.Study, out_dir: Path) -> Report:
+    """report.html (self-contained: plotly.js inline, opens offline), comparison.csv and comparison.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from tuner.dashboard import flags_text
+
+    metrics = study.user_attrs.get("metrics") or ["value"]
+    comp = comparison_frame(study)
+    levels = levels_frame(study)
+    trials = trials_frame(study)
+    fails = failures_frame(study)
+    best, base = _best_and_baseline(study)
+    figs, skipped = _figures(study)
+
+    csv_path, md_path, html_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "report.html"
+    comp.to_csv(csv_path, index=False)
+    md = [f"# Study {study.study_name}: best vs baseline", ""]
+    if best is not None:
+        md += [f"Best: trial {best.number}: `{flags_text(best.user_attrs.get('flags', {})) or 'SGLang defaults'}`",
+               ""]
+    md += [f"At concurrency {study.user_attrs.get('at_concurrency', '?')}.", "", markdown_table(comp)]
+    if not levels.empty:
+        md += ["", "## Per concurrency", "", markdown_table(levels)]
+    if not fails.empty:
+        md += ["", "## Failures", "", markdown_table(fails)]
+    md_path.write_text("\n".join(md))
+
+    states = trials["state"].value_counts().to_dict() if not trials.empty else {}
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<meta name='sglang-tuner-figures' content='{len(figs)}'>",
+        f"<title>sglang-tuner report: {html.escape(study.study_name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>Study <code>{html.escape(study.study_name)}</code></h1>",
+        "<p>Objectives: " + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions))
+        + f" at concurrency {html.escape(str(study.user_attrs.get('at_concurrency', '?')))}. "
+        + f"Trials: {len(trials)} (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + "). "
+        + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
+        "<h2>Best vs baseline</h2>",
+    ]
+    if best is None:
+        parts.append("<p class='bad'>No feasible trial yet.</p>")
+    else:
+        flags = flags_text(best.user_attrs.get("flags", {})) or "SGLang defaults"
+        parts.append(f"<p>Best: trial {best.number}: <code>{html.escape(flags)}</code></p>")
+    if base is None:
+        parts.append("<p class='muted'>No completed baseline trial (trial 0 with SGLang defaults).</p>")
+    elif not base.user_attrs.get("feasible"):
+        parts.append(f"<p class='bad'>The baseline (trial {base.number}) failed: "
+                     f"{html.escape(str(base.user_attrs.get('failure_class')))}.</p>")
+    parts.append(html_table(comp))
+    if not levels.empty:
+        parts += ["<h3>Per concurrency</h3>", html_table(levels)]
+
+    first = True
+    fig_html: dict[str, str] = {}
+    for title, fig in figs:
+        fig_html[title] = fig.to_html(full_html=False, include_plotlyjs=True if first else False,
+                                      config={"displaylogo": False}, default_height="460px")
+        first = False
+    for title, _ in figs:
+        parts += [f"<h2>{html.escape(title)}</h2>", fig_html[title]]
+    if skipped:
+        parts += ["<h2>Figures not drawn</h2><ul>", *(f"<li>{html.escape(s)}</li>" for s in skipped), "</ul>"]
+
+    parts += ["<h2>Failure classes</h2>", html_table(fails) if not fails.empty else "<p>No failed trial.</p>"]
+
+    def row_class(row) -> str:
+        if row.get("class") not in ("none", "-", None):
+            return "failed"
+        return "" if row.get("feasible") else "infeasible"
+
+    parts += ["<h2>Trials</h2>", html_table(trials, row_class), "</body></html>"]
+    html_path.write_text("\n".join(parts), encoding="utf-8")
+    return Report(html_path, csv_path, md_path, [t for t, _ in figs], skipped)

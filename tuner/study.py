@@ -15,6 +15,7 @@ import socket
 import threading
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +30,7 @@ from tuner.flags import FlagCatalogError, ServerFlags
 from tuner.launcher.base import Launcher, LaunchError
 from tuner.metrics import LevelResult
 from tuner.space import SearchSpace, SpaceError, load_space
-from tuner.trial import Cancelled, Progress, TrialPlan, TrialResult, TrialRunner
+from tuner.trial import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
 from tuner.workload import SLO
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,46 @@ CLEARLY_WORSE = 0.5
 
 class SetupError(RuntimeError):
     """A problem with the user's input or machine, reported as one line; nothing to do with a trial."""
+
+
+TOO_MANY_GPUS = failures.FailureClass(
+    "too_many_gpus",
+    "The trial's tp-size x dp-size (x pp-size) needs more GPUs than --gpus gives: it was not launched.",
+    "Give more --gpus, or narrow tp-size/dp-size in the search space to what this machine has.",
+)
+
+
+def gpus_needed(space: SearchSpace, flags: ServerFlags) -> int:
+    """GPUs one trial takes: the space's ``gpus_per_trial`` when it has one, else what SGLang will use.
+
+    SGLang needs tp x dp (x pp) GPUs (dp replicas of tp GPUs each; with --enable-dp-attention dp runs inside
+    tp and adds none), and exactly that many must be visible to it.
+    """
+    if space.gpus_per_trial:
+        return space.gpus_needed(flags)
+    d = flags.as_dict()
+
+    def size(*names: str) -> int:
+        for name in names:
+            if d.get(name) is not None:
+                return max(1, int(d[name]))
+        return 1
+
+    dp = 1 if d.get("enable-dp-attention") else size("dp-size", "data-parallel-size", "dp")
+    return size("tp-size", "tensor-parallel-size", "tp") * dp * size("pp-size", "pipeline-parallel-size", "pp")
+
+
+def most_gpus(space: SearchSpace) -> int:
+    """An upper bound of gpus_needed over the space: every parameter at its largest value."""
+    flags = space.fixed.as_dict()
+    for p in space.params:
+        values = [v for v in p.values_to_check() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if values:
+            flags[p.name] = max(values)
+    try:
+        return gpus_needed(space, ServerFlags(tuple(flags.items())))
+    except (TypeError, ValueError, SpaceError):
+        return 1
 
 
 @dataclass(frozen=True)
@@ -215,26 +256,37 @@ def port_free(host: str, port: int) -> bool:
 
 @dataclass
 class GpuPool:
-    """Hands out disjoint sets of GPUs: one trial per GPU, or all of a tp x dp trial's GPUs at once."""
+    """Hands out disjoint sets of GPUs: one trial per GPU, or all of a tp x dp trial's GPUs at once.
+
+    First come, first served: while a trial waits for two GPUs, a later one-GPU trial does not take the GPU
+    that frees first (else the two-GPU trial could wait for ever).
+    """
 
     gpus: list[int]
     _free: set[int] = field(default_factory=set)
     _cond: threading.Condition = field(default_factory=threading.Condition)
+    _queue: list[object] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._free = set(self.gpus)
 
     def acquire(self, n: int, cancel: threading.Event) -> tuple[int, ...]:
-        if n > len(self.gpus):
+        if n > len(self.gpus):  # callers record such trials as infeasible before asking
             raise SetupError(f"a trial needs {n} GPUs but --gpus gives {len(self.gpus)}")
+        ticket = object()
         with self._cond:
-            while len(self._free) < n:
-                if cancel.is_set():
-                    raise Cancelled()
-                self._cond.wait(0.2)
-            chosen = tuple(sorted(self._free)[:n])
-            self._free -= set(chosen)
-            return chosen
+            self._queue.append(ticket)
+            try:
+                while self._queue[0] is not ticket or len(self._free) < n:
+                    if cancel.is_set():
+                        raise Cancelled()
+                    self._cond.wait(0.2)
+                chosen = tuple(sorted(self._free)[:n])
+                self._free -= set(chosen)
+                return chosen
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
 
     def release(self, gpus: tuple[int, ...]) -> None:
         with self._cond:
@@ -281,6 +333,7 @@ class Tuner:
             f"--{name} is deprecated in this SGLang" for name, _ in self.space.fixed.values
             if catalog.flags.get(name) and catalog.flags[name].deprecated
         ]
+        self._check_gpus(self.space)
         if self.launcher.kind == "process" and not _looks_like_path_or_hub_id(self.config.model.path):
             raise SetupError(f"model.path {self.config.model.path!r}: no such folder, and not a hub id (org/name)")
         stopped = self.launcher.cleanup_orphans(self.config.study)
@@ -290,6 +343,26 @@ class Tuner:
         self._recover_stale(self.study)
         self.config.study_dir.mkdir(parents=True, exist_ok=True)
         return self.study
+
+    def _check_gpus(self, space: SearchSpace) -> None:
+        have = len(self.config.gpus)
+        base = gpus_needed(space, space.fixed)
+        if base > have:
+            raise SetupError(f"the space's fixed flags need {base} GPUs per trial (tp x dp) but --gpus gives {have}")
+        top = most_gpus(space)
+        if top > have:
+            self.warnings.append(f"the space allows trials needing up to {top} GPUs but --gpus gives {have}: those "
+                                 f"are recorded infeasible (too_many_gpus) without launching")
+        if not gpu.nvml_available(quiet=True):  # said once, here, rather than logged by tuner.gpu
+            what = "no GPU memory numbers, no wait for free GPUs"
+            if self.config.objective.max_gpu_memory_fraction is not None:
+                what += ", and objective.max_gpu_memory_fraction cannot be checked (every trial passes it)"
+            self.warnings.append(f"NVML is not available ({gpu.unavailable_reason()}): {what}")
+            return
+        try:
+            gpu.check_indices(tuple(self.config.gpus))
+        except gpu.GpuError as exc:
+            raise SetupError(str(exc)) from None
 
     def _recover_stale(self, study: optuna.Study) -> None:
         """RUNNING trials of a dead worker on this host (kill -9): fail them and run their parameters again."""
@@ -359,10 +432,16 @@ class Tuner:
         baseline = self.config.baseline and (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
         assert self.space is not None
         tuned = self.space.fixed if baseline else self.space.sample(trial)
+        needed = gpus_needed(self.space, tuned)
+        if needed > len(self.config.gpus):
+            self._record_too_many_gpus(study, trial, tuned, needed, baseline, artifacts)
+            return
         gpus: tuple[int, ...] = ()
         result: TrialResult | None = None
         try:
-            gpus = pool.acquire(self.space.gpus_needed(tuned), self.cancel)
+            gpus = pool.acquire(needed, self.cancel)
+            # When the trial really ran (holding its GPUs), which its queued time before does not show.
+            trial.set_user_attr("started_at", datetime.now().isoformat())
             port = self.config.launcher.port + (gpus[0] - min(self.config.gpus) if gpus else 0)
             if not port_free(self.config.launcher.host, port):
                 raise SetupError(f"port {port} on {self.config.launcher.host} is in use: stop what holds it "
@@ -377,6 +456,7 @@ class Tuner:
             trial.set_user_attr("launcher", self.launcher.describe())
             runner = self._runner(study, trial)
             result = runner.run(plan)
+            trial.set_user_attr("ended_at", datetime.now().isoformat())
         except (Cancelled, KeyboardInterrupt):
             self._record_interrupted(study, trial)
             self.cancel.set()
@@ -389,14 +469,32 @@ class Tuner:
                 pool.release(gpus)
         self._record(study, trial, result, artifacts)
 
+    def _record_too_many_gpus(self, study: optuna.Study, trial: optuna.Trial, tuned: ServerFlags, needed: int,
+                              baseline: bool, artifacts: FileSystemArtifactStore) -> None:
+        """Infeasible, not launched: SGLang would fail on fewer GPUs than tp x dp, and the sampler learns."""
+        plan = self._plan(trial.number, tuned, (), self.config.launcher.port)
+        plan.trial_dir.mkdir(parents=True, exist_ok=True)
+        have = ",".join(map(str, self.config.gpus))
+        detail = f"needs {needed} GPUs (tp x dp) but --gpus {have} gives {len(self.config.gpus)}"
+        for key, value in (("baseline", baseline), ("host", HOST), ("gpus", []), ("gpus_needed", needed),
+                           ("flags", plan.flags.as_dict()), ("argv", plan.flags.argv()),
+                           ("trial_dir", str(plan.trial_dir))):
+            trial.set_user_attr(key, value)
+        result = TrialResult(plan, TOO_MANY_GPUS, detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
+        write_artifacts(result)
+        self._record(study, trial, result, artifacts)
+
     def _plan(self, number: int, tuned: ServerFlags, gpus: tuple[int, ...], port: int) -> TrialPlan:
         c = self.config
         base = {"model-path": c.model.path, "host": c.launcher.host, "port": port}
         if c.model.served_name:
             base["served-model-name"] = c.model.served_name
         flags = ServerFlags.of(base).merged(tuned)
+        # --gpus are NVML indices (PCI bus order); CUDA's default order may differ, so make CUDA_VISIBLE_DEVICES
+        # name the same GPUs that are sampled and waited on (the run file's env can still override it).
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", **c.launcher.env}
         return TrialPlan(number, flags, gpus, c.launcher.host, port, c.study_dir / str(number),
-                         startup_timeout(c, flags), dict(c.launcher.env))
+                         startup_timeout(c, flags), env)
 
     def _runner(self, study: optuna.Study, trial: optuna.Trial) -> TrialRunner:
         return TrialRunner(
@@ -433,6 +531,9 @@ class Tuner:
         study._storage.set_trial_system_attr(trial._trial_id, "constraints", constraints)
         trial.set_user_attr("feasible", all(c <= 0 for c in constraints))
         self._upload(artifacts, trial, result.plan.trial_dir)
+        from tuner.dashboard import note_for  # a no-op without optuna-dashboard
+
+        note_for(trial, attrs)
         study.tell(trial, self.objective.values(result))
         if self.progress and hasattr(self.progress, "trial_done"):
             self.progress.trial_done(study, result)

@@ -28,6 +28,9 @@ UNHEALTHY_AFTER = 3  # consecutive failed /health polls (a loaded server may be 
 
 
 class Progress(Protocol):
+    """Optional methods, called when present: tick(trial, elapsed_s, log_path) about every 100 ms while the
+    server starts, and trial_done(study, result) once a trial is recorded."""
+
     def phase(self, trial: int, name: str, detail: str = "") -> None: ...
 
 
@@ -185,7 +188,8 @@ class TrialRunner:
                 self._phase(plan, "starting", f"timeout {plan.startup_timeout_s:.0f} s")
                 t_start = time.monotonic()
                 try:
-                    ready = wait_ready(server, plan.startup_timeout_s, on_tick=self._check_cancel)
+                    ready = wait_ready(server, plan.startup_timeout_s,
+                                       on_tick=lambda e: self._starting_tick(plan, e, log_path))
                     times.startup_s = ready.startup_s
                     info = ready.server_info
                 except NotReady as exc:
@@ -225,6 +229,12 @@ class TrialRunner:
         result = TrialResult(plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before)
         write_artifacts(result)
         return result
+
+    def _starting_tick(self, plan: TrialPlan, elapsed: float, log_path: Path) -> None:
+        self._check_cancel(elapsed)
+        tick = getattr(self.progress, "tick", None)  # optional in the Progress protocol
+        if tick:
+            tick(plan.number, elapsed, log_path)
 
     def _check_cancel(self, _elapsed: float) -> None:
         if self.cancel.is_set():

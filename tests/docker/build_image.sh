@@ -64,12 +64,11 @@ ctx=$(mktemp -d)
 trap 'rm -rf "$ctx" ${stage:+"$stage"}' EXIT
 mkdir -p "$ctx/sglang"
 cp "$STANDIN" "$ctx/sglang_standin.py"
-cat >"$ctx/sglang/__init__.py" <<'PY'
-"""Shim: the stand-in, importable as sglang (version from the stand-in when it declares one)."""
-try:
-    from sglang_standin import __version__
-except ImportError:
-    __version__ = "0.0.0-standin"
+# The version is read from the stand-in's source, not by importing it: a script may start serving on import.
+version=$(sed -nE 's/^(__version__|VERSION) *= *["'"'"']([^"'"'"']+)["'"'"'].*/\2/p' "$STANDIN" | head -n1)
+cat >"$ctx/sglang/__init__.py" <<PY
+"""Shim: the stand-in, importable as sglang."""
+__version__ = "${version:-0.0.0-standin}"
 PY
 cat >"$ctx/sglang/launch_server.py" <<'PY'
 """Shim: python3 -m sglang.launch_server runs the stand-in with the same arguments."""
@@ -85,5 +84,9 @@ ENV PYTHONPATH=/opt/standin PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 LABEL sglang-tuner.standin=$key
 CMD ["python3", "-m", "sglang.launch_server", "--help"]
 DOCKERFILE
-docker build -q -t "$IMAGE" "$ctx" >/dev/null
+# Quiet unless it fails: the legacy builder prints a deprecation notice on every run.
+if ! out=$(docker build -q -t "$IMAGE" "$ctx" 2>&1); then
+  echo "$out" >&2
+  exit 1
+fi
 echo "built $IMAGE"

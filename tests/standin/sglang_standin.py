@@ -672,7 +672,7 @@ class Server:
                 f"capacity of {cap:.2f} GiB of which 6.31 MiB is free. Including non-PyTorch memory, this process "
                 f"has {cap - 0.01:.2f} GiB memory in use. Of the allocated memory {cap - 1.2:.2f} GiB is allocated "
                 f"by PyTorch, and 412.19 MiB is reserved by PyTorch but unallocated.")
-            log("SIGQUIT received. signum=3, It usually means one child failed.")
+            log("SIGQUIT received. signum=3, frame=None. It usually means one child failed.")
             kill_self()
         if len(batch) > 8 and "segfault_under_load" in f:
             segfault()
@@ -1012,8 +1012,7 @@ class HTTPHandler:
         if max_new == 0:
             req.stop_at = 0
         if stream:
-            ctype = "text/event-stream" if kind != "generate" else "text/event-stream"
-            head = (f"HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ntransfer-encoding: chunked\r\n"
+            head = ("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
                     f"cache-control: no-cache\r\nserver: sglang-standin\r\n")
             if close:
                 head += "connection: close\r\n"

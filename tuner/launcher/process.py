@@ -67,12 +67,20 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def _wait_group_gone(pgid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
+    while time.monotonic() < deadline and _live_members(pgid):
         time.sleep(0.02)
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether a process of the group is still running; zombies waiting for init to reap them hold nothing."""
+    for pid in _pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 class ProcessLauncher(Launcher):

@@ -1,0 +1,177 @@
+"""Fault injection with real processes: each failure class produced for real, classified within seconds,
+and no server left behind; the tuner's own death by SIGINT, SIGTERM and SIGKILL loses no trial."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import ROOT, STANDIN, servers_of, tune, write_run, write_space
+from tuner.config import load_config
+from tuner.study import load_existing_study
+
+
+def run_one(tmp_path, study, fixed=None, faults="", **extra):
+    space = write_space(tmp_path / "space.yaml", fixed=fixed)
+    run = write_run(tmp_path, study=study, space=space, trials=1,
+                    env={"SGLANG_STANDIN_FAULTS": faults, "SGLANG_STANDIN_SPEED": "0.3"}, **extra)
+    t0 = time.monotonic()
+    done = tune("start", "-c", str(run))
+    return run, done, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("fixed, faults, expected, exit_code", [
+    ({"torch-compile-max-bs": "big"}, "", "invalid_flag", 2),
+    ({}, "segfault:", "segfault", 139),
+    ({}, "oom_kv_startup:", "oom_kv", 137),
+    ({}, "oom_kv_startup_v055:", "oom_kv", 1),
+    ({}, "cuda_graph_oom:", "oom_cuda_graph", 1),
+    ({}, "gpu_busy:", "gpu_busy", 1),
+    ({}, "scheduler_crash:", "scheduler_crash", 137),
+    ({}, "oom_under_load:", "oom_runtime", 137),
+    ({}, "segfault_under_load:", "segfault", 139),
+    ({}, "die_under_load:", "died_during_benchmark", 1),
+    ({}, "unhealthy:", "unhealthy", None),
+])
+def test_failure_is_classified_quickly_and_cleaned_up(tmp_path, unique_study, fixed, faults, expected, exit_code):
+    run, done, elapsed = run_one(tmp_path, unique_study, fixed, faults,
+                                 workload={"concurrency": [16], "num_prompts": 48, "output_len": 64})
+    assert done.returncode == 0, done.stderr
+    trial = load_existing_study(load_config(run)).trials[0]
+    assert trial.state == TrialState.COMPLETE  # a failed launch is data for the sampler, not a FAIL
+    assert trial.user_attrs["failure_class"] == expected, trial.user_attrs.get("failure_detail")
+    assert trial.user_attrs["failure_hint"]
+    assert trial.user_attrs["feasible"] is False
+    if exit_code is not None:
+        assert trial.user_attrs["exit_code"] == exit_code
+    limit = 12 if expected == "unhealthy" else 6  # unhealthy needs three missed health checks
+    assert trial.user_attrs["total_s"] < limit, trial.user_attrs
+    assert servers_of(unique_study) == []
+    status = tune("status", "-c", str(run))
+    assert expected in status.stdout
+
+
+def test_hanging_server_ends_at_its_startup_timeout(tmp_path, unique_study):
+    run, done, elapsed = run_one(tmp_path, unique_study, faults="hang:", launcher={"startup_timeout_s": 2})
+    assert done.returncode == 0, done.stderr
+    trial = load_existing_study(load_config(run)).trials[0]
+    assert trial.user_attrs["failure_class"] == "startup_timeout"
+    assert 2 <= trial.user_attrs["total_s"] < 5
+    assert servers_of(unique_study) == []
+
+
+def test_startup_timeout_follows_the_flags(tmp_path):
+    from tuner.flags import ServerFlags
+    from tuner.study import startup_timeout
+
+    config = load_config(write_run(tmp_path, launcher={"startup_timeout_s": 100,
+                                                      "startup_timeout_extra_s": {"enable-torch-compile": 400}}))
+    assert startup_timeout(config, ServerFlags.of({"enable-torch-compile": True})) == 500
+    assert startup_timeout(config, ServerFlags.of({"enable-torch-compile": False})) == 100
+
+
+def start_tuner(run):
+    return subprocess.Popen([sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_server(study, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if servers_of(study):
+            return
+        time.sleep(0.05)
+    pytest.fail("no server came up")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_the_server_records_the_trial_and_resume_reruns_it(tmp_path, unique_study, sig):
+    # The first server hangs in startup, so the signal lands mid-trial.
+    space = write_space(tmp_path / "space.yaml")
+    run = write_run(tmp_path, study=unique_study, space=space, trials=2, env={"SGLANG_STANDIN_FAULTS": "hang:"})
+    tuner = start_tuner(run)
+    wait_for_server(unique_study)
+    t0 = time.monotonic()
+    tuner.send_signal(sig)
+    _, err = tuner.communicate(timeout=20)
+    assert tuner.returncode == 130, err
+    assert time.monotonic() - t0 < 5
+    assert "interrupted" in err and "Traceback" not in err
+    assert servers_of(unique_study) == []
+    study = load_existing_study(load_config(run))
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["failure_class"] == "interrupted"
+
+    # Resume without the fault: the interrupted baseline is re-run, then the budget is completed.
+    (tmp_path / "run.yaml").write_text((tmp_path / "run.yaml").read_text().replace("hang:", ""))
+    assert tune("start", "-c", str(run)).returncode == 0
+    study = load_existing_study(load_config(run))
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2
+    assert complete[0].user_attrs.get("baseline") and complete[0].user_attrs.get("retry_of") == 0
+    assert len({t.number for t in study.trials}) == len(study.trials)
+
+
+def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, unique_study):
+    space = write_space(tmp_path / "space.yaml")
+    run = write_run(tmp_path, study=unique_study, space=space, trials=3,
+                    env={"SGLANG_STANDIN_FAULTS": "hang:mem-fraction-static>=0.7"})
+    # Trial 0 (baseline, no mem-fraction flag) completes; trial 1 hangs in startup; then kill -9.
+    tuner = start_tuner(run)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            trials = load_existing_study(load_config(run)).trials
+        except SystemExit:
+            trials = []
+        except Exception:
+            trials = []
+        if len(trials) >= 2 and trials[0].state == TrialState.COMPLETE and servers_of(unique_study):
+            break
+        time.sleep(0.1)
+    else:
+        tuner.kill()
+        pytest.fail("trial 1 never started")
+    tuner.kill()
+    tuner.wait(5)
+    # The kernel takes the server down with the tuner (PR_SET_PDEATHSIG): nothing is left running.
+    deadline = time.monotonic() + 3
+    while servers_of(unique_study) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert servers_of(unique_study) == []
+
+    study = load_existing_study(load_config(run))
+    stale = study.trials[1]
+    assert stale.state == TrialState.RUNNING
+    (tmp_path / "run.yaml").write_text((tmp_path / "run.yaml").read_text().replace("hang:mem-fraction-static>=0.7", ""))
+    again = tune("start", "-c", str(run))
+    assert again.returncode == 0, again.stderr
+    assert "left RUNNING by a dead tuner" in again.stderr
+    study = load_existing_study(load_config(run))
+    assert study.trials[1].state == TrialState.FAIL
+    assert study.trials[1].user_attrs["failure_class"] == "interrupted"
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3
+    rerun = [t for t in complete if t.user_attrs.get("retry_of") == 1]
+    assert len(rerun) == 1 and rerun[0].params == stale.params
+    assert study.trials[0].values == load_existing_study(load_config(run)).trials[0].values
+
+
+def test_next_start_kills_an_orphaned_server(tmp_path, unique_study):
+    # An orphan that no parent-death signal reached (e.g. started through a wrapper that daemonised).
+    env = {**os.environ, "SGLANG_TUNER_STUDY": unique_study, "SGLANG_STANDIN_FAULTS": "", "SGLANG_STANDIN_STARTUP_S": "0.1"}
+    orphan = subprocess.Popen([sys.executable, str(STANDIN), "--model-path", "x", "--port", "0"], env=env,
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_server(unique_study)
+    run = write_run(tmp_path, study=unique_study, trials=1)
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 0, done.stderr
+    assert "stopped servers left by an earlier run" in done.stderr
+    assert orphan.wait(5) is not None
+    assert servers_of(unique_study) == []

@@ -1,0 +1,91 @@
+"""The tuning loop end to end against the stand-in server: start, status, export, deploy-best.sh, resume."""
+
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+import optuna
+import pytest
+
+from conftest import ROOT, servers_of, tune, write_run
+from tuner.config import load_config
+from tuner.study import load_existing_study
+
+
+def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, unique_study):
+    run = write_run(
+        tmp_path, study=unique_study, space=ROOT / "search_spaces/default.yaml", trials=12,
+        env={"SGLANG_STANDIN_SPEED": "0.25", "SGLANG_STANDIN_FAULTS": ""},
+        workload={"input_len": 128, "output_len": 48, "concurrency": [4, 16], "num_prompts": 48},
+    )
+    t0 = time.monotonic()
+    done = tune("start", "-c", str(run))
+    elapsed = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 120, f"12 trials took {elapsed:.0f} s"
+
+    study = load_existing_study(load_config(run))
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(12))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    baseline = trials[0]
+    assert baseline.user_attrs["baseline"] and baseline.params == {}
+    assert study.best_trial.values[0] > baseline.values[0]
+    overheads = [t.user_attrs["overhead_s"] for t in trials]
+    assert max(overheads) < 3, overheads  # the 1 s goal is measured in benchmarks/, this only catches blunders
+
+    status = tune("status", "-c", str(run))
+    assert status.returncode == 0, status.stderr
+    assert "baseline (SGLang defaults)" in status.stdout
+    assert f"best: trial {study.best_trial.number}" in status.stdout
+    assert "vs baseline" in status.stdout
+
+    out = tmp_path / "export"
+    exported = tune("export", "-c", str(run), "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    script = (out / "deploy-best.sh").read_text()
+    assert script.startswith("#!/usr/bin/env bash")
+    assert f"trial {study.best_trial.number}" in script and "vs SGLang defaults" in script
+    for arg in study.best_trial.user_attrs["argv"]:
+        assert arg in script
+
+    # deploy-best.sh, run as it is, starts the stand-in with the best flags, and it answers /health.
+    port = study.best_trial.user_attrs["flags"]["port"]
+    proc = subprocess.Popen(["bash", str(out / "deploy-best.sh")], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("deploy-best.sh did not bring up a healthy server")
+        info = httpx.get(f"http://127.0.0.1:{port}/get_server_info", timeout=2).json()
+        best_flags = study.best_trial.user_attrs["flags"]
+        for name, value in best_flags.items():
+            if name in ("model-path", "host", "port"):
+                continue
+            assert info[name.replace("-", "_")] == value, name
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    assert servers_of(unique_study) == []
+
+
+def test_resume_continues_numbering_and_skips_nothing(tmp_path, unique_study):
+    run = write_run(tmp_path, study=unique_study, trials=2)
+    assert tune("start", "-c", str(run)).returncode == 0
+    again = tune("start", "-c", str(run), "--trials", "4")
+    assert again.returncode == 0, again.stderr
+    study = load_existing_study(load_config(run))
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+    # A finished budget runs nothing more.
+    assert tune("start", "-c", str(run), "--trials", "4").returncode == 0
+    assert len(load_existing_study(load_config(run)).trials) == 4
