@@ -52,6 +52,7 @@ class FakeServer:
 
     async def _serve(self):
         self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(lambda loop, ctx: None)  # clients hanging up are expected here
         self._stop = asyncio.Event()
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]

@@ -687,7 +687,7 @@ class _Client:
             if watcher is not None and watcher in done:
                 watcher.result()  # raises ServerDied
             if gathered not in done:
-                raise BenchmarkTimeout(f"level did not finish within its budget of {budget_s:.0f} s")
+                raise BenchmarkTimeout(f"level did not finish within its budget of {budget_s:.1f} s")
             gathered.result()
         finally:
             if watcher is not None:
@@ -695,11 +695,12 @@ class _Client:
             if not gathered.done():
                 for t in coro_tasks:
                     t.cancel()
-                gathered.cancel()
                 try:
                     await asyncio.wait_for(asyncio.gather(*coro_tasks, return_exceptions=True), timeout=5.0)
                 except (asyncio.TimeoutError, asyncio.CancelledError):
                     pass
+            if gathered.done() and not gathered.cancelled():
+                gathered.exception()  # retrieved: no "exception was never retrieved" noise
             if watcher is not None:
                 try:
                     await watcher
@@ -807,16 +808,18 @@ def run_benchmark(
     BenchmarkError when every warm-up request fails on a live server. Failed requests are counted in the
     LevelResult, never raised. Synchronous: runs its own event loop (in a helper thread when the caller is
     already inside one)."""
-    coro = _run(base_url, model, workload, check_server, early_stop, on_level)
     try:
         asyncio.get_running_loop()
+        in_loop = True
     except RuntimeError:
-        return asyncio.run(coro)
+        in_loop = False
+    if not in_loop:
+        return asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level))
     box: dict = {}
 
     def target():
         try:
-            box["r"] = asyncio.run(coro)
+            box["r"] = asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level))
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             box["e"] = e
 

@@ -23,9 +23,9 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _config(config: Optional[Path], overrides: dict) -> RunConfig:
+def _config(config: Optional[Path], overrides: dict, check: bool = True) -> RunConfig:
     try:
-        return load_config(config, overrides)
+        return load_config(config, overrides, check=check)
     except ConfigError as exc:
         _fail(str(exc))
     raise AssertionError
@@ -98,7 +98,7 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
     from tuner.report import trials_frame
     from tuner.study import load_existing_study
 
-    cfg = _config(config, {"study": study, "storage": storage})
+    cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
     frame = trials_frame(st)
     if frame.empty:
@@ -121,7 +121,7 @@ def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
     from tuner.export import export_best
     from tuner.study import load_existing_study, make_launcher
 
-    cfg = _config(config, {"study": study, "storage": storage})
+    cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
     run = st.user_attrs.get("run_config")
     if run and config is None:

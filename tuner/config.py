@@ -143,7 +143,8 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None, *, check: bool = True) -> RunConfig:
+    """``check=False`` for commands that only read a study (status, export, report): they need no model."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -165,7 +166,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             node = node.setdefault(p, {})
         node[leaf] = value
     config = _build(RunConfig, raw, "")
-    _check(config)
+    if check:
+        _check(config)
     return config
 
 

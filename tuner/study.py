@@ -146,6 +146,7 @@ def open_storage(config: RunConfig) -> RDBStorage:
     url = config.storage_url
     if "://" not in url:
         raise SetupError(f"--storage {url!r} is not a database URL (sqlite:///studies/x.db, postgresql://...)")
+    url = _with_installed_driver(url)
     kwargs: dict = {}
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -160,11 +161,21 @@ def open_storage(config: RunConfig) -> RDBStorage:
     try:
         return RDBStorage(url, **kwargs)
     except ImportError as exc:
-        raise SetupError(f"--storage {url.split('://')[0]}: its database driver is missing ({exc.name}); "
+        raise SetupError(f"--storage {config.storage_url.split('://')[0]}: its database driver is missing ({exc.name}); "
                          f"pip install 'sglang-tuner[postgres]'") from None
     except Exception as exc:  # SQLAlchemy's errors for bad URLs and unreachable servers are many
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SetupError(f"--storage {_redact(url)}: cannot open it ({first})") from None
+        raise SetupError(f"--storage {_redact(config.storage_url)}: cannot open it ({first})") from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg2 to SQLAlchemy; we ship psycopg 3, so use it when psycopg2 is absent."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def _redact(url: str) -> str:
@@ -178,15 +189,41 @@ class _RetryStale:
     """A trial whose worker stopped heartbeating is failed by Optuna; run its parameters again."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        study._storage.set_trial_user_attr(trial._trial_id, "failure_class", failures.INTERRUPTED.name)
-        enqueue_retry(study, trial)
+        enqueue_retry(study, trial, reason=f"worker {trial.user_attrs.get('worker', '?')} stopped heartbeating")
 
 
-def enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
-    attrs = {"retry_of": trial.number}
+def enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str = "interrupted") -> None:
+    attrs = {"retry_of": trial.number, "retry_reason": reason}
     if trial.user_attrs.get("baseline"):
         attrs["baseline"] = True
     study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+
+
+class _Heartbeat:
+    """Records the trial's heartbeat while it runs, so other workers can tell this one is alive."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval_s: float | None):
+        self.storage, self.trial_id, self.interval_s = study._storage, trial._trial_id, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        if self.interval_s:
+            self.storage.record_heartbeat(self.trial_id)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the trial; log and retry
+                log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)
 
 
 def make_sampler(config: RunConfig) -> optuna.samplers.BaseSampler:
@@ -403,6 +440,8 @@ class Tuner:
     def _worker(self, study: optuna.Study, pool: GpuPool, artifacts: FileSystemArtifactStore) -> None:
         try:
             while not self.cancel.is_set():
+                # Another host's dead worker: fail its trial and queue its parameters (RDB heartbeat only).
+                optuna.storages.fail_stale_trials(study)
                 if not self._budget_left(study):
                     return
                 self._one_trial(study, pool, artifacts)
@@ -417,6 +456,11 @@ class Tuner:
     def _one_trial(self, study: optuna.Study, pool: GpuPool, artifacts: FileSystemArtifactStore) -> None:
         trial = study.ask()
         study._storage.set_trial_user_attr(trial._trial_id, "worker", WORKER)
+        with _Heartbeat(study, trial, self.config.heartbeat_s):
+            self._run_asked(study, trial, pool, artifacts)
+
+    def _run_asked(self, study: optuna.Study, trial: optuna.Trial, pool: GpuPool,
+                   artifacts: FileSystemArtifactStore) -> None:
         # Budget across workers: trial numbers are handed out atomically, so whoever got a number past the
         # budget gives it back; the study never runs more trials than asked for.
         ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))

@@ -24,7 +24,8 @@ export DOCKER_BUILDKIT=0
 label_of() { docker image inspect -f "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true; }
 
 # --- base: host python, self-contained (no -v /usr:/usr needed at run time) ----------------------------
-base_key=$(sha256sum "$PY" | cut -c1-16)
+BASE_LAYOUT=2  # bump when the base's layout below changes
+base_key=$( (sha256sum "$PY"; echo "$BASE_LAYOUT") | sha256sum | cut -c1-16)
 if [ "$(label_of "$BASE" sglang-tuner.base)" != "$base_key" ]; then
   stage=$(mktemp -d)
   trap 'rm -rf "$stage"' EXIT
@@ -37,6 +38,7 @@ if [ "$(label_of "$BASE" sglang-tuner.base)" != "$base_key" ]; then
   echo 'root:x:0:0:root:/root:/bin/sh' >"$stage/etc/passwd"
   echo 'root:x:0:' >"$stage/etc/group"
   ln -s python3.11 "$stage/usr/bin/python3"
+  ln -s python3.11 "$stage/usr/bin/python"  # the tuner's default command for the process launcher says python
   files=("$PY" /usr/lib64/ld-linux-x86-64.so.2)
   while read -r lib; do files+=("${lib/#\/lib\//\/usr\/lib\/}"); done < <(
     ldd "$PY" /usr/lib/python3.11/lib-dynload/*.so | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
@@ -89,4 +91,7 @@ if ! out=$(docker build -q -t "$IMAGE" "$ctx" 2>&1); then
   echo "$out" >&2
   exit 1
 fi
+# Earlier builds, now untagged, would pile up on a developer's machine.
+docker image prune -f --filter label=sglang-tuner.standin >/dev/null 2>&1 || true
+docker image prune -f --filter label=sglang-tuner.base >/dev/null 2>&1 || true
 echo "built $IMAGE"

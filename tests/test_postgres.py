@@ -1,0 +1,106 @@
+"""Several workers, one study on a real PostgreSQL server: an exact budget, unique numbers, and a worker
+killed with SIGKILL whose trial is failed by heartbeat and re-run by another worker."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from optuna.trial import TrialState
+
+from conftest import ROOT, free_port, servers_of, tune, write_run
+from tuner.config import load_config
+from tuner.study import load_existing_study
+
+PG = os.environ.get("SGLANG_TUNER_TEST_PG", "postgresql://tuner:tuner@127.0.0.1:5432/tuner")
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    import psycopg
+
+    try:
+        psycopg.connect(PG.replace("postgresql+psycopg", "postgresql"), connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable in CI ({exc}); tests/services.sh should start it")
+        pytest.skip(f"PostgreSQL not reachable: run bash tests/services.sh ({exc})")
+    return PG
+
+
+def worker(run, port):
+    return subprocess.Popen(
+        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_three_workers_share_one_budget_and_a_killed_worker_is_retried(tmp_path, pg_url):
+    study_name = f"multi-{uuid.uuid4().hex[:8]}"
+    run = write_run(tmp_path, study=study_name, trials=7, storage=pg_url, heartbeat_s=1,
+                    artifacts=str(tmp_path / "shared-artifacts"),
+                    env={"SGLANG_STANDIN_SPEED": "1.0", "SGLANG_STANDIN_FAULTS": ""},
+                    workload={"concurrency": [4], "num_prompts": 8, "output_len": 64})
+    config = load_config(run)
+    workers = [worker(run, free_port()) for _ in range(3)]
+    victim = workers[0]
+    try:
+        # Kill the first worker while it holds a RUNNING trial.
+        deadline = time.monotonic() + 60
+        killed_trial = None
+        while time.monotonic() < deadline and killed_trial is None:
+            try:
+                study = load_existing_study(config)
+            except SystemExit:
+                time.sleep(0.2)
+                continue
+            except Exception:
+                time.sleep(0.2)
+                continue
+            for t in study.get_trials(states=(TrialState.RUNNING,)):
+                if t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and t.user_attrs.get("argv"):
+                    killed_trial = t.number
+            time.sleep(0.1)
+        assert killed_trial is not None, "the victim never ran a trial"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(5)
+        for w in workers[1:]:
+            _, err = w.communicate(timeout=150)
+            assert w.returncode == 0, err
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+
+    study = load_existing_study(config)
+    trials = study.trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 7
+    assert len({t.number for t in trials}) == len(trials)
+    stale = trials[killed_trial]
+    assert stale.state == TrialState.FAIL
+    retried = [t for t in complete if t.user_attrs.get("retry_of") == killed_trial]
+    assert len(retried) == 1 and retried[0].params == stale.params
+    assert "stopped heartbeating" in retried[0].user_attrs["retry_reason"]
+    assert {t.user_attrs["host"] for t in complete} and all("gpus" in t.user_attrs for t in complete)
+    assert sum(bool(t.user_attrs.get("baseline")) for t in complete) == 1
+    assert servers_of(study_name) == []
+
+    # A fourth process sees every trial.
+    status = tune("status", "--study", study_name, "--storage", pg_url)
+    assert status.returncode == 0, status.stderr
+    for t in trials:
+        assert f"\n{t.number:>6} " in "\n" + status.stdout or str(t.number) in status.stdout
+    assert status.stdout.count("COMPLETE") == 7
+
+
+def test_bad_storage_urls_get_one_line(tmp_path):
+    run = write_run(tmp_path, storage="postgresql://tuner:wrong@127.0.0.1:1/nowhere")
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: --storage postgresql://***@127.0.0.1:1/nowhere: cannot open it")
+    run = write_run(tmp_path, storage="studies/x.db")
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 2 and "is not a database URL" in done.stderr

@@ -1,0 +1,244 @@
+"""The views of a study in a real (headless) browser: `tune dashboard` and `tune report`.
+
+One short study against the stand-in server (two objectives, five trials, one a segfault) serves both.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import optuna
+import pytest
+
+from conftest import ROOT, free_port, tune, write_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed "
+                                                             "(apt-get install -y chromium)")
+FAILING = {"schedule-policy": "lof", "mem-fraction-static": 0.93}
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory) -> Path:
+    """A finished study: the baseline, one enqueued segfault (mem-fraction-static 0.93), three sampled trials."""
+    from tuner.config import load_config
+    from tuner.study import Tuner
+
+    tmp = tmp_path_factory.mktemp("views")
+    run = write_run(tmp, study="views", trials=1, env={"SGLANG_STANDIN_FAULTS": "segfault:mem-fraction-static>=0.9"},
+                    objective={"metrics": ["output_throughput", "p99_ttft_ms"]})
+    Tuner(load_config(run)).run()  # trial 0: the baseline
+    tuner = Tuner(load_config(run, {"trials": 5}))
+    study = tuner.prepare()
+    study.enqueue_trial(FAILING)
+    tuner.run()
+    classes = [t.user_attrs.get("failure_class") for t in study.trials]
+    assert classes.count("segfault") >= 1 and classes[0] == "none", classes
+    return run
+
+
+def chromium(tmp: Path, url: str, *args: str, offline: bool = False, budget_ms: int = 8000,
+             timeout: float = 60) -> str:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp / 'chromium-profile'}", "--window-size=1280,1000",
+           f"--virtual-time-budget={budget_ms}", *args]
+    if offline:  # no name resolves: anything fetched from the network fails
+        cmd.append("--host-resolver-rules=MAP * ~NOTFOUND")
+    proc = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def visible_text(dom: str) -> str:
+    dom = re.sub(r"(?s)<(style|script)\b[^>]*>.*?</\1>", " ", dom)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    """A minimal PNG decoder (8-bit RGB/RGBA, not interlaced): enough for Chromium's screenshots."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, header = 8, [], None
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        pos += 12 + length
+    width, height, depth, color, _, _, interlace = header
+    assert depth == 8 and color in (2, 6) and not interlace, header
+    bpp = 3 if color == 2 else 4
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8).reshape(height, 1 + width * bpp)
+    out = np.zeros((height, width * bpp), dtype=np.uint8)
+    prev = np.zeros(width * bpp, dtype=np.int32)
+    for y in range(height):
+        f, line = raw[y, 0], raw[y, 1:].astype(np.int32)
+        if f == 0:
+            cur = line
+        elif f == 2:
+            cur = (line + prev) & 0xFF
+        elif f == 1:  # Sub: a running sum per channel
+            cur = np.cumsum(line.reshape(width, bpp), axis=0).reshape(-1) & 0xFF
+        else:  # Average and Paeth depend on the byte just decoded: byte by byte
+            c_list = [0] * (width * bpp)
+            p_list = prev.tolist()
+            l_list = line.tolist()
+            for i in range(width * bpp):
+                a = c_list[i - bpp] if i >= bpp else 0
+                b = p_list[i]
+                if f == 3:
+                    c_list[i] = (l_list[i] + ((a + b) >> 1)) & 0xFF
+                else:
+                    c = p_list[i - bpp] if i >= bpp else 0
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                    c_list[i] = (l_list[i] + pred) & 0xFF
+            cur = np.array(c_list, dtype=np.int32)
+        out[y] = cur
+        prev = cur
+    return out.reshape(height, width, bpp)[:, :, :3]
+
+
+def assert_not_blank(png: Path) -> None:
+    pixels = png_pixels(png.read_bytes())
+    colours = np.unique(pixels.reshape(-1, 3).astype(np.uint32) @ np.array([65536, 256, 1], dtype=np.uint32))
+    assert len(colours) >= 50, f"{png}: only {len(colours)} colours: a blank or broken page"
+    dominant = np.bincount(np.unique(pixels.reshape(-1, 3), axis=0, return_inverse=True)[1].ravel()).max()
+    assert dominant < 0.97 * pixels.shape[0] * pixels.shape[1], f"{png}: almost a single colour"
+
+
+@pytest.fixture(scope="module")
+def dashboard(study_run: Path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from tuner.cli import app; app()", "dashboard", "-c", str(study_run),
+         "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/api/studies", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"tune dashboard did not come up: {proc.communicate()[0][-2000:]}")
+        time.sleep(0.2)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@needs_chromium
+def test_dashboard_in_a_browser(study_run: Path, dashboard: str, tmp_path: Path) -> None:
+    studies = httpx.get(f"{dashboard}/api/studies").json()["study_summaries"]
+    study_id = next(s["study_id"] for s in studies if s["study_name"] == "views")
+    study = optuna.load_study(study_name="views", storage=f"sqlite:///{study_run.parent}/studies/views.db")
+    failed = next(t for t in study.trials if t.user_attrs.get("failure_class") == "segfault")
+    assert study._storage.get_trial_system_attrs(failed._trial_id)["constraints"][0] > 0
+
+    # The study page: its name, the metric names, and infeasible trials marked as such (timeline legend).
+    text = visible_text(chromium(tmp_path, f"{dashboard}/dashboard/studies/{study_id}", "--dump-dom"))
+    assert "views" in text
+    assert "output_throughput" in text and "p99_ttft_ms" in text
+    assert "Infeasible" in text
+
+    # A trial page: every trial in the list, the note (failure class, hint) and the artifacts by name.
+    url = f"{dashboard}/dashboard/studies/{study_id}/trials?numbers={failed.number}"
+    text = visible_text(chromium(tmp_path, url, "--dump-dom"))
+    for t in study.trials:
+        assert f"Trial {t.number}" in text
+    assert "Outcome: segfault" in text and "Hint:" in text
+    assert "server.log" in text and "trial.json" in text
+    ok = next(t for t in study.trials if t.user_attrs.get("failure_class") == "none" and t.number > 0)
+    text = visible_text(chromium(tmp_path, f"{dashboard}/dashboard/studies/{study_id}/trials?numbers={ok.number}",
+                                 "--dump-dom"))
+    assert "benchmark.csv" in text and "output tok/s" in text
+
+    shot = tmp_path / "trial.png"
+    chromium(tmp_path, url, f"--screenshot={shot}")
+    assert_not_blank(shot)
+
+    # An artifact over HTTP, as the dashboard's download link fetches it.
+    from optuna.artifacts import get_all_artifact_meta
+
+    meta = next(m for m in get_all_artifact_meta(failed, storage=study._storage) if m.filename == "server.log")
+    r = httpx.get(f"{dashboard}/artifacts/{study_id}/{failed._trial_id}/{meta.artifact_id}")
+    assert r.status_code == 200
+    assert "mem-fraction-static" in r.text or "Segmentation" in r.text or len(r.text) > 100
+
+
+@needs_chromium
+def test_report_offline(study_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    done = tune("report", "-c", str(study_run), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    figures = int(re.search(r"\((\d+) figures\)", done.stdout).group(1))
+    # history, importances, Pareto front (two objectives), parallel coordinates, best vs baseline per level
+    assert figures == 5, done.stdout
+
+    page = (out / "report.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc=[\"']?(https?:)?//", page), "the report must not load scripts"
+    assert f"content='{figures}'" in page
+
+    dom = chromium(tmp_path, (out / "report.html").as_uri(), "--dump-dom", offline=True)
+    rendered = re.findall(r"class=\"[^\"]*\bjs-plotly-plot\b", dom)  # set by plotly.js once a figure is drawn
+    assert len(rendered) == figures, f"{len(rendered)} of {figures} figures rendered"
+    text = visible_text(dom)
+    assert "segfault" in text and "Failure classes" in text
+    assert "output tok/s" in text and "p99 TTFT (ms)" in text
+
+    shot = tmp_path / "report.png"
+    chromium(tmp_path, (out / "report.html").as_uri(), f"--screenshot={shot}", offline=True)
+    assert_not_blank(shot)
+
+    csv = (out / "comparison.csv").read_text().splitlines()
+    assert csv[0] == "metric,baseline,best,change_pct,better"
+    assert [line.split(",")[0] for line in csv[1:6]] == [
+        "output tok/s", "request/s", "median TTFT (ms)", "p99 TTFT (ms)", "median TPOT (ms)"]
+    md = (out / "comparison.md").read_text()
+    assert "| output tok/s |" in md and "segfault" in md
+
+
+def test_trial_note_and_progress_line(tmp_path: Path) -> None:
+    from tuner.dashboard import trial_note
+    from tuner.progress import LineProgress, log_tail_line
+
+    note = trial_note(3, {"failure_class": "oom_kv_startup", "failure_hint": "lower --mem-fraction-static",
+                          "flags": {"model-path": "m", "port": 1, "mem-fraction-static": 0.5, "enable-x": True},
+                          "startup_s": 12.5, "gpu_peak_used_mib": 40960.0, "feasible": False})
+    assert "**oom_kv_startup**" in note and "`--mem-fraction-static 0.5 --enable-x`" in note
+    assert "Hint: lower --mem-fraction-static" in note and "40.0 GiB" in note and "12.5 s" in note
+    assert "model-path" not in note
+
+    log = tmp_path / "server.log"
+    log.write_text("[2025-01-01 12:00:00 TP0] Load weight begin\n[2025-01-01 12:00:09 TP0] Capture cuda graph begin\n")
+    assert log_tail_line(log) == "Capture cuda graph begin"
+    stream = io.StringIO()
+    p = LineProgress(10, force=True, stream=stream, live=False)
+    p.phase(0, "starting", "timeout 600 s")
+    p.tick(0, 1.0, log)
+    assert "trial 1/10 starting" in p.status_text() and "Capture cuda graph begin" in p.status_text()
+    p.close()
+    assert "trial 1/10 starting: timeout 600 s" in stream.getvalue()
+    assert LineProgress(10, stream=io.StringIO()).enabled is False  # quiet when not on a terminal
