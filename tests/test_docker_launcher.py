@@ -265,6 +265,7 @@ def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique
         launcher={"kind": "docker", "image": IMAGE, "command": ["python3", "-m", "sglang.launch_server"],
                   "gpu_runtime": False},
         sampler={"seed": 3, "n_startup_trials": 4},
+        workload={"concurrency": [4], "num_prompts": 8, "output_len": 8, "warmup_requests": 1},
     )
     done = tune("start", "-c", str(run), timeout=120)
     assert done.returncode == 0, done.stderr + done.stdout
@@ -288,5 +289,6 @@ def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique
         log = (Path(load_config(run).study_dir) / str(t.number) / "server.log").read_text()
         assert log.startswith("# docker run")
         seen.add(expected)
+        print(f"trial {t.number}: {expected} in {t.user_attrs['total_s']:.1f} s")
     assert seen == {"none", "segfault", "oom_kv"}, seen  # the seed is chosen so that all three occur
     assert containers_of(unique_study) == []

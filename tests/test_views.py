@@ -112,8 +112,17 @@ def png_pixels(data: bytes) -> np.ndarray:
     return out.reshape(height, width, bpp)[:, :, :3]
 
 
+def read_png(png: Path) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:  # the small decoder above: slower (pure Python for some rows), same answer
+        return png_pixels(png.read_bytes())
+    with Image.open(png) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def assert_not_blank(png: Path) -> None:
-    pixels = png_pixels(png.read_bytes())
+    pixels = read_png(png)
     colours = np.unique(pixels.reshape(-1, 3).astype(np.uint32) @ np.array([65536, 256, 1], dtype=np.uint32))
     assert len(colours) >= 50, f"{png}: only {len(colours)} colours: a blank or broken page"
     dominant = np.bincount(np.unique(pixels.reshape(-1, 3), axis=0, return_inverse=True)[1].ravel()).max()
@@ -170,11 +179,6 @@ def test_dashboard_in_a_browser(study_run: Path, dashboard: str, tmp_path: Path)
         assert f"Trial {t.number}" in text
     assert "Outcome: segfault" in text and "Hint:" in text
     assert "server.log" in text and "trial.json" in text
-    ok = next(t for t in study.trials if t.user_attrs.get("failure_class") == "none" and t.number > 0)
-    text = visible_text(chromium(tmp_path, f"{dashboard}/dashboard/studies/{study_id}/trials?numbers={ok.number}",
-                                 "--dump-dom"))
-    assert "benchmark.csv" in text and "output tok/s" in text
-
     shot = tmp_path / "trial.png"
     chromium(tmp_path, url, f"--screenshot={shot}")
     assert_not_blank(shot)
@@ -182,10 +186,14 @@ def test_dashboard_in_a_browser(study_run: Path, dashboard: str, tmp_path: Path)
     # An artifact over HTTP, as the dashboard's download link fetches it.
     from optuna.artifacts import get_all_artifact_meta
 
+    ok = next(t for t in study.trials if t.user_attrs.get("failure_class") == "none" and t.number > 0)
+    assert {m.filename for m in get_all_artifact_meta(ok, storage=study._storage)} >= {
+        "server.log", "benchmark.csv", "trial.json"}
     meta = next(m for m in get_all_artifact_meta(failed, storage=study._storage) if m.filename == "server.log")
     r = httpx.get(f"{dashboard}/artifacts/{study_id}/{failed._trial_id}/{meta.artifact_id}")
     assert r.status_code == 200
-    assert "mem-fraction-static" in r.text or "Segmentation" in r.text or len(r.text) > 100
+    assert r.text == (Path(failed.user_attrs["trial_dir"]) / "server.log").read_text()
+    assert "--mem-fraction-static 0.93" in r.text
 
 
 @needs_chromium
@@ -207,10 +215,6 @@ def test_report_offline(study_run: Path, tmp_path: Path) -> None:
     text = visible_text(dom)
     assert "segfault" in text and "Failure classes" in text
     assert "output tok/s" in text and "p99 TTFT (ms)" in text
-
-    shot = tmp_path / "report.png"
-    chromium(tmp_path, (out / "report.html").as_uri(), f"--screenshot={shot}", offline=True)
-    assert_not_blank(shot)
 
     csv = (out / "comparison.csv").read_text().splitlines()
     assert csv[0] == "metric,baseline,best,change_pct,better"

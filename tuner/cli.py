@@ -170,3 +170,28 @@ def report(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
     typer.echo(f"wrote {done.html} ({len(done.figures)} figures), {done.csv}, {done.markdown}")
     for why in done.skipped:
         typer.echo(f"  not drawn: {why}")
+
+
+@app.command()
+def bench(
+    config: Optional[Path] = ConfigOpt,
+    url: str = typer.Option("http://127.0.0.1:30000", "--url", help="A running SGLang server."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name sent in requests (default: the run file's)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the per-level table as CSV here."),
+) -> None:
+    """Benchmark a running server with the run file's workload (e.g. one started by deploy-best.sh)."""
+    from tuner.benchmark import BenchmarkError, run_benchmark
+    from tuner.workload import SLO
+
+    cfg = _config(config, {"model.path": model}, check=False)
+    workload = _guard(cfg.workload.build, SLO())
+    try:
+        result = run_benchmark(url.rstrip("/"), cfg.model.served_name or cfg.model.path or "default", workload)
+    except BenchmarkError as exc:
+        _fail(f"benchmark of {url} failed: {exc}")
+    frame = result.to_frame()[["concurrency", "completed", "failed", "output_throughput", "median_ttft_ms",
+                               "p99_ttft_ms", "median_tpot_ms", "median_itl_ms", "concurrency_achieved"]]
+    typer.echo(frame.round(2).to_string(index=False))
+    if out:
+        result.to_csv(out)
+
