@@ -236,6 +236,7 @@ def main():
     ap.add_argument("--waves", type=int, default=4, help="num_prompts = waves * concurrency")
     ap.add_argument("--step-ms", type=float, default=0.0, help="server decode step for the ceiling phase")
     ap.add_argument("--latency-step-ms", type=float, default=20.0, help="server step for the TTFT-error phase")
+    ap.add_argument("--latency-concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     ap.add_argument("--client-cpu", type=int, default=0)
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
@@ -250,12 +251,16 @@ def main():
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.client_cpu})
     out = {"machine": platform.processor() or platform.machine(), "python": sys.version.split()[0], "phases": {}}
-    for phase, step in (("ceiling", a.step_ms), ("latency", a.latency_step_ms)):
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    for phase, step, concs in (
+        ("ceiling", a.step_ms, a.concurrency),
+        ("latency", a.latency_step_ms, a.latency_concurrency),
+    ):
         proc, url = start_server(a.server_cpu, step)
         try:
             rows = []
-            for c in a.concurrency:
-                row = measure(url, c, a.input_len, a.output_len, a.waves * c)
+            for c in concs:
+                row = measure(url, c, a.input_len, a.output_len, a.waves * max(c, 4))
                 row["server_step_ms"] = step
                 rows.append(row)
                 print(
@@ -269,6 +274,7 @@ def main():
         finally:
             proc.terminate()
             proc.wait(5)
+    print(f"load average after: {os.getloadavg()}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
 

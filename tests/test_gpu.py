@@ -42,7 +42,6 @@ class FakeNvml:
         self.study = study
         self.extra: dict[int, float] = {}  # scripted MiB per GPU (unit tests)
         self.holders: dict[int, list[tuple[int, float]]] = {}  # scripted (pid, MiB) per GPU
-        self.first_seen: dict[int, float] = {}
         self.env_seen: dict[int, dict[str, str]] = {}  # trial number -> the GPU env its server had
         self._lock = threading.Lock()
         self._cache: tuple[float, list] = (0.0, [])
@@ -103,12 +102,10 @@ class FakeNvml:
                 gpus = tuple(int(g) for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip())
                 self.env_seen[int(env["SGLANG_TUNER_TRIAL"])] = {
                     k: env.get(k, "") for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
-                age = now - self.first_seen.setdefault(int(pid), now)
                 mfs = float(argv[argv.index("--mem-fraction-static") + 1]) if "--mem-fraction-static" in argv \
                     else 0.85
-                # Weights first, then the static pool: --mem-fraction-static of the whole GPU.
-                mib = 0.2 * TOTAL_MIB if age < 0.2 else mfs * TOTAL_MIB - IDLE_MIB
-                found.append((int(pid), gpus, mib))
+                # Like SGLang: --mem-fraction-static of the whole GPU, for as long as the server lives.
+                found.append((int(pid), gpus, mfs * TOTAL_MIB - IDLE_MIB))
             self._cache = (now, found)
             return found
 
@@ -305,12 +302,15 @@ def test_pool_serves_a_waiting_two_gpu_trial_before_later_one_gpu_trials():
 def test_sqlite_storage_takes_several_threads(tmp_path):
     cfg = load_config(write_run(tmp_path, study="locks"))
     study = optuna.create_study(storage=open_storage(cfg), study_name="locks")
-    errors = []
+    for i in range(24):  # queued trials: each must be handed to exactly one thread
+        study.enqueue_trial({"x": i / 24})
+    errors, asked = [], []
 
     def work() -> None:
         try:
             for i in range(6):
                 t = study.ask()
+                asked.append(t.number)
                 t.suggest_float("x", 0, 1)
                 t.set_user_attr("i", i)
                 study._storage.set_trial_system_attr(t._trial_id, "constraints", [0.0])
@@ -325,9 +325,27 @@ def test_sqlite_storage_takes_several_threads(tmp_path):
     for t in threads:
         t.join(60)
     assert errors == [] and len(study.trials) == 24
+    assert sorted(asked) == list(range(24))
 
 
 # -- one study, two GPUs
+
+
+def _port_pair() -> int:
+    """A port p with p+1 free too, below the ephemeral range (client connections cannot take them meanwhile)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randrange(20_000, 32_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two free ports in a row")
 
 
 def _window(t: optuna.trial.FrozenTrial) -> tuple[datetime, datetime]:
@@ -345,7 +363,8 @@ def test_trials_run_one_per_gpu_and_tp2_alone(monkeypatch, tmp_path, unique_stud
                    gpus_per_trial="tp-size * dp-size")
     cfg = load_config(write_run(tmp_path, study=unique_study, space=space, trials=6, gpus=[0, 1], baseline=False,
                                 objective={"max_gpu_memory_fraction": 0.9},
-                                workload={"concurrency": [4], "num_prompts": 24}))
+                                launcher={"port": _port_pair()}, env={"SGLANG_STANDIN_STARTUP_S": "0.8"},
+                                workload={"concurrency": [4], "num_prompts": 24, "output_len": 64}))
     tuner = Tuner(cfg)
     study = tuner.prepare()
     assert any("up to 4 GPUs" in w for w in tuner.warnings)
@@ -367,11 +386,14 @@ def test_trials_run_one_per_gpu_and_tp2_alone(monkeypatch, tmp_path, unique_stud
 
     ran = [by[n] for n in (0, 1, 2, 4, 5)]
     assert all(t.user_attrs["failure_class"] == "none" for t in ran)
-    # One trial per GPU, side by side, each on its own port and GPU.
-    assert _overlap(by[0], by[1]) and _overlap(by[4], by[5])
-    assert {tuple(by[0].user_attrs["gpus"]), tuple(by[1].user_attrs["gpus"])} == {(0,), (1,)}
-    assert by[0].user_attrs["flags"]["port"] != by[1].user_attrs["flags"]["port"]
-    assert by[4].user_attrs["flags"]["port"] != by[5].user_attrs["flags"]["port"]
+    # One trial per GPU, side by side, each on its own port and GPU (4 and 5 usually overlap too, but whether
+    # 5 starts before 4 ends depends on how long recording trial 2 takes on a loaded machine).
+    assert _overlap(by[0], by[1])
+    for a, b in ((0, 1), (4, 5)):
+        assert {tuple(by[a].user_attrs["gpus"]), tuple(by[b].user_attrs["gpus"])} == {(0,), (1,)} \
+            or not _overlap(by[a], by[b])
+    ports = {tuple(t.user_attrs["gpus"]): t.user_attrs["flags"]["port"] for t in ran}
+    assert ports[(1,)] == ports[(0,)] + 1 and ports[(0, 1)] == ports[(0,)] == cfg.launcher.port
     # tp 2 holds both GPUs and overlaps nothing.
     assert by[2].user_attrs["gpus"] == [0, 1]
     assert not any(_overlap(by[2], by[n]) for n in (0, 1, 4, 5))

@@ -42,7 +42,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import httpcore
 import httpx
 import pandas as pd
 
@@ -117,17 +116,17 @@ def _error_text(exc: BaseException, timeout_s: float) -> str:
 
 # ---------------------------------------------------------------------------------------------- transport
 #
-# httpx's default transport is too slow for this job on one core: httpcore's AsyncConnectionPool re-scans every
-# connection (a getpeername() syscall per idle one) on each request start and end, which is O(connections x
-# requests), and its anyio network stream opens a cancel scope per read. Measured with benchmarks/
-# client_ceiling.py, the pool alone cost seconds of TTFT at 64 streams. So the client keeps httpx.AsyncClient and
-# httpcore's HTTP/1.1 state machine, and swaps in (1) a LIFO pool with O(1) check-out/return and (2) a plain
-# asyncio-protocol network stream whose read timeout is a single loop.call_later.
+# httpx's default transport costs too much per streamed chunk for this job on one core: httpcore's
+# AsyncConnectionPool re-scans every connection (a getpeername() syscall per idle one) at each request start and
+# end, O(connections x requests), its anyio stream opens a cancel scope per read, and h11 turns every HTTP chunk
+# into an event that climbs five async-generator layers. Measured with benchmarks/client_ceiling.py, the pool
+# alone cost seconds of TTFT at 64 streams. So the client keeps httpx.AsyncClient (requests, headers, timeouts,
+# exceptions) with its own HTTP/1.1 transport: an asyncio protocol per connection, a LIFO pool, and a chunked
+# decoder that hands over everything that arrived in one socket read as one piece. A client that falls behind
+# therefore pays per read, not per token; all events in one read get the same (true) arrival time.
 
 
 class _Proto(asyncio.Protocol):
-    __slots__ = ("transport", "chunks", "size", "eof", "exc", "waiter", "write_waiter", "paused", "reading_paused")
-
     def __init__(self) -> None:
         self.transport = None
         self.chunks: list[bytes] = []
@@ -180,27 +179,45 @@ class _Proto(asyncio.Protocol):
             w.set_result(None)
 
 
-def _expire(fut: asyncio.Future, exc_type) -> None:
+def _expire(fut: asyncio.Future, exc: BaseException) -> None:
     if not fut.done():
-        fut.set_exception(exc_type("timed out"))
+        fut.set_exception(exc)
 
 
-class _AsyncioStream(httpcore.AsyncNetworkStream):
-    def __init__(self, transport, proto: _Proto) -> None:
-        self._t = transport
-        self._p = proto
-        self._loop = asyncio.get_running_loop()
+_HDR_END = b"\r\n\r\n"
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        p = self._p
+
+class _Conn:
+    """One HTTP/1.1 connection: a protocol, a byte buffer, and the timeouts of the request in flight."""
+
+    def __init__(self, transport, proto: _Proto, loop) -> None:
+        self.t = transport
+        self.p = proto
+        self.loop = loop
+        self.buf = b""
+        self.idle_since = 0.0
+        self.request: httpx.Request | None = None
+
+    def reusable(self, now: float, expiry: float) -> bool:
+        p = self.p
+        return not (p.eof or p.chunks or self.buf or self.t.is_closing() or now - self.idle_since > expiry)
+
+    def close(self) -> None:
+        self.t.close()
+
+    async def fill(self, timeout: float | None) -> bool:
+        """Move newly received bytes into ``buf``; False at EOF."""
+        p = self.p
         if not p.chunks:
             if p.eof:
                 if p.exc is not None:
-                    raise httpcore.ReadError(str(p.exc) or type(p.exc).__name__)
-                return b""
-            fut = self._loop.create_future()
+                    raise httpx.ReadError(f"connection lost: {p.exc}", request=self.request)
+                return False
+            fut = self.loop.create_future()
             p.waiter = fut
-            h = self._loop.call_later(timeout, _expire, fut, httpcore.ReadTimeout) if timeout is not None else None
+            h = None
+            if timeout is not None:
+                h = self.loop.call_later(timeout, _expire, fut, httpx.ReadTimeout("timed out", request=self.request))
             try:
                 await fut
             finally:
@@ -209,33 +226,29 @@ class _AsyncioStream(httpcore.AsyncNetworkStream):
                     h.cancel()
             if not p.chunks:
                 if p.exc is not None:
-                    raise httpcore.ReadError(str(p.exc) or type(p.exc).__name__)
-                return b""
+                    raise httpx.ReadError(f"connection lost: {p.exc}", request=self.request)
+                return False
         chunks = p.chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if len(data) > max_bytes:
-            p.chunks = [data[max_bytes:]]
-            p.size = len(data) - max_bytes
-            data = data[:max_bytes]
-        else:
-            p.chunks = []
-            p.size = 0
-        if p.reading_paused and p.size < 1024 * 1024:
+        p.chunks = []
+        p.size = 0
+        if p.reading_paused:
             p.reading_paused = False
-            self._t.resume_reading()
-        return data
+            self.t.resume_reading()
+        self.buf = self.buf + data if self.buf else data
+        return True
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        p = self._p
-        if p.eof or self._t.is_closing():
-            raise httpcore.WriteError("connection closed")
-        self._t.write(buffer)
+    async def write(self, data: bytes, timeout: float | None) -> None:
+        p = self.p
+        if p.eof or self.t.is_closing():
+            raise httpx.WriteError("connection closed by the server", request=self.request)
+        self.t.write(data)
         if p.paused:
-            fut = self._loop.create_future()
+            fut = self.loop.create_future()
             p.write_waiter = fut
-            h = self._loop.call_later(timeout, _expire, fut, httpcore.WriteTimeout) if timeout is not None else None
+            h = None
+            if timeout is not None:
+                h = self.loop.call_later(timeout, _expire, fut, httpx.WriteTimeout("timed out", request=self.request))
             try:
                 await fut
             finally:
@@ -243,145 +256,246 @@ class _AsyncioStream(httpcore.AsyncNetworkStream):
                 if h is not None:
                     h.cancel()
             if p.exc is not None:
-                raise httpcore.WriteError(str(p.exc))
-
-    async def aclose(self) -> None:
-        self._t.close()
-
-    async def start_tls(self, ssl_context, server_hostname=None, timeout=None):
-        raise httpcore.ConnectError("TLS is not supported by the lean transport")
-
-    def get_extra_info(self, info: str):
-        if info == "is_readable":  # only asked of idle connections: data or EOF there means the server hung up
-            return bool(self._p.chunks) or self._p.eof
-        if info == "socket":
-            return self._t.get_extra_info("socket")
-        if info == "client_addr":
-            return self._t.get_extra_info("sockname")
-        if info == "server_addr":
-            return self._t.get_extra_info("peername")
-        return None
+                raise httpx.WriteError(str(p.exc), request=self.request)
 
 
-class _AsyncioBackend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        loop = asyncio.get_running_loop()
-        try:
-            coro = loop.create_connection(
-                _Proto, host, port, local_addr=(local_address, 0) if local_address else None
-            )
-            transport, proto = await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
-            raise httpcore.ConnectTimeout(f"connect to {host}:{port} timed out") from None
-        except OSError as e:
-            raise httpcore.ConnectError(str(e) or type(e).__name__) from None
-        sock = transport.get_extra_info("socket")
-        for opt in socket_options or ():
-            sock.setsockopt(*opt)
-        return _AsyncioStream(transport, proto)
+class _Body(httpx.AsyncByteStream):
+    """A response body: content-length, chunked or read-until-close. Each iteration yields all the payload bytes
+    that one socket read brought."""
 
-    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
-        raise httpcore.ConnectError("unix sockets are not supported by the lean transport")
+    def __init__(self, conn: _Conn, pool: "_H1Transport", mode: str, length: int, keep_alive: bool, read_to):
+        self.c = conn
+        self.pool = pool
+        self.mode = mode  # "length" | "chunked" | "close"
+        self.left = length
+        self.keep_alive = keep_alive
+        self.read_to = read_to
+        self.complete = False
+        self.closed = False
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class _PooledStream:
-    """The response body; when closed, its connection goes back to the pool if it can be reused."""
-
-    def __init__(self, stream, conn, pool: "_LeanPool") -> None:
-        self._stream = stream
-        self._conn = conn
-        self._pool = pool
-        self._closed = False
-
-    def __aiter__(self):
-        return self._stream.__aiter__()
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._stream.aclose()
-        finally:
-            self._pool._release(self._conn)
-
-
-class _LeanPool:
-    """LIFO connection pool: O(1) check-out and return, no cross-connection scans."""
-
-    def __init__(self, backend: httpcore.AsyncNetworkBackend, keepalive_expiry: float) -> None:
-        self._backend = backend
-        self._keepalive_expiry = keepalive_expiry
-        self._idle: list = []
-        self._all: set = set()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.aclose()
-
-    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-        conn = None
-        while self._idle:
-            c = self._idle.pop()
-            if c.is_available() and not c.has_expired() and c.can_handle_request(request.url.origin):
-                conn = c
-                break
-            self._all.discard(c)
-            await c.aclose()
-        if conn is None:
-            conn = httpcore.AsyncHTTPConnection(
-                origin=request.url.origin,
-                keepalive_expiry=self._keepalive_expiry,
-                http1=True,
-                http2=False,
-                retries=0,
-                network_backend=self._backend,
-            )
-            self._all.add(conn)
-        try:
-            resp = await conn.handle_async_request(request)
-        except BaseException:
-            self._all.discard(conn)
-            await conn.aclose()
-            raise
-        return httpcore.Response(
-            status=resp.status,
-            headers=resp.headers,
-            content=_PooledStream(resp.stream, conn, self),
-            extensions=resp.extensions,
+    def _peer_closed(self):
+        return httpx.RemoteProtocolError(
+            "peer closed connection without sending complete message body", request=self.c.request
         )
 
-    def _release(self, conn) -> None:
-        if conn.is_idle() and conn in self._all:
-            self._idle.append(conn)
-        else:
-            self._all.discard(conn)
-            if not conn.is_closed():
-                asyncio.ensure_future(conn.aclose())
+    async def __aiter__(self):
+        c = self.c
+        if self.mode == "length":
+            while self.left > 0:
+                if not c.buf and not await c.fill(self.read_to):
+                    raise self._peer_closed()
+                piece = c.buf[: self.left]
+                c.buf = c.buf[len(piece) :]
+                self.left -= len(piece)
+                yield piece
+            self.complete = True
+            return
+        if self.mode == "close":
+            if c.buf:
+                piece, c.buf = c.buf, b""
+                yield piece
+            while await c.fill(self.read_to):
+                piece, c.buf = c.buf, b""
+                yield piece
+            self.complete = True
+            self.keep_alive = False
+            return
+        # chunked
+        left = 0  # bytes of the current chunk still to come; -1: expecting the CRLF after chunk data
+        while True:
+            buf = c.buf
+            pos = 0
+            n = len(buf)
+            out = []
+            done = False
+            while pos < n:
+                if left > 0:
+                    take = min(left, n - pos)
+                    out.append(buf[pos : pos + take])
+                    pos += take
+                    left -= take
+                    if left == 0:
+                        left = -1
+                    continue
+                if left == -1:
+                    if n - pos < 2:
+                        break
+                    if buf[pos : pos + 2] != b"\r\n":
+                        raise httpx.RemoteProtocolError("malformed chunked body", request=c.request)
+                    pos += 2
+                    left = 0
+                    continue
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    if n - pos > 1024:
+                        raise httpx.RemoteProtocolError("chunk size line too long", request=c.request)
+                    break
+                try:
+                    size = int(buf[pos:eol].split(b";", 1)[0], 16)
+                except ValueError:
+                    raise httpx.RemoteProtocolError(
+                        f"bad chunk size {buf[pos:eol][:40]!r}", request=c.request
+                    ) from None
+                if size == 0:
+                    # last chunk: skip the (usually empty) trailers up to the blank line
+                    if buf[eol : eol + 4] == _HDR_END:
+                        pos = eol + 4
+                        done = True
+                        break
+                    end = buf.find(_HDR_END, eol)
+                    if end < 0:
+                        break
+                    pos = end + 4
+                    done = True
+                    break
+                pos = eol + 2
+                left = size
+            c.buf = buf[pos:] if pos < n else b""
+            if out:
+                yield out[0] if len(out) == 1 else b"".join(out)
+            if done:
+                self.complete = True
+                return
+            if not await c.fill(self.read_to):
+                raise self._peer_closed()
 
     async def aclose(self) -> None:
-        conns = list(self._all)
-        self._all.clear()
-        self._idle.clear()
-        for c in conns:
-            try:
-                await c.aclose()
-            except Exception:  # noqa: BLE001 - closing best effort
-                pass
+        if self.closed:
+            return
+        self.closed = True
+        self.pool._release(self.c, self.complete and self.keep_alive)
 
 
-class LeanTransport(httpx.AsyncHTTPTransport):
-    """httpx transport for plain-HTTP/1.1 benchmarking: httpcore's protocol handling over a lean pool and an
-    asyncio-protocol socket layer (see the comment above). Falls back to nothing: use it for http:// only."""
+class _H1Transport(httpx.AsyncBaseTransport):
+    """Plain-HTTP/1.1 transport for httpx.AsyncClient: LIFO keep-alive pool, no retries, no TLS.
 
-    def __init__(self, keepalive_expiry: float = 60.0) -> None:
-        super().__init__(http1=True, http2=False, retries=0)
-        self._pool = _LeanPool(_AsyncioBackend(), keepalive_expiry)
+    Idle connections older than ``keepalive_expiry`` are dropped (uvicorn, which serves SGLang, closes idle
+    keep-alive connections after 5 s)."""
+
+    def __init__(self, keepalive_expiry: float = 4.0) -> None:
+        self.expiry = keepalive_expiry
+        self.idle: list[_Conn] = []
+        self.all: set[_Conn] = set()
+
+    async def _connect(self, request: httpx.Request, timeout: float | None) -> _Conn:
+        loop = asyncio.get_running_loop()
+        host = request.url.host
+        port = request.url.port or 80
+        try:
+            tr, proto = await asyncio.wait_for(loop.create_connection(_Proto, host, port), timeout)
+        except asyncio.TimeoutError:
+            raise httpx.ConnectTimeout(f"connect to {host}:{port} timed out", request=request) from None
+        except OSError as e:
+            raise httpx.ConnectError(f"{e.strerror or e}", request=request) from None
+        conn = _Conn(tr, proto, loop)
+        self.all.add(conn)
+        return conn
+
+    def _release(self, conn: _Conn, reusable: bool) -> None:
+        conn.request = None
+        if reusable and conn in self.all and not conn.p.eof:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+        else:
+            self.all.discard(conn)
+            conn.close()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "http":
+            raise httpx.UnsupportedProtocol("this transport speaks plain http only", request=request)
+        to = request.extensions.get("timeout", {})
+        conn = None
+        now = time.monotonic()
+        while self.idle:
+            cand = self.idle.pop()
+            if cand.reusable(now, self.expiry):
+                conn = cand
+                break
+            self.all.discard(cand)
+            cand.close()
+        if conn is None:
+            conn = await self._connect(request, to.get("connect"))
+        conn.request = request
+        try:
+            # request: head + body (the body is in memory for every request this client makes)
+            body = b"".join([part async for part in request.stream])
+            head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)]
+            has_len = False
+            for k, v in request.headers.raw:
+                lk = k.lower()
+                if lk == b"content-length":
+                    has_len = True
+                elif lk == b"transfer-encoding":
+                    continue
+                head.append(b"%s: %s\r\n" % (k, v))
+            if body and not has_len:
+                head.append(b"content-length: %d\r\n" % len(body))
+            elif not body and not has_len and request.method in ("POST", "PUT", "PATCH"):
+                head.append(b"content-length: 0\r\n")
+            head.append(b"\r\n")
+            await conn.write(b"".join(head) + body, to.get("write"))
+            # response head
+            read_to = to.get("read")
+            while True:
+                end = conn.buf.find(_HDR_END)
+                if end >= 0:
+                    break
+                if len(conn.buf) > 65536:
+                    raise httpx.RemoteProtocolError("response head too long", request=request)
+                if not await conn.fill(read_to):
+                    raise httpx.RemoteProtocolError("server disconnected without sending a response", request=request)
+            raw_head = conn.buf[:end]
+            conn.buf = conn.buf[end + 4 :]
+            lines = raw_head.split(b"\r\n")
+            parts = lines[0].split(b" ", 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+                raise httpx.RemoteProtocolError(f"bad status line {lines[0][:80]!r}", request=request)
+            status = int(parts[1])
+            reason = parts[2] if len(parts) > 2 else b""
+            headers = []
+            length = -1
+            chunked = False
+            keep_alive = parts[0] == b"HTTP/1.1"
+            for line in lines[1:]:
+                k, _, v = line.partition(b":")
+                k = k.strip()
+                v = v.strip()
+                headers.append((k, v))
+                lk = k.lower()
+                if lk == b"content-length":
+                    length = int(v)
+                elif lk == b"transfer-encoding":
+                    chunked = b"chunked" in v.lower()
+                elif lk == b"connection":
+                    lv = v.lower()
+                    keep_alive = b"close" not in lv and (keep_alive or b"keep-alive" in lv)
+        except BaseException:
+            self.all.discard(conn)
+            conn.close()
+            raise
+        if chunked:
+            mode = "chunked"
+        elif length >= 0:
+            mode = "length"
+        elif status in (204, 304) or 100 <= status < 200 or request.method == "HEAD":
+            mode, length = "length", 0
+        else:
+            mode = "close"
+        stream = _Body(conn, self, mode, length, keep_alive, read_to)
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=stream,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        for c in list(self.all):
+            c.close()
+        self.all.clear()
+        self.idle.clear()
+
 
 
 class _Client:
@@ -409,7 +523,7 @@ class _Client:
         )
         if self.base.startswith("http://"):
             # The concurrency semaphore bounds the connections: at most max concurrency + control requests.
-            self.http = httpx.AsyncClient(transport=LeanTransport(keepalive_expiry=60.0), **common)
+            self.http = httpx.AsyncClient(transport=_H1Transport(), **common)
         else:  # https: httpx's own pool
             self.http = httpx.AsyncClient(
                 http1=True,

@@ -140,13 +140,19 @@ def dashboard(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOp
     from tuner.dashboard import DashboardMissing, artifact_dirs, serve
     from tuner.study import SetupError, load_existing_study, open_storage
 
-    cfg = _config(config, {"study": study, "storage": storage})
+    cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = None
     try:
         st = load_existing_study(cfg)
     except SetupError as exc:
         if study or config:
             _fail(str(exc))
+        import optuna
+
+        names = [s.study_name for s in optuna.get_all_study_summaries(_guard(open_storage, cfg))]
+        if len(names) == 1:  # the storage's only study: open its page
+            cfg = _config(None, {"study": names[0], "storage": cfg.storage}, check=False)
+            st = _guard(load_existing_study, cfg)
     first = artifacts or Path(cfg.artifacts or cfg.study_dir / "artifacts")
     try:
         storage_obj = st._storage if st is not None else _guard(open_storage, cfg)
@@ -164,7 +170,7 @@ def report(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
     from tuner.report import build_report
     from tuner.study import load_existing_study
 
-    cfg = _config(config, {"study": study, "storage": storage})
+    cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
     done = build_report(st, out or Path("reports") / cfg.study)
     typer.echo(f"wrote {done.html} ({len(done.figures)} figures), {done.csv}, {done.markdown}")

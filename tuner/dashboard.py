@@ -100,7 +100,7 @@ def trial_note(number: int, attrs: dict) -> str:
         for lv in levels:
             lines.append(f"| {lv['concurrency']} | {lv['output_throughput']:.1f} | {lv['median_ttft_ms']:.1f} ms "
                          f"| {lv['p99_ttft_ms']:.1f} ms |")
-    lines += ["", "Artifacts: server.log, benchmark.csv, gpu.csv, trial.json (below)."]
+    lines += ["", "The server log, benchmark.csv, gpu.csv and trial.json are under Artifacts, below."]
     return "\n".join(lines) + "\n"
 
 

@@ -253,8 +253,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     comp.to_csv(csv_path, index=False)
     md = [f"# Study {study.study_name}: best vs baseline", ""]
     if best is not None:
-        md += [f"Best: trial {best.number}: `{flags_text(best.user_attrs.get('flags', {})) or 'SGLang defaults'}`",
-               ""]
+        best_flags = flags_text(best.user_attrs.get("flags", {}))
+        md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
     md += [f"At concurrency {study.user_attrs.get('at_concurrency', '?')}.", "", markdown_table(comp)]
     if not levels.empty:
         md += ["", "## Per concurrency", "", markdown_table(levels)]

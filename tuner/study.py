@@ -159,13 +159,37 @@ def open_storage(config: RunConfig) -> RDBStorage:
             heartbeat_stale_trial_callback=_RetryStale(),
         )
     try:
-        return RDBStorage(url, **kwargs)
+        storage = RDBStorage(url, **kwargs)
+        if url.startswith("sqlite:"):
+            _sqlite_begin_immediate(storage)
+        return storage
     except ImportError as exc:
         raise SetupError(f"--storage {config.storage_url.split('://')[0]}: its database driver is missing ({exc.name}); "
                          f"pip install 'sglang-tuner[postgres]'") from None
     except Exception as exc:  # SQLAlchemy's errors for bad URLs and unreachable servers are many
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SetupError(f"--storage {_redact(config.storage_url)}: cannot open it ({first})") from None
+
+
+def _sqlite_begin_immediate(storage: RDBStorage) -> None:
+    """Every SQLite transaction takes the write lock when it begins (BEGIN IMMEDIATE), not at its first write.
+
+    Optuna's read-then-write steps (popping a queued trial: "still WAITING? then RUNNING") rely on SELECT ... FOR
+    UPDATE, which SQLite ignores: with several slots, two threads read the same queued trial as WAITING and both
+    run it. Taking the lock first makes each step atomic across threads and processes; waiting for the lock is
+    bounded by the connection's busy timeout, so no "database is locked" either.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite issues no BEGIN of its own; the hook below does
+
+    @event.listens_for(storage.engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # connections opened before the hooks (schema check) are not reused
 
 
 def _with_installed_driver(url: str) -> str:

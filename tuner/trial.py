@@ -219,6 +219,7 @@ class TrialRunner:
                             failure, detail = self._classify(server, Phase.BENCHMARK, log_path, busy_before,
                                                              timed_out=True), str(exc)
                     times.benchmark_s = time.monotonic() - t_bench
+                    sampler.sample_now()  # one benchmark sample at least, however short the benchmark
                 sampler.phase = "stopping"
         finally:
             self._phase(plan, "stopping")

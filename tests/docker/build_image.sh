@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build sglang-tuner-standin:local, a self-contained image that runs the stand-in SGLang server.
 #
-# No registry is reachable from CI, so nothing is pulled: the base is this machine's own Debian python3.11
+# No registry is reachable from CI, so nothing is pulled: the base is this machine's own Debian python3
 # (interpreter, stdlib and the shared libraries it and its C modules link), imported with `docker import`.
 # The stand-in is then added with a legacy-builder Dockerfile (BuildKit is not installed on bookworm),
 # together with a tiny `sglang` package so the image answers the launcher's real default command,
@@ -15,11 +15,13 @@ IMAGE=${IMAGE:-sglang-tuner-standin:local}
 BASE=${BASE:-sglang-tuner-pybase:local}
 HERE=$(cd "$(dirname "$0")" && pwd)
 STANDIN=${STANDIN:-$HERE/../standin/sglang_standin.py}
-PY=/usr/bin/python3.11
+# Debian's own python3 (whatever 3.x the distribution ships), not a pyenv/venv one: its libraries are system ones.
+PY=$(readlink -f /usr/bin/python3 2>/dev/null || true)
+PYVER=$(basename "${PY:-python3}")  # python3.11
 export DOCKER_BUILDKIT=0
 
 [ -f "$STANDIN" ] || { echo "stand-in not found: $STANDIN" >&2; exit 1; }
-[ -x "$PY" ] || { echo "$PY not found: apt-get install -y python3" >&2; exit 1; }
+[ -x "$PY" ] || { echo "/usr/bin/python3 not found: apt-get install -y python3" >&2; exit 1; }
 
 label_of() { docker image inspect -f "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true; }
 
@@ -37,11 +39,11 @@ if [ "$(label_of "$BASE" sglang-tuner.base)" != "$base_key" ]; then
   chmod 1777 "$stage/tmp"
   echo 'root:x:0:0:root:/root:/bin/sh' >"$stage/etc/passwd"
   echo 'root:x:0:' >"$stage/etc/group"
-  ln -s python3.11 "$stage/usr/bin/python3"
-  ln -s python3.11 "$stage/usr/bin/python"  # the tuner's default command for the process launcher says python
+  ln -s "$PYVER" "$stage/usr/bin/python3"
+  ln -s "$PYVER" "$stage/usr/bin/python"  # the tuner's default command for the process launcher says python
   files=("$PY" /usr/lib64/ld-linux-x86-64.so.2)
   while read -r lib; do files+=("${lib/#\/lib\//\/usr\/lib\/}"); done < <(
-    ldd "$PY" /usr/lib/python3.11/lib-dynload/*.so | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
+    ldd "$PY" /usr/lib/"$PYVER"/lib-dynload/*.so | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
   # Each file and, when it is a symlink, what it points to (tar keeps symlinks as symlinks).
   rel=()
   for f in "${files[@]}"; do
@@ -50,8 +52,8 @@ if [ "$(label_of "$BASE" sglang-tuner.base)" != "$base_key" ]; then
     [ "$real" = "$f" ] || rel+=("${real#/}")
   done
   # The stdlib without what a server never imports (the static libpython alone is 25 MB).
-  tar -C / --exclude='python3.11/config-*' --exclude='python3.11/test' --exclude='python3.11/lib2to3' \
-    --exclude='python3.11/ensurepip' -cf - usr/lib/python3.11 "${rel[@]}" | tar -C "$stage" -xf -
+  tar -C / --exclude="$PYVER/config-*" --exclude="$PYVER/test" --exclude="$PYVER/lib2to3" \
+    --exclude="$PYVER/ensurepip" -cf - "usr/lib/$PYVER" "${rel[@]}" | tar -C "$stage" -xf -
   tar -C "$stage" -cf - . | docker import --change "LABEL sglang-tuner.base=$base_key" \
     --change 'ENV PATH=/usr/bin:/bin' - "$BASE" >/dev/null
   echo "built $BASE"

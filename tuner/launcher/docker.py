@@ -363,8 +363,8 @@ class DockerLauncher(Launcher):
         options = _pair_options([q(a) for a in self.docker_run_options(spec, name)])
         head = " ".join(q(a) for a in [self.image_ref(), *self.command])
         flags = _pair_flags([q(a) for a in self._flags(spec).argv()])
+        # export.py's header sets -euo pipefail, so a failed `docker run` stops the script before the echo.
         lines = [
-            "set -euo pipefail",
             f"docker rm -f {q(name)} 2>/dev/null || true",
             " \\\n  ".join(["docker run", *options, head, *flags]),
             f"echo {q(f'started {name}; follow its log with: docker logs -f {name}')}",
