@@ -41,7 +41,7 @@ class LauncherConfig:
     # Extra startup seconds when a flag is set: torch compile alone can take many minutes.
     startup_timeout_extra_s: dict[str, float] = field(default_factory=lambda: {"enable-torch-compile": 1200.0})
     # SGLang spends ~6 s draining on SIGTERM; a trial server holds nothing worth draining, so kill it sooner.
-    stop_grace_s: float = 2.0
+    stop_grace_s: float = 0.5
     # Docker only
     image: str | None = None
     volumes: list[str] = field(default_factory=list)

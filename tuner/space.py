@@ -74,7 +74,8 @@ class Param:
             return trial.suggest_categorical(self.name, list(self.choices))  # type: ignore[arg-type]
         if self.is_int:
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+        # A stepped float comes back as 0.9299999999999999: record the 0.93 that SGLang is given.
+        return round(trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log), 6)
 
 
 @dataclass(frozen=True)
