@@ -89,3 +89,23 @@ def test_resume_continues_numbering_and_skips_nothing(tmp_path, unique_study):
     # A finished budget runs nothing more.
     assert tune("start", "-c", str(run), "--trials", "4").returncode == 0
     assert len(load_existing_study(load_config(run)).trials) == 4
+
+
+def test_confirm_reruns_the_top_trials_and_export_follows_the_bound(tmp_path, unique_study):
+    run = write_run(tmp_path, study=unique_study, trials=4,
+                    env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": ""})
+    assert tune("start", "-c", str(run)).returncode == 0
+    done = tune("confirm", "-c", str(run), "--top", "2", "--repeats", "3")
+    assert done.returncode == 0, done.stderr
+    assert "winner by confidence bound: trial" in done.stdout
+    study = load_existing_study(load_config(run))
+    confirmations = study.user_attrs["confirmations"]
+    assert len(confirmations) == 2
+    for record in confirmations.values():
+        assert len(record["runs"]) == 3 and record["bound"] <= record["mean"]
+    winner = int(next(iter(confirmations)))
+    assert all(confirmations[str(winner)]["bound"] >= c["bound"] for c in confirmations.values())
+    exported = tune("export", "-c", str(run), "--out", str(tmp_path / "out"))
+    assert exported.returncode == 0 and f"trial {winner}:" in exported.stdout
+    assert (tmp_path / "trials" / unique_study / f"{winner}-confirm" / "benchmark.csv").is_file()
+    assert servers_of(unique_study) == []

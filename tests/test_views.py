@@ -255,7 +255,7 @@ def test_trial_note_and_progress_line(tmp_path: Path) -> None:
     p = LineProgress(10, force=True, stream=stream, live=False)
     p.phase(0, "starting", "timeout 600 s")
     p.tick(0, 1.0, log)
-    assert "trial 1/10 starting" in p.status_text() and "Capture cuda graph begin" in p.status_text()
+    assert "trial 0 starting" in p.status_text() and "Capture cuda graph begin" in p.status_text()
     p.close()
-    assert "trial 1/10 starting: timeout 600 s" in stream.getvalue()
+    assert "trial 0 [0/10 done] starting: timeout 600 s" in stream.getvalue()
     assert LineProgress(10, stream=io.StringIO()).enabled is False  # quiet when not on a terminal

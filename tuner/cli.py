@@ -72,7 +72,9 @@ def start(
     })
     reporter = LineProgress(cfg.trials, force=bool(progress), slots=len(cfg.gpus)) if progress is not False else None
     tuner = _guard(Tuner, cfg, progress=reporter)
-    _guard(tuner.prepare)
+    study_obj = _guard(tuner.prepare)
+    if reporter:
+        reporter.resume_from(study_obj)
     for warning in tuner.warnings:
         typer.echo(f"warning: {warning}", err=True)
     try:
@@ -200,4 +202,27 @@ def bench(
     typer.echo(frame.round(2).to_string(index=False))
     if out:
         result.to_csv(out)
+
+
+@app.command()
+def confirm(config: Optional[Path] = ConfigOpt, top: int = typer.Option(3, "--top", help="How many of the best trials."),
+            repeats: int = typer.Option(3, "--repeats", help="Benchmark runs per trial.")) -> None:
+    """Re-run the top trials several times; export then picks the best 95% confidence bound, not one lucky run."""
+    from tuner.confirm import confirm_top
+    from tuner.study import Tuner
+
+    if top < 1 or repeats < 2:
+        _fail("--top must be at least 1 and --repeats at least 2 (a bound needs two runs)")
+    cfg = _config(config, {})
+    tuner = _guard(Tuner, cfg)
+    _guard(tuner.prepare)
+    try:
+        results = _guard(confirm_top, tuner, top, repeats)
+    except KeyboardInterrupt:
+        _fail("interrupted: no confirmation recorded", 130)
+    for c in results:
+        runs = ", ".join(f"{v:.1f}" for v in c.runs)
+        outcome = c.failure or f"mean {c.mean:.1f}, 95% bound {c.bound:.1f} ({runs})"
+        typer.echo(f"trial {c.trial}: {c.metric} {outcome}")
+    typer.echo(f"winner by confidence bound: trial {results[0].trial}" if results else "no feasible trial to confirm")
 

@@ -27,7 +27,14 @@ class Exported:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The best feasible trial; with two objectives, the Pareto trial best on the first one."""
+    """The best feasible trial; with two objectives, the Pareto trial best on the first one.
+
+    After ``tune confirm`` the winner is the confirmed trial with the best confidence bound instead.
+    """
+    confirmed = [int(n) for n, c in study.user_attrs.get("confirmations", {}).items() if not c.get("failure")]
+    if confirmed:
+        # Stored sorted by bound, best first (tuner.confirm).
+        return study.trials[confirmed[0]]
     try:
         if len(study.directions) == 1:
             best = study.best_trial

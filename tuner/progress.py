@@ -94,7 +94,7 @@ class LineProgress:
             if self.live:
                 self._redraw()
             else:
-                self._line(f"trial {trial + 1}/{self.total} {name}{': ' + detail if detail else ''} "
+                self._line(f"trial {trial} [{self._finished}/{self.total} done] {name}{': ' + detail if detail else ''} "
                            f"({max(0.0, now - a.started):.0f} s in)")
         self._ensure_thread()
 
@@ -124,6 +124,11 @@ class LineProgress:
                 if self.live:
                     self._redraw()
 
+    def resume_from(self, study: optuna.Study) -> None:
+        """A resumed study: count the trials it already completed, so n/N and the estimate are right."""
+        self._finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        self._best = best_line(study)
+
     def close(self) -> None:
         self._stop.set()
         with self._lock:
@@ -144,7 +149,7 @@ class LineProgress:
         head = f"[{_clock(now - self.t0)} elapsed, " + (f"~{_clock(eta)} left]" if eta is not None else "? left]")
         parts = [head]
         for a in sorted(self._active.values(), key=lambda a: a.number):
-            text = f"trial {a.number + 1}/{self.total} {a.phase} {now - a.phase_since:.0f} s"
+            text = f"trial {a.number} {a.phase} {now - a.phase_since:.0f} s"
             if a.detail:
                 text += f" ({a.detail})"
             if a.log_line and a.phase == "starting":
@@ -170,7 +175,7 @@ class LineProgress:
                     if now - a.last_said >= HEARTBEAT_S:
                         a.last_said = now
                         extra = f": {a.log_line}" if a.log_line and a.phase == "starting" else ""
-                        self._line(f"trial {a.number + 1}/{self.total} still {a.phase} "
+                        self._line(f"trial {a.number} [{self._finished}/{self.total} done] still {a.phase} "
                                    f"({now - a.phase_since:.0f} s in this phase{extra})")
 
     def _write(self, text: str) -> None:
@@ -205,11 +210,11 @@ def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:
     n = result.plan.number
     t = result.times
     if result.failure:
-        return (f"trial {n + 1}/{total} {result.failure.name} after {t.total_s:.0f} s "
+        return (f"trial {n} {result.failure.name} after {t.total_s:.0f} s "
                 f"(startup {t.startup_s:.0f} s): {result.failure.hint}")
     at = study.user_attrs.get("at_concurrency")
     level = next((lv for lv in result.levels if lv.concurrency == at), result.levels[-1] if result.levels else None)
-    text = f"trial {n + 1}/{total} ok in {t.total_s:.0f} s (startup {t.startup_s:.0f} s)"
+    text = f"trial {n} ok in {t.total_s:.0f} s (startup {t.startup_s:.0f} s)"
     if level is not None:
         text += (f": c={level.concurrency} {level.output_throughput:.0f} tok/s, "
                  f"TTFT p50 {level.median_ttft_ms:.0f} / p99 {level.p99_ttft_ms:.0f} ms, "

@@ -31,7 +31,7 @@ from tuner.launcher.base import Launcher, LaunchError
 from tuner.metrics import LevelResult
 from tuner.space import SearchSpace, SpaceError, load_space
 from tuner.trial import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
-from tuner.workload import SLO
+from tuner.workload import SLO, Workload
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -371,6 +371,7 @@ class Tuner:
         self.space: SearchSpace | None = None
         self.study: optuna.Study | None = None
         self.warnings: list[str] = []
+        self.idle_mib: dict[int, float] = {}
         self._errors: list[BaseException] = []
 
     # -- preparation: everything that can be checked is checked before the first launch
@@ -403,6 +404,8 @@ class Tuner:
         self.study = open_study(self.config)
         self._recover_stale(self.study)
         self.config.study_dir.mkdir(parents=True, exist_ok=True)
+        # What the GPUs hold before we launch anything: "free" for every later trial means back to this.
+        self.idle_mib = gpu.used_mib(tuple(self.config.gpus))
         return self.study
 
     def _check_gpus(self, space: SearchSpace) -> None:
@@ -441,7 +444,6 @@ class Tuner:
     # -- the loop
     def run(self) -> optuna.Study:
         study = self.study or self.prepare()
-        self.idle_mib = gpu.used_mib(tuple(self.config.gpus))
         pool = GpuPool(list(self.config.gpus))
         artifacts = self._artifact_store()
         slots = len(self.config.gpus)
@@ -514,7 +516,7 @@ class Tuner:
             if not port_free(self.config.launcher.host, port):
                 raise SetupError(f"port {port} on {self.config.launcher.host} is in use: stop what holds it "
                                  f"or pass --port")
-            plan = self._plan(trial.number, tuned, gpus, port)
+            plan = self.plan(trial.number, tuned, gpus, port)
             trial.set_user_attr("baseline", baseline)
             trial.set_user_attr("host", HOST)
             trial.set_user_attr("gpus", list(gpus))
@@ -522,7 +524,7 @@ class Tuner:
             trial.set_user_attr("argv", plan.flags.argv())
             trial.set_user_attr("trial_dir", str(plan.trial_dir))
             trial.set_user_attr("launcher", self.launcher.describe())
-            runner = self._runner(study, trial)
+            runner = self.runner(study, trial)
             result = runner.run(plan)
             trial.set_user_attr("ended_at", datetime.now().isoformat())
         except (Cancelled, KeyboardInterrupt):
@@ -540,7 +542,7 @@ class Tuner:
     def _record_too_many_gpus(self, study: optuna.Study, trial: optuna.Trial, tuned: ServerFlags, needed: int,
                               baseline: bool, artifacts: FileSystemArtifactStore) -> None:
         """Infeasible, not launched: SGLang would fail on fewer GPUs than tp x dp, and the sampler learns."""
-        plan = self._plan(trial.number, tuned, (), self.config.launcher.port)
+        plan = self.plan(trial.number, tuned, (), self.config.launcher.port)
         plan.trial_dir.mkdir(parents=True, exist_ok=True)
         have = ",".join(map(str, self.config.gpus))
         detail = f"needs {needed} GPUs (tp x dp) but --gpus {have} gives {len(self.config.gpus)}"
@@ -552,7 +554,7 @@ class Tuner:
         write_artifacts(result)
         self._record(study, trial, result, artifacts)
 
-    def _plan(self, number: int, tuned: ServerFlags, gpus: tuple[int, ...], port: int) -> TrialPlan:
+    def plan(self, number: int, tuned: ServerFlags, gpus: tuple[int, ...], port: int) -> TrialPlan:
         c = self.config
         base = {"model-path": c.model.path, "host": c.launcher.host, "port": port}
         if c.model.served_name:
@@ -564,13 +566,14 @@ class Tuner:
         return TrialPlan(number, flags, gpus, c.launcher.host, port, c.study_dir / str(number),
                          startup_timeout(c, flags), env)
 
-    def _runner(self, study: optuna.Study, trial: optuna.Trial) -> TrialRunner:
+    def runner(self, study: optuna.Study, trial: optuna.Trial | None, workload: Workload | None = None) -> TrialRunner:
+        """A runner for one trial; ``workload`` overrides the study's (confirmation runs repeat it, unstopped)."""
         return TrialRunner(
-            self.launcher, self.workload, self.config.model.served_name or self.config.model.path,
+            self.launcher, workload or self.workload, self.config.model.served_name or self.config.model.path,
             self.config.study, idle_mib=self.idle_mib, stop_grace_s=self.config.launcher.stop_grace_s,
-            early_stop=self._early_stop(study) if self.config.objective.early_stop else None,
+            early_stop=self._early_stop(study) if self.config.objective.early_stop and not workload else None,
             progress=self.progress, cancel=self.cancel,
-            on_launch=lambda server: trial.set_user_attr("server", server.ident),
+            on_launch=(lambda server: trial.set_user_attr("server", server.ident)) if trial else None,
         )
 
     def _early_stop(self, study: optuna.Study) -> Callable[[LevelResult], str | None]:
