@@ -54,3 +54,16 @@ def test_log_tail_reads_the_end_of_large_logs(tmp_path):
     log.write_text("x" * 1_000_000 + "\n" + KV_0517)
     assert failures.log_tail(log).endswith("the child failed.")
     assert failures.log_tail(tmp_path / "missing.log") == ""
+
+
+def test_real_sglang_0_5_17_log_raises_no_false_alarm():
+    """A healthy server.log from SGLang 0.5.17 on an H200 (tests/data): its import warnings, CUDA-graph capture
+    lines and shutdown must not read as an OOM, a segfault or a graph failure when the server dies later."""
+    from pathlib import Path
+
+    log = (Path(__file__).parent / "data" / "sglang-0.5.17-h200-healthy.log").read_text()
+    assert "The server is fired up and ready to roll!" in log
+    assert classify(phase=Phase.BENCHMARK, exit_code=137, log=log).name == "died_during_benchmark"
+    assert classify(phase=Phase.STARTUP, exit_code=1, log=log).name == "crashed"
+    assert classify(phase=Phase.BENCHMARK, exit_code=137, log=log + "\n" + RUNTIME_OOM).name == "oom_runtime"
+    assert classify(phase=Phase.STARTUP, exit_code=137, log=log + "\n" + KV_0517).name == "oom_kv"

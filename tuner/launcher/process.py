@@ -147,8 +147,9 @@ class ProcessLauncher(Launcher):
             lines.append(f"export {key}={shlex.quote(value)}")
         if spec.gpus:
             lines.append(f"export CUDA_VISIBLE_DEVICES={','.join(map(str, spec.gpus))}")
-        args = [shlex.quote(a) for a in [*self.command, *spec.flags.argv()]]
-        lines.append("exec " + " \\\n  ".join(_pair_flags(args)))
+        head = " ".join(shlex.quote(a) for a in self.command)
+        args = [shlex.quote(a) for a in spec.flags.argv()]
+        lines.append("exec " + " \\\n  ".join([head, *_pair_flags(args)]))
         return "\n".join(lines) + "\n"
 
 
