@@ -73,7 +73,16 @@ def fmt_ms(s: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- 1. overhead
 
-def bench_overhead(work: Path, n: int, grace: float) -> dict:
+def _per_key_attrs(study, trial, user, system=None):
+    """The recording before set_trial_attrs batched it: one storage commit per attribute."""
+    for key, value in user.items():
+        trial.set_user_attr(key, value)
+    for key, value in (system or {}).items():
+        study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def bench_overhead(work: Path, n: int, grace: float, per_key: bool = False) -> dict:
+    """per_key: record attributes one commit each (the tuner before batching), for a side-by-side comparison."""
     work.mkdir(parents=True, exist_ok=True)
     run = write_run(work, study="overhead", trials=n, launcher={"stop_grace_s": grace})
     config = load_config(run)
@@ -88,7 +97,10 @@ def bench_overhead(work: Path, n: int, grace: float) -> dict:
                 stamps[key].append((t0, time.monotonic()))
         return wrapper
 
-    saved = (study_mod.Tuner._one_trial, study_mod.Tuner._record, TrialRunner.run, tuner.trial.write_artifacts)
+    saved = (study_mod.Tuner._one_trial, study_mod.Tuner._record, TrialRunner.run, tuner.trial.write_artifacts,
+             study_mod.set_trial_attrs)
+    if per_key:
+        study_mod.set_trial_attrs = _per_key_attrs
     results = []
     orig_run = TrialRunner.run
 
@@ -110,7 +122,8 @@ def bench_overhead(work: Path, n: int, grace: float) -> dict:
         study = t.run()
         t_end = time.monotonic()
     finally:
-        (study_mod.Tuner._one_trial, study_mod.Tuner._record, TrialRunner.run, tuner.trial.write_artifacts) = saved
+        (study_mod.Tuner._one_trial, study_mod.Tuner._record, TrialRunner.run, tuner.trial.write_artifacts,
+         study_mod.set_trial_attrs) = saved
     load_after = loadavg()
 
     rows = []
@@ -138,7 +151,7 @@ def bench_overhead(work: Path, n: int, grace: float) -> dict:
     keys = [k for k in rows[0] if k not in ("trial", "failure")]
     return {"trials": rows, "stats": {k: stats([r[k] for r in rows]) for k in keys},
             "prepare_s": t_prepared - t0, "study_wall_s": t_end - t0, "complete": len(study.trials),
-            "stop_grace_s": grace, "load_before": load_before, "load_after": load_after}
+            "stop_grace_s": grace, "per_key": per_key, "load_before": load_before, "load_after": load_after}
 
 
 # ---------------------------------------------------------------------------------------------- 2. death
@@ -294,6 +307,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--deaths", type=int, default=10)
     ap.add_argument("--grace", type=float, default=0.5, help="stop_grace_s (the tuner's default: 0.5)")
+    ap.add_argument("--compare-per-key", action="store_true",
+                    help="also run the study recording one commit per attribute (the tuner before batching)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat part 1 (alternating with --compare-per-key)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -304,13 +320,19 @@ def main() -> None:
     out: dict = {"cpu": cpu, "cpus": os.cpu_count(), "date": datetime.now().isoformat(timespec="seconds")}
     with tempfile.TemporaryDirectory(prefix="tuner-overhead-") as tmp:
         work = Path(tmp)
-        ov = out["overhead"] = bench_overhead(work / "overhead", args.trials, args.grace)
-        print(f"\n## 1. per-trial overhead: {args.trials} trials, stop_grace_s {args.grace}, "
-              f"load {ov['load_before']} -> {ov['load_after']} (prepare {ov['prepare_s']:.2f} s, "
-              f"study {ov['study_wall_s']:.1f} s)")
-        print(f"{'component':<20} {'mean':>8} {'p50':>8} {'max':>8}   (ms)")
-        for k, s in ov["stats"].items():
-            print(f"{k:<20} {s['mean'] * 1000:8.1f} {s['p50'] * 1000:8.1f} {s['max'] * 1000:8.1f}")
+        out["overhead"] = []
+        modes = [False, True] if args.compare_per_key else [False]
+        # Alternate batched / per-key studies so both see the same load.
+        for rnd in range(args.rounds):
+            for per_key in modes:
+                ov = bench_overhead(work / f"overhead-{rnd}-{int(per_key)}", args.trials, args.grace, per_key)
+                out["overhead"].append(ov)
+                print(f"\n## 1. per-trial overhead ({'per-key commits (old)' if per_key else 'batched (now)'}): "
+                      f"{args.trials} trials, stop_grace_s {args.grace}, load {ov['load_before']} -> "
+                      f"{ov['load_after']} (prepare {ov['prepare_s']:.2f} s, study {ov['study_wall_s']:.1f} s)")
+                print(f"{'component':<20} {'mean':>8} {'p50':>8} {'max':>8}   (ms)")
+                for k, s in ov["stats"].items():
+                    print(f"{k:<20} {s['mean'] * 1000:8.1f} {s['p50'] * 1000:8.1f} {s['max'] * 1000:8.1f}")
 
         out["death"] = []
         for mode in ("sigkill", "die_under_load"):

@@ -116,7 +116,8 @@ _KV = re.compile(r"Not enough memory\. Please try to increase --mem-fraction-sta
 _GRAPH = "Capture cuda graph failed"
 _OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|Decode out of memory|CUBLAS_STATUS_ALLOC_FAILED")
 _SEGV = re.compile(r"Segmentation fault|Fatal Python error: Segmentation fault|SIGSEGV")
-_SCHED = re.compile(r"Scheduler hit an exception|Received sigquit from a child process|SIGQUIT received")
+# Not "SIGQUIT received ... one child failed": SGLang 0.5.17 logs that on every shutdown by SIGTERM too.
+_SCHED = re.compile(r"Scheduler hit an exception|Received sigquit from a child process")
 _HEALTH = "Health check failed"
 
 

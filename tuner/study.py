@@ -641,10 +641,11 @@ def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system
         write = None
     if isinstance(backend, RDBStorage) and write is not None:
         with _create_scoped_session(backend.scoped_session, True) as session:
-            for key, value in user.items():
-                write(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
-            for key, value in system.items():
-                write(session, models.TrialSystemAttributeModel, trial._trial_id, key, value)
+            for model_cls, attrs in ((models.TrialUserAttributeModel, user),
+                                     (models.TrialSystemAttributeModel, system)):
+                if attrs and not _upsert_attrs(backend, session, model_cls, trial._trial_id, attrs):
+                    for key, value in attrs.items():
+                        write(session, model_cls, trial._trial_id, key, value)
         trial._cached_frozen_trial.user_attrs.update(user)  # what Trial.set_user_attr keeps as well
         trial._cached_frozen_trial.system_attrs.update(system)
         return
@@ -652,6 +653,27 @@ def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system
         trial.set_user_attr(key, value)
     for key, value in system.items():
         study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def _upsert_attrs(backend: RDBStorage, session, model_cls, trial_id: int, attrs: dict) -> bool:
+    """One multi-row upsert (SQLite, PostgreSQL) after Optuna's "still running?" check; False: not done here."""
+    import json
+
+    from optuna.storages._rdb import models
+
+    if backend.engine.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif backend.engine.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return False
+    trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+    backend.check_trial_is_updatable(trial_id, trial.state)
+    stmt = insert(model_cls)
+    stmt = stmt.on_conflict_do_update(index_elements=[model_cls.trial_id, model_cls.key],
+                                      set_={"value_json": stmt.excluded.value_json})
+    session.execute(stmt, [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()])
+    return True
 
 
 def trial_attrs(result: TrialResult, objective: Objective) -> dict:
