@@ -94,6 +94,10 @@ def test_three_workers_share_one_budget_and_a_killed_worker_is_retried(tmp_path,
     for t in trials:
         assert f"\n{t.number:>6} " in "\n" + status.stdout or str(t.number) in status.stdout
     assert status.stdout.count("COMPLETE") == 7
+    report = tune("report", "--study", study_name, "--storage", pg_url, "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert study_name in html and "baseline" in html
 
 
 def test_bad_storage_urls_get_one_line(tmp_path):

@@ -7,6 +7,7 @@ silently used.
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 import types
 import typing
@@ -200,8 +201,12 @@ def _coerce(hint, value, path):
     if origin is list:
         if isinstance(value, str) and args[0] is str:
             return shlex.split(value)
-        if isinstance(value, (int, str)) and args[0] is int:
-            value = [int(v) for v in str(value).split(",") if v.strip()] if isinstance(value, str) else [value]
+        if isinstance(value, (int, str)) and not isinstance(value, bool) and args[0] is int:
+            try:
+                value = [int(v) for v in value.split(",") if v.strip()] if isinstance(value, str) else [value]
+            except ValueError:
+                raise ConfigError(f"{path}: expected whole numbers separated by commas (e.g. 0,1), "
+                                  f"got {value!r}") from None
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
         return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -214,10 +219,14 @@ def _coerce(hint, value, path):
             raise ConfigError(f"{path}: expected true or false, got {value!r}")
         return value
     if hint in (int, float):
+        if isinstance(value, bool):  # YAML's yes/no/true: int(True) is 1, which nobody means
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
         try:
             number = hint(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+        if hint is float and not math.isfinite(number):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         if hint is int and number != float(value):
             raise ConfigError(f"{path}: expected a whole number, got {value!r}")
         return number
@@ -268,6 +277,20 @@ def _check(c: RunConfig) -> None:
         raise ConfigError(f"objective.at_concurrency: {c.objective.at_concurrency} is not one of {levels}")
     if c.workload.input_len < 1 or c.workload.output_len < 1:
         raise ConfigError("workload: input_len and output_len must be at least 1")
+    for name in ("num_prompts", "request_rate", "request_timeout_s"):
+        value = getattr(c.workload, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"workload.{name}: must be above 0, got {value:g}")
+    if c.workload.warmup_requests < 0:
+        raise ConfigError(f"workload.warmup_requests: must be 0 or more, got {c.workload.warmup_requests}")
+    try:
+        c.workload.build(SLO()).validate()
+    except ValueError as exc:  # endpoint, prompt_kind and their combinations
+        raise ConfigError(f"workload: {exc}") from None
+    if c.launcher.startup_timeout_s <= 0 or c.launcher.stop_grace_s < 0:
+        raise ConfigError("launcher: startup_timeout_s must be above 0 and stop_grace_s 0 or more")
+    if c.heartbeat_s is not None and c.heartbeat_s < 1:
+        raise ConfigError(f"heartbeat_s: {c.heartbeat_s:g} must be at least 1 second")
     if c.workload.dataset and not Path(c.workload.dataset).is_file():
         raise ConfigError(f"workload.dataset: {c.workload.dataset}: no such file")
     frac = c.objective.max_gpu_memory_fraction
