@@ -285,6 +285,8 @@ def _check(c: RunConfig) -> None:
         raise ConfigError(f"workload.warmup_requests: must be 0 or more, got {c.workload.warmup_requests}")
     try:
         c.workload.build(SLO()).validate()
+    except ConfigError:
+        raise
     except ValueError as exc:  # endpoint, prompt_kind and their combinations
         raise ConfigError(f"workload: {exc}") from None
     if c.launcher.startup_timeout_s <= 0 or c.launcher.stop_grace_s < 0:

@@ -231,6 +231,10 @@ def _param(path: Path, line: int, name: str, spec: Any, known: set[str]) -> Para
     if unknown:
         raise SpaceError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected {', '.join(sorted(PARAM_KEYS))})")
     when = []
+    if not isinstance(spec.get("when") or {}, dict):
+        raise SpaceError(f"{where}: 'when' must map flag names to values, e.g. when: {{enable-torch-compile: true}}")
+    if not isinstance(spec.get("log", False), bool):
+        raise SpaceError(f"{where}: log must be true or false, got {spec['log']!r}")
     for flag, values in (spec.get("when") or {}).items():
         if flag not in known:
             raise SpaceError(f"{where}: 'when' names {flag!r}, which is neither fixed nor a parameter above it")

@@ -149,7 +149,11 @@ def open_storage(config: RunConfig) -> RDBStorage:
     url = _with_installed_driver(url)
     kwargs: dict = {}
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SetupError(f"--storage {url}: cannot create its folder {folder} ({exc.strerror})") from None
         # Several slots of one tuner write to one SQLite file: wait for the lock instead of failing.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if config.heartbeat_s:
@@ -250,16 +254,16 @@ class _Heartbeat:
                 log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)
 
 
-def make_sampler(config: RunConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(config: RunConfig, seed: int | None) -> optuna.samplers.BaseSampler:
     s = config.sampler
     if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
     # Our spaces are conditional (torch-compile-max-bs only with torch compile): multivariate grouped TPE
     # models the branches jointly instead of falling back to independent sampling.
     return optuna.samplers.TPESampler(
-        seed=s.seed, n_startup_trials=s.n_startup_trials, multivariate=True, group=True, constant_liar=True,
+        seed=seed, n_startup_trials=s.n_startup_trials, multivariate=True, group=True, constant_liar=True,
     )
 
 
@@ -269,7 +273,7 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
     try:
         study = optuna.create_study(
             storage=storage, study_name=config.study, directions=objective.directions,
-            sampler=make_sampler(config), load_if_exists=True,
+            sampler=make_sampler(config, config.sampler.seed), load_if_exists=True,
         )
     except ValueError as exc:
         raise SetupError(f"study {config.study!r}: {exc}") from None
@@ -283,8 +287,18 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
         study.set_user_attr("constraint_names", objective.constraint_names)
         study.set_user_attr("at_concurrency", objective.at_concurrency)
         study.set_user_attr("space", str(config.space))
-        study.set_user_attr("run_config", config.to_dict())
         study.set_metric_names(list(objective.metrics))
+    # The latest run's settings: export rebuilds the launcher (command, env, image) from them.
+    study.set_user_attr("run_config", config.to_dict())
+    # A seeded sampler made anew on resume would replay the same random startup draws (seen on the H200:
+    # trial 4 repeated trial 1). Offset the seed by the trials already there: still reproducible from the same
+    # history; on a shared storage, also by the worker, whose peers start from the same history.
+    seed = config.sampler.seed
+    if seed is not None:
+        seed += len(study.trials)
+        if not config.storage_url.startswith("sqlite"):
+            seed += os.getpid()
+    study.sampler = make_sampler(config, seed)
     return study
 
 
@@ -607,6 +621,9 @@ class Tuner:
     def _record_interrupted(self, study: optuna.Study, trial: optuna.Trial) -> None:
         trial.set_user_attr("failure_class", failures.INTERRUPTED.name)
         trial.set_user_attr("failure_hint", failures.INTERRUPTED.hint)
+        trial_dir = trial.user_attrs.get("trial_dir")
+        if trial_dir:  # what the server logged before it was stopped
+            self._upload(self._artifact_store(), trial, Path(trial_dir))
         study.tell(trial, state=TrialState.FAIL)
         enqueue_retry(study, study._storage.get_trial(trial._trial_id))
 
@@ -681,7 +698,8 @@ def trial_attrs(result: TrialResult, objective: Objective) -> dict:
     t = result.times
     attrs: dict = {
         "failure_class": result.failure.name if result.failure else "none",
-        "exit_code": result.exit_code,
+        # A healthy server's status is our own SIGKILL at stop (137): only a failed one's says something.
+        **({"exit_code": result.exit_code} if result.failure else {}),
         "startup_s": round(t.startup_s, 3),
         "benchmark_s": round(t.benchmark_s, 3),
         "stop_s": round(t.stop_s, 3),
