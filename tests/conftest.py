@@ -6,8 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -71,6 +73,18 @@ def write_run(tmp_path: Path, *, study: str = "t", space: Path | None = None, en
 def tune(*args: str, cwd: Path | None = None, timeout: float = 180, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", "from tuner.cli import app; app()", *args], cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def wait_healthy(url: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"{url}/health never answered 200")
 
 
 def servers_of(study: str) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, free_port, tune, write_run, write_space
+from conftest import ROOT, free_port, tune, wait_healthy, write_run, write_space
 from tuner.flags import ServerFlags
 from tuner.launcher.base import STUDY_MARK, TRIAL_MARK, LaunchError, LaunchSpec
 from tuner.launcher.docker import DockerLauncher, container_name
@@ -57,18 +57,6 @@ def make_spec(tmp_path: Path, study: str, trial: int = 0, env: dict | None = Non
         flags=ServerFlags.of({**base, **flags}), env={**FAST, **(env or {})},
         log_path=tmp_path / str(trial) / "server.log", host="127.0.0.1", port=port, gpus=(), study=study, trial=trial,
     )
-
-
-def wait_healthy(url: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"{url}/health never answered 200")
 
 
 def wait_exit(server, timeout: float = 15) -> int:

@@ -1,14 +1,12 @@
 """Fault injection with real processes: each failure class produced for real, classified within seconds,
 and no server left behind; the tuner's own death by SIGINT, SIGTERM and SIGKILL loses no trial."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 

@@ -498,6 +498,22 @@ class _H1Transport(httpx.AsyncBaseTransport):
 
 
 
+
+def _finish(rec: RequestRecord, out: int, chunks: int, ttft: float, done_t: float, st: float) -> None:
+    """The end of any stream: a request succeeds only with generated text and a [DONE] after it."""
+    rec.output_len = out
+    if not done_t:
+        rec.error = f"stream ended before [DONE] after {chunks} text chunks"
+        rec.connection_error = True
+        return
+    if not chunks:
+        rec.error = "stream finished without any generated text"
+        return
+    rec.ttft = ttft
+    rec.latency = done_t - st
+    rec.success = True
+
+
 class _Client:
     """All the per-run state: the HTTP client, URLs and the request function."""
 
@@ -660,17 +676,7 @@ class _Client:
                 out = u["completion_tokens"]
             if isinstance(u.get("prompt_tokens"), int) and u["prompt_tokens"] > 0:
                 rec.prompt_len = u["prompt_tokens"]
-        rec.output_len = out
-        if not done_t:
-            rec.error = f"stream ended before [DONE] after {chunks} text chunks"
-            rec.connection_error = True
-            return
-        if not chunks:
-            rec.error = "stream finished without any generated text"
-            return
-        rec.ttft = ttft
-        rec.latency = done_t - st
-        rec.success = True
+        _finish(rec, out, chunks, ttft, done_t, st)
 
     async def _read_generate(self, resp: httpx.Response, rec: RequestRecord, st: float) -> None:
         """SGLang's native /generate stream: every data line is JSON with the cumulative text and
@@ -728,17 +734,7 @@ class _Client:
                     out = n
                     chunks += 1
         rec.chunks = chunks
-        rec.output_len = out
-        if not done_t:
-            rec.error = f"stream ended before [DONE] after {chunks} text chunks"
-            rec.connection_error = True
-            return
-        if not chunks:
-            rec.error = "stream finished without any generated text"
-            return
-        rec.ttft = ttft
-        rec.latency = done_t - st
-        rec.success = True
+        _finish(rec, out, chunks, ttft, done_t, st)
 
     # ------------------------------------------------------------------ server side helpers
 

@@ -122,6 +122,9 @@ def read_catalog(command: Sequence[str], env: Mapping[str, str] | None = None, t
         raise FlagCatalogError(f"cannot run the server command {source!r}: {exc.strerror}") from None
     except subprocess.TimeoutExpired:
         raise FlagCatalogError(f"{source} --help did not answer in {timeout:.0f} s") from None
+    if proc.returncode == 0 and "--port" not in proc.stdout:
+        raise FlagCatalogError(f"{source} --help lists no --port: is this SGLang's launch_server? "
+                               f"(--server-command or launcher.command, e.g. python -m sglang.launch_server)")
     if proc.returncode != 0 or "--port" not in proc.stdout:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise FlagCatalogError(f"{source} --help failed (exit {proc.returncode}): {tail[0]}")

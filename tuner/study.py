@@ -200,7 +200,7 @@ def _with_installed_driver(url: str) -> str:
     """``postgresql://`` means psycopg2 to SQLAlchemy; we ship psycopg 3, so use it when psycopg2 is absent."""
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            import psycopg2  # noqa: F401
+            import psycopg2  # noqa: F401 - only whether it is installed
         except ImportError:
             return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
@@ -645,8 +645,9 @@ def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system
     """Several attributes of a running trial in one storage transaction.
 
     ``trial.set_user_attr`` commits once per key; on SQLite each commit is a sync to disk (~10 ms on a busy
-    disk), and a trial's record has ~40 keys: 0.4-0.8 s of tuner overhead per trial. With an RDB storage the
-    keys are written in one commit through Optuna's own per-key writer; other storages get one call per key.
+    disk), and a trial's record has ~40 keys: 0.3-0.5 s of tuner overhead per trial (benchmarks/RESULTS.md).
+    Optuna has no public batch write, so with an RDB storage its own per-key writer runs in one session, which
+    commits once; if Optuna's internals move, the public per-key calls below still work.
     """
     system = system or {}
     backend = getattr(study._storage, "_backend", study._storage)
@@ -654,15 +655,14 @@ def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system
     try:
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
-    except ImportError:  # Optuna moved its internals: the slow, public way below still works
+    except ImportError:
         write = None
     if isinstance(backend, RDBStorage) and write is not None:
         with _create_scoped_session(backend.scoped_session, True) as session:
             for model_cls, attrs in ((models.TrialUserAttributeModel, user),
                                      (models.TrialSystemAttributeModel, system)):
-                if attrs and not _upsert_attrs(backend, session, model_cls, trial._trial_id, attrs):
-                    for key, value in attrs.items():
-                        write(session, model_cls, trial._trial_id, key, value)
+                for key, value in attrs.items():
+                    write(session, model_cls, trial._trial_id, key, value)
         trial._cached_frozen_trial.user_attrs.update(user)  # what Trial.set_user_attr keeps as well
         trial._cached_frozen_trial.system_attrs.update(system)
         return
@@ -670,27 +670,6 @@ def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system
         trial.set_user_attr(key, value)
     for key, value in system.items():
         study._storage.set_trial_system_attr(trial._trial_id, key, value)
-
-
-def _upsert_attrs(backend: RDBStorage, session, model_cls, trial_id: int, attrs: dict) -> bool:
-    """One multi-row upsert (SQLite, PostgreSQL) after Optuna's "still running?" check; False: not done here."""
-    import json
-
-    from optuna.storages._rdb import models
-
-    if backend.engine.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif backend.engine.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        return False
-    trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-    backend.check_trial_is_updatable(trial_id, trial.state)
-    stmt = insert(model_cls)
-    stmt = stmt.on_conflict_do_update(index_elements=[model_cls.trial_id, model_cls.key],
-                                      set_={"value_json": stmt.excluded.value_json})
-    session.execute(stmt, [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()])
-    return True
 
 
 def trial_attrs(result: TrialResult, objective: Objective) -> dict:
