@@ -261,3 +261,19 @@ def test_trial_note_and_progress_line(tmp_path: Path) -> None:
     p.close()
     assert "trial 0 [0/10 done] starting: timeout 600 s" in stream.getvalue()
     assert LineProgress(10, stream=io.StringIO()).enabled is False  # quiet when not on a terminal
+
+
+def test_dashboard_fills_in_notes_a_study_run_without_it_lacks(tmp_path):
+    """Studies run where optuna-dashboard was not installed (the H200 image) get their notes at serve time."""
+    from optuna_dashboard import get_note
+
+    from tuner.dashboard import fill_missing_notes
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    trial = study.ask()
+    trial.set_user_attr("failure_class", "oom_kv")
+    trial.set_user_attr("flags", {"mem-fraction-static": 0.05})
+    study.tell(trial, 0.0)
+    assert fill_missing_notes(study) == 1 and fill_missing_notes(study) == 0
+    note = get_note(optuna.Trial(study, study.trials[0]._trial_id))
+    assert "Trial 0" in note and "oom_kv" in note

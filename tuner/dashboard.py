@@ -44,6 +44,22 @@ def note_for(trial: optuna.Trial, result_attrs: dict) -> None:
         log.debug("no dashboard note for trial %s: %s", trial.number, exc)
 
 
+def fill_missing_notes(study: optuna.Study) -> int:
+    """Write the note of every finished trial that has none (a study run where optuna-dashboard was not
+    installed, like the H200 image); returns how many were written."""
+    from optuna_dashboard import get_note, save_note
+
+    written = 0
+    for frozen in study.get_trials(deepcopy=False):
+        if not frozen.state.is_finished() or "failure_class" not in frozen.user_attrs:
+            continue
+        trial = optuna.Trial(study, frozen._trial_id)
+        if not get_note(trial):
+            save_note(trial, trial_note(frozen.number, frozen.user_attrs))
+            written += 1
+    return written
+
+
 def flags_text(flags: dict, *, skip: set[str] | frozenset = frozenset()) -> str:
     from tuner.flags import format_value
 
@@ -195,6 +211,8 @@ def study_url(host: str, port: int, study: optuna.Study | None) -> str:
 def serve(storage, study: optuna.Study | None, artifact_paths: list[Path], host: str, port: int,
           echo=print) -> None:
     server = make_dashboard(storage, artifact_paths, host, port)
+    if study is not None and (written := fill_missing_notes(study)):
+        echo(f"wrote the missing notes of {written} trials")
     echo(f"dashboard: {study_url(host, port, study)}  (Ctrl-C to stop)")
     if artifact_paths:
         echo(f"artifacts: {', '.join(map(str, artifact_paths))}")
