@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
+import typer.core
 
 from tuner.config import ConfigError, RunConfig, load_config
 from tuner.launcher.base import LaunchError
 
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """Usage errors (--port abc, an unknown option) as one ``error:`` line too, not a framed box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  cls=_OneLineUsageErrors,
                   help="Tune SGLang launch flags with Optuna against real servers.")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="Run file (YAML): model, launcher, space, workload, objective.")

@@ -207,7 +207,8 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
             lambda: vis.plot_pareto_front(study, target_names=list(metrics)),
             None if complete else "no completed trial")
     add("Parallel coordinates",
-        lambda: vis.plot_parallel_coordinate(study, target=target, target_name=metrics[0]),
+        lambda: vis.plot_parallel_coordinate(_tuned_only(study, with_params), target=target,
+                                             target_name=metrics[0]),
         None if with_params else "no completed trial with tuned parameters")
 
     levels = levels_frame(study)
@@ -309,3 +310,12 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     parts += ["<h2>Trials</h2>", html_table(trials, row_class), "</body></html>"]
     html_path.write_text("\n".join(parts), encoding="utf-8")
     return Report(html_path, csv_path, md_path, [t for t, _ in figs], skipped)
+
+
+def _tuned_only(study: optuna.Study, trials: list) -> optuna.Study:
+    """The study without its baseline: SGLang's defaults have no parameter values, and Optuna would draw them
+    as a "None" tick below every axis."""
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials(trials)
+    return view
+

@@ -412,6 +412,11 @@ class Tuner:
         self._check_gpus(self.space)
         if self.launcher.kind == "process" and not _looks_like_path_or_hub_id(self.config.model.path):
             raise SetupError(f"model.path {self.config.model.path!r}: no such folder, and not a hub id (org/name)")
+        lc = self.config.launcher
+        for port in sorted({lc.port + g - min(self.config.gpus) for g in self.config.gpus}):
+            if not 1 <= port <= 65535 or not port_free(lc.host, port):
+                raise SetupError(f"port {port} on {lc.host} is in use or not a port: stop what holds it "
+                                 f"or pass another --port")
         stopped = self.launcher.cleanup_orphans(self.config.study)
         if stopped:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
@@ -432,7 +437,8 @@ class Tuner:
             self.warnings.append(f"the space allows trials needing up to {top} GPUs but --gpus gives {have}: those "
                                  f"are recorded infeasible (too_many_gpus) without launching")
         if not gpu.nvml_available(quiet=True):  # said once, here, rather than logged by tuner.gpu
-            what = "no GPU memory numbers, no wait for free GPUs"
+            what = (f"--gpus {','.join(map(str, self.config.gpus))} not checked, no GPU memory numbers, "
+                    f"no wait for free GPUs")
             if self.config.objective.max_gpu_memory_fraction is not None:
                 what += ", and objective.max_gpu_memory_fraction cannot be checked (every trial passes it)"
             self.warnings.append(f"NVML is not available ({gpu.unavailable_reason()}): {what}")
