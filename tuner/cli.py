@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 import typer.core
 
 from tuner.config import ConfigError, RunConfig, load_config
 from tuner.launcher.base import LaunchError
+
+# Typer >= 0.22 vendors click as typer._click; older ones use click itself.
+_click = getattr(typer.core, "_click", None) or __import__("click")
 
 
 class _OneLineUsageErrors(typer.core.TyperGroup):
@@ -22,15 +24,15 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:
+        except _click.exceptions.NoArgsIsHelpError as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except click.ClickException as exc:
+        except _click.exceptions.ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
             typer.echo(f"error: {exc.format_message()}{hint}", err=True)
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -88,17 +90,21 @@ def start(
     progress: Optional[bool] = typer.Option(None, "--progress/--quiet", help="Live progress (default: on a terminal)."),
 ) -> None:
     """Run (or resume) a study until it has --trials trials."""
-    from tuner.progress import LineProgress
-    from tuner.study import Tuner
-
     cfg = _config(config, {
         "trials": trials, "study": study, "storage": storage, "space": space, "model.path": model,
         "gpus": gpus, "launcher.port": port, "launcher.kind": launcher, "launcher.command": server_command,
         "launcher.image": image, "heartbeat_s": heartbeat,
     })
+    from tuner.progress import LineProgress  # after the run file is checked: optuna takes a second to import
+    from tuner.study import Tuner
+
     reporter = LineProgress(cfg.trials, force=bool(progress), slots=len(cfg.gpus)) if progress is not False else None
-    tuner = _guard(Tuner, cfg, progress=reporter)
-    study_obj = _guard(tuner.prepare)
+    try:
+        tuner = _guard(Tuner, cfg, progress=reporter)
+        study_obj = _guard(tuner.prepare)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: stopped while checking the setup, before any trial ran", err=True)
+        raise typer.Exit(130)
     if reporter:
         reporter.resume_from(study_obj)
     for warning in tuner.warnings:

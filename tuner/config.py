@@ -7,6 +7,7 @@ silently used.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import shlex
 import types
@@ -268,7 +269,8 @@ def _check(c: RunConfig) -> None:
         raise ConfigError("objective.metrics: one metric, or two for a Pareto front")
     for m in [*c.objective.metrics, *c.objective.slo]:
         if m not in metric_names or m in ("concurrency", "input_len", "output_len", "repeat"):
-            close = [n for n in metric_names if m.split("_")[-1] in n][:3]
+            close = difflib.get_close_matches(m, sorted(metric_names), 3, 0.5) or \
+                sorted(n for n in metric_names if m.split("_")[-1] in n)[:3]
             raise ConfigError(f"objective: {m!r} is not a bench_serving metric (e.g. {', '.join(close) or 'output_throughput'})")
     levels = c.workload.concurrency
     if not levels or any(x < 1 for x in levels):

@@ -1,0 +1,410 @@
+"""User mistakes through the real CLI: each gets one ``error:`` line on stderr that says what to fix, a non-zero
+exit, and no traceback. Almost all fail before any server launch, and they run in parallel, so this is quick.
+
+``python tests/test_bad_input.py`` runs the cases and rewrites docs/bad-inputs.md from what they print.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import ROOT, write_run, write_space  # noqa: E402
+
+CLI = "from tuner.cli import app; app()"
+# A machine whose NVML sees exactly one GPU (index 0): what `--gpus 7` meets on a real one-GPU host.
+ONE_GPU_NVML = (
+    "import pynvml\n"
+    "def _handle(i):\n"
+    "    if not 0 <= i < 1: raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)\n"
+    "    return ('gpu', i)\n"
+    "pynvml.nvmlInit = lambda: None\n"
+    "pynvml.nvmlDeviceGetCount = lambda: 1\n"
+    "pynvml.nvmlDeviceGetHandleByIndex = _handle\n"
+)
+
+
+@dataclass
+class Case:
+    id: str
+    mistake: str
+    command: str  # as a user would type it (run.yaml: the run file, space.yaml: its search space)
+    setup: Callable[[Path], list[str]]  # writes the files into a fresh folder, returns the CLI arguments
+    words: tuple[str, ...]  # what the message must say (case-insensitive)
+    env: dict[str, str] = field(default_factory=dict)
+    prelude: str = ""  # Python run before the CLI (a fake NVML)
+    needs: Callable[[], bool] | None = None  # skipped when this returns False
+
+
+def _space(tmp: Path, text: str) -> Path:
+    path = tmp / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def _run_text(tmp: Path, text: str) -> list[str]:
+    (tmp / "run.yaml").write_text(text)
+    return ["start", "-c", str(tmp / "run.yaml")]
+
+
+def _start(**run) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["start", "-c", str(write_run(tmp, **run))]
+
+
+def _start_space(text: str) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["start", "-c", str(write_run(tmp, space=_space(tmp, text)))]
+
+
+def _start_args(*args: str, **run) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["start", "-c", str(write_run(tmp, **run)), *args]
+
+
+def _on_missing_study(command: str) -> Callable[[Path], list[str]]:
+    return lambda tmp: [command, "--study", "nope", "--storage", f"sqlite:///{tmp}/studies.db"]
+
+
+_HELD: list[socket.socket] = []  # listening sockets that make a port "in use" for the whole run
+
+
+def _held_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    _HELD.append(s)
+    return s.getsockname()[1]
+
+
+def _port_in_use(tmp: Path) -> list[str]:
+    return ["start", "-c", str(write_run(tmp)), "--port", str(_held_port()), "--quiet"]
+
+
+def _no_feasible_trial(tmp: Path) -> list[str]:
+    import optuna
+
+    storage = f"sqlite:///{tmp}/studies.db"
+    study = optuna.create_study(storage=storage, study_name="t", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.0, user_attrs={"feasible": False,
+                                                                     "failure_class": "oom_kv_startup"}))
+    return ["export", "--study", "t", "--storage", storage, "--out", str(tmp / "out")]
+
+
+def _dashboard_port_in_use(tmp: Path) -> list[str]:
+    import optuna
+
+    storage = f"sqlite:///{tmp}/studies.db"
+    optuna.create_study(storage=storage, study_name="t")
+    return ["dashboard", "--study", "t", "--storage", storage, "--port", str(_held_port())]
+
+
+def _docker_up() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:  # noqa: BLE001 - no daemon here: nothing to test against
+        return False
+
+
+def _dashboard_installed() -> bool:
+    try:
+        import optuna_dashboard  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+CASES = [
+    # -- the run file
+    Case("run-missing", "run file missing", "tune start -c nope.yaml",
+         lambda tmp: ["start", "-c", str(tmp / "nope.yaml")], ("nope.yaml", "no such run file")),
+    Case("run-not-yaml", "run file not YAML", "tune start -c run.yaml  # a: [1",
+         lambda tmp: _run_text(tmp, "a: [1\nb: 2\n"), ("run.yaml:2", "not valid yaml")),
+    Case("run-not-mapping", "run file not a mapping", "tune start -c run.yaml  # - a",
+         lambda tmp: _run_text(tmp, "- a\n- b\n"), ("run.yaml", "mapping")),
+    Case("unknown-key", "unknown top-level key", "tune start -c run.yaml  # trails: 3",
+         _start(trails=3), ("trails", "unknown key", "trials")),
+    Case("unknown-nested-key", "unknown nested key", "tune start -c run.yaml  # workload: {concurency: [1]}",
+         _start(workload={"concurency": [1]}), ("workload.concurency", "unknown key", "concurrency")),
+    Case("trials-ten", "trials not a number", "tune start -c run.yaml  # trials: ten",
+         _start(trials="ten"), ("trials", "expected a number", "ten")),
+    Case("trials-true", "trials a boolean", "tune start -c run.yaml  # trials: yes",
+         _start(trials=True), ("trials", "expected a number")),
+    Case("trials-inf", "trials infinite", "tune start -c run.yaml  # trials: .inf",
+         _start(trials=float("inf")), ("trials", "expected a number")),
+    Case("gpus-letters", "gpus not numbers", "tune start -c run.yaml  # gpus: \"a,b\"",
+         _start(gpus="a,b"), ("gpus", "whole numbers", "a,b")),
+    Case("concurrency-zero", "concurrency level 0", "tune start -c run.yaml  # workload: {concurrency: [0]}",
+         _start(workload={"concurrency": [0]}), ("workload.concurrency", "positive")),
+    Case("concurrency-word", "concurrency not a list of numbers",
+         "tune start -c run.yaml  # workload: {concurrency: many}",
+         _start(workload={"concurrency": "many"}), ("workload.concurrency", "whole numbers")),
+    Case("num-prompts-zero", "num_prompts 0", "tune start -c run.yaml  # workload: {num_prompts: 0}",
+         _start(workload={"num_prompts": 0}), ("workload.num_prompts", "above 0")),
+    Case("endpoint", "unknown endpoint", "tune start -c run.yaml  # workload: {endpoint: foo}",
+         _start(workload={"endpoint": "foo"}), ("endpoint", "completions")),
+    Case("startup-timeout", "startup timeout 0", "tune start -c run.yaml  # launcher: {startup_timeout_s: 0}",
+         _start(launcher={"startup_timeout_s": 0}), ("startup_timeout_s", "above 0")),
+    Case("model-not-mapping", "section not a mapping", "tune start -c run.yaml  # model: foo",
+         _start(model="foo"), ("model", "expected a mapping")),
+    Case("model-empty", "no model given", "tune start -c run.yaml  # model: {path: \"\"}",
+         _start(model={"path": ""}), ("model.path", "--model")),
+    Case("objective-typo", "objective metric misspelled",
+         "tune start -c run.yaml  # objective: {metrics: [output_througput]}",
+         _start(objective={"metrics": ["output_througput"]}), ("output_througput", "output_throughput")),
+    Case("slo-unknown", "SLO on an unknown metric", "tune start -c run.yaml  # objective: {slo: {p99_ttft: 100}}",
+         _start(objective={"slo": {"p99_ttft": 100}}), ("p99_ttft", "p99_ttft_ms")),
+    Case("at-concurrency", "at_concurrency not among the levels",
+         "tune start -c run.yaml  # objective: {at_concurrency: 4}, concurrency [1, 8]",
+         _start(objective={"at_concurrency": 4}), ("at_concurrency", "4", "[1, 8]")),
+    Case("dataset-missing", "dataset file missing", "tune start -c run.yaml  # workload: {dataset: /nope.jsonl}",
+         _start(workload={"dataset": "/nope.jsonl"}), ("workload.dataset", "/nope.jsonl", "no such file")),
+    Case("sampler", "unknown sampler", "tune start -c run.yaml  # sampler: {name: cmaes}",
+         _start(sampler={"name": "cmaes"}), ("sampler.name", "tpe")),
+    # -- command-line options
+    Case("study-slash", "study name with a slash", "tune start -c run.yaml --study a/b",
+         _start_args("--study", "a/b"), ("study", "a/b", "plain name")),
+    Case("trials-zero", "--trials 0", "tune start -c run.yaml --trials 0",
+         _start_args("--trials", "0"), ("trials", "at least 1")),
+    Case("trials-negative", "--trials -3", "tune start -c run.yaml --trials -3",
+         _start_args("--trials", "-3"), ("trials", "at least 1", "-3")),
+    Case("trials-option-word", "--trials not a number", "tune start --trials ten",
+         lambda tmp: ["start", "--trials", "ten"], ("--trials", "integer", "--help")),
+    Case("unknown-option", "option misspelled", "tune start --gpu 0",
+         lambda tmp: ["start", "--gpu", "0"], ("no such option", "--gpus")),
+    Case("gpus-option-letters", "--gpus not numbers", "tune start -c run.yaml --gpus a,b",
+         _start_args("--gpus", "a,b"), ("gpus", "whole numbers")),
+    Case("gpus-negative", "--gpus negative", "tune start -c run.yaml --gpus -1",
+         _start_args("--gpus", "-1"), ("gpus", ">= 0")),
+    Case("gpus-duplicate", "--gpus repeated", "tune start -c run.yaml --gpus 0,0",
+         _start_args("--gpus", "0,0"), ("gpus", "distinct")),
+    Case("port-range", "port out of range", "tune start -c run.yaml --port 70000",
+         _start_args("--port", "70000"), ("launcher.port", "70000", "not a tcp port")),
+    Case("port-word", "port not a number", "tune start -c run.yaml --port abc",
+         _start_args("--port", "abc"), ("--port", "integer")),
+    Case("launcher-kind", "unknown launcher", "tune start -c run.yaml --launcher podman",
+         _start_args("--launcher", "podman"), ("launcher.kind", "podman", "docker")),
+    Case("docker-no-image", "docker launcher without an image", "tune start -c run.yaml --launcher docker",
+         _start_args("--launcher", "docker"), ("launcher.image", "image")),
+    # -- the search space (checked against the server's own --help, before any launch)
+    Case("space-missing", "search-space file missing", "tune start -c run.yaml  # space: nospace.yaml",
+         lambda tmp: ["start", "-c", str(write_run(tmp, space=tmp / "nospace.yaml"))],
+         ("nospace.yaml", "no such search-space file")),
+    Case("space-not-yaml", "search space not YAML", "tune start -c run.yaml  # space.yaml: params: [",
+         _start_space("params: [\n"), ("space.yaml:2", "not valid yaml")),
+    Case("space-unknown-key", "unknown parameter key", "space.yaml: schedule-policy: {choises: [fcfs]}",
+         _start_space("params:\n  schedule-policy: {choises: [fcfs]}\n"), ("space.yaml:2", "choises", "choices")),
+    Case("space-empty-range", "empty range", "space.yaml: mem-fraction-static: {low: 0.9, high: 0.9}",
+         _start_space("params:\n  mem-fraction-static: {low: 0.9, high: 0.9}\n"), ("space.yaml:2", "empty range")),
+    Case("space-empty-choices", "empty choices", "space.yaml: schedule-policy: {choices: []}",
+         _start_space("params:\n  schedule-policy: {choices: []}\n"), ("space.yaml:2", "non-empty")),
+    Case("space-unknown-flag", "a flag SGLang does not have", "space.yaml: schedule-polcy: {choices: [fcfs, lof]}",
+         _start_space("params:\n  schedule-polcy: {choices: [fcfs, lof]}\n"),
+         ("space.yaml:2", "--schedule-polcy", "not a flag")),
+    Case("space-flag-prefix", "a flag name cut short", "space.yaml: fixed: {disable-radix-cach: true}",
+         _start_space("fixed:\n  disable-radix-cach: true\nparams:\n  schedule-policy: {choices: [fcfs, lof]}\n"),
+         ("--disable-radix-cach", "--disable-radix-cache")),
+    Case("space-bad-choice", "an invalid choice value", "space.yaml: schedule-policy: {choices: [fcfs, fastest]}",
+         _start_space("params:\n  schedule-policy: {choices: [fcfs, fastest]}\n"),
+         ("space.yaml:2", "fastest", "not one of")),
+    Case("space-when-unknown", "`when` on an unknown flag",
+         "space.yaml: torch-compile-max-bs: {low: 1, high: 8, when: {enable-torch-compil: true}}",
+         _start_space("params:\n  torch-compile-max-bs: {low: 1, high: 8, when: {enable-torch-compil: true}}\n"),
+         ("space.yaml:2", "enable-torch-compil", "neither fixed nor a parameter")),
+    Case("space-when-scalar", "`when` not a mapping", "space.yaml: schedule-policy: {choices: [fcfs], when: enable}",
+         _start_space("params:\n  schedule-policy: {choices: [fcfs], when: enable}\n"), ("space.yaml:2", "when")),
+    Case("space-log-word", "`log` not true/false", "space.yaml: mem-fraction-static: {low: 0.7, high: 0.9, log: maybe}",
+         _start_space("params:\n  mem-fraction-static: {low: 0.7, high: 0.9, log: maybe}\n"),
+         ("space.yaml:2", "log", "true or false")),
+    # -- storage
+    Case("storage-no-scheme", "storage URL without a scheme", "tune start -c run.yaml --storage studies/x.db",
+         _start(storage="studies/x.db"), ("--storage", "not a database url", "sqlite:///")),
+    Case("storage-dialect", "unknown database dialect", "tune start -c run.yaml --storage foo://bar",
+         _start(storage="foo://bar"), ("--storage foo://bar", "cannot open it")),
+    Case("storage-postgres-down", "PostgreSQL unreachable",
+         "tune start -c run.yaml --storage postgresql://tuner:pw@127.0.0.1:1/db",
+         _start(storage="postgresql://tuner:pw@127.0.0.1:1/db"),
+         ("--storage postgresql://***@127.0.0.1:1/db", "cannot open it")),
+    Case("storage-sqlite-folder", "SQLite folder that cannot be created",
+         "tune start -c run.yaml --storage sqlite:////proc/x/y.db",
+         _start(storage="sqlite:////proc/x/y.db"), ("--storage", "cannot create its folder", "/proc/x")),
+    Case("storage-sqlite-readonly", "SQLite in a read-only place", "tune start -c run.yaml --storage sqlite:////sys/x.db",
+         _start(storage="sqlite:////sys/x.db"), ("--storage sqlite:////sys/x.db", "cannot open it")),
+    # -- model and server
+    Case("model-missing", "model path that does not exist", "tune start -c run.yaml --model ./models/nope",
+         _start_args("--model", "./models/nope"), ("./models/nope", "no such folder")),
+    Case("server-missing", "server command that does not exist",
+         "tune start -c run.yaml --server-command /nonexistent/python",
+         _start_args("--server-command", "/nonexistent/python"), ("/nonexistent/python", "cannot run")),
+    Case("server-not-sglang", "server command that is not SGLang", "tune start -c run.yaml --server-command \"python -c pass\"",
+         _start_args("--server-command", "python -c pass"), ("no --port", "sglang")),
+    Case("server-true", "server command `true`", "tune start -c run.yaml --server-command true",
+         _start_args("--server-command", "true"), ("true --help", "no --port", "sglang")),
+    Case("port-in-use", "port in use", "tune start -c run.yaml --port 30000  # something listens on 30000",
+         _port_in_use, ("port", "in use", "--port")),
+    Case("docker-down", "Docker daemon down",
+         "DOCKER_HOST=unix:///nonexistent.sock tune start -c run.yaml --launcher docker --image x",
+         _start_args("--launcher", "docker", "--image", "x"), ("docker daemon", "/nonexistent.sock"),
+         env={"DOCKER_HOST": "unix:///nonexistent.sock"}),
+    Case("docker-image-missing", "Docker image missing",
+         "tune start -c run.yaml --launcher docker --image sglang-tuner-no-such-image:0",
+         _start_args("--launcher", "docker", "--image", "sglang-tuner-no-such-image:0"),
+         ("sglang-tuner-no-such-image:0", "not found", "docker pull"), needs=_docker_up),
+    Case("gpu-index", "GPU index NVML does not have (one-GPU machine)", "tune start -c run.yaml --gpus 7",
+         _start_args("--gpus", "7"), ("--gpus 7", "no gpu 7", "nvml sees 1 gpu"), prelude=ONE_GPU_NVML),
+    Case("gpu-none", "NVML loaded but no GPU", "tune start -c run.yaml --gpus 0",
+         _start_args("--gpus", "0"), ("--gpus 0", "no gpu 0", "nvml sees 0 gpus"),
+         prelude=ONE_GPU_NVML.replace("< 1", "< 0").replace("lambda: 1", "lambda: 0")),
+    # -- reading a study
+    Case("status-no-study", "`tune status` on a study that does not exist", "tune status --study nope",
+         _on_missing_study("status"), ("no study 'nope'", "studies there")),
+    Case("export-no-study", "`tune export` on a study that does not exist", "tune export --study nope",
+         _on_missing_study("export"), ("no study 'nope'",)),
+    Case("report-no-study", "`tune report` on a study that does not exist", "tune report --study nope",
+         _on_missing_study("report"), ("no study 'nope'",)),
+    Case("export-nothing", "`tune export` with no feasible trial", "tune export --study t  # every trial failed",
+         _no_feasible_trial, ("no feasible trial",)),
+    Case("dashboard-port", "`tune dashboard` on a port in use", "tune dashboard --study t --port 8080  # in use",
+         _dashboard_port_in_use, ("cannot listen", "in use"), needs=_dashboard_installed),
+    Case("bench-down", "`tune bench` at a server that is not there", "tune bench --url http://127.0.0.1:1",
+         lambda tmp: ["bench", "--url", "http://127.0.0.1:1"], ("benchmark of http://127.0.0.1:1 failed",)),
+]
+
+
+def run_case(case: Case, tmp: Path) -> tuple[subprocess.CompletedProcess, float]:
+    args = case.setup(tmp)
+    env = {**os.environ, **case.env}
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", case.prelude + CLI, *args], cwd=tmp, env=env,
+                          capture_output=True, text=True, timeout=120)
+    return done, time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """All cases at once: each is a fresh interpreter, mostly import time."""
+    todo = [c for c in CASES if c.needs is None or c.needs()]
+    with ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1)) as pool:
+        futures = {c.id: pool.submit(run_case, c, tmp_path_factory.mktemp(c.id)) for c in todo}
+        out = {cid: f.result()[0] for cid, f in futures.items()}
+    for s in _HELD:
+        s.close()
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gets_one_line(case: Case, results) -> None:
+    if case.id not in results:
+        pytest.skip(f"{case.id}: not available on this machine")
+    done = results[case.id]
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for word in case.words:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+
+
+def test_without_nvml_gpus_are_not_checked_but_said_so(tmp_path) -> None:
+    """A CPU machine (no NVML) runs the stand-in: not an error, but a warning that --gpus could not be checked."""
+    from tuner import gpu
+
+    gpu.reset()
+    if gpu.nvml_available(quiet=True):
+        pytest.skip("this machine has NVML")
+    run = write_run(tmp_path, trials=1, space=write_space(tmp_path / "space.yaml",
+                                                          params={"schedule-policy": {"choices": ["fcfs"]}}))
+    done = subprocess.run([sys.executable, "-c", CLI, "start", "-c", str(run), "--gpus", "7", "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    warning = [line for line in done.stderr.splitlines() if line.startswith("warning: NVML is not available")]
+    assert warning and "--gpus 7 not checked" in warning[0], done.stderr
+
+
+def test_ctrl_c_before_the_first_trial(tmp_path) -> None:
+    run = write_run(tmp_path, launcher={"env": {"SGLANG_STANDIN_IMPORT_DELAY": "3"}})  # a slow `--help`
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "start", "-c", str(run), "--quiet"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # past the imports, inside the server's --help
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == ["interrupted: stopped while checking the setup, before any trial ran"]
+
+
+def _markdown() -> str:
+    """The table of docs/bad-inputs.md, from running every case here."""
+    rows = []
+    with tempfile.TemporaryDirectory() as base, ThreadPoolExecutor(max_workers=4) as pool:
+        todo = [c for c in CASES if c.needs is None or c.needs()]
+        dirs = {c.id: Path(base) / c.id for c in todo}
+        for d in dirs.values():
+            d.mkdir()
+        futures = {c.id: pool.submit(run_case, c, dirs[c.id]) for c in todo}
+        for case in CASES:
+            if case.id not in futures:
+                rows.append((case, "(not run here: needs a Docker daemon or optuna-dashboard)"))
+                continue
+            done, _ = futures[case.id].result()
+            message = done.stderr.strip().replace(f"{dirs[case.id]}/", "").replace(str(dirs[case.id]), ".")
+            message = message.replace(f"{sys.executable} {ROOT}/tests/standin/sglang_standin.py",
+                                      "python tests/standin/sglang_standin.py")
+            for s in _HELD:
+                message = message.replace(str(s.getsockname()[1]), "30000" if case.id == "port-in-use" else "8080")
+            message = re.sub(r"\(see .*? --help\)", "(see tune start --help)", message)
+            rows.append((case, message))
+    for s in _HELD:
+        s.close()
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", "<br>")
+
+    out = [
+        "# Bad input: what the tuner says",
+        "",
+        "Every mistake below is caught before any server is launched (the search space is checked against the",
+        "server's own `--help`), and answered with one `error:` line on stderr and a non-zero exit, never a",
+        "traceback. `run.yaml` is the run file, `space.yaml` its search space; `# ...` shows what was in them.",
+        "",
+        "Generated by `python tests/test_bad_input.py` from the cases of `tests/test_bad_input.py`, which assert",
+        "these messages; regenerate it after changing one.",
+        "",
+        "| mistake | command | message |",
+        "|---|---|---|",
+    ]
+    for case, message in rows:
+        out.append(f"| {cell(case.mistake)} | `{cell(case.command)}` | {cell(message)} |")
+    out += [
+        "| no NVML at all (a CPU machine) | `tune start -c run.yaml --gpus 7` | not an error: `warning: NVML is "
+        "not available (NVML Shared Library Not Found): --gpus 7 not checked, no GPU memory numbers, no wait for "
+        "free GPUs`, and the trials run (the stand-in tests rely on it) |",
+        "| Ctrl-C before the first trial | `tune start -c run.yaml`, then Ctrl-C | `interrupted: stopped while "
+        "checking the setup, before any trial ran` (exit 130) |",
+        "",
+        "GPU indices are checked against NVML when NVML is there: on a GPU machine, an index it does not have is",
+        "an error before any launch (the `gpu-index` and `gpu-none` rows fake a one-GPU and a no-GPU NVML). Without",
+        "NVML nothing can be checked, so the tuner says so in a warning and goes on.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    target = ROOT / "docs" / "bad-inputs.md"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(_markdown())
+    print(f"wrote {target}")
