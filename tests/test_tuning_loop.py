@@ -101,3 +101,15 @@ def test_confirm_reruns_the_top_trials_and_export_follows_the_bound(tmp_path, un
     assert exported.returncode == 0 and f"trial {winner}:" in exported.stdout
     assert (tmp_path / "trials" / unique_study / f"{winner}-confirm" / "benchmark.csv").is_file()
     assert servers_of(unique_study) == []
+
+
+def test_a_trial_that_breaks_its_slo_skips_the_remaining_levels(tmp_path, unique_study):
+    run = write_run(tmp_path, study=unique_study, trials=1, env={"SGLANG_STANDIN_FAULTS": ""},
+                    workload={"concurrency": [1, 4, 8]}, objective={"slo": {"p99_ttft_ms": 0.001}})
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 0, done.stderr
+    trial = load_existing_study(load_config(run)).trials[0]
+    assert trial.user_attrs["stopped_early"].startswith("SLO broken at concurrency 1: p99_ttft_ms")
+    assert [lv["concurrency"] for lv in trial.user_attrs["levels"]] == [1]
+    assert trial.user_attrs["feasible"] is False and trial.user_attrs["failure_class"] == "none"
+    assert trial.values == [0.0]  # the objective level was never measured
