@@ -293,3 +293,10 @@ def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique
         print(f"trial {t.number}: {expected} in {t.user_attrs['total_s']:.1f} s")
     assert seen == {"none", "segfault", "oom_kv"}, seen  # the seed is chosen so that all three occur
     assert containers_of(unique_study) == []
+
+    # The exported script pins the image that was measured, by its digest or Id, not by its movable tag.
+    exported = tune("export", "-c", str(run), "--out", str(tmp_path / "export"))
+    assert exported.returncode == 0, exported.stderr
+    script = (tmp_path / "export" / "deploy-best.sh").read_text()
+    digest = trials[0].user_attrs["launcher"]["image_digest"]
+    assert digest.split("@")[-1] in script and "docker run" in script

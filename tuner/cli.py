@@ -152,7 +152,7 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
 def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
            out: Path = typer.Option(Path("."), "--out", help="Folder for deploy-best.sh and best.json.")) -> None:
     """Write deploy-best.sh and best.json for the best feasible trial."""
-    from tuner.export import export_best
+    from tuner.export import best_trial, export_best
     from tuner.study import load_existing_study, make_launcher
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
@@ -161,8 +161,13 @@ def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
     if run and config is None:
         cfg = _config(None, {"study": cfg.study, "storage": cfg.storage, "model.path": run["model"]["path"],
                              "launcher": run["launcher"]})
+    # The image that was measured, not whatever its tag points to now.
+    digest = _guard(best_trial, st).user_attrs.get("launcher", {}).get("image_digest")
+    if cfg.launcher.kind == "docker" and digest:
+        cfg.launcher.image = digest
     done = _guard(export_best, st, _guard(make_launcher, cfg), out)
     typer.echo(f"trial {done.trial.number}: wrote {done.script} and {done.record}")
+
 
 @app.command()
 def dashboard(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
