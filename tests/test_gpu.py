@@ -27,7 +27,7 @@ from tuner import gpu
 from tuner.config import load_config
 from tuner.flags import ServerFlags
 from tuner.space import load_space
-from tuner.study import GpuPool, Tuner, gpus_needed, most_gpus, open_storage
+from tuner.study import GpuPool, Tuner, open_storage
 
 MIB = gpu.MIB
 TOTAL_MIB = 80 * 1024
@@ -268,12 +268,12 @@ def _space(tmp_path: Path, params: dict, fixed: dict | None = None, gpus_per_tri
 
 def test_gpus_needed_follows_tp_and_dp(tmp_path):
     space = load_space(_space(tmp_path, {"tp-size": {"choices": [1, 2]}, "dp-size": {"choices": [1, 2]}}))
-    assert gpus_needed(space, ServerFlags.of({})) == 1
-    assert gpus_needed(space, ServerFlags.of({"tp-size": 2, "dp-size": 2})) == 4
-    assert gpus_needed(space, ServerFlags.of({"tp-size": 2, "dp-size": 2, "enable-dp-attention": True})) == 2
-    assert most_gpus(space) == 4
+    assert space.gpus_needed(ServerFlags.of({})) == 1
+    assert space.gpus_needed(ServerFlags.of({"tp-size": 2, "dp-size": 2})) == 4
+    assert space.gpus_needed(ServerFlags.of({"tp-size": 2, "dp-size": 2, "enable-dp-attention": True})) == 2
+    assert space.most_gpus() == 4
     explicit = load_space(_space(tmp_path, {"tp-size": {"choices": [1, 2]}}, gpus_per_trial="tp-size"))
-    assert gpus_needed(explicit, ServerFlags.of({"tp-size": 2, "dp-size": 3})) == 2
+    assert explicit.gpus_needed(ServerFlags.of({"tp-size": 2, "dp-size": 3})) == 2
 
 
 def test_pool_serves_a_waiting_two_gpu_trial_before_later_one_gpu_trials():

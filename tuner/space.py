@@ -107,9 +107,35 @@ class SearchSpace:
         return ServerFlags(tuple(flags.items()))
 
     def gpus_needed(self, flags: ServerFlags) -> int:
-        if not self.gpus_per_trial:
+        """GPUs one trial takes: ``gpus_per_trial`` when the space has one, else what SGLang will use.
+
+        SGLang needs tp x dp (x pp) GPUs (dp replicas of tp GPUs each; with --enable-dp-attention dp runs inside
+        tp and adds none), and exactly that many must be visible to it.
+        """
+        d = flags.as_dict()
+        if self.gpus_per_trial:
+            return _eval_gpus(self.gpus_per_trial, d)
+
+        def size(*names: str) -> int:
+            for name in names:
+                if d.get(name) is not None:
+                    return max(1, int(d[name]))
             return 1
-        return _eval_gpus(self.gpus_per_trial, flags.as_dict())
+
+        dp = 1 if d.get("enable-dp-attention") else size("dp-size", "data-parallel-size", "dp")
+        return size("tp-size", "tensor-parallel-size", "tp") * dp * size("pp-size", "pipeline-parallel-size", "pp")
+
+    def most_gpus(self) -> int:
+        """An upper bound of gpus_needed over the space: every parameter at its largest value."""
+        flags = self.fixed.as_dict()
+        for p in self.params:
+            values = [v for v in p.values_to_check() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if values:
+                flags[p.name] = max(values)
+        try:
+            return self.gpus_needed(ServerFlags(tuple(flags.items())))
+        except (TypeError, ValueError, SpaceError):
+            return 1
 
     def validate(self, catalog: FlagCatalog) -> None:
         """Refuse flag names and values the SGLang that will run does not accept, before any launch."""

@@ -56,39 +56,6 @@ TOO_MANY_GPUS = failures.FailureClass(
 )
 
 
-def gpus_needed(space: SearchSpace, flags: ServerFlags) -> int:
-    """GPUs one trial takes: the space's ``gpus_per_trial`` when it has one, else what SGLang will use.
-
-    SGLang needs tp x dp (x pp) GPUs (dp replicas of tp GPUs each; with --enable-dp-attention dp runs inside
-    tp and adds none), and exactly that many must be visible to it.
-    """
-    if space.gpus_per_trial:
-        return space.gpus_needed(flags)
-    d = flags.as_dict()
-
-    def size(*names: str) -> int:
-        for name in names:
-            if d.get(name) is not None:
-                return max(1, int(d[name]))
-        return 1
-
-    dp = 1 if d.get("enable-dp-attention") else size("dp-size", "data-parallel-size", "dp")
-    return size("tp-size", "tensor-parallel-size", "tp") * dp * size("pp-size", "pipeline-parallel-size", "pp")
-
-
-def most_gpus(space: SearchSpace) -> int:
-    """An upper bound of gpus_needed over the space: every parameter at its largest value."""
-    flags = space.fixed.as_dict()
-    for p in space.params:
-        values = [v for v in p.values_to_check() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if values:
-            flags[p.name] = max(values)
-    try:
-        return gpus_needed(space, ServerFlags(tuple(flags.items())))
-    except (TypeError, ValueError, SpaceError):
-        return 1
-
-
 @dataclass(frozen=True)
 class Objective:
     metrics: tuple[str, ...]
@@ -429,10 +396,10 @@ class Tuner:
 
     def _check_gpus(self, space: SearchSpace) -> None:
         have = len(self.config.gpus)
-        base = gpus_needed(space, space.fixed)
+        base = space.gpus_needed(space.fixed)
         if base > have:
             raise SetupError(f"the space's fixed flags need {base} GPUs per trial (tp x dp) but --gpus gives {have}")
-        top = most_gpus(space)
+        top = space.most_gpus()
         if top > have:
             self.warnings.append(f"the space allows trials needing up to {top} GPUs but --gpus gives {have}: those "
                                  f"are recorded infeasible (too_many_gpus) without launching")
@@ -522,7 +489,7 @@ class Tuner:
         baseline = self.config.baseline and (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
         assert self.space is not None
         tuned = self.space.fixed if baseline else self.space.sample(trial)
-        needed = gpus_needed(self.space, tuned)
+        needed = self.space.gpus_needed(tuned)
         if needed > len(self.config.gpus):
             self._record_too_many_gpus(study, trial, tuned, needed, baseline, artifacts)
             return
