@@ -236,9 +236,6 @@ def _coerce(hint, value, path):
     return value
 
 
-DIRECTIONS = {"maximize", "minimize"}
-
-
 def direction(metric: str) -> str:
     return "minimize" if metric.endswith("_ms") else "maximize"
 
