@@ -173,3 +173,38 @@ def test_next_start_kills_an_orphaned_server(tmp_path, unique_study):
     assert "stopped servers left by an earlier run" in done.stderr
     assert orphan.wait(5) is not None
     assert servers_of(unique_study) == []
+
+
+def test_two_workers_recovering_one_stale_trial_queue_one_rerun(tmp_path, unique_study):
+    """Workers starting together (or one by heartbeat) may find the same dead worker's trial: one re-run."""
+    import threading
+
+    from tuner.study import HOST, Tuner, open_study
+
+    config = load_config(write_run(tmp_path, study=unique_study, trials=2))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = open_study(config)
+    trial = study.ask()
+    trial.suggest_float("mem-fraction-static", 0.7, 0.9)
+    trial.set_user_attr("worker", f"{HOST}:{dead.pid}")
+    tuners = [Tuner(config) for _ in range(4)]
+    for tuner in tuners:
+        tuner.study = open_study(config)
+    errors = []
+
+    def recover(tuner):
+        try:
+            tuner._recover_stale(tuner.study)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=recover, args=(t,)) for t in tuners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    trials = load_existing_study(config).trials
+    assert trials[0].state == TrialState.FAIL
+    assert [t.state for t in trials[1:]] == [TrialState.WAITING]

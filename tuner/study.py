@@ -422,9 +422,15 @@ class Tuner:
             host, _, pid = worker.rpartition(":")
             if host != HOST or not pid.isdigit() or _alive(int(pid)):
                 continue
-            study._storage.set_trial_user_attr(t._trial_id, "failure_class", failures.INTERRUPTED.name)
-            study._storage.set_trial_user_attr(t._trial_id, "failure_detail", f"worker {worker} died")
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            # Another worker may recover the same trial at the same moment (at its start, or by heartbeat):
+            # only the one whose state change lands queues the re-run.
+            try:
+                set_trial_attrs(study, optuna.Trial(study, t._trial_id), {
+                    "failure_class": failures.INTERRUPTED.name, "failure_detail": f"worker {worker} died"})
+                if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
             enqueue_retry(study, t)
             self.warnings.append(f"trial {t.number} was left RUNNING by a dead tuner: marked failed, re-queued")
 
