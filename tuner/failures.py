@@ -93,6 +93,11 @@ CRASHED = _c(
     "The server exited with an error that matches no known SGLang failure.",
     "Read the end of server.log.",
 )
+TOO_MANY_GPUS = _c(
+    "too_many_gpus",
+    "The trial's tp-size x dp-size (x pp-size) needs more GPUs than --gpus gives: it was not launched.",
+    "Give more --gpus, or narrow tp-size/dp-size in the search space to what this machine has.",
+)
 INTERRUPTED = _c(
     "interrupted",
     "The tuner was stopped (Ctrl-C, SIGTERM or killed) during this trial.",
@@ -103,7 +108,7 @@ ALL = {
     c.name: c
     for c in (
         INVALID_FLAG, GPU_BUSY, OOM_KV, OOM_CUDA_GRAPH, CUDA_GRAPH_FAILED, OOM_RUNTIME, SEGFAULT,
-        SCHEDULER_CRASH, STARTUP_TIMEOUT, BENCH_TIMEOUT, DIED, UNHEALTHY, CRASHED, INTERRUPTED,
+        SCHEDULER_CRASH, STARTUP_TIMEOUT, BENCH_TIMEOUT, DIED, UNHEALTHY, CRASHED, TOO_MANY_GPUS, INTERRUPTED,
     )
 }
 

@@ -49,13 +49,6 @@ class SetupError(RuntimeError):
     """A problem with the user's input or machine, reported as one line; nothing to do with a trial."""
 
 
-TOO_MANY_GPUS = failures.FailureClass(
-    "too_many_gpus",
-    "The trial's tp-size x dp-size (x pp-size) needs more GPUs than --gpus gives: it was not launched.",
-    "Give more --gpus, or narrow tp-size/dp-size in the search space to what this machine has.",
-)
-
-
 @dataclass(frozen=True)
 class Objective:
     metrics: tuple[str, ...]
@@ -540,7 +533,7 @@ class Tuner:
         set_trial_attrs(study, trial, {"baseline": baseline, "host": HOST, "gpus": [], "gpus_needed": needed,
                                        "flags": plan.flags.as_dict(), "argv": plan.flags.argv(),
                                        "trial_dir": str(plan.trial_dir)})
-        result = TrialResult(plan, TOO_MANY_GPUS, detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
+        result = TrialResult(plan, failures.TOO_MANY_GPUS, detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
         write_artifacts(result)
         self._record(study, trial, result, artifacts)
 
