@@ -164,6 +164,8 @@ class TrialRunner:
 
         self._phase(plan, "waiting for GPU")
         gpu.wait_until_free(plan.gpus, self.idle_mib)
+        # Read again at the launch itself: something else may take the GPU in between, and SGLang 0.5.17 words
+        # a busy GPU exactly like a too-low --mem-fraction-static.
         busy_before = bool(plan.gpus) and any(
             u > self.idle_mib.get(g, 0.0) + 1024 for g, u in gpu.used_mib(plan.gpus).items()
         )
