@@ -225,15 +225,10 @@ class _Conn:
                 return False
             fut = self.loop.create_future()
             p.waiter = fut
-            h = None
-            if timeout is not None:
-                h = self.loop.call_later(timeout, _expire, fut, httpx.ReadTimeout("timed out", request=self.request))
             try:
-                await fut
+                await self._wait(fut, timeout, httpx.ReadTimeout)
             finally:
                 p.waiter = None
-                if h is not None:
-                    h.cancel()
             if not p.chunks:
                 if p.exc is not None:
                     raise httpx.ReadError(f"connection lost: {p.exc}", request=self.request)
@@ -249,6 +244,17 @@ class _Conn:
         self.buf = self.buf + data if self.buf else data
         return True
 
+    async def _wait(self, fut: asyncio.Future, timeout: float | None, timeout_exc: type[httpx.TimeoutException]) -> None:
+        """Wait for the protocol to resolve ``fut``, or fail it with ``timeout_exc`` after ``timeout`` seconds."""
+        h = None
+        if timeout is not None:
+            h = self.loop.call_later(timeout, _expire, fut, timeout_exc("timed out", request=self.request))
+        try:
+            await fut
+        finally:
+            if h is not None:
+                h.cancel()
+
     async def write(self, data: bytes, timeout: float | None) -> None:
         p = self.p
         if p.eof or self.t.is_closing():
@@ -257,15 +263,10 @@ class _Conn:
         if p.paused:
             fut = self.loop.create_future()
             p.write_waiter = fut
-            h = None
-            if timeout is not None:
-                h = self.loop.call_later(timeout, _expire, fut, httpx.WriteTimeout("timed out", request=self.request))
             try:
-                await fut
+                await self._wait(fut, timeout, httpx.WriteTimeout)
             finally:
                 p.write_waiter = None
-                if h is not None:
-                    h.cancel()
             if p.exc is not None:
                 raise httpx.WriteError(str(p.exc), request=self.request)
 

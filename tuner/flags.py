@@ -48,6 +48,20 @@ class ServerFlags:
         return " ".join(shlex.quote(a) for a in self.argv())
 
 
+def one_per_line(args: list[str], prefix: str = "--") -> list[str]:
+    """Options paired with their values, one per line as the seed's deploy scripts were written.
+
+    ``args`` are already shell-quoted; an option starts with ``prefix`` (``-`` also pairs docker's ``-e K=V``).
+    """
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1].startswith(prefix) and " " not in out[-1] and not arg.startswith(prefix):
+            out[-1] += " " + arg
+        else:
+            out.append(arg)
+    return out
+
+
 def format_value(value: FlagValue) -> str:
     if isinstance(value, float):
         # 0.8700000000000001 from a float step must read as the 0.87 a user would type.

@@ -16,9 +16,8 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 
-from tuner.flags import FlagCatalog, FlagCatalogError, ServerFlags
+from tuner.flags import FlagCatalog, FlagCatalogError, ServerFlags, one_per_line
 from tuner.launcher.base import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
-from tuner.launcher.process import _pair_flags
 
 DEFAULT_COMMAND = ("python3", "-m", "sglang.launch_server")
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
@@ -360,9 +359,9 @@ class DockerLauncher(Launcher):
         # so cleanup_orphans of a later run of the study leaves the deployment alone.
         name = f"{container_name(spec.study, spec.trial)}-deploy"
         q = shlex.quote
-        options = _pair_options([q(a) for a in self.docker_run_options(spec, name)])
+        options = one_per_line([q(a) for a in self.docker_run_options(spec, name)], prefix="-")
         head = " ".join(q(a) for a in [self.image_ref(), *self.command])
-        flags = _pair_flags([q(a) for a in self._flags(spec).argv()])
+        flags = one_per_line([q(a) for a in self._flags(spec).argv()])
         # export.py's header sets -euo pipefail, so a failed `docker run` stops the script before the echo.
         lines = [
             f"docker rm -f {q(name)} 2>/dev/null || true",
@@ -370,17 +369,6 @@ class DockerLauncher(Launcher):
             f"echo {q(f'started {name}; follow its log with: docker logs -f {name}')}",
         ]
         return "\n".join(lines) + "\n"
-
-
-def _pair_options(args: list[str]) -> list[str]:
-    """-e KEY=VALUE, --name NAME ... one per line; switches (-d, --init) alone."""
-    out: list[str] = []
-    for arg in args:
-        if out and out[-1].startswith("-") and " " not in out[-1] and not arg.startswith("-"):
-            out[-1] += " " + arg
-        else:
-            out.append(arg)
-    return out
 
 
 def _remove_quietly(container: Container) -> None:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuner.flags import FlagCatalog, read_catalog
+from tuner.flags import FlagCatalog, one_per_line, read_catalog
 from tuner.launcher.base import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
 
 DEFAULT_COMMAND = ("python", "-m", "sglang.launch_server")
@@ -149,19 +149,8 @@ class ProcessLauncher(Launcher):
             lines.append(f"export CUDA_VISIBLE_DEVICES={','.join(map(str, spec.gpus))}")
         head = " ".join(shlex.quote(a) for a in self.command)
         args = [shlex.quote(a) for a in spec.flags.argv()]
-        lines.append("exec " + " \\\n  ".join([head, *_pair_flags(args)]))
+        lines.append("exec " + " \\\n  ".join([head, *one_per_line(args)]))
         return "\n".join(lines) + "\n"
-
-
-def _pair_flags(args: list[str]) -> list[str]:
-    """One flag and its value per line, as the seed's deploy scripts were written."""
-    out: list[str] = []
-    for arg in args:
-        if out and out[-1].startswith("--") and " " not in out[-1] and not arg.startswith("--"):
-            out[-1] += " " + arg
-        else:
-            out.append(arg)
-    return out
 
 
 def _pids() -> list[int]:
