@@ -39,7 +39,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -65,10 +65,15 @@ class BenchmarkResult:
     stopped_early: str | None = None
     # Per-request records, aligned with ``levels`` (one tuple per level result); not part of to_frame().
     records: tuple[tuple[RequestRecord, ...], ...] = field(default=(), repr=False, compare=False)
+    # A load search's verdict per level (the SLO held, no request failed); empty for fixed levels.
+    slo_pass: tuple[bool, ...] = ()
 
     def to_frame(self) -> pd.DataFrame:
         cols = [f.name for f in fields(LevelResult)]
-        return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in self.levels], columns=cols)
+        frame = pd.DataFrame([{c: getattr(r, c) for c in cols} for r in self.levels], columns=cols)
+        if self.slo_pass:
+            frame["slo_pass"] = list(self.slo_pass)
+        return frame
 
     def to_csv(self, path: str | Path) -> None:
         self.to_frame().to_csv(path, index=False)
@@ -568,9 +573,10 @@ class _Client:
 
     def body(self, p: Prompt, output_len: int | None = None) -> bytes:
         out = p.output_len if output_len is None else output_len
+        ids = p.ids.tolist() if p.ids is not None else None
         if self.endpoint == "generate":
             payload = {
-                ("input_ids" if p.ids is not None else "text"): (p.ids if p.ids is not None else p.text),
+                ("input_ids" if ids is not None else "text"): (ids if ids is not None else p.text),
                 "sampling_params": {"temperature": 0.0, "max_new_tokens": out, "ignore_eos": True},
                 "stream": True,
             }
@@ -587,7 +593,7 @@ class _Client:
         else:
             payload = {
                 "model": self.model,
-                "prompt": p.ids if p.ids is not None else p.text,
+                "prompt": ids if ids is not None else p.text,
                 "max_tokens": out,
                 "temperature": 0.0,
                 "stream": True,
@@ -858,7 +864,7 @@ class _Client:
 
     async def measure(self, level: Level, bodies: list[bytes], prompts: list[Prompt]) -> tuple[list, float]:
         recs = [RequestRecord(p.prompt_len, p.output_len) for p in prompts]
-        arrivals = arrival_times(level, self.wl.seed)
+        arrivals = arrival_times(level, self.wl.seed, self.wl.burstiness)
         sem = asyncio.Semaphore(level.concurrency)
         t0 = perf_counter()
 
@@ -883,6 +889,7 @@ async def _run(
     check_server,
     early_stop,
     on_level,
+    levels,
 ) -> BenchmarkResult:
     workload.validate()
     c = _Client(base_url, model, workload, check_server)
@@ -890,7 +897,7 @@ async def _run(
     records: list[tuple[RequestRecord, ...]] = []
     stopped = None
     try:
-        for level in workload.levels:
+        for level in workload.levels if levels is None else levels:
             prompts = build_prompts(workload, level)
             bodies = [c.body(p) for p in prompts]
             for rep in range(workload.repeats):
@@ -926,8 +933,12 @@ def run_benchmark(
     check_server: Callable[[], str | None] | None = None,
     early_stop: Callable[[LevelResult], str | None] | None = None,
     on_level: Callable[[LevelResult], None] | None = None,
+    levels: Iterable[Level] | None = None,
 ) -> BenchmarkResult:
     """Run every level of ``workload`` (each ``workload.repeats`` times) and return the measurements.
+
+    ``levels`` replaces ``workload.levels``: an iterator is advanced only after the previous level's result
+    went to ``on_level``, so it can choose the next level from it (the load search does).
 
     Raises ServerDied when ``check_server`` reports a reason during a level (in-flight requests are cancelled
     at once) or after connection errors; BenchmarkTimeout when a level overruns ``level_budget_s``;
@@ -940,12 +951,12 @@ def run_benchmark(
     except RuntimeError:
         in_loop = False
     if not in_loop:
-        return asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level))
+        return asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels))
     box: dict = {}
 
     def target():
         try:
-            box["r"] = asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level))
+            box["r"] = asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels))
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             box["e"] = e
 

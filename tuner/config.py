@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from tuner.workload import SLO, Level, Workload
+from tuner.load_search import LoadSearch
+from tuner.workload import SLO, Level, SharedPrefix, Workload
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,15 @@ class LauncherConfig:
 
 
 @dataclass
+class ArrivalConfig:
+    process: str = "poisson"  # poisson | gamma (bench_serving --burstiness)
+    burstiness: float = 1.0
+
+
+DATASETS = ("random", "shared-prefix", "sharegpt")
+
+
+@dataclass
 class WorkloadConfig:
     input_len: int = 512
     output_len: int = 128
@@ -62,7 +72,11 @@ class WorkloadConfig:
     preset: str | None = None  # seed-response-time | seed-concurrency
     endpoint: str = "completions"
     prompt_kind: str = "ids"
-    dataset: str | None = None
+    dataset: str | None = None  # random (default) | shared-prefix | sharegpt (with path); a file path: sharegpt
+    path: str | None = None  # the sharegpt file
+    range_ratio: float = 1.0  # bench_serving --random-range-ratio
+    shared_prefix: SharedPrefix | None = None
+    arrival: ArrivalConfig = field(default_factory=ArrivalConfig)
     warmup_requests: int = 2
     flush_cache: bool = True
     seed: int = 1
@@ -71,7 +85,11 @@ class WorkloadConfig:
     def build(self, slo: SLO) -> Workload:
         from tuner import workload as wl
 
-        if self.preset == "seed-response-time":
+        if self.shared_prefix is not None:
+            sp = self.shared_prefix
+            levels = tuple(Level(c, sp.input_len, sp.output_len, self.num_prompts or default_prompts(c),
+                                 self.request_rate) for c in self.concurrency)
+        elif self.preset == "seed-response-time":
             levels = wl.seed_response_time().levels
         elif self.preset == "seed-concurrency":
             levels = wl.seed_concurrency(self.input_len, self.output_len).levels
@@ -85,14 +103,24 @@ class WorkloadConfig:
         return Workload(
             levels=levels,
             endpoint=self.endpoint,
-            prompt_kind="dataset" if self.dataset else self.prompt_kind,
-            dataset=self.dataset,
+            prompt_kind="dataset" if self.sharegpt_path else self.prompt_kind,
+            dataset=self.sharegpt_path,
             seed=self.seed,
             warmup_requests=self.warmup_requests,
             flush_cache=self.flush_cache,
             slo=slo,
             request_timeout_s=self.request_timeout_s,
+            range_ratio=self.range_ratio,
+            burstiness=self.arrival.burstiness,
+            shared_prefix=self.shared_prefix,
         )
+
+    @property
+    def sharegpt_path(self) -> str | None:
+        # ``dataset: <file>`` is how earlier run files named a ShareGPT file: still accepted.
+        if self.dataset is not None and self.dataset not in DATASETS:
+            return self.dataset
+        return self.path if self.dataset == "sharegpt" else None
 
 
 def default_prompts(concurrency: int) -> int:
@@ -108,6 +136,16 @@ class ObjectiveConfig:
     slo: dict[str, float] = field(default_factory=dict)  # e.g. {p99_ttft_ms: 2000, median_tpot_ms: 50}
     max_gpu_memory_fraction: float | None = None  # peak used / total, e.g. 0.97
     early_stop: bool = True  # skip later levels once an SLO is broken or the config is clearly worse
+    load_search: LoadSearch | None = None  # with metrics [goodput]; default LoadSearch()
+
+    @property
+    def search(self) -> LoadSearch | None:
+        """The load search when the objective is goodput, else None (fixed concurrency levels)."""
+        return (self.load_search or LoadSearch()) if GOODPUT in self.metrics else None
+
+
+# The SLO-goodput objective: request_goodput at the highest request rate that holds the SLO (tuner/load_search.py).
+GOODPUT = "goodput"
 
 
 @dataclass
@@ -264,11 +302,12 @@ def _check(c: RunConfig) -> None:
         raise ConfigError(f"launcher.port: {c.launcher.port} is not a TCP port")
     if not 1 <= len(c.objective.metrics) <= 2:
         raise ConfigError("objective.metrics: one metric, or two for a Pareto front")
-    for m in [*c.objective.metrics, *c.objective.slo]:
+    for m in [*(m for m in c.objective.metrics if m != GOODPUT), *c.objective.slo]:
         if m not in metric_names or m in ("concurrency", "input_len", "output_len", "repeat"):
             close = difflib.get_close_matches(m, sorted(metric_names), 3, 0.5) or \
                 sorted(n for n in metric_names if m.split("_")[-1] in n)[:3]
             raise ConfigError(f"objective: {m!r} is not a bench_serving metric (e.g. {', '.join(close) or 'output_throughput'})")
+    _check_workload_shape(c)
     levels = c.workload.concurrency
     if not levels or any(x < 1 for x in levels):
         raise ConfigError(f"workload.concurrency: {levels} must be positive integers")
@@ -292,11 +331,39 @@ def _check(c: RunConfig) -> None:
         raise ConfigError("launcher: startup_timeout_s must be above 0 and stop_grace_s 0 or more")
     if c.heartbeat_s is not None and c.heartbeat_s < 1:
         raise ConfigError(f"heartbeat_s: {c.heartbeat_s:g} must be at least 1 second")
-    if c.workload.dataset and not Path(c.workload.dataset).is_file():
-        raise ConfigError(f"workload.dataset: {c.workload.dataset}: no such file")
+    path = c.workload.sharegpt_path
+    if path and not Path(path).is_file():
+        where = "workload.path" if c.workload.dataset == "sharegpt" else "workload.dataset"
+        raise ConfigError(f"{where}: {path}: no such file (workload.dataset is random, shared-prefix or sharegpt)")
     frac = c.objective.max_gpu_memory_fraction
     if frac is not None and not 0 < frac <= 1:
         raise ConfigError(f"objective.max_gpu_memory_fraction: {frac} must be in (0, 1]")
     if c.sampler.name not in ("tpe", "random", "gp"):
         raise ConfigError(f"sampler.name: {c.sampler.name!r} is not tpe, random or gp")
 
+
+
+def _check_workload_shape(c: RunConfig) -> None:
+    w, o = c.workload, c.objective
+    if w.dataset == "sharegpt" and not w.path:
+        raise ConfigError("workload.path: dataset sharegpt needs the file, e.g. path: ShareGPT_V3.json")
+    if w.path and w.dataset != "sharegpt":
+        raise ConfigError("workload.path: only read with dataset: sharegpt")
+    if (w.dataset == "shared-prefix") != (w.shared_prefix is not None):
+        raise ConfigError("workload: dataset: shared-prefix goes with a shared_prefix: {groups: ..., ...} mapping")
+    if w.arrival.process not in ("poisson", "gamma"):
+        raise ConfigError(f"workload.arrival.process: {w.arrival.process!r} is not poisson or gamma")
+    if w.arrival.process == "poisson" and w.arrival.burstiness != 1.0:
+        raise ConfigError(f"workload.arrival: burstiness {w.arrival.burstiness:g} means gamma arrivals: "
+                          "write process: gamma")
+    if GOODPUT in o.metrics:
+        if len(o.metrics) != 1:
+            raise ConfigError("objective.metrics: goodput is a single objective: metrics: [goodput]")
+        if not o.slo:
+            raise ConfigError("objective.slo: goodput needs an SLO, e.g. slo: {p99_ttft_ms: 2000, p99_tpot_ms: 50}")
+        try:
+            o.search.validate()
+        except ValueError as exc:
+            raise ConfigError(f"objective.load_search: {exc}") from None
+    elif o.load_search is not None:
+        raise ConfigError("objective.load_search: only used with metrics: [goodput]")

@@ -76,7 +76,12 @@ def confirm_top(tuner: Tuner, k: int = 3, repeats: int = 3) -> list[Confirmation
         plan = tuner.plan(trial.number, flags, gpus, int(flags.as_dict().get("port", tuner.config.launcher.port)))
         plan = dataclasses.replace(plan, trial_dir=plan.trial_dir.with_name(f"{trial.number}-confirm"))
         result = tuner.runner(study, None, workload).run(plan)
-        runs = tuple(getattr(lv, metric) for lv in result.levels if lv.concurrency == tuner.objective.at_concurrency)
+        if tuner.objective.load_search is not None:  # one whole search per repeat, 0 where nothing passed
+            runs = tuple(tuner.objective.value(tuner.objective.level(result, rep), metric) or 0.0
+                         for rep in range(repeats)) if result.ok else ()
+        else:
+            runs = tuple(getattr(lv, metric) for lv in result.levels
+                         if lv.concurrency == tuner.objective.at_concurrency)
         results.append(Confirmation(trial.number, metric, runs, result.failure.name if result.failure else None))
     sign = 1 if direction(metric) == "maximize" else -1
     results.sort(key=lambda c: -sign * c.bound)

@@ -25,9 +25,10 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import failures, gpu
-from tuner.config import RunConfig, direction
+from tuner.config import GOODPUT, RunConfig, direction
 from tuner.flags import FlagCatalogError, ServerFlags
 from tuner.launcher.base import Launcher, LaunchError
+from tuner.load_search import LoadSearch, best_level
 from tuner.metrics import LevelResult
 from tuner.space import SearchSpace, SpaceError, load_space
 from tuner.trial import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
@@ -56,6 +57,7 @@ class Objective:
     slo: dict[str, float]
     max_gpu_memory_fraction: float | None
     penalty_ms: float
+    load_search: LoadSearch | None = None  # metrics [goodput]: read at the search's highest passing rate
 
     @property
     def directions(self) -> list[str]:
@@ -68,15 +70,20 @@ class Objective:
             names.append("gpu_memory_fraction")
         return names
 
-    def level(self, result: TrialResult) -> LevelResult | None:
+    def level(self, result: TrialResult, repeat: int = 0) -> LevelResult | None:
+        if self.load_search is not None:
+            return best_level(result.levels, result.benchmark.slo_pass, repeat) if result.benchmark else None
         return next((lv for lv in result.levels if lv.concurrency == self.at_concurrency), None)
+
+    def value(self, level: LevelResult | None, metric: str) -> float | None:
+        return (level.request_goodput if metric == GOODPUT else getattr(level, metric)) if level else None
 
     def values(self, result: TrialResult) -> list[float]:
         """Pessimistic but finite where nothing was measured, so samplers can still rank the trial."""
         level = self.level(result) if result.ok else None
         out = []
         for metric in self.metrics:
-            value = getattr(level, metric) if level else None
+            value = self.value(level, metric)
             if value is None or not math.isfinite(value):
                 value = self.penalty_ms if direction(metric) == "minimize" else 0.0
             out.append(float(value))
@@ -85,6 +92,8 @@ class Objective:
     def constraints(self, result: TrialResult) -> list[float]:
         """One number per name, <= 0 when satisfied; the same keys for every trial (samplers require it)."""
         out = [0.0 if result.ok and result.levels else 1.0]
+        if self.load_search is not None:
+            return out + self._search_constraints(result)
         for metric, limit in self.slo.items():
             measured = [getattr(lv, metric) for lv in result.levels if math.isfinite(getattr(lv, metric))]
             out.append(max(measured) - limit if result.ok and measured else max(limit, 1.0))
@@ -94,11 +103,33 @@ class Objective:
         return out
 
 
+    def _search_constraints(self, result: TrialResult) -> list[float]:
+        """Load search: the SLO as measured at the highest passing rate (<= 0 by construction). When even the
+        first rate broke it, that level's excess over each limit; a level broken only by failed requests
+        violates every limit by 1, so the trial is never feasible."""
+        out = []
+        chosen = self.level(result) if result.ok else None
+        first = result.levels[0] if result.ok and result.levels else None
+        for metric, limit in self.slo.items():
+            if chosen is not None:
+                out.append(getattr(chosen, metric) - limit)
+            elif first is not None and math.isfinite(getattr(first, metric)):
+                out.append(max(getattr(first, metric) - limit, 0.0))
+            else:
+                out.append(max(limit, 1.0))
+        if chosen is None and not any(v > 0 for v in out):
+            out = [1.0] * len(out)
+        if self.max_gpu_memory_fraction is not None:
+            out.append(result.gpu.peak_used_fraction - self.max_gpu_memory_fraction if result.ok else 1.0)
+        return out
+
+
 def objective_for(config: RunConfig) -> Objective:
     at = config.objective.at_concurrency or max(config.workload.concurrency)
     return Objective(
         tuple(config.objective.metrics), at, dict(config.objective.slo),
         config.objective.max_gpu_memory_fraction, config.workload.request_timeout_s * 1000.0,
+        config.objective.search,
     )
 
 
@@ -246,6 +277,9 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
         study.set_user_attr("metrics", list(objective.metrics))
         study.set_user_attr("constraint_names", objective.constraint_names)
         study.set_user_attr("at_concurrency", objective.at_concurrency)
+        if objective.load_search is not None:
+            study.set_user_attr("slo", objective.slo)
+            study.set_user_attr("load_search", vars(objective.load_search))
         study.set_user_attr("space", str(config.space))
         study.set_metric_names(list(objective.metrics))
     # The latest run's settings: export rebuilds the launcher (command, env, image) from them.
@@ -341,6 +375,10 @@ class Tuner:
             ttft_ms=config.objective.slo.get("p99_ttft_ms") or config.objective.slo.get("median_ttft_ms"),
             tpot_ms=config.objective.slo.get("median_tpot_ms") or config.objective.slo.get("p99_tpot_ms"),
         ))
+        # Described in every trial's record: what was measured, so studies with different workloads never mix.
+        self.workload_record = {**self.workload.describe(), **(
+            {"load_search": vars(self.objective.load_search), "slo": self.objective.slo}
+            if self.objective.load_search else {"concurrency": list(config.workload.concurrency)})}
         self.cancel = threading.Event()
         self.space: SearchSpace | None = None
         self.study: optuna.Study | None = None
@@ -554,9 +592,11 @@ class Tuner:
         return TrialRunner(
             self.launcher, workload or self.workload, self.config.model.served_name or self.config.model.path,
             self.config.study, idle_mib=self.idle_mib, stop_grace_s=self.config.launcher.stop_grace_s,
-            early_stop=self._early_stop(study) if self.config.objective.early_stop and not workload else None,
+            early_stop=self._early_stop(study) if self.config.objective.early_stop and not workload
+            and self.objective.load_search is None else None,
             progress=self.progress, cancel=self.cancel,
             on_launch=(lambda server: trial.set_user_attr("server", server.ident)) if trial else None,
+            load_search=self.objective.load_search, slo=self.objective.slo,
         )
 
     def _early_stop(self, study: optuna.Study) -> Callable[[LevelResult], str | None]:
@@ -578,7 +618,7 @@ class Tuner:
 
     def _record(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult,
                 artifacts: FileSystemArtifactStore) -> None:
-        attrs = trial_attrs(result, self.objective)
+        attrs = trial_attrs(result, self.objective, self.workload_record)
         constraints = self.objective.constraints(result)
         set_trial_attrs(study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)},
                         system={"constraints": constraints})
@@ -644,7 +684,7 @@ def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system
         study._storage.set_trial_system_attr(trial._trial_id, key, value)
 
 
-def trial_attrs(result: TrialResult, objective: Objective) -> dict:
+def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None = None) -> dict:
     """What a trial's record holds beyond its values: flat, JSON-friendly, named like SGLang and bench_serving."""
     t = result.times
     attrs: dict = {
@@ -657,6 +697,7 @@ def trial_attrs(result: TrialResult, objective: Objective) -> dict:
         "total_s": round(t.total_s, 3),
         "overhead_s": round(t.overhead_s, 3),
         **result.gpu.record(),
+        **({"workload": workload} if workload else {}),
     }
     if result.failure:
         attrs["failure_explanation"] = result.failure.explanation
@@ -670,11 +711,21 @@ def trial_attrs(result: TrialResult, objective: Objective) -> dict:
                      "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "median_e2e_latency_ms",
                      "completed", "failed", "short_outputs"):
             attrs[name] = round(getattr(level, name), 3)
+    if objective.load_search is not None:
+        # The value's level, named for the search: bench_serving's goodput and the rate that reached it.
+        attrs["goodput"] = round(level.request_goodput, 3) if level else 0.0
+        attrs["max_rate"] = level.request_rate if level else 0.0
+        if result.benchmark and result.benchmark.stopped_early and not level:
+            attrs["slo_broken"] = result.benchmark.stopped_early
+    slo_pass = result.benchmark.slo_pass if result.benchmark else ()
     attrs["levels"] = [
-        {"concurrency": lv.concurrency, "output_throughput": round(lv.output_throughput, 2),
+        {"concurrency": lv.concurrency, "request_rate": lv.request_rate, "repeat": lv.repeat,
+         "output_throughput": round(lv.output_throughput, 2), "request_throughput": round(lv.request_throughput, 3),
+         "request_goodput": round(lv.request_goodput, 3),
          "median_ttft_ms": round(lv.median_ttft_ms, 2), "p99_ttft_ms": round(lv.p99_ttft_ms, 2),
-         "median_tpot_ms": round(lv.median_tpot_ms, 3), "failed": lv.failed}
-        for lv in result.levels
+         "median_tpot_ms": round(lv.median_tpot_ms, 3), "p99_tpot_ms": round(lv.p99_tpot_ms, 3),
+         "failed": lv.failed, **({"slo_pass": slo_pass[i]} if slo_pass else {})}
+        for i, lv in enumerate(result.levels)
     ]
     for key in ("version", "mem_fraction_static", "max_total_num_tokens", "chunked_prefill_size",
                 "cuda_graph_max_bs", "attention_backend", "max_running_requests"):

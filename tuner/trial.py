@@ -19,6 +19,7 @@ from tuner.benchmark import BenchmarkResult, BenchmarkTimeout, ServerDied, run_b
 from tuner.failures import FailureClass, Phase
 from tuner.flags import ServerFlags
 from tuner.launcher.base import Launcher, LaunchSpec, Server
+from tuner.load_search import LoadSearch, run_load_search
 from tuner.metrics import LevelResult
 from tuner.readiness import NotReady, healthy, wait_ready
 from tuner.workload import Workload
@@ -140,6 +141,8 @@ class TrialRunner:
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
         on_launch: Callable[[Server], None] | None = None,
+        load_search: LoadSearch | None = None,
+        slo: dict[str, float] | None = None,
     ):
         self.launcher = launcher
         self.workload = workload
@@ -151,6 +154,8 @@ class TrialRunner:
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.on_launch = on_launch
+        self.load_search = load_search  # instead of the workload's fixed levels: the SLO-goodput search
+        self.slo = slo or {}
 
     def _phase(self, plan: TrialPlan, name: str, detail: str = "") -> None:
         if self.progress:
@@ -205,13 +210,7 @@ class TrialRunner:
                     t_bench = time.monotonic()
                     with Watcher(server, self.cancel) as watcher:
                         try:
-                            bench = run_benchmark(
-                                spec.base_url, self.model, self.workload,
-                                check_server=watcher.reason, early_stop=self.early_stop,
-                                on_level=lambda lv: self._phase(
-                                    plan, "benchmarking",
-                                    f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"),
-                            )
+                            bench = self._benchmark(plan, spec.base_url, watcher)
                         except ServerDied as exc:
                             if self.cancel.is_set():
                                 raise Cancelled() from None
@@ -232,6 +231,18 @@ class TrialRunner:
         result = TrialResult(plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before)
         write_artifacts(result)
         return result
+
+    def _benchmark(self, plan: TrialPlan, base_url: str, watcher: Watcher) -> BenchmarkResult:
+        if self.load_search is not None:
+            return run_load_search(
+                base_url, self.model, self.workload, self.load_search, self.slo, check_server=watcher.reason,
+                on_level=lambda lv: self._phase(
+                    plan, "benchmarking", f"{lv.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, "
+                                          f"p99 TPOT {lv.p99_tpot_ms:.1f} ms"))
+        return run_benchmark(
+            base_url, self.model, self.workload, check_server=watcher.reason, early_stop=self.early_stop,
+            on_level=lambda lv: self._phase(plan, "benchmarking",
+                                            f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"))
 
     def _starting_tick(self, plan: TrialPlan, elapsed: float, log_path: Path) -> None:
         self._check_cancel(elapsed)

@@ -13,6 +13,19 @@ Prompt kinds
   tokenizer; the client records ``usage.prompt_tokens`` from the server when it is reported.
 - ``dataset``: a ShareGPT-style JSON (list) or JSONL file; the first turn of ``conversations`` is the prompt.
   When the level's ``output_len`` is 0 the request's ``max_tokens`` is the word count of the second (gpt) turn.
+
+Shapes (bench_serving's datasets, for ids and text prompts)
+------------------------------------------------------------
+- random, with ``range_ratio`` (``--random-range-ratio``): each request's input and output length is drawn
+  uniformly from the integers ``[max(int(len * range_ratio), 1), len]``, as sglang 0.5's ``compute_random_lens``.
+- shared prefix (``generated-shared-prefix``): ``groups`` system prompts of ``system_prompt_len`` tokens, each
+  followed by ``prompts_per_group`` different questions of ``question_len`` tokens; requests are built group by
+  group and then shuffled, so groups interleave. A level with more requests than ``groups * prompts_per_group``
+  cycles through the groups again with new questions.
+
+Arrivals: with a request rate, gaps are gamma distributed with shape ``burstiness`` and scale
+``1 / (rate * burstiness)`` (bench_serving's ``--burstiness``; mean gap 1/rate; 1 is a Poisson process, below 1
+burstier, above 1 more regular).
 """
 
 from __future__ import annotations
@@ -62,6 +75,21 @@ class SLO:
 
 
 @dataclass(frozen=True)
+class SharedPrefix:
+    """bench_serving's generated-shared-prefix dataset (``--gsp-*``)."""
+
+    groups: int = 16
+    prompts_per_group: int = 16
+    system_prompt_len: int = 2048
+    question_len: int = 128
+    output_len: int = 256
+
+    @property
+    def input_len(self) -> int:
+        return self.system_prompt_len + self.question_len
+
+
+@dataclass(frozen=True)
 class Workload:
     levels: tuple[Level, ...]
     endpoint: str = "completions"  # completions | chat | generate
@@ -73,6 +101,22 @@ class Workload:
     repeats: int = 1
     slo: SLO = field(default_factory=SLO)
     request_timeout_s: float = 600.0
+    range_ratio: float = 1.0  # bench_serving --random-range-ratio: lengths uniform in [len * ratio, len]
+    burstiness: float = 1.0  # bench_serving --burstiness: gamma shape of the arrival gaps; 1 = Poisson
+    shared_prefix: SharedPrefix | None = None
+
+    def describe(self) -> dict:
+        """What a trial record says about the prompts and arrivals (levels are recorded on their own)."""
+        if self.shared_prefix is not None:
+            shape = {"dataset": "shared-prefix", **vars(self.shared_prefix)}
+        elif self.prompt_kind == "dataset":
+            shape = {"dataset": "sharegpt", "path": self.dataset}
+        else:
+            lv = self.levels[0]
+            shape = {"dataset": "random", "input_len": lv.input_len, "output_len": lv.output_len,
+                     "range_ratio": self.range_ratio}
+        return {**shape, "prompt_kind": self.prompt_kind, "endpoint": self.endpoint, "seed": self.seed,
+                "arrival": "poisson" if self.burstiness == 1.0 else "gamma", "burstiness": self.burstiness}
 
     def validate(self) -> None:
         if self.endpoint not in ("completions", "chat", "generate"):
@@ -85,6 +129,16 @@ class Workload:
             raise ValueError("the chat endpoint takes text: use prompt_kind 'text' or 'dataset'")
         if not self.levels:
             raise ValueError("a workload needs at least one level")
+        if not 0.0 <= self.range_ratio <= 1.0:
+            raise ValueError(f"range_ratio {self.range_ratio:g} must be in [0, 1]")
+        if not self.burstiness > 0:
+            raise ValueError(f"burstiness {self.burstiness:g} must be above 0")
+        sp = self.shared_prefix
+        if sp is not None:
+            if self.prompt_kind == "dataset":
+                raise ValueError("a shared-prefix workload generates its prompts: use prompt_kind ids or text")
+            if min(sp.groups, sp.prompts_per_group, sp.system_prompt_len, sp.question_len, sp.output_len) < 1:
+                raise ValueError(f"{sp}: every shared-prefix number must be at least 1")
         if self.repeats < 1:
             raise ValueError("repeats must be >= 1")
         if self.request_timeout_s <= 0:
@@ -104,13 +158,15 @@ class Workload:
 
 @dataclass(frozen=True)
 class Prompt:
-    """One request's prompt: ``ids`` (list of token ids) or ``text``; ``prompt_len`` is the nominal length in
-    tokens (exact for ids, words for text); ``output_len`` is the max_tokens to ask for."""
+    """One request's prompt: ``ids`` (token ids) or ``text``; ``prompt_len`` is the nominal length in tokens
+    (exact for ids, words for text); ``output_len`` is the max_tokens to ask for. ``ids`` is a numpy array:
+    a Python list of 32k ints per long-context prompt would cost ~1 MB each."""
 
     prompt_len: int
     output_len: int
-    ids: list[int] | None = None
+    ids: np.ndarray | None = None
     text: str | None = None
+    group: int | None = None  # shared-prefix group
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -149,16 +205,20 @@ def seed_concurrency(input_len: int = 128, output_len: int = 128, num_prompts: i
     return concurrency_sweep(input_len, output_len, (1, 5, 10, 20), num_prompts=num_prompts)
 
 
-def arrival_times(level: Level, seed: int) -> np.ndarray | None:
+def arrival_times(level: Level, seed: int, burstiness: float = 1.0) -> np.ndarray | None:
     """Offsets in seconds from the level start at which each request is released (then still capped by the
     concurrency semaphore), or None when requests are sent as fast as concurrency allows.
 
-    Like bench_serving: the first request goes at t=0 and each next one after an exponential gap with mean
-    ``1/request_rate`` (a Poisson process)."""
+    Like bench_serving: the first request goes at t=0 and each next one after a gamma gap of shape
+    ``burstiness`` and scale ``1/(request_rate * burstiness)`` (mean ``1/request_rate``); burstiness 1 is a
+    Poisson process, drawn as exponential gaps."""
     if level.request_rate is None or math.isinf(level.request_rate):
         return None
     rng = np.random.default_rng([int(seed), 0x5EED, level.num_prompts])
-    gaps = rng.exponential(1.0 / level.request_rate, size=level.num_prompts)
+    if burstiness == 1.0:
+        gaps = rng.exponential(1.0 / level.request_rate, size=level.num_prompts)
+    else:
+        gaps = rng.gamma(burstiness, 1.0 / (level.request_rate * burstiness), size=level.num_prompts)
     gaps[0] = 0.0
     return np.cumsum(gaps)
 
@@ -167,14 +227,42 @@ def _level_rng(seed: int, level: Level, salt: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), salt, level.input_len, level.output_len, level.num_prompts])
 
 
-def random_ids(n: int, length: int, rng: np.random.Generator) -> list[list[int]]:
-    arr = rng.integers(IDS_LOW, IDS_HIGH, size=(n, length), dtype=np.int64)
-    return arr.tolist()
+def random_lens(full_len: int, range_ratio: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """bench_serving's ``compute_random_lens``: uniform integers in ``[max(int(full_len * ratio), 1), full_len]``."""
+    return rng.integers(max(int(full_len * range_ratio), 1), full_len + 1, size=n)
 
 
-def random_text(n: int, length: int, rng: np.random.Generator) -> list[str]:
-    idx = rng.integers(0, len(_WORDS), size=(n, length))
-    return [" ".join(_WORDS[j] for j in row) for row in idx]
+def _segments(kind: str, lengths: Sequence[int], rng: np.random.Generator) -> list:
+    """One random ids array or text per length, drawn as one flat stream (fast for 32k-token prompts)."""
+    if kind == "ids":
+        flat = rng.integers(IDS_LOW, IDS_HIGH, size=int(sum(lengths)), dtype=np.int64)
+        return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    words = np.asarray(_WORDS)
+    flat = words[rng.integers(0, len(_WORDS), size=int(sum(lengths)))]
+    return [" ".join(part) for part in np.split(flat, np.cumsum(lengths)[:-1])] if len(lengths) else []
+
+
+def _prompt(kind: str, body, prompt_len: int, output_len: int, group: int | None = None) -> Prompt:
+    if kind == "ids":
+        return Prompt(prompt_len, output_len, ids=body, group=group)
+    return Prompt(prompt_len, output_len, text=body, group=group)
+
+
+def shared_prefix_prompts(workload: Workload, n: int, rng: np.random.Generator) -> list[Prompt]:
+    """bench_serving's generated-shared-prefix: per group one system prompt (the same in every level of the
+    workload, seeded by the workload seed alone), per request a new question; built group by group, then
+    shuffled."""
+    sp = workload.shared_prefix
+    kind = workload.prompt_kind
+    systems = _segments(kind, [sp.system_prompt_len] * sp.groups, np.random.default_rng([int(workload.seed), 0x5157]))
+    per_round = sp.groups * sp.prompts_per_group
+    groups = [(k % per_round) // sp.prompts_per_group for k in range(n)]
+    questions = _segments(kind, [sp.question_len] * n, rng)
+    prompts = []
+    for g, q in zip(groups, questions):
+        body = np.concatenate([systems[g], q]) if kind == "ids" else f"{systems[g]}\n\n{q}"
+        prompts.append(_prompt(kind, body, sp.input_len, sp.output_len, g))
+    return [prompts[int(i)] for i in rng.permutation(n)]
 
 
 def load_sharegpt(path: str | Path) -> list[tuple[str, int]]:
@@ -211,10 +299,15 @@ def build_prompts(workload: Workload, level: Level, *, warmup: bool = False, n: 
     n = level.num_prompts if n is None else n
     rng = _level_rng(workload.seed, level, 0xA11CE if warmup else 0x9A7)
     kind = workload.prompt_kind
-    if kind == "ids":
-        return [Prompt(level.input_len, level.output_len, ids=ids) for ids in random_ids(n, level.input_len, rng)]
-    if kind == "text":
-        return [Prompt(level.input_len, level.output_len, text=t) for t in random_text(n, level.input_len, rng)]
+    if workload.shared_prefix is not None:
+        return shared_prefix_prompts(workload, n, rng)
+    if kind in ("ids", "text"):
+        if workload.range_ratio == 1.0:  # no draw: the same prompts per seed as fixed-length workloads always had
+            ins, outs = np.full(n, level.input_len), np.full(n, level.output_len)
+        else:
+            ins = random_lens(level.input_len, workload.range_ratio, n, rng)
+            outs = random_lens(level.output_len, workload.range_ratio, n, rng)
+        return [_prompt(kind, b, int(i), int(o)) for b, i, o in zip(_segments(kind, ins, rng), ins, outs)]
     # dataset
     key = str(workload.dataset)
     if key not in _DATASET_CACHE:

@@ -1,0 +1,136 @@
+"""The SLO-goodput load search: on one running server, the highest request rate at which the SLO still holds.
+
+The shape is vLLM's ``benchmarks/sweep serve_sla`` and the usual bench_serving practice: a geometric ramp of
+the request rate (``start_rate``, then x ``factor`` each level, capped at ``max_rate``) until the first level
+that breaks the SLO, then ``bisect_steps`` bisections between the last passing and the first failing rate. A
+level passes when no request failed and every limit holds (``p99_ttft_ms <= 2000`` and so on, bench_serving
+metric names); a failing level ends the ramp at once, so an overloaded server is never pushed further.
+
+Each level is sized by time: ``max(min_prompts, ceil(rate * level_duration_s))`` requests at seeded Poisson or
+gamma arrivals, at most ``max_concurrency`` in flight (bench_serving's ``--max-concurrency``; none: unbounded).
+The result is the goodput (requests/s meeting the per-request SLO, bench_serving's definition) of the highest
+passing level; every level is kept, which is the trial's load-vs-latency curve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, replace
+
+from tuner.benchmark import BenchmarkResult, run_benchmark
+from tuner.metrics import LevelResult
+from tuner.workload import Level, Workload
+
+
+@dataclass(frozen=True)
+class LoadSearch:
+    start_rate: float = 2.0
+    max_rate: float = 128.0
+    factor: float = 2.0
+    bisect_steps: int = 2
+    level_duration_s: float = 20.0
+    min_prompts: int = 32
+    max_concurrency: int | None = None
+
+    def validate(self) -> None:
+        if not 0 < self.start_rate <= self.max_rate:
+            raise ValueError(f"start_rate {self.start_rate:g} must be above 0 and at most max_rate {self.max_rate:g}")
+        if not self.factor > 1:
+            raise ValueError(f"factor {self.factor:g} must be above 1")
+        if self.bisect_steps < 0 or self.min_prompts < 1 or not self.level_duration_s > 0:
+            raise ValueError("bisect_steps must be >= 0, min_prompts >= 1 and level_duration_s > 0")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency {self.max_concurrency} must be at least 1")
+
+    def level(self, template: Level, rate: float) -> Level:
+        n = max(self.min_prompts, math.ceil(rate * self.level_duration_s))
+        return replace(template, request_rate=rate, num_prompts=n, concurrency=self.max_concurrency or n)
+
+
+def broken(level: LevelResult, slo: dict[str, float]) -> str | None:
+    """Why a level fails the search (None: it passes). A statistic with no sample (NaN) fails."""
+    if level.failed:
+        return f"{level.failed} of {level.num_prompts} requests failed"
+    for metric, limit in slo.items():
+        value = getattr(level, metric)
+        if not value <= limit:
+            return f"{metric} {value:.1f} > {limit:g}"
+    return None
+
+
+def rates(search: LoadSearch) -> Generator[float, bool, None]:
+    """The rates to measure, in order: send each level's verdict (True: passed) to get the next rate."""
+    rate = search.start_rate
+    while True:
+        if not (yield rate):
+            break
+        if rate >= search.max_rate:
+            return
+        last_pass, rate = rate, min(rate * search.factor, search.max_rate)
+    if rate == search.start_rate:
+        return  # the first level broke: nothing passes
+    lo, hi = last_pass, rate
+    for _ in range(search.bisect_steps):
+        mid = (lo + hi) / 2
+        if (yield mid):
+            lo = mid
+        else:
+            hi = mid
+
+
+def best_level(levels: tuple[LevelResult, ...], slo_pass: tuple[bool, ...], repeat: int = 0) -> LevelResult | None:
+    """The passing level with the highest request rate in one repeat of the search."""
+    passing = [lv for lv, ok in zip(levels, slo_pass) if ok and lv.repeat == repeat]
+    return max(passing, key=lambda lv: lv.request_rate, default=None)
+
+
+def run_load_search(
+    base_url: str,
+    model: str,
+    workload: Workload,
+    search: LoadSearch,
+    slo: dict[str, float],
+    *,
+    check_server: Callable[[], str | None] | None = None,
+    on_level: Callable[[LevelResult], None] | None = None,
+) -> BenchmarkResult:
+    """The search against ``slo`` (LevelResult metric -> upper limit), ``workload.repeats`` times on the same
+    server (repeat i's levels carry ``repeat=i``).
+    ``workload.levels[0]`` gives the lengths; rates, sizes and concurrency come from ``search``. Raises what
+    run_benchmark raises."""
+    search.validate()
+    if not slo:
+        raise ValueError("a load search needs an SLO to search against (objective.slo)")
+    template = workload.levels[0]
+    results: list[LevelResult] = []
+    verdicts: list[bool] = []
+    first_break: list[str] = []
+
+    def levels() -> Iterator[Level]:
+        for rep in range(workload.repeats):
+            steps = rates(search)
+            rate = next(steps)
+            while True:
+                yield search.level(template, rate)
+                lr = results[-1] = replace(results[-1], repeat=rep)
+                why = broken(lr, slo)
+                verdicts.append(why is None)
+                if why and not first_break:
+                    first_break.append(f"SLO broken at {rate:g} req/s: {why}")
+                try:
+                    rate = steps.send(why is None)
+                except StopIteration:
+                    break
+
+    def collect(lr: LevelResult) -> None:
+        results.append(lr)
+        if on_level is not None:
+            on_level(lr)
+
+    # The client's pool and timeouts are sized from workload.levels: give it the largest level possible.
+    widest = search.level(template, search.max_rate)
+    bench = run_benchmark(base_url, model, replace(workload, levels=(widest,), repeats=1),
+                          check_server=check_server, on_level=collect, levels=levels())
+    return BenchmarkResult(levels=tuple(results), stopped_early=first_break[0] if first_break else None,
+                           records=bench.records, slo_pass=tuple(verdicts))
