@@ -1,0 +1,130 @@
+"""The SLO-goodput load search: its rate sequence for scripted outcomes, the pass/fail verdict, goodput at a level
+by hand, and one study through `tune start` against the stand-in, whose latency grows with the request rate."""
+
+import csv
+import math
+
+import optuna
+import pytest
+
+from conftest import tune, write_run, write_space
+from tuner.config import load_config
+from tuner.load_search import LoadSearch, best_level, broken, rates
+from tuner.metrics import RequestRecord, compute_level_result
+from tuner.study import load_existing_study
+from tuner.workload import SLO, Level
+
+
+def drive(search: LoadSearch, passes) -> list[tuple[float, bool]]:
+    """The measured (rate, passed) sequence when a rate passes iff passes(rate)."""
+    seen = []
+    steps = rates(search)
+    rate = next(steps)
+    while True:
+        ok = passes(rate)
+        seen.append((rate, ok))
+        try:
+            rate = steps.send(ok)
+        except StopIteration:
+            return seen
+
+
+def test_ramp_doubles_until_the_first_break_then_bisects():
+    s = LoadSearch(start_rate=2, max_rate=128, factor=2, bisect_steps=2)
+    assert drive(s, lambda r: r <= 20) == [
+        (2, True), (4, True), (8, True), (16, True), (32, False), (24, False), (20, True)]
+    assert drive(s, lambda r: r <= 30) == [
+        (2, True), (4, True), (8, True), (16, True), (32, False), (24, True), (28, True)]
+
+
+def test_a_first_rate_that_breaks_ends_the_search_and_max_rate_caps_the_ramp():
+    assert drive(LoadSearch(start_rate=2, max_rate=128, bisect_steps=3), lambda r: False) == [(2, False)]
+    assert drive(LoadSearch(start_rate=3, max_rate=20, factor=2), lambda r: True) == [
+        (3, True), (6, True), (12, True), (20, True)]
+    assert drive(LoadSearch(start_rate=3, max_rate=20, factor=2, bisect_steps=1), lambda r: r < 20) == [
+        (3, True), (6, True), (12, True), (20, False), (16, True)]
+
+
+def rec(ttft, latency, out, success=True):
+    return RequestRecord(prompt_len=10, requested_output_len=out, success=success, ttft=ttft, latency=latency,
+                         output_len=out if success else 0)
+
+
+def test_goodput_and_verdict_at_a_level_by_hand():
+    records = [
+        rec(0.050, 0.050 + 10 * 0.008, 11),  # good: TTFT 50 ms, TPOT 8 ms
+        rec(0.200, 0.200 + 10 * 0.008, 11),  # TTFT 200 ms > 100
+        rec(0.050, 0.050 + 10 * 0.020, 11),  # TPOT 20 ms > 10
+        rec(0.060, 0.060, 1),                # one token: no TPOT, TTFT fine: good
+    ]
+    lv = Level(concurrency=4, input_len=10, output_len=11, num_prompts=4, request_rate=2.0)
+    r = compute_level_result(lv, records, duration_s=2.0, slo=SLO(ttft_ms=100, tpot_ms=10))
+    assert r.request_goodput == pytest.approx(2 / 2.0)  # 2 good requests in 2 s
+    assert r.slo_attainment == pytest.approx(2 / 4)
+    assert broken(r, {"p99_ttft_ms": 1000}) is None
+    assert broken(r, {"p99_ttft_ms": 150}).startswith("p99_ttft_ms ")
+    assert broken(r, {"median_tpot_ms": 10}) is None and broken(r, {"p99_tpot_ms": 10}) is not None
+    failed = compute_level_result(lv, [*records[:3], rec(0, 0, 11, success=False)], 2.0, SLO(ttft_ms=1000))
+    assert broken(failed, {"p99_ttft_ms": 1000}) == "1 of 4 requests failed"
+    nothing = compute_level_result(lv, [rec(0, 0, 11, success=False)], 2.0)
+    assert math.isnan(nothing.p99_ttft_ms) and broken(nothing, {"p99_ttft_ms": 1e9}) is not None
+
+
+def test_best_level_is_the_highest_passing_rate_of_its_repeat():
+    at = [compute_level_result(Level(4, 10, 11, 1, rate), [rec(0.05, 0.13, 11)], 1.0, repeat=rep)
+          for rate, rep in ((2, 0), (8, 0), (4, 0), (2, 1))]
+    assert best_level(tuple(at), (True, False, True, True)).request_rate == 4
+    assert best_level(tuple(at), (True, False, True, True), repeat=1) is at[3]
+    assert best_level(tuple(at[:2]), (False, False)) is None
+
+
+def test_level_size_follows_the_rate_and_the_cap():
+    s = LoadSearch(level_duration_s=20, min_prompts=32, max_concurrency=512)
+    t = Level(concurrency=1, input_len=8, output_len=4, num_prompts=1)
+    assert s.level(t, 1.0).num_prompts == 32 and s.level(t, 10.0).num_prompts == 200
+    assert s.level(t, 10.0).concurrency == 512 and s.level(t, 10.0).request_rate == 10.0
+    assert LoadSearch(min_prompts=8, level_duration_s=1).level(t, 3.5).concurrency == 8  # uncapped: all at once
+
+
+def test_tune_start_finds_the_rate_where_the_standin_breaks_its_slo(tmp_path, unique_study):
+    """Trial 0 (SGLang's defaults) holds p99 TPOT <= 8 ms up to some rate the search must find and record; trial 1
+    (torch_native attention, 1.8x slower steps) breaks it at the first rate and is infeasible with value 0."""
+    space = write_space(tmp_path / "space.yaml", params={"attention-backend": {"choices": ["torch_native"]}})
+    run = write_run(
+        tmp_path, study=unique_study, space=space, trials=2,
+        env={"SGLANG_STANDIN_SPEED": "1.0", "SGLANG_STANDIN_FAULTS": ""},
+        workload={"input_len": 64, "output_len": 16, "warmup_requests": 1, "request_timeout_s": 20},
+        objective={"metrics": ["goodput"], "slo": {"p99_tpot_ms": 8},
+                   "load_search": {"start_rate": 4, "max_rate": 512, "factor": 2, "bisect_steps": 2,
+                                   "level_duration_s": 1, "min_prompts": 12}},
+    )
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 0, done.stderr
+    study = load_existing_study(load_config(run))
+    base, slow = study.trials
+    assert base.state == slow.state == optuna.trial.TrialState.COMPLETE
+
+    curve = base.user_attrs["levels"]
+    rates_seen = [lv["request_rate"] for lv in curve]
+    verdicts = [lv["slo_pass"] for lv in curve]
+    assert rates_seen[:2] == [4.0, 8.0] and verdicts[0] and not all(verdicts)
+    first_fail = verdicts.index(False)
+    assert rates_seen[:first_fail + 1] == [4.0 * 2 ** i for i in range(first_fail + 1)]  # the ramp up to the break
+    assert len(curve) == first_fail + 1 + 2  # then two bisections
+    assert base.user_attrs["feasible"]
+    passing = [r for r, ok in zip(rates_seen, verdicts) if ok]
+    assert base.user_attrs["max_rate"] == max(passing) < 512
+    chosen = curve[rates_seen.index(max(passing))]
+    assert base.values[0] == pytest.approx(chosen["request_goodput"], rel=1e-3) and base.values[0] > 0
+    assert all(lv["p99_tpot_ms"] <= 8 for lv in curve if lv["slo_pass"])
+    assert base.user_attrs["workload"]["dataset"] == "random"
+    assert base.user_attrs["workload"]["load_search"]["start_rate"] == 4
+    with open(tmp_path / "trials" / unique_study / "0" / "benchmark.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["request_rate"]) for r in rows] == rates_seen
+    assert [r["slo_pass"] for r in rows] == [str(v) for v in verdicts]
+
+    assert slow.values == [0.0] and not slow.user_attrs["feasible"]
+    assert [lv["request_rate"] for lv in slow.user_attrs["levels"]] == [4.0]
+    assert slow.user_attrs["slo_broken"].startswith("SLO broken at 4 req/s: p99_tpot_ms ")
+    assert max(slow.system_attrs["constraints"]) > 0

@@ -1,0 +1,75 @@
+"""Workload shapes against hand-computed expectations: bench_serving's range ratio, gamma arrivals (burstiness),
+the generated-shared-prefix structure, and 32k-token prompts through the client and the stand-in."""
+
+import numpy as np
+import pytest
+from test_standin import launch, stop, wait_ready
+
+from tuner.benchmark import run_benchmark
+from tuner.workload import Level, SharedPrefix, Workload, arrival_times, build_prompts
+
+
+def test_range_ratio_lengths_are_uniform_between_len_times_ratio_and_len():
+    lv = Level(concurrency=1, input_len=100, output_len=16, num_prompts=4000)
+    prompts = build_prompts(Workload(levels=(lv,), range_ratio=0.5), lv)
+    ins = np.array([p.prompt_len for p in prompts])
+    outs = np.array([p.output_len for p in prompts])
+    assert ins.min() == 50 and ins.max() == 100 and len(set(ins)) == 51  # [int(100 * 0.5), 100], both ends
+    assert outs.min() == 8 and outs.max() == 16
+    assert abs(ins.mean() - 75) < 1.5 and abs(outs.mean() - 12) < 0.3
+    assert all(len(p.ids) == p.prompt_len for p in prompts)
+    text = build_prompts(Workload(levels=(lv,), range_ratio=0.5, prompt_kind="text"), lv)
+    assert all(len(p.text.split()) == p.prompt_len for p in text)
+    # ratio 0 still asks for at least one token
+    tiny = build_prompts(Workload(levels=(lv,), range_ratio=0.0), lv)
+    assert min(p.prompt_len for p in tiny) == 1 and min(p.output_len for p in tiny) == 1
+    fixed = build_prompts(Workload(levels=(lv,)), lv)
+    assert {p.prompt_len for p in fixed} == {100} and {p.output_len for p in fixed} == {16}
+
+
+@pytest.mark.parametrize("burstiness", [0.25, 1.0, 4.0])
+def test_gamma_arrivals_keep_the_rate_and_have_cv_squared_one_over_burstiness(burstiness):
+    lv = Level(concurrency=1, input_len=1, output_len=1, num_prompts=40_000, request_rate=10.0)
+    gaps = np.diff(arrival_times(lv, seed=3, burstiness=burstiness))
+    assert abs(gaps.mean() - 0.1) < 0.004  # mean gap 1/rate whatever the burstiness
+    cv2 = gaps.var() / gaps.mean() ** 2  # gamma(k, theta): var / mean^2 = 1 / k
+    assert abs(cv2 - 1 / burstiness) < 0.08 / burstiness
+
+
+def test_shared_prefix_groups_share_exactly_the_system_prompt_and_are_shuffled():
+    sp = SharedPrefix(groups=3, prompts_per_group=4, system_prompt_len=32, question_len=8, output_len=5)
+    lv = Level(concurrency=1, input_len=sp.input_len, output_len=5, num_prompts=24)
+    w = Workload(levels=(lv,), shared_prefix=sp, seed=7)
+    prompts = build_prompts(w, lv)
+    groups = [p.group for p in prompts]
+    assert sorted(groups) == sorted([0, 1, 2] * 8)  # two rounds of 3 groups x 4 prompts
+    assert groups != sorted(groups)  # interleaved, as bench_serving shuffles
+    assert all(len(p.ids) == 40 and p.prompt_len == 40 and p.output_len == 5 for p in prompts)
+
+    def common(a, b):
+        return int(np.argmax(a != b)) if (a != b).any() else len(a)
+
+    for i, a in enumerate(prompts):
+        for b in prompts[i + 1:]:
+            assert common(a.ids, b.ids) == (32 if a.group == b.group else 0), (a.group, b.group)
+    # the same system prompts in another level of the workload: the prefix is the workload's, not the level's
+    other = build_prompts(w, Level(concurrency=1, input_len=40, output_len=5, num_prompts=5))
+    by_group = {p.group: p.ids[:32] for p in prompts}
+    assert all(np.array_equal(p.ids[:32], by_group[p.group]) for p in other)
+    text = build_prompts(Workload(levels=(lv,), shared_prefix=sp, prompt_kind="text"), lv)
+    heads = {p.group: p.text.split("\n\n")[0] for p in text}
+    assert all(p.text.split("\n\n")[0] == heads[p.group] and len(heads[p.group].split()) == 32 for p in text)
+    assert len(set(heads.values())) == 3
+
+
+def test_32k_token_prompts_go_through_the_client_and_the_standin():
+    proc, base = launch()
+    try:
+        wait_ready(base, proc)
+        lv = Level(concurrency=4, input_len=32_000, output_len=4, num_prompts=8)
+        res = run_benchmark(base, "Qwen/Qwen3-8B", Workload(levels=(lv,), warmup_requests=1))
+    finally:
+        stop(proc)
+    r = res.levels[0]
+    assert r.failed == 0 and r.completed == 8, r.errors
+    assert r.total_input_tokens == 8 * 32_000  # the server's usage.prompt_tokens: every id arrived
