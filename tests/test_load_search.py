@@ -9,10 +9,10 @@ import pytest
 
 from conftest import tune, write_run, write_space
 from tuner.config import load_config
-from tuner.load_search import LoadSearch, best_level, broken, rates
+from tuner.load_search import best_level, broken, rates
 from tuner.metrics import RequestRecord, compute_level_result
 from tuner.study import load_existing_study
-from tuner.workload import SLO, Level
+from tuner.workload import SLO, Level, LoadSearch
 
 
 def drive(search: LoadSearch, passes) -> list[tuple[float, bool]]:

@@ -18,8 +18,7 @@ from typing import Any
 
 import yaml
 
-from tuner.load_search import LoadSearch
-from tuner.workload import SLO, Level, SharedPrefix, Workload
+from tuner.workload import SLO, Level, LoadSearch, SharedPrefix, Workload
 
 
 class ConfigError(ValueError):

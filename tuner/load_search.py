@@ -14,38 +14,12 @@ passing level; every level is kept, which is the trial's load-vs-latency curve.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from tuner.benchmark import BenchmarkResult, run_benchmark
 from tuner.metrics import LevelResult
-from tuner.workload import Level, Workload
-
-
-@dataclass(frozen=True)
-class LoadSearch:
-    start_rate: float = 2.0
-    max_rate: float = 128.0
-    factor: float = 2.0
-    bisect_steps: int = 2
-    level_duration_s: float = 20.0
-    min_prompts: int = 32
-    max_concurrency: int | None = None
-
-    def validate(self) -> None:
-        if not 0 < self.start_rate <= self.max_rate:
-            raise ValueError(f"start_rate {self.start_rate:g} must be above 0 and at most max_rate {self.max_rate:g}")
-        if not self.factor > 1:
-            raise ValueError(f"factor {self.factor:g} must be above 1")
-        if self.bisect_steps < 0 or self.min_prompts < 1 or not self.level_duration_s > 0:
-            raise ValueError("bisect_steps must be >= 0, min_prompts >= 1 and level_duration_s > 0")
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency {self.max_concurrency} must be at least 1")
-
-    def level(self, template: Level, rate: float) -> Level:
-        n = max(self.min_prompts, math.ceil(rate * self.level_duration_s))
-        return replace(template, request_rate=rate, num_prompts=n, concurrency=self.max_concurrency or n)
+from tuner.workload import Level, LoadSearch, Workload
 
 
 def broken(level: LevelResult, slo: dict[str, float]) -> str | None:

@@ -28,11 +28,11 @@ from tuner import failures, gpu
 from tuner.config import GOODPUT, RunConfig, direction
 from tuner.flags import FlagCatalogError, ServerFlags
 from tuner.launcher.base import Launcher, LaunchError
-from tuner.load_search import LoadSearch, best_level
+from tuner.load_search import best_level
 from tuner.metrics import LevelResult
 from tuner.space import SearchSpace, SpaceError, load_space
 from tuner.trial import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
-from tuner.workload import SLO, Workload
+from tuner.workload import SLO, LoadSearch, Workload
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -19,10 +19,10 @@ from tuner.benchmark import BenchmarkResult, BenchmarkTimeout, ServerDied, run_b
 from tuner.failures import FailureClass, Phase
 from tuner.flags import ServerFlags
 from tuner.launcher.base import Launcher, LaunchSpec, Server
-from tuner.load_search import LoadSearch, run_load_search
+from tuner.load_search import run_load_search
 from tuner.metrics import LevelResult
 from tuner.readiness import NotReady, healthy, wait_ready
-from tuner.workload import Workload
+from tuner.workload import LoadSearch, Workload
 
 HEALTH_EVERY_S = 1.0
 UNHEALTHY_AFTER = 3  # consecutive failed /health polls (a loaded server may be slow to answer one)

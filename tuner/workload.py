@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -154,6 +154,33 @@ class Workload:
                 raise ValueError(f"{lv}: input_len must be >= 1")
             if lv.request_rate is not None and not lv.request_rate > 0:
                 raise ValueError(f"{lv}: request_rate must be > 0 or None")
+
+
+@dataclass(frozen=True)
+class LoadSearch:
+    """The SLO-goodput load search's rates and level sizes (run by tuner/load_search.py)."""
+
+    start_rate: float = 2.0
+    max_rate: float = 128.0
+    factor: float = 2.0
+    bisect_steps: int = 2
+    level_duration_s: float = 20.0
+    min_prompts: int = 32
+    max_concurrency: int | None = None
+
+    def validate(self) -> None:
+        if not 0 < self.start_rate <= self.max_rate:
+            raise ValueError(f"start_rate {self.start_rate:g} must be above 0 and at most max_rate {self.max_rate:g}")
+        if not self.factor > 1:
+            raise ValueError(f"factor {self.factor:g} must be above 1")
+        if self.bisect_steps < 0 or self.min_prompts < 1 or not self.level_duration_s > 0:
+            raise ValueError("bisect_steps must be >= 0, min_prompts >= 1 and level_duration_s > 0")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency {self.max_concurrency} must be at least 1")
+
+    def level(self, template: Level, rate: float) -> Level:
+        n = max(self.min_prompts, math.ceil(rate * self.level_duration_s))
+        return replace(template, request_rate=rate, num_prompts=n, concurrency=self.max_concurrency or n)
 
 
 @dataclass(frozen=True)
