@@ -2,11 +2,12 @@
 the generated-shared-prefix structure, and 32k-token prompts through the client and the stand-in."""
 
 import numpy as np
+import yaml
 import pytest
 from test_standin import launch, stop, wait_ready
 
 from tuner.benchmark import run_benchmark
-from tuner.workload import Level, SharedPrefix, Workload, arrival_times, build_prompts
+from tuner.workload import SLO, Level, LoadSearch, SharedPrefix, Workload, arrival_times, build_prompts
 
 
 def test_range_ratio_lengths_are_uniform_between_len_times_ratio_and_len():
@@ -73,3 +74,33 @@ def test_32k_token_prompts_go_through_the_client_and_the_standin():
     r = res.levels[0]
     assert r.failed == 0 and r.completed == 8, r.errors
     assert r.total_input_tokens == 8 * 32_000  # the server's usage.prompt_tokens: every id arrived
+
+
+def test_the_run_file_shape_builds_these_workloads(tmp_path):
+    from tuner.config import load_config
+
+    run = tmp_path / "run.yaml"
+    run.write_text(yaml.safe_dump({
+        "model": {"path": "m"},
+        "workload": {"dataset": "shared-prefix", "range_ratio": 0.5, "concurrency": [4],
+                     "shared_prefix": {"groups": 2, "prompts_per_group": 3, "system_prompt_len": 100,
+                                       "question_len": 10, "output_len": 7},
+                     "arrival": {"process": "gamma", "burstiness": 0.5}},
+        "objective": {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000, "p99_tpot_ms": 50},
+                      "load_search": {"start_rate": 1, "max_rate": 8, "max_concurrency": 64}},
+    }))
+    c = load_config(run)
+    w = c.workload.build(SLO())
+    assert w.shared_prefix == SharedPrefix(2, 3, 100, 10, 7) and w.burstiness == 0.5 and w.range_ratio == 0.5
+    assert (w.levels[0].input_len, w.levels[0].output_len) == (110, 7)
+    assert w.describe()["dataset"] == "shared-prefix" and w.describe()["arrival"] == "gamma"
+    assert c.objective.search == LoadSearch(start_rate=1, max_rate=8, max_concurrency=64)
+    # defaults stay what they were: fixed concurrency levels, no search
+    plain = load_config(None, {"model.path": "m"})
+    assert plain.objective.search is None and plain.workload.build(SLO()).describe()["dataset"] == "random"
+    # a ShareGPT file named by dataset, as earlier run files did, is still read as one
+    data = tmp_path / "d.json"
+    data.write_text("[]")
+    legacy = load_config(None, {"model.path": "m", "workload.dataset": str(data)})
+    new = load_config(None, {"model.path": "m", "workload.dataset": "sharegpt", "workload.path": str(data)})
+    assert legacy.workload.build(SLO()).dataset == new.workload.build(SLO()).dataset == str(data)
