@@ -130,3 +130,33 @@ def test_tune_start_finds_the_rate_where_the_standin_breaks_its_slo(tmp_path, un
     launch_ok, tpot_excess = slow.system_attrs["constraints"]  # by how much the first rate broke the limit
     assert launch_ok == 0 and tpot_excess == pytest.approx(slow.user_attrs["levels"][0]["p99_tpot_ms"] - 8, abs=0.01)
     assert tpot_excess > 0
+
+
+def test_report_curves_cover_baseline_best_and_reference_trials(tmp_path):
+    from tuner.report import build_report, curves_frame
+
+    def levels(*points):
+        return [{"concurrency": 64, "request_rate": r, "repeat": 0, "request_throughput": r, "output_throughput": 16 * r,
+                 "request_goodput": r if ok else r / 2, "p99_ttft_ms": ttft, "p99_tpot_ms": 5.0, "failed": 0,
+                 "slo_pass": ok} for r, ttft, ok in points]
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("metrics", ["goodput"])
+    study.set_user_attr("slo", {"p99_ttft_ms": 100})
+    study.set_user_attr("load_search", {"start_rate": 2})
+    make = optuna.trial.create_trial
+    study.add_trial(make(value=4.0, user_attrs={"baseline": True, "feasible": True, "flags": {},
+                                                "levels": levels((4, 50, True), (2, 20, True), (8, 300, False))}))
+    study.add_trial(make(value=8.0, user_attrs={"feasible": True, "flags": {"x": 1},
+                                                "levels": levels((2, 10, True), (4, 20, True), (8, 40, True))}))
+    study.add_trial(make(value=2.0, user_attrs={"feasible": True, "reference": "hand-tuned", "flags": {"y": 1},
+                                                "levels": levels((2, 30, True), (4, 150, False))}))
+    study.add_trial(make(value=1.0, user_attrs={"feasible": True, "flags": {"z": 1}, "levels": levels((2, 1, True))}))
+    frame = curves_frame(study)
+    assert list(frame["config"].unique()) == ["baseline (trial 0)", "best (trial 1)", "hand-tuned (trial 2)"]
+    assert list(frame[frame["trial"] == 0]["request_rate"]) == [2, 4, 8]  # in load order
+    report = build_report(study, tmp_path / "r")
+    assert "Load vs latency: p99 TTFT and p99 TPOT" in report.figures
+    md = report.markdown.read_text()
+    assert "highest request rate meeting the SLO (p99_ttft_ms <= 100)" in md
+    assert "| hand-tuned (trial 2) | 2 | 0 | 4 |" in md

@@ -217,8 +217,9 @@ def test_report_offline(study_run: Path, tmp_path: Path) -> None:
     done = tune("report", "-c", str(study_run), "--out", str(out))
     assert done.returncode == 0, done.stderr
     figures = int(re.search(r"\((\d+) figures\)", done.stdout).group(1))
-    # history, importances, Pareto front (two objectives), parallel coordinates, best vs baseline per level
-    assert figures == 5, done.stdout
+    # history, importances, Pareto front (two objectives), parallel coordinates, load vs latency (best and
+    # baseline), best vs baseline per level
+    assert figures == 6, done.stdout
 
     page = (out / "report.html").read_text()
     assert not re.search(r"<script[^>]*\bsrc=[\"']?(https?:)?//", page), "the report must not load scripts"

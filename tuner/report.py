@@ -54,6 +54,8 @@ def _fixed_flags(study: optuna.Study) -> set[str]:
 
 # (label, user attribute, better when): the seed's comparison table, in its order.
 COMPARED = (
+    ("goodput (req/s)", "goodput", "higher"),  # load-search studies only, like max_rate
+    ("max rate meeting the SLO (req/s)", "max_rate", "higher"),
     ("output tok/s", "output_throughput", "higher"),
     ("request/s", "request_throughput", "higher"),
     ("median TTFT (ms)", "median_ttft_ms", "lower"),
@@ -80,16 +82,56 @@ def comparison_frame(study: optuna.Study) -> pd.DataFrame:
     for label, key, better in COMPARED:
         b = base.user_attrs.get(key) if base is not None and base.user_attrs.get("feasible") else None
         v = best.user_attrs.get(key) if best is not None else None
-        if key == "gpu_peak_used_mib" and b is None and v is None:
-            continue  # no NVML where the study ran
+        if key in ("gpu_peak_used_mib", "goodput", "max_rate") and b is None and v is None:
+            continue  # no NVML where the study ran; not a load-search study
         change = round(100.0 * (v / b - 1.0), 1) if isinstance(b, (int, float)) and b and v is not None else None
         rows.append({"metric": label, "baseline": b, "best": v, "change_pct": change, "better": better})
     return pd.DataFrame(rows, columns=["metric", "baseline", "best", "change_pct", "better"])
 
 
-def levels_frame(study: optuna.Study) -> pd.DataFrame:
-    """Per concurrency level: output tok/s, median and p99 TTFT of the baseline and the best trial."""
+def is_load_search(study: optuna.Study) -> bool:
+    return "load_search" in study.user_attrs
+
+
+def slo_limits(study: optuna.Study) -> dict[str, float]:
+    return study.user_attrs.get("slo") or (study.user_attrs.get("run_config") or {}).get("objective", {}).get("slo") or {}
+
+
+CURVE_COLUMNS = ["config", "trial", "repeat", "request_rate", "request_throughput", "output_throughput",
+                 "request_goodput", "p99_ttft_ms", "p99_tpot_ms", "failed", "slo_pass"]
+
+
+def curve_trials(study: optuna.Study) -> list[tuple[str, optuna.trial.FrozenTrial]]:
+    """(label, trial) for the best, the baseline and every reference trial (user attribute ``reference``)."""
     best, base = _best_and_baseline(study)
+    out = []
+    if base is not None:
+        out.append((f"baseline (trial {base.number})", base))
+    if best is not None and (base is None or best.number != base.number):
+        out.append((f"best (trial {best.number})", best))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("reference"):
+            out.append((f"{t.user_attrs['reference']} (trial {t.number})", t))
+    return out
+
+
+def curves_frame(study: optuna.Study) -> pd.DataFrame:
+    """The load-vs-latency curve of each compared config: one row per measured level, in load order."""
+    rows = []
+    for label, t in curve_trials(study):
+        levels = t.user_attrs.get("levels") or []
+        for lv in sorted(levels, key=lambda lv: (lv.get("repeat", 0), lv.get("request_rate") or 0,
+                                                 lv.get("concurrency", 0))):
+            rows.append({"config": label, "trial": t.number, **{c: lv.get(c) for c in CURVE_COLUMNS[2:]}})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def levels_frame(study: optuna.Study) -> pd.DataFrame:
+    """Per concurrency level: output tok/s, median and p99 TTFT of the baseline and the best trial (fixed
+    concurrency studies; a load search's levels are its curve, see curves_frame)."""
+    best, base = _best_and_baseline(study)
+    if is_load_search(study):
+        best = base = None
     by_c: dict[int, dict] = {}
     for who, t in (("baseline", base), ("best", best)):
         if t is None:
@@ -211,8 +253,17 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
                                              target_name=metrics[0]),
         None if with_params else "no completed trial with tuned parameters")
 
+    curves = curves_frame(study)
+    title = "Load vs latency: p99 TTFT and p99 TPOT"
+    if curves.empty:
+        skipped.append(f"{title}: no best, baseline or reference trial with measured levels")
+    else:
+        add(title, lambda: _curve_figure(curves, slo_limits(study), is_load_search(study)))
+
     levels = levels_frame(study)
-    if levels.empty:
+    if is_load_search(study):
+        pass  # its levels are the curves above
+    elif levels.empty:
         skipped.append("Best vs baseline per concurrency: no feasible best trial or baseline with levels")
     else:
         best, base = _best_and_baseline(study)
@@ -225,6 +276,31 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
         fig.update_layout(barmode="group", xaxis_title="concurrency", yaxis_title="output tok/s")
         add("Best vs baseline per concurrency: output tok/s", lambda: fig)
     return figs, skipped
+
+
+def _curve_figure(curves: pd.DataFrame, slo: dict[str, float], by_rate: bool):
+    """Two panels, p99 TTFT and p99 TPOT against load, one line per config; SLO limits as dashed lines,
+    levels that broke the SLO as open markers."""
+    from plotly.subplots import make_subplots
+
+    x_col, x_title = ("request_rate", "request rate (req/s)") if by_rate else \
+        ("request_throughput", "request throughput (req/s)")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("p99 TTFT (ms)", "p99 TPOT (ms)"))
+    palette = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
+    for i, (label, g) in enumerate(curves[curves["repeat"].fillna(0) == 0].groupby("config", sort=False)):
+        g = g.sort_values(x_col)
+        passed = g["slo_pass"].map(lambda v: v is not False)
+        symbols = ["circle" if ok else "circle-open" for ok in passed]
+        for col, metric in enumerate(("p99_ttft_ms", "p99_tpot_ms"), start=1):
+            fig.add_scatter(x=g[x_col], y=g[metric], name=label, legendgroup=label, showlegend=col == 1,
+                            mode="lines+markers", marker={"symbol": symbols, "size": 9},
+                            line={"color": palette[i % len(palette)]}, row=1, col=col)
+    for col, metric in enumerate(("p99_ttft_ms", "p99_tpot_ms"), start=1):
+        if metric in slo:
+            fig.add_hline(y=slo[metric], line_dash="dash", line_color="#b00", row=1, col=col,
+                          annotation_text=f"SLO {slo[metric]:g} ms")
+        fig.update_xaxes(title_text=x_title, row=1, col=col)
+    return fig
 
 
 CSS = """
@@ -256,9 +332,13 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if best is not None:
         best_flags = flags_text(best.user_attrs.get("flags", {}))
         md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
-    md += [f"At concurrency {study.user_attrs.get('at_concurrency', '?')}.", "", markdown_table(comp)]
+    where = _where(study)
+    md += [f"{where[0].upper()}{where[1:]}.", "", markdown_table(comp)]
     if not levels.empty:
         md += ["", "## Per concurrency", "", markdown_table(levels)]
+    curves = curves_frame(study)
+    if not curves.empty:
+        md += ["", "## Load vs latency", "", markdown_table(curves)]
     if not fails.empty:
         md += ["", "## Failures", "", markdown_table(fails)]
     md_path.write_text("\n".join(md))
@@ -270,7 +350,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         f"<title>sglang-tuner report: {html.escape(study.study_name)}</title><style>{CSS}</style></head><body>",
         f"<h1>Study <code>{html.escape(study.study_name)}</code></h1>",
         "<p>Objectives: " + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions))
-        + f" at concurrency {html.escape(str(study.user_attrs.get('at_concurrency', '?')))}. "
+        + f" {html.escape(_where(study))}. "
         + f"Trials: {len(trials)} (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + "). "
         + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
         "<h2>Best vs baseline</h2>",
@@ -288,6 +368,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     parts.append(html_table(comp))
     if not levels.empty:
         parts += ["<h3>Per concurrency</h3>", html_table(levels)]
+    if not curves.empty:
+        parts += ["<h3>Load vs latency</h3>", html_table(curves)]
 
     first = True
     fig_html: dict[str, str] = {}
@@ -310,6 +392,13 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     parts += ["<h2>Trials</h2>", html_table(trials, row_class), "</body></html>"]
     html_path.write_text("\n".join(parts), encoding="utf-8")
     return Report(html_path, csv_path, md_path, [t for t, _ in figs], skipped)
+
+
+def _where(study: optuna.Study) -> str:
+    if is_load_search(study):
+        slo = ", ".join(f"{k} <= {v:g}" for k, v in slo_limits(study).items())
+        return f"at the highest request rate meeting the SLO ({slo})"
+    return f"at concurrency {study.user_attrs.get('at_concurrency', '?')}"
 
 
 def _tuned_only(study: optuna.Study, trials: list) -> optuna.Study:
