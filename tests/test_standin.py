@@ -27,8 +27,8 @@ MODEL = "Qwen/Qwen3-8B"
 
 def launch(*flags: str, faults: str | None = None, startup_s: float = 0.3, **env: str):
     port = free_port()
-    e = dict(os.environ, SGLANG_STANDIN_SPEED="0.02", SGLANG_STANDIN_STARTUP_S=str(startup_s),
-             SGLANG_STANDIN_COMPILE_S="0.2", **env)
+    e = dict(os.environ, **{"SGLANG_STANDIN_SPEED": "0.02", "SGLANG_STANDIN_STARTUP_S": str(startup_s),
+                            "SGLANG_STANDIN_COMPILE_S": "0.2", **env})
     e.pop("SGLANG_STANDIN_FAULTS", None)
     if faults is not None:
         e["SGLANG_STANDIN_FAULTS"] = faults

@@ -59,6 +59,10 @@ from a = 4.9 ms, b = 0.08 ms (about 5 ms at B=1 and 10 ms at B=64 with default f
   --chunked-prefill-size) in a step of ``SPEED * (3 ms + 0.03 ms * new_tokens)`` that stalls
   decoding; with --enable-mixed-chunk the running requests also decode in that step.  The
   prefill yields the first token, so TTFT = queue wait + prefill.
+* Radix cache (off with --disable-radix-cache): a prompt's leading tokens that an earlier finished prefill
+  already had, in whole blocks of 16 tokens (ids, or words of text), are not prefilled again (at least one
+  token always is); /flush_cache empties it; nothing is evicted otherwise.  --schedule-policy lpm admits the
+  waiting requests with the longest cached prefix first.  The prefill log line reports #cached-token.
 
 At concurrency 16 the default config runs about 6.4 ms per step; the best region
 (--enable-torch-compile with --torch-compile-max-bs >= the concurrency, --attention-backend
@@ -427,7 +431,7 @@ class Request:
     __slots__ = (
         "rid", "input_len", "max_new", "stop_at", "generated", "stream", "kind", "writer", "done",
         "prefix", "suffix", "text_parts", "prefilled", "created", "model", "arrival", "first_token_time",
-        "finish_reason", "aborted", "seed",
+        "finish_reason", "aborted", "seed", "blocks", "cached",
     )
 
     def __init__(self, rid, input_len, max_new, stop_at, stream, kind, writer, model, seed):
@@ -451,6 +455,8 @@ class Request:
         self.finish_reason = None
         self.aborted = False
         self.seed = seed
+        self.blocks: list[int] = []  # chained hashes of the prompt's whole 16-token blocks
+        self.cached = 0
 
     @property
     def reserve(self) -> int:
@@ -484,6 +490,7 @@ class Server:
         self.max_running = resolved["max_running_requests"]
         self.graph_on = not (args.disable_cuda_graph or (args.cuda_graph_backend_decode or "").lower() == "disabled")
         self.graph_bs = resolved["cuda_graph_max_bs_decode"]
+        self.radix: set[int] | None = None if args.disable_radix_cache else set()
         self.policy = args.schedule_policy
         if args.disable_radix_cache and self.policy in ("lpm", "dfs-weight"):
             self.policy = "fcfs"
@@ -541,10 +548,22 @@ class Server:
     def busy(self) -> bool:
         return bool(self.waiting or self.prefilling or self.running)
 
+    def cached_len(self, req: Request) -> int:
+        if self.radix is None:
+            return 0
+        n = 0
+        for h in req.blocks:
+            if h not in self.radix:
+                break
+            n += 1
+        return min(n * PREFIX_BLOCK, req.input_len - 1)
+
     def _admit(self) -> None:
         if not self.waiting:
             return
-        if self.policy == "lof":
+        if self.policy == "lpm":
+            self.waiting.sort(key=lambda r: -self.cached_len(r))
+        elif self.policy == "lof":
             self.waiting.sort(key=lambda r: -r.max_new)
         elif self.policy == "random":
             self.waiting.sort(key=lambda r: zlib.crc32(str(r.rid).encode()))
@@ -556,6 +575,7 @@ class Server:
             if used + need > self.pool and (self.running or self.prefilling):
                 break
             self.waiting.pop(0)
+            req.cached = req.prefilled = self.cached_len(req)
             self.prefilling.append(req)
             used += need
 
@@ -603,19 +623,22 @@ class Server:
                 idle = False
             if self.prefilling:
                 n_new_seq = len(self.prefilling)
+                cached = sum(r.cached for r in self.prefilling)
                 finished, tokens = self._prefill_batch()
                 dur = self.prefill_time(tokens)
                 mixed = self.args.enable_mixed_chunk and self.running
                 if mixed:
                     dur += self.speed * 0.00008 * len(self.running)
                 t_next = await self._wait_until(loop, t_next + dur)
-                log(f"Prefill batch, #new-seq: {n_new_seq}, #new-token: {tokens}, #cached-token: 0, "
+                log(f"Prefill batch, #new-seq: {n_new_seq}, #new-token: {tokens}, #cached-token: {cached}, "
                     f"token usage: {self._usage():.2f}, #running-req: {len(self.running)}, "
                     f"#queue-req: {len(self.waiting)}")
                 if mixed:
                     self._decode_emit(list(self.running))
                 for req in finished:
                     self.prefilling.remove(req)
+                    if self.radix is not None:
+                        self.radix.update(req.blocks)
                     req.first_token_time = time.monotonic()
                     if not self._emit(req):
                         self.running.append(req)
@@ -792,6 +815,18 @@ def count_words(text: str) -> int:
     return max(1, len(text.split()))
 
 
+PREFIX_BLOCK = 16
+
+
+def prefix_blocks(tokens) -> list[int]:
+    """Chained hashes of the whole 16-token blocks: block i's hash stands for the prompt's first 16 (i+1) tokens."""
+    out, h = [], 0
+    for i in range(0, len(tokens) - PREFIX_BLOCK + 1, PREFIX_BLOCK):
+        h = hash((h, tuple(tokens[i:i + PREFIX_BLOCK])))
+        out.append(h)
+    return out
+
+
 class HTTPHandler:
     def __init__(self, server: Server):
         self.s = server
@@ -878,6 +913,8 @@ class HTTPHandler:
                 log("Cache not flushed because there are pending requests. "
                     f"#queue-req: {len(s.waiting)}, #running-req: {len(s.running) + len(s.prefilling)}")
                 return send(400, text, "text/plain; charset=utf-8")
+            if s.radix is not None:
+                s.radix.clear()
             log("Cache flushed successfully!")
             return send(200, text, "text/plain; charset=utf-8")
         if path == "/metrics" and s.args.enable_metrics:
@@ -945,12 +982,12 @@ class HTTPHandler:
                 ids = body["input_ids"]
                 if ids and isinstance(ids[0], list):
                     ids = ids[0]
-                input_len, key = len(ids), repr(ids[:64])
+                input_len, key, tokens = len(ids), repr(ids[:64]), ids
             else:
                 text = body.get("text", "")
                 if isinstance(text, list):
                     text = text[0] if text else ""
-                input_len, key = count_words(str(text)), str(text)[:512]
+                input_len, key, tokens = count_words(str(text)), str(text)[:512], str(text).split()
         else:
             max_new = body.get("max_completion_tokens") or body.get("max_tokens")
             if max_new is None:
@@ -963,9 +1000,9 @@ class HTTPHandler:
                         raise HTTPError(400, "The stand-in serves one prompt per request")
                     prompt = prompt[0]
                 if isinstance(prompt, list):
-                    input_len, key = len(prompt), repr(prompt[:64])
+                    input_len, key, tokens = len(prompt), repr(prompt[:64]), prompt
                 else:
-                    input_len, key = count_words(str(prompt)), str(prompt)[:512]
+                    input_len, key, tokens = count_words(str(prompt)), str(prompt)[:512], str(prompt).split()
             else:
                 msgs = body.get("messages") or []
                 words = 0
@@ -975,6 +1012,7 @@ class HTTPHandler:
                         c = " ".join(p.get("text", "") for p in c if isinstance(p, dict))
                     words += count_words(str(c)) + 4
                 input_len, key = words + 3, json.dumps(msgs)[:512]
+                tokens = " ".join(str(m.get("content", "")) for m in msgs if isinstance(m, dict)).split()
                 if kind == "chat" and max_new == CONTEXT_LEN:
                     max_new = max(1, CONTEXT_LEN - input_len)
         if not isinstance(max_new, int) or max_new < 0:
@@ -997,6 +1035,7 @@ class HTTPHandler:
         rid = f"{h:08x}{s.next_rid:08x}"
         model = body.get("model") or s.served_name
         req = Request(rid, input_len, max_new, stop_at, stream, kind, w, model, h % len(VOCAB))
+        req.blocks = prefix_blocks(tokens)
         created = req.created
         if kind == "completions":
             oid = f"cmpl-{rid}"
