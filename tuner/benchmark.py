@@ -65,8 +65,10 @@ class BenchmarkResult:
     stopped_early: str | None = None
     # Per-request records, aligned with ``levels`` (one tuple per level result); not part of to_frame().
     records: tuple[tuple[RequestRecord, ...], ...] = field(default=(), repr=False, compare=False)
-    # A load search's verdict per level (the SLO held, no request failed); empty for fixed levels.
+    # A load search's verdict per level (the SLO held, no request failed), empty for fixed levels; and where
+    # the SLO first broke, and why.
     slo_pass: tuple[bool, ...] = ()
+    slo_broken: str | None = None
 
     def to_frame(self) -> pd.DataFrame:
         cols = [f.name for f in fields(LevelResult)]

@@ -106,5 +106,5 @@ def run_load_search(
     widest = search.level(template, search.max_rate)
     bench = run_benchmark(base_url, model, replace(workload, levels=(widest,), repeats=1),
                           check_server=check_server, on_level=collect, levels=levels())
-    return BenchmarkResult(levels=tuple(results), stopped_early=first_break[0] if first_break else None,
-                           records=bench.records, slo_pass=tuple(verdicts))
+    return BenchmarkResult(levels=tuple(results), records=bench.records, slo_pass=tuple(verdicts),
+                           slo_broken=first_break[0] if first_break else None)

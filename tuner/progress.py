@@ -212,9 +212,17 @@ def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:
     if result.failure:
         return (f"trial {n} {result.failure.name} after {t.total_s:.0f} s "
                 f"(startup {t.startup_s:.0f} s): {result.failure.hint}")
+    text = f"trial {n} ok in {t.total_s:.0f} s (startup {t.startup_s:.0f} s)"
+    if result.benchmark and result.benchmark.slo_pass:  # a load search
+        from tuner.load_search import best_level
+
+        best = best_level(result.levels, result.benchmark.slo_pass)
+        text += (f": goodput {best.request_goodput:.2f} req/s at {best.request_rate:g} req/s, "
+                 f"{best.output_throughput:.0f} tok/s, TTFT p99 {best.p99_ttft_ms:.0f} ms, "
+                 f"TPOT p99 {best.p99_tpot_ms:.1f} ms" if best else ": the SLO broke at the first rate")
+        return text + (f" ({result.benchmark.slo_broken})" if result.benchmark.slo_broken else "")
     at = study.user_attrs.get("at_concurrency")
     level = next((lv for lv in result.levels if lv.concurrency == at), result.levels[-1] if result.levels else None)
-    text = f"trial {n} ok in {t.total_s:.0f} s (startup {t.startup_s:.0f} s)"
     if level is not None:
         text += (f": c={level.concurrency} {level.output_throughput:.0f} tok/s, "
                  f"TTFT p50 {level.median_ttft_ms:.0f} / p99 {level.p99_ttft_ms:.0f} ms, "

@@ -102,7 +102,6 @@ class Objective:
             out.append(frac - self.max_gpu_memory_fraction if result.ok else 1.0)
         return out
 
-
     def _search_constraints(self, result: TrialResult) -> list[float]:
         """Load search: the SLO as measured at the highest passing rate (<= 0 by construction). When even the
         first rate broke it, that level's excess over each limit; a level broken only by failed requests
@@ -715,8 +714,8 @@ def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None
         # The value's level, named for the search: bench_serving's goodput and the rate that reached it.
         attrs["goodput"] = round(level.request_goodput, 3) if level else 0.0
         attrs["max_rate"] = level.request_rate if level else 0.0
-        if result.benchmark and result.benchmark.stopped_early and not level:
-            attrs["slo_broken"] = result.benchmark.stopped_early
+        if result.benchmark and result.benchmark.slo_broken:
+            attrs["slo_broken"] = result.benchmark.slo_broken
     slo_pass = result.benchmark.slo_pass if result.benchmark else ()
     attrs["levels"] = [
         {"concurrency": lv.concurrency, "request_rate": lv.request_rate, "repeat": lv.repeat,

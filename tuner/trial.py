@@ -284,6 +284,7 @@ def write_artifacts(result: TrialResult) -> None:
         "times": {**vars(result.times), "overhead_s": result.times.overhead_s},
         "gpu": result.gpu.record(),
         "stopped_early": result.benchmark.stopped_early if result.benchmark else None,
+        "slo_broken": result.benchmark.slo_broken if result.benchmark else None,
         "server_info": result.server_info,
     }
     (d / "trial.json").write_text(json.dumps(record, indent=2, default=str))
