@@ -93,7 +93,8 @@ def test_tune_start_finds_the_rate_where_the_standin_breaks_its_slo(tmp_path, un
     run = write_run(
         tmp_path, study=unique_study, space=space, trials=2,
         env={"SGLANG_STANDIN_SPEED": "1.0", "SGLANG_STANDIN_FAULTS": ""},
-        workload={"input_len": 64, "output_len": 16, "warmup_requests": 1, "request_timeout_s": 20},
+        workload={"input_len": 64, "output_len": 16, "num_prompts": None, "warmup_requests": 1,
+                  "request_timeout_s": 20},
         objective={"metrics": ["goodput"], "slo": {"p99_tpot_ms": 8},
                    "load_search": {"start_rate": 4, "max_rate": 512, "factor": 2, "bisect_steps": 2,
                                    "level_duration_s": 1, "min_prompts": 12}},

@@ -360,6 +360,11 @@ def _check_workload_shape(c: RunConfig) -> None:
             raise ConfigError("objective.metrics: goodput is a single objective: metrics: [goodput]")
         if not o.slo:
             raise ConfigError("objective.slo: goodput needs an SLO, e.g. slo: {p99_ttft_ms: 2000, p99_tpot_ms: 50}")
+        for key, value in (("workload.request_rate", w.request_rate), ("workload.num_prompts", w.num_prompts),
+                           ("objective.at_concurrency", o.at_concurrency)):
+            if value is not None:
+                raise ConfigError(f"{key}: not used by the goodput objective, whose load_search sets rates and "
+                                  "level sizes: remove it")
         try:
             o.search.validate()
         except ValueError as exc:
