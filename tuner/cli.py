@@ -88,12 +88,14 @@ def start(
     image: Optional[str] = typer.Option(None, "--image", help="Docker image (docker launcher)."),
     heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="RDB heartbeat seconds (several hosts)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--quiet", help="Live progress (default: on a terminal)."),
+    allow_shared_gpu: bool = typer.Option(False, "--allow-shared-gpu",
+                                          help="Measure even if other processes hold the GPUs (recorded per trial)."),
 ) -> None:
     """Run (or resume) a study until it has --trials trials."""
     cfg = _config(config, {
         "trials": trials, "study": study, "storage": storage, "space": space, "model.path": model,
         "gpus": gpus, "launcher.port": port, "launcher.kind": launcher, "launcher.command": server_command,
-        "launcher.image": image, "heartbeat_s": heartbeat,
+        "launcher.image": image, "heartbeat_s": heartbeat, "gpus_shared": allow_shared_gpu or None,
     })
     from tuner.progress import LineProgress  # after the run file is checked: optuna takes a second to import
     from tuner.study import Tuner
