@@ -111,6 +111,11 @@ def start(
         reporter.resume_from(study_obj)
     for warning in tuner.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    done = tuner.trials_done(study_obj)
+    if done >= cfg.trials:
+        typer.echo(f"study {cfg.study!r} already has {done} trials; budget {cfg.trials} reached: "
+                   f"pass --trials N > {done} to run more")
+        return
     try:
         study_obj = _guard(tuner.run)
     except KeyboardInterrupt:
@@ -124,7 +129,10 @@ def start(
             reporter.close()  # the live status line
     from tuner.progress import best_line
 
-    typer.echo(f"study {cfg.study!r}: {len(study_obj.trials)} trials in {cfg.storage_url}; {best_line(study_obj)}")
+    interrupted = tuner.trials_interrupted(study_obj)
+    again = f" ({interrupted} interrupted and run again)" if interrupted else ""
+    typer.echo(f"study {cfg.study!r}: {tuner.trials_done(study_obj)} trials{again} in {cfg.storage_url}; "
+               f"{best_line(study_obj)}")
 
 
 @app.command()
@@ -140,13 +148,23 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
     if frame.empty:
         typer.echo(f"study {cfg.study!r} has no trials yet")
         return
-    import pandas as pd
+    from rich.console import Console
 
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                           "display.max_colwidth", 80):
-        typer.echo(frame.to_string(index=False))
     from tuner.progress import best_line
+    from tuner.report import shared_gpu_note, terminal_table
 
+    console = Console(highlight=False)
+    if console.is_terminal:
+        console.print(terminal_table(frame, f"study {cfg.study!r}"))
+    else:  # plain, unwrapped lines for logs, pipes and tests
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
+                               "display.max_colwidth", 80):
+            typer.echo(frame.to_string(index=False))
+    note = shared_gpu_note(st)
+    if note:
+        typer.echo(note)
     typer.echo(best_line(st))
 
 

@@ -559,6 +559,16 @@ class Tuner:
             self._errors.append(exc)
             self.cancel.set()
 
+    @staticmethod
+    def trials_done(study: optuna.Study) -> int:
+        """Trials that count against the budget: recorded ones (interrupted and given-back ones do not)."""
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    @staticmethod
+    def trials_interrupted(study: optuna.Study) -> int:
+        return sum(t.user_attrs.get("failure_class") == failures.INTERRUPTED.name
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
     def _budget_left(self, study: optuna.Study) -> bool:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         return len(done) < self.config.trials
