@@ -51,7 +51,7 @@ def terminal_table(frame: pd.DataFrame, title: str):
     """The trial table for a terminal (rich): failed rows red, infeasible ones dim, flags folded to fit."""
     from rich.table import Table
 
-    table = Table(title=title, header_style="bold", pad_edge=False)
+    table = Table(title=title, header_style="bold")
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column]) and frame[column].dtype != bool
         table.add_column(str(column), justify="right" if numeric else "left",
@@ -226,7 +226,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def html_table(frame: pd.DataFrame, row_class=None) -> str:
     if frame.empty:
         return "<p class='muted'>nothing to show</p>"
-    out = ["<table><thead><tr>", *(f"<th>{html.escape(str(c))}</th>" for c in frame.columns), "</tr></thead><tbody>"]
+    # Headers like baseline_median_ttft_ms may break after each underscore: unbroken, the per-concurrency table
+    # is wider than a 1000 px window.
+    out = ["<table><thead><tr>", *(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns),
+           "</tr></thead><tbody>"]
     for _, row in frame.iterrows():
         cls = row_class(row) if row_class else ""
         out.append(f"<tr class='{cls}'>" if cls else "<tr>")
