@@ -139,6 +139,10 @@ def test_a_kv_pool_too_small_for_the_workload_is_infeasible_and_keeps_its_number
     names = study.user_attrs["constraint_names"]
     assert small.system_attrs["constraints"][names.index("kv_capacity")] > 0
     assert large.user_attrs["feasible"] is True and "limit_class" not in large.user_attrs
+    from tuner.dashboard import trial_note
+
+    note = trial_note(small.number, a)
+    assert "Limit: **kv_pool_too_small**" in note and "KV pool: 500 tokens" in note
     assert large.system_attrs["constraints"][names.index("kv_capacity")] <= 0
 
     status = tune("status", "-c", str(run))
