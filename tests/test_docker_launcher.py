@@ -3,6 +3,7 @@ exit codes, server.log, labels, orphans after a crash of the tuner, deploy-best.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -300,3 +301,44 @@ def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique
     script = (tmp_path / "export" / "deploy-best.sh").read_text()
     digest = trials[0].user_attrs["launcher"]["image_digest"]
     assert digest.split("@")[-1] in script and "docker run" in script
+
+
+def test_deploy_script_takes_host_port_and_gpus_from_the_environment(tmp_path, study):
+    # gpu_runtime: what a GPU host gets; the engine here has no GPU runtime, so `docker` is a recorder first.
+    launcher = DockerLauncher(IMAGE, gpu_runtime=True, network="bridge")
+    spec = make_spec(tmp_path, study, trial=7, **{"schedule-policy": "lof"})
+    spec = LaunchSpec(spec.flags, spec.env, spec.log_path, spec.host, spec.port, (0,), study, 7)
+    script = tmp_path / "deploy-best.sh"
+    script.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + launcher.deploy_script(spec))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f"#!{sys.executable}\nimport json, sys\n"
+                                    f"open({str(tmp_path / 'argv.jsonl')!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOST": "0.0.0.0", "PORT": "8123", "GPUS": "1,2"}
+    assert subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=30).returncode == 0
+    run = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()][-1]
+    assert run[run.index("--gpus") + 1] == '"device=1,2"'
+    assert run[run.index("-p") + 1] == "0.0.0.0:8123:8123" and run[run.index("--port") + 1] == "8123"
+    assert run[run.index("--host") + 1] == "0.0.0.0"  # inside the container, on a bridge
+    # Unset, the measured values.
+    assert subprocess.run(["bash", str(script)], env={**env, "HOST": "", "PORT": "", "GPUS": ""},
+                          capture_output=True, timeout=30).returncode == 0
+    run = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()][-1]
+    assert run[run.index("--gpus") + 1] == '"device=0"' and run[run.index("--port") + 1] == str(spec.port)
+    assert run[run.index("-p") + 1] == f"127.0.0.1:{spec.port}:{spec.port}"
+
+    # And for real (host network, no GPUs here): the container serves on the port the environment names.
+    real = DockerLauncher(IMAGE)
+    spec = make_spec(tmp_path, study, trial=8)
+    script.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + real.deploy_script(spec))
+    port = free_port()
+    name = f"{container_name(study, 8)}-deploy"
+    try:
+        done = subprocess.run(["bash", str(script)], env={**os.environ, "PORT": str(port)}, capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        wait_healthy(f"http://127.0.0.1:{port}")
+        assert httpx.get(f"http://127.0.0.1:{port}/get_server_info", timeout=2).json()["port"] == port != spec.port
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)

@@ -82,7 +82,8 @@ class BenchmarkResult:
 
 
 class BenchmarkError(RuntimeError):
-    pass
+    # The levels completed before the error (a server that served c=1 and c=16 and died at c=64).
+    measured: "BenchmarkResult | None" = None
 
 
 class ServerDied(BenchmarkError):
@@ -922,6 +923,9 @@ async def _run(
                         break
             if stopped:
                 break
+    except BenchmarkError as exc:
+        exc.measured = BenchmarkResult(levels=tuple(results), records=tuple(records))
+        raise
     finally:
         await c.http.aclose()
     return BenchmarkResult(levels=tuple(results), stopped_early=stopped or None, records=tuple(records))

@@ -88,12 +88,14 @@ def start(
     image: Optional[str] = typer.Option(None, "--image", help="Docker image (docker launcher)."),
     heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="RDB heartbeat seconds (several hosts)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--quiet", help="Live progress (default: on a terminal)."),
+    allow_shared_gpu: bool = typer.Option(False, "--allow-shared-gpu",
+                                          help="Measure even if other processes hold the GPUs (recorded per trial)."),
 ) -> None:
     """Run (or resume) a study until it has --trials trials."""
     cfg = _config(config, {
         "trials": trials, "study": study, "storage": storage, "space": space, "model.path": model,
         "gpus": gpus, "launcher.port": port, "launcher.kind": launcher, "launcher.command": server_command,
-        "launcher.image": image, "heartbeat_s": heartbeat,
+        "launcher.image": image, "heartbeat_s": heartbeat, "gpus_shared": allow_shared_gpu or None,
     })
     from tuner.progress import LineProgress  # after the run file is checked: optuna takes a second to import
     from tuner.study import Tuner
@@ -109,6 +111,11 @@ def start(
         reporter.resume_from(study_obj)
     for warning in tuner.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    done = tuner.trials_done(study_obj)
+    if done >= cfg.trials:
+        typer.echo(f"study {cfg.study!r} already has {done} trials; budget {cfg.trials} reached: "
+                   f"pass --trials N > {done} to run more")
+        return
     try:
         study_obj = _guard(tuner.run)
     except KeyboardInterrupt:
@@ -122,7 +129,10 @@ def start(
             reporter.close()  # the live status line
     from tuner.progress import best_line
 
-    typer.echo(f"study {cfg.study!r}: {len(study_obj.trials)} trials in {cfg.storage_url}; {best_line(study_obj)}")
+    interrupted = tuner.trials_interrupted(study_obj)
+    again = f" ({interrupted} interrupted and run again)" if interrupted else ""
+    typer.echo(f"study {cfg.study!r}: {tuner.trials_done(study_obj)} trials{again} in {cfg.storage_url}; "
+               f"{best_line(study_obj)}")
 
 
 @app.command()
@@ -138,13 +148,23 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
     if frame.empty:
         typer.echo(f"study {cfg.study!r} has no trials yet")
         return
-    import pandas as pd
+    from rich.console import Console
 
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                           "display.max_colwidth", 80):
-        typer.echo(frame.to_string(index=False))
     from tuner.progress import best_line
+    from tuner.report import shared_gpu_note, terminal_table
 
+    console = Console(highlight=False)
+    if console.is_terminal:
+        console.print(terminal_table(frame, f"study {cfg.study!r}"))
+    else:  # plain, unwrapped lines for logs, pipes and tests
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
+                               "display.max_colwidth", 80):
+            typer.echo(frame.to_string(index=False))
+    note = shared_gpu_note(st)
+    if note:
+        typer.echo(note)
     typer.echo(best_line(st))
 
 

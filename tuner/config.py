@@ -163,6 +163,9 @@ class RunConfig:
     trials: int = 40
     baseline: bool = True  # trial 0 runs SGLang's defaults (the space's fixed flags only)
     gpus: list[int] = field(default_factory=lambda: [0])
+    # Measure on GPUs that other processes hold too (opt-in: their numbers are not a lone server's); each trial
+    # records what else held its GPUs.
+    gpus_shared: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)

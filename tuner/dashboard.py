@@ -95,6 +95,16 @@ def trial_note(number: int, attrs: dict) -> str:
             lines += ["", f"Detail: `{attrs['failure_detail']}`"]
         if attrs.get("failure_hint"):
             lines += ["", f"Hint: {attrs['failure_hint']}"]
+    if attrs.get("limit_class"):
+        lines += ["", f"Limit: **{attrs['limit_class']}**: {attrs.get('limit_detail', '')}",
+                  "", attrs.get("limit_explanation", ""), "", f"Hint: {attrs.get('limit_hint', '')}"]
+    if attrs.get("max_total_num_tokens") is not None:
+        lines += ["", f"KV pool: {attrs['max_total_num_tokens']} tokens, "
+                      f"max_running_requests {attrs.get('max_running_requests', '?')}"]
+    if attrs.get("gpu_shared"):
+        lines += ["", "Shared GPU: " + ", ".join(f"GPU {h['gpu']} pid {h['pid']} {h.get('name') or ''} "
+                                                  f"({_num(h.get('mib'), '.0f', ' MiB')})"
+                                                  for h in attrs["gpu_shared"])]
     gpu = attrs.get("gpu_peak_used_mib")
     lines += [
         "",

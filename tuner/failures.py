@@ -104,6 +104,14 @@ INTERRUPTED = _c(
     "Nothing to change: the trial's parameters are re-run when the study resumes.",
 )
 
+# Not a failure: the server ran and was measured, but its KV pool cannot hold the workload (infeasible).
+KV_POOL_TOO_SMALL = _c(
+    "kv_pool_too_small",
+    "The server started with a KV cache pool smaller than the workload's concurrent requests need "
+    "(concurrency x (input + output) tokens): it queued or retracted requests, so its numbers are not comparable.",
+    "Raise --mem-fraction-static or --max-total-tokens, or free the GPU (another process may hold its memory).",
+)
+
 ALL = {
     c.name: c
     for c in (
@@ -159,6 +167,12 @@ def classify(
         if unhealthy or _HEALTH in log:
             return UNHEALTHY
     return CRASHED
+
+
+def argparse_error(log: str) -> str:
+    """SGLang's argument parser's own line ("launch_server.py: error: argument --x: invalid int value: 'y'")."""
+    found = list(_ARGPARSE.finditer(log))
+    return log[found[-1].start():].splitlines()[0].strip() if found else ""
 
 
 def log_tail(path, max_bytes: int = 256_000) -> str:

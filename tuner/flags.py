@@ -62,6 +62,25 @@ def one_per_line(args: list[str], prefix: str = "--") -> list[str]:
     return out
 
 
+def shell_args(args: list[str], after: Mapping[str, str]) -> list[str]:
+    """``args`` shell-quoted, except that the value following each option named in ``after`` becomes that
+    shell expression (``{"--port": '"$PORT"'}``): deploy-best.sh reads its host, port and GPUs from the
+    environment, with the measured values as defaults."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(after[args[i - 1]] if i and args[i - 1] in after else shlex.quote(arg))
+    return out
+
+
+def deploy_defaults(defaults: Mapping[str, str], export: tuple[str, ...] = ()) -> list[str]:
+    """``NAME=${NAME:-default}`` lines (``export`` for those the server reads itself), after a usage comment."""
+    usage = " ".join(f"{name}=..." for name in defaults)
+    lines = [f"# Serve elsewhere without editing: {usage} ./deploy-best.sh (defaults: what was measured)"]
+    for name, value in defaults.items():
+        lines.append(f"{'export ' if name in export else ''}{name}=${{{name}:-{shlex.quote(value)}}}")
+    return lines
+
+
 def format_value(value: FlagValue) -> str:
     if isinstance(value, float):
         # 0.8700000000000001 from a float step must read as the 0.87 a user would type.

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 # Memory above a GPU's idle level that still counts as "free": the driver and other tools wobble by some MiB.
 FREE_SLACK_MIB = 1024.0
+# What a GPU with no process on it may show as used: NVML's v1 memory query counts the driver's reservation
+# (615 MiB on the H200, docs/h200.md), which grows with the card. More than this, or any compute process, is
+# someone else's: a server measured beside it gets a fraction of the KV pool (3,363 tokens instead of ~900k).
+IDLE_MAX_MIB = 1024.0
+IDLE_MAX_FRACTION = 0.01
 _init_lock = threading.Lock()
 _state: dict[str, bool | str] = {}
 
@@ -316,20 +321,74 @@ def wait_until_free(gpus: tuple[int, ...], idle_mib: dict[int, float], timeout_s
         time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 
+@dataclass(frozen=True)
+class Holder:
+    """A compute process NVML lists on a GPU."""
+
+    gpu: int
+    pid: int
+    name: str  # empty when the process is in another PID namespace (a container) or gone
+    mib: float | None  # None when NVML does not say (no permission, MIG)
+
+    def __str__(self) -> str:
+        mem = f"{self.mib:.0f} MiB" if self.mib is not None else "? MiB"
+        return f"pid {self.pid}{' ' + self.name if self.name else ''} ({mem})"
+
+    def record(self) -> dict:
+        return {"gpu": self.gpu, "pid": self.pid, "name": self.name,
+                "mib": round(self.mib, 1) if self.mib is not None else None}
+
+
+def holders(gpus: tuple[int, ...]) -> list[Holder]:
+    """The compute processes on these GPUs now (none without NVML)."""
+    if not gpus or not nvml_available():
+        return []
+    out = []
+    for g in gpus:
+        try:
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(g))
+        except pynvml.NVMLError:
+            continue
+        for p in procs:
+            mem = getattr(p, "usedGpuMemory", None)
+            out.append(Holder(g, p.pid, _proc_name(p.pid),
+                              mem / MIB if isinstance(mem, (int, float)) and mem >= 0 else None))
+    return out
+
+
 def processes_on(gpu: int) -> str:
     """'pid 123 python (30000 MiB), ...' for the compute processes NVML lists on one GPU."""
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(gpu)
-        procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
-    except pynvml.NVMLError:
-        return ""
+    return ", ".join(map(str, holders((gpu,))))
+
+
+@dataclass(frozen=True)
+class GpuInUse:
+    """A GPU that something other than an idle driver holds: its processes, or memory no process accounts for."""
+
+    gpu: int
+    used_mib: float
+    holders: tuple[Holder, ...]
+
+    def __str__(self) -> str:
+        who = ", ".join(map(str, self.holders)) or "processes NVML cannot name (another container or user?)"
+        return f"GPU {self.gpu}: {self.used_mib:.0f} MiB used by {who}"
+
+
+def in_use(gpus: tuple[int, ...]) -> list[GpuInUse]:
+    """The GPUs among ``gpus`` that are not idle now: any compute process, or more memory than an idle GPU shows."""
+    if not gpus or not nvml_available():
+        return []
     out = []
-    for p in procs:
-        name = _proc_name(p.pid)
-        mem = getattr(p, "usedGpuMemory", None)
-        mem_text = f"{mem / MIB:.0f} MiB" if isinstance(mem, (int, float)) and mem >= 0 else "? MiB"
-        out.append(f"pid {p.pid}{' ' + name if name else ''} ({mem_text})")
-    return ", ".join(out)
+    procs = holders(gpus)
+    for g in gpus:
+        try:
+            used, total, _, _ = read(g)
+        except pynvml.NVMLError:
+            continue
+        mine = tuple(h for h in procs if h.gpu == g)
+        if mine or used > max(IDLE_MAX_MIB, IDLE_MAX_FRACTION * total):
+            out.append(GpuInUse(g, used, mine))
+    return out
 
 
 def _proc_name(pid: int) -> str:

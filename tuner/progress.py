@@ -1,15 +1,14 @@
 """Progress of a running study: trial n of N, its phase, time spent and left, best so far and its gain.
 
-On a terminal: one live status line (redrawn every second, so a 10-minute torch compile visibly ticks)
-plus one permanent line per finished trial. Elsewhere (a log file, CI) it is silent unless forced; forced,
-it writes one line per phase change and a heartbeat line every ``HEARTBEAT_S`` while a phase lasts.
+On a terminal: a rich live display (redrawn every second, so a 10-minute torch compile visibly ticks) above
+which one permanent line per finished trial is printed. Elsewhere (a log file, CI) it is silent unless forced;
+forced, it writes plain lines: one per phase change and a heartbeat every ``HEARTBEAT_S`` while a phase lasts.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 import threading
 import time
@@ -17,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
 
 from tuner.trial import TrialResult
 
@@ -58,6 +60,14 @@ class _Active:
     log_line: str = ""
     log_read: float = 0.0
 
+    def text(self, now: float) -> str:
+        out = f"trial {self.number} {self.phase} {now - self.phase_since:.0f} s"
+        if self.detail:
+            out += f" ({self.detail})"
+        if self.log_line and self.phase == "starting":
+            out += f": {self.log_line}"
+        return out
+
 
 class LineProgress:
     """Implements tuner.trial.Progress (``phase``, ``tick``, ``trial_done``); call ``close`` at the end."""
@@ -67,7 +77,10 @@ class LineProgress:
         self.stream = stream or sys.stderr
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.enabled = force or tty
-        self.live = tty if live is None else live  # a redrawn status line; else plain lines and heartbeats
+        self.live = tty if live is None else live  # a live display; else plain lines and heartbeats
+        # Plain output must stay plain (logs, tests): no colour, no wrapping at an imagined 80 columns.
+        self.console = Console(file=self.stream, force_terminal=self.live, no_color=not self.live,
+                               highlight=False, soft_wrap=not self.live)
         self.slots = max(1, slots)
         self.t0 = time.monotonic()
         self._active: dict[int, _Active] = {}
@@ -75,9 +88,9 @@ class LineProgress:
         self._finished = 0  # COMPLETE trials in the study, as of the last trial_done
         self._best = ""
         self._lock = threading.RLock()
-        self._shown = False  # a status line is on screen
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._live: Live | None = None
 
     # -- the Progress protocol
     def phase(self, trial: int, name: str, detail: str = "") -> None:
@@ -92,14 +105,14 @@ class LineProgress:
                 a.phase_since = now
                 a.log_line = ""
             if self.live:
-                self._redraw()
+                self._start_live()
             else:
                 self._line(f"trial {trial} [{self._finished}/{self.total} done] {name}{': ' + detail if detail else ''} "
                            f"({max(0.0, now - a.started):.0f} s in)")
-        self._ensure_thread()
+                self._ensure_thread()
 
     def tick(self, trial: int, elapsed: float, log_path: Path | None = None) -> None:
-        """Called while a server starts (about every 100 ms): remembers the log's last line for the heartbeat."""
+        """Called while a server starts (about every 100 ms): remembers the log's last line for the display."""
         if not self.enabled:
             return
         with self._lock:
@@ -121,8 +134,6 @@ class LineProgress:
             self._best = best_line(study)
             if self.enabled:
                 self._line(done_line(study, result, self.total) + f"; {self._best}")
-                if self.live:
-                    self._redraw()
 
     def resume_from(self, study: optuna.Study) -> None:
         """A resumed study: count the trials it already completed, so n/N and the estimate are right."""
@@ -132,7 +143,9 @@ class LineProgress:
     def close(self) -> None:
         self._stop.set()
         with self._lock:
-            self._clear()
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
 
     # -- the estimate
     def eta_s(self) -> float | None:
@@ -143,22 +156,36 @@ class LineProgress:
         running_left = sum(max(0.0, mean - (time.monotonic() - a.started)) for a in self._active.values())
         return (mean * left + running_left) / self.slots
 
+    def _head(self, now: float) -> str:
+        eta = self.eta_s()
+        return f"[{_clock(now - self.t0)} elapsed, " + (f"~{_clock(eta)} left]" if eta is not None else "? left]")
+
     def status_text(self) -> str:
         now = time.monotonic()
-        eta = self.eta_s()
-        head = f"[{_clock(now - self.t0)} elapsed, " + (f"~{_clock(eta)} left]" if eta is not None else "? left]")
-        parts = [head]
-        for a in sorted(self._active.values(), key=lambda a: a.number):
-            text = f"trial {a.number} {a.phase} {now - a.phase_since:.0f} s"
-            if a.detail:
-                text += f" ({a.detail})"
-            if a.log_line and a.phase == "starting":
-                text += f": {a.log_line}"
-            parts.append(text)
-        parts.append(self._best or f"{self._finished}/{self.total} done")
-        return " | ".join(parts)
+        with self._lock:
+            active = sorted(self._active.values(), key=lambda a: a.number)
+            return " | ".join([self._head(now), *(a.text(now) for a in active),
+                               self._best or f"{self._finished}/{self.total} done"])
 
     # -- output
+    def _render(self) -> Group:
+        """The live display, redrawn by rich every second: the study's line, then one line per running trial."""
+        now = time.monotonic()
+        with self._lock:
+            active = sorted(self._active.values(), key=lambda a: a.number)
+            head = Text.assemble((self._head(now), "bold"), f" {self._finished}/{self.total} done",
+                                 (f" | {self._best}" if self._best else "", "green"))
+            lines = [head, *(Text(f"  {a.text(now)}", style="cyan") for a in active)]
+        for line in lines:
+            line.no_wrap, line.overflow = True, "ellipsis"
+        return Group(*lines)
+
+    def _start_live(self) -> None:
+        if self._live is None and not self._stop.is_set():
+            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=1 / REDRAW_S,
+                              transient=True, redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+
     def _ensure_thread(self) -> None:
         if self._thread is None and not self._stop.is_set():
             self._thread = threading.Thread(target=self._beat, name="progress", daemon=True)
@@ -167,9 +194,6 @@ class LineProgress:
     def _beat(self) -> None:
         while not self._stop.wait(REDRAW_S):
             with self._lock:
-                if self.live:
-                    self._redraw()
-                    continue
                 now = time.monotonic()
                 for a in self._active.values():
                     if now - a.last_said >= HEARTBEAT_S:
@@ -178,32 +202,12 @@ class LineProgress:
                         self._line(f"trial {a.number} [{self._finished}/{self.total} done] still {a.phase} "
                                    f"({now - a.phase_since:.0f} s in this phase{extra})")
 
-    def _write(self, text: str) -> None:
+    def _line(self, text: str) -> None:
+        """A permanent line (above the live display on a terminal)."""
         try:
-            self.stream.write(text)
-            self.stream.flush()
+            self.console.print(f"[{_clock(time.monotonic() - self.t0):>7}] {text}", markup=False)
         except (OSError, ValueError):  # a closed pipe must not end the study
             pass
-
-    def _clear(self) -> None:
-        if self._shown:
-            self._write("\r\x1b[2K")
-            self._shown = False
-
-    def _redraw(self) -> None:
-        if not self._active:
-            self._clear()
-            return
-        width = shutil.get_terminal_size((120, 20)).columns
-        text = self.status_text()
-        if len(text) > width - 1:
-            text = text[: width - 2] + "…"
-        self._write("\r\x1b[2K" + text)
-        self._shown = True
-
-    def _line(self, text: str) -> None:
-        self._clear()
-        self._write(f"[{_clock(time.monotonic() - self.t0):>7}] {text}\n")
 
 
 def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:

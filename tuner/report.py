@@ -24,16 +24,20 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
+        cls = a.get("failure_class", "-" if t.state == TrialState.RUNNING else "none")
         row = {
             "trial": t.number,
             "state": t.state.name,
-            "class": a.get("failure_class", "-" if t.state == TrialState.RUNNING else "none"),
+            # A measured trial that broke a limit (its KV pool) says which, like a failure class.
+            "class": a.get("limit_class", cls) if cls == "none" else cls,
             "feasible": a.get("feasible", False),
         }
         for i, m in enumerate(metrics):
             row[m] = round(t.values[i], 2) if t.values else None
         row["startup_s"] = a.get("startup_s")
         row["gpu_peak_mib"] = a.get("gpu_peak_used_mib")
+        row["kv_tokens"] = a.get("max_total_num_tokens")
+        row["max_running"] = a.get("max_running_requests")
         flags = a.get("flags", {})
         row["flags"] = "baseline (SGLang defaults)" if a.get("baseline") else " ".join(
             f"--{k}" + ("" if v is True else f" {format_value(v)}") for k, v in flags.items()
@@ -41,6 +45,36 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def terminal_table(frame: pd.DataFrame, title: str):
+    """The trial table for a terminal (rich): failed rows red, infeasible ones dim, flags folded to fit."""
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) and frame[column].dtype != bool
+        table.add_column(str(column), justify="right" if numeric else "left",
+                         overflow="fold", ratio=3 if column == "flags" else None)
+    for _, row in frame.iterrows():
+        failed = row.get("class") not in ("none", "-", None)
+        style = "red" if failed else None if row.get("feasible") else "dim"
+        table.add_row(*(_cell(row[c], str(c)) for c in frame.columns), style=style)
+    return table
+
+
+def shared_gpu_note(study: optuna.Study) -> str | None:
+    """Which trials ran beside other processes on their GPUs (--allow-shared-gpu), and what those were."""
+    shared = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("gpu_shared")]
+    if not shared:
+        return None
+    seen = {(h["gpu"], h["pid"]): h for t in shared for h in t.user_attrs["gpu_shared"]}
+    who = ", ".join(f"GPU {h['gpu']}: pid {h['pid']}{' ' + h['name'] if h.get('name') else ''}"
+                    f" ({h['mib']:.0f} MiB)" if h.get("mib") is not None else f"GPU {h['gpu']}: pid {h['pid']}"
+                    for h in seen.values())
+    numbers = ", ".join(str(t.number) for t in shared)
+    return (f"shared GPU: trial{'s' if len(shared) > 1 else ''} {numbers} ran beside other processes ({who}); "
+            f"their numbers are not a lone server's")
 
 
 def _fixed_flags(study: optuna.Study) -> set[str]:
@@ -192,7 +226,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def html_table(frame: pd.DataFrame, row_class=None) -> str:
     if frame.empty:
         return "<p class='muted'>nothing to show</p>"
-    out = ["<table><thead><tr>", *(f"<th>{html.escape(str(c))}</th>" for c in frame.columns), "</tr></thead><tbody>"]
+    # Headers like baseline_median_ttft_ms may break after each underscore: unbroken, the per-concurrency table
+    # is wider than a 1000 px window.
+    out = ["<table><thead><tr>", *(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns),
+           "</tr></thead><tbody>"]
     for _, row in frame.iterrows():
         cls = row_class(row) if row_class else ""
         out.append(f"<tr class='{cls}'>" if cls else "<tr>")
@@ -333,7 +370,10 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         best_flags = flags_text(best.user_attrs.get("flags", {}))
         md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
     where = _where(study)
-    md += [f"{where[0].upper()}{where[1:]}.", "", markdown_table(comp)]
+    md += [f"{where[0].upper()}{where[1:]}.", ""]
+    if shared_gpu_note(study):
+        md += [f"**{shared_gpu_note(study)}**", ""]
+    md += [markdown_table(comp)]
     if not levels.empty:
         md += ["", "## Per concurrency", "", markdown_table(levels)]
     curves = curves_frame(study)
@@ -353,8 +393,11 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         + f" {html.escape(_where(study))}. "
         + f"Trials: {len(trials)} (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + "). "
         + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
-        "<h2>Best vs baseline</h2>",
     ]
+    shared = shared_gpu_note(study)
+    if shared:
+        parts.append(f"<p class='bad'>{html.escape(shared)}</p>")
+    parts.append("<h2>Best vs baseline</h2>")
     if best is None:
         parts.append("<p class='bad'>No feasible trial yet.</p>")
     else:

@@ -69,6 +69,16 @@ class Param:
         """The values to validate against SGLang's parser: every choice, or both ends of a range."""
         return list(self.choices) if self.choices else [self.low, self.high]  # type: ignore[list-item]
 
+    def distribution(self) -> "optuna.distributions.BaseDistribution":
+        """The Optuna distribution ``suggest`` samples from (what a study remembers of each parameter)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.choices:
+            return CategoricalDistribution(list(self.choices))  # type: ignore[arg-type]
+        if self.is_int:
+            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
+
     def suggest(self, trial: "optuna.Trial") -> FlagValue:
         if self.choices:
             return trial.suggest_categorical(self.name, list(self.choices))  # type: ignore[arg-type]

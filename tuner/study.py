@@ -7,12 +7,14 @@ list-format ``constraints`` system attribute, the one the Optuna dashboard reads
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import signal
 import socket
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner import failures, gpu
 from tuner.config import GOODPUT, RunConfig, direction
 from tuner.flags import FlagCatalogError, ServerFlags
+from tuner.kv import tokens_needed
 from tuner.launcher.base import Launcher, LaunchError
 from tuner.load_search import best_level
 from tuner.metrics import LevelResult
@@ -58,6 +61,8 @@ class Objective:
     max_gpu_memory_fraction: float | None
     penalty_ms: float
     load_search: LoadSearch | None = None  # metrics [goodput]: read at the search's highest passing rate
+    kv_tokens_needed: int = 0  # what the workload keeps in flight; a smaller KV pool is infeasible (0: unchecked)
+    kv_constraint: bool = True  # False for studies made before it existed: constraints keep their length
 
     @property
     def directions(self) -> list[str]:
@@ -65,7 +70,7 @@ class Objective:
 
     @property
     def constraint_names(self) -> list[str]:
-        names = ["launch_ok", *(f"slo:{m}" for m in self.slo)]
+        names = ["launch_ok", *(["kv_capacity"] if self.kv_constraint else []), *(f"slo:{m}" for m in self.slo)]
         if self.max_gpu_memory_fraction is not None:
             names.append("gpu_memory_fraction")
         return names
@@ -92,6 +97,10 @@ class Objective:
     def constraints(self, result: TrialResult) -> list[float]:
         """One number per name, <= 0 when satisfied; the same keys for every trial (samplers require it)."""
         out = [0.0 if result.ok and result.levels else 1.0]
+        if self.kv_constraint:
+            pool = result.kv.max_total_num_tokens
+            short = result.ok and pool is not None and pool < self.kv_tokens_needed
+            out.append(self.kv_tokens_needed / pool - 1.0 if short and pool else 0.0 if result.ok else 1.0)
         if self.load_search is not None:
             return out + self._search_constraints(result)
         for metric, limit in self.slo.items():
@@ -369,11 +378,14 @@ class Tuner:
         self.config = config
         self.launcher = launcher or make_launcher(config)
         self.progress = progress
-        self.objective = objective_for(config)
         self.workload = config.workload.build(SLO(
             ttft_ms=config.objective.slo.get("p99_ttft_ms") or config.objective.slo.get("median_ttft_ms"),
             tpot_ms=config.objective.slo.get("median_tpot_ms") or config.objective.slo.get("p99_tpot_ms"),
         ))
+        # A load search's in-flight tokens follow its arrival rates, not a concurrency: its pool is not checked.
+        objective = objective_for(config)
+        self.objective = dataclasses.replace(
+            objective, kv_tokens_needed=0 if objective.load_search else tokens_needed(self.workload))
         # Described in every trial's record: what was measured, so studies with different workloads never mix.
         self.workload_record = {**self.workload.describe(), **(
             {"load_search": vars(self.objective.load_search), "slo": self.objective.slo}
@@ -417,12 +429,35 @@ class Tuner:
         stopped = self.launcher.cleanup_orphans(self.config.study)
         if stopped:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
+        self._check_gpus_idle(wait_s=30.0 if stopped else 0.0)
         self.study = open_study(self.config)
+        if "kv_capacity" not in self.study.user_attrs.get("constraint_names", ["kv_capacity"]):
+            self.objective = dataclasses.replace(self.objective, kv_constraint=False)
+        self._check_space_matches(self.study, self.space)
+        self._check_baseline_flags(self.study)
         self._recover_stale(self.study)
         self.config.study_dir.mkdir(parents=True, exist_ok=True)
-        # What the GPUs hold before we launch anything: "free" for every later trial means back to this.
+        # What the GPUs hold before we launch anything (idle, or what the user agreed to share them with):
+        # "free" for every later trial means back to this.
         self.idle_mib = gpu.used_mib(tuple(self.config.gpus))
         return self.study
+
+    def _check_gpus_idle(self, wait_s: float) -> None:
+        """Nothing but this tuner may hold the trial GPUs, unless the user opted in to sharing them."""
+        gpus = tuple(self.config.gpus)
+        deadline = time.monotonic() + wait_s  # servers just stopped by cleanup_orphans take a moment to let go
+        busy = gpu.in_use(gpus)
+        while busy and time.monotonic() < deadline:
+            time.sleep(0.5)
+            busy = gpu.in_use(gpus)
+        if not busy:
+            return
+        what = "; ".join(map(str, busy))
+        if not self.config.gpus_shared:
+            raise SetupError(f"{what}: measured beside it, a server gets what is left (a smaller KV pool, "
+                             f"shared compute); stop it, choose other --gpus, or pass --allow-shared-gpu "
+                             f"(gpus_shared: true) to measure anyway")
+        self.warnings.append(f"shared GPU ({what}): every trial records what else held its GPUs")
 
     def _check_gpus(self, space: SearchSpace) -> None:
         have = len(self.config.gpus)
@@ -444,6 +479,31 @@ class Tuner:
             gpu.check_indices(tuple(self.config.gpus))
         except gpu.GpuError as exc:
             raise SetupError(str(exc)) from None
+
+    def _check_space_matches(self, study: optuna.Study, space: SearchSpace) -> None:
+        """A resumed study's parameters keep their kind: Optuna refuses, at the first trial, a parameter whose
+        distribution changed kind (a range that became a list of choices, other choices, log on or off)."""
+        seen: dict[str, optuna.distributions.BaseDistribution] = {}
+        for t in study.get_trials(deepcopy=False):
+            for name, dist in t.distributions.items():
+                seen.setdefault(name, dist)
+        for param in space.params:
+            old = seen.get(param.name)
+            if old is None:
+                continue
+            try:
+                optuna.distributions.check_distribution_compatibility(old, param.distribution())
+            except ValueError:
+                raise SetupError(
+                    f"{space.path}:{param.line}: {param.name} is {_describe(param.distribution())} here but "
+                    f"{_describe(old)} in study {self.config.study!r}'s trials: use a new --study name for the "
+                    f"new space, or keep the old kind of {param.name}") from None
+
+    def _check_baseline_flags(self, study: optuna.Study) -> None:
+        """A baseline SGLang refused (invalid_flag) means every trial of the study gets the same fixed flags."""
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("baseline") and t.user_attrs.get("failure_class") == failures.INVALID_FLAG.name:
+                raise SetupError(_baseline_refused(self.config, t.user_attrs.get("failure_detail", "")))
 
     def _recover_stale(self, study: optuna.Study) -> None:
         """RUNNING trials of a dead worker on this host (kill -9): fail them and run their parameters again."""
@@ -498,6 +558,16 @@ class Tuner:
             self._errors.append(exc)
             self.cancel.set()
 
+    @staticmethod
+    def trials_done(study: optuna.Study) -> int:
+        """Trials that count against the budget: recorded ones (interrupted and given-back ones do not)."""
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    @staticmethod
+    def trials_interrupted(study: optuna.Study) -> int:
+        return sum(t.user_attrs.get("failure_class") == failures.INTERRUPTED.name
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
     def _budget_left(self, study: optuna.Study) -> bool:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         return len(done) < self.config.trials
@@ -524,7 +594,16 @@ class Tuner:
             return
         baseline = self.config.baseline and (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
         assert self.space is not None
-        tuned = self.space.fixed if baseline else self.space.sample(trial)
+        try:
+            tuned = self.space.fixed if baseline else self.space.sample(trial)
+        except BaseException as exc:
+            # Never left RUNNING: a resume would re-queue it and fail the same way for ever.
+            trial.set_user_attr("failure_class", "sampling_error")
+            trial.set_user_attr("failure_detail", f"{type(exc).__name__}: {exc}")
+            study.tell(trial, state=TrialState.FAIL)
+            if isinstance(exc, ValueError):
+                raise SetupError(f"trial {trial.number}: Optuna refused to sample the space: {exc}") from None
+            raise
         needed = self.space.gpus_needed(tuned)
         if needed > len(self.config.gpus):
             self._record_too_many_gpus(study, trial, tuned, needed, baseline, artifacts)
@@ -628,6 +707,10 @@ class Tuner:
         study.tell(trial, self.objective.values(result))
         if self.progress and hasattr(self.progress, "trial_done"):
             self.progress.trial_done(study, result)
+        if result.failure == failures.INVALID_FLAG and trial.user_attrs.get("baseline"):
+            said = failures.argparse_error(failures.log_tail(result.plan.trial_dir / "server.log"))
+            self._errors.append(SetupError(_baseline_refused(self.config, said or result.failure_detail)))
+            self.cancel.set()
 
     def _record_interrupted(self, study: optuna.Study, trial: optuna.Trial) -> None:
         trial.set_user_attr("failure_class", failures.INTERRUPTED.name)
@@ -698,13 +781,21 @@ def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None
         **result.gpu.record(),
         **({"workload": workload} if workload else {}),
     }
+    if result.gpu_shared:
+        attrs["gpu_shared"] = [h.record() for h in result.gpu_shared]
     if result.failure:
         attrs["failure_explanation"] = result.failure.explanation
         attrs["failure_hint"] = result.failure.hint
         attrs["failure_detail"] = result.failure_detail
     if result.benchmark and result.benchmark.stopped_early:
         attrs["stopped_early"] = result.benchmark.stopped_early
-    level = objective.level(result)
+    attrs.update(result.kv.record())
+    short = result.kv.shortfall(objective.kv_tokens_needed) if result.ok and objective.kv_constraint else None
+    if short:  # measured, kept, and infeasible through the kv_capacity constraint
+        limit = failures.KV_POOL_TOO_SMALL
+        attrs.update(limit_class=limit.name, limit_explanation=limit.explanation, limit_hint=limit.hint,
+                     limit_detail=short)
+    level = objective.level(result) if result.ok else None
     if level:
         for name in ("output_throughput", "request_throughput", "total_throughput", "median_ttft_ms",
                      "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "median_e2e_latency_ms",
@@ -726,11 +817,25 @@ def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None
          "failed": lv.failed, **({"slo_pass": slo_pass[i]} if slo_pass else {})}
         for i, lv in enumerate(result.levels)
     ]
-    for key in ("version", "mem_fraction_static", "max_total_num_tokens", "chunked_prefill_size",
-                "cuda_graph_max_bs", "attention_backend", "max_running_requests"):
+    # KV capacity is recorded above as max_total_num_tokens / max_running_requests (log line first).
+    for key in ("version", "mem_fraction_static", "chunked_prefill_size", "cuda_graph_max_bs", "attention_backend"):
         if key in result.server_info:
             attrs[f"server_{key}"] = result.server_info[key]
     return attrs
+
+
+def _describe(dist: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return f"choices {list(dist.choices)}"
+    kind = "an integer" if isinstance(dist, optuna.distributions.IntDistribution) else "a float"
+    return f"{kind} range {dist.low:g}..{dist.high:g}{' (log)' if getattr(dist, 'log', False) else ''}"
+
+
+def _baseline_refused(config: RunConfig, detail: str) -> str:
+    why = f" ({detail})" if detail else ""
+    return (f"the baseline (trial 0: the space's fixed flags only) failed as invalid_flag{why}: SGLang refuses a "
+            f"fixed flag, so every later trial would fail too; fix `fixed:` in {config.space} (see the trial's "
+            f"server.log) and start a new study (--study NAME)")
 
 
 def best_levels(study: optuna.Study, objective: Objective) -> dict[int, float]:

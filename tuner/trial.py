@@ -18,6 +18,7 @@ from tuner import failures, gpu
 from tuner.benchmark import BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
 from tuner.failures import FailureClass, Phase
 from tuner.flags import ServerFlags
+from tuner.kv import KvCapacity
 from tuner.launcher.base import Launcher, LaunchSpec, Server
 from tuner.load_search import run_load_search
 from tuner.metrics import LevelResult
@@ -73,6 +74,8 @@ class TrialResult:
     gpu: gpu.GpuStats
     server_info: dict
     gpu_busy_before: bool = False
+    gpu_shared: tuple[gpu.Holder, ...] = ()  # other processes on the trial's GPUs when it launched
+    kv: KvCapacity = field(default_factory=KvCapacity)
 
     @property
     def ok(self) -> bool:
@@ -167,12 +170,15 @@ class TrialRunner:
         plan.trial_dir.mkdir(parents=True, exist_ok=True)
         log_path = plan.trial_dir / "server.log"
 
-        self._phase(plan, "waiting for GPU")
-        gpu.wait_until_free(plan.gpus, self.idle_mib)
+        if plan.gpus and gpu.nvml_available(quiet=True):
+            self._phase(plan, "waiting for GPU")
+            gpu.wait_until_free(plan.gpus, self.idle_mib)
         # Read again at the launch itself: something else may take the GPU in between, and SGLang 0.5.17 words
-        # a busy GPU exactly like a too-low --mem-fraction-static.
-        busy_before = bool(plan.gpus) and any(
-            u > self.idle_mib.get(g, 0.0) + 1024 for g, u in gpu.used_mib(plan.gpus).items()
+        # a busy GPU exactly like a too-low --mem-fraction-static. Our own servers never share a GPU, so any
+        # process on it now is someone else's.
+        shared = tuple(gpu.holders(plan.gpus))
+        busy_before = bool(shared) or any(
+            u > self.idle_mib.get(g, 0.0) + gpu.FREE_SLACK_MIB for g, u in gpu.used_mib(plan.gpus).items()
         )
         times.wait_gpu_s = time.monotonic() - t0
 
@@ -188,6 +194,7 @@ class TrialRunner:
         detail = ""
         bench: BenchmarkResult | None = None
         info: dict = {}
+        kv = KvCapacity()
         exit_code: int | None = None
         sampler = gpu.GpuSampler(plan.gpus)
         try:
@@ -199,6 +206,7 @@ class TrialRunner:
                                        on_tick=lambda e: self._starting_tick(plan, e, log_path))
                     times.startup_s = ready.startup_s
                     info = ready.server_info
+                    kv = KvCapacity.of(info, failures.log_tail(log_path))  # the startup line, before logs grow
                 except NotReady as exc:
                     times.startup_s = time.monotonic() - t_start
                     failure, detail = self._classify(server, Phase.STARTUP, log_path, busy_before,
@@ -216,9 +224,11 @@ class TrialRunner:
                                 raise Cancelled() from None
                             failure, detail = self._classify(server, Phase.BENCHMARK, log_path, busy_before,
                                                              unhealthy=watcher.unhealthy), str(exc)
+                            bench = exc.measured
                         except BenchmarkTimeout as exc:
                             failure, detail = self._classify(server, Phase.BENCHMARK, log_path, busy_before,
                                                              timed_out=True), str(exc)
+                            bench = exc.measured
                     times.benchmark_s = time.monotonic() - t_bench
                     sampler.sample_now()  # one benchmark sample at least, however short the benchmark
                 sampler.phase = "stopping"
@@ -228,7 +238,8 @@ class TrialRunner:
             exit_code = server.stop(self.stop_grace_s)
             times.stop_s = time.monotonic() - t_stop
             times.total_s = time.monotonic() - t0
-        result = TrialResult(plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before)
+        result = TrialResult(plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before,
+                             shared, kv)
         write_artifacts(result)
         return result
 
@@ -285,6 +296,10 @@ def write_artifacts(result: TrialResult) -> None:
         "gpu": result.gpu.record(),
         "stopped_early": result.benchmark.stopped_early if result.benchmark else None,
         "slo_broken": result.benchmark.slo_broken if result.benchmark else None,
+        # Every level measured, those before a failure included.
+        "levels": result.benchmark.to_frame().to_dict("records") if result.benchmark else [],
         "server_info": result.server_info,
+        "kv_capacity": result.kv.record(),
+        "gpu_shared": [h.record() for h in result.gpu_shared],
     }
     (d / "trial.json").write_text(json.dumps(record, indent=2, default=str))

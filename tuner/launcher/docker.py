@@ -16,7 +16,7 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 
-from tuner.flags import FlagCatalog, FlagCatalogError, ServerFlags, one_per_line
+from tuner.flags import FlagCatalog, FlagCatalogError, ServerFlags, deploy_defaults, one_per_line, shell_args
 from tuner.launcher.base import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
 
 DEFAULT_COMMAND = ("python3", "-m", "sglang.launch_server")
@@ -359,11 +359,18 @@ class DockerLauncher(Launcher):
         # so cleanup_orphans of a later run of the study leaves the deployment alone.
         name = f"{container_name(spec.study, spec.trial)}-deploy"
         q = shlex.quote
-        options = one_per_line([q(a) for a in self.docker_run_options(spec, name)], prefix="-")
+        defaults = {"HOST": spec.host, "PORT": str(spec.port)}
+        if self.gpu_runtime and spec.gpus:
+            defaults["GPUS"] = ",".join(map(str, spec.gpus))
+        # On the host network the server binds $HOST itself; on a bridge it binds 0.0.0.0 and -p publishes $HOST.
+        options = one_per_line(shell_args(self.docker_run_options(spec, name), {
+            "--gpus": '"\\"device=$GPUS\\""', "-p": '"$HOST:$PORT:$PORT"'}), prefix="-")
         head = " ".join(q(a) for a in [self.image_ref(), *self.command])
-        flags = one_per_line([q(a) for a in self._flags(spec).argv()])
+        flags = one_per_line(shell_args(self._flags(spec).argv(), {
+            "--port": '"$PORT"', **({"--host": '"$HOST"'} if self.network == "host" else {})}))
         # export.py's header sets -euo pipefail, so a failed `docker run` stops the script before the echo.
         lines = [
+            *deploy_defaults(defaults),
             f"docker rm -f {q(name)} 2>/dev/null || true",
             " \\\n  ".join(["docker run", *options, head, *flags]),
             f"echo {q(f'started {name}; follow its log with: docker logs -f {name}')}",

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuner.flags import FlagCatalog, one_per_line, read_catalog
+from tuner.flags import FlagCatalog, deploy_defaults, one_per_line, read_catalog, shell_args
 from tuner.launcher.base import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
 
 DEFAULT_COMMAND = ("python", "-m", "sglang.launch_server")
@@ -143,12 +143,17 @@ class ProcessLauncher(Launcher):
 
     def deploy_script(self, spec: LaunchSpec) -> str:
         lines = []
-        for key, value in {**self.env, **spec.env}.items():
-            lines.append(f"export {key}={shlex.quote(value)}")
-        if spec.gpus:
-            lines.append(f"export CUDA_VISIBLE_DEVICES={','.join(map(str, spec.gpus))}")
+        env = {**self.env, **spec.env}
+        for key, value in env.items():
+            if key != "CUDA_VISIBLE_DEVICES":
+                lines.append(f"export {key}={shlex.quote(value)}")
+        defaults = {"HOST": spec.host, "PORT": str(spec.port)}
+        gpus = ",".join(map(str, spec.gpus)) or env.get("CUDA_VISIBLE_DEVICES", "")  # as environment() does
+        if gpus:
+            defaults["CUDA_VISIBLE_DEVICES"] = gpus
+        lines += deploy_defaults(defaults, export=("CUDA_VISIBLE_DEVICES",))
         head = " ".join(shlex.quote(a) for a in self.command)
-        args = [shlex.quote(a) for a in spec.flags.argv()]
+        args = shell_args(spec.flags.argv(), {"--host": '"$HOST"', "--port": '"$PORT"'})
         lines.append("exec " + " \\\n  ".join([head, *one_per_line(args)]))
         return "\n".join(lines) + "\n"
 
