@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import failures, gpu
 from tuner.config import RunConfig, direction
+from tuner.feasibility import Feasibility, ModelFacts, Prediction, launch_env
 from tuner.flags import FlagCatalogError, ServerFlags
 from tuner.launcher.base import Launcher, LaunchError
 from tuner.metrics import LevelResult
@@ -343,6 +344,7 @@ class Tuner:
         ))
         self.cancel = threading.Event()
         self.space: SearchSpace | None = None
+        self.feasibility: Feasibility | None = None
         self.study: optuna.Study | None = None
         self.warnings: list[str] = []
         self.idle_mib: dict[int, float] = {}
@@ -370,6 +372,7 @@ class Tuner:
             if catalog.flags.get(name) and catalog.flags[name].deprecated
         ]
         self._check_gpus(self.space)
+        self.feasibility = self._feasibility()
         if self.launcher.kind == "process" and not _looks_like_path_or_hub_id(self.config.model.path):
             raise SetupError(f"model.path {self.config.model.path!r}: no such folder, and not a hub id (org/name)")
         lc = self.config.launcher
@@ -407,6 +410,19 @@ class Tuner:
             gpu.check_indices(tuple(self.config.gpus))
         except gpu.GpuError as exc:
             raise SetupError(str(exc)) from None
+
+    def _feasibility(self) -> Feasibility:
+        """The facts failures are predicted from; each missing one is said once, and its checks skipped."""
+        c = self.config
+        model = ModelFacts.from_folder(c.model.path) if Path(c.model.path).expanduser().is_dir() else None
+        if model is None:
+            self.warnings.append(f"model.path {c.model.path}: no local config.json, so only too_many_gpus is "
+                                 f"predicted before launch (memory, heads and context are checked by SGLang)")
+        total = gpu.total_mib(tuple(c.gpus)) if model else None
+        if model and total is None:
+            self.warnings.append("no GPU memory from NVML: KV-pool failures are not predicted before launch")
+        longest = None if self.workload.dataset else max(lv.input_len + lv.output_len for lv in self.workload.levels)
+        return Feasibility(model, total, tuple(c.gpus), longest, launch_env(c.launcher.kind, c.launcher.env))
 
     def _recover_stale(self, study: optuna.Study) -> None:
         """RUNNING trials of a dead worker on this host (kill -9): fail them and run their parameters again."""
@@ -489,8 +505,10 @@ class Tuner:
         assert self.space is not None
         tuned = self.space.fixed if baseline else self.space.sample(trial)
         needed = self.space.gpus_needed(tuned)
-        if needed > len(self.config.gpus):
-            self._record_too_many_gpus(study, trial, tuned, needed, baseline, artifacts)
+        assert self.feasibility is not None
+        predicted = self.feasibility.predict(tuned, needed)
+        if predicted:
+            self._record_predicted(study, trial, tuned, needed, baseline, predicted, artifacts)
             return
         gpus: tuple[int, ...] = ()
         result: TrialResult | None = None
@@ -523,17 +541,15 @@ class Tuner:
                 pool.release(gpus)
         self._record(study, trial, result, artifacts)
 
-    def _record_too_many_gpus(self, study: optuna.Study, trial: optuna.Trial, tuned: ServerFlags, needed: int,
-                              baseline: bool, artifacts: FileSystemArtifactStore) -> None:
-        """Infeasible, not launched: SGLang would fail on fewer GPUs than tp x dp, and the sampler learns."""
+    def _record_predicted(self, study: optuna.Study, trial: optuna.Trial, tuned: ServerFlags, needed: int,
+                          baseline: bool, predicted: Prediction, artifacts: FileSystemArtifactStore) -> None:
+        """Infeasible, not launched: SGLang would refuse these flags (tuner.feasibility), and the sampler learns."""
         plan = self.plan(trial.number, tuned, (), self.config.launcher.port)
         plan.trial_dir.mkdir(parents=True, exist_ok=True)
-        have = ",".join(map(str, self.config.gpus))
-        detail = f"needs {needed} GPUs (tp x dp) but --gpus {have} gives {len(self.config.gpus)}"
         set_trial_attrs(study, trial, {"baseline": baseline, "host": HOST, "gpus": [], "gpus_needed": needed,
                                        "flags": plan.flags.as_dict(), "argv": plan.flags.argv(),
-                                       "trial_dir": str(plan.trial_dir)})
-        result = TrialResult(plan, failures.TOO_MANY_GPUS, detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
+                                       "trial_dir": str(plan.trial_dir), "launched": False})
+        result = TrialResult(plan, predicted.failure, predicted.detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
         write_artifacts(result)
         self._record(study, trial, result, artifacts)
 
