@@ -59,6 +59,12 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     return None
 
 
+def reference_trials(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """Each reference's completed trial by name (the latest, if it was re-run)."""
+    return {t.user_attrs["reference"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("reference")}
+
+
 def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".")) -> Exported:
     best = best_trial(study)
     flags = ServerFlags(tuple(best.user_attrs["flags"].items()))
@@ -85,6 +91,11 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
         "levels": best.user_attrs.get("levels", []),
         "baseline": {"trial": base.number, "metrics": dict(zip(study.user_attrs.get("metrics", []), base.values)),
                      "levels": base.user_attrs.get("levels", [])} if base else None,
+        "references": {name: {"trial": t.number, "feasible": t.user_attrs.get("feasible", False),
+                              "metrics": dict(zip(study.user_attrs.get("metrics", []), t.values)),
+                              "flags": t.user_attrs.get("flags")}
+                       for name, t in reference_trials(study).items()},
+        "confirmation": study.user_attrs.get("confirmation"),
         "launcher": best.user_attrs.get("launcher"),
         "gpu_peak_used_mib": best.user_attrs.get("gpu_peak_used_mib"),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -39,6 +39,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             f"--{k}" + ("" if v is True else f" {format_value(v)}") for k, v in flags.items()
             if k not in fixed and k not in ("model-path", "host", "port", "served-model-name") and v is not False
         )
+        if a.get("reference"):
+            row["flags"] = f"reference {a['reference']}: {row['flags']}"
         rows.append(row)
     return pd.DataFrame(rows)
 

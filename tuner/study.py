@@ -28,6 +28,7 @@ from tuner import failures, gpu
 from tuner.config import RunConfig, direction
 from tuner.feasibility import Feasibility, ModelFacts, Prediction, launch_env
 from tuner.flags import FlagCatalogError, ServerFlags
+from tuner.references import Reference, resolve
 from tuner.launcher.base import Launcher, LaunchError
 from tuner.metrics import LevelResult
 from tuner.space import SearchSpace, SpaceError, load_space
@@ -185,6 +186,8 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str = "interr
     attrs = {"retry_of": trial.number, "retry_reason": reason}
     if trial.user_attrs.get("baseline"):
         attrs["baseline"] = True
+    if trial.user_attrs.get("reference"):
+        attrs["reference"] = trial.user_attrs["reference"]
     study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
 
@@ -345,6 +348,7 @@ class Tuner:
         self.cancel = threading.Event()
         self.space: SearchSpace | None = None
         self.feasibility: Feasibility | None = None
+        self.references: dict[str, Reference] = {r.name: r for r in resolve(config.references)}
         self.study: optuna.Study | None = None
         self.warnings: list[str] = []
         self.idle_mib: dict[int, float] = {}
@@ -367,6 +371,9 @@ class Tuner:
             self.space.validate(catalog)
         except SpaceError as exc:
             raise SetupError(str(exc)) from None
+        for ref in self.references.values():
+            if problems := catalog.problems(ref.flags):
+                raise SetupError(f"references: {ref.name}: {'; '.join(problems)}")
         self.warnings = self.space.no_op_warnings() + [
             f"--{name} is deprecated in this SGLang" for name, _ in self.space.fixed.values
             if catalog.flags.get(name) and catalog.flags[name].deprecated
@@ -385,6 +392,7 @@ class Tuner:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
         self.study = open_study(self.config)
         self._recover_stale(self.study)
+        self._enqueue_references(self.study)
         self.config.study_dir.mkdir(parents=True, exist_ok=True)
         # What the GPUs hold before we launch anything: "free" for every later trial means back to this.
         self.idle_mib = gpu.used_mib(tuple(self.config.gpus))
@@ -423,6 +431,17 @@ class Tuner:
             self.warnings.append("no GPU memory from NVML: KV-pool failures are not predicted before launch")
         longest = None if self.workload.dataset else max(lv.input_len + lv.output_len for lv in self.workload.levels)
         return Feasibility(model, total, tuple(c.gpus), longest, launch_env(c.launcher.kind, c.launcher.env))
+
+    def _enqueue_references(self, study: optuna.Study) -> None:
+        """The baseline, then each reference not yet in the study, ahead of any sampled trial."""
+        if not self.references:
+            return
+        queued = {t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False)}
+        if not study.trials and self.config.baseline:
+            study.enqueue_trial({}, user_attrs={"baseline": True})  # else a queued reference would be trial 0
+        for name in self.references:
+            if name not in queued:
+                study.enqueue_trial({}, user_attrs={"reference": name})
 
     def _recover_stale(self, study: optuna.Study) -> None:
         """RUNNING trials of a dead worker on this host (kill -9): fail them and run their parameters again."""
@@ -499,11 +518,16 @@ class Tuner:
             study.tell(trial, state=TrialState.FAIL)
             if fixed is not None:  # a re-run handed to us from the queue: leave it for a later run
                 study.enqueue_trial(fixed, user_attrs={k: v for k, v in trial.user_attrs.items()
-                                                       if k in ("retry_of", "baseline")})
+                                                       if k in ("retry_of", "baseline", "reference")})
             return
-        baseline = self.config.baseline and (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
+        reference = self.references.get(trial.user_attrs.get("reference", ""))
+        baseline = self.config.baseline and not reference and \
+            (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
         assert self.space is not None
-        tuned = self.space.fixed if baseline else self.space.sample(trial)
+        if reference:
+            tuned = self.space.fixed.merged(reference.flags)
+        else:
+            tuned = self.space.fixed if baseline else self.space.sample(trial)
         needed = self.space.gpus_needed(tuned)
         assert self.feasibility is not None
         predicted = self.feasibility.predict(tuned, needed)
