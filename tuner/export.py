@@ -128,5 +128,11 @@ def _header(study: optuna.Study, best: FrozenTrial) -> str:
         if ref and ref["output_throughput"] and base is not best:
             line += f" ({100 * (lv['output_throughput'] / ref['output_throughput'] - 1):+.1f}% vs SGLang defaults)"
         lines.append(line)
+    confirmed = study.user_attrs.get("confirmations", {}).get(str(best.number))
+    if confirmed and confirmed.get("ci95") is not None:
+        lines.append(f"# Confirmed: {confirmed['metric']} {confirmed['mean']:.1f} ± {confirmed['ci95']:.1f} "
+                     f"(mean ± 95% CI over {len(confirmed['runs'])} re-runs)")
+    lines += [f"# {c['statement']}" for c in study.user_attrs.get("confirmation", {}).get("comparisons", [])
+              if c["a"].endswith(f"(trial {best.number})")]
     lines += ["set -euo pipefail", ""]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,8 @@ self-contained HTML file (plotly figures inline) with its CSV and Markdown table
 
 from __future__ import annotations
 
+import math
+
 import html
 import warnings
 from dataclasses import dataclass, field
@@ -239,6 +241,34 @@ code{background:#f5f5f5;padding:1px 4px}
 """
 
 
+def confirmation_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per confirmed trial (tune confirm, or confirm: at the end of a study): mean ± 95% CI over its
+    re-runs and the one-sided bound it is ranked by, best bound first."""
+    rows = []
+    for number, c in study.user_attrs.get("confirmations", {}).items():
+        rows.append({"trial": int(number), "role": c.get("role", "top"), "metric": c["metric"],
+                     "runs": len(c["runs"]), "mean": c.get("mean"), "ci95": c.get("ci95"),
+                     "bound_95": c["bound"] if c["bound"] is not None and math.isfinite(c["bound"]) else None,
+                     "failure": c.get("failure") or ""})
+    return pd.DataFrame(rows, columns=["trial", "role", "metric", "runs", "mean", "ci95", "bound_95", "failure"])
+
+
+def confirmation_lines(study: optuna.Study) -> list[str]:
+    """Plain sentences: each confirmed trial's interval, and the winner against the defaults and references."""
+    lines = []
+    for _, r in confirmation_frame(study).iterrows():
+        what = f"trial {r.trial} ({r.role})"
+        if r.failure:
+            lines.append(f"{what}: failed on re-run ({r.failure})")
+        elif r.ci95 is None or pd.isna(r.ci95):
+            lines.append(f"{what}: {r.metric} {r['mean']:.2f} (one run: no interval)")
+        else:
+            lines.append(f"{what}: {r.metric} {r['mean']:.2f} ± {r.ci95:.2f} (95% CI over {r.runs} runs), "
+                         f"bound {r.bound_95:.2f}")
+    lines += [c["statement"] for c in study.user_attrs.get("confirmation", {}).get("comparisons", [])]
+    return lines
+
+
 def build_report(study: optuna.Study, out_dir: Path) -> Report:
     """report.html (self-contained: plotly.js inline, opens offline), comparison.csv and comparison.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -259,6 +289,9 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         best_flags = flags_text(best.user_attrs.get("flags", {}))
         md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
     md += [f"At concurrency {study.user_attrs.get('at_concurrency', '?')}.", "", markdown_table(comp)]
+    confirmed = confirmation_lines(study)
+    if confirmed:
+        md += ["", "## Confirmed by re-runs", "", *(f"- {line}" for line in confirmed)]
     if not levels.empty:
         md += ["", "## Per concurrency", "", markdown_table(levels)]
     if not fails.empty:
@@ -288,6 +321,9 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         parts.append(f"<p class='bad'>The baseline (trial {base.number}) failed: "
                      f"{html.escape(str(base.user_attrs.get('failure_class')))}.</p>")
     parts.append(html_table(comp))
+    if confirmed:
+        parts += ["<h3>Confirmed by re-runs</h3>", html_table(confirmation_frame(study)),
+                  "<ul>", *(f"<li>{html.escape(line)}</li>" for line in confirmed), "</ul>"]
     if not levels.empty:
         parts += ["<h3>Per concurrency</h3>", html_table(levels)]
 

@@ -478,6 +478,13 @@ class Tuner:
             for w in workers:
                 while w.is_alive():
                     w.join(0.2)
+            if not self._errors and not self.cancel.is_set() and not self._budget_left(study):
+                from tuner.confirm import confirm_study  # it imports this module
+
+                try:
+                    confirm_study(self)
+                except KeyboardInterrupt:
+                    self.cancel.set()
         if self._errors:
             raise self._errors[0]
         if self.cancel.is_set():
