@@ -7,10 +7,12 @@ set -uo pipefail
 bash .gpu/setup.sh >/dev/null
 source .gpu/env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/kv_pool_check.log"
+n=0
 check() {  # model, then flags
   local model=$1; shift
-  local log="$OUT/launch-$model-${*// /_}.log"
-  echo "=== qwen3-$model $*" >> "$OUT/kv_pool_check.log"
+  n=$((n + 1))
+  local log="$OUT/launch-$n.log"
+  echo "=== $n qwen3-$model $*" >> "$OUT/kv_pool_check.log"
   local t0=$SECONDS
   setsid python3 -m sglang.launch_server --model-path /tmp/sglrt/model-qwen3-$model --load-format dummy \
     --attention-backend triton --sampling-backend pytorch --grammar-backend none --host 127.0.0.1 --port 30123 \
@@ -20,7 +22,7 @@ check() {  # model, then flags
     sleep 1
   done
   kill -9 -- -$pid 2>/dev/null; wait $pid 2>/dev/null
-  grep -E "Load weight (begin|end)|KV Cache is allocated|Error|leave no GPU memory|context_length" "$log" \
+  grep -E "Load weight (begin|end)|KV Cache is allocated|Error|leave no GPU memory|context_length \(" "$log" \
     | cut -c1-400 >> "$OUT/kv_pool_check.log"
   echo "elapsed $((SECONDS - t0)) s" >> "$OUT/kv_pool_check.log"
   sleep 3  # the GPU's memory back before the next launch
