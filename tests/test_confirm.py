@@ -7,7 +7,6 @@ import math
 import re
 
 import pytest
-import yaml
 
 from tests.conftest import servers_of, tune, write_run, write_space
 from tuner.config import load_config

@@ -28,9 +28,9 @@ from tuner import failures, gpu
 from tuner.config import RunConfig, direction
 from tuner.feasibility import Feasibility, ModelFacts, Prediction, launch_env
 from tuner.flags import FlagCatalogError, ServerFlags
-from tuner.references import Reference, resolve
 from tuner.launcher.base import Launcher, LaunchError
 from tuner.metrics import LevelResult
+from tuner.references import Reference, resolve
 from tuner.space import SearchSpace, SpaceError, load_space
 from tuner.trial import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
 from tuner.workload import SLO, Workload
