@@ -59,6 +59,7 @@ def write_run(tmp_path: Path, *, study: str = "t", space: Path | None = None, en
         "workload": {"input_len": 64, "output_len": 16, "concurrency": [1, 8], "num_prompts": 16,
                      "warmup_requests": 1, "request_timeout_s": 20},
         "sampler": {"seed": 0, "n_startup_trials": 4},
+        "confirm": None,  # re-runs at the end cost seconds per test; tests of confirmation turn it on
     }
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(run.get(key), dict):

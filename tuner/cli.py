@@ -133,6 +133,10 @@ def start(
     again = f" ({interrupted} interrupted and run again)" if interrupted else ""
     typer.echo(f"study {cfg.study!r}: {tuner.trials_done(study_obj)} trials{again} in {cfg.storage_url}; "
                f"{best_line(study_obj)}")
+    from tuner.report import confirmation_lines
+
+    for line in confirmation_lines(study_obj):
+        typer.echo(f"  {line}")
 
 
 @app.command()
@@ -151,7 +155,7 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
     from rich.console import Console
 
     from tuner.progress import best_line
-    from tuner.report import shared_gpu_note, terminal_table
+    from tuner.report import confirmation_lines, shared_gpu_note, terminal_table
 
     console = Console(highlight=False)
     if console.is_terminal:
@@ -166,6 +170,8 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
     if note:
         typer.echo(note)
     typer.echo(best_line(st))
+    for line in confirmation_lines(st):
+        typer.echo(f"  {line}")
 
 
 @app.command()
@@ -264,7 +270,7 @@ def bench(
 @app.command()
 def confirm(config: Optional[Path] = ConfigOpt, top: int = typer.Option(3, "--top", help="How many of the best trials."),
             repeats: int = typer.Option(3, "--repeats", help="Benchmark runs per trial.")) -> None:
-    """Re-run the top trials several times; export then picks the best 95% confidence bound, not one lucky run."""
+    """Re-run the top trials, the baseline and the references; export then picks the best 95% bound."""
     from tuner.confirm import confirm_top
     from tuner.study import Tuner
 
@@ -277,9 +283,9 @@ def confirm(config: Optional[Path] = ConfigOpt, top: int = typer.Option(3, "--to
         results = _guard(confirm_top, tuner, top, repeats)
     except KeyboardInterrupt:
         _fail("interrupted: no confirmation recorded", 130)
-    for c in results:
-        runs = ", ".join(f"{v:.1f}" for v in c.runs)
-        outcome = c.failure or f"mean {c.mean:.1f}, 95% bound {c.bound:.1f} ({runs})"
-        typer.echo(f"trial {c.trial}: {c.metric} {outcome}")
+    from tuner.report import confirmation_lines
+
+    for line in confirmation_lines(tuner.study):
+        typer.echo(line)
     typer.echo(f"winner by confidence bound: trial {results[0].trial}" if results else "no feasible trial to confirm")
 

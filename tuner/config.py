@@ -155,6 +155,22 @@ class SamplerConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    """A hand-tuned config run beside SGLang's defaults: flags over the space's fixed ones, or a built-in name."""
+
+    name: str = ""
+    flags: dict[str, Any] = field(default_factory=dict)  # SGLang flag names without dashes; empty: a built-in
+
+
+@dataclass
+class ConfirmConfig:
+    """Re-run the top trials (and the baseline and references) at the end of a study; rank by the 95% bound."""
+
+    top: int = 3
+    repeats: int = 3
+
+
+@dataclass
 class RunConfig:
     study: str = "default"
     storage: str | None = None  # default: sqlite:///studies/<study>.db
@@ -171,6 +187,8 @@ class RunConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    references: list[ReferenceConfig] = field(default_factory=list)  # enqueued right after the baseline
+    confirm: ConfirmConfig | None = field(default_factory=ConfirmConfig)  # null: no re-runs at the end
     heartbeat_s: float | None = None  # RDB storages: a dead worker's trial is failed and retried after 2x this
     artifacts: str | None = None  # artifact store folder; default: <trials_dir>/<study>/artifacts
 
@@ -340,6 +358,10 @@ def _check(c: RunConfig) -> None:
     frac = c.objective.max_gpu_memory_fraction
     if frac is not None and not 0 < frac <= 1:
         raise ConfigError(f"objective.max_gpu_memory_fraction: {frac} must be in (0, 1]")
+    _check_references(c)
+    if c.confirm is not None and (c.confirm.top < 0 or c.confirm.repeats < 2):
+        raise ConfigError(f"confirm: top must be 0 or more and repeats at least 2 (an interval needs two runs), "
+                          f"got top {c.confirm.top}, repeats {c.confirm.repeats}")
     if c.sampler.name not in ("tpe", "random", "gp"):
         raise ConfigError(f"sampler.name: {c.sampler.name!r} is not tpe, random or gp")
 
@@ -374,3 +396,21 @@ def _check_workload_shape(c: RunConfig) -> None:
             raise ConfigError(f"objective.load_search: {exc}") from None
     elif o.load_search is not None:
         raise ConfigError("objective.load_search: only used with metrics: [goodput]")
+
+
+def _check_references(c: RunConfig) -> None:
+    from tuner.references import BUILTIN
+
+    seen = set()
+    for i, ref in enumerate(c.references):
+        where = f"references[{i}]"
+        if not ref.name or ref.name in seen:
+            raise ConfigError(f"{where}.name: give each reference a distinct name (e.g. seed-balanced-v2)")
+        seen.add(ref.name)
+        if not ref.flags and ref.name not in BUILTIN:
+            raise ConfigError(f"{where}: {ref.name!r} has no flags and is not a built-in reference "
+                              f"({', '.join(sorted(BUILTIN))})")
+        for name, value in ref.flags.items():
+            if name.startswith("-") or not isinstance(value, (str, int, float, bool)):
+                raise ConfigError(f"{where}.flags.{name}: a flag name without dashes and one value "
+                                  f"(true for a switch), got {value!r}")

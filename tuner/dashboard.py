@@ -80,7 +80,8 @@ def _num(value, fmt: str, unit: str = "") -> str:
 def trial_note(number: int, attrs: dict) -> str:
     cls = attrs.get("failure_class", "none")
     baseline = bool(attrs.get("baseline"))
-    title = f"## Trial {number}" + (" — baseline (SGLang defaults)" if baseline else "")
+    title = f"## Trial {number}" + (" — baseline (SGLang defaults)" if baseline else
+                                     f" — reference {attrs['reference']} (hand-tuned)" if attrs.get("reference") else "")
     status = "ok" if cls in ("none", None) else f"**{cls}**"
     if cls in ("none", None) and attrs.get("feasible") is False:
         status = "**infeasible** (a constraint is violated)"

@@ -59,6 +59,12 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     return None
 
 
+def reference_trials(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """Each reference's completed trial by name (the latest, if it was re-run)."""
+    return {t.user_attrs["reference"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("reference")}
+
+
 def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".")) -> Exported:
     best = best_trial(study)
     flags = ServerFlags(tuple(best.user_attrs["flags"].items()))
@@ -85,6 +91,11 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
         "levels": best.user_attrs.get("levels", []),
         "baseline": {"trial": base.number, "metrics": dict(zip(study.user_attrs.get("metrics", []), base.values)),
                      "levels": base.user_attrs.get("levels", [])} if base else None,
+        "references": {name: {"trial": t.number, "feasible": t.user_attrs.get("feasible", False),
+                              "metrics": dict(zip(study.user_attrs.get("metrics", []), t.values)),
+                              "flags": t.user_attrs.get("flags")}
+                       for name, t in reference_trials(study).items()},
+        "confirmation": study.user_attrs.get("confirmation"),
         "launcher": best.user_attrs.get("launcher"),
         "gpu_peak_used_mib": best.user_attrs.get("gpu_peak_used_mib"),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -117,5 +128,11 @@ def _header(study: optuna.Study, best: FrozenTrial) -> str:
         if ref and ref["output_throughput"] and base is not best:
             line += f" ({100 * (lv['output_throughput'] / ref['output_throughput'] - 1):+.1f}% vs SGLang defaults)"
         lines.append(line)
+    confirmed = study.user_attrs.get("confirmations", {}).get(str(best.number))
+    if confirmed and confirmed.get("ci95") is not None:
+        lines.append(f"# Confirmed: {confirmed['metric']} {confirmed['mean']:.1f} ± {confirmed['ci95']:.1f} "
+                     f"(mean ± 95% CI over {len(confirmed['runs'])} re-runs)")
+    lines += [f"# {c['statement']}" for c in study.user_attrs.get("confirmation", {}).get("comparisons", [])
+              if c["a"].endswith(f"(trial {best.number})")]
     lines += ["set -euo pipefail", ""]
     return "\n".join(lines) + "\n"

@@ -98,6 +98,29 @@ TOO_MANY_GPUS = _c(
     "The trial's tp-size x dp-size (x pp-size) needs more GPUs than --gpus gives: it was not launched.",
     "Give more --gpus, or narrow tp-size/dp-size in the search space to what this machine has.",
 )
+PREDICTED_OOM_KV = _c(
+    "predicted_oom_kv",
+    "Predicted before launch (not launched): the weights leave no GPU memory for the KV cache under this "
+    "--mem-fraction-static, which SGLang 0.5.17 refuses (\"Loaded weights leave no GPU memory for the KV cache\").",
+    "Raise the low bound of --mem-fraction-static in the space, or use more --tp-size.",
+)
+PREDICTED_KV_TOO_SMALL = _c(
+    "predicted_kv_too_small",
+    "Predicted before launch (not launched): the KV pool or the context length is shorter than the workload's "
+    "longest request, which SGLang would cut short.",
+    "Raise --mem-fraction-static / --max-total-tokens / --context-length, or shorten the workload's requests.",
+)
+PREDICTED_CONTEXT = _c(
+    "predicted_context_length",
+    "Predicted before launch (not launched): --context-length is above the model's maximum, which SGLang refuses "
+    "unless SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1.",
+    "Keep --context-length within the model's max_position_embeddings (config.json).",
+)
+PREDICTED_TP_HEADS = _c(
+    "predicted_tp_heads",
+    "Predicted before launch (not launched): --tp-size does not divide the model's attention or KV heads.",
+    "Use a --tp-size that divides the attention heads (and the KV heads, or is a multiple of them).",
+)
 INTERRUPTED = _c(
     "interrupted",
     "The tuner was stopped (Ctrl-C, SIGTERM or killed) during this trial.",
@@ -116,7 +139,8 @@ ALL = {
     c.name: c
     for c in (
         INVALID_FLAG, GPU_BUSY, OOM_KV, OOM_CUDA_GRAPH, CUDA_GRAPH_FAILED, OOM_RUNTIME, SEGFAULT,
-        SCHEDULER_CRASH, STARTUP_TIMEOUT, BENCH_TIMEOUT, DIED, UNHEALTHY, CRASHED, TOO_MANY_GPUS, INTERRUPTED,
+        SCHEDULER_CRASH, STARTUP_TIMEOUT, BENCH_TIMEOUT, DIED, UNHEALTHY, CRASHED, TOO_MANY_GPUS, PREDICTED_OOM_KV,
+        PREDICTED_KV_TOO_SMALL, PREDICTED_CONTEXT, PREDICTED_TP_HEADS, INTERRUPTED,
     )
 }
 

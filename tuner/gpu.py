@@ -297,6 +297,16 @@ def used_mib(gpus: tuple[int, ...]) -> dict[int, float]:
     return out
 
 
+def total_mib(gpus: tuple[int, ...]) -> float | None:
+    """The smallest total memory among these GPUs (what a trial spread over them can count on); None without NVML."""
+    if not gpus or not nvml_available():
+        return None
+    try:
+        return min(read(g)[1] for g in gpus)
+    except pynvml.NVMLError:
+        return None
+
+
 def wait_until_free(gpus: tuple[int, ...], idle_mib: dict[int, float], timeout_s: float = 60.0,
                     slack_mib: float = FREE_SLACK_MIB, poll_s: float = 0.2) -> float:
     """Block until each GPU is back to its idle memory (what it used before the study began).

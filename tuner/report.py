@@ -3,6 +3,8 @@ self-contained HTML file (plotly figures inline) with its CSV and Markdown table
 
 from __future__ import annotations
 
+import math
+
 import html
 import warnings
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             f"--{k}" + ("" if v is True else f" {format_value(v)}") for k, v in flags.items()
             if k not in fixed and k not in ("model-path", "host", "port", "served-model-name") and v is not False
         )
+        if a.get("reference"):
+            row["flags"] = f"reference {a['reference']}: {row['flags']}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -350,6 +354,34 @@ code{background:#f5f5f5;padding:1px 4px}
 """
 
 
+def confirmation_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per confirmed trial (tune confirm, or confirm: at the end of a study): mean ± 95% CI over its
+    re-runs and the one-sided bound it is ranked by, best bound first."""
+    rows = []
+    for number, c in study.user_attrs.get("confirmations", {}).items():
+        rows.append({"trial": int(number), "role": c.get("role", "top"), "metric": c["metric"],
+                     "runs": len(c["runs"]), "mean": c.get("mean"), "ci95": c.get("ci95"),
+                     "bound_95": c["bound"] if c["bound"] is not None and math.isfinite(c["bound"]) else None,
+                     "failure": c.get("failure") or ""})
+    return pd.DataFrame(rows, columns=["trial", "role", "metric", "runs", "mean", "ci95", "bound_95", "failure"])
+
+
+def confirmation_lines(study: optuna.Study) -> list[str]:
+    """Plain sentences: each confirmed trial's interval, and the winner against the defaults and references."""
+    lines = []
+    for _, r in confirmation_frame(study).iterrows():
+        what = f"trial {r.trial} ({r.role})"
+        if r.failure:
+            lines.append(f"{what}: failed on re-run ({r.failure})")
+        elif r.ci95 is None or pd.isna(r.ci95):
+            lines.append(f"{what}: {r.metric} {r['mean']:.2f} (one run: no interval)")
+        else:
+            lines.append(f"{what}: {r.metric} {r['mean']:.2f} ± {r.ci95:.2f} (95% CI over {r.runs} runs), "
+                         f"bound {r.bound_95:.2f}")
+    lines += [c["statement"] for c in study.user_attrs.get("confirmation", {}).get("comparisons", [])]
+    return lines
+
+
 def build_report(study: optuna.Study, out_dir: Path) -> Report:
     """report.html (self-contained: plotly.js inline, opens offline), comparison.csv and comparison.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -374,6 +406,9 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if shared_gpu_note(study):
         md += [f"**{shared_gpu_note(study)}**", ""]
     md += [markdown_table(comp)]
+    confirmed = confirmation_lines(study)
+    if confirmed:
+        md += ["", "## Confirmed by re-runs", "", *(f"- {line}" for line in confirmed)]
     if not levels.empty:
         md += ["", "## Per concurrency", "", markdown_table(levels)]
     curves = curves_frame(study)
@@ -409,6 +444,9 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         parts.append(f"<p class='bad'>The baseline (trial {base.number}) failed: "
                      f"{html.escape(str(base.user_attrs.get('failure_class')))}.</p>")
     parts.append(html_table(comp))
+    if confirmed:
+        parts += ["<h3>Confirmed by re-runs</h3>", html_table(confirmation_frame(study)),
+                  "<ul>", *(f"<li>{html.escape(line)}</li>" for line in confirmed), "</ul>"]
     if not levels.empty:
         parts += ["<h3>Per concurrency</h3>", html_table(levels)]
     if not curves.empty:

@@ -28,11 +28,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import failures, gpu
 from tuner.config import GOODPUT, RunConfig, direction
+from tuner.feasibility import Feasibility, ModelFacts, Prediction, launch_env
 from tuner.flags import FlagCatalogError, ServerFlags
 from tuner.kv import tokens_needed
 from tuner.launcher.base import Launcher, LaunchError
 from tuner.load_search import best_level
 from tuner.metrics import LevelResult
+from tuner.references import Reference, resolve
 from tuner.space import SearchSpace, SpaceError, load_space
 from tuner.trial import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
 from tuner.workload import SLO, LoadSearch, Workload
@@ -223,6 +225,8 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str = "interr
     attrs = {"retry_of": trial.number, "retry_reason": reason}
     if trial.user_attrs.get("baseline"):
         attrs["baseline"] = True
+    if trial.user_attrs.get("reference"):
+        attrs["reference"] = trial.user_attrs["reference"]
     study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
 
@@ -392,6 +396,8 @@ class Tuner:
             if self.objective.load_search else {"concurrency": list(config.workload.concurrency)})}
         self.cancel = threading.Event()
         self.space: SearchSpace | None = None
+        self.feasibility: Feasibility | None = None
+        self.references: dict[str, Reference] = {r.name: r for r in resolve(config.references)}
         self.study: optuna.Study | None = None
         self.warnings: list[str] = []
         self.idle_mib: dict[int, float] = {}
@@ -414,11 +420,15 @@ class Tuner:
             self.space.validate(catalog)
         except SpaceError as exc:
             raise SetupError(str(exc)) from None
+        for ref in self.references.values():
+            if problems := catalog.problems(ref.flags):
+                raise SetupError(f"references: {ref.name}: {'; '.join(problems)}")
         self.warnings = self.space.no_op_warnings() + [
             f"--{name} is deprecated in this SGLang" for name, _ in self.space.fixed.values
             if catalog.flags.get(name) and catalog.flags[name].deprecated
         ]
         self._check_gpus(self.space)
+        self.feasibility = self._feasibility()
         if self.launcher.kind == "process" and not _looks_like_path_or_hub_id(self.config.model.path):
             raise SetupError(f"model.path {self.config.model.path!r}: no such folder, and not a hub id (org/name)")
         lc = self.config.launcher
@@ -436,6 +446,7 @@ class Tuner:
         self._check_space_matches(self.study, self.space)
         self._check_baseline_flags(self.study)
         self._recover_stale(self.study)
+        self._enqueue_references(self.study)
         self.config.study_dir.mkdir(parents=True, exist_ok=True)
         # What the GPUs hold before we launch anything (idle, or what the user agreed to share them with):
         # "free" for every later trial means back to this.
@@ -505,6 +516,30 @@ class Tuner:
             if t.user_attrs.get("baseline") and t.user_attrs.get("failure_class") == failures.INVALID_FLAG.name:
                 raise SetupError(_baseline_refused(self.config, t.user_attrs.get("failure_detail", "")))
 
+    def _feasibility(self) -> Feasibility:
+        """The facts failures are predicted from; each missing one is said once, and its checks skipped."""
+        c = self.config
+        model = ModelFacts.from_folder(c.model.path) if Path(c.model.path).expanduser().is_dir() else None
+        if model is None:
+            self.warnings.append(f"model.path {c.model.path}: no local config.json, so only too_many_gpus is "
+                                 f"predicted before launch (memory, heads and context are checked by SGLang)")
+        total = gpu.total_mib(tuple(c.gpus)) if model else None
+        if model and total is None:
+            self.warnings.append("no GPU memory from NVML: KV-pool failures are not predicted before launch")
+        longest = None if self.workload.dataset else max(lv.input_len + lv.output_len for lv in self.workload.levels)
+        return Feasibility(model, total, tuple(c.gpus), longest, launch_env(c.launcher.kind, c.launcher.env))
+
+    def _enqueue_references(self, study: optuna.Study) -> None:
+        """The baseline, then each reference not yet in the study, ahead of any sampled trial."""
+        if not self.references:
+            return
+        queued = {t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False)}
+        if not study.trials and self.config.baseline:
+            study.enqueue_trial({}, user_attrs={"baseline": True})  # else a queued reference would be trial 0
+        for name in self.references:
+            if name not in queued:
+                study.enqueue_trial({}, user_attrs={"reference": name})
+
     def _recover_stale(self, study: optuna.Study) -> None:
         """RUNNING trials of a dead worker on this host (kill -9): fail them and run their parameters again."""
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -540,6 +575,13 @@ class Tuner:
             for w in workers:
                 while w.is_alive():
                     w.join(0.2)
+            if not self._errors and not self.cancel.is_set() and not self._budget_left(study):
+                from tuner.confirm import confirm_study  # it imports this module
+
+                try:
+                    confirm_study(self)
+                except KeyboardInterrupt:
+                    self.cancel.set()
         if self._errors:
             raise self._errors[0]
         if self.cancel.is_set():
@@ -590,12 +632,17 @@ class Tuner:
             study.tell(trial, state=TrialState.FAIL)
             if fixed is not None:  # a re-run handed to us from the queue: leave it for a later run
                 study.enqueue_trial(fixed, user_attrs={k: v for k, v in trial.user_attrs.items()
-                                                       if k in ("retry_of", "baseline")})
+                                                       if k in ("retry_of", "baseline", "reference")})
             return
-        baseline = self.config.baseline and (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
+        reference = self.references.get(trial.user_attrs.get("reference", ""))
+        baseline = self.config.baseline and not reference and \
+            (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
         assert self.space is not None
         try:
-            tuned = self.space.fixed if baseline else self.space.sample(trial)
+            if reference:
+                tuned = self.space.fixed.merged(reference.flags)
+            else:
+                tuned = self.space.fixed if baseline else self.space.sample(trial)
         except BaseException as exc:
             # Never left RUNNING: a resume would re-queue it and fail the same way for ever.
             trial.set_user_attr("failure_class", "sampling_error")
@@ -605,8 +652,10 @@ class Tuner:
                 raise SetupError(f"trial {trial.number}: Optuna refused to sample the space: {exc}") from None
             raise
         needed = self.space.gpus_needed(tuned)
-        if needed > len(self.config.gpus):
-            self._record_too_many_gpus(study, trial, tuned, needed, baseline, artifacts)
+        assert self.feasibility is not None
+        predicted = self.feasibility.predict(tuned, needed)
+        if predicted:
+            self._record_predicted(study, trial, tuned, needed, baseline, predicted, artifacts)
             return
         gpus: tuple[int, ...] = ()
         result: TrialResult | None = None
@@ -639,17 +688,15 @@ class Tuner:
                 pool.release(gpus)
         self._record(study, trial, result, artifacts)
 
-    def _record_too_many_gpus(self, study: optuna.Study, trial: optuna.Trial, tuned: ServerFlags, needed: int,
-                              baseline: bool, artifacts: FileSystemArtifactStore) -> None:
-        """Infeasible, not launched: SGLang would fail on fewer GPUs than tp x dp, and the sampler learns."""
+    def _record_predicted(self, study: optuna.Study, trial: optuna.Trial, tuned: ServerFlags, needed: int,
+                          baseline: bool, predicted: Prediction, artifacts: FileSystemArtifactStore) -> None:
+        """Infeasible, not launched: SGLang would refuse these flags (tuner.feasibility), and the sampler learns."""
         plan = self.plan(trial.number, tuned, (), self.config.launcher.port)
         plan.trial_dir.mkdir(parents=True, exist_ok=True)
-        have = ",".join(map(str, self.config.gpus))
-        detail = f"needs {needed} GPUs (tp x dp) but --gpus {have} gives {len(self.config.gpus)}"
         set_trial_attrs(study, trial, {"baseline": baseline, "host": HOST, "gpus": [], "gpus_needed": needed,
                                        "flags": plan.flags.as_dict(), "argv": plan.flags.argv(),
-                                       "trial_dir": str(plan.trial_dir)})
-        result = TrialResult(plan, failures.TOO_MANY_GPUS, detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
+                                       "trial_dir": str(plan.trial_dir), "launched": False})
+        result = TrialResult(plan, predicted.failure, predicted.detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
         write_artifacts(result)
         self._record(study, trial, result, artifacts)
 
