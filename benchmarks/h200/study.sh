@@ -18,7 +18,7 @@ if [ "${BUSY_CHECK:-0}" = 1 ]; then
   holder=$!
   until nvidia-smi --query-compute-apps=pid --format=csv,noheader | grep -q "$holder"; do sleep 0.5; done
   sleep 2
-  { echo "\$ tune start -c $run   (while PID $holder holds 100 GiB)"; timeout 120 python3 -m tuner start -c "$run"; echo "exit code $?"; } > "$OUT/busy_check.txt" 2>&1
+  { echo "\$ tune start -c $run   (while PID $holder holds 100 GiB)"; timeout 120 python3 -m tuner start -c "$run" --study busy-check --storage sqlite:////tmp/busy-check.db; echo "exit code $?"; } > "$OUT/busy_check.txt" 2>&1
   kill $holder; wait $holder 2>/dev/null
   while [ -n "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ]; do sleep 0.5; done
   cat "$OUT/busy_check.txt"
