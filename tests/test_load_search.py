@@ -161,3 +161,26 @@ def test_report_curves_cover_baseline_best_and_reference_trials(tmp_path):
     md = report.markdown.read_text()
     assert "highest request rate meeting the SLO (p99_ttft_ms <= 100)" in md
     assert "| hand-tuned (trial 2) | 2 | 0 | 4 |" in md
+
+
+def test_tune_bench_runs_the_load_search_against_a_running_server(tmp_path):
+    """What reproducing a best config's goodput with deploy-best.sh needs: `tune bench` with a goodput run file
+    runs the same search and counts goodput against the same per-request SLO."""
+    from test_standin import launch, stop, wait_ready
+
+    proc, base = launch()
+    run = write_run(tmp_path, workload={"input_len": 32, "output_len": 8, "num_prompts": None, "warmup_requests": 0},
+                    objective={"metrics": ["goodput"], "slo": {"p99_ttft_ms": 0.001},
+                               "load_search": {"start_rate": 50, "max_rate": 100, "level_duration_s": 0.2,
+                                               "min_prompts": 4}})
+    try:
+        wait_ready(base, proc)
+        done = tune("bench", "-c", str(run), "--url", base)
+    finally:
+        stop(proc)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split()[:2] == ["request_rate", "completed"] and "slo_pass" in lines[0]
+    assert len(lines) == 3 and lines[1].split()[0] == "50.0"  # nobody meets a 1 us TTFT: the first rate fails
+    assert lines[1].split()[3] == "0.0"  # and its goodput counts no request: the SLO applies per request
+    assert lines[-1].startswith("no rate holds the SLO: SLO broken at 50 req/s: p99_ttft_ms ")

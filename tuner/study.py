@@ -382,10 +382,7 @@ class Tuner:
         self.config = config
         self.launcher = launcher or make_launcher(config)
         self.progress = progress
-        self.workload = config.workload.build(SLO(
-            ttft_ms=config.objective.slo.get("p99_ttft_ms") or config.objective.slo.get("median_ttft_ms"),
-            tpot_ms=config.objective.slo.get("median_tpot_ms") or config.objective.slo.get("p99_tpot_ms"),
-        ))
+        self.workload = config.workload.build(config.objective.request_slo())
         # A load search's in-flight tokens follow its arrival rates, not a concurrency: its pool is not checked.
         objective = objective_for(config)
         self.objective = dataclasses.replace(
