@@ -37,7 +37,7 @@ from tuner.metrics import LevelResult
 from tuner.references import Reference, resolve
 from tuner.space import SearchSpace, SpaceError, load_space
 from tuner.trial import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
-from tuner.workload import SLO, LoadSearch, Workload
+from tuner.workload import LoadSearch, Workload
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
