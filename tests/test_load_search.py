@@ -161,3 +161,50 @@ def test_report_curves_cover_baseline_best_and_reference_trials(tmp_path):
     md = report.markdown.read_text()
     assert "highest request rate meeting the SLO (p99_ttft_ms <= 100)" in md
     assert "| hand-tuned (trial 2) | 2 | 0 | 4 |" in md
+
+
+def test_tune_bench_runs_the_load_search_against_a_running_server(tmp_path):
+    """What reproducing a best config's goodput with deploy-best.sh needs: `tune bench` with a goodput run file
+    runs the same search and counts goodput against the same per-request SLO."""
+    from test_standin import launch, stop, wait_ready
+
+    proc, base = launch()
+    run = write_run(tmp_path, workload={"input_len": 32, "output_len": 8, "num_prompts": None, "warmup_requests": 0},
+                    objective={"metrics": ["goodput"], "slo": {"p99_ttft_ms": 0.001},
+                               "load_search": {"start_rate": 50, "max_rate": 100, "level_duration_s": 0.2,
+                                               "min_prompts": 4}})
+    try:
+        wait_ready(base, proc)
+        done = tune("bench", "-c", str(run), "--url", base)
+    finally:
+        stop(proc)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split()[:2] == ["request_rate", "completed"] and "slo_pass" in lines[0]
+    assert len(lines) == 3 and lines[1].split()[0] == "50.0"  # nobody meets a 1 us TTFT: the first rate fails
+    assert lines[1].split()[3] == "0.0"  # and its goodput counts no request: the SLO applies per request
+    assert lines[-1].startswith("no rate holds the SLO: SLO broken at 50 req/s: p99_ttft_ms ")
+
+
+def test_a_server_that_dies_mid_search_keeps_the_levels_it_passed():
+    from test_standin import launch, stop, wait_ready
+
+    from tuner.benchmark import ServerDied
+    from tuner.load_search import run_load_search
+    from tuner.workload import Workload
+
+    # The stand-in is killed (OOM) once its running batch exceeds 8 requests: 8 and 32 req/s stay below that.
+    proc, base = launch(faults="oom_under_load:", SGLANG_STANDIN_SPEED="1.0")
+    try:
+        wait_ready(base, proc)
+        w = Workload(levels=(Level(concurrency=1, input_len=64, output_len=16, num_prompts=1),), warmup_requests=0)
+        search = LoadSearch(start_rate=8, max_rate=2048, factor=4, level_duration_s=1, min_prompts=8)
+        with pytest.raises(ServerDied) as died:
+            run_load_search(base, "m", w, search, {"p99_tpot_ms": 1000},
+                            check_server=lambda: None if proc.poll() is None else f"exited {proc.returncode}")
+    finally:
+        stop(proc)
+    measured = died.value.measured
+    assert [lv.request_rate for lv in measured.levels][:2] == [8, 32]
+    assert measured.slo_pass[:2] == (True, True) and len(measured.slo_pass) == len(measured.levels)
+    assert best_level(measured.levels, measured.slo_pass).request_rate >= 32

@@ -250,19 +250,32 @@ def bench(
     model: Optional[str] = typer.Option(None, "--model", help="Model name sent in requests (default: the run file's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the per-level table as CSV here."),
 ) -> None:
-    """Benchmark a running server with the run file's workload (e.g. one started by deploy-best.sh)."""
+    """Benchmark a running server with the run file's workload (e.g. one started by deploy-best.sh); with the
+    goodput objective, its load search."""
     from tuner.benchmark import BenchmarkError, run_benchmark
-    from tuner.workload import SLO
+    from tuner.load_search import best_level, run_load_search
 
     cfg = _config(config, {"model.path": model}, check=False)
-    workload = _guard(cfg.workload.build, SLO())
+    workload = _guard(cfg.workload.build, cfg.objective.request_slo())
+    name = cfg.model.served_name or cfg.model.path or "default"
+    search = cfg.objective.search
     try:
-        result = run_benchmark(url.rstrip("/"), cfg.model.served_name or cfg.model.path or "default", workload)
-    except BenchmarkError as exc:
+        if search is not None:
+            result = run_load_search(url.rstrip("/"), name, workload, search, cfg.objective.slo)
+        else:
+            result = run_benchmark(url.rstrip("/"), name, workload)
+    except (BenchmarkError, ValueError) as exc:  # ValueError: a workload or search the run file got wrong
         _fail(f"benchmark of {url} failed: {exc}")
-    frame = result.to_frame()[["concurrency", "completed", "failed", "output_throughput", "median_ttft_ms",
-                               "p99_ttft_ms", "median_tpot_ms", "median_itl_ms", "concurrency_achieved"]]
-    typer.echo(frame.round(2).to_string(index=False))
+    columns = ["concurrency", "completed", "failed", "output_throughput", "median_ttft_ms", "p99_ttft_ms",
+               "median_tpot_ms", "median_itl_ms", "concurrency_achieved"]
+    if search is not None:
+        columns = ["request_rate", "completed", "failed", "request_goodput", "output_throughput", "p99_ttft_ms",
+                   "p99_tpot_ms", "slo_pass"]
+    typer.echo(result.to_frame()[columns].round(2).to_string(index=False))
+    if search is not None:
+        best = best_level(result.levels, result.slo_pass)
+        typer.echo(f"goodput {best.request_goodput:.2f} req/s at {best.request_rate:g} req/s" if best
+                   else f"no rate holds the SLO: {result.slo_broken}")
     if out:
         result.to_csv(out)
 

@@ -137,6 +137,11 @@ class ObjectiveConfig:
     early_stop: bool = True  # skip later levels once an SLO is broken or the config is clearly worse
     load_search: LoadSearch | None = None  # with metrics [goodput]; default LoadSearch()
 
+    def request_slo(self) -> SLO:
+        """The per-request limits that goodput counts against (bench_serving's --goodput), from the slo keys."""
+        return SLO(ttft_ms=self.slo.get("p99_ttft_ms") or self.slo.get("median_ttft_ms"),
+                   tpot_ms=self.slo.get("median_tpot_ms") or self.slo.get("p99_tpot_ms"))
+
     @property
     def search(self) -> LoadSearch | None:
         """The load search when the objective is goodput, else None (fixed concurrency levels)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 
-from tuner.benchmark import BenchmarkResult, run_benchmark
+from tuner.benchmark import BenchmarkError, BenchmarkResult, run_benchmark
 from tuner.metrics import LevelResult
 from tuner.workload import Level, LoadSearch, Workload
 
@@ -102,9 +102,18 @@ def run_load_search(
         if on_level is not None:
             on_level(lr)
 
+    def searched(records: tuple) -> BenchmarkResult:
+        n = len(verdicts)  # levels whose verdict is in; a level cut short by an error has none
+        return BenchmarkResult(levels=tuple(results[:n]), records=records[:n], slo_pass=tuple(verdicts),
+                               slo_broken=first_break[0] if first_break else None)
+
     # The client's pool and timeouts are sized from workload.levels: give it the largest level possible.
     widest = search.level(template, search.max_rate)
-    bench = run_benchmark(base_url, model, replace(workload, levels=(widest,), repeats=1),
-                          check_server=check_server, on_level=collect, levels=levels())
-    return BenchmarkResult(levels=tuple(results), records=bench.records, slo_pass=tuple(verdicts),
-                           slo_broken=first_break[0] if first_break else None)
+    try:
+        bench = run_benchmark(base_url, model, replace(workload, levels=(widest,), repeats=1),
+                              check_server=check_server, on_level=collect, levels=levels())
+    except BenchmarkError as exc:  # a server that died at 64 req/s still held the SLO up to 32: keep that curve
+        if exc.measured is not None:
+            exc.measured = searched(exc.measured.records)
+        raise
+    return searched(bench.records)

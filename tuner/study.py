@@ -37,7 +37,7 @@ from tuner.metrics import LevelResult
 from tuner.references import Reference, resolve
 from tuner.space import SearchSpace, SpaceError, load_space
 from tuner.trial import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
-from tuner.workload import SLO, LoadSearch, Workload
+from tuner.workload import LoadSearch, Workload
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -382,10 +382,7 @@ class Tuner:
         self.config = config
         self.launcher = launcher or make_launcher(config)
         self.progress = progress
-        self.workload = config.workload.build(SLO(
-            ttft_ms=config.objective.slo.get("p99_ttft_ms") or config.objective.slo.get("median_ttft_ms"),
-            tpot_ms=config.objective.slo.get("median_tpot_ms") or config.objective.slo.get("p99_tpot_ms"),
-        ))
+        self.workload = config.workload.build(config.objective.request_slo())
         # A load search's in-flight tokens follow its arrival rates, not a concurrency: its pool is not checked.
         objective = objective_for(config)
         self.objective = dataclasses.replace(
