@@ -128,9 +128,10 @@ def test_tune_start_finds_the_rate_where_the_standin_breaks_its_slo(tmp_path, un
     assert slow.values == [0.0] and not slow.user_attrs["feasible"]
     assert [lv["request_rate"] for lv in slow.user_attrs["levels"]] == [4.0]
     assert slow.user_attrs["slo_broken"].startswith("SLO broken at 4 req/s: p99_tpot_ms ")
-    launch_ok, tpot_excess = slow.system_attrs["constraints"][:2]  # launch_ok, then the SLO: by how much the first rate broke the limit
-    assert launch_ok == 0 and tpot_excess == pytest.approx(slow.user_attrs["levels"][0]["p99_tpot_ms"] - 8, abs=0.01)
-    assert tpot_excess > 0
+    constraints = dict(zip(study.user_attrs["constraint_names"], slow.system_attrs["constraints"]))
+    tpot_excess = constraints["slo:p99_tpot_ms"]  # by how much the first rate broke the limit
+    assert constraints["launch_ok"] == 0 and tpot_excess > 0
+    assert tpot_excess == pytest.approx(slow.user_attrs["levels"][0]["p99_tpot_ms"] - 8, abs=0.01)
 
 
 def test_report_curves_cover_baseline_best_and_reference_trials(tmp_path):
