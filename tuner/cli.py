@@ -97,11 +97,13 @@ def start(
         "gpus": gpus, "launcher.port": port, "launcher.kind": launcher, "launcher.command": server_command,
         "launcher.image": image, "heartbeat_s": heartbeat, "gpus_shared": allow_shared_gpu or None,
     })
-    from tuner.progress import LineProgress  # after the run file is checked: optuna takes a second to import
-    from tuner.study import Tuner
-
-    reporter = LineProgress(cfg.trials, force=bool(progress), slots=len(cfg.gpus)) if progress is not False else None
     try:
+        # After the run file is checked: optuna and rich take a second or more to import (Ctrl-C lands here too).
+        from tuner.progress import LineProgress
+        from tuner.study import Tuner
+
+        reporter = LineProgress(cfg.trials, force=bool(progress), slots=len(cfg.gpus)) if progress is not False \
+            else None
         tuner = _guard(Tuner, cfg, progress=reporter)
         study_obj = _guard(tuner.prepare)
     except KeyboardInterrupt:
