@@ -262,6 +262,40 @@ def report(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
 
 
 @app.command()
+def record(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
+           out: Path = typer.Option(..., "--out", help="The surface file to write, e.g. surfaces/h200-qwen3-8b.json."),
+           gpu_name: str = typer.Option(..., "--gpu-name", help="The GPU the trials ran on, e.g. 'NVIDIA H200'."),
+           sglang_help: Path = typer.Option(..., "--sglang-help",
+                                            help="That SGLang's `python -m sglang.launch_server --help` output."),
+           model: Optional[str] = typer.Option(None, "--model", help="The model's name (default: its model path)."),
+           notes: str = typer.Option("", "--notes", help="Anything a reader of the surface should know."),
+           trials_dir: Optional[Path] = typer.Option(None, "--trials-dir",
+                                                     help="Where trials/<study>/ is now, if it moved.")) -> None:
+    """Turn a finished study's real trials into a surface file that `launcher: {kind: replay}` replays."""
+    from tuner.flags import FlagCatalog
+    from tuner.study import load_existing_study
+    from tuner.surface import SurfaceError, from_study
+
+    cfg = _config(config, {"study": study, "storage": storage}, check=False)
+    st = _guard(load_existing_study, cfg)
+    if not sglang_help.is_file():
+        _fail(f"--sglang-help {sglang_help}: no such file (save `python -m sglang.launch_server --help` there)")
+    catalog = FlagCatalog.from_help(sglang_help.read_text(), str(sglang_help))
+    if "port" not in catalog.flags:
+        _fail(f"--sglang-help {sglang_help}: lists no --port; is it SGLang's launch_server --help?")
+    versions = {t.user_attrs.get("server_version") or t.user_attrs.get("launcher", {}).get("sglang_version")
+                for t in st.trials} - {None}
+    try:
+        surface = from_study(st, gpu_name=gpu_name, catalog=catalog, sglang_version=", ".join(sorted(versions))
+                             or "unknown", model=model, notes=notes, trials_dir=trials_dir)
+    except SurfaceError as exc:
+        _fail(str(exc))
+    surface.save(out)
+    failed = sum(not r.ok for r in surface.rows)
+    typer.echo(f"wrote {out}: {len(surface.rows)} trials ({failed} failed) of study {cfg.study!r}")
+
+
+@app.command()
 def bench(
     config: Optional[Path] = ConfigOpt,
     url: str = typer.Option("http://127.0.0.1:30000", "--url", help="A running SGLang server."),
