@@ -74,7 +74,7 @@ def main() -> None:
                           description="random token ids, ignore_eos, 8/64/256 prompts per level, 2 warm-up "
                                       "requests and a cache flush before each level"),
         objective=Objective(metrics=["output_throughput"], at_concurrency=64),
-        date="2026-11-28", source="study h200-qwen3-8b (docs/h200.md)",
+        date="2026-11-28", source="study h200-qwen3-8b (docs/h200.md)", space="search_spaces/h200-qwen3-8b.yaml",
         notes="Qwen3-8B config with dummy weights (--load-format dummy: real shapes, real speed); triton "
               "attention, driver 580.159.04, torch 2.11.0+cu130. Built by benchmarks/h200_surface.py.",
         catalog=list(catalog.flags.values()),

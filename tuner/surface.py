@@ -71,6 +71,7 @@ class Header(_Model):
     objective: Objective
     date: str  # when the trials ran (ISO date)
     source: str  # the study (or document) the rows come from
+    space: str = ""  # the search-space file the study sampled (benchmarks/sampler_efficiency.py samples it again)
     notes: str = ""
     catalog: list[FlagInfo]  # the recorded SGLang's --help, parsed
 
@@ -336,7 +337,8 @@ def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sg
         objective=Objective(metrics=list(study.user_attrs.get("metrics", [])),
                             at_concurrency=int(study.user_attrs.get("at_concurrency", 0))),
         date=min(dates) if dates else datetime.now(timezone.utc).date().isoformat(),
-        source=f"study {study.study_name}", notes=notes, catalog=list(catalog.flags.values()),
+        source=f"study {study.study_name}", space=str(run.get("space", "")), notes=notes,
+        catalog=list(catalog.flags.values()),
     )
     return Surface(header=header, rows=rows)
 
