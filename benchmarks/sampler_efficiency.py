@@ -19,6 +19,8 @@ It rewrites benchmarks/SAMPLERS.md. Each surface is sampled over the search spac
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import functools
 import os
 import platform
 import statistics
@@ -32,6 +34,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def default_surfaces() -> list[Path]:
+    """Recorded GPU surfaces (surfaces/), then the stand-in's (benchmarks/surfaces/)."""
+    return sorted((ROOT / "surfaces").glob("*.json")) + sorted((ROOT / "benchmarks" / "surfaces").glob("*.json"))
 
 OUT = ROOT / "benchmarks" / "SAMPLERS.md"
 CHECKPOINTS = (8, 12, 20)
@@ -53,17 +60,28 @@ SETTINGS = [
 ]
 
 
+@functools.lru_cache(maxsize=None)
+def _surface(path: str):
+    """One per worker process: its flag weights are learned once (Surface.flag_weights), not per study."""
+    from tuner.surface import Surface
+
+    surface = Surface.load(path)
+    surface.flag_weights()
+    return surface
+
+
 def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials: int) -> list[tuple]:
     """One study; per trial: (objective value or None when infeasible, failed launch, startup + benchmark s)."""
     import optuna
 
     from tuner.config import load_config
     from tuner.space import load_space
+    from tuner.launcher.replay import ReplayLauncher
     from tuner.study import Tuner, make_sampler, set_trial_attrs, trial_attrs
-    from tuner.surface import Surface
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    h = Surface.load(surface_path).header
+    surface = _surface(surface_path)
+    h = surface.header
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(None, {
             "study": "bench", "trials_dir": tmp, "space": space, "trials": trials, "baseline": setting.baseline,
@@ -73,7 +91,7 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
             "objective": {"metrics": h.objective.metrics[:1], "at_concurrency": h.objective.at_concurrency},
             "sampler": {"name": setting.sampler, "seed": seed, "n_startup_trials": setting.n_startup_trials},
         })
-        tuner = Tuner(config)
+        tuner = Tuner(config, launcher=ReplayLauncher(surface, surface_path))
         tuner.space = space_obj = load_space(space)
         objective = tuner.objective
         study = optuna.create_study(directions=objective.directions, sampler=make_sampler(config, seed))
@@ -128,17 +146,24 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="processes (this machine has 2 cores)")
     ap.add_argument("--samplers", default="tpe,gp,random", help="which of tpe, gp, random (GP needs torch)")
     args = ap.parse_args()
-    settings = [s for s in SETTINGS if s.sampler in args.samplers.split(",")]
+    wanted = args.samplers.split(",")
+    skipped = ""
+    if "gp" in wanted and importlib.util.find_spec("torch") is None:
+        wanted.remove("gp")
+        skipped = "GP rows: not run, Optuna's GPSampler needs torch and this machine has none. "
+    settings = [s for s in SETTINGS if s.sampler in wanted]
     os.chdir(ROOT)  # surfaces name their search space relative to the repository
     from tuner.surface import Surface
 
-    paths = args.surfaces or sorted(str(p.relative_to(ROOT)) for p in (ROOT / "surfaces").glob("*.json"))
+    paths = args.surfaces or [str(p.relative_to(ROOT)) for p in default_surfaces()]
     t0 = time.monotonic()
     lines = ["# Sampler efficiency on recorded surfaces", "",
              f"`python benchmarks/sampler_efficiency.py --seeds {args.seeds} --trials {args.trials}` on "
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()} ({os.cpu_count()} CPUs): "
              f"replayed studies, the tuner's sampler and records (see the script's docstring). Fractions are of "
-             f"the surface's best recorded value, medians over seeds; trial 0 counts as a trial.", ""]
+             f"the surface's best recorded value, medians over seeds; trial 0 counts as a trial. {skipped}"
+             f"Seconds and GPU-minutes are the surface's recorded ones (a stand-in's are its own scaled seconds, "
+             f"not a GPU's).", ""]
     for path in paths:
         surface = Surface.load(path)
         h = surface.header

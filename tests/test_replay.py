@@ -174,3 +174,14 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
         assert done.returncode == 2, (message, done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (message, lines)
+
+
+def test_the_model_learns_which_flags_matter_from_the_rows():
+    # On the H200 only --cuda-graph-max-bs-decode moved c=64 throughput (2.2x); trial 8 was the best recorded.
+    surface = Surface.load(H200)
+    weights = surface.flag_weights()
+    assert weights["cuda-graph-max-bs-decode"] > max(weights["schedule-policy"], weights["chunked-prefill-size"])
+    best = next(r for r in surface.rows if r.trial == 8)
+    answer = surface.answer({**best.flags, "cuda-graph-max-bs-decode": 16})
+    assert answer.modelled
+    assert answer.levels[-1].output_throughput < 0.5 * best.levels[-1].output_throughput  # the cliff, modelled

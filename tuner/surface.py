@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from tuner.flags import FlagCatalog, FlagInfo, FlagValue, format_value
 from tuner.metrics import LevelResult
@@ -37,6 +37,8 @@ NEIGHBOURS = 3
 # Recorded numeric values spanning more than this ratio (cuda-graph batch sizes, chunk sizes) are compared on a
 # log scale: 16 -> 32 is as far as 2048 -> 4096, and much farther than 128 -> 160.
 LOG_SCALE_RATIO = 4.0
+# Flag weights tried, per flag, when learning which flags matter (Surface.flag_weights).
+WEIGHT_STEPS = (0.0, 0.25, 1.0, 4.0)
 
 
 class SurfaceError(ValueError):
@@ -102,6 +104,7 @@ class Surface(_Model):
     format: int = FORMAT
     header: Header
     rows: list[Row]
+    _weights: dict[str, float] | None = PrivateAttr(default=None)
 
     # -- files
     @classmethod
@@ -130,14 +133,16 @@ class Surface(_Model):
         return path
 
     # -- the model
-    def answer(self, flags: dict[str, FlagValue], exclude: int | None = None) -> "Answer":
+    def answer(self, flags: dict[str, FlagValue], exclude: int | None = None,
+               flag_weights: dict[str, float] | None = None) -> "Answer":
         """The recorded outcome of ``flags``, or a modelled one.
 
         Exact match: the first recorded row with the same flags (place flags ignored). Otherwise the ``NEIGHBOURS``
-        nearest rows by a Euclidean distance over every flag any row or the query sets, each dimension in [0, 1]:
-        numbers min-max normalised over the recorded values (log scale past ``LOG_SCALE_RATIO``), anything else
-        (choices, switches, a flag one side leaves at SGLang's default) 0 when equal and 1 when not. Weights are
-        1/d^2. ``exclude`` leaves one row out (the leave-one-out benchmark).
+        nearest rows by a weighted Euclidean distance over every flag any row or the query sets, each dimension in
+        [0, 1]: numbers min-max normalised over the recorded values (log scale past ``LOG_SCALE_RATIO``), anything
+        else (choices, switches, a flag one side leaves at SGLang's default) 0 when equal and 1 when not; each
+        flag's square weighted by ``flag_weights`` (default: learned from the rows, ``flag_weights()``). The
+        neighbours count 1/d^2. ``exclude`` leaves one row out (the leave-one-out benchmark).
         """
         point = point_of(flags)
         rows = [r for r in self.rows if r.trial != exclude]
@@ -145,9 +150,8 @@ class Surface(_Model):
             if point_of(row.flags) == point:
                 return Answer(row, row.levels, row.failure_class, row.failure_detail, row.startup_s,
                               row.benchmark_s, row.stop_s, row.gpu_peak_used_mib, (row.trial,), False)
-        scales = _scales([r.flags for r in rows] + [point])
-        near = sorted(((_distance(point, point_of(r.flags), scales), r) for r in rows), key=lambda x: x[0])
-        near = near[:NEIGHBOURS]
+        fw = self.flag_weights() if flag_weights is None else flag_weights
+        near = _nearest(point, rows, _scales([r.flags for r in rows] + [point]), fw)
         weights = [1.0 / d ** 2 for d, _ in near]
         total = sum(weights)
         failed_weight = sum(w for w, (_, r) in zip(weights, near) if not r.ok)
@@ -165,6 +169,50 @@ class Surface(_Model):
         bench = sum(w * r.benchmark_s for w, r in good) / sum(w for w, _ in good)
         return Answer(good[0][1], levels, None, "", _mean(near, weights, "startup_s"), bench,
                       _mean(near, weights, "stop_s"), peak, sources, True)
+
+    def flag_weights(self, exclude: int | None = None) -> dict[str, float]:
+        """How much each flag counts in the distance, learned from the rows: coordinate search over
+        ``WEIGHT_STEPS`` (two passes, flags in name order, from all 1) for the least leave-one-out loss, where a
+        row costs 1 when its failure or success is mispredicted and |log(predicted / recorded)| (at most 1) of the
+        objective otherwise. Flags that do not move the numbers get weight 0, so they stop choosing neighbours.
+        ``exclude`` learns without that row (for an honest leave-one-out of the whole model)."""
+        if exclude is None and self._weights is not None:
+            return self._weights
+        rows = [r for r in self.rows if r.trial != exclude]
+        metric, at = self.header.objective.metrics[0], self.header.objective.at_concurrency
+        scales = _scales([r.flags for r in rows])
+        points = [point_of(r.flags) for r in rows]
+        values = [next((getattr(lv, metric) for lv in r.levels if lv.concurrency == at), None) for r in rows]
+        names = sorted({k for p in points for k in p if len({str(q.get(k)) for q in points}) > 1})
+
+        def loss(w: dict[str, float]) -> float:
+            total = 0.0
+            for i, p in enumerate(points):
+                others = [(points[j], rows[j], values[j]) for j in range(len(rows)) if j != i]
+                near = sorted(((_distance(p, q, scales, w), r, v) for q, r, v in others), key=lambda x: x[0])
+                near = near[:NEIGHBOURS]
+                ws = [1.0 / d ** 2 for d, _, _ in near]
+                predicted_fail = sum(x for x, (_, r, _) in zip(ws, near) if not r.ok) > sum(ws) / 2
+                if predicted_fail != (not rows[i].ok):
+                    total += 1.0
+                elif rows[i].ok and values[i]:
+                    good = [(x, v) for x, (_, r, v) in zip(ws, near) if r.ok and v]
+                    if good:
+                        pred = sum(x * v for x, v in good) / sum(x for x, _ in good)
+                        total += min(1.0, abs(math.log(pred / values[i])))
+            return total
+
+        w = {k: 1.0 for k in names}
+        best = loss(w)
+        for _ in range(2):
+            for k in names:
+                for step in WEIGHT_STEPS:
+                    trial = {**w, k: step}
+                    if step != w[k] and any(trial.values()) and (value := loss(trial)) < best - 1e-9:
+                        best, w = value, trial
+        if exclude is None:
+            self._weights = w
+        return w
 
     def best(self) -> float:
         """The best recorded value of the header's first objective metric at its concurrency (feasible rows)."""
@@ -221,18 +269,24 @@ def _scales(points: list[dict[str, FlagValue]]) -> dict[str, tuple[float, float,
     return out
 
 
-def _distance(a: dict, b: dict, scales: dict) -> float:
+def _distance(a: dict, b: dict, scales: dict, weights: dict[str, float]) -> float:
     total = 0.0
     for k in set(a) | set(b):
         x, y = a.get(k), b.get(k)
+        w = weights.get(k, 1.0)
         if k in scales and _numeric(x) and _numeric(y):
             lo, hi, log = scales[k]
             if hi > lo:
                 fx, fy = (math.log(x), math.log(y)) if log else (float(x), float(y))
-                total += ((fx - fy) / (hi - lo)) ** 2
+                total += w * ((fx - fy) / (hi - lo)) ** 2
         elif x != y:
-            total += 1.0
+            total += w
     return max(math.sqrt(total), 1e-9)
+
+
+def _nearest(point: dict, rows: list["Row"], scales: dict, weights: dict[str, float]) -> list[tuple[float, "Row"]]:
+    near = sorted(((_distance(point, point_of(r.flags), scales, weights), r) for r in rows), key=lambda x: x[0])
+    return near[:NEIGHBOURS]
 
 
 def _mean(near, weights, attr: str) -> float:
