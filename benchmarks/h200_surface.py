@@ -25,8 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tuner.config import RunConfig  # noqa: E402
 from tuner.flags import FlagCatalog  # noqa: E402
-from tuner.surface import Header, Objective, Row, Surface, Workload, point_of, read_levels  # noqa: E402
+from tuner.surface import SHAPE_KEYS, Header, Objective, Row, Surface, Workload, point_of, read_levels  # noqa: E402
 
 OUT = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 FIXED = {"load-format": "dummy", "attention-backend": "triton", "sampling-backend": "pytorch",
@@ -66,11 +67,14 @@ def rows() -> list[Row]:
 
 
 def main() -> None:
+    # runs/h200-qwen3-8b.yaml set only ISL, OSL and the levels: every other workload key was its default.
+    defaults = RunConfig().to_dict()["workload"]
+    shape = {k: defaults[k] for k in SHAPE_KEYS}
     catalog = FlagCatalog.from_help((ROOT / "benchmarks/h200/sglang-0.5.17-help.txt").read_text())
     header = Header(
         model="Qwen/Qwen3-8B", model_path="/tmp/sglrt/model-qwen3-8b", gpu_name="NVIDIA H200",
         gpu_memory_mib=143771.0, sglang_version="0.5.17", command=["python3", "-m", "sglang.launch_server"],
-        workload=Workload(input_len=512, output_len=128, concurrency=[1, 16, 64],
+        workload=Workload(input_len=512, output_len=128, concurrency=[1, 16, 64], shape=shape,
                           description="random token ids, ignore_eos, 8/64/256 prompts per level, 2 warm-up "
                                       "requests and a cache flush before each level"),
         objective=Objective(metrics=["output_throughput"], at_concurrency=64),

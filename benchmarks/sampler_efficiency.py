@@ -87,7 +87,7 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
             "study": "bench", "trials_dir": tmp, "space": space, "trials": trials, "baseline": setting.baseline,
             "launcher": {"kind": "replay", "surface": surface_path},
             "workload": {"input_len": h.workload.input_len, "output_len": h.workload.output_len,
-                         "concurrency": h.workload.concurrency},
+                         "concurrency": h.workload.concurrency, **h.workload.shape},
             "objective": {"metrics": h.objective.metrics[:1], "at_concurrency": h.objective.at_concurrency},
             "sampler": {"name": setting.sampler, "seed": seed, "n_startup_trials": setting.n_startup_trials},
         })

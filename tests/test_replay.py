@@ -155,6 +155,10 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
         "workload.concurrency: [8] not recorded in": {"workload": {"input_len": 512, "output_len": 128,
                                                                    "concurrency": [1, 8]}},
         "workload: ISL 64 / OSL 16, but": {},
+        "workload.num_prompts: 16, but": {"workload": {"input_len": 512, "output_len": 128,
+                                                       "concurrency": [1, 16, 64], "num_prompts": 16}},
+        "objective.metrics [goodput] searches request rates": {"objective": {"metrics": ["goodput"],
+                                                                             "slo": {"p99_ttft_ms": 500}}},
         "launcher.surface: nope.json: no such file": {"launcher": {"kind": "replay", "surface": "nope.json"}},
         "model.path 'other/model'": {"model": {"path": "other/model"}},
     }
@@ -168,7 +172,7 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
                         launcher={"kind": "replay", "surface": str(H200)}, model={"path": "Qwen/Qwen3-8B"})
         raw = yaml.safe_load(run.read_text())
         for key, value in extra.items():
-            raw[key] = {**raw[key], **value} if isinstance(value, dict) and key != "workload" else value
+            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) and key != "workload" else value
         run.write_text(yaml.safe_dump(raw))
         done = tune("start", "-c", str(run))
         assert done.returncode == 2, (message, done.stdout, done.stderr)

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     import optuna
 
 FORMAT = 1
+# Run-file workload keys that change what a trial measures, beyond ISL, OSL and the concurrency levels.
+SHAPE_KEYS = ("num_prompts", "request_rate", "preset", "endpoint", "prompt_kind", "dataset", "path", "range_ratio",
+              "shared_prefix", "arrival")
 # Flags that name where a server runs, not how: never part of a surface point.
 PLACE_FLAGS = ("model-path", "host", "port", "served-model-name")
 NEIGHBOURS = 3
@@ -55,6 +58,8 @@ class Workload(_Model):
     output_len: int
     concurrency: list[int]
     description: str = ""  # prompts, warm-up, cache flush: what a reader needs to compare surfaces
+    # The run file's other workload keys that change the numbers (prompts, arrivals, shapes): a replay must match.
+    shape: dict[str, Any] = {}
 
 
 class Objective(_Model):
@@ -387,7 +392,8 @@ def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sg
         gpu_name=gpu_name, gpu_memory_mib=max(totals) if totals else 0.0, sglang_version=sglang_version,
         command=launcher.get("command") or ["python", "-m", "sglang.launch_server"],
         workload=Workload(input_len=wl.get("input_len", 0), output_len=wl.get("output_len", 0),
-                          concurrency=list(wl.get("concurrency", [])), description=_describe_workload(wl)),
+                          concurrency=list(wl.get("concurrency", [])), description=_describe_workload(wl),
+                          shape={k: wl[k] for k in SHAPE_KEYS if k in wl}),
         objective=Objective(metrics=list(study.user_attrs.get("metrics", [])),
                             at_concurrency=int(study.user_attrs.get("at_concurrency", 0))),
         date=min(dates) if dates else datetime.now(timezone.utc).date().isoformat(),

@@ -67,9 +67,10 @@ class ReplayLauncher(Launcher):
         # The recorded servers' own command: what would reproduce the replayed numbers on that GPU.
         return ProcessLauncher(self.surface.header.command).deploy_script(spec)
 
-    def check_workload(self, concurrency: list[int], input_len: int, output_len: int) -> str | None:
-        """Why this workload cannot be replayed from the surface, or None."""
+    def check_workload(self, workload: dict) -> str | None:
+        """Why this workload (the run file's, as a mapping) cannot be replayed from the surface, or None."""
         w = self.surface.header.workload
+        input_len, output_len, concurrency = workload["input_len"], workload["output_len"], workload["concurrency"]
         if (input_len, output_len) != (w.input_len, w.output_len):
             return (f"workload: ISL {input_len} / OSL {output_len}, but {self.path} recorded ISL {w.input_len} / "
                     f"OSL {w.output_len}: set workload.input_len and output_len to those")
@@ -77,6 +78,9 @@ class ReplayLauncher(Launcher):
         if missing:
             return (f"workload.concurrency: {missing} not recorded in {self.path} (it has "
                     f"{', '.join(map(str, w.concurrency))})")
+        for key, recorded in w.shape.items():
+            if workload.get(key) != recorded:
+                return f"workload.{key}: {workload.get(key)!r}, but {self.path} recorded {recorded!r}"
         return None
 
     def coverage_warnings(self, tuned: set[str]) -> list[str]:
