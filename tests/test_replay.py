@@ -157,8 +157,9 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
         "workload: ISL 64 / OSL 16, but": {},
         "workload.num_prompts: 16, but": {"workload": {"input_len": 512, "output_len": 128,
                                                        "concurrency": [1, 16, 64], "num_prompts": 16}},
-        "objective.metrics [goodput] searches request rates": {"objective": {"metrics": ["goodput"],
-                                                                             "slo": {"p99_ttft_ms": 500}}},
+        "objective.metrics [goodput] searches request rates": {
+            "objective": {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 500}},
+            "workload": {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64]}},
         "launcher.surface: nope.json: no such file": {"launcher": {"kind": "replay", "surface": "nope.json"}},
         "model.path 'other/model'": {"model": {"path": "other/model"}},
     }
