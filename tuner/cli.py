@@ -72,6 +72,14 @@ def _guard(fn, *args, **kwargs):
         _fail(str(exc))
 
 
+def _say_replay(study) -> None:
+    from tuner.surface import replay_notice
+
+    notice = replay_notice(study.get_trials(deepcopy=False))
+    if notice:
+        typer.echo(notice)
+
+
 @app.command()
 def start(
     config: Optional[Path] = ConfigOpt,
@@ -82,7 +90,7 @@ def start(
     model: Optional[str] = typer.Option(None, "--model", help="--model-path passed to SGLang."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="NVML GPU indices, e.g. 0,1 (one trial per GPU)."),
     port: Optional[int] = typer.Option(None, "--port", help="First server port."),
-    launcher: Optional[str] = typer.Option(None, "--launcher", help="process or docker."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="process, docker or replay."),
     server_command: Optional[str] = typer.Option(None, "--server-command",
                                                  help="Command that starts SGLang (default python -m sglang.launch_server)."),
     image: Optional[str] = typer.Option(None, "--image", help="Docker image (docker launcher)."),
@@ -118,6 +126,11 @@ def start(
         typer.echo(f"study {cfg.study!r} already has {done} trials; budget {cfg.trials} reached: "
                    f"pass --trials N > {done} to run more")
         return
+    if tuner.launcher.replays:
+        h = tuner.launcher.surface.header
+        typer.echo(f"replay: every trial is answered from {tuner.launcher.path} ({len(tuner.launcher.surface.rows)} "
+                   f"recorded trials of {h.model} on {h.gpu_name}, SGLang {h.sglang_version}, {h.date}); no GPU or "
+                   f"SGLang is used and no number is a new measurement")
     try:
         study_obj = _guard(tuner.run)
     except KeyboardInterrupt:
@@ -174,6 +187,7 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
     typer.echo(best_line(st))
     for line in confirmation_lines(st):
         typer.echo(f"  {line}")
+    _say_replay(st)
 
 
 @app.command()
@@ -195,6 +209,7 @@ def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
         cfg.launcher.image = digest
     done = _guard(export_best, st, _guard(make_launcher, cfg), out)
     typer.echo(f"trial {done.trial.number}: wrote {done.script} and {done.record}")
+    _say_replay(st)
 
 
 @app.command()
@@ -220,6 +235,8 @@ def dashboard(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOp
         if len(names) == 1:  # the storage's only study: open its page
             cfg = _config(None, {"study": names[0], "storage": cfg.storage}, check=False)
             st = _guard(load_existing_study, cfg)
+    if st is not None:
+        _say_replay(st)
     first = artifacts or Path(cfg.artifacts or cfg.study_dir / "artifacts")
     try:
         storage_obj = st._storage if st is not None else _guard(open_storage, cfg)
@@ -241,8 +258,43 @@ def report(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
     st = _guard(load_existing_study, cfg)
     done = build_report(st, out or Path("reports") / cfg.study)
     typer.echo(f"wrote {done.html} ({len(done.figures)} figures), {done.csv}, {done.markdown}")
+    _say_replay(st)
     for why in done.skipped:
         typer.echo(f"  not drawn: {why}")
+
+
+@app.command()
+def record(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
+           out: Path = typer.Option(..., "--out", help="The surface file to write, e.g. surfaces/h200-qwen3-8b.json."),
+           gpu_name: str = typer.Option(..., "--gpu-name", help="The GPU the trials ran on, e.g. 'NVIDIA H200'."),
+           sglang_help: Path = typer.Option(..., "--sglang-help",
+                                            help="That SGLang's `python -m sglang.launch_server --help` output."),
+           model: Optional[str] = typer.Option(None, "--model", help="The model's name (default: its model path)."),
+           notes: str = typer.Option("", "--notes", help="Anything a reader of the surface should know."),
+           trials_dir: Optional[Path] = typer.Option(None, "--trials-dir",
+                                                     help="Where trials/<study>/ is now, if it moved.")) -> None:
+    """Turn a finished study's real trials into a surface file that `launcher: {kind: replay}` replays."""
+    from tuner.flags import FlagCatalog
+    from tuner.study import load_existing_study
+    from tuner.surface import SurfaceError, from_study
+
+    cfg = _config(config, {"study": study, "storage": storage}, check=False)
+    st = _guard(load_existing_study, cfg)
+    if not sglang_help.is_file():
+        _fail(f"--sglang-help {sglang_help}: no such file (save `python -m sglang.launch_server --help` there)")
+    catalog = FlagCatalog.from_help(sglang_help.read_text(), str(sglang_help))
+    if "port" not in catalog.flags:
+        _fail(f"--sglang-help {sglang_help}: lists no --port; is it SGLang's launch_server --help?")
+    versions = {t.user_attrs.get("server_version") or t.user_attrs.get("launcher", {}).get("sglang_version")
+                for t in st.trials} - {None}
+    try:
+        surface = from_study(st, gpu_name=gpu_name, catalog=catalog, sglang_version=", ".join(sorted(versions))
+                             or "unknown", model=model, notes=notes, trials_dir=trials_dir)
+    except SurfaceError as exc:
+        _fail(str(exc))
+    surface.save(out)
+    failed = sum(not r.ok for r in surface.rows)
+    typer.echo(f"wrote {out}: {len(surface.rows)} trials ({failed} failed) of study {cfg.study!r}")
 
 
 @app.command()

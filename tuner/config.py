@@ -33,7 +33,7 @@ class ModelConfig:
 
 @dataclass
 class LauncherConfig:
-    kind: str = "process"  # process | docker
+    kind: str = "process"  # process | docker | replay
     # The command that starts SGLang; another venv's python or a wrapper script works too.
     command: list[str] = field(default_factory=lambda: ["python", "-m", "sglang.launch_server"])
     env: dict[str, str] = field(default_factory=dict)
@@ -50,6 +50,8 @@ class LauncherConfig:
     hf_cache: str | None = None
     shm_size: str = "16g"
     gpu_runtime: bool = True
+    # Replay only: a recorded surface (surfaces/*.json) that answers every trial instead of a server
+    surface: str | None = None
 
 
 @dataclass
@@ -315,10 +317,14 @@ def _check(c: RunConfig) -> None:
         raise ConfigError("gpus: give at least one GPU index, e.g. --gpus 0")
     if any(g < 0 for g in c.gpus) or len(set(c.gpus)) != len(c.gpus):
         raise ConfigError(f"gpus: {c.gpus} must be distinct NVML indices >= 0")
-    if not c.model.path:
+    if not c.model.path and c.launcher.kind != "replay":  # a replay serves the surface's model
         raise ConfigError("model.path: which model to serve? (--model or model: {path: ...} in the run file)")
-    if c.launcher.kind not in ("process", "docker"):
-        raise ConfigError(f"launcher.kind: {c.launcher.kind!r} is not process or docker")
+    if c.launcher.kind not in ("process", "docker", "replay"):
+        raise ConfigError(f"launcher.kind: {c.launcher.kind!r} is not process, docker or replay")
+    if c.launcher.kind == "replay" and not c.launcher.surface:
+        raise ConfigError("launcher.surface: the replay launcher needs a recorded surface (surfaces/*.json)")
+    if c.launcher.kind == "replay" and not Path(c.launcher.surface).is_file():
+        raise ConfigError(f"launcher.surface: {c.launcher.surface}: no such file")
     if c.launcher.kind == "docker" and not c.launcher.image:
         raise ConfigError("launcher.image: the docker launcher needs an image (tag or digest)")
     if not c.launcher.command:

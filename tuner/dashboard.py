@@ -85,8 +85,18 @@ def trial_note(number: int, attrs: dict) -> str:
     status = "ok" if cls in ("none", None) else f"**{cls}**"
     if cls in ("none", None) and attrs.get("feasible") is False:
         status = "**infeasible** (a constraint is violated)"
-    lines = [title, "", f"Outcome: {status}" + (f" — stopped early: {attrs['stopped_early']}"
-                                                  if attrs.get("stopped_early") else "")]
+    lines = [title, ""]
+    if attrs.get("replayed"):
+        from tuner.surface import replay_mark
+
+        launcher = attrs.get("launcher", {})
+        lines += [f"**REPLAYED, not measured**: {replay_mark(attrs)} of {attrs.get('replay_surface')} "
+                  f"({launcher.get('recorded', '?')}, {launcher.get('gpu', '?')}, "
+                  f"SGLang {launcher.get('sglang_version', '?')})"
+                  + (": no recorded trial had these flags, the numbers are modelled from the nearest ones"
+                     if attrs.get("modelled") else ""), ""]
+    lines += [f"Outcome: {status}" + (f" — stopped early: {attrs['stopped_early']}"
+                                      if attrs.get("stopped_early") else "")]
     flags = flags_text(attrs.get("flags", {}))
     lines += ["", f"Flags: `{flags}`" if flags else "Flags: SGLang defaults"]
     if cls not in ("none", None):

@@ -98,6 +98,9 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
         "confirmation": study.user_attrs.get("confirmation"),
         "launcher": best.user_attrs.get("launcher"),
         "gpu_peak_used_mib": best.user_attrs.get("gpu_peak_used_mib"),
+        **({"replayed": True, "modelled": bool(best.user_attrs.get("modelled")),
+            "replay_of": best.user_attrs.get("replay_of"), "replay_surface": best.user_attrs.get("replay_surface")}
+           if best.user_attrs.get("replayed") else {}),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }, indent=2))
     return Exported(best, script, record)
@@ -114,10 +117,20 @@ def _header(study: optuna.Study, best: FrozenTrial) -> str:
         f"# exported by sglang-tuner on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
         f"# Launcher: {', '.join(f'{k}={v}' for k, v in launcher.items())}",
     ]
+    if a.get("replayed"):
+        from tuner.surface import replay_mark
+
+        lines += [
+            f"# REPLAY: the numbers below are replayed from recorded trials, never measured by this study:",
+            f"#   {replay_mark(a)} of {a.get('replay_surface')} ({launcher.get('recorded')}),",
+            f"#   {launcher.get('gpu')}, SGLang {launcher.get('sglang_version')}"
+            + ("; no recorded trial had these flags: modelled from the nearest ones" if a.get("modelled") else "")
+            + ". Measure it before relying on it: tune bench on the server this script starts.",
+        ]
     if a.get("server_version"):
         lines.append(f"# SGLang version (from /get_server_info): {a['server_version']}")
     peak = f", GPU peak {a['gpu_peak_used_mib']:.0f} MiB" if "gpu_peak_used_mib" in a else ""
-    lines.append(f"# Measured with ISL {wl.get('input_len')} / OSL {wl.get('output_len')}, "
+    lines.append(f"# {'Replayed' if a.get('replayed') else 'Measured'} with ISL {wl.get('input_len')} / OSL {wl.get('output_len')}, "
                  f"startup {a.get('startup_s', 0):.1f} s{peak}:")
     base = baseline_trial(study)
     base_levels = {lv["concurrency"]: lv for lv in base.user_attrs.get("levels", [])} if base else {}

@@ -245,6 +245,8 @@ def best_line(study: optuna.Study) -> str:
         return "no feasible trial yet"
     metric = study.user_attrs.get("metrics", ["value"])[0]
     text = f"best: trial {best.number}, {metric} {best.values[0]:.1f}"
+    if best.user_attrs.get("replayed"):
+        text += " (replayed" + (", modelled)" if best.user_attrs.get("modelled") else ")")
     base = baseline_trial(study)
     if base and base.values and base.values[0] and base.user_attrs.get("feasible"):
         text += f" ({100 * (best.values[0] / base.values[0] - 1):+.1f}% vs baseline)"

@@ -21,10 +21,14 @@ from tuner.flags import format_value
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, failure class, objective values, key numbers and the tuned flags."""
+    from tuner.surface import replay_mark
+
     metrics = study.user_attrs.get("metrics", ["value"])
     fixed = _fixed_flags(study)
+    trials = study.get_trials(deepcopy=False)
+    replay = any(t.user_attrs.get("replayed") for t in trials)
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         a = t.user_attrs
         cls = a.get("failure_class", "-" if t.state == TrialState.RUNNING else "none")
         row = {
@@ -40,6 +44,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["gpu_peak_mib"] = a.get("gpu_peak_used_mib")
         row["kv_tokens"] = a.get("max_total_num_tokens")
         row["max_running"] = a.get("max_running_requests")
+        if replay:
+            row["replayed"] = replay_mark(a) or "no (measured)"
         flags = a.get("flags", {})
         row["flags"] = "baseline (SGLang defaults)" if a.get("baseline") else " ".join(
             f"--{k}" + ("" if v is True else f" {format_value(v)}") for k, v in flags.items()
@@ -350,7 +356,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #dd
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px}
 th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.infeasible td{color:#999}tr.failed td{color:#a33}.muted{color:#777}.good{color:#070}.bad{color:#b00}
-code{background:#f5f5f5;padding:1px 4px}
+code{background:#f5f5f5;padding:1px 4px}.replay{background:#fff4d6;border:1px solid #e0b84a;padding:.5em 1em}
 """
 
 
@@ -397,7 +403,12 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
 
     csv_path, md_path, html_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "report.html"
     comp.to_csv(csv_path, index=False)
+    from tuner.surface import replay_notice
+
+    notice = replay_notice(study.get_trials(deepcopy=False))
     md = [f"# Study {study.study_name}: best vs baseline", ""]
+    if notice:
+        md += [f"**{notice}**", ""]
     if best is not None:
         best_flags = flags_text(best.user_attrs.get("flags", {}))
         md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
@@ -424,6 +435,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         f"<meta name='sglang-tuner-figures' content='{len(figs)}'>",
         f"<title>sglang-tuner report: {html.escape(study.study_name)}</title><style>{CSS}</style></head><body>",
         f"<h1>Study <code>{html.escape(study.study_name)}</code></h1>",
+        f"<p class='replay'>{html.escape(notice)}</p>" if notice else "",
         "<p>Objectives: " + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions))
         + f" {html.escape(_where(study))}. "
         + f"Trials: {len(trials)} (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + "). "

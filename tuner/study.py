@@ -381,6 +381,8 @@ class Tuner:
     def __init__(self, config: RunConfig, launcher: Launcher | None = None, progress: Progress | None = None):
         self.config = config
         self.launcher = launcher or make_launcher(config)
+        if self.launcher.replays and not config.model.path:
+            config.model.path = self.launcher.surface.header.model_path
         self.progress = progress
         self.workload = config.workload.build(config.objective.request_slo())
         # A load search's in-flight tokens follow its arrival rates, not a concurrency: its pool is not checked.
@@ -424,19 +426,16 @@ class Tuner:
             f"--{name} is deprecated in this SGLang" for name, _ in self.space.fixed.values
             if catalog.flags.get(name) and catalog.flags[name].deprecated
         ]
-        self._check_gpus(self.space)
+        if self.launcher.replays:
+            self._check_replay(self.space)
+        else:
+            self._check_machine(self.space)
         self.feasibility = self._feasibility()
-        if self.launcher.kind == "process" and not _looks_like_path_or_hub_id(self.config.model.path):
-            raise SetupError(f"model.path {self.config.model.path!r}: no such folder, and not a hub id (org/name)")
-        lc = self.config.launcher
-        for port in sorted({lc.port + g - min(self.config.gpus) for g in self.config.gpus}):
-            if not 1 <= port <= 65535 or not port_free(lc.host, port):
-                raise SetupError(f"port {port} on {lc.host} is in use or not a port: stop what holds it "
-                                 f"or pass another --port")
         stopped = self.launcher.cleanup_orphans(self.config.study)
         if stopped:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
-        self._check_gpus_idle(wait_s=30.0 if stopped else 0.0)
+        if not self.launcher.replays:
+            self._check_gpus_idle(wait_s=30.0 if stopped else 0.0)
         self.study = open_study(self.config)
         if "kv_capacity" not in self.study.user_attrs.get("constraint_names", ["kv_capacity"]):
             self.objective = dataclasses.replace(self.objective, kv_constraint=False)
@@ -447,7 +446,7 @@ class Tuner:
         self.config.study_dir.mkdir(parents=True, exist_ok=True)
         # What the GPUs hold before we launch anything (idle, or what the user agreed to share them with):
         # "free" for every later trial means back to this.
-        self.idle_mib = gpu.used_mib(tuple(self.config.gpus))
+        self.idle_mib = {} if self.launcher.replays else gpu.used_mib(tuple(self.config.gpus))
         return self.study
 
     def _check_gpus_idle(self, wait_s: float) -> None:
@@ -466,6 +465,29 @@ class Tuner:
                              f"shared compute); stop it, choose other --gpus, or pass --allow-shared-gpu "
                              f"(gpus_shared: true) to measure anyway")
         self.warnings.append(f"shared GPU ({what}): every trial records what else held its GPUs")
+    def _check_machine(self, space: SearchSpace) -> None:
+        self._check_gpus(space)
+        if self.launcher.kind == "process" and not _looks_like_path_or_hub_id(self.config.model.path):
+            raise SetupError(f"model.path {self.config.model.path!r}: no such folder, and not a hub id (org/name)")
+        lc = self.config.launcher
+        for port in sorted({lc.port + g - min(self.config.gpus) for g in self.config.gpus}):
+            if not 1 <= port <= 65535 or not port_free(lc.host, port):
+                raise SetupError(f"port {port} on {lc.host} is in use or not a port: stop what holds it "
+                                 f"or pass another --port")
+
+    def _check_replay(self, space: SearchSpace) -> None:
+        """What a replay can answer: the surface's workload levels; the space's flags, warned where unrecorded."""
+        h = self.launcher.surface.header
+        if self.config.model.path not in (h.model, h.model_path):
+            raise SetupError(f"model.path {self.config.model.path!r}: {self.launcher.path} recorded {h.model} "
+                             f"({h.model_path}); leave model out of a replay's run file")
+        if self.objective.load_search is not None:
+            raise SetupError("objective.metrics [goodput] searches request rates, which a surface of fixed "
+                             "concurrency levels did not record: replay another objective")
+        problem = self.launcher.check_workload(self.config.to_dict()["workload"])
+        if problem:
+            raise SetupError(problem)
+        self.warnings += self.launcher.coverage_warnings({p.name for p in space.params})
 
     def _check_gpus(self, space: SearchSpace) -> None:
         have = len(self.config.gpus)
@@ -517,7 +539,7 @@ class Tuner:
         """The facts failures are predicted from; each missing one is said once, and its checks skipped."""
         c = self.config
         model = ModelFacts.from_folder(c.model.path) if Path(c.model.path).expanduser().is_dir() else None
-        if model is None:
+        if model is None and not self.launcher.replays:  # a replay's surface says what failed
             self.warnings.append(f"model.path {c.model.path}: no local config.json, so only too_many_gpus is "
                                  f"predicted before launch (memory, heads and context are checked by SGLang)")
         total = gpu.total_mib(tuple(c.gpus)) if model else None
@@ -661,7 +683,7 @@ class Tuner:
             # When the trial really ran (holding its GPUs), which its queued time before does not show.
             started_at = datetime.now().isoformat()
             port = self.config.launcher.port + (gpus[0] - min(self.config.gpus) if gpus else 0)
-            if not port_free(self.config.launcher.host, port):
+            if not self.launcher.replays and not port_free(self.config.launcher.host, port):
                 raise SetupError(f"port {port} on {self.config.launcher.host} is in use: stop what holds it "
                                  f"or pass --port")
             plan = self.plan(trial.number, tuned, gpus, port)
@@ -711,7 +733,12 @@ class Tuner:
 
     def runner(self, study: optuna.Study, trial: optuna.Trial | None, workload: Workload | None = None) -> TrialRunner:
         """A runner for one trial; ``workload`` overrides the study's (confirmation runs repeat it, unstopped)."""
-        return TrialRunner(
+        cls = TrialRunner
+        if self.launcher.replays:
+            from tuner.launcher.replay import ReplayRunner
+
+            cls = ReplayRunner
+        return cls(
             self.launcher, workload or self.workload, self.config.model.served_name or self.config.model.path,
             self.config.study, idle_mib=self.idle_mib, stop_grace_s=self.config.launcher.stop_grace_s,
             early_stop=self._early_stop(study) if self.config.objective.early_stop and not workload
@@ -824,6 +851,7 @@ def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None
         "overhead_s": round(t.overhead_s, 3),
         **result.gpu.record(),
         **({"workload": workload} if workload else {}),
+        **(result.replayed.record() if result.replayed else {}),
     }
     if result.gpu_shared:
         attrs["gpu_shared"] = [h.record() for h in result.gpu_shared]
@@ -894,6 +922,14 @@ def best_levels(study: optuna.Study, objective: Objective) -> dict[int, float]:
 
 
 def make_launcher(config: RunConfig) -> Launcher:
+    if config.launcher.kind == "replay":
+        from tuner.launcher.replay import ReplayLauncher
+        from tuner.surface import Surface, SurfaceError
+
+        try:
+            return ReplayLauncher(Surface.load(config.launcher.surface), config.launcher.surface)
+        except SurfaceError as exc:
+            raise SetupError(f"launcher.surface: {exc}") from None
     if config.launcher.kind == "docker":
         from tuner.launcher.docker import DockerLauncher
 

@@ -63,6 +63,25 @@ class PhaseTimes:
         return max(0.0, self.total_s - self.startup_s - self.benchmark_s)
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """A result answered from a recorded surface (tuner.launcher.replay), never measured by this study."""
+
+    surface: str
+    sources: tuple[int, ...]  # the recorded trials it came from
+    modelled: bool  # no recorded trial had these flags: interpolated from the nearest ones
+    gpu_peak_used_mib: float | None
+    gpu_total_mib: float
+
+    def record(self) -> dict:
+        out: dict = {"replayed": True, "modelled": self.modelled, "replay_surface": self.surface,
+                     "replay_of": list(self.sources)}
+        if self.gpu_peak_used_mib is not None:
+            out.update(gpu_peak_used_mib=round(self.gpu_peak_used_mib, 1), gpu_total_mib=round(self.gpu_total_mib, 1),
+                       gpu_peak_used_fraction=round(self.gpu_peak_used_mib / self.gpu_total_mib, 4))
+        return out
+
+
 @dataclass
 class TrialResult:
     plan: TrialPlan
@@ -76,6 +95,7 @@ class TrialResult:
     gpu_busy_before: bool = False
     gpu_shared: tuple[gpu.Holder, ...] = ()  # other processes on the trial's GPUs when it launched
     kv: KvCapacity = field(default_factory=KvCapacity)
+    replayed: Replayed | None = None
 
     @property
     def ok(self) -> bool:
@@ -301,5 +321,6 @@ def write_artifacts(result: TrialResult) -> None:
         "server_info": result.server_info,
         "kv_capacity": result.kv.record(),
         "gpu_shared": [h.record() for h in result.gpu_shared],
+        **({"replay": result.replayed.record()} if result.replayed else {}),
     }
     (d / "trial.json").write_text(json.dumps(record, indent=2, default=str))

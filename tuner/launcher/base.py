@@ -57,6 +57,8 @@ class Server(ABC):
 
 class Launcher(ABC):
     kind: str
+    # A replay (tuner.launcher.replay) starts nothing: no GPU, port or model is checked for it.
+    replays: bool = False
 
     @abstractmethod
     def launch(self, spec: LaunchSpec) -> Server: ...
