@@ -130,16 +130,30 @@ def _header(study: optuna.Study, best: FrozenTrial) -> str:
     if a.get("server_version"):
         lines.append(f"# SGLang version (from /get_server_info): {a['server_version']}")
     peak = f", GPU peak {a['gpu_peak_used_mib']:.0f} MiB" if "gpu_peak_used_mib" in a else ""
-    lines.append(f"# {'Replayed' if a.get('replayed') else 'Measured'} with ISL {wl.get('input_len')} / OSL {wl.get('output_len')}, "
+    lines.append(f"# {'Replayed' if a.get('replayed') else 'Measured'} with {_workload_words(a.get('workload'), wl)}, "
                  f"startup {a.get('startup_s', 0):.1f} s{peak}:")
     base = baseline_trial(study)
-    base_levels = {lv["concurrency"]: lv for lv in base.user_attrs.get("levels", [])} if base else {}
+    is_base = base is not None and base.number == best.number
+    rated = any(lv.get("request_rate") is not None for lv in a.get("levels", []))
+    key = "request_rate" if rated else "concurrency"
+    base_levels = {lv[key]: lv for lv in base.user_attrs.get("levels", [])} if base else {}
     for lv in a.get("levels", []):
-        line = (f"#   concurrency {lv['concurrency']:>3}: {lv['output_throughput']:9.1f} output tok/s, "
-                f"median TTFT {lv['median_ttft_ms']:8.1f} ms, median TPOT {lv['median_tpot_ms']:7.2f} ms")
-        ref = base_levels.get(lv["concurrency"])
-        if ref and ref["output_throughput"] and base is not best:
+        if rated:
+            line = (f"#   {lv['request_rate']:6.2f} req/s: goodput {lv['request_goodput']:7.2f} req/s, "
+                    f"p99 TTFT {lv['p99_ttft_ms']:8.1f} ms, p99 TPOT {lv['p99_tpot_ms']:7.2f} ms, "
+                    f"{'SLO held' if lv.get('slo_pass') else 'SLO broken'}")
+        else:
+            line = (f"#   concurrency {lv['concurrency']:>3}: {lv['output_throughput']:9.1f} output tok/s, "
+                    f"median TTFT {lv['median_ttft_ms']:8.1f} ms, median TPOT {lv['median_tpot_ms']:7.2f} ms")
+        ref = base_levels.get(lv[key])
+        if not rated and ref and ref["output_throughput"] and not is_base:
             line += f" ({100 * (lv['output_throughput'] / ref['output_throughput'] - 1):+.1f}% vs SGLang defaults)"
+        lines.append(line)
+    if rated and a.get("max_rate") is not None:
+        slo = ", ".join(f"{k} <= {v:g}" for k, v in (a.get("workload") or {}).get("slo", {}).items())
+        line = f"# Highest rate holding the SLO ({slo}): {a['max_rate']:g} req/s, goodput {a.get('goodput', 0):.2f} req/s"
+        if base is not None and not is_base and base.user_attrs.get("goodput"):
+            line += f" ({100 * (a.get('goodput', 0) / base.user_attrs['goodput'] - 1):+.1f}% vs SGLang defaults)"
         lines.append(line)
     confirmed = study.user_attrs.get("confirmations", {}).get(str(best.number))
     if confirmed and confirmed.get("ci95") is not None:
@@ -149,3 +163,18 @@ def _header(study: optuna.Study, best: FrozenTrial) -> str:
               if c["a"].endswith(f"(trial {best.number})")]
     lines += ["set -euo pipefail", ""]
     return "\n".join(lines) + "\n"
+
+
+def _workload_words(described: dict | None, configured: dict) -> str:
+    """The trial's own workload record in words; studies older than that record name the run file's lengths."""
+    d = described or {}
+    arrival = f", {d['arrival']} arrivals" if d.get("load_search") else ""
+    if d.get("dataset") == "shared-prefix":
+        return (f"shared-prefix chat ({d['groups']} groups x {d['prompts_per_group']}, system prompt "
+                f"{d['system_prompt_len']}, question {d['question_len']}, output {d['output_len']} tokens{arrival})")
+    if d.get("dataset") == "sharegpt":
+        return f"ShareGPT prompts from {d['path']}{arrival}"
+    if d.get("dataset") == "random":
+        ratio = f", lengths x[{d['range_ratio']:g}, 1]" if d.get("range_ratio", 1.0) != 1.0 else ""
+        return f"ISL {d['input_len']} / OSL {d['output_len']}{ratio}{arrival}"
+    return f"ISL {configured.get('input_len')} / OSL {configured.get('output_len')}"
