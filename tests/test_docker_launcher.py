@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
 
@@ -209,7 +210,7 @@ def test_deploy_script_runs_as_is(tmp_path, study):
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
-def test_flag_catalog_and_describe_read_the_image(study):
+def test_flag_catalog_and_describe_read_the_image(study, monkeypatch):
     launcher = DockerLauncher(IMAGE)
     catalog = launcher.flag_catalog()
     assert catalog.check("schedule-policy", "lof") is None
@@ -219,8 +220,10 @@ def test_flag_catalog_and_describe_read_the_image(study):
     info = launcher.describe()
     assert info["launcher"] == "docker" and info["image"] == IMAGE
     assert info["sglang_version"] == "0.5.17"
+    # Cached: one throwaway container per study, not one per trial.
+    monkeypatch.setattr(docker.models.containers.ContainerCollection, "run",
+                        lambda *a, **k: pytest.fail("describe() ran another container"))
     assert launcher.describe() == info
-    assert launcher._describe is not None  # cached: one throwaway container per study
 
 
 def test_missing_image_is_a_clear_error(tmp_path, study):

@@ -39,6 +39,13 @@ SCHED = "Scheduler hit an exception: Traceback (most recent call last):\nRuntime
     (Phase.BENCHMARK, 1, "Decode batch, #running-req: 9", {}, "died_during_benchmark"),
     (Phase.BENCHMARK, None, "", {"unhealthy": True}, "unhealthy"),
     (Phase.STARTUP, 1, "ImportError: libnuma.so.1: cannot open shared object file", {}, "crashed"),
+    # Exit status 2 at startup is argparse's, whatever the log says; under load it is only a death.
+    (Phase.STARTUP, 2, "", {}, "invalid_flag"),
+    (Phase.BENCHMARK, 2, "", {}, "died_during_benchmark"),
+    # An argparse line in the log of a server that is still running (a timeout) is not a refused flag.
+    (Phase.STARTUP, None, ARGPARSE, {"timed_out": True}, "startup_timeout"),
+    (Phase.BENCHMARK, None, "Health check failed. Server couldn't get a response", {}, "unhealthy"),
+    (Phase.BENCHMARK, None, "Decode batch, #running-req: 9", {}, "crashed"),
 ])
 def test_classes(phase, code, log, kwargs, expected):
     assert classify(phase=phase, exit_code=code, log=log, **kwargs).name == expected
@@ -54,6 +61,10 @@ def test_log_tail_reads_the_end_of_large_logs(tmp_path):
     log.write_text("x" * 1_000_000 + "\n" + KV_0517)
     assert failures.log_tail(log).endswith("the child failed.")
     assert failures.log_tail(tmp_path / "missing.log") == ""
+    small = tmp_path / "small.log"
+    small.write_bytes(b"abc\xffdef")  # a torn UTF-8 sequence (the log is cut at a byte offset) is replaced
+    assert failures.log_tail(small) == "abc\ufffddef"
+    assert failures.log_tail(small, max_bytes=3) == "def"
 
 
 def test_real_sglang_0_5_17_log_raises_no_false_alarm():

@@ -1,14 +1,19 @@
 """The tuning loop end to end against the stand-in server: start, status, export, deploy-best.sh, resume."""
 
+import json
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
+import numpy as np
 import optuna
+import pytest
+import scipy.stats
 
-from conftest import ROOT, servers_of, tune, wait_healthy, write_run
+from conftest import ROOT, servers_of, tune, wait_healthy, write_run, write_space
 from tuner.config import load_config
 from tuner.study import load_existing_study
 
@@ -29,9 +34,33 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
     trials = study.trials
     assert [t.number for t in trials] == list(range(12))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert servers_of(unique_study) == []  # no server outlives the tuner
     baseline = trials[0]
     assert baseline.user_attrs["baseline"] and baseline.params == {}
-    assert study.best_trial.values[0] > baseline.values[0]
+    # Every trial's server really ran the flags recorded for it: SGLang's resolved arguments, read back from the
+    # server's /get_server_info at startup, match the sampled parameters.
+    for t in trials:
+        flags = t.user_attrs["flags"]
+        assert flags == pytest.approx(
+            {"model-path": "standin/qwen3-8b", "host": "127.0.0.1", "port": flags["port"], **t.params})
+        info = json.loads((Path(t.user_attrs["trial_dir"]) / "trial.json").read_text())["server_info"]
+        for name, value in t.params.items():
+            assert info[name.replace("-", "_")] == pytest.approx(value), (t.number, name, value)
+        assert t.user_attrs["server_mem_fraction_static"] == info["mem_fraction_static"]
+    # The gain over SGLang's defaults is more than the stand-in's own noise: three runs of one config (the
+    # defaults, in a study whose space has nothing to sample) spread less than the best's gain.
+    (tmp_path / "same").mkdir()
+    same = write_run(
+        tmp_path / "same", study=unique_study + "-same", space=write_space(tmp_path / "same.yaml", params={}),
+        trials=3, env={"SGLANG_STANDIN_SPEED": "0.25", "SGLANG_STANDIN_FAULTS": ""},
+        workload={"input_len": 128, "output_len": 48, "concurrency": [4, 16], "num_prompts": 48},
+    )
+    assert tune("start", "-c", str(same)).returncode == 0
+    repeats = [t.values[0] for t in load_existing_study(load_config(same)).trials]
+    noise = max(repeats) - min(repeats)
+    gain = study.best_trial.values[0] - baseline.values[0]
+    print(f"gain {gain:.1f} tok/s over the defaults; three runs of the defaults: {repeats}")
+    assert gain > noise, (gain, repeats)
     overheads = [t.user_attrs["overhead_s"] for t in trials]
     assert max(overheads) < 3, overheads  # the 1 s goal is measured in benchmarks/, this only catches blunders
 
@@ -65,7 +94,6 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
-    assert servers_of(unique_study) == []
 
 
 def test_resume_continues_numbering_and_skips_nothing(tmp_path, unique_study):
@@ -96,7 +124,11 @@ def test_confirm_reruns_the_top_trials_and_export_follows_the_bound(tmp_path, un
     roles = [c["role"] for c in confirmations.values()]
     assert "baseline" in roles and sorted(set(roles)) == ["baseline", "top"] and len(roles) in (2, 3)
     for record in confirmations.values():
-        assert len(record["runs"]) == 3 and record["bound"] <= record["mean"]
+        runs = record["runs"]
+        assert len(runs) == 3 and record["mean"] == pytest.approx(np.mean(runs))
+        # One-sided 95% lower bound of the mean, Student's t with n - 1 degrees of freedom.
+        half = scipy.stats.t.ppf(0.95, 2) * np.std(runs, ddof=1) / np.sqrt(3)
+        assert record["bound"] == pytest.approx(np.mean(runs) - half)
     winner = int(next(iter(confirmations)))
     assert all(confirmations[str(winner)]["bound"] >= c["bound"] for c in confirmations.values())
     exported = tune("export", "-c", str(run), "--out", str(tmp_path / "out"))
@@ -115,3 +147,7 @@ def test_a_trial_that_breaks_its_slo_skips_the_remaining_levels(tmp_path, unique
     assert [lv["concurrency"] for lv in trial.user_attrs["levels"]] == [1]
     assert trial.user_attrs["feasible"] is False and trial.user_attrs["failure_class"] == "none"
     assert trial.values == [0.0]  # the objective level was never measured
+    # The constraint Optuna's samplers and the dashboard read: launch ok (<= 0), the SLO broken (> 0).
+    names = load_existing_study(load_config(run)).user_attrs["constraint_names"]
+    constraints = dict(zip(names, trial.system_attrs["constraints"]))
+    assert constraints["launch_ok"] <= 0 and constraints["slo:p99_ttft_ms"] > 0
