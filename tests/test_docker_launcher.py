@@ -253,7 +253,7 @@ def test_gpus_without_an_nvidia_runtime_is_a_clear_error(tmp_path, study):
     assert containers_of(study) == []
 
 
-def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique_study):
+def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique_study, request):
     from tuner.config import load_config
     from tuner.study import load_existing_study
 
@@ -264,10 +264,14 @@ def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique
         "mem-fraction-static": {"low": 0.1, "high": 0.9, "step": 0.05},
     })
     faults = "oom_kv_startup:mem-fraction-static<0.5;segfault:schedule-policy==lof,mem-fraction-static>=0.5"
+    # The study's own tag, so that moving it later (below) touches no other test's image.
+    tag = f"sglang-tuner-standin:{unique_study.lower()}"
+    subprocess.run(["docker", "tag", IMAGE, tag], check=True)
+    request.addfinalizer(lambda: subprocess.run(["docker", "rmi", tag], capture_output=True))
     run = write_run(
         tmp_path, study=unique_study, space=space, trials=4,
         env={**FAST, "SGLANG_STANDIN_FAULTS": faults},
-        launcher={"kind": "docker", "image": IMAGE, "command": ["python3", "-m", "sglang.launch_server"],
+        launcher={"kind": "docker", "image": tag, "command": ["python3", "-m", "sglang.launch_server"],
                   "gpu_runtime": False},
         sampler={"seed": 3, "n_startup_trials": 4},
         workload={"concurrency": [4], "num_prompts": 8, "output_len": 8, "warmup_requests": 1},
@@ -298,12 +302,17 @@ def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique
     assert seen == {"none", "segfault", "oom_kv"}, seen  # the seed is chosen so that all three occur
     assert containers_of(unique_study) == []
 
-    # The exported script pins the image that was measured, by its digest or Id, not by its movable tag.
+    # The exported script pins the image that was measured, by its Id, not by its movable tag: here the tag has
+    # moved to another image since the study ran.
+    measured = DockerLauncher(IMAGE).image_ref()
+    assert {t.user_attrs["launcher"]["image_digest"] for t in trials} == {measured}
+    subprocess.run(["docker", "tag", "sglang-tuner-pybase:local", tag], check=True)
+    moved = DockerLauncher(tag).image_ref()
+    assert moved != measured
     exported = tune("export", "-c", str(run), "--out", str(tmp_path / "export"))
     assert exported.returncode == 0, exported.stderr
     script = (tmp_path / "export" / "deploy-best.sh").read_text()
-    digest = trials[0].user_attrs["launcher"]["image_digest"]
-    assert digest.split("@")[-1] in script and "docker run" in script
+    assert f"\n  {measured} python3 -m sglang.launch_server \\\n" in script and moved not in script
 
 
 def test_deploy_script_takes_host_port_and_gpus_from_the_environment(tmp_path, study):

@@ -419,3 +419,30 @@ def test_trials_run_one_per_gpu_and_tp2_alone(monkeypatch, tmp_path, unique_stud
         assert {r["phase"] for r in rows} >= {"startup", "benchmark"}
         assert max(float(r["used_mib"]) for r in rows) == pytest.approx(a["gpu_peak_used_mib"], abs=0.1)
     assert by[2].user_attrs["gpu_mean_power_w_benchmark"] == 600  # two GPUs at 300 W
+
+
+def test_a_gpu_taken_between_the_wait_and_the_launch_reads_as_gpu_busy(monkeypatch, tmp_path, unique_study):
+    """SGLang 0.5.17 words a GPU taken by someone else exactly like a too-low --mem-fraction-static; the memory in
+    use at the launch itself tells them apart."""
+    fake = FakeNvml(n=1).install(monkeypatch)
+    real_wait = gpu.wait_until_free
+    waits = []
+
+    def wait_then_someone_takes_the_gpu(*args, **kwargs):
+        fake.extra.clear()
+        waited = real_wait(*args, **kwargs)
+        waits.append(waited)
+        if len(waits) == 1:  # first trial only: another process grabs 20 GiB right after our wait
+            fake.extra[0] = 20_000
+        return waited
+
+    monkeypatch.setattr(gpu, "wait_until_free", wait_then_someone_takes_the_gpu)
+    space = _space(tmp_path, {"schedule-policy": {"choices": ["fcfs"]}})
+    cfg = load_config(write_run(tmp_path, study=unique_study, space=space, trials=2, gpus=[0],
+                                env={"SGLANG_STANDIN_FAULTS": "oom_kv_startup:"}))
+    try:
+        study = Tuner(cfg).run()
+    finally:
+        gpu.reset()
+    classes = [t.user_attrs["failure_class"] for t in sorted(study.trials, key=lambda t: t.number)]
+    assert classes == ["gpu_busy", "oom_kv"]
