@@ -1,0 +1,93 @@
+"""README claims that no other test checks: the heartbeat after a failed beat, the samplers, `tune bench` on a
+running server, request_rate and dataset through a run file."""
+
+from __future__ import annotations
+
+import csv
+import os
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import optuna
+import pytest
+
+from conftest import FAST_ENV, STANDIN, free_port, tune, wait_healthy, write_run
+from tuner.config import load_config
+from tuner.study import _Heartbeat, make_sampler
+from tuner.workload import SLO
+
+
+def test_heartbeat_goes_on_after_a_failed_beat(tmp_path, monkeypatch):
+    """A database hiccup costs one beat, not the trial's liveness: the next beats are recorded."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=60, grace_period=120)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    real = type(storage).record_heartbeat
+    beats: list[str] = []
+    recorded = threading.Event()
+
+    def flaky(self, trial_id):
+        if len(beats) == 1:  # the first beat of the thread (after the one at start) fails
+            beats.append("failed")
+            raise optuna.exceptions.StorageInternalError("database is locked")
+        real(self, trial_id)
+        beats.append("ok")
+        if beats.count("ok") >= 3:
+            recorded.set()
+
+    monkeypatch.setattr(type(storage), "record_heartbeat", flaky)
+    with _Heartbeat(study, trial, 0.05):
+        assert recorded.wait(5), beats
+    assert beats[:3] == ["ok", "failed", "ok"]
+    # A stale-trial check right now finds this trial alive: its last beat is recent.
+    assert storage._get_stale_trial_ids(study._study_id) == []
+
+
+@pytest.mark.parametrize("name, cls", [("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler),
+                                       ("random", optuna.samplers.RandomSampler)])
+def test_the_run_files_sampler_is_the_one_used(tmp_path, name, cls):
+    config = load_config(write_run(tmp_path, sampler={"name": name, "seed": 5, "n_startup_trials": 3}))
+    sampler = make_sampler(config, config.sampler.seed)
+    assert type(sampler) is cls
+    # Seeded: the same seed draws the same first parameters.
+    draws = []
+    for _ in range(2):
+        study = optuna.create_study(sampler=make_sampler(config, 5))
+        draws.append(study.ask().suggest_float("mem-fraction-static", 0.7, 0.95))
+    assert draws[0] == draws[1]
+
+
+def test_tune_bench_measures_a_running_server(tmp_path):
+    port = free_port()
+    env = {**FAST_ENV, "SGLANG_STANDIN_FAULTS": ""}
+    server = subprocess.Popen([sys.executable, str(STANDIN), "--model-path", "standin/qwen3-8b", "--port", str(port)],
+                              env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}")
+        run = write_run(tmp_path, workload={"concurrency": [2, 4], "num_prompts": 8, "output_len": 8})
+        done = tune("bench", "-c", str(run), "--url", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "b.csv"))
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.strip().splitlines()
+    assert header.split()[:4] == ["concurrency", "completed", "failed", "output_throughput"]
+    assert [r.split()[:3] for r in rows] == [["2", "8", "0"], ["4", "8", "0"]]
+    table = list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert [(int(r["concurrency"]), int(r["completed"])) for r in table] == [(2, 8), (4, 8)]
+    assert all(float(r["output_throughput"]) > 0 and int(r["total_output_tokens"]) == 64 for r in table)
+
+
+def test_request_rate_and_dataset_through_the_run_file(tmp_path):
+    data = tmp_path / "sharegpt.json"
+    data.write_text(json.dumps([{"conversations": [{"from": "human", "value": "why is the sky blue"},
+                                                   {"from": "gpt", "value": "because of Rayleigh scattering"}]}]))
+    config = load_config(write_run(tmp_path, workload={"request_rate": 8, "dataset": str(data),
+                                                       "concurrency": [1, 4]}))
+    workload = config.workload.build(SLO())
+    assert [lv.request_rate for lv in workload.levels] == [8, 8]
+    assert workload.prompt_kind == "dataset" and workload.dataset == str(data)
