@@ -1,0 +1,83 @@
+"""Our metric code against SGLang's own bench_serving, on bench_serving's own per-request data.
+
+The data: one real run of bench_serving on the H200 (SGLang 0.5.17), committed as it wrote it:
+
+    python -m sglang.bench_serving --backend sglang-oai --dataset-name random --random-input-len 512 \
+        --random-output-len 128 --random-range-ratio 1 --num-prompts 256 --max-concurrency 64 \
+        --output-details --output-file tests/data/bench_serving/h200-0.5.17.jsonl
+
+Each line of the file is one run: bench_serving's aggregates (``duration``, ``completed``, ``total_input_tokens``,
+``total_output_tokens``, ``request_throughput``, ``output_throughput``, ``{mean,median,p90,p95,p99}_{ttft,tpot,
+itl,e2e_latency}_ms``, ``concurrency``) and, with --output-details, its per-request lists: ``input_lens``,
+``ttfts``, ``itls`` (one list per request) and ``errors`` for every request, ``output_lens`` for the successful
+ones only. Stock bench_serving writes no per-request latency; when a ``latencies`` list (one per request, seconds)
+is there too, TPOT, E2E and achieved concurrency are compared as well.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuner.metrics import RequestRecord, compute_level_result
+from tuner.workload import Level
+
+DATA = Path(__file__).parent / "data" / "bench_serving" / "h200-0.5.17.jsonl"
+# Recomputed from the same numbers with the same numpy functions: only float rounding may differ.
+REL = 1e-9
+
+
+def runs() -> list[dict]:
+    if not DATA.is_file():
+        pytest.skip(f"{DATA.relative_to(Path(__file__).parent.parent)} is not committed yet: it needs one "
+                    "bench_serving --output-details run on a GPU (see this module's docstring)")
+    return [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+
+
+def ours(run: dict):
+    """Our LevelResult from bench_serving's per-request data."""
+    ok_lens = iter(run["output_lens"])
+    latencies = run.get("latencies") or [0.0] * len(run["ttfts"])
+    records = []
+    for prompt_len, ttft, itl, error, latency in zip(run["input_lens"], run["ttfts"], run["itls"], run["errors"],
+                                                     latencies):
+        success = not error
+        records.append(RequestRecord(
+            prompt_len=prompt_len, requested_output_len=run.get("random_output_len") or 0, success=success,
+            error=error or "", ttft=ttft, latency=latency, itl=list(itl),
+            output_len=next(ok_lens) if success else 0))
+    level = Level(concurrency=run.get("max_concurrency") or len(records), input_len=run.get("random_input_len") or 0,
+                  output_len=run.get("random_output_len") or 0, num_prompts=len(records))
+    return compute_level_result(level, records, run["duration"])
+
+
+def test_counts_throughputs_ttft_and_itl_match_bench_serving():
+    for run in runs():
+        r = ours(run)
+        assert r.completed == run["completed"]
+        assert r.total_input_tokens == run["total_input_tokens"]
+        assert r.total_output_tokens == run["total_output_tokens"]
+        assert r.request_throughput == pytest.approx(run["request_throughput"], rel=REL)
+        assert r.output_throughput == pytest.approx(run["output_throughput"], rel=REL)
+        for metric in ("ttft", "itl"):
+            for stat in ("mean", "median", "p90", "p95", "p99"):
+                key = f"{stat}_{metric}_ms"
+                if key in run:  # p90/p95 only in newer bench_serving versions
+                    assert getattr(r, key) == pytest.approx(run[key], rel=REL), key
+
+
+def test_tpot_e2e_and_concurrency_match_bench_serving():
+    data = runs()
+    if not all("latencies" in run for run in data):
+        pytest.skip("stock bench_serving --output-details writes no per-request latencies: TPOT and E2E cannot be "
+                    "recomputed from this file")
+    for run in data:
+        r = ours(run)
+        for metric in ("tpot", "e2e_latency"):
+            for stat in ("mean", "median", "p90", "p95", "p99"):
+                key = f"{stat}_{metric}_ms"
+                if key in run:
+                    assert getattr(r, key) == pytest.approx(run[key], rel=REL), key
+        assert r.concurrency_achieved == pytest.approx(run["concurrency"], rel=REL)
