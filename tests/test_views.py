@@ -5,9 +5,10 @@ One short study against the stand-in server (two objectives, five trials, one a 
 
 from __future__ import annotations
 
+import csv as pycsv
 import io
-import re
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -236,6 +237,20 @@ def test_report_offline(study_run: Path, tmp_path: Path) -> None:
     assert csv[0] == "metric,baseline,best,change_pct,better"
     assert [line.split(",")[0] for line in csv[1:6]] == [
         "output tok/s", "request/s", "median TTFT (ms)", "p99 TTFT (ms)", "median TPOT (ms)"]
+    # The numbers are the baseline's (trial 0) and the best trial's, and the change between them.
+    from tuner.config import load_config
+    from tuner.export import best_trial
+    from tuner.study import load_existing_study
+
+    study = load_existing_study(load_config(study_run))
+    base, best = study.trials[0], best_trial(study)
+    assert best.number != 0
+    keys = {"output tok/s": "output_throughput", "request/s": "request_throughput",
+            "median TTFT (ms)": "median_ttft_ms", "p99 TTFT (ms)": "p99_ttft_ms", "median TPOT (ms)": "median_tpot_ms"}
+    for row in pycsv.DictReader(io.StringIO("\n".join(csv))):
+        b, v = base.user_attrs[keys[row["metric"]]], best.user_attrs[keys[row["metric"]]]
+        assert float(row["baseline"]) == pytest.approx(b) and float(row["best"]) == pytest.approx(v), row
+        assert float(row["change_pct"]) == pytest.approx(100 * (v / b - 1), abs=0.051), row
     md = (out / "comparison.md").read_text()
     assert "| output tok/s |" in md and "segfault" in md
 
@@ -278,3 +293,40 @@ def test_dashboard_fills_in_notes_a_study_run_without_it_lacks(tmp_path):
     assert fill_missing_notes(study) == 1 and fill_missing_notes(study) == 0
     note = get_note(optuna.Trial(study, study.trials[0]._trial_id))
     assert "Trial 0" in note and "oom_kv" in note
+
+
+def test_dashboard_host_and_moved_artifacts(study_run: Path, tmp_path: Path) -> None:
+    """--host 0.0.0.0 listens on every interface; --artifacts serves the trial files from a folder they moved to."""
+    from optuna.artifacts import get_all_artifact_meta
+
+    study = optuna.load_study(study_name="views", storage=f"sqlite:///{study_run.parent}/studies/views.db")
+    trial = study.trials[0]
+    meta = next(m for m in get_all_artifact_meta(trial, storage=study._storage) if m.filename == "server.log")
+    moved = tmp_path / "moved-artifacts"
+    shutil.copytree(study_run.parent / "trials" / "views" / "artifacts", moved)
+    (moved / meta.artifact_id).write_text("the moved copy\n")
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from tuner.cli import app; app()", "dashboard", "-c",
+                             str(study_run), "--host", "0.0.0.0", "--port", str(port), "--artifacts", str(moved)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                studies = httpx.get(f"{base}/api/studies", timeout=1).json()["study_summaries"]
+                break
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"tune dashboard did not come up: {proc.stdout.read()[-2000:]}")
+                time.sleep(0.2)
+        # Bound to the wildcard address, not loopback: /proc/net/tcp lists 00000000:<port> in LISTEN (0A).
+        listening = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        assert any(f[1] == f"00000000:{port:04X}" and f[3] == "0A" for f in listening)
+        study_id = next(s["study_id"] for s in studies if s["study_name"] == "views")
+        r = httpx.get(f"{base}/artifacts/{study_id}/{trial._trial_id}/{meta.artifact_id}")
+        assert r.status_code == 200 and r.text == "the moved copy\n"
+    finally:
+        proc.terminate()
+        proc.wait(10)
