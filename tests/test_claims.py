@@ -14,9 +14,9 @@ import time
 import optuna
 import pytest
 
-from conftest import FAST_ENV, STANDIN, free_port, tune, wait_healthy, write_run
+from conftest import FAST_ENV, STANDIN, free_port, tune, wait_healthy, write_run, write_space
 from tuner.config import load_config
-from tuner.study import _Heartbeat, make_sampler
+from tuner.study import Tuner, _Heartbeat, make_sampler
 from tuner.workload import SLO
 
 
@@ -91,3 +91,35 @@ def test_request_rate_and_dataset_through_the_run_file(tmp_path):
     workload = config.workload.build(SLO())
     assert [lv.request_rate for lv in workload.levels] == [8, 8]
     assert workload.prompt_kind == "dataset" and workload.dataset == str(data)
+
+
+def test_a_clearly_worse_trial_skips_the_remaining_levels(tmp_path, unique_study):
+    """Under half the best output tok/s at a level before the objective's: the rest is not worth measuring."""
+    space = write_space(tmp_path / "space.yaml", params={"attention-backend": {"choices": ["fa3", "torch_native"]},
+                                                         "disable-cuda-graph": {"choices": [False, True]}})
+    run = write_run(tmp_path, study=unique_study, space=space, trials=1, env={"SGLANG_STANDIN_FAULTS": ""},
+                    workload={"concurrency": [1, 8], "num_prompts": 8})
+    Tuner(load_config(run)).run()  # trial 0: SGLang's defaults
+    tuner = Tuner(load_config(run, {"trials": 3}))
+    study = tuner.prepare()
+    # About 2.9x slower a step in the stand-in (torch_native attention, no CUDA graph), then the defaults again.
+    study.enqueue_trial({"attention-backend": "torch_native", "disable-cuda-graph": True})
+    study.enqueue_trial({"attention-backend": "fa3", "disable-cuda-graph": False})
+    tuner.run()
+    slow, same = study.trials[1].user_attrs, study.trials[2].user_attrs
+    assert slow["stopped_early"].startswith("clearly worse than the best at concurrency 1:"), slow
+    assert [lv["concurrency"] for lv in slow["levels"]] == [1]
+    assert "stopped_early" not in same and [lv["concurrency"] for lv in same["levels"]] == [1, 8]
+
+
+def test_unused_and_deprecated_flags_are_reported(tmp_path):
+    space = write_space(tmp_path / "space.yaml", fixed={"disable-radix-cache": True, "disable-flashinfer": True},
+                        params={"schedule-policy": {"choices": ["fcfs", "lpm"]},
+                                "num-continuous-decode-steps": {"low": 1, "high": 4}})
+    tuner = Tuner(load_config(write_run(tmp_path, space=space)))
+    tuner.prepare()
+    said = "\n".join(tuner.warnings)
+    assert "--schedule-policy lpm/dfs-weight fall back to fcfs when --disable-radix-cache is set" in said
+    assert "--num-continuous-decode-steps is parsed but never read" in said
+    assert "--disable-flashinfer is deprecated in this SGLang" in said
+    assert "--disable-radix-cache is deprecated" not in said
