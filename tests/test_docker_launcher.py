@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -354,3 +355,27 @@ def test_deploy_script_takes_host_port_and_gpus_from_the_environment(tmp_path, s
         assert httpx.get(f"http://127.0.0.1:{port}/get_server_info", timeout=2).json()["port"] == port != spec.port
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_gpus_are_device_requests_and_the_deploy_script_asks_for_the_same(tmp_path, study):
+    """The trial's GPUs reach the container as device requests; deploy-best.sh's `--gpus` gives Docker the same ones.
+    Compared on created (never started) containers: this daemon may have no nvidia runtime."""
+    launcher = DockerLauncher(IMAGE, gpu_runtime=True)
+    spec = LaunchSpec(**{**make_spec(tmp_path, study, trial=2).__dict__, "gpus": (0, 2)})
+    kwargs = launcher._create_kwargs(spec)
+    by_sdk = launcher.client.containers.create(launcher.image_ref(), **{**kwargs, "name": f"{kwargs['name']}-sdk"})
+    options = launcher.docker_run_options(spec, f"{kwargs['name']}-cli")
+    gpus = options[options.index("--gpus") + 1]
+    assert gpus == '"device=0,2"'
+    script = launcher.deploy_script(spec)
+    assert f"--gpus {shlex.quote(gpus)}" in script
+    by_cli = subprocess.run(["docker", "create", "--name", f"{kwargs['name']}-cli", "--gpus", gpus, IMAGE, "true"],
+                            capture_output=True, text=True)
+    try:
+        assert by_cli.returncode == 0, by_cli.stderr
+        cli = launcher.client.containers.get(f"{kwargs['name']}-cli")
+        requests = by_sdk.attrs["HostConfig"]["DeviceRequests"]
+        assert [(r["DeviceIDs"], r["Capabilities"]) for r in requests] == [(["0", "2"], [["gpu"]])]
+        assert cli.attrs["HostConfig"]["DeviceRequests"] == requests
+    finally:
+        subprocess.run(["docker", "rm", "-f", f"{kwargs['name']}-sdk", f"{kwargs['name']}-cli"], capture_output=True)
