@@ -1,6 +1,7 @@
 """Several workers, one study on a real PostgreSQL server: an exact budget, unique numbers, and a worker
 killed with SIGKILL whose trial is failed by heartbeat and re-run by another worker."""
 
+import json
 import os
 import signal
 import socket
@@ -89,6 +90,17 @@ def test_three_workers_share_one_budget_and_a_killed_worker_is_retried(tmp_path,
     assert all(t.user_attrs["gpus"] == [0] for t in complete)
     assert sum(bool(t.user_attrs.get("baseline")) for t in complete) == 1
     assert servers_of(study_name) == []
+    # Every worker put its trials' files in the one shared artifacts folder, where any host can open them.
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+
+    shared = FileSystemArtifactStore(tmp_path / "shared-artifacts")
+    for t in complete:
+        meta = {m.filename: m for m in get_all_artifact_meta(t, storage=study._storage)}
+        assert {"server.log", "benchmark.csv", "trial.json"} <= set(meta), t.number
+        download_artifact(artifact_store=shared, file_path=str(tmp_path / f"{t.number}.json"),
+                          artifact_id=meta["trial.json"].artifact_id)
+        assert json.loads((tmp_path / f"{t.number}.json").read_text())["trial"] == t.number
+    assert not (tmp_path / "trials" / study_name / "artifacts").exists()
 
     # A fourth process sees every trial.
     status = tune("status", "--study", study_name, "--storage", pg_url)
