@@ -4,6 +4,7 @@ running server, request_rate and dataset through a run file."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 import json
 import subprocess
@@ -123,3 +124,25 @@ def test_unused_and_deprecated_flags_are_reported(tmp_path):
     assert "--num-continuous-decode-steps is parsed but never read" in said
     assert "--disable-flashinfer is deprecated in this SGLang" in said
     assert "--disable-radix-cache is deprecated" not in said
+
+
+def test_progress_heartbeat_while_a_server_starts(tmp_path, monkeypatch):
+    """`--progress` (plain lines): while a phase lasts, a heartbeat line every HEARTBEAT_S with the server log's last
+    line, so a long startup (a torch compile) visibly lives."""
+    from tuner import progress
+
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.3)
+    monkeypatch.setattr(progress, "REDRAW_S", 0.05)
+    out = io.StringIO()
+    log = tmp_path / "server.log"
+    log.write_text("Load weight begin.\nCapture cuda graph begin. This can take up to several minutes.\n")
+    p = progress.LineProgress(total=4, force=True, stream=out, live=False)
+    p.phase(0, "starting", "timeout 600 s")
+    p.tick(0, 0.1, log)
+    time.sleep(1.2)
+    p.close()
+    lines = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]  # without the "[   0:01]" clock
+    assert lines[0].startswith("trial 0 [0/4 done] starting: timeout 600 s")
+    beats = [line for line in lines if line.startswith("trial 0 [0/4 done] still starting (")]
+    assert len(beats) >= 2, lines
+    assert beats[0].endswith("in this phase: Capture cuda graph begin. This can take up to several minutes.)")
