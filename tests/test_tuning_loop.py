@@ -62,7 +62,9 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
     print(f"gain {gain:.1f} tok/s over the defaults; three runs of the defaults: {repeats}")
     assert gain > noise, (gain, repeats)
     overheads = [t.user_attrs["overhead_s"] for t in trials]
-    assert max(overheads) < 3, overheads  # the 1 s goal is measured in benchmarks/, this only catches blunders
+    # The tuner's own time per trial (beyond startup, benchmark and stop): 0.02 s on the H200 (benchmarks/), 0.1-0.2 s
+    # here on two loaded cores; 1 s catches a stray sleep or a blocking call added to the loop.
+    assert max(overheads) < 1, overheads
 
     status = tune("status", "-c", str(run))
     assert status.returncode == 0, status.stderr
@@ -78,6 +80,16 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
     assert f"trial {study.best_trial.number}" in script and "vs SGLang defaults" in script
     for arg in study.best_trial.user_attrs["argv"]:
         assert arg in script
+    # best.json: what was measured, for the winner and the baseline, and how to start it again.
+    best, record = study.best_trial, json.loads((out / "best.json").read_text())
+    assert record["study"] == unique_study and record["trial"] == best.number
+    assert record["metrics"] == {"output_throughput": best.values[0]}
+    assert record["argv"] == best.user_attrs["argv"] and record["flags"] == best.user_attrs["flags"]
+    assert record["params"] == best.params and record["levels"] == best.user_attrs["levels"]
+    assert [lv["concurrency"] for lv in record["levels"]] == [4, 16]
+    assert record["baseline"] == {"trial": 0, "metrics": {"output_throughput": baseline.values[0]},
+                                  "levels": baseline.user_attrs["levels"]}
+    assert record["launcher"] == best.user_attrs["launcher"] and record["launcher"]["launcher"] == "process"
 
     # deploy-best.sh, run as it is, starts the stand-in with the best flags, and it answers /health.
     port = study.best_trial.user_attrs["flags"]["port"]
