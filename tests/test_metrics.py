@@ -160,3 +160,75 @@ def test_level_helpers():
     assert [lv.output_len for lv in seed_response_time()] == [10, 50, 100, 500]
     assert all(lv.concurrency == 1 for lv in seed_response_time())
     assert [lv.concurrency for lv in seed_concurrency()] == [1, 5, 10, 20]
+
+
+def test_every_latency_statistic_is_bench_servings():
+    """mean, median, p90, p95, p99 of TTFT, TPOT, ITL and E2E over the successful requests, each from its own
+    samples (numpy's linear percentiles, like bench_serving), on requests whose statistics all differ."""
+    rng = np.random.default_rng(7)
+    recs = []
+    for i in range(23):
+        ttft = float(rng.uniform(0.05, 0.5))
+        gaps = [float(g) for g in rng.uniform(0.005, 0.05, size=int(rng.integers(2, 9)))]
+        recs.append(rec(ttft, gaps, out=len(gaps) + 1))
+    recs.append(RequestRecord(prompt_len=100, requested_output_len=5, error="HTTP 500: boom"))
+    r = compute_level_result(LV, recs, 3.0)
+    ok = recs[:-1]
+    samples = {
+        "ttft": [x.ttft for x in ok],
+        "tpot": [(x.latency - x.ttft) / (x.output_len - 1) for x in ok],
+        "itl": [g for x in ok for g in x.itl],
+        "e2e_latency": [x.latency for x in ok],
+    }
+    for metric, values in samples.items():
+        ms = np.asarray(values) * 1000
+        expected = {"mean": ms.mean(), "median": np.median(ms), "p90": np.percentile(ms, 90),
+                    "p95": np.percentile(ms, 95), "p99": np.percentile(ms, 99)}
+        for stat, value in expected.items():
+            assert getattr(r, f"{stat}_{metric}_ms") == pytest.approx(value, rel=1e-12), f"{stat}_{metric}_ms"
+    assert r.duration_s == 3.0 and r.concurrency_achieved == pytest.approx(sum(samples["e2e_latency"]) / 3.0)
+    assert r.repeat == 0 and r.num_prompts == 24 and r.failed == 1
+
+
+def test_zero_and_short_durations():
+    r = compute_level_result(LV, three(), 0.0)
+    assert math.isnan(r.request_throughput) and math.isnan(r.output_throughput) and r.completed == 2
+    r = compute_level_result(LV, three(), 0.5)
+    assert r.request_throughput == pytest.approx(4.0) and r.output_throughput == pytest.approx(20.0)
+    r = compute_level_result(LV, [], 1.0)
+    assert math.isnan(r.slo_attainment) and r.num_prompts == 0
+
+
+def test_slo_limits_are_inclusive_and_in_milliseconds():
+    r = rec(0.2, [0.05] * 4)  # ttft 200 ms, tpot 50 ms, e2e 400 ms
+    assert is_good(r, SLO(ttft_ms=200, tpot_ms=50, e2e_ms=400))
+    assert not is_good(r, SLO(ttft_ms=199.9)) and not is_good(r, SLO(e2e_ms=399.9))
+    assert not is_good(r, SLO(tpot_ms=49.9))
+    assert is_good(rec(0.2, [0.05] * 4), SLO(ttft_ms=200.1)) and not is_good(rec(0.5, [0.01]), SLO(e2e_ms=0.4))
+
+
+def test_errors_are_summarized_most_common_first():
+    failed = [RequestRecord(100, 5, error=e) for e in
+              ["HTTP 500: boom\ntraceback"] * 3 + ["ReadTimeout"] * 2 + [""] + [f"e{i}" for i in range(5)]]
+    r = compute_level_result(LV, failed + [rec(0.1, [0.01] * 4)], 1.0)
+    assert r.errors == "3x HTTP 500: boom; 2x ReadTimeout; 1x unknown error; 1x e0; 1x e1"
+    long = compute_level_result(LV, [RequestRecord(100, 5, error="x" * 300)], 1.0)
+    assert long.errors == "1x " + "x" * 200
+
+
+def test_summarize_repeats_keeps_first_seen_order_and_counts_failures():
+    a, b = mk(8, 300.0), mk(1, 100.0)
+    failed = LevelResult(**{**mk(8, 320.0, repeat=1).__dict__, "failed": 2})
+    s = summarize_repeats([a, b, failed])
+    assert list(s["concurrency"]) == [8, 1]
+    assert list(s["failed_total"]) == [2, 0] and list(s["n"]) == [2, 1]
+    assert s.iloc[0]["request_rate"] is None
+    # Two repeats: t(0.95, 1) = 6.314 and the standard deviation of 300 and 320.
+    assert s.iloc[0]["output_throughput_lcb95"] == pytest.approx(310.0 - 6.314 * np.std([300, 320], ddof=1) / math.sqrt(2))
+    result = type("Result", (), {"levels": (a, failed)})()  # a BenchmarkResult-like object: its .levels
+    assert list(summarize_repeats(result)["n"]) == [2]
+    assert list(summarize_repeats([]).columns) == []
+
+
+def test_t95_beyond_the_table_is_the_normal_quantile():
+    assert math.isnan(t95(0)) and t95(30) == 1.697 and t95(31) == 1.645 and t95(1000) == 1.645
