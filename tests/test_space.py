@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tuner.flags import FlagCatalog
+from tuner.flags import FlagCatalog, ServerFlags
 from tuner.space import SpaceError, load_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +135,119 @@ def test_gpus_per_trial(tmp_path):
     space = load_space(write(tmp_path, "params:\n  tp-size: {choices: [1, 2]}\ngpus_per_trial: tp-size * dp-size\n"))
     assert space.gpus_needed(space.flags_from_params({"tp-size": 2})) == 2
     assert space.gpus_needed(space.flags_from_params({"tp-size": 1})) == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- a\n", ": a search space is a mapping with 'fixed' and 'params'"),
+    ("fixed:\n  tp-size: [1, 2]\nparams:\n  x: {choices: [1]}\n", ":2: fixed flag 'tp-size' needs a scalar value, got [1, 2]"),
+    ("fixed:\n  x: 1\nparams:\n  x: {choices: [1]}\n", ":4: 'x' is both fixed and a parameter"),
+    ("params:\n  x: 3\n", ":2: x: expected {choices: [...]} or {low: ..., high: ...}, got 3"),
+    ("params:\n  x: {choices: [1], when: [a]}\n", ":2: x: 'when' must map flag names to values"),
+    ("params:\n  x: {low: 1, high: 2, log: yes please}\n", ":2: x: log must be true or false, got 'yes please'"),
+    ("params:\n  x: {choices: [1], low: 1}\n", ":2: x: give either choices or low/high, not both"),
+    ("params:\n  x: {choices: [1, 1]}\n", ":2: x: choices repeat a value"),
+    ("params:\n  x: {choices: [[1]]}\n", ":2: x: choices must be strings, numbers or true/false"),
+    ("params:\n  x: {choices: 1}\n", ":2: x: choices must be a non-empty list"),
+    ("params:\n  x: {low: a, high: 2}\n", ":2: x: low must be a number, got 'a'"),
+    ("params:\n  x: {low: 1, high: .inf}\n", ":2: x: high must be a number, got inf"),
+    ("params:\n  x: {low: 1, high: 2, step: true}\n", ":2: x: step must be a number, got True"),
+    ("params:\n  x: {low: 1, high: 1}\n", ":2: x: empty range: low (1) must be below high (1)"),
+    ("params:\n  x: {low: 1, high: 2, step: 0}\n", ":2: x: step must be positive, got 0"),
+    ("params:\n  x: {low: 0, high: 2, log: true}\n", ":2: x: log scale needs low > 0 and no step"),
+    ("params:\n  x: {low: 1, high: 2, step: 2, log: true}\n", ":2: x: log scale needs low > 0 and no step"),
+    ("params:\n  x: {low: 0.1, high: 2.0, step: 0.1, log: true}\n", ":2: x: log scale needs low > 0 and no step"),
+    ("params:\n  X: {low: 1, high: 2}\n", ":2: write flags as SGLang spells them without dashes: 'x', not 'X'"),
+    ("params:\n  tp size: {low: 1, high: 2}\n", ":2: write flags as SGLang spells them without dashes"),
+    ("params:\n  x: {choices: [1]}\ngpus_per_trial: tp-size + 1\n",
+     ":3: gpus_per_trial: 'tp-size + 1' must be flag names and integers joined by '*'"),
+    ("params:\n  x: {choices: [1]}\ngpus_per_trial: 2 * \n", "must be flag names and integers joined by '*'"),
+    ("params: [1]\n", ":1: expected a mapping of flag names"),
+    ("params:\n  x: {choices: [1]}\n  y: {choices: [a], when: {x: [1, 2]}}\nbogus: 1\n", ":4: unknown key 'bogus' "
+     "(expected one of description, fixed, gpus_per_trial, params)"),
+])
+def test_every_bad_space_message(tmp_path, text, message):
+    with pytest.raises(SpaceError) as err:
+        load_space(write(tmp_path, text))
+    assert str(err.value).startswith(str(tmp_path / "space.yaml")) and message in str(err.value), str(err.value)
+
+
+def test_a_space_file_read_in_full(tmp_path):
+    space = load_space(write(tmp_path, (
+        "description: the seed's\nfixed:\n  attention-backend: triton\n  disable-cuda-graph: true\nparams:\n"
+        "  schedule-policy: {choices: [fcfs, lof]}\n  kv-splits: {choices: [4, 8], when: {attention-backend: triton}}\n"
+        "  bs: {low: 1, high: 64, log: true}\n  mfs: {low: 0.7, high: 0.9, step: 0.01}\n  ints: {low: 1, high: 9, step: 2}\n"
+        "  steps: {low: 1, high: 4}\n  c: {choices: [1], when: {schedule-policy: [lof, fcfs]}}\n")))
+    assert space.description == "the seed's" and space.name == "space" and space.gpus_per_trial is None
+    assert space.fixed.values == (("attention-backend", "triton"), ("disable-cuda-graph", True))
+    p = {x.name: x for x in space.params}
+    assert [x.name for x in space.params] == ["schedule-policy", "kv-splits", "bs", "mfs", "ints", "steps", "c"]
+    assert p["schedule-policy"].line == 6 and p["schedule-policy"].choices == ("fcfs", "lof")
+    assert p["kv-splits"].when[0].flag == "attention-backend" and p["kv-splits"].when[0].values == ("triton",)
+    assert p["c"].when[0].values == ("lof", "fcfs")
+    assert (p["bs"].low, p["bs"].high, p["bs"].step, p["bs"].log, p["bs"].is_int) == (1, 64, None, True, True)
+    assert (p["mfs"].step, p["mfs"].log, p["mfs"].is_int) == (0.01, False, False)
+    assert p["ints"].values_to_check() == [1, 9] and p["kv-splits"].values_to_check() == [4, 8]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(20):
+        trial = study.ask()
+        flags = space.sample(trial).as_dict()
+        study.tell(trial, 0.0)
+        assert list(flags)[:2] == ["attention-backend", "disable-cuda-graph"]
+        assert 1 <= flags["bs"] <= 64 and isinstance(flags["bs"], int)
+        assert flags["ints"] in (1, 3, 5, 7, 9) and 1 <= flags["steps"] <= 4 and isinstance(flags["steps"], int)
+        assert round(flags["mfs"], 2) == flags["mfs"] and 0.7 <= flags["mfs"] <= 0.9
+        assert flags["kv-splits"] in (4, 8) and flags["c"] == 1
+    dists = study.trials[0].distributions
+    assert dists["bs"].log and not dists["mfs"].log and dists["mfs"].step == 0.01 and dists["ints"].step == 2
+    assert not dists["steps"].log and dists["steps"].step == 1
+    empty = load_space(write(tmp_path, "fixed: ~\nparams:\n  x: {choices: [1]}\n"))
+    assert empty.fixed.values == () and empty.description == ""
+
+
+def test_flags_from_params_follow_the_conditions(tmp_path):
+    space = load_space(write(tmp_path, "fixed:\n  a: 1\nparams:\n  b: {choices: [x, y]}\n"
+                                       "  c: {choices: [1, 2], when: {b: y}}\n  d: {choices: [3], when: {a: 2}}\n"))
+    assert space.flags_from_params({}).values == (("a", 1),)
+    assert space.flags_from_params({"b": "x", "c": 2, "d": 3}).values == (("a", 1), ("b", "x"))
+    assert space.flags_from_params({"b": "y", "c": 2}).values == (("a", 1), ("b", "y"), ("c", 2))
+
+
+@pytest.mark.parametrize("flags, gpus", [
+    ({}, 1), ({"tp-size": 2}, 2), ({"tensor-parallel-size": 4}, 4), ({"tp": 2, "dp": 3}, 6),
+    ({"tp-size": 2, "dp-size": 2}, 4), ({"tp-size": 2, "data-parallel-size": 3}, 6),
+    ({"tp-size": 4, "dp-size": 2, "enable-dp-attention": True}, 4), ({"tp-size": 2, "pp-size": 2}, 4),
+    ({"pipeline-parallel-size": 3}, 3), ({"pp": 2, "tp-size": 0}, 2), ({"tp-size": None, "dp-size": 2}, 2),
+])
+def test_gpus_needed_from_sglangs_flags(tmp_path, flags, gpus):
+    space = load_space(write(tmp_path, "params:\n  x: {choices: [1]}\n"))
+    assert space.gpus_needed(ServerFlags(tuple(flags.items()))) == gpus
+
+
+def test_gpus_per_trial_expressions_and_the_upper_bound(tmp_path):
+    space = load_space(write(tmp_path, "fixed:\n  dp-size: 2\nparams:\n  tp-size: {choices: [1, 4, 2]}\n"
+                                       "  mfs: {low: 0.5, high: 0.9}\ngpus_per_trial: 2 * tp_size * dp-size\n"))
+    assert space.gpus_needed(ServerFlags.of({"tp-size": 4, "dp-size": 2})) == 16
+    assert space.gpus_needed(ServerFlags.of({"tp-size": 1})) == 2  # dp-size absent: SGLang's default 1
+    assert space.most_gpus() == 16
+    plain = load_space(write(tmp_path, "params:\n  tp-size: {choices: [1, 8]}\n  dp-size: {low: 1, high: 3}\n"
+                                       "  schedule-policy: {choices: [fcfs]}\n  flag: {choices: [true, false]}\n"))
+    assert plain.most_gpus() == 24
+    odd = load_space(write(tmp_path, "params:\n  tp-size: {choices: [fcfs]}\ngpus_per_trial: tp-size\n"))
+    assert odd.most_gpus() == 1  # not a number: no bound beyond one GPU
+
+
+def test_no_op_warnings_name_each_wasted_parameter(tmp_path):
+    assert load_space(write(tmp_path, "params:\n  schedule-policy: {choices: [fcfs, lpm]}\n")).no_op_warnings() == []
+    space = load_space(write(tmp_path, "fixed:\n  disable-radix-cache: true\nparams:\n"
+                                       "  schedule-policy: {choices: [fcfs, lpm, priority]}\n"
+                                       "  num-continuous-decode-steps: {low: 1, high: 4}\n"))
+    assert space.no_op_warnings() == [
+        "--num-continuous-decode-steps is parsed but never read by SGLang 0.5.x (PR #23131 was closed): "
+        "expect no effect from it",
+        "--schedule-policy lpm/dfs-weight fall back to fcfs when --disable-radix-cache is set",
+        "--schedule-policy priority is accepted by argparse but crashes SGLang's scheduler "
+        "(use --enable-priority-scheduling): those trials will fail",
+    ]
+    radix_off = load_space(write(tmp_path, "fixed:\n  disable-radix-cache: false\nparams:\n"
+                                           "  schedule-policy: {choices: [fcfs, lpm]}\n"))
+    assert radix_off.no_op_warnings() == []
