@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from tuner.flags import FlagCatalog, FlagCatalogError, ServerFlags, format_value, one_per_line, read_catalog
+from tuner.flags import (FlagCatalog, FlagCatalogError, ServerFlags, deploy_defaults, format_value, one_per_line,
+                         read_catalog, shell_args)
 
 HELP = """usage: sglang serve [-h] ...
 
@@ -107,3 +108,30 @@ def test_read_catalog_runs_the_commands_help(tmp_path):
     env_help.write_text("import os\nprint('  --port PORT') if os.environ.get('SHOW') == '1' else print('nothing')\n")
     assert "port" in read_catalog([sys.executable, str(env_help)], env={"SHOW": "1"}).flags
     assert shlex.split(catalog.source)[0] == sys.executable
+
+
+def test_shell_args_put_the_environment_after_the_named_options():
+    args = ["--host", "127.0.0.1", "--port", "30000", "--model-path", "my model", "--port"]
+    assert shell_args(args, {"--port": '"$PORT"', "--host": '"$HOST"'}) == [
+        "--host", '"$HOST"', "--port", '"$PORT"', "--model-path", "'my model'", "--port"]
+    assert shell_args(["30000", "--port"], {"--port": "x"}) == ["30000", "--port"]  # the first arg follows nothing
+    assert shell_args([], {}) == []
+
+
+def test_deploy_defaults_lines():
+    assert deploy_defaults({"HOST": "127.0.0.1", "GPUS": "0,1 2"}, export=("GPUS",)) == [
+        "# Serve elsewhere without editing: HOST=... GPUS=... ./deploy-best.sh (defaults: what was measured)",
+        "HOST=${HOST:-127.0.0.1}",
+        "export GPUS=${GPUS:-'0,1 2'}",
+    ]
+
+
+def test_catalog_details():
+    assert FlagCatalog.from_help(HELP).source == ""
+    catalog = FlagCatalog.from_help(HELP)
+    assert all(info.name == name for name, info in catalog.flags.items())
+    # The head line is the first line of a block only: a later line naming a flag is help text.
+    text = "  --alpha ALPHA\n                        like --beta BETA but\n  --gamma\n"
+    assert set(FlagCatalog.from_help(text).flags) == {"alpha", "gamma"}
+    many = FlagCatalog.from_help("".join(f"  --mem-{i} X\n" for i in range(6)))
+    assert many.check("mem", 1) == "--mem is not a full flag name (it could match --mem-0, --mem-1, --mem-2, --mem-3)"
