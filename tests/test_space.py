@@ -251,3 +251,77 @@ def test_no_op_warnings_name_each_wasted_parameter(tmp_path):
     radix_off = load_space(write(tmp_path, "fixed:\n  disable-radix-cache: false\nparams:\n"
                                            "  schedule-policy: {choices: [fcfs, lpm]}\n"))
     assert radix_off.no_op_warnings() == []
+
+
+def test_each_param_has_the_distribution_it_samples_from(tmp_path):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space = load_space(write(tmp_path, "params:\n  a: {choices: [x, 1]}\n  b: {low: 1, high: 64, log: true}\n"
+                                       "  c: {low: 2, high: 10, step: 2}\n  d: {low: 0.5, high: 0.9, step: 0.1}\n"
+                                       "  e: {low: 0.01, high: 1.0, log: true}\n  f: {low: 1, high: 4}\n"))
+    dists = {p.name: p.distribution() for p in space.params}
+    assert dists == {
+        "a": CategoricalDistribution(["x", 1]),
+        "b": IntDistribution(1, 64, step=1, log=True),
+        "c": IntDistribution(2, 10, step=2, log=False),
+        "d": FloatDistribution(0.5, 0.9, step=0.1, log=False),
+        "e": FloatDistribution(0.01, 1.0, step=None, log=True),
+        "f": IntDistribution(1, 4, step=1, log=False),
+    }
+    # What a trial sampled from them is what a study records.
+    study = optuna.create_study()
+    trial = study.ask()
+    space.sample(trial)
+    assert study.trials[0].distributions == dists
+
+
+@pytest.mark.parametrize("text, message", [
+    ("params:\n  x: {choices: [1]}\n\n  y: [1\n", ":5: not valid YAML (expected ',' or ']', but got '<stream end>')"),
+    ("params:\n  x: {choices: [1]}\ncolour: red\n",
+     ":3: unknown key 'colour' (expected one of description, fixed, gpus_per_trial, params)"),
+    ("params:\n  x: {choices: [1], colour: red}\n", "unknown key 'colour' (expected choices, high, log, low, step, when)"),
+    ("params:\n  x: {choices: [1], high: 2}\n", "give either choices or low/high, not both"),
+    ("params:\n  x: {choices: [1], step: 2}\n", "give either choices or low/high, not both"),
+    ("params:\n  x: {choices: [1], log: true}\n", "give either choices or low/high, not both"),
+    ("params:\n  x: {low: 0.1, high: 2, log: true, step: 1}\n", None),
+    ("params:\n  x: {low: -1, high: 2, log: true}\n", "log scale needs low > 0 and no step"),
+    ("params:\n  x: {low: 1.5, high: 2.5, log: true, step: 0.5}\n", "log scale needs low > 0 and no step"),
+    ("params:\n  Mem_Fraction: {low: 0.5, high: 0.9}\n", "without dashes: 'mem-fraction', not 'Mem_Fraction'"),
+    ("params:\n  -x: {low: 0.5, high: 0.9}\n", "without dashes: 'x', not '-x'"),
+    ("params:\n  x: {choices: [1]}\n  y: {choices: [1]}\n  z: {low: 1, high: 2}\ngpus_per_trial: y * z\n", None),
+    ("fixed:\n  z: 2\nparams:\n  x: {choices: [1]}\ngpus_per_trial: z * q9\n", None),
+    ("fixed: null\nparams:\n  x: {choices: [1]}\n", None),
+    ("fixed: ''\nparams:\n  x: {choices: [1]}\n", None),
+    ("fixed: 3\nparams:\n  x: {choices: [1]}\n", ":1: expected a mapping of flag names"),
+    ("fixed:\n  - a\nparams:\n  x: {choices: [1]}\n", ":2: expected a mapping of flag names"),
+])
+def test_more_space_files(tmp_path, text, message):
+    if message is None:
+        load_space(write(tmp_path, text))
+        return
+    with pytest.raises(SpaceError) as err:
+        load_space(write(tmp_path, text))
+    assert message in str(err.value), str(err.value)
+
+
+def test_validate_lists_every_problem_and_the_description(tmp_path):
+    catalog = FlagCatalog.from_help(HELP, "sglang")
+    space = load_space(write(tmp_path, "description: two bad\nfixed:\n  bogus: 1\nparams:\n"
+                                       "  schedule-policy: {choices: [fcfs, nope]}\n  tp-size: {low: 1, high: 2}\n"))
+    assert space.description == "two bad"
+    with pytest.raises(SpaceError) as err:
+        space.validate(catalog)
+    assert str(err.value) == (f"{tmp_path / 'space.yaml'}: fixed: --bogus is not a flag of this SGLang (sglang); "
+                              f"{tmp_path / 'space.yaml'}:5: --schedule-policy nope is not one of lpm, random, fcfs, "
+                              "dfs-weight, lof, priority, routing-key")
+
+
+def test_gpus_per_trial_values(tmp_path):
+    space = load_space(write(tmp_path, "fixed:\n  dp-size: 3\nparams:\n  tp-size: {choices: [1, 2]}\n"
+                                       "gpus_per_trial: tp-size * dp_size * 2\n"))
+    assert space.gpus_needed(ServerFlags.of({"tp-size": 2, "dp-size": 3})) == 12  # dp_size in the expression
+    assert space.gpus_needed(ServerFlags.of({})) == 2
+    floats = load_space(write(tmp_path, "params:\n  tp-size: {choices: [1, 2.0]}\n"))
+    assert floats.most_gpus() == 2
+    switches = load_space(write(tmp_path, "params:\n  tp-size: {choices: [true, false]}\n"))
+    assert switches.most_gpus() == 1
