@@ -313,6 +313,6 @@ def _eval_gpus(expr: str, flags: dict[str, FlagValue]) -> int:
             total *= int(flags.get(term, flags.get(term.replace("_", "-"), 1)))
         else:
             # A flag absent from the trial means SGLang's default for it, which is 1 for tp/dp/pp.
-            if not term or not all(c.isalnum() or c == "-" for c in term):
+            if not term or not all(c.isalnum() or c in "-_" for c in term):
                 raise SpaceError(f"gpus_per_trial: {expr!r} must be flag names and integers joined by '*'")
     return total
