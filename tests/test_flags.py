@@ -135,3 +135,19 @@ def test_catalog_details():
     assert set(FlagCatalog.from_help(text).flags) == {"alpha", "gamma"}
     many = FlagCatalog.from_help("".join(f"  --mem-{i} X\n" for i in range(6)))
     assert many.check("mem", 1) == "--mem is not a full flag name (it could match --mem-0, --mem-1, --mem-2, --mem-3)"
+
+
+def test_only_an_options_first_line_names_flags():
+    text = "  --alpha ALPHA\n                        see also, --beta BETA\n                        more help\n  --gamma\n"
+    assert set(FlagCatalog.from_help(text).flags) == {"alpha", "gamma"}
+
+
+def test_read_catalog_refuses_a_failing_help_even_with_a_port(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import sys\nprint('  --port PORT')\nsys.stderr.write('Warning: x\\nRuntimeError: broken\\n')\n"
+                      "sys.exit(1)\n")
+    with pytest.raises(FlagCatalogError, match=r"--help failed \(exit 1\): RuntimeError: broken$"):
+        read_catalog([sys.executable, str(script)])
+    script.write_text("import sys\nsys.exit(4)\n")
+    with pytest.raises(FlagCatalogError, match=r"--help failed \(exit 4\): no output$"):
+        read_catalog([sys.executable, str(script)])
