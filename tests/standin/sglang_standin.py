@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--chunked-prefill-size", type=int, default=None,
       help="The maximum number of tokens in a chunk for the chunked prefill. Setting this to -1 means "
            "disabling chunked prefill.")
+    # Parsed like SGLang's (the H200 long-context space tunes it); the stand-in's KV pool is not paged.
+    a("--page-size", type=int, default=None, help="The number of tokens in a page.")
     a("--max-prefill-tokens", type=int, default=16384,
       help="The maximum number of tokens in a prefill batch. The real bound will be the maximum of this "
            "value and the model's maximum context length.")
