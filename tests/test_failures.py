@@ -78,3 +78,11 @@ def test_real_sglang_0_5_17_log_raises_no_false_alarm():
     assert classify(phase=Phase.STARTUP, exit_code=1, log=log).name == "crashed"
     assert classify(phase=Phase.BENCHMARK, exit_code=137, log=log + "\n" + RUNTIME_OOM).name == "oom_runtime"
     assert classify(phase=Phase.STARTUP, exit_code=137, log=log + "\n" + KV_0517).name == "oom_kv"
+
+
+def test_argparse_error_is_the_parsers_last_line():
+    log = ("usage: launch_server.py [-h] ...\nlaunch_server.py: error: argument --tp-size: invalid int value: 'x'\n"
+           "later noise\n  launch_server.py: error: argument --port: expected one argument  \nmore\n")
+    assert failures.argparse_error(log) == "launch_server.py: error: argument --port: expected one argument"
+    assert failures.argparse_error(ARGPARSE) == ARGPARSE
+    assert failures.argparse_error("Traceback: ValueError: boom\n") == ""
