@@ -1,10 +1,10 @@
 """Our metric code against SGLang's own bench_serving, on bench_serving's own per-request data.
 
-The data: one real run of bench_serving on the H200 (SGLang 0.5.17), committed as it wrote it:
+The data: one real run of bench_serving on the H200 (SGLang 0.5.17, Qwen3-8B dummy weights), committed as it wrote
+it (backend sglang-oai, dataset random-ids, ISL 512 / OSL 128, 64 prompts at max concurrency 16):
 
-    python -m sglang.bench_serving --backend sglang-oai --dataset-name random --random-input-len 512 \
-        --random-output-len 128 --random-range-ratio 1 --num-prompts 256 --max-concurrency 64 \
-        --output-details --output-file tests/data/bench_serving/h200-0.5.17.jsonl
+    python -m sglang.bench_serving --backend sglang-oai ... --output-details \
+        --output-file tests/data/bench_serving/h200-0.5.17.jsonl
 
 Each line of the file is one run: bench_serving's aggregates (``duration``, ``completed``, ``total_input_tokens``,
 ``total_output_tokens``, ``request_throughput``, ``output_throughput``, ``{mean,median,p90,p95,p99}_{ttft,tpot,
