@@ -51,6 +51,7 @@ class Condition:
 @dataclass(frozen=True)
 class Param:
     name: str
+    line: int
     choices: tuple[FlagValue, ...] = ()
     low: float | int | None = None
     high: float | int | None = None
@@ -287,7 +288,7 @@ def load_space(path: str | Path) -> SearchSpace:
     except ValidationError as exc:
         raise SpaceError(first_problem(exc, SpaceFile, doc)) from None
     params = tuple(
-        Param(name, choices=tuple(p.choices or ()), low=p.low, high=p.high,
+        Param(name, doc.line(("params", name)) or 0, choices=tuple(p.choices or ()), low=p.low, high=p.high,
               step=p.step, log=p.log, when=tuple(Condition(flag, tuple(values)) for flag, values in p.when.items()))
         for name, p in spec.params.items()
     )
