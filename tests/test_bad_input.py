@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import ROOT, write_run, write_space  # noqa: E402
@@ -73,7 +74,45 @@ def _start_args(*args: str, **run) -> Callable[[Path], list[str]]:
 
 
 def _on_missing_study(command: str) -> Callable[[Path], list[str]]:
-    return lambda tmp: [command, "--study", "nope", "--storage", f"sqlite:///{tmp}/studies.db"]
+    return lambda tmp: [command, "--study", "nope", "--storage", _existing_study(tmp)]
+
+
+def _existing_study(tmp: Path) -> str:
+    import optuna
+
+    storage = f"sqlite:///{tmp}/studies.db"
+    optuna.create_study(storage=storage, study_name="t")
+    return storage
+
+
+def _feasible_study(tmp: Path) -> str:
+    import optuna
+
+    storage = f"sqlite:///{tmp}/studies.db"
+    study = optuna.create_study(storage=storage, study_name="t", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=100.0, user_attrs={"feasible": True, "flags": {
+        "model-path": "m", "port": 30000, "schedule-policy": "lof"}}))
+    return storage
+
+
+def _not_executable(tmp: Path) -> list[str]:
+    script = tmp / "serve.sh"
+    script.write_text("#!/bin/sh\nexec python -m sglang.launch_server \"$@\"\n")
+    script.chmod(0o644)
+    return ["start", "-c", str(write_run(tmp)), "--server-command", str(script)]
+
+
+def _file(tmp: Path) -> Path:
+    (tmp / "notes.txt").write_text("mine\n")
+    return tmp / "notes.txt"
+
+
+def _module_missing(name: str) -> Callable[[], bool]:
+    def check() -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec(name) is None
+    return check
 
 
 _HELD: list[socket.socket] = []  # listening sockets that make a port "in use" for the whole run
@@ -140,24 +179,24 @@ CASES = [
     Case("unknown-nested-key", "unknown nested key", "tune start -c run.yaml  # workload: {concurency: [1]}",
          _start(workload={"concurency": [1]}), ("workload.concurency", "unknown key", "concurrency")),
     Case("trials-ten", "trials not a number", "tune start -c run.yaml  # trials: ten",
-         _start(trials="ten"), ("trials", "expected a number", "ten")),
+         _start(trials="ten"), ("run.yaml:5: trials", "whole number", "ten")),
     Case("trials-true", "trials a boolean", "tune start -c run.yaml  # trials: yes",
-         _start(trials=True), ("trials", "expected a number")),
+         _start(trials=True), ("trials", "whole number", "true")),
     Case("trials-inf", "trials infinite", "tune start -c run.yaml  # trials: .inf",
-         _start(trials=float("inf")), ("trials", "expected a number")),
+         _start(trials=float("inf")), ("trials", "whole number", "inf")),
     Case("gpus-letters", "gpus not numbers", "tune start -c run.yaml  # gpus: \"a,b\"",
          _start(gpus="a,b"), ("gpus", "whole numbers", "a,b")),
     Case("concurrency-zero", "concurrency level 0", "tune start -c run.yaml  # workload: {concurrency: [0]}",
-         _start(workload={"concurrency": [0]}), ("workload.concurrency", "positive")),
+         _start(workload={"concurrency": [0]}), ("workload.concurrency[0]", "must be >= 1")),
     Case("concurrency-word", "concurrency not a list of numbers",
          "tune start -c run.yaml  # workload: {concurrency: many}",
          _start(workload={"concurrency": "many"}), ("workload.concurrency", "whole numbers")),
     Case("num-prompts-zero", "num_prompts 0", "tune start -c run.yaml  # workload: {num_prompts: 0}",
-         _start(workload={"num_prompts": 0}), ("workload.num_prompts", "above 0")),
+         _start(workload={"num_prompts": 0}), ("workload.num_prompts", "must be >= 1")),
     Case("endpoint", "unknown endpoint", "tune start -c run.yaml  # workload: {endpoint: foo}",
          _start(workload={"endpoint": "foo"}), ("endpoint", "completions")),
     Case("startup-timeout", "startup timeout 0", "tune start -c run.yaml  # launcher: {startup_timeout_s: 0}",
-         _start(launcher={"startup_timeout_s": 0}), ("startup_timeout_s", "above 0")),
+         _start(launcher={"startup_timeout_s": 0}), ("launcher.startup_timeout_s", "must be > 0")),
     Case("model-not-mapping", "section not a mapping", "tune start -c run.yaml  # model: foo",
          _start(model="foo"), ("model", "expected a mapping")),
     Case("model-empty", "no model given", "tune start -c run.yaml  # model: {path: \"\"}",
@@ -182,7 +221,7 @@ CASES = [
          _start(workload={"dataset": "shared-prefix", "shared_prefix": {"group": 4}}),
          ("workload.shared_prefix.group", "unknown key", "groups")),
     Case("range-ratio", "range ratio above 1", "tune start -c run.yaml  # workload: {range_ratio: 2}",
-         _start(workload={"range_ratio": 2}), ("range_ratio", "[0, 1]")),
+         _start(workload={"range_ratio": 2}), ("workload.range_ratio", "must be <= 1")),
     Case("burstiness-poisson", "burstiness with Poisson arrivals",
          "tune start -c run.yaml  # workload: {arrival: {burstiness: 0.5}}",
          _start(workload={"arrival": {"burstiness": 0.5}}), ("burstiness 0.5", "process: gamma")),
@@ -200,15 +239,26 @@ CASES = [
          _start(workload={"num_prompts": None}, objective={"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000},
                                                            "load_search": {"start_rate": 64, "max_rate": 8}}),
          ("objective.load_search", "start_rate 64", "max_rate 8")),
+    Case("run-duplicate-key", "a key twice in the run file", "tune start -c run.yaml  # trials: 3 ... trials: 4",
+         lambda tmp: _run_text(tmp, "study: t\ntrials: 3\nmodel: {path: m}\ntrials: 4\n"),
+         ("run.yaml:4", "'trials' appears twice", "line 2")),
+    Case("run-directory", "run file that is a directory", "tune start -c runs/",
+         lambda tmp: ["start", "-c", str(tmp)], ("is a directory", "not a run file")),
+    Case("slo-negative", "a negative SLO limit", "tune start -c run.yaml  # objective: {slo: {p99_ttft_ms: -5}}",
+         _start(objective={"slo": {"p99_ttft_ms": -5}}), ("objective.slo.p99_ttft_ms", "must be > 0", "-5")),
+    Case("metrics-twice", "the same metric twice",
+         "tune start -c run.yaml  # objective: {metrics: [output_throughput, output_throughput]}",
+         _start(objective={"metrics": ["output_throughput", "output_throughput"]}),
+         ("objective.metrics", "output_throughput twice")),
     Case("sampler", "unknown sampler", "tune start -c run.yaml  # sampler: {name: cmaes}",
          _start(sampler={"name": "cmaes"}), ("sampler.name", "tpe")),
     # -- command-line options
     Case("study-slash", "study name with a slash", "tune start -c run.yaml --study a/b",
          _start_args("--study", "a/b"), ("study", "a/b", "plain name")),
     Case("trials-zero", "--trials 0", "tune start -c run.yaml --trials 0",
-         _start_args("--trials", "0"), ("trials", "at least 1")),
+         _start_args("--trials", "0"), ("trials", "must be >= 1")),
     Case("trials-negative", "--trials -3", "tune start -c run.yaml --trials -3",
-         _start_args("--trials", "-3"), ("trials", "at least 1", "-3")),
+         _start_args("--trials", "-3"), ("trials", "must be >= 1", "-3")),
     Case("trials-option-word", "--trials not a number", "tune start --trials ten",
          lambda tmp: ["start", "--trials", "ten"], ("--trials", "integer", "--help")),
     Case("unknown-option", "option misspelled", "tune start --gpu 0",
@@ -220,7 +270,7 @@ CASES = [
     Case("gpus-duplicate", "--gpus repeated", "tune start -c run.yaml --gpus 0,0",
          _start_args("--gpus", "0,0"), ("gpus", "distinct")),
     Case("port-range", "port out of range", "tune start -c run.yaml --port 70000",
-         _start_args("--port", "70000"), ("launcher.port", "70000", "not a tcp port")),
+         _start_args("--port", "70000"), ("launcher.port", "must be <= 65535", "70000")),
     Case("port-word", "port not a number", "tune start -c run.yaml --port abc",
          _start_args("--port", "abc"), ("--port", "integer")),
     Case("launcher-kind", "unknown launcher", "tune start -c run.yaml --launcher podman",
@@ -238,7 +288,8 @@ CASES = [
     Case("space-empty-range", "empty range", "space.yaml: mem-fraction-static: {low: 0.9, high: 0.9}",
          _start_space("params:\n  mem-fraction-static: {low: 0.9, high: 0.9}\n"), ("space.yaml:2", "empty range")),
     Case("space-empty-choices", "empty choices", "space.yaml: schedule-policy: {choices: []}",
-         _start_space("params:\n  schedule-policy: {choices: []}\n"), ("space.yaml:2", "non-empty")),
+         _start_space("params:\n  schedule-policy: {choices: []}\n"),
+         ("space.yaml:2", "params.schedule-policy.choices", "must not be empty")),
     Case("space-unknown-flag", "a flag SGLang does not have", "space.yaml: schedule-polcy: {choices: [fcfs, lof]}",
          _start_space("params:\n  schedule-polcy: {choices: [fcfs, lof]}\n"),
          ("space.yaml:2", "--schedule-polcy", "not a flag")),
@@ -257,6 +308,39 @@ CASES = [
     Case("space-log-word", "`log` not true/false", "space.yaml: mem-fraction-static: {low: 0.7, high: 0.9, log: maybe}",
          _start_space("params:\n  mem-fraction-static: {low: 0.7, high: 0.9, log: maybe}\n"),
          ("space.yaml:2", "log", "true or false")),
+    Case("space-owned-port", "a flag the tuner sets itself, fixed", "space.yaml: fixed: {port: 30001}",
+         _start_space("fixed:\n  port: 30001\nparams:\n  schedule-policy: {choices: [fcfs, lof]}\n"),
+         ("space.yaml:2", "fixed.port", "set by the tuner itself")),
+    Case("space-owned-model", "a flag the tuner sets itself, tuned",
+         "space.yaml: served-model-name: {choices: [a, b]}",
+         _start_space("params:\n  served-model-name: {choices: [a, b]}\n"),
+         ("space.yaml:2", "--served-model-name", "set by the tuner itself")),
+    Case("space-step-too-big", "a step larger than the range",
+         "space.yaml: mem-fraction-static: {low: 0.1, high: 0.2, step: 0.3}",
+         _start_space("params:\n  mem-fraction-static: {low: 0.1, high: 0.2, step: 0.3}\n"),
+         ("space.yaml:2", "step: 0.3 is larger than the range")),
+    Case("space-low-above-high", "low above high", "space.yaml: mem-fraction-static: {low: 0.9, high: 0.8}",
+         _start_space("params:\n  mem-fraction-static: {low: 0.9, high: 0.8}\n"),
+         ("space.yaml:2", "empty range", "below high")),
+    Case("space-int-float-bounds", "a whole-number flag given fractional bounds",
+         "space.yaml: torch-compile-max-bs: {low: 1.5, high: 8}",
+         _start_space("params:\n  torch-compile-max-bs: {low: 1.5, high: 8}\n"),
+         ("space.yaml:2", "params.torch-compile-max-bs.low", "takes a whole number", "1.5")),
+    Case("space-int-float-step", "a whole-number flag given a fractional step",
+         "space.yaml: torch-compile-max-bs: {low: 1, high: 8, step: 0.5}",
+         _start_space("params:\n  torch-compile-max-bs: {low: 1, high: 8, step: 0.5}\n"),
+         ("params.torch-compile-max-bs.step", "takes a whole number", "0.5")),
+    Case("space-fixed-word", "a number flag given a word", "space.yaml: fixed: {mem-fraction-static: high}",
+         _start_space("fixed:\n  mem-fraction-static: high\nparams:\n  schedule-policy: {choices: [fcfs, lof]}\n"),
+         ("space.yaml:2", "fixed.mem-fraction-static", "takes a number", "high")),
+    Case("space-int-choice-word", "a whole-number flag given a word among its choices",
+         "space.yaml: torch-compile-max-bs: {choices: [big, 64]}",
+         _start_space("params:\n  torch-compile-max-bs: {choices: [big, 64]}\n"),
+         ("space.yaml:2", "choices[0]", "takes a whole number", "big")),
+    Case("space-duplicate-flag", "a flag twice in the space",
+         "space.yaml: schedule-policy twice under params",
+         _start_space("params:\n  schedule-policy: {choices: [fcfs]}\n  schedule-policy: {choices: [lof]}\n"),
+         ("space.yaml:3", "'schedule-policy' appears twice")),
     # -- storage
     Case("storage-no-scheme", "storage URL without a scheme", "tune start -c run.yaml --storage studies/x.db",
          _start(storage="studies/x.db"), ("--storage", "not a database url", "sqlite:///")),
@@ -271,6 +355,10 @@ CASES = [
          _start(storage="sqlite:////proc/x/y.db"), ("--storage", "cannot create its folder", "/proc/x")),
     Case("storage-sqlite-readonly", "SQLite in a read-only place", "tune start -c run.yaml --storage sqlite:////sys/x.db",
          _start(storage="sqlite:////sys/x.db"), ("--storage sqlite:////sys/x.db", "cannot open it")),
+    Case("storage-mysql-driver", "MySQL storage without its driver",
+         "tune status --study t --storage mysql://tuner:pw@127.0.0.1/db",
+         lambda tmp: ["status", "--study", "t", "--storage", "mysql://tuner:pw@127.0.0.1/db"],
+         ("mysql driver is not installed", "mysqldb", "pip install mysqlclient"), needs=_module_missing("MySQLdb")),
     # -- model and server
     Case("model-missing", "model path that does not exist", "tune start -c run.yaml --model ./models/nope",
          _start_args("--model", "./models/nope"), ("./models/nope", "no such folder")),
@@ -279,6 +367,18 @@ CASES = [
          _start_args("--server-command", "/nonexistent/python"), ("/nonexistent/python", "cannot run")),
     Case("server-not-sglang", "server command that is not SGLang", "tune start -c run.yaml --server-command \"python -c pass\"",
          _start_args("--server-command", "python -c pass"), ("no --port", "sglang")),
+    Case("server-not-executable", "server command without the run bit",
+         "tune start -c run.yaml --server-command ./serve.sh  # chmod 644", _not_executable,
+         ("serve.sh is not executable", "chmod +x")),
+    Case("server-directory", "server command that is a directory", "tune start -c run.yaml --server-command /tmp",
+         lambda tmp: ["start", "-c", str(write_run(tmp)), "--server-command", str(tmp)], ("is a directory",)),
+    Case("server-quote", "server command with an unbalanced quote",
+         "tune start -c run.yaml --server-command \"python3 -c 'print(1)\"",
+         _start_args("--server-command", "python3 -c 'print(1)"), ("launcher.command", "no closing quotation")),
+    Case("server-ignores-help", "server command that ignores --help",
+         "tune start -c run.yaml --server-command \"python3 -c 'import time; time.sleep(1000)'\"",
+         _start_args("--server-command", "python3 -c 'import time; time.sleep(1000)'"),
+         ("--help printed nothing in 30 s", "stopped", "sglang")),
     Case("server-true", "server command `true`", "tune start -c run.yaml --server-command true",
          _start_args("--server-command", "true"), ("true --help", "no --port", "sglang")),
     Case("port-in-use", "port in use", "tune start -c run.yaml --port 30000  # something listens on 30000",
@@ -297,8 +397,17 @@ CASES = [
          _start_args("--gpus", "0"), ("--gpus 0", "no gpu 0", "nvml sees 0 gpus"),
          prelude=ONE_GPU_NVML.replace("< 1", "< 0").replace("lambda: 1", "lambda: 0")),
     # -- reading a study
+    Case("status-no-file", "`tune status` on an SQLite file that does not exist",
+         "tune status --storage sqlite:///new/dir/x.db",
+         lambda tmp: ["status", "--storage", "sqlite:///new/dir/x.db"], ("no study", "new/dir/x.db does not exist")),
+    Case("export-out-unwritable", "`tune export --out` where no folder can be made", "tune export --out /proc/nope",
+         lambda tmp: ["export", "--study", "t", "--storage", _feasible_study(tmp), "--out", "/proc/nope"],
+         ("--out /proc/nope", "cannot create this folder")),
+    Case("report-out-file", "`tune report --out` naming a file", "tune report --out notes.txt  # an existing file",
+         lambda tmp: ["report", "--study", "t", "--storage", _existing_study(tmp), "--out", str(_file(tmp))],
+         ("--out", "notes.txt", "is a file, not a folder")),
     Case("status-no-study", "`tune status` on a study that does not exist", "tune status --study nope",
-         _on_missing_study("status"), ("no study 'nope'", "studies there")),
+         _on_missing_study("status"), ("no study 'nope'", "studies there: t")),
     Case("export-no-study", "`tune export` on a study that does not exist", "tune export --study nope",
          _on_missing_study("export"), ("no study 'nope'",)),
     Case("report-no-study", "`tune report` on a study that does not exist", "tune report --study nope",
@@ -366,15 +475,78 @@ def test_without_nvml_gpus_are_not_checked_but_said_so(tmp_path) -> None:
     assert warning and "--gpus 7 not checked" in warning[0], done.stderr
 
 
+def _children_running_help(pid: int) -> bool:
+    for child in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and b"--help" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
 def test_ctrl_c_before_the_first_trial(tmp_path) -> None:
     run = write_run(tmp_path, launcher={"env": {"SGLANG_STANDIN_IMPORT_DELAY": "3"}})  # a slow `--help`
     proc = subprocess.Popen([sys.executable, "-c", CLI, "start", "-c", str(run), "--quiet"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)  # past the imports, inside the server's --help
+    deadline = time.monotonic() + 60
+    while not _children_running_help(proc.pid) and time.monotonic() < deadline:  # inside the server's --help
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert err.strip().splitlines() == ["interrupted: stopped while checking the setup, before any trial ran"]
+
+
+def test_run_file_paths_are_relative_to_the_run_file(tmp_path) -> None:
+    """The run file's relative paths (and its default study) are found beside it, whatever the current folder."""
+    from tuner.config import load_config
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "run.yaml").write_text(yaml.safe_dump({
+        "study": "rel", "space": "spaces/s.yaml", "artifacts": "art", "workload": {"dataset": "data/d.jsonl"},
+    }))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chdir(elsewhere)
+    try:
+        cfg = load_config(Path("../project/run.yaml"), {"space": "cli.yaml"}, check=False)
+        assert (cfg.storage_url, cfg.trials_dir, cfg.artifacts, cfg.workload.dataset, cfg.space) == (
+            "sqlite:///../project/studies/rel.db", "../project/trials", "../project/art",
+            "../project/data/d.jsonl", "cli.yaml")  # the command line's paths are the current folder's
+        (project / "run.yaml").write_text("storage: sqlite:///db/x.db\ntrials_dir: /abs/trials\n")
+        cfg = load_config(project / "run.yaml", check=False)
+        assert (cfg.storage_url, cfg.trials_dir) == (f"sqlite:///{project}/db/x.db", "/abs/trials")
+    finally:
+        os.chdir(ROOT)
+
+
+def test_reading_a_study_creates_nothing(tmp_path) -> None:
+    """status/report/export/dashboard find a run file's study from another folder, and never create a database."""
+    import optuna
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "studies").mkdir(parents=True)
+    elsewhere.mkdir()
+    optuna.create_study(storage=f"sqlite:///{project}/studies/rel.db", study_name="rel")
+    (project / "run.yaml").write_text("study: rel\n")
+    (project / "other.yaml").write_text("study: other\n")
+    before = sorted(tmp_path.rglob("*"))
+
+    def tune(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", CLI, *args], cwd=elsewhere, capture_output=True, text=True,
+                              timeout=120)
+
+    found = tune("status", "-c", "../project/run.yaml")
+    assert found.returncode == 0 and "study 'rel' has no trials yet" in found.stdout, found.stderr
+    for command in ("status", "report", "export", "dashboard"):
+        missing = tune(command, "-c", "../project/other.yaml")
+        assert missing.returncode != 0 and "no study 'other'" in missing.stderr, (command, missing.stderr)
+    assert tune("status", "--storage", "sqlite:///new/dir/x.db").returncode != 0
+    assert tune("dashboard", "--storage", "sqlite:///new/dir/x.db").returncode != 0
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def _markdown() -> str:

@@ -25,7 +25,7 @@ def run_one(tmp_path, study, fixed=None, faults="", **extra):
 
 
 @pytest.mark.parametrize("fixed, faults, expected, exit_code", [
-    ({"torch-compile-max-bs": "big"}, "", "invalid_flag", 2),
+    ({}, "", "invalid_flag", 2),  # a wrapper adds a value argparse refuses (the space's own are checked before)
     ({}, "segfault:", "segfault", 139),
     ({}, "oom_kv_startup:", "oom_kv", 137),
     ({}, "oom_kv_startup_v055:", "oom_kv", 1),
@@ -38,8 +38,15 @@ def run_one(tmp_path, study, fixed=None, faults="", **extra):
     ({}, "unhealthy:", "unhealthy", None),
 ])
 def test_failure_is_classified_quickly_and_cleaned_up(tmp_path, unique_study, fixed, faults, expected, exit_code):
+    extra = {}
+    if expected == "invalid_flag":
+        wrapper = tmp_path / "serve.sh"
+        wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" --help "*) exec {sys.executable} {STANDIN} "$@";; esac\n'
+                           f'exec {sys.executable} {STANDIN} "$@" --torch-compile-max-bs big\n')
+        wrapper.chmod(0o755)
+        extra["launcher"] = {"command": [str(wrapper)]}
     run, done, elapsed = run_one(tmp_path, unique_study, fixed, faults,
-                                 workload={"concurrency": [16], "num_prompts": 48, "output_len": 64})
+                                 workload={"concurrency": [16], "num_prompts": 48, "output_len": 64}, **extra)
     # A baseline SGLang refuses stops the study: every later trial has the same fixed flags.
     assert done.returncode == (2 if expected == "invalid_flag" else 0), done.stderr
     trial = load_existing_study(load_config(run)).trials[0]
@@ -149,7 +156,7 @@ def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, uni
     stale = study.trials[1]
     assert stale.state == TrialState.RUNNING
     baseline_before = study.trials[0]
-    (tmp_path / "run.yaml").write_text((tmp_path / "run.yaml").read_text().replace("hang:mem-fraction-static>=0.7", ""))
+    (tmp_path / "run.yaml").write_text((tmp_path / "run.yaml").read_text().replace("hang:mem-fraction-static>=0.7", "''"))
     again = tune("start", "-c", str(run))
     assert again.returncode == 0, again.stderr
     assert "left RUNNING by a dead tuner" in again.stderr

@@ -160,7 +160,7 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
         "objective.metrics [goodput] searches request rates": {
             "objective": {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 500}},
             "workload": {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64]}},
-        "launcher.surface: nope.json: no such file": {"launcher": {"kind": "replay", "surface": "nope.json"}},
+        "nope.json: no such file": {"launcher": {"kind": "replay", "surface": "nope.json"}},
         "model.path 'other/model'": {"model": {"path": "other/model"}},
     }
     bad = tmp_path / "bad.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -57,6 +58,19 @@ def _config(config: Optional[Path], overrides: dict, check: bool = True) -> RunC
     except ConfigError as exc:
         _fail(str(exc))
     raise AssertionError
+
+
+def _out_dir(path: Path) -> Path:
+    """The --out folder, made if need be; what stands in its way is one line, not a traceback."""
+    if path.exists() and not path.is_dir():
+        _fail(f"--out {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"--out {path}: cannot create this folder ({exc.strerror})")
+    if not os.access(path, os.W_OK):
+        _fail(f"--out {path}: this folder is not writable")
+    return path
 
 
 def _guard(fn, *args, **kwargs):
@@ -199,6 +213,7 @@ def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
+    out = _out_dir(out)
     run = st.user_attrs.get("run_config")
     if run and config is None:
         cfg = _config(None, {"study": cfg.study, "storage": cfg.storage, "model.path": run["model"]["path"],
@@ -231,7 +246,7 @@ def dashboard(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOp
             _fail(str(exc))
         import optuna
 
-        names = [s.study_name for s in optuna.get_all_study_summaries(_guard(open_storage, cfg))]
+        names = [s.study_name for s in optuna.get_all_study_summaries(_guard(open_storage, cfg, create=False))]
         if len(names) == 1:  # the storage's only study: open its page
             cfg = _config(None, {"study": names[0], "storage": cfg.storage}, check=False)
             st = _guard(load_existing_study, cfg)
@@ -239,7 +254,7 @@ def dashboard(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOp
         _say_replay(st)
     first = artifacts or Path(cfg.artifacts or cfg.study_dir / "artifacts")
     try:
-        storage_obj = st._storage if st is not None else _guard(open_storage, cfg)
+        storage_obj = st._storage if st is not None else _guard(open_storage, cfg, create=False)
         serve(storage_obj, st, artifact_dirs(storage_obj, first if first.is_dir() else None), host, port,
               echo=typer.echo)
     except DashboardMissing as exc:
@@ -256,7 +271,7 @@ def report(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
-    done = build_report(st, out or Path("reports") / cfg.study)
+    done = build_report(st, _out_dir(out or Path("reports") / cfg.study))
     typer.echo(f"wrote {done.html} ({len(done.figures)} figures), {done.csv}, {done.markdown}")
     _say_replay(st)
     for why in done.skipped:

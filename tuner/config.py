@@ -1,87 +1,162 @@
 """The run file: one YAML file that describes a whole tuning run, so that it can be repeated.
 
-Command-line options override it. Every key is checked: a typo is an error that names the key, not a default
-silently used.
+Command-line options override it. Every key is checked against the schema below (schemas/run.schema.json is
+generated from it): a typo or a wrong type is an error that names the file, line and key, not a default silently
+used. Relative paths in a run file are relative to the run file's folder, and so are the default storage
+(studies/<study>.db) and trials folder: a run file finds its study from any folder. Paths given on the command
+line are relative to the current folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
+import os
 import shlex
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
+from tuner.metrics import LevelResult
+from tuner.schema import Scalar, Strict, first_problem, strict_dataclass
 from tuner.workload import SLO, Level, LoadSearch, SharedPrefix, Workload
+from tuner.yamlfile import YamlDocument, YamlFileError, load_yaml
 
 
 class ConfigError(ValueError):
     pass
 
 
-@dataclass
-class ModelConfig:
+# bench_serving's numbers per level, the names objectives and SLOs are given in.
+Metric = Literal[tuple(  # type: ignore[valid-type]
+    f.name for f in dataclasses.fields(LevelResult)
+    if f.name not in ("concurrency", "input_len", "output_len", "request_rate", "repeat", "num_prompts", "errors")
+)]
+# The SLO-goodput objective: request_goodput at the highest request rate that holds the SLO (tuner/load_search.py).
+GOODPUT = "goodput"
+ObjectiveMetric = Literal[(GOODPUT, *Metric.__args__)]  # type: ignore[valid-type]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _command(value: Any) -> Any:
+    """``--server-command "python -m sglang.launch_server"`` or a YAML list."""
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:  # "No closing quotation"
+            raise ValueError(f"{value!r}: {str(exc).lower()}") from None
+    return value
+
+
+def _index_list(value: Any) -> Any:
+    """``--gpus 0,1`` (or ``gpus: 0``) as the list of indices it means."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, str):
+        try:
+            return [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"expected whole numbers separated by commas (e.g. 0,1), got {value!r}") from None
+    return value
+
+
+def _env(value: Any) -> Any:
+    """``OMP_NUM_THREADS: 10`` means the string "10"; true/false would be ambiguous ("True"? "1"?)."""
+    if isinstance(value, dict):
+        return {k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in value.items()}
+    return value
+
+
+def _plain_name(value: str) -> str:
+    if not value or any(ch in value for ch in "/\\ ") or value.startswith("."):
+        raise ValueError(f"{value!r} must be a plain name (letters, digits, - and _)")
+    return value
+
+
+def _distinct(value: list[int]) -> list[int]:
+    if len(set(value)) != len(value):
+        raise ValueError(f"{value} must be distinct NVML indices >= 0")
+    return value
+
+
+class ModelConfig(Strict):
     path: str = ""
     served_name: str | None = None
 
 
-@dataclass
-class LauncherConfig:
-    kind: str = "process"  # process | docker | replay
+class LauncherConfig(Strict):
+    kind: Literal["process", "docker", "replay"] = "process"
     # The command that starts SGLang; another venv's python or a wrapper script works too.
-    command: list[str] = field(default_factory=lambda: ["python", "-m", "sglang.launch_server"])
-    env: dict[str, str] = field(default_factory=dict)
+    command: Annotated[list[str], BeforeValidator(_command), Field(min_length=1)] = \
+        Field(default_factory=lambda: ["python", "-m", "sglang.launch_server"])
+    env: Annotated[dict[str, str], BeforeValidator(_env)] = Field(default_factory=dict)
     host: str = "127.0.0.1"
-    port: int = 30000
-    startup_timeout_s: float = 600.0
+    port: int = Field(30000, ge=1, le=65535)
+    startup_timeout_s: float = Field(600.0, gt=0)
     # Extra startup seconds when a flag is set: torch compile alone can take many minutes.
-    startup_timeout_extra_s: dict[str, float] = field(default_factory=lambda: {"enable-torch-compile": 1200.0})
+    startup_timeout_extra_s: dict[str, Annotated[float, Field(ge=0)]] = \
+        Field(default_factory=lambda: {"enable-torch-compile": 1200.0})
     # SGLang spends ~6 s draining on SIGTERM; a trial server holds nothing worth draining, so kill it sooner.
-    stop_grace_s: float = 0.5
+    stop_grace_s: float = Field(0.5, ge=0)
     # Docker only
     image: str | None = None
-    volumes: list[str] = field(default_factory=list)
+    volumes: list[str] = Field(default_factory=list)
     hf_cache: str | None = None
     shm_size: str = "16g"
     gpu_runtime: bool = True
     # Replay only: a recorded surface (surfaces/*.json) that answers every trial instead of a server
     surface: str | None = None
 
+    @model_validator(mode="after")
+    def _docker_needs_image(self) -> "LauncherConfig":
+        if self.kind == "docker" and not self.image:
+            raise ValueError("image: the docker launcher needs an image (tag or digest)")
+        if self.kind == "replay" and not self.surface:
+            raise ValueError("surface: the replay launcher needs a recorded surface (surfaces/*.json)")
+        return self
 
-@dataclass
-class ArrivalConfig:
-    process: str = "poisson"  # poisson | gamma (bench_serving --burstiness)
-    burstiness: float = 1.0
+
+class ArrivalConfig(Strict):
+    process: Literal["poisson", "gamma"] = "poisson"  # gamma: bench_serving --burstiness
+    burstiness: float = Field(1.0, gt=0)
 
 
 DATASETS = ("random", "shared-prefix", "sharegpt")
 
 
-@dataclass
-class WorkloadConfig:
-    input_len: int = 512
-    output_len: int = 128
-    concurrency: list[int] = field(default_factory=lambda: [1, 16, 64])
-    num_prompts: int | None = None  # per level; default: enough for a steady state at that concurrency
-    request_rate: float | None = None
-    preset: str | None = None  # seed-response-time | seed-concurrency
-    endpoint: str = "completions"
-    prompt_kind: str = "ids"
+class WorkloadConfig(Strict):
+    input_len: PositiveInt = 512
+    output_len: PositiveInt = 128
+    concurrency: Annotated[list[PositiveInt], BeforeValidator(_index_list), Field(min_length=1)] = \
+        Field(default_factory=lambda: [1, 16, 64])
+    num_prompts: PositiveInt | None = None  # per level; default: enough for a steady state at that concurrency
+    request_rate: Annotated[float, Field(gt=0)] | None = None
+    preset: Literal["seed-response-time", "seed-concurrency"] | None = None
+    endpoint: Literal["completions", "chat", "generate"] = "completions"
+    prompt_kind: Literal["ids", "text", "dataset"] = "ids"
     dataset: str | None = None  # random (default) | shared-prefix | sharegpt (with path); a file path: sharegpt
     path: str | None = None  # the sharegpt file
-    range_ratio: float = 1.0  # bench_serving --random-range-ratio
-    shared_prefix: SharedPrefix | None = None
-    arrival: ArrivalConfig = field(default_factory=ArrivalConfig)
-    warmup_requests: int = 2
+    range_ratio: float = Field(1.0, ge=0, le=1)  # bench_serving --random-range-ratio
+    shared_prefix: strict_dataclass(SharedPrefix) | None = None  # type: ignore[valid-type]
+    arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
+    warmup_requests: int = Field(2, ge=0)
     flush_cache: bool = True
     seed: int = 1
-    request_timeout_s: float = 300.0
+    request_timeout_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "WorkloadConfig":
+        if self.dataset == "sharegpt" and not self.path:
+            raise ValueError("path: dataset sharegpt needs the file, e.g. path: ShareGPT_V3.json")
+        if self.path and self.dataset != "sharegpt":
+            raise ValueError("path: only read with dataset: sharegpt")
+        if (self.dataset == "shared-prefix") != (self.shared_prefix is not None):
+            raise ValueError("dataset: shared-prefix goes with a shared_prefix: {groups: ..., ...} mapping")
+        if self.arrival.process == "poisson" and self.arrival.burstiness != 1.0:
+            raise ValueError(f"arrival: burstiness {self.arrival.burstiness:g} means gamma arrivals: write "
+                             f"process: gamma")
+        self.build(SLO()).validate()  # its ValueErrors (chat with token ids, ...) are schema errors here
+        return self
 
     def build(self, slo: SLO) -> Workload:
         from tuner import workload as wl
@@ -94,13 +169,11 @@ class WorkloadConfig:
             levels = wl.seed_response_time().levels
         elif self.preset == "seed-concurrency":
             levels = wl.seed_concurrency(self.input_len, self.output_len).levels
-        elif self.preset is None:
+        else:
             levels = tuple(
                 Level(c, self.input_len, self.output_len, self.num_prompts or default_prompts(c), self.request_rate)
                 for c in self.concurrency
             )
-        else:
-            raise ConfigError(f"workload.preset: unknown preset {self.preset!r} (seed-response-time, seed-concurrency)")
         return Workload(
             levels=levels,
             endpoint=self.endpoint,
@@ -129,15 +202,34 @@ def default_prompts(concurrency: int) -> int:
     return max(4 * concurrency, 8)
 
 
-@dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(Strict):
     # bench_serving metric names; *_ms metrics are minimised, the rest maximised.
-    metrics: list[str] = field(default_factory=lambda: ["output_throughput"])
-    at_concurrency: int | None = None  # the level the objective is read at; default: the highest concurrency
-    slo: dict[str, float] = field(default_factory=dict)  # e.g. {p99_ttft_ms: 2000, median_tpot_ms: 50}
-    max_gpu_memory_fraction: float | None = None  # peak used / total, e.g. 0.97
+    metrics: Annotated[list[ObjectiveMetric], Field(min_length=1, max_length=2)] = \
+        Field(default_factory=lambda: ["output_throughput"])
+    at_concurrency: PositiveInt | None = None  # the level the objective is read at; default: the highest concurrency
+    # Limits, e.g. {p99_ttft_ms: 2000, median_tpot_ms: 50}; a limit of 0 or below could never be met.
+    slo: dict[Metric, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    max_gpu_memory_fraction: Annotated[float, Field(gt=0, le=1)] | None = None  # peak used / total, e.g. 0.97
     early_stop: bool = True  # skip later levels once an SLO is broken or the config is clearly worse
-    load_search: LoadSearch | None = None  # with metrics [goodput]; default LoadSearch()
+    load_search: strict_dataclass(LoadSearch) | None = None  # type: ignore[valid-type]  # with metrics [goodput]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ObjectiveConfig":
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"metrics: {self.metrics[0]} twice; one metric, or two different ones for a Pareto "
+                             f"front")
+        if GOODPUT in self.metrics:
+            if len(self.metrics) != 1:
+                raise ValueError("metrics: goodput is a single objective: metrics: [goodput]")
+            if not self.slo:
+                raise ValueError("slo: goodput needs an SLO, e.g. slo: {p99_ttft_ms: 2000, p99_tpot_ms: 50}")
+            try:
+                self.search.validate()
+            except ValueError as exc:
+                raise ValueError(f"load_search: {exc}") from None
+        elif self.load_search is not None:
+            raise ValueError("load_search: only used with metrics: [goodput]")
+        return self
 
     def request_slo(self) -> SLO:
         """The per-request limits that goodput counts against (bench_serving's --goodput), from the slo keys."""
@@ -150,54 +242,78 @@ class ObjectiveConfig:
         return (self.load_search or LoadSearch()) if GOODPUT in self.metrics else None
 
 
-# The SLO-goodput objective: request_goodput at the highest request rate that holds the SLO (tuner/load_search.py).
-GOODPUT = "goodput"
-
-
-@dataclass
-class SamplerConfig:
-    name: str = "tpe"  # tpe | random | gp
+class SamplerConfig(Strict):
+    name: Literal["tpe", "random", "gp"] = "tpe"
     seed: int | None = 0
-    n_startup_trials: int = 8
+    n_startup_trials: int = Field(8, ge=0)
 
 
-@dataclass
-class ReferenceConfig:
+class ReferenceConfig(Strict):
     """A hand-tuned config run beside SGLang's defaults: flags over the space's fixed ones, or a built-in name."""
 
     name: str = ""
-    flags: dict[str, Any] = field(default_factory=dict)  # SGLang flag names without dashes; empty: a built-in
+    flags: dict[str, Scalar] = Field(default_factory=dict)  # SGLang flag names without dashes; empty: a built-in
+
+    @model_validator(mode="after")
+    def _flag_names(self) -> "ReferenceConfig":
+        for name in self.flags:
+            if name.startswith("-"):
+                raise ValueError(f"flags.{name}: a flag name without dashes, e.g. {name.lstrip('-')}")
+        return self
 
 
-@dataclass
-class ConfirmConfig:
+class ConfirmConfig(Strict):
     """Re-run the top trials (and the baseline and references) at the end of a study; rank by the 95% bound."""
 
-    top: int = 3
-    repeats: int = 3
+    top: int = Field(3, ge=0)
+    repeats: int = Field(3, ge=2)  # an interval needs two runs
 
 
-@dataclass
-class RunConfig:
-    study: str = "default"
-    storage: str | None = None  # default: sqlite:///studies/<study>.db
+class RunConfig(Strict):
+    study: Annotated[str, AfterValidator(_plain_name)] = "default"
+    storage: str | None = None  # default: sqlite:///studies/<study>.db beside the run file
     trials_dir: str = "trials"
     space: str = "search_spaces/default.yaml"
-    trials: int = 40
+    trials: PositiveInt = 40
     baseline: bool = True  # trial 0 runs SGLang's defaults (the space's fixed flags only)
-    gpus: list[int] = field(default_factory=lambda: [0])
+    gpus: Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_index_list), Field(min_length=1),
+                    AfterValidator(_distinct)] = Field(default_factory=lambda: [0])
     # Measure on GPUs that other processes hold too (opt-in: their numbers are not a lone server's); each trial
     # records what else held its GPUs.
     gpus_shared: bool = False
-    model: ModelConfig = field(default_factory=ModelConfig)
-    launcher: LauncherConfig = field(default_factory=LauncherConfig)
-    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    references: list[ReferenceConfig] = field(default_factory=list)  # enqueued right after the baseline
-    confirm: ConfirmConfig | None = field(default_factory=ConfirmConfig)  # null: no re-runs at the end
-    heartbeat_s: float | None = None  # RDB storages: a dead worker's trial is failed and retried after 2x this
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig)
+    workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    references: list[ReferenceConfig] = Field(default_factory=list)  # enqueued right after the baseline
+    confirm: ConfirmConfig | None = Field(default_factory=ConfirmConfig)  # null: no re-runs at the end
+    # RDB storages: a dead worker's trial is failed and retried after 2x this.
+    heartbeat_s: Annotated[float, Field(ge=1)] | None = None
     artifacts: str | None = None  # artifact store folder; default: <trials_dir>/<study>/artifacts
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        w, o = self.workload, self.objective
+        if o.search is not None:
+            for key, value in (("workload.request_rate", w.request_rate), ("workload.num_prompts", w.num_prompts),
+                               ("objective.at_concurrency", o.at_concurrency)):
+                if value is not None:
+                    raise ValueError(f"{key}: not used by the goodput objective, whose load_search sets rates and "
+                                     f"level sizes: remove it")
+        if o.at_concurrency is not None and o.at_concurrency not in w.concurrency:
+            raise ValueError(f"objective.at_concurrency: {o.at_concurrency} is not one of {w.concurrency}")
+        from tuner.references import BUILTIN  # it imports this module
+
+        seen = set()
+        for i, ref in enumerate(self.references):
+            if not ref.name or ref.name in seen:
+                raise ValueError(f"references[{i}].name: give each reference a distinct name (e.g. seed-balanced-v2)")
+            seen.add(ref.name)
+            if not ref.flags and ref.name not in BUILTIN:
+                raise ValueError(f"references[{i}]: {ref.name!r} has no flags and is not a built-in reference "
+                                 f"({', '.join(sorted(BUILTIN))})")
+        return self
 
     @property
     def storage_url(self) -> str:
@@ -208,97 +324,82 @@ class RunConfig:
         return Path(self.trials_dir) / self.study
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
+
+
+# Keys whose relative paths mean "beside the run file" when the run file gives them.
+PATH_KEYS = (("space",), ("trials_dir",), ("artifacts",), ("storage",), ("workload", "dataset"),
+             ("workload", "path"), ("launcher", "hf_cache"), ("launcher", "surface"))
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None, *, check: bool = True) -> RunConfig:
     """``check=False`` for commands that only read a study (status, export, report): they need no model."""
+    doc: YamlDocument | None = None
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory, not a run file (give the run file's path, e.g. "
+                              f"{path / 'run.yaml'})")
         if not path.is_file():
             raise ConfigError(f"{path}: no such run file")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML") from None
+            doc = load_yaml(path)
+        except YamlFileError as exc:
+            raise ConfigError(str(exc)) from None
+        raw = doc.data if doc.data is not None else {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a run file is a mapping (study, model, launcher, space, workload, ...)")
+        raw = _beside(raw, path.parent)
+    given = [tuple(dotted.split(".")) for dotted, value in (overrides or {}).items() if value is not None]
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         node = raw
         *parents, leaf = dotted.split(".")
         for p in parents:
-            node = node.setdefault(p, {})
+            node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
         node[leaf] = value
-    config = _build(RunConfig, raw, "")
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        def from_file(loc) -> bool:
+            return not any(loc[:len(o)] == o for o in given)
+
+        raise ConfigError(first_problem(exc, RunConfig, doc, from_file)) from None
+    if path is not None:  # a run file's study and trials live beside it unless it says otherwise
+        if config.storage is None:
+            config.storage = "sqlite:///" + _join(path.parent, f"studies/{config.study}.db")
+        if "trials_dir" not in raw:
+            config.trials_dir = _join(path.parent, "trials")
     if check:
         _check(config)
     return config
 
 
-def _build(cls, raw: Any, where: str):
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'run file'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in raw.items():
-        name = str(key).replace("-", "_")
-        path = f"{where}.{key}" if where else str(key)
-        if name not in names:
-            raise ConfigError(f"{path}: unknown key (expected one of {', '.join(sorted(names))})")
-        kwargs[name] = _coerce(hints[name], value, path)
-    return cls(**kwargs)
+def _beside(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The run file's relative paths, made relative to the current folder instead of the run file's."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for keys in PATH_KEYS:
+        *parents, leaf = keys
+        node = raw
+        for p in parents:
+            node = node.get(p) if isinstance(node.get(p), dict) else {}
+        value = node.get(leaf)
+        if not isinstance(value, str) or not value or leaf == "dataset" and value in DATASETS:
+            continue
+        if leaf == "storage":
+            prefix = "sqlite:///"
+            file = value[len(prefix):]
+            if value.startswith(prefix) and file and not file.startswith(("/", ":memory:")):
+                node[leaf] = prefix + _join(folder, file)
+        elif not value.startswith(("/", "~")):
+            node[leaf] = _join(folder, value)
+    return raw
 
 
-def _coerce(hint, value, path):
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, path)
-    if origin is list:
-        if isinstance(value, str) and args[0] is str:
-            return shlex.split(value)
-        if isinstance(value, (int, str)) and not isinstance(value, bool) and args[0] is int:
-            try:
-                value = [int(v) for v in value.split(",") if v.strip()] if isinstance(value, str) else [value]
-            except ValueError:
-                raise ConfigError(f"{path}: expected whole numbers separated by commas (e.g. 0,1), "
-                                  f"got {value!r}") from None
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if hint in (int, float):
-        if isinstance(value, bool):  # YAML's yes/no/true: int(True) is 1, which nobody means
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        try:
-            number = hint(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
-        if hint is float and not math.isfinite(number):
-            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
-        if hint is int and number != float(value):
-            raise ConfigError(f"{path}: expected a whole number, got {value!r}")
-        return number
-    if hint is str:
-        return str(value)
-    return value
+def _join(folder: Path, relative: str) -> str:
+    return os.path.normpath(folder / relative)
 
 
 def direction(metric: str) -> str:
@@ -306,122 +407,12 @@ def direction(metric: str) -> str:
 
 
 def _check(c: RunConfig) -> None:
-    from tuner.metrics import LevelResult
-
-    metric_names = {f.name for f in dataclasses.fields(LevelResult)}
-    if c.trials < 1:
-        raise ConfigError(f"trials: must be at least 1, got {c.trials}")
-    if not c.study or any(ch in c.study for ch in "/\\ ") or c.study.startswith("."):
-        raise ConfigError(f"study: {c.study!r} must be a plain name (letters, digits, - and _)")
-    if not c.gpus:
-        raise ConfigError("gpus: give at least one GPU index, e.g. --gpus 0")
-    if any(g < 0 for g in c.gpus) or len(set(c.gpus)) != len(c.gpus):
-        raise ConfigError(f"gpus: {c.gpus} must be distinct NVML indices >= 0")
-    if not c.model.path and c.launcher.kind != "replay":  # a replay serves the surface's model
-        raise ConfigError("model.path: which model to serve? (--model or model: {path: ...} in the run file)")
-    if c.launcher.kind not in ("process", "docker", "replay"):
-        raise ConfigError(f"launcher.kind: {c.launcher.kind!r} is not process, docker or replay")
-    if c.launcher.kind == "replay" and not c.launcher.surface:
-        raise ConfigError("launcher.surface: the replay launcher needs a recorded surface (surfaces/*.json)")
+    """What a run needs beyond a well-formed file: a model, and files that exist."""
     if c.launcher.kind == "replay" and not Path(c.launcher.surface).is_file():
         raise ConfigError(f"launcher.surface: {c.launcher.surface}: no such file")
-    if c.launcher.kind == "docker" and not c.launcher.image:
-        raise ConfigError("launcher.image: the docker launcher needs an image (tag or digest)")
-    if not c.launcher.command:
-        raise ConfigError("launcher.command: empty; the default is python -m sglang.launch_server")
-    if not 1 <= c.launcher.port <= 65535:
-        raise ConfigError(f"launcher.port: {c.launcher.port} is not a TCP port")
-    if not 1 <= len(c.objective.metrics) <= 2:
-        raise ConfigError("objective.metrics: one metric, or two for a Pareto front")
-    for m in [*(m for m in c.objective.metrics if m != GOODPUT), *c.objective.slo]:
-        if m not in metric_names or m in ("concurrency", "input_len", "output_len", "repeat"):
-            close = difflib.get_close_matches(m, sorted(metric_names), 3, 0.5) or \
-                sorted(n for n in metric_names if m.split("_")[-1] in n)[:3]
-            raise ConfigError(f"objective: {m!r} is not a bench_serving metric (e.g. {', '.join(close) or 'output_throughput'})")
-    _check_workload_shape(c)
-    levels = c.workload.concurrency
-    if not levels or any(x < 1 for x in levels):
-        raise ConfigError(f"workload.concurrency: {levels} must be positive integers")
-    if c.objective.at_concurrency is not None and c.objective.at_concurrency not in levels:
-        raise ConfigError(f"objective.at_concurrency: {c.objective.at_concurrency} is not one of {levels}")
-    if c.workload.input_len < 1 or c.workload.output_len < 1:
-        raise ConfigError("workload: input_len and output_len must be at least 1")
-    for name in ("num_prompts", "request_rate", "request_timeout_s"):
-        value = getattr(c.workload, name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"workload.{name}: must be above 0, got {value:g}")
-    if c.workload.warmup_requests < 0:
-        raise ConfigError(f"workload.warmup_requests: must be 0 or more, got {c.workload.warmup_requests}")
-    try:
-        c.workload.build(SLO()).validate()
-    except ConfigError:
-        raise
-    except ValueError as exc:  # endpoint, prompt_kind and their combinations
-        raise ConfigError(f"workload: {exc}") from None
-    if c.launcher.startup_timeout_s <= 0 or c.launcher.stop_grace_s < 0:
-        raise ConfigError("launcher: startup_timeout_s must be above 0 and stop_grace_s 0 or more")
-    if c.heartbeat_s is not None and c.heartbeat_s < 1:
-        raise ConfigError(f"heartbeat_s: {c.heartbeat_s:g} must be at least 1 second")
+    if not c.model.path and c.launcher.kind != "replay":  # a replay serves the surface's model
+        raise ConfigError("model.path: which model to serve? (--model or model: {path: ...} in the run file)")
     path = c.workload.sharegpt_path
     if path and not Path(path).is_file():
         where = "workload.path" if c.workload.dataset == "sharegpt" else "workload.dataset"
         raise ConfigError(f"{where}: {path}: no such file (workload.dataset is random, shared-prefix or sharegpt)")
-    frac = c.objective.max_gpu_memory_fraction
-    if frac is not None and not 0 < frac <= 1:
-        raise ConfigError(f"objective.max_gpu_memory_fraction: {frac} must be in (0, 1]")
-    _check_references(c)
-    if c.confirm is not None and (c.confirm.top < 0 or c.confirm.repeats < 2):
-        raise ConfigError(f"confirm: top must be 0 or more and repeats at least 2 (an interval needs two runs), "
-                          f"got top {c.confirm.top}, repeats {c.confirm.repeats}")
-    if c.sampler.name not in ("tpe", "random", "gp"):
-        raise ConfigError(f"sampler.name: {c.sampler.name!r} is not tpe, random or gp")
-
-
-
-def _check_workload_shape(c: RunConfig) -> None:
-    w, o = c.workload, c.objective
-    if w.dataset == "sharegpt" and not w.path:
-        raise ConfigError("workload.path: dataset sharegpt needs the file, e.g. path: ShareGPT_V3.json")
-    if w.path and w.dataset != "sharegpt":
-        raise ConfigError("workload.path: only read with dataset: sharegpt")
-    if (w.dataset == "shared-prefix") != (w.shared_prefix is not None):
-        raise ConfigError("workload: dataset: shared-prefix goes with a shared_prefix: {groups: ..., ...} mapping")
-    if w.arrival.process not in ("poisson", "gamma"):
-        raise ConfigError(f"workload.arrival.process: {w.arrival.process!r} is not poisson or gamma")
-    if w.arrival.process == "poisson" and w.arrival.burstiness != 1.0:
-        raise ConfigError(f"workload.arrival: burstiness {w.arrival.burstiness:g} means gamma arrivals: "
-                          "write process: gamma")
-    if GOODPUT in o.metrics:
-        if len(o.metrics) != 1:
-            raise ConfigError("objective.metrics: goodput is a single objective: metrics: [goodput]")
-        if not o.slo:
-            raise ConfigError("objective.slo: goodput needs an SLO, e.g. slo: {p99_ttft_ms: 2000, p99_tpot_ms: 50}")
-        for key, value in (("workload.request_rate", w.request_rate), ("workload.num_prompts", w.num_prompts),
-                           ("objective.at_concurrency", o.at_concurrency)):
-            if value is not None:
-                raise ConfigError(f"{key}: not used by the goodput objective, whose load_search sets rates and "
-                                  "level sizes: remove it")
-        try:
-            o.search.validate()
-        except ValueError as exc:
-            raise ConfigError(f"objective.load_search: {exc}") from None
-    elif o.load_search is not None:
-        raise ConfigError("objective.load_search: only used with metrics: [goodput]")
-
-
-def _check_references(c: RunConfig) -> None:
-    from tuner.references import BUILTIN
-
-    seen = set()
-    for i, ref in enumerate(c.references):
-        where = f"references[{i}]"
-        if not ref.name or ref.name in seen:
-            raise ConfigError(f"{where}.name: give each reference a distinct name (e.g. seed-balanced-v2)")
-        seen.add(ref.name)
-        if not ref.flags and ref.name not in BUILTIN:
-            raise ConfigError(f"{where}: {ref.name!r} has no flags and is not a built-in reference "
-                              f"({', '.join(sorted(BUILTIN))})")
-        for name, value in ref.flags.items():
-            if name.startswith("-") or not isinstance(value, (str, int, float, bool)):
-                raise ConfigError(f"{where}.flags.{name}: a flag name without dashes and one value "
-                                  f"(true for a switch), got {value!r}")

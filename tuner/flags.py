@@ -6,13 +6,23 @@ the trial records and deploy-best.sh all speak the vocabulary a SGLang user alre
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shlex
+import signal
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from tuner.sglang_types import FLAG_TYPES
+
 FlagValue = str | int | float | bool
+
+# Flags every trial's command line gets from the run (model, launcher, port of its slot), never from a space.
+TUNER_FLAGS = ("model-path", "model", "host", "port", "served-model-name")
 
 
 @dataclass(frozen=True)
@@ -94,11 +104,28 @@ class FlagInfo:
     takes_value: bool
     choices: tuple[str, ...] = ()
     deprecated: bool = False
+    value_type: str | None = None  # "int", "human_int" or "float" where known; None: text (or not known)
+
+
+def parses_as(value_type: str, text: str) -> bool:
+    """Whether the flag's argparse ``type=`` accepts ``text``: int(), float(), or SGLang's human_readable_int
+    (whole numbers, or 1k, 2.5M, 4Gi)."""
+    if value_type == "human_int" and re.fullmatch(r"\d+(\.\d+)?[kMGT]|\d+[KMGT]i", text.strip()):
+        return True
+    try:
+        (float if value_type == "float" else int)(text)
+        return True
+    except ValueError:
+        return False
 
 
 @dataclass
 class FlagCatalog:
-    """The flags one SGLang build accepts, read from its ``--help``."""
+    """The flags one SGLang build accepts, read from its ``--help``.
+
+    ``--help`` shows names, choices and whether a flag takes a value, but not the value's type (its metavar,
+    MEM_FRACTION_STATIC, says nothing): types come from SGLang 0.5.17's server_args.py (tuner/sglang_types.py).
+    """
 
     flags: dict[str, FlagInfo] = field(default_factory=dict)
     source: str = ""
@@ -119,7 +146,8 @@ class FlagCatalog:
             metavar = next((m for _, _, m in names if m), "")
             choices = tuple(c.strip() for c in metavar[1:-1].split(",")) if metavar.startswith("{") else ()
             for name, _, _ in names:
-                catalog.flags[name] = FlagInfo(name, takes_value, choices, deprecated)
+                value_type = FLAG_TYPES.get(name) if takes_value and not choices else None
+                catalog.flags[name] = FlagInfo(name, takes_value, choices, deprecated, value_type)
         return catalog
 
     def check(self, name: str, value: FlagValue) -> str | None:
@@ -138,30 +166,68 @@ class FlagCatalog:
             return f"--{name} is a switch: use true or false, not {value!r}"
         if info.choices and format_value(value) not in info.choices:
             return f"--{name} {value} is not one of {', '.join(info.choices)}"
+        if info.value_type and not parses_as(info.value_type, format_value(value)):
+            kind = "a number" if info.value_type == "float" else "a whole number"
+            return f"--{name} takes {kind}, not {value!r}"
         return None
+
+    def value_type(self, name: str) -> str | None:
+        info = self.flags.get(name)
+        return info.value_type if info else None
 
     def problems(self, flags: ServerFlags) -> list[str]:
         return [p for name, value in flags.values if (p := self.check(name, value))]
 
 
-def read_catalog(command: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 180) -> FlagCatalog:
-    """Run ``<command> --help`` once: SGLang's flags drift between releases, so ask the build that will run."""
-    source = " ".join(command)
-    try:
-        proc = subprocess.run(
-            [*command, "--help"], capture_output=True, text=True, timeout=timeout, env=dict(env) if env else None
-        )
-    except FileNotFoundError as exc:
-        raise FlagCatalogError(f"cannot run the server command {source!r}: {exc.strerror}") from None
-    except subprocess.TimeoutExpired:
-        raise FlagCatalogError(f"{source} --help did not answer in {timeout:.0f} s") from None
-    if proc.returncode == 0 and "--port" not in proc.stdout:
+def read_catalog(command: Sequence[str], env: Mapping[str, str] | None = None, quiet_s: float = 30,
+                 timeout: float = 180) -> FlagCatalog:
+    """Run ``<command> --help`` once: SGLang's flags drift between releases, so ask the build that will run.
+
+    SGLang prints its help after a few seconds of imports; a command that prints nothing for ``quiet_s`` is not
+    answering ``--help`` (a wrapper that ignores its arguments) and is stopped rather than waited on for minutes.
+    """
+    source = shlex.join(command)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen([*command, "--help"], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    env=dict(env) if env else None, start_new_session=True)
+        except OSError as exc:
+            raise FlagCatalogError(f"cannot run the server command {source!r}: {_why_not_runnable(exc)}") from None
+        started = time.monotonic()
+        try:
+            while proc.poll() is None:
+                waited = time.monotonic() - started
+                silent = os.fstat(out.fileno()).st_size == 0 and os.fstat(err.fileno()).st_size == 0
+                if silent and waited > quiet_s:
+                    raise FlagCatalogError(f"{source} --help printed nothing in {quiet_s:.0f} s, so it was stopped: "
+                                           f"is this SGLang's launch_server? (--server-command or launcher.command, "
+                                           f"e.g. python -m sglang.launch_server)")
+                if waited > timeout:
+                    raise FlagCatalogError(f"{source} --help did not finish in {timeout:.0f} s, so it was stopped")
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if proc.returncode == 0 and "--port" not in stdout:
         raise FlagCatalogError(f"{source} --help lists no --port: is this SGLang's launch_server? "
                                f"(--server-command or launcher.command, e.g. python -m sglang.launch_server)")
-    if proc.returncode != 0 or "--port" not in proc.stdout:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    if proc.returncode != 0 or "--port" not in stdout:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
         raise FlagCatalogError(f"{source} --help failed (exit {proc.returncode}): {tail[0]}")
-    return FlagCatalog.from_help(proc.stdout, source)
+    return FlagCatalog.from_help(stdout, source)
+
+
+def _why_not_runnable(exc: OSError) -> str:
+    path = exc.filename or ""
+    if os.path.isdir(path):
+        return f"{path} is a directory"
+    if exc.errno == errno.EACCES:
+        return f"{path} is not executable (chmod +x it, or run it through its interpreter, e.g. python {path})"
+    return exc.strerror or str(exc)
 
 
 class FlagCatalogError(RuntimeError):

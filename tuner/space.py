@@ -21,20 +21,18 @@ sampled where they would have no effect, so the sampler does not waste trials le
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
-import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, WithJsonSchema, model_validator
 
-from tuner.flags import FlagCatalog, FlagValue, ServerFlags
+from tuner.flags import TUNER_FLAGS, FlagCatalog, FlagValue, ServerFlags
+from tuner.schema import Number, Scalar, Strict, first_problem, loc_text
+from tuner.yamlfile import Loc, YamlFileError, load_yaml
 
 if TYPE_CHECKING:
     import optuna
-
-SPACE_KEYS = {"description", "fixed", "params", "gpus_per_trial"}
-PARAM_KEYS = {"choices", "low", "high", "step", "log", "when"}
 
 
 class SpaceError(ValueError):
@@ -79,6 +77,13 @@ class Param:
             return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
 
+    def keyed_values(self) -> list[tuple[Loc, FlagValue]]:
+        """Every value SGLang could be given, with where it is in the file: each choice, or low, high and step."""
+        if self.choices:
+            return [(("choices", i), c) for i, c in enumerate(self.choices)]
+        return [((key,), v) for key, v in (("low", self.low), ("high", self.high), ("step", self.step))
+                if v is not None]
+
     def suggest(self, trial: "optuna.Trial") -> FlagValue:
         if self.choices:
             return trial.suggest_categorical(self.name, list(self.choices))  # type: ignore[arg-type]
@@ -95,6 +100,7 @@ class SearchSpace:
     fixed: ServerFlags
     params: tuple[Param, ...]
     gpus_per_trial: str | None = None
+    lines: Mapping[Loc, int] = field(default_factory=dict, compare=False, repr=False)  # key path -> line
 
     @property
     def name(self) -> str:
@@ -148,18 +154,24 @@ class SearchSpace:
             return 1
 
     def validate(self, catalog: FlagCatalog) -> None:
-        """Refuse flag names and values the SGLang that will run does not accept, before any launch."""
+        """Refuse flag names, types and values the SGLang that will run does not accept, before any launch."""
         problems = []
         for name, value in self.fixed.values:
             if problem := catalog.check(name, value):
-                problems.append(f"{self.path}: fixed: {problem}")
+                problems.append(self._at(("fixed", name), problem))
         for param in self.params:
-            for value in param.values_to_check():
+            for key, value in param.keyed_values():
+                if key[0] == "step" and catalog.value_type(param.name) != "int":
+                    continue  # a float step of a float flag is fine; other kinds are refused by low/high
                 if problem := catalog.check(param.name, value):
-                    problems.append(f"{self.path}:{param.line}: {problem}")
+                    problems.append(self._at(("params", param.name, *key), problem))
                     break
         if problems:
             raise SpaceError("; ".join(problems))
+
+    def _at(self, loc: Loc, problem: str) -> str:
+        line = next((self.lines[loc[:end]] for end in range(len(loc), 0, -1) if loc[:end] in self.lines), None)
+        return f"{self.path}{f':{line}' if line else ''}: {loc_text(loc)}: {problem}"
 
     def no_op_warnings(self) -> list[str]:
         """Parameters SGLang parses but that cannot change anything, so trials spent on them are wasted."""
@@ -182,124 +194,106 @@ class SearchSpace:
         return out
 
 
+def _flag_name(name: str) -> str:
+    if name.startswith("-") or "_" in name or name != name.lower() or " " in name:
+        hint = name.lstrip("-").replace("_", "-").lower()
+        raise ValueError(f"write flags as SGLang spells them without dashes: {hint!r}, not {name!r}")
+    if name in TUNER_FLAGS:
+        raise ValueError(f"--{name} is set by the tuner itself (from model, launcher.host, launcher.port and the "
+                         f"trial's GPUs): it cannot be fixed or tuned in a search space")
+    return name
+
+
+FlagName = Annotated[str, AfterValidator(_flag_name)]
+# ``when: {enable-torch-compile: true}`` or a list of values any of which will do.
+WhenValues = Annotated[list[Scalar], BeforeValidator(lambda v: v if isinstance(v, list) else [v]),
+                       WithJsonSchema({"anyOf": [{"type": ["string", "number", "boolean"]},
+                                                 {"type": "array", "items": {"type": ["string", "number", "boolean"]}}]})]
+
+
+class ParamSpec(Strict):
+    """One tuned flag: ``{choices: [...]}`` or ``{low, high[, step][, log]}``, optionally ``when`` others hold."""
+
+    choices: Annotated[list[Scalar], Field(min_length=1)] | None = None
+    low: Number | None = None
+    high: Number | None = None
+    step: Number | None = None
+    log: bool = False
+    when: dict[str, WhenValues] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ParamSpec":
+        if self.choices is not None:
+            if {"low", "high", "step", "log"} & self.model_fields_set:
+                raise ValueError("give either choices or low/high, not both")
+            if len(set(map(repr, self.choices))) != len(self.choices):
+                raise ValueError("choices: a value is there twice")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices)")
+        low, high, step = self.low, self.high, self.step
+        if low >= high:
+            raise ValueError(f"empty range: low ({low}) must be below high ({high})")
+        if step is not None and step <= 0:
+            raise ValueError(f"step: must be positive, got {step}")
+        if step is not None and step > high - low:
+            raise ValueError(f"step: {step} is larger than the range {low}..{high}: only low could ever be tried")
+        if self.log and (low <= 0 or step is not None and step != 1):
+            raise ValueError("log scale needs low > 0 and no step")
+        return self
+
+
+class SpaceFile(Strict):
+    """A search-space file as written (schemas/space.schema.json is generated from this)."""
+
+    description: str = ""
+    fixed: Annotated[dict[FlagName, Scalar], BeforeValidator(lambda v: {} if v is None else v)] = \
+        Field(default_factory=dict)
+    params: Annotated[dict[FlagName, ParamSpec], Field(min_length=1)]
+    gpus_per_trial: str | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> "SpaceFile":
+        known = set(self.fixed)
+        for name, spec in self.params.items():
+            if name in self.fixed:
+                raise ValueError(f"params.{name}: both fixed and a parameter")
+            for flag in spec.when:
+                if flag not in known:
+                    raise ValueError(f"params.{name}.when: 'when' names {flag!r}, which is neither fixed nor a parameter "
+                                     f"above it")
+            known.add(name)
+        if self.gpus_per_trial is not None:
+            try:
+                _eval_gpus(self.gpus_per_trial, {k: 1 for k in known})
+            except SpaceError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
 def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
+    if path.is_dir():
+        raise SpaceError(f"{path}: is a directory, not a search-space file (see search_spaces/ for examples)")
     if not path.is_file():
         raise SpaceError(f"{path}: no such search-space file (see search_spaces/ for examples)")
     try:
-        root = yaml.compose(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise SpaceError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(root, yaml.MappingNode):
+        doc = load_yaml(path)
+    except YamlFileError as exc:
+        raise SpaceError(str(exc)) from None
+    if not isinstance(doc.data, dict):
         raise SpaceError(f"{path}: a search space is a mapping with 'fixed' and 'params'")
-    top = _mapping(path, root)
-    for key, (_, line) in top.items():
-        if key not in SPACE_KEYS:
-            raise SpaceError(f"{path}:{line}: unknown key {key!r} (expected one of {', '.join(sorted(SPACE_KEYS))})")
-
-    fixed: dict[str, FlagValue] = {}
-    if "fixed" in top:
-        node, line = top["fixed"]
-        for name, (value_node, vline) in _mapping(path, node, line).items():
-            value = yaml.safe_load(yaml.serialize(value_node))
-            _check_flag_name(path, vline, name)
-            if not isinstance(value, (str, int, float, bool)):
-                raise SpaceError(f"{path}:{vline}: fixed flag {name!r} needs a scalar value, got {value!r}")
-            fixed[name] = value
-
-    params: list[Param] = []
-    known = set(fixed)
-    if "params" not in top:
-        raise SpaceError(f"{path}: no 'params': a search space needs at least one parameter to tune")
-    node, line = top["params"]
-    for name, (pnode, pline) in _mapping(path, node, line).items():
-        _check_flag_name(path, pline, name)
-        if name in fixed:
-            raise SpaceError(f"{path}:{pline}: {name!r} is both fixed and a parameter")
-        spec = yaml.safe_load(yaml.serialize(pnode))
-        params.append(_param(path, pline, name, spec, known))
-        known.add(name)
-    if not params:
-        raise SpaceError(f"{path}:{line}: 'params' is empty: a search space needs at least one parameter")
-
-    gpus = None
-    if "gpus_per_trial" in top:
-        gnode, gline = top["gpus_per_trial"]
-        gpus = str(yaml.safe_load(yaml.serialize(gnode)))
-        try:
-            _eval_gpus(gpus, {p.name: 1 for p in params} | {k: 1 for k in fixed})
-        except SpaceError as exc:
-            raise SpaceError(f"{path}:{gline}: {exc}") from None
-
-    description = ""
-    if "description" in top:
-        description = str(yaml.safe_load(yaml.serialize(top["description"][0])))
-    return SearchSpace(path, description, ServerFlags(tuple(fixed.items())), tuple(params), gpus)
-
-
-def _mapping(path: Path, node: yaml.Node, line: int = 1) -> dict[str, tuple[yaml.Node, int]]:
-    if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
-        return {}
-    if not isinstance(node, yaml.MappingNode):
-        raise SpaceError(f"{path}:{node.start_mark.line + 1}: expected a mapping of flag names")
-    out = {}
-    for key, value in node.value:
-        kline = key.start_mark.line + 1
-        if key.value in out:
-            raise SpaceError(f"{path}:{kline}: {key.value!r} appears twice")
-        out[str(key.value)] = (value, kline)
-    return out
-
-
-def _check_flag_name(path: Path, line: int, name: str) -> None:
-    if name.startswith("-") or "_" in name or name != name.lower() or " " in name:
-        hint = name.lstrip("-").replace("_", "-").lower()
-        raise SpaceError(f"{path}:{line}: write flags as SGLang spells them without dashes: {hint!r}, not {name!r}")
-
-
-def _param(path: Path, line: int, name: str, spec: Any, known: set[str]) -> Param:
-    where = f"{path}:{line}: {name}"
-    if not isinstance(spec, dict):
-        raise SpaceError(f"{where}: expected {{choices: [...]}} or {{low: ..., high: ...}}, got {spec!r}")
-    unknown = set(spec) - PARAM_KEYS
-    if unknown:
-        raise SpaceError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected {', '.join(sorted(PARAM_KEYS))})")
-    when = []
-    if not isinstance(spec.get("when") or {}, dict):
-        raise SpaceError(f"{where}: 'when' must map flag names to values, e.g. when: {{enable-torch-compile: true}}")
-    if not isinstance(spec.get("log", False), bool):
-        raise SpaceError(f"{where}: log must be true or false, got {spec['log']!r}")
-    for flag, values in (spec.get("when") or {}).items():
-        if flag not in known:
-            raise SpaceError(f"{where}: 'when' names {flag!r}, which is neither fixed nor a parameter above it")
-        values = tuple(values) if isinstance(values, list) else (values,)
-        when.append(Condition(flag, values))
-    if "choices" in spec:
-        if {"low", "high", "step", "log"} & set(spec):
-            raise SpaceError(f"{where}: give either choices or low/high, not both")
-        choices = spec["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise SpaceError(f"{where}: choices must be a non-empty list")
-        if len(set(map(repr, choices))) != len(choices):
-            raise SpaceError(f"{where}: choices repeat a value")
-        if not all(isinstance(c, (str, int, float, bool)) for c in choices):
-            raise SpaceError(f"{where}: choices must be strings, numbers or true/false")
-        return Param(name, line, choices=tuple(choices), when=tuple(when))
-    if "low" not in spec or "high" not in spec:
-        raise SpaceError(f"{where}: a range needs both low and high (or give choices)")
-    low, high, step, log = spec["low"], spec["high"], spec.get("step"), bool(spec.get("log", False))
-    for label, v in (("low", low), ("high", high), ("step", step)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-            raise SpaceError(f"{where}: {label} must be a number, got {v!r}")
-    if low >= high:
-        raise SpaceError(f"{where}: empty range: low ({low}) must be below high ({high})")
-    if step is not None and step <= 0:
-        raise SpaceError(f"{where}: step must be positive, got {step}")
-    if log and (low <= 0 or step is not None and not isinstance(step, int) or isinstance(step, int) and step != 1):
-        raise SpaceError(f"{where}: log scale needs low > 0 and no step")
-    return Param(name, line, low=low, high=high, step=step, log=log, when=tuple(when))
+    try:
+        spec = SpaceFile.model_validate(doc.data)
+    except ValidationError as exc:
+        raise SpaceError(first_problem(exc, SpaceFile, doc)) from None
+    params = tuple(
+        Param(name, doc.line(("params", name)) or 0, choices=tuple(p.choices or ()), low=p.low, high=p.high,
+              step=p.step, log=p.log, when=tuple(Condition(flag, tuple(values)) for flag, values in p.when.items()))
+        for name, p in spec.params.items()
+    )
+    return SearchSpace(path, spec.description, ServerFlags(tuple(spec.fixed.items())), params, spec.gpus_per_trial,
+                       lines=doc.lines)
 
 
 def _eval_gpus(expr: str, flags: dict[str, FlagValue]) -> int:

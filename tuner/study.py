@@ -143,18 +143,22 @@ def objective_for(config: RunConfig) -> Objective:
     )
 
 
-def open_storage(config: RunConfig) -> RDBStorage:
+def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
+    """The study's storage; ``create=False`` (status, export, report, dashboard) never creates a file or folder."""
     url = config.storage_url
     if "://" not in url:
         raise SetupError(f"--storage {url!r} is not a database URL (sqlite:///studies/x.db, postgresql://...)")
     url = _with_installed_driver(url)
     kwargs: dict = {}
     if url.startswith("sqlite:///"):
-        folder = Path(url[len("sqlite:///"):]).parent
+        file = Path(url[len("sqlite:///"):])
+        if not create and not file.is_file():
+            raise SetupError(f"no study {config.study!r}: {file} does not exist (a run file's relative paths are "
+                             f"relative to its folder; --storage is relative to the current one)")
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SetupError(f"--storage {url}: cannot create its folder {folder} ({exc.strerror})") from None
+            raise SetupError(f"--storage {url}: cannot create its folder {file.parent} ({exc.strerror})") from None
         # Several slots of one tuner write to one SQLite file: wait for the lock instead of failing.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if config.heartbeat_s:
@@ -169,11 +173,29 @@ def open_storage(config: RunConfig) -> RDBStorage:
             _sqlite_begin_immediate(storage)
         return storage
     except ImportError as exc:
-        raise SetupError(f"--storage {config.storage_url.split('://')[0]}: its database driver is missing ({exc.name}); "
-                         f"pip install 'sglang-tuner[postgres]'") from None
+        raise SetupError(f"--storage {_redact(config.storage_url)}: {_missing_driver(url, exc)}") from None
     except Exception as exc:  # SQLAlchemy's errors for bad URLs and unreachable servers are many
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SetupError(f"--storage {_redact(config.storage_url)}: cannot open it ({first})") from None
+
+
+# The module SQLAlchemy's dialect imports -> what to pip install for it.
+DRIVER_PACKAGES = {
+    "MySQLdb": "mysqlclient", "pymysql": "pymysql", "mysql": "mysql-connector-python",
+    "psycopg2": "psycopg2-binary", "psycopg": "'sglang-tuner[postgres]'", "asyncpg": "asyncpg",
+    "pg8000": "pg8000", "oracledb": "oracledb", "pyodbc": "pyodbc",
+}
+
+
+def _missing_driver(url: str, exc: ImportError) -> str:
+    """Optuna re-raises the driver's ImportError without its name; the ModuleNotFoundError behind it has it."""
+    cause = exc.__cause__ or exc.__context__
+    module = getattr(cause, "name", None) or exc.name or "?"
+    dialect = url.split("://", 1)[0]
+    package = DRIVER_PACKAGES.get(module.split(".")[0], module)
+    hint = " (or mysql+pymysql://... with pip install pymysql)" if module == "MySQLdb" else ""
+    return (f"the {dialect} driver is not installed (SQLAlchemy needs the Python module {module}): "
+            f"pip install {package}{hint}")
 
 
 def _sqlite_begin_immediate(storage: RDBStorage) -> None:
@@ -309,7 +331,7 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
 
 
 def load_existing_study(config: RunConfig) -> optuna.Study:
-    storage = open_storage(config)
+    storage = open_storage(config, create=False)
     try:
         return optuna.load_study(study_name=config.study, storage=storage)
     except KeyError:
