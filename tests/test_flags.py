@@ -102,8 +102,12 @@ def test_read_catalog_runs_the_commands_help(tmp_path):
         read_catalog(["/no/such/python"])
     slow = tmp_path / "slow.py"
     slow.write_text("import time\ntime.sleep(5)\n")
-    with pytest.raises(FlagCatalogError, match=r"--help did not answer in 0 s"):
-        read_catalog([sys.executable, str(slow)], timeout=0.3)
+    with pytest.raises(FlagCatalogError, match=r"--help printed nothing in 0 s, so it was stopped: is this SGLang's"):
+        read_catalog([sys.executable, str(slow)], quiet_s=0.3)
+    chatty = tmp_path / "chatty.py"
+    chatty.write_text("import time\nprint('loading', flush=True)\ntime.sleep(5)\n")
+    with pytest.raises(FlagCatalogError, match=r"--help did not finish in 0 s, so it was stopped$"):
+        read_catalog([sys.executable, str(chatty)], timeout=0.3)
     env_help = tmp_path / "env.py"
     env_help.write_text("import os\nprint('  --port PORT') if os.environ.get('SHOW') == '1' else print('nothing')\n")
     assert "port" in read_catalog([sys.executable, str(env_help)], env={"SHOW": "1"}).flags

@@ -61,6 +61,12 @@ def test_three_workers_share_one_budget_and_a_killed_worker_is_retried(tmp_path,
             except Exception:
                 time.sleep(0.2)
                 continue
+            # Every worker past its start-up checks (a worker still starting would recover the dead one's trial
+            # itself, as "interrupted", which is the other test's path): then the heartbeat path is the one seen.
+            started = {t.user_attrs.get("worker", "").rpartition(":")[2] for t in study.get_trials()}
+            if not {str(w.pid) for w in workers} <= started:
+                time.sleep(0.1)
+                continue
             for t in study.get_trials(states=(TrialState.RUNNING,)):
                 if t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and t.user_attrs.get("argv"):
                     killed_trial = t.number

@@ -162,31 +162,51 @@ def test_gpus_per_trial(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("- a\n", ": a search space is a mapping with 'fixed' and 'params'"),
-    ("fixed:\n  tp-size: [1, 2]\nparams:\n  x: {choices: [1]}\n", ":2: fixed flag 'tp-size' needs a scalar value, got [1, 2]"),
-    ("fixed:\n  x: 1\nparams:\n  x: {choices: [1]}\n", ":4: 'x' is both fixed and a parameter"),
-    ("params:\n  x: 3\n", ":2: x: expected {choices: [...]} or {low: ..., high: ...}, got 3"),
-    ("params:\n  x: {choices: [1], when: [a]}\n", ":2: x: 'when' must map flag names to values"),
-    ("params:\n  x: {low: 1, high: 2, log: yes please}\n", ":2: x: log must be true or false, got 'yes please'"),
-    ("params:\n  x: {choices: [1], low: 1}\n", ":2: x: give either choices or low/high, not both"),
-    ("params:\n  x: {choices: [1, 1]}\n", ":2: x: choices repeat a value"),
-    ("params:\n  x: {choices: [[1]]}\n", ":2: x: choices must be strings, numbers or true/false"),
-    ("params:\n  x: {choices: 1}\n", ":2: x: choices must be a non-empty list"),
-    ("params:\n  x: {low: a, high: 2}\n", ":2: x: low must be a number, got 'a'"),
-    ("params:\n  x: {low: 1, high: .inf}\n", ":2: x: high must be a number, got inf"),
-    ("params:\n  x: {low: 1, high: 2, step: true}\n", ":2: x: step must be a number, got True"),
-    ("params:\n  x: {low: 1, high: 1}\n", ":2: x: empty range: low (1) must be below high (1)"),
-    ("params:\n  x: {low: 1, high: 2, step: 0}\n", ":2: x: step must be positive, got 0"),
-    ("params:\n  x: {low: 0, high: 2, log: true}\n", ":2: x: log scale needs low > 0 and no step"),
-    ("params:\n  x: {low: 1, high: 2, step: 2, log: true}\n", ":2: x: log scale needs low > 0 and no step"),
-    ("params:\n  x: {low: 0.1, high: 2.0, step: 0.1, log: true}\n", ":2: x: log scale needs low > 0 and no step"),
-    ("params:\n  X: {low: 1, high: 2}\n", ":2: write flags as SGLang spells them without dashes: 'x', not 'X'"),
-    ("params:\n  tp size: {low: 1, high: 2}\n", ":2: write flags as SGLang spells them without dashes"),
+    ("fixed:\n  tp-size: [1, 2]\nparams:\n  x: {choices: [1]}\n",
+     ':2: fixed.tp-size: expected one value (text, a number or true/false), got [1, 2]'),
+    ("fixed:\n  x: 1\nparams:\n  x: {choices: [1]}\n",
+     ':4: params.x: both fixed and a parameter'),
+    ("params:\n  x: 3\n",
+     ':2: params.x: expected a mapping, got 3'),
+    ("params:\n  x: {choices: [1], when: [a]}\n",
+     ':2: params.x.when: expected a mapping, got ["a"]'),
+    ("params:\n  x: {low: 1, high: 2, log: yes please}\n",
+     ":2: params.x.log: expected true or false, got 'yes please'"),
+    ("params:\n  x: {choices: [1], low: 1}\n",
+     ':2: params.x: give either choices or low/high, not both'),
+    ("params:\n  x: {choices: [1, 1]}\n",
+     ':2: params.x.choices: a value is there twice'),
+    ("params:\n  x: {choices: [[1]]}\n",
+     ':2: params.x.choices[0]: expected one value (text, a number or true/false), got [1]'),
+    ("params:\n  x: {choices: 1}\n",
+     ':2: params.x.choices: expected a list, got 1'),
+    ("params:\n  x: {low: a, high: 2}\n",
+     ":2: params.x.low: expected a number, got 'a'"),
+    ("params:\n  x: {low: 1, high: .inf}\n",
+     ':2: params.x.high: expected a finite number, got inf'),
+    ("params:\n  x: {low: 1, high: 2, step: true}\n",
+     ':2: params.x.step: expected a number, got true'),
+    ("params:\n  x: {low: 1, high: 1}\n",
+     ':2: params.x: empty range: low (1) must be below high (1)'),
+    ("params:\n  x: {low: 1, high: 2, step: 0}\n",
+     ':2: params.x.step: must be positive, got 0'),
+    ("params:\n  x: {low: 0, high: 2, log: true}\n",
+     ':2: params.x: log scale needs low > 0 and no step'),
+    ("params:\n  x: {low: 1, high: 2, step: 2, log: true}\n",
+     ':2: params.x.step: 2 is larger than the range 1..2: only low could ever be tried'),
+    ("params:\n  x: {low: 0.1, high: 2.0, step: 0.1, log: true}\n",
+     ':2: params.x: log scale needs low > 0 and no step'),
+    ("params:\n  X: {low: 1, high: 2}\n",
+     ":2: params.X: write flags as SGLang spells them without dashes: 'x', not 'X'"),
+    ("params:\n  tp size: {low: 1, high: 2}\n",
+     ':2: params.tp size: write flags as SGLang spells them without dashes'),
     ("params:\n  x: {choices: [1]}\ngpus_per_trial: tp-size + 1\n",
      ":3: gpus_per_trial: 'tp-size + 1' must be flag names and integers joined by '*'"),
     ("params:\n  x: {choices: [1]}\ngpus_per_trial: 2 * \n", "must be flag names and integers joined by '*'"),
-    ("params: [1]\n", ":1: expected a mapping of flag names"),
-    ("params:\n  x: {choices: [1]}\n  y: {choices: [a], when: {x: [1, 2]}}\nbogus: 1\n", ":4: unknown key 'bogus' "
-     "(expected one of description, fixed, gpus_per_trial, params)"),
+    ("params: [1]\n",
+     ':1: params: expected a mapping, got [1]'),
+    ("params:\n  x: {choices: [1]}\n  y: {choices: [a], when: {x: [1, 2]}}\nbogus: 1\n",
+     ':4: bogus: unknown key (expected one of description, fixed, params, gpus_per_trial)'),
 ])
 def test_every_bad_space_message(tmp_path, text, message):
     with pytest.raises(SpaceError) as err:
@@ -301,8 +321,9 @@ def test_each_param_has_the_distribution_it_samples_from(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("params:\n  x: {choices: [1]}\n\n  y: [1\n", ":5: not valid YAML (expected ',' or ']', but got '<stream end>')"),
     ("params:\n  x: {choices: [1]}\ncolour: red\n",
-     ":3: unknown key 'colour' (expected one of description, fixed, gpus_per_trial, params)"),
-    ("params:\n  x: {choices: [1], colour: red}\n", "unknown key 'colour' (expected choices, high, log, low, step, when)"),
+     ":3: colour: unknown key (expected one of description, fixed, params, gpus_per_trial)"),
+    ("params:\n  x: {choices: [1], colour: red}\n",
+     ':2: params.x.colour: unknown key (expected one of choices, low, high, step, log, when)'),
     ("params:\n  x: {choices: [1], high: 2}\n", "give either choices or low/high, not both"),
     ("params:\n  x: {choices: [1], step: 2}\n", "give either choices or low/high, not both"),
     ("params:\n  x: {choices: [1], log: true}\n", "give either choices or low/high, not both"),
@@ -314,9 +335,12 @@ def test_each_param_has_the_distribution_it_samples_from(tmp_path):
     ("params:\n  x: {choices: [1]}\n  y: {choices: [1]}\n  z: {low: 1, high: 2}\ngpus_per_trial: y * z\n", None),
     ("fixed:\n  z: 2\nparams:\n  x: {choices: [1]}\ngpus_per_trial: z * q9\n", None),
     ("fixed: null\nparams:\n  x: {choices: [1]}\n", None),
-    ("fixed: ''\nparams:\n  x: {choices: [1]}\n", None),
-    ("fixed: 3\nparams:\n  x: {choices: [1]}\n", ":1: expected a mapping of flag names"),
-    ("fixed:\n  - a\nparams:\n  x: {choices: [1]}\n", ":2: expected a mapping of flag names"),
+    ("fixed: ''\nparams:\n  x: {choices: [1]}\n",
+     ":1: fixed: expected a mapping, got ''"),
+    ("fixed: 3\nparams:\n  x: {choices: [1]}\n",
+     ':1: fixed: expected a mapping, got 3'),
+    ("fixed:\n  - a\nparams:\n  x: {choices: [1]}\n",
+     ':1: fixed: expected a mapping, got ["a"]'),
 ])
 def test_more_space_files(tmp_path, text, message):
     if message is None:
@@ -334,9 +358,10 @@ def test_validate_lists_every_problem_and_the_description(tmp_path):
     assert space.description == "two bad"
     with pytest.raises(SpaceError) as err:
         space.validate(catalog)
-    assert str(err.value) == (f"{tmp_path / 'space.yaml'}: fixed: --bogus is not a flag of this SGLang (sglang); "
-                              f"{tmp_path / 'space.yaml'}:5: --schedule-policy nope is not one of lpm, random, fcfs, "
-                              "dfs-weight, lof, priority, routing-key")
+    assert str(err.value) == (f"{tmp_path / 'space.yaml'}:3: fixed.bogus: --bogus is not a flag of this SGLang "
+                              f"(sglang); {tmp_path / 'space.yaml'}:5: params.schedule-policy.choices[1]: "
+                              "--schedule-policy nope is not one of lpm, random, fcfs, dfs-weight, lof, priority, "
+                              "routing-key")
 
 
 def test_gpus_per_trial_values(tmp_path):
