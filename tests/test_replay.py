@@ -3,18 +3,24 @@ its replay, modelled answers and failures, and replay's bad inputs. No GPU and n
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import time
 
 import optuna
+import pytest
 import yaml
 
 from conftest import ROOT, tune, write_run, write_space
 from tuner.config import load_config
 from tuner.study import load_existing_study
-from tuner.surface import Surface
+from tuner.load_search import broken
+from tuner.metrics import LevelResult
+from tuner.surface import Answer, Row, Surface, curve_at
+from tuner.workload import Level, LoadSearch
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 
@@ -190,3 +196,124 @@ def test_the_model_learns_which_flags_matter_from_the_rows():
     answer = surface.answer({**best.flags, "cuda-graph-max-bs-decode": 16})
     assert answer.modelled
     assert answer.levels[-1].output_throughput < 0.5 * best.levels[-1].output_throughput  # the cliff, modelled
+
+
+# -- the SLO-goodput objective: load searches replayed from recorded curves
+
+CHAT = ROOT / "surfaces" / "h200-qwen3-8b-chat.json"
+GOODPUT = {"metrics": ["goodput"], "slo": {"p99_tpot_ms": 10},
+           "load_search": {"start_rate": 4, "max_rate": 32, "factor": 2, "bisect_steps": 1, "level_duration_s": 1,
+                           "min_prompts": 6}}
+
+
+def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path, unique_study):
+    """Every level of every search is a recorded one, so the replay takes the same rates, verdicts, values,
+    constraints and sampler draws; another SLO or load search is refused in one line."""
+    space = write_space(tmp_path / "space.yaml", params={
+        "attention-backend": {"choices": ["triton", "torch_native"]}, "schedule-policy": {"choices": ["fcfs", "lof"]}})
+    workload = {"input_len": 64, "output_len": 64, "num_prompts": None, "warmup_requests": 1, "request_timeout_s": 20}
+    real = write_run(tmp_path, study=unique_study, space=space, trials=3, workload=workload, objective=GOODPUT,
+                     env={"SGLANG_STANDIN_SPEED": "1.5", "SGLANG_STANDIN_FAULTS": ""})
+    assert tune("start", "-c", str(real)).returncode == 0
+    recorded = load_existing_study(load_config(real)).trials
+    curves = [[lv["request_rate"] for lv in t.user_attrs["levels"]] for t in recorded]
+    assert any(r not in (4.0, 8.0, 16.0, 32.0) for c in curves for r in c), curves  # a ramp, a break, a bisection
+
+    help_text = tmp_path / "help.txt"
+    help_text.write_text(tune_help())
+    out = tmp_path / "standin-goodput.json"
+    done = tune("record", "-c", str(real), "--out", str(out), "--gpu-name", "stand-in", "--sglang-help",
+                str(help_text))
+    assert done.returncode == 0, done.stderr
+    header = Surface.load(out).header.objective
+    assert header.slo == {"p99_tpot_ms": 10} and header.load_search.level_duration_s == 1
+
+    def replay_run(folder, study, objective):
+        folder.mkdir()
+        return write_run(folder, study=study, space=space, trials=3, workload=workload, objective=objective,
+                         launcher={"kind": "replay", "surface": str(out)})
+
+    replay = replay_run(tmp_path / "replay", unique_study + "-r", GOODPUT)
+    done = tune("start", "-c", str(replay))
+    assert done.returncode == 0, done.stderr
+    replayed = load_existing_study(load_config(replay)).trials
+    assert len(replayed) == len(recorded)
+    for real_t, rep_t in zip(recorded, replayed):
+        assert rep_t.params == real_t.params
+        assert rep_t.values == real_t.values
+        assert rep_t.system_attrs["constraints"] == real_t.system_attrs["constraints"]
+        for key in ("levels", "goodput", "max_rate", "feasible"):
+            assert rep_t.user_attrs[key] == real_t.user_attrs[key], key
+        assert rep_t.user_attrs.get("slo_broken") == real_t.user_attrs.get("slo_broken")
+        assert rep_t.user_attrs["modelled"] is False and "modelled_rates" not in rep_t.user_attrs
+
+    for i, (objective, message) in enumerate((
+            ({**GOODPUT, "slo": {"p99_tpot_ms": 11}}, "objective.slo: "),
+            ({**GOODPUT, "load_search": {**GOODPUT["load_search"], "bisect_steps": 2}}, "objective.load_search: "),
+            ({"metrics": ["output_throughput"]}, "objective.metrics: "))):
+        other = replay_run(tmp_path / f"other{i}", f"{unique_study}-o{i}", objective)
+        done = tune("start", "-c", str(other))
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
+        assert "slo {'p99_tpot_ms': 10.0} and load_search {'start_rate': 4.0" in lines[0]
+
+
+def curve_level(rate: float, tpot: float, **numbers) -> LevelResult:
+    values = {f.name: 0 for f in dataclasses.fields(LevelResult)}
+    values.update(request_rate=rate, p99_tpot_ms=tpot, p99_ttft_ms=100.0, errors="", **numbers)
+    return LevelResult(**values)
+
+
+def test_curve_rates_between_beyond_and_outside_the_recorded_levels_by_hand():
+    search = LoadSearch(start_rate=4, max_rate=64, level_duration_s=10, min_prompts=8)
+    template = Level(concurrency=1, input_len=64, output_len=16, num_prompts=1)
+    slo = {"p99_tpot_ms": 40.0}
+    a = [curve_level(4, 10.0, completed=40, request_goodput=3.9), curve_level(8, 20.0, completed=80, request_goodput=7.5),
+         curve_level(16, 50.0, completed=160, request_goodput=9.0)]  # broke the SLO at 16 req/s
+
+    lv, how = curve_at(a, search.level(template, 8.0), slo)
+    assert lv is a[1] and how == "recorded"
+    lv, how = curve_at(a, search.level(template, 12.0), slo)  # halfway from 8 to 16
+    assert how == "interpolated between 8 and 16 req/s" and lv.p99_tpot_ms == 35.0
+    assert lv.request_goodput == 8.25 and lv.completed == 120 and lv.p99_ttft_ms == 100.0
+    assert (lv.request_rate, lv.num_prompts, lv.concurrency) == (12.0, 120, 120)  # the search's level, not a's
+    lv, how = curve_at(a, search.level(template, 14.0), slo)  # three quarters: 20 + 0.75 * 30
+    assert lv.p99_tpot_ms == 42.5 and broken(lv, slo)
+    lv, how = curve_at(a, search.level(template, 32.0), slo)  # past the break: broken as at 16
+    assert how.startswith("beyond 16 req/s") and lv.p99_tpot_ms == 50.0 and lv.request_rate == 32.0
+    assert broken(lv, slo)
+    for rate in (32.0, 2.0):  # past a curve that never broke, and below its first rate: not measured, fails
+        lv, how = curve_at(a[:2], search.level(template, rate), slo)
+        assert how.startswith("not measured") and math.isnan(lv.p99_tpot_ms) and broken(lv, slo)
+
+    # Two neighbours, weights 1 and 3: each number the weighted mean of their answers at that rate.
+    b = [curve_level(4, 6.0, completed=40, request_goodput=4.0), curve_level(16, 30.0, completed=160,
+                                                                             request_goodput=15.0)]
+    row = lambda n, levels: Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)  # noqa: E731
+    answer = Answer(row(0, a), [], None, "", 1, 1, 1, None, (0, 1), True, ((1.0, row(0, a)), (3.0, row(1, b))))
+    lv, how = answer.at_rate(search.level(template, 8.0), slo)  # a: 20 (recorded); b: 6 + 4/12 * 24 = 14
+    assert lv.p99_tpot_ms == pytest.approx((20.0 + 3 * 14.0) / 4) and lv.completed == 80
+    assert how == "weighted mean of trials 0 (recorded), 1 (interpolated between 4 and 16 req/s)"
+    lv, how = answer.at_rate(search.level(template, 32.0), slo)  # b never broke and stopped at 16: not measured
+    assert math.isnan(lv.p99_tpot_ms) and broken(lv, slo)
+
+
+def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
+    """runs/demo-chat.yaml: the real H200 chat study's load search on its surface; the baseline and the reference
+    get their recorded curves exactly, every other config a modelled one, marked so."""
+    env = demo_checkout(tmp_path)
+    done = tune("start", "-c", "runs/demo-chat.yaml", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = {r.trial: r for r in Surface.load(CHAT).rows}
+    study = optuna.load_study(study_name="demo-chat-replay", storage=f"sqlite:///{tmp_path}/studies/demo-chat-replay.db")
+    trials = study.trials
+    for t in trials[:2]:  # SGLang's defaults, then seed-balanced-v2: recorded rows
+        row = rows[t.number]
+        assert t.user_attrs["modelled"] is False and t.user_attrs["replay_of"] == [row.trial]
+        assert [lv["request_rate"] for lv in t.user_attrs["levels"]] == [lv.request_rate for lv in row.levels]
+        assert t.values[0] == Surface.load(CHAT).value(row)
+    assert trials[0].user_attrs["max_rate"] == 28.0 and trials[1].user_attrs["max_rate"] == 6.0  # as on the H200
+    modelled = trials[2]
+    assert modelled.user_attrs["modelled"] is True and modelled.user_attrs["modelled_rates"]
+    log = (tmp_path / "trials" / "demo-chat-replay" / "2" / "server.log").read_text()
+    assert "# 4 req/s: weighted mean of trials 0 (recorded), 1 (recorded)" in log

@@ -59,6 +59,49 @@ def best_level(levels: tuple[LevelResult, ...], slo_pass: tuple[bool, ...], repe
     return max(passing, key=lambda lv: lv.request_rate, default=None)
 
 
+class Search:
+    """One server's search, apart from how a level is measured: ``levels()`` yields the next level to run, and
+    ``add(result)`` hands back what that level measured before the next is asked for. A real trial measures
+    with the streaming client (``run_load_search``); a replay answers from a recorded curve
+    (tuner.launcher.replay), so both take the same rates and verdicts."""
+
+    def __init__(self, workload: Workload, search: LoadSearch, slo: dict[str, float]):
+        search.validate()
+        if not slo:
+            raise ValueError("a load search needs an SLO to search against (objective.slo)")
+        self.workload, self.search, self.slo = workload, search, slo
+        self.results: list[LevelResult] = []
+        self.verdicts: list[bool] = []
+        self.first_break: list[str] = []
+
+    def add(self, result: LevelResult) -> None:
+        self.results.append(result)
+
+    def levels(self) -> Iterator[Level]:
+        """``workload.repeats`` searches (repeat i's levels carry ``repeat=i``); ``workload.levels[0]`` gives
+        the lengths, ``search`` the rates, sizes and concurrency."""
+        template = self.workload.levels[0]
+        for rep in range(self.workload.repeats):
+            steps = rates(self.search)
+            rate = next(steps)
+            while True:
+                yield self.search.level(template, rate)
+                lr = self.results[-1] = replace(self.results[-1], repeat=rep)
+                why = broken(lr, self.slo)
+                self.verdicts.append(why is None)
+                if why and not self.first_break:
+                    self.first_break.append(f"SLO broken at {rate:g} req/s: {why}")
+                try:
+                    rate = steps.send(why is None)
+                except StopIteration:
+                    break
+
+    def result(self, records: tuple = ()) -> BenchmarkResult:
+        n = len(self.verdicts)  # levels whose verdict is in; a level cut short by an error has none
+        return BenchmarkResult(levels=tuple(self.results[:n]), records=records[:n], slo_pass=tuple(self.verdicts),
+                               slo_broken=self.first_break[0] if self.first_break else None)
+
+
 def run_load_search(
     base_url: str,
     model: str,
@@ -69,51 +112,22 @@ def run_load_search(
     check_server: Callable[[], str | None] | None = None,
     on_level: Callable[[LevelResult], None] | None = None,
 ) -> BenchmarkResult:
-    """The search against ``slo`` (LevelResult metric -> upper limit), ``workload.repeats`` times on the same
-    server (repeat i's levels carry ``repeat=i``).
-    ``workload.levels[0]`` gives the lengths; rates, sizes and concurrency come from ``search``. Raises what
-    run_benchmark raises."""
-    search.validate()
-    if not slo:
-        raise ValueError("a load search needs an SLO to search against (objective.slo)")
-    template = workload.levels[0]
-    results: list[LevelResult] = []
-    verdicts: list[bool] = []
-    first_break: list[str] = []
-
-    def levels() -> Iterator[Level]:
-        for rep in range(workload.repeats):
-            steps = rates(search)
-            rate = next(steps)
-            while True:
-                yield search.level(template, rate)
-                lr = results[-1] = replace(results[-1], repeat=rep)
-                why = broken(lr, slo)
-                verdicts.append(why is None)
-                if why and not first_break:
-                    first_break.append(f"SLO broken at {rate:g} req/s: {why}")
-                try:
-                    rate = steps.send(why is None)
-                except StopIteration:
-                    break
+    """The search against ``slo`` (LevelResult metric -> upper limit) on a running server, measured by
+    run_benchmark (see ``Search``). Raises what run_benchmark raises."""
+    state = Search(workload, search, slo)
 
     def collect(lr: LevelResult) -> None:
-        results.append(lr)
+        state.add(lr)
         if on_level is not None:
             on_level(lr)
 
-    def searched(records: tuple) -> BenchmarkResult:
-        n = len(verdicts)  # levels whose verdict is in; a level cut short by an error has none
-        return BenchmarkResult(levels=tuple(results[:n]), records=records[:n], slo_pass=tuple(verdicts),
-                               slo_broken=first_break[0] if first_break else None)
-
     # The client's pool and timeouts are sized from workload.levels: give it the largest level possible.
-    widest = search.level(template, search.max_rate)
+    widest = search.level(workload.levels[0], search.max_rate)
     try:
         bench = run_benchmark(base_url, model, replace(workload, levels=(widest,), repeats=1),
-                              check_server=check_server, on_level=collect, levels=levels())
+                              check_server=check_server, on_level=collect, levels=state.levels())
     except BenchmarkError as exc:  # a server that died at 64 req/s still held the SLO up to 32: keep that curve
         if exc.measured is not None:
-            exc.measured = searched(exc.measured.records)
+            exc.measured = state.result(exc.measured.records)
         raise
-    return searched(bench.records)
+    return state.result(bench.records)

@@ -503,10 +503,8 @@ class Tuner:
         if self.config.model.path not in (h.model, h.model_path):
             raise SetupError(f"model.path {self.config.model.path!r}: {self.launcher.path} recorded {h.model} "
                              f"({h.model_path}); leave model out of a replay's run file")
-        if self.objective.load_search is not None:
-            raise SetupError("objective.metrics [goodput] searches request rates, which a surface of fixed "
-                             "concurrency levels did not record: replay another objective")
-        problem = self.launcher.check_workload(self.config.to_dict()["workload"])
+        problem = self.launcher.check_objective(self.objective.slo, self.objective.load_search) or \
+            self.launcher.check_workload(self.config.to_dict()["workload"])
         if problem:
             raise SetupError(problem)
         self.warnings += self.launcher.coverage_warnings({p.name for p in space.params})

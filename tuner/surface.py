@@ -11,13 +11,21 @@ exactly as the real study did, with no SGLang installed.
 (``modelled=True``, see ``Surface.answer`` for the distance). A weighted majority of failed neighbours predicts
 a failure of the nearest failed neighbour's class. benchmarks/surface_model.py measures the model's
 leave-one-out error.
+
+A surface of an SLO-goodput study (the header's ``objective.load_search`` and ``slo``) keeps each trial's curve:
+the levels of its load search, one per request rate measured. A replay runs the same search
+(tuner.load_search.Search) and ``Answer.at_rate`` answers each rate it asks for from the curve (``curve_at``):
+the recorded level at a recorded rate; between two recorded rates every number linear in the rate; above the
+highest recorded rate that level's numbers when it broke the SLO (a higher rate breaks it too), else nothing
+measured (NaN: the level fails); below the lowest, nothing measured. A config with no row of its own gets the
+inverse-distance-weighted mean of its neighbours' curves at that rate.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from tuner.flags import FlagCatalog, FlagInfo, FlagValue, format_value
+from tuner.load_search import best_level, broken
 from tuner.metrics import LevelResult
+from tuner.workload import Level, LoadSearch
 
 if TYPE_CHECKING:
     import optuna
@@ -65,6 +75,9 @@ class Workload(_Model):
 class Objective(_Model):
     metrics: list[str]
     at_concurrency: int
+    # The SLO-goodput objective's search and SLO: a replay must use the same ones (its verdicts are these).
+    slo: dict[str, float] = {}
+    load_search: LoadSearch | None = None
 
 
 class Header(_Model):
@@ -154,7 +167,8 @@ class Surface(_Model):
         for row in rows:
             if point_of(row.flags) == point:
                 return Answer(row, row.levels, row.failure_class, row.failure_detail, row.startup_s,
-                              row.benchmark_s, row.stop_s, row.gpu_peak_used_mib, (row.trial,), False)
+                              row.benchmark_s, row.stop_s, row.gpu_peak_used_mib, (row.trial,), False,
+                              ((1.0, row),) if row.ok else ())
         fw = self.flag_weights() if flag_weights is None else flag_weights
         near = _nearest(point, rows, _scales([r.flags for r in rows] + [point]), fw)
         weights = [1.0 / d ** 2 for d, _ in near]
@@ -168,12 +182,13 @@ class Surface(_Model):
             return Answer(first, [], first.failure_class, detail, _mean(near, weights, "startup_s"),
                           0.0, _mean(near, weights, "stop_s"), None, sources, True)
         good = [(w, r) for w, (_, r) in zip(weights, near) if r.ok]
-        levels = _blend_levels(good)
+        # A load search's levels are rates, not concurrencies: they are answered per rate (Answer.at_rate).
+        levels = _blend_levels(good) if self.header.objective.load_search is None else []
         gw = [(w, r.gpu_peak_used_mib) for w, r in good if r.gpu_peak_used_mib is not None]
         peak = sum(w * v for w, v in gw) / sum(w for w, _ in gw) if gw else None
         bench = sum(w * r.benchmark_s for w, r in good) / sum(w for w, _ in good)
         return Answer(good[0][1], levels, None, "", _mean(near, weights, "startup_s"), bench,
-                      _mean(near, weights, "stop_s"), peak, sources, True)
+                      _mean(near, weights, "stop_s"), peak, sources, True, tuple(good))
 
     def flag_weights(self, exclude: int | None = None) -> dict[str, float]:
         """How much each flag counts in the distance, learned from the rows: coordinate search over
@@ -187,7 +202,7 @@ class Surface(_Model):
         metric, at = self.header.objective.metrics[0], self.header.objective.at_concurrency
         scales = _scales([r.flags for r in rows])
         points = [point_of(r.flags) for r in rows]
-        values = [next((getattr(lv, metric) for lv in r.levels if lv.concurrency == at), None) for r in rows]
+        values = [self.value(r) for r in rows]
         names = sorted({k for p in points for k in p if len({str(q.get(k)) for q in points}) > 1})
 
         def loss(w: dict[str, float]) -> float:
@@ -219,13 +234,22 @@ class Surface(_Model):
             self._weights = w
         return w
 
+    def value(self, row: Row) -> float | None:
+        """A row's recorded value of the header's first objective metric: at its concurrency, or for a load
+        search the goodput at its highest rate holding the SLO (None: not measured, or no rate held it)."""
+        o = self.header.objective
+        if o.load_search is not None:
+            curve = tuple(lv for lv in row.levels if lv.repeat == 0)
+            top = best_level(curve, tuple(broken(lv, o.slo) is None for lv in curve))
+            return top.request_goodput if top else None
+        return next((getattr(lv, o.metrics[0]) for lv in row.levels if lv.concurrency == o.at_concurrency), None)
+
     def best(self) -> float:
-        """The best recorded value of the header's first objective metric at its concurrency (feasible rows)."""
-        metric, at = self.header.objective.metrics[0], self.header.objective.at_concurrency
-        values = [getattr(lv, metric) for r in self.rows if r.ok for lv in r.levels if lv.concurrency == at]
-        values = [v for v in values if math.isfinite(v)]
+        """The best recorded value of the header's first objective metric (feasible rows)."""
+        metric = self.header.objective.metrics[0]
+        values = [v for r in self.rows if r.ok and (v := self.value(r)) is not None and math.isfinite(v)]
         if not values:
-            raise SurfaceError(f"surface from {self.header.source}: no feasible row measured {metric} at c={at}")
+            raise SurfaceError(f"surface from {self.header.source}: no feasible row measured {metric}")
         return max(values) if not metric.endswith("_ms") else min(values)
 
 
@@ -243,6 +267,75 @@ class Answer:
     gpu_peak_used_mib: float | None
     sources: tuple[int, ...]  # recorded trial numbers the answer came from
     modelled: bool
+    curves: tuple[tuple[float, Row], ...] = ()  # the feasible rows a load search's rates are read from, weighted
+
+    def at_rate(self, level: Level, slo: dict[str, float]) -> tuple[LevelResult, str]:
+        """The load search's ``level`` (its rate, size and concurrency) answered from the recorded curves, and
+        how: ``recorded`` (that very level) or what it was modelled from. One curve: ``curve_at``. Several: each
+        number the weighted mean of the curves' answers (a NaN stays NaN, so the level fails); a rate one curve
+        did not measure is not measured."""
+        answers = [(w, *curve_at(row.levels, level, slo)) for w, row in self.curves]
+        if len(answers) == 1:
+            return answers[0][1], answers[0][2]
+        unmeasured = next((lv for _, lv, how in answers if how.startswith("not measured")), None)
+        if unmeasured is not None:
+            return unmeasured, "not measured by a neighbour: fails"
+        total = sum(w for w, _, _ in answers)
+        values = {f: sum(w * getattr(lv, f) for w, lv, _ in answers) / total for f in _CURVE_FIELDS}
+        blended = _with_numbers(answers[0][1], level, values)
+        return blended, ("weighted mean of trials " + ", ".join(f"{row.trial} ({how})" for (_, row), (_, _, how)
+                                                                 in zip(self.curves, answers)))
+
+
+# LevelResult fields that say which level it is, not what it measured: a modelled level takes them from the search.
+_IDENTITY = ("concurrency", "input_len", "output_len", "request_rate", "num_prompts", "repeat")
+
+
+def _is_number(f) -> bool:
+    return f.type in ("int", "float", int, float) and f.name not in _IDENTITY
+
+
+def curve_at(levels: list[LevelResult], level: Level, slo: dict[str, float]) -> tuple[LevelResult, str]:
+    """One recorded load-search curve (its repeat-0 levels) answering ``level``'s rate.
+
+    A recorded rate: its level as recorded (``recorded``). Between the neighbouring recorded rates r0 < r < r1:
+    every number x0 + (r - r0) / (r1 - r0) * (x1 - x0), counts rounded (``interpolated``). Above the highest
+    recorded rate: its numbers when they broke ``slo`` (a server that broke the SLO at a lower rate breaks it
+    here too; ``beyond``); otherwise, and below the lowest rate, nothing measured: every number NaN, so
+    load_search.broken fails the level (``not measured``: conservative, never a pass that was not seen).
+    """
+    curve: dict[float, LevelResult] = {}
+    for lv in levels:
+        if lv.repeat == 0 and lv.request_rate is not None:
+            curve.setdefault(lv.request_rate, lv)
+    rate = level.request_rate
+    assert rate is not None, "a load search's levels have a rate"
+    at = sorted(curve)
+    for r in at:
+        if math.isclose(r, rate, rel_tol=1e-9):
+            return curve[r], "recorded"
+    if at and at[0] < rate < at[-1]:
+        r0 = max(r for r in at if r < rate)
+        r1 = min(r for r in at if r > rate)
+        t = (rate - r0) / (r1 - r0)
+        lo, hi = curve[r0], curve[r1]
+        values = {f: getattr(lo, f) + t * (getattr(hi, f) - getattr(lo, f)) for f in _CURVE_FIELDS}
+        return _with_numbers(lo, level, values), f"interpolated between {r0:g} and {r1:g} req/s"
+    if at and rate > at[-1] and broken(curve[at[-1]], slo):
+        return _with_numbers(curve[at[-1]], level, {}), f"beyond {at[-1]:g} req/s, where the SLO broke"
+    values = {f: float("nan") for f in _CURVE_FIELDS}
+    unmeasured = _with_numbers(levels[0] if levels else None, level, values)
+    return replace(unmeasured, errors=f"not recorded at {rate:g} req/s"), f"not measured at {rate:g} req/s: fails"
+
+
+def _with_numbers(base: LevelResult | None, level: Level, values: dict[str, float]) -> LevelResult:
+    """``base`` as the search's ``level`` (rate, size, concurrency) with ``values`` for its measured numbers."""
+    out = {f.name: getattr(base, f.name) if base else 0 for f in fields(LevelResult)}
+    out.update(concurrency=level.concurrency, input_len=level.input_len, output_len=level.output_len,
+               request_rate=level.request_rate, num_prompts=level.num_prompts, errors="")
+    for name, v in values.items():
+        out[name] = (0 if math.isnan(v) else round(v)) if name in _INT_FIELDS else v
+    return LevelResult(**out)
 
 
 def point_of(flags: dict[str, FlagValue]) -> dict[str, FlagValue]:
@@ -299,6 +392,7 @@ def _mean(near, weights, attr: str) -> float:
 
 
 _INT_FIELDS = {f.name for f in fields(LevelResult) if f.type in ("int", int)}
+_CURVE_FIELDS = tuple(f.name for f in fields(LevelResult) if _is_number(f))
 
 
 def _blend_levels(good: list[tuple[float, Row]]) -> list[LevelResult]:
@@ -392,10 +486,13 @@ def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sg
         gpu_name=gpu_name, gpu_memory_mib=max(totals) if totals else 0.0, sglang_version=sglang_version,
         command=launcher.get("command") or ["python", "-m", "sglang.launch_server"],
         workload=Workload(input_len=wl.get("input_len", 0), output_len=wl.get("output_len", 0),
-                          concurrency=list(wl.get("concurrency", [])), description=_describe_workload(wl),
+                          concurrency=list(wl.get("concurrency", [])), description=_describe_workload(wl, study.user_attrs.get("load_search")),
                           shape={k: wl[k] for k in SHAPE_KEYS if k in wl}),
         objective=Objective(metrics=list(study.user_attrs.get("metrics", [])),
-                            at_concurrency=int(study.user_attrs.get("at_concurrency", 0))),
+                            at_concurrency=int(study.user_attrs.get("at_concurrency", 0)),
+                            slo=study.user_attrs.get("slo", {}) if study.user_attrs.get("load_search") else {},
+                            load_search=LoadSearch(**study.user_attrs["load_search"])
+                            if study.user_attrs.get("load_search") else None),
         date=min(dates) if dates else datetime.now(timezone.utc).date().isoformat(),
         source=f"study {study.study_name}", space=str(run.get("space", "")), notes=notes,
         catalog=list(catalog.flags.values()),
@@ -403,9 +500,11 @@ def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sg
     return Surface(header=header, rows=rows)
 
 
-def _describe_workload(wl: dict) -> str:
+def _describe_workload(wl: dict, search: dict | None) -> str:
     prompts = wl.get("dataset") or ("random token ids" if wl.get("prompt_kind", "ids") == "ids" else "random text")
-    return (f"{prompts}, ignore_eos, {wl.get('num_prompts') or '4 x concurrency (at least 8)'} prompts per level, "
+    size = (f"max({search['min_prompts']}, rate x {search['level_duration_s']:g} s) prompts per load-search level"
+            if search else f"{wl.get('num_prompts') or '4 x concurrency (at least 8)'} prompts per level")
+    return (f"{prompts}, ignore_eos, {size}, "
             f"{wl.get('warmup_requests', 2)} warm-up requests"
             f"{', cache flush' if wl.get('flush_cache', True) else ''} before each level"
             f"{', Poisson rate ' + str(wl['request_rate']) if wl.get('request_rate') else ''}")

@@ -72,10 +72,13 @@ class Replayed:
     modelled: bool  # no recorded trial had these flags: interpolated from the nearest ones
     gpu_peak_used_mib: float | None
     gpu_total_mib: float
+    modelled_rates: tuple[float, ...] = ()  # a load search's rates read off the recorded curves, not recorded levels
 
     def record(self) -> dict:
         out: dict = {"replayed": True, "modelled": self.modelled, "replay_surface": self.surface,
                      "replay_of": list(self.sources)}
+        if self.modelled_rates:
+            out["modelled_rates"] = list(self.modelled_rates)
         if self.gpu_peak_used_mib is not None:
             out.update(gpu_peak_used_mib=round(self.gpu_peak_used_mib, 1), gpu_total_mib=round(self.gpu_total_mib, 1),
                        gpu_peak_used_fraction=round(self.gpu_peak_used_mib / self.gpu_total_mib, 4))

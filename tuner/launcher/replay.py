@@ -4,7 +4,8 @@ The launcher's "server" is the surface's answer for the trial's flags; ``ReplayR
 ``TrialResult`` a real trial produces (levels, failure class, phase seconds, GPU peak, early stopping on the
 study's own SLOs), so the study records, artifacts, notes, report and export are the real ones. Every result is
 marked replayed (and modelled where no recorded trial had its flags); the seconds are the recorded ones, not
-slept, so GPU-minutes add up as on the GPU.
+slept, so GPU-minutes add up as on the GPU. A goodput study runs tuner.load_search's own search, each rate it
+asks for answered from the recorded curves (Answer.at_rate); a rate no curve recorded makes the trial modelled.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from tuner.benchmark import BenchmarkResult
 from tuner.flags import FlagCatalog
 from tuner.launcher.base import Launcher, LaunchSpec, Server
 from tuner.launcher.process import ProcessLauncher
+from tuner.load_search import Search
 from tuner.surface import Answer, Surface
 from tuner.trial import Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult, TrialRunner, write_artifacts
+from tuner.workload import LoadSearch
 
 
 @dataclass
@@ -75,12 +78,31 @@ class ReplayLauncher(Launcher):
             return (f"workload: ISL {input_len} / OSL {output_len}, but {self.path} recorded ISL {w.input_len} / "
                     f"OSL {w.output_len}: set workload.input_len and output_len to those")
         missing = sorted(set(concurrency) - set(w.concurrency))
-        if missing:
+        if missing and self.surface.header.objective.load_search is None:  # a load search has no concurrency
             return (f"workload.concurrency: {missing} not recorded in {self.path} (it has "
                     f"{', '.join(map(str, w.concurrency))})")
         for key, recorded in w.shape.items():
             if workload.get(key) != recorded:
                 return f"workload.{key}: {workload.get(key)!r}, but {self.path} recorded {recorded!r}"
+        return None
+
+    def check_objective(self, slo: dict[str, float], search: LoadSearch | None) -> str | None:
+        """Why this objective cannot be replayed from the surface, or None: a load search is answered only by
+        a surface recorded with the very same search and SLO (its verdicts and rates are theirs)."""
+        o = self.surface.header.objective
+        if search is None and o.load_search is None:
+            return None
+        if o.load_search is None:
+            return (f"objective.metrics [goodput] searches request rates, which {self.path} did not record (its "
+                    f"trials ran fixed concurrency levels): replay another objective")
+        recorded = f"slo {o.slo} and load_search {vars(o.load_search)}"
+        if search is None:
+            return (f"objective.metrics: {self.path} recorded an SLO-goodput load search ({recorded}): replay it "
+                    f"with metrics: [goodput] and that slo and load_search")
+        if search != o.load_search or slo != o.slo:
+            which = "objective.slo" if search == o.load_search else "objective.load_search"
+            return (f"{which}: {self.path} recorded {recorded}; a replay answers only that search: set "
+                    f"objective.slo and objective.load_search to those")
         return None
 
     def coverage_warnings(self, tuned: set[str]) -> list[str]:
@@ -111,7 +133,15 @@ class ReplayRunner(TrialRunner):
         failure = failures.ALL[a.failure_class] if a.failure_class else None
         bench = None
         bench_s = 0.0
-        if failure is None:
+        modelled_rates: tuple[float, ...] = ()
+        if failure is None and self.load_search is not None:
+            self._phase(plan, "benchmarking")
+            bench, modelled_rates = self._search(plan, a)
+            ran = sum(lv.duration_s for lv in bench.levels)
+            recorded = sum(w * sum(lv.duration_s for lv in r.levels) for w, r in a.curves) / \
+                sum(w for w, _ in a.curves)
+            bench_s = a.benchmark_s * ran / recorded if recorded > 0 else a.benchmark_s  # more levels, more time
+        elif failure is None:
             self._phase(plan, "benchmarking")
             bench = self._levels(plan, a)
             ran = sum(lv.duration_s for lv in bench.levels)
@@ -124,10 +154,31 @@ class ReplayRunner(TrialRunner):
         total = self.launcher.surface.header.gpu_memory_mib
         peak = a.gpu_peak_used_mib
         stats = gpu.GpuStats(peak_used_mib=peak or 0.0, total_mib=total if peak else 0.0)
-        replayed = Replayed(self.launcher.path, a.sources, a.modelled, peak, total)
+        replayed = Replayed(self.launcher.path, a.sources, a.modelled or bool(modelled_rates), peak, total,
+                            modelled_rates)
         result = TrialResult(plan, failure, a.failure_detail, None, times, bench, stats, {}, replayed=replayed)
         write_artifacts(result)
         return result
+
+    def _search(self, plan: TrialPlan, a: Answer) -> tuple[BenchmarkResult, tuple[float, ...]]:
+        """tuner.load_search's own search, each level answered from the recorded curves; the rates that were
+        not recorded levels of the answering trial (interpolated, beyond the curve, blended), in order. Each
+        level's provenance is appended to the trial's server.log."""
+        assert self.load_search is not None
+        state = Search(self.workload, self.load_search, self.slo)
+        modelled: list[float] = []
+        lines = []
+        for level in state.levels():
+            lv, how = a.at_rate(level, self.slo)
+            state.add(lv)
+            if how != "recorded":
+                modelled.append(level.request_rate)
+            lines.append(f"# {level.request_rate:g} req/s: {how}\n")
+            self._phase(plan, "benchmarking", f"{level.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, "
+                                              f"p99 TPOT {lv.p99_tpot_ms:.1f} ms (replayed)")
+        with open(plan.trial_dir / "server.log", "a") as log:
+            log.writelines(lines)
+        return state.result(), tuple(modelled)
 
     def _levels(self, plan: TrialPlan, a: Answer) -> BenchmarkResult:
         """The study's levels from the answer, in the study's order, stopping where the study would."""
