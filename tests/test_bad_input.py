@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -166,6 +167,64 @@ def _dashboard_installed() -> bool:
         return False
 
 
+def _replay(surface: str, **run) -> Callable[[Path], list[str]]:
+    """A replay of a committed surface (copied beside the run file, as in the repository); ``run``'s sections
+    replace the stand-in run file's whole."""
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "surfaces").mkdir()
+        shutil.copy(ROOT / "surfaces" / surface, tmp / "surfaces" / surface)
+        raw = yaml.safe_load(write_run(tmp, model={"path": "Qwen/Qwen3-8B"}, space=ROOT / REPLAY_SPACE[surface],
+                                       launcher={"kind": "replay", "surface": f"surfaces/{surface}"}).read_text())
+        raw.update(run)
+        (tmp / "run.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        return ["start", "-c", str(tmp / "run.yaml")]
+    return setup
+
+
+RANDOM, CHAT = "h200-qwen3-8b-random.json", "h200-qwen3-8b-chat.json"  # fixed concurrency; an SLO-goodput search
+REPLAY_SPACE = {RANDOM: "search_spaces/h200-qwen3-8b.yaml", CHAT: "search_spaces/h200-qwen3-8b-chat.yaml"}
+RANDOM_WORKLOAD = {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64]}
+CHAT_WORKLOAD = {"dataset": "shared-prefix", "shared_prefix": {
+    "groups": 16, "prompts_per_group": 16, "system_prompt_len": 2048, "question_len": 128, "output_len": 256}}
+CHAT_SEARCH = {"start_rate": 4, "max_rate": 64, "factor": 2, "bisect_steps": 2, "level_duration_s": 15,
+               "min_prompts": 48}
+CHAT_OBJECTIVE = {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000, "p99_tpot_ms": 40}, "load_search": CHAT_SEARCH}
+
+
+def _not_a_surface(tmp: Path) -> list[str]:
+    (tmp / "surface.json").write_text('{"format": 1, "header": {}}')
+    return _start(launcher={"kind": "replay", "surface": "surface.json"})(tmp)
+
+
+def _resumed(setup: Callable[[Path], list[str]], trial: Callable[[], "optuna.trial.FrozenTrial"]
+             ) -> Callable[[Path], list[str]]:
+    """A study already in the run file's storage holding ``trial``, as an earlier `tune start` left it."""
+    def with_study(tmp: Path) -> list[str]:
+        import optuna
+
+        args = setup(tmp)
+        (tmp / "studies").mkdir(exist_ok=True)
+        study = optuna.create_study(storage=f"sqlite:///{tmp}/studies/t.db", study_name="t", direction="maximize")
+        study.add_trial(trial())
+        return args
+    return with_study
+
+
+def _float_range_trial():
+    import optuna
+
+    return optuna.trial.create_trial(params={"mem-fraction-static": 0.8}, value=100.0, distributions={
+        "mem-fraction-static": optuna.distributions.FloatDistribution(0.7, 0.9)})
+
+
+def _baseline_refused_trial():
+    import optuna
+
+    return optuna.trial.create_trial(value=0.0, user_attrs={
+        "baseline": True, "feasible": False, "failure_class": "invalid_flag",
+        "failure_detail": "launch_server: error: argument --max-running-requests: invalid int value: 'lots'"})
+
+
 CASES = [
     # -- the run file
     Case("run-missing", "run file missing", "tune start -c nope.yaml",
@@ -252,6 +311,31 @@ CASES = [
          ("objective.metrics", "output_throughput twice")),
     Case("sampler", "unknown sampler", "tune start -c run.yaml  # sampler: {name: cmaes}",
          _start(sampler={"name": "cmaes"}), ("sampler.name", "tpe")),
+    # -- references (run beside the baseline; their flags are checked against the server's --help like the space)
+    Case("reference-twice", "two references with one name",
+         "tune start -c run.yaml  # references: [{name: a, flags: {...}}, {name: a, flags: {...}}]",
+         _start(references=[{"name": "a", "flags": {"schedule-policy": "lof"}},
+                            {"name": "a", "flags": {"schedule-policy": "fcfs"}}]),
+         ("references[1].name", "distinct name")),
+    Case("reference-unknown-builtin", "a reference with no flags that is not a built-in",
+         "tune start -c run.yaml  # references: [{name: mine}]",
+         _start(references=[{"name": "mine"}]), ("references[0]", "'mine' has no flags", "seed-balanced-v2")),
+    Case("reference-flag-dashes", "a reference flag written with dashes",
+         "tune start -c run.yaml  # references: [{name: x, flags: {--schedule-policy: lof}}]",
+         _start(references=[{"name": "x", "flags": {"--schedule-policy": "lof"}}]),
+         ("references[0].flags.--schedule-policy", "without dashes", "schedule-policy")),
+    Case("reference-flag-list", "a reference flag given a list",
+         "tune start -c run.yaml  # references: [{name: x, flags: {schedule-policy: [lof]}}]",
+         _start(references=[{"name": "x", "flags": {"schedule-policy": ["lof"]}}]),
+         ("references[0].flags.schedule-policy",)),
+    Case("reference-flag-unknown", "a reference flag SGLang does not have",
+         "tune start -c run.yaml  # references: [{name: x, flags: {schedule-polcy: lof}}]",
+         _start(references=[{"name": "x", "flags": {"schedule-polcy": "lof"}}]),
+         ("references[0].flags.schedule-polcy", "--schedule-polcy is not a flag")),
+    Case("reference-flag-word", "a reference's number flag given a word",
+         "tune start -c run.yaml  # references: [{name: x, flags: {mem-fraction-static: high}}]",
+         _start(references=[{"name": "x", "flags": {"mem-fraction-static": "high"}}]),
+         ("references[0].flags.mem-fraction-static", "takes a number", "high")),
     # -- command-line options
     Case("study-slash", "study name with a slash", "tune start -c run.yaml --study a/b",
          _start_args("--study", "a/b"), ("study", "a/b", "plain name")),
@@ -396,6 +480,57 @@ CASES = [
     Case("gpu-none", "NVML loaded but no GPU", "tune start -c run.yaml --gpus 0",
          _start_args("--gpus", "0"), ("--gpus 0", "no gpu 0", "nvml sees 0 gpus"),
          prelude=ONE_GPU_NVML.replace("< 1", "< 0").replace("lambda: 1", "lambda: 0")),
+    # -- replaying a recorded surface (launcher: {kind: replay}): only what the surface recorded can be answered
+    Case("replay-surface-missing", "surface file missing",
+         "tune start -c run.yaml  # launcher: {kind: replay, surface: nope.json}",
+         _start(launcher={"kind": "replay", "surface": "nope.json"}), ("launcher.surface", "nope.json", "no such file")),
+    Case("replay-not-a-surface", "surface file that is not one",
+         "tune start -c run.yaml  # launcher: {kind: replay, surface: surface.json}  # {\"format\": 1, \"header\": {}}",
+         _not_a_surface, ("surface.json", "not a surface file", "header.model")),
+    Case("replay-model", "a model the surface did not record",
+         "tune start -c run.yaml  # model: {path: other/model}, surface h200-qwen3-8b-random.json",
+         _replay(RANDOM, model={"path": "other/model"}, workload=RANDOM_WORKLOAD),
+         ("model.path 'other/model'", "recorded Qwen/Qwen3-8B", "leave model out")),
+    Case("replay-lengths", "input/output lengths the surface did not record",
+         "tune start -c run.yaml  # workload: {input_len: 64, output_len: 16, ...}, surface h200-qwen3-8b-random.json",
+         _replay(RANDOM, workload={**RANDOM_WORKLOAD, "input_len": 64, "output_len": 16}),
+         ("workload: isl 64 / osl 16", "recorded isl 512 / osl 128")),
+    Case("replay-concurrency", "a concurrency level the surface did not record",
+         "tune start -c run.yaml  # workload: {concurrency: [1, 8]}, surface h200-qwen3-8b-random.json",
+         _replay(RANDOM, workload={**RANDOM_WORKLOAD, "concurrency": [1, 8]}),
+         ("workload.concurrency: [8] not recorded", "1, 16, 64")),
+    Case("replay-workload-shape", "a workload shape the surface did not record",
+         "tune start -c run.yaml  # workload: {num_prompts: 16}, surface h200-qwen3-8b-random.json",
+         _replay(RANDOM, workload={**RANDOM_WORKLOAD, "num_prompts": 16}),
+         ("workload.num_prompts: 16", "recorded none")),
+    Case("replay-slo", "another SLO than the surface's load search",
+         "tune start -c run.yaml  # objective: {slo: {p99_ttft_ms: 1000, ...}}, surface h200-qwen3-8b-chat.json",
+         _replay(CHAT, workload=CHAT_WORKLOAD, objective={**CHAT_OBJECTIVE, "slo": {"p99_ttft_ms": 1000,
+                                                                                   "p99_tpot_ms": 40}}),
+         ("objective.slo:", "recorded slo", "a replay answers only that search")),
+    Case("replay-load-search", "another load search than the surface's",
+         "tune start -c run.yaml  # objective: {load_search: {bisect_steps: 3, ...}}, surface h200-qwen3-8b-chat.json",
+         _replay(CHAT, workload=CHAT_WORKLOAD, objective={**CHAT_OBJECTIVE, "load_search": {**CHAT_SEARCH,
+                                                                                           "bisect_steps": 3}}),
+         ("objective.load_search:", "'bisect_steps': 2", "a replay answers only that search")),
+    Case("replay-goodput-on-fixed", "a goodput objective against a fixed-concurrency surface",
+         "tune start -c run.yaml  # objective: {metrics: [goodput], ...}, surface h200-qwen3-8b-random.json",
+         _replay(RANDOM, workload={k: v for k, v in RANDOM_WORKLOAD.items() if k != "concurrency"},
+                 objective=CHAT_OBJECTIVE),
+         ("objective.metrics [goodput]", "did not record", "fixed concurrency")),
+    Case("replay-fixed-on-goodput", "a fixed-concurrency objective against a goodput surface",
+         "tune start -c run.yaml  # objective: {metrics: [output_throughput]}, surface h200-qwen3-8b-chat.json",
+         _replay(CHAT, workload=CHAT_WORKLOAD, objective={"metrics": ["output_throughput"]}),
+         ("objective.metrics:", "recorded an slo-goodput load search", "metrics: [goodput]")),
+    # -- resuming a study (the same run file, started again)
+    Case("resume-kind-changed", "a parameter whose kind changed since the study began",
+         "tune start -c run.yaml  # space.yaml: mem-fraction-static: {choices: [0.8, 0.85]}, was {low: 0.7, high: 0.9}",
+         _resumed(_start_space("params:\n  mem-fraction-static: {choices: [0.8, 0.85]}\n"), _float_range_trial),
+         ("space.yaml:2", "choices [0.8, 0.85] here but a float range 0.7..0.9", "new --study name")),
+    Case("resume-baseline-refused", "a study whose baseline SGLang refused (invalid_flag), started again",
+         "tune start -c run.yaml  # its trial 0 failed as invalid_flag",
+         _resumed(_start(), _baseline_refused_trial),
+         ("baseline (trial 0", "invalid_flag", "every later trial would fail too", "--study name")),
     # -- reading a study
     Case("status-no-file", "`tune status` on an SQLite file that does not exist",
          "tune status --storage sqlite:///new/dir/x.db",

@@ -93,7 +93,7 @@ def test_study_runs_references_after_the_baseline_and_confirms_at_the_end(tmp_pa
 
 @pytest.mark.parametrize("references, words", [
     ([{"name": "mine"}], "not a built-in reference"),
-    ([{"name": "x", "flags": {"bogus-flag": 1}}], "references: x: --bogus-flag is not a flag"),
+    ([{"name": "x", "flags": {"bogus-flag": 1}}], "references[0].flags.bogus-flag: --bogus-flag is not a flag"),
 ])
 def test_bad_reference_is_one_line(tmp_path, references, words):
     run = write_run(tmp_path, references=references)

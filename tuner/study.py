@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner import failures, gpu
 from tuner.config import GOODPUT, RunConfig, direction
 from tuner.feasibility import Feasibility, ModelFacts, Prediction, launch_env
-from tuner.flags import FlagCatalogError, ServerFlags
+from tuner.flags import FlagCatalog, FlagCatalogError, ServerFlags
 from tuner.kv import tokens_needed
 from tuner.launcher.base import Launcher, LaunchError
 from tuner.load_search import best_level
@@ -441,9 +441,7 @@ class Tuner:
             self.space.validate(catalog)
         except SpaceError as exc:
             raise SetupError(str(exc)) from None
-        for ref in self.references.values():
-            if problems := catalog.problems(ref.flags):
-                raise SetupError(f"references: {ref.name}: {'; '.join(problems)}")
+        self._check_reference_flags(catalog)
         self.warnings = self.space.no_op_warnings() + [
             f"--{name} is deprecated in this SGLang" for name, _ in self.space.fixed.values
             if catalog.flags.get(name) and catalog.flags[name].deprecated
@@ -496,6 +494,15 @@ class Tuner:
             if not 1 <= port <= 65535 or not port_free(lc.host, port):
                 raise SetupError(f"port {port} on {lc.host} is in use or not a port: stop what holds it "
                                  f"or pass another --port")
+
+    def _check_reference_flags(self, catalog: FlagCatalog) -> None:
+        """Each reference's flags as SGLang will parse them (names, switches, choices, number types), like the
+        space's: else a reference SGLang refuses is found only at its launch."""
+        for i, (given, ref) in enumerate(zip(self.config.references, self.references.values())):
+            for name, value in ref.flags.values:
+                if problem := catalog.check(name, value):
+                    where = f"references[{i}].flags.{name}" if given.flags else f"references[{i}] ({ref.name})"
+                    raise SetupError(f"{where}: {problem}")
 
     def _check_replay(self, space: SearchSpace) -> None:
         """What a replay can answer: the surface's workload levels; the space's flags, warned where unrecorded."""
