@@ -483,7 +483,8 @@ CASES = [
     # -- replaying a recorded surface (launcher: {kind: replay}): only what the surface recorded can be answered
     Case("replay-surface-missing", "surface file missing",
          "tune start -c run.yaml  # launcher: {kind: replay, surface: nope.json}",
-         _start(launcher={"kind": "replay", "surface": "nope.json"}), ("launcher.surface", "nope.json", "no such file")),
+         _start(launcher={"kind": "replay", "surface": "nope.json"}),
+         ("launcher.surface", "nope.json", "no such file")),
     Case("replay-not-a-surface", "surface file that is not one",
          "tune start -c run.yaml  # launcher: {kind: replay, surface: surface.json}  # {\"format\": 1, \"header\": {}}",
          _not_a_surface, ("surface.json", "not a surface file", "header.model")),
