@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
+from tuner.flags import TUNER_FLAGS
 from tuner.metrics import LevelResult
 from tuner.schema import Scalar, Strict, first_problem, strict_dataclass
 from tuner.workload import SLO, Level, LoadSearch, SharedPrefix, Workload
@@ -259,6 +260,9 @@ class ReferenceConfig(Strict):
         for name in self.flags:
             if name.startswith("-"):
                 raise ValueError(f"flags.{name}: a flag name without dashes, e.g. {name.lstrip('-')}")
+            if name in TUNER_FLAGS:
+                raise ValueError(f"flags.{name}: --{name} is set by the tuner itself for every trial "
+                                 f"(model.path, launcher.host, launcher.port): remove it from the reference")
         return self
 
 
