@@ -50,13 +50,25 @@ class Setting:
     sampler: str
     n_startup_trials: int
     baseline: bool
+    # TPESampler arguments in place of the tuner's (make_sampler): options compared before adopting one
+    tpe: tuple[tuple[str, object], ...] = ()
 
 
 SETTINGS = [
     Setting(f"{name}, {n} startup{', baseline first' if b else ''}", sampler, n, b)
     for b in (True, False)
     for name, sampler, n in (("TPE", "tpe", 8), ("TPE", "tpe", 4), ("TPE", "tpe", 2), ("GP", "gp", 8),
-                             ("GP", "gp", 4), ("random", "random", 0))
+                             ("GP", "gp", 4), ("GP", "gp", 2), ("random", "random", 0))
+] + [
+    Setting(f"TPE {label}, {n} startup, baseline first", "tpe", n, True, options)
+    for n in (4, 8)
+    for label, options in (
+        ("univariate", (("multivariate", False),)),
+        ("multivariate, not grouped", (("multivariate", True),)),
+        ("consider_endpoints", (("multivariate", True), ("group", True), ("consider_endpoints", True))),
+        ("prior_weight 0.5", (("multivariate", True), ("group", True), ("prior_weight", 0.5))),
+        ("prior_weight 2", (("multivariate", True), ("group", True), ("prior_weight", 2.0))),
+    )
 ]
 
 
@@ -94,7 +106,11 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
         tuner = Tuner(config, launcher=ReplayLauncher(surface, surface_path))
         tuner.space = space_obj = load_space(space)
         objective = tuner.objective
-        study = optuna.create_study(directions=objective.directions, sampler=make_sampler(config, seed))
+        sampler = make_sampler(config, seed)
+        if setting.tpe:
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=setting.n_startup_trials,
+                                                 **dict(setting.tpe))
+        study = optuna.create_study(directions=objective.directions, sampler=sampler)
         out = []
         for n in range(trials):
             trial = study.ask()
@@ -145,13 +161,15 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2, help="processes (this machine has 2 cores)")
     ap.add_argument("--samplers", default="tpe,gp,random", help="which of tpe, gp, random (GP needs torch)")
+    ap.add_argument("--only", action="append", default=[], help="settings whose label is this (repeatable)")
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     wanted = args.samplers.split(",")
     skipped = ""
     if "gp" in wanted and importlib.util.find_spec("torch") is None:
         wanted.remove("gp")
         skipped = "GP rows: not run, Optuna's GPSampler needs torch and this machine has none. "
-    settings = [s for s in SETTINGS if s.sampler in wanted]
+    settings = [s for s in SETTINGS if s.sampler in wanted and (not args.only or s.label in args.only)]
     os.chdir(ROOT)  # surfaces name their search space relative to the repository
     from tuner.surface import Surface
 
@@ -196,7 +214,7 @@ def main() -> None:
                          f"{r['reached95']}/{len(runs)} | {r['failures']:.2f} |")
         lines.append("")
     lines.append(f"Ran in {time.monotonic() - t0:.0f} s.")
-    OUT.write_text("\n".join(lines) + "\n")
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

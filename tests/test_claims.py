@@ -17,7 +17,7 @@ import pytest
 
 from conftest import FAST_ENV, STANDIN, free_port, tune, wait_healthy, write_run, write_space
 from tuner.config import load_config
-from tuner.study import Tuner, _Heartbeat, make_sampler
+from tuner.study import SetupError, Tuner, _Heartbeat, make_sampler
 from tuner.workload import SLO
 
 
@@ -50,6 +50,8 @@ def test_heartbeat_goes_on_after_a_failed_beat(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name, cls", [("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler),
                                        ("random", optuna.samplers.RandomSampler)])
 def test_the_run_files_sampler_is_the_one_used(tmp_path, name, cls):
+    if name == "gp":
+        pytest.importorskip("torch")
     config = load_config(write_run(tmp_path, sampler={"name": name, "seed": 5, "n_startup_trials": 3}))
     sampler = make_sampler(config, config.sampler.seed)
     assert type(sampler) is cls
@@ -59,6 +61,18 @@ def test_the_run_files_sampler_is_the_one_used(tmp_path, name, cls):
         study = optuna.create_study(sampler=make_sampler(config, 5))
         draws.append(study.ask().suggest_float("mem-fraction-static", 0.7, 0.95))
     assert draws[0] == draws[1]
+
+
+def test_gp_without_torch_is_refused_before_any_launch(tmp_path, monkeypatch):
+    import importlib.util
+
+    import tuner.study
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(tuner.study.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
+    config = load_config(write_run(tmp_path, sampler={"name": "gp"}))
+    with pytest.raises(SetupError, match="sampler gp needs torch"):
+        make_sampler(config, 0)
 
 
 def test_tune_bench_measures_a_running_server(tmp_path):

@@ -8,6 +8,7 @@ list-format ``constraints`` system attribute, the one the Optuna dashboard reads
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 import os
@@ -284,6 +285,9 @@ def make_sampler(config: RunConfig, seed: int | None) -> optuna.samplers.BaseSam
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "gp":
+        # GPSampler imports torch only once its startup trials are done: say so before any launch.
+        if importlib.util.find_spec("torch") is None:
+            raise SetupError("sampler gp needs torch (pip install torch), or set sampler: {name: tpe}")
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
     # Our spaces are conditional (torch-compile-max-bs only with torch compile): multivariate grouped TPE
     # models the branches jointly instead of falling back to independent sampling.
