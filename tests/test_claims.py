@@ -17,7 +17,7 @@ import pytest
 
 from conftest import FAST_ENV, STANDIN, free_port, tune, wait_healthy, write_run, write_space
 from tuner.config import load_config
-from tuner.study import SetupError, Tuner, _Heartbeat, make_sampler
+from tuner.study import SetupError, Tuner, _Heartbeat, make_sampler, open_study
 from tuner.workload import SLO
 
 
@@ -73,6 +73,20 @@ def test_gp_without_torch_is_refused_before_any_launch(tmp_path, monkeypatch):
     config = load_config(write_run(tmp_path, sampler={"name": "gp"}))
     with pytest.raises(SetupError, match="sampler gp needs torch"):
         make_sampler(config, 0)
+
+
+@pytest.mark.parametrize("baseline, warned", [(True, True), (False, False)])
+def test_gp_with_the_baseline_is_warned_it_samples_at_random(tmp_path, monkeypatch, caplog, baseline, warned):
+    import importlib.util
+
+    import tuner.study
+
+    real = importlib.util.find_spec  # GPSampler is built without torch; only its fitting needs it
+    monkeypatch.setattr(tuner.study.importlib.util, "find_spec", lambda n, *a: True if n == "torch" else real(n, *a))
+    config = load_config(write_run(tmp_path, sampler={"name": "gp"}, baseline=baseline))
+    with caplog.at_level("WARNING", logger="tuner.study"):
+        open_study(config)
+    assert ("sampler gp with the baseline or references samples at random" in caplog.text) is warned
 
 
 def test_tune_bench_measures_a_running_server(tmp_path):

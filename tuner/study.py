@@ -306,6 +306,11 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
         )
     except ValueError as exc:
         raise SetupError(f"study {config.study!r}: {exc}") from None
+    if config.sampler.name == "gp" and (config.baseline or config.references):
+        # GPSampler models only the params every finished trial has; the baseline and references have none
+        # (benchmarks/SAMPLERS.md: with the baseline first it draws exactly what random search draws).
+        log.warning("sampler gp with the baseline or references samples at random (they have no params): "
+                    "set baseline: false and no references, or use sampler: {name: tpe}")
     if [d.name.lower() for d in study.directions] != objective.directions:
         raise SetupError(
             f"study {config.study!r} already exists with objectives {study.user_attrs.get('metrics')}: "
