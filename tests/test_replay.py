@@ -134,7 +134,9 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
     # outweighs the others), one next to a recorded success is answered with numbers.
     for row in (next(r for r in surface.rows if not r.ok), next(r for r in surface.rows[1:] if r.ok)):
         flags = {**row.flags, "mem-fraction-static": round(row.flags["mem-fraction-static"] + 0.004, 3)}
-        answer = surface.answer(flags)
+        # Every flag weighted alike: weights learned from this run's stand-in numbers can leave the memory
+        # fraction weightless (seen in CI), and learning them is test_learned_flag_weights' claim, not this one's.
+        answer = surface.answer(flags, flag_weights={name: 1.0 for name in flags})
         assert answer.modelled and answer.sources[0] == row.trial
         assert answer.failure_class == row.failure_class
         assert bool(answer.levels) == row.ok
