@@ -81,7 +81,8 @@ def test_check_names_what_sglang_would_refuse():
     assert catalog.check("mem-fraction", 0.8) == \
         "--mem-fraction is not a full flag name (it could match --mem-fraction-static)"
     assert catalog.check("m", 1).startswith("--m is not a full flag name (it could match --model-path, --model, ")
-    assert catalog.problems(ServerFlags.of({"port": 1, "schedule-policy": "lof", "nope": 2})) == [
+    flags = ServerFlags.of({"port": 1, "schedule-policy": "lof", "nope": 2})
+    assert [p for name, value in flags.values if (p := catalog.check(name, value))] == [
         "--schedule-policy lof is not one of lpm, random, fcfs", "--nope is not a flag of this SGLang (sglang 0.5.17)"]
 
 

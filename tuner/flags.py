@@ -175,10 +175,6 @@ class FlagCatalog:
         info = self.flags.get(name)
         return info.value_type if info else None
 
-    def problems(self, flags: ServerFlags) -> list[str]:
-        return [p for name, value in flags.values if (p := self.check(name, value))]
-
-
 def read_catalog(command: Sequence[str], env: Mapping[str, str] | None = None, quiet_s: float = 30,
                  timeout: float = 180) -> FlagCatalog:
     """Run ``<command> --help`` once: SGLang's flags drift between releases, so ask the build that will run.

@@ -235,7 +235,7 @@ def summarize_repeats(results, metric: str = "output_throughput") -> pd.DataFram
     for key, g in df.groupby(keys, dropna=False, sort=False):
         vals = g[metric].astype(float).to_numpy()
         n = len(vals)
-        mean = float(np.mean(vals)) if n else float("nan")
+        mean = float(np.mean(vals))  # a group is never empty
         std = float(np.std(vals, ddof=1)) if n > 1 else float("nan")
         lcb = mean - t95(n - 1) * std / math.sqrt(n) if n > 1 else mean
         row = dict(zip(keys, key))
