@@ -262,7 +262,8 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
 
 def curve_level(rate: float, tpot: float, **numbers) -> LevelResult:
     values = {f.name: 0 for f in dataclasses.fields(LevelResult)}
-    values.update(request_rate=rate, p99_tpot_ms=tpot, p99_ttft_ms=100.0, errors="", **numbers)
+    values.update(request_rate=rate, p99_tpot_ms=tpot, p99_ttft_ms=100.0, errors="")
+    values.update(numbers)
     return LevelResult(**values)
 
 
@@ -300,6 +301,29 @@ def test_curve_rates_between_beyond_and_outside_the_recorded_levels_by_hand():
     assert math.isnan(lv.p99_tpot_ms) and broken(lv, slo)
 
 
+def test_neighbours_that_broke_the_slo_on_different_metrics_do_not_average_to_a_pass():
+    """Seen on the H200 chat surface: one neighbour broke on p99 TTFT, another on p99 TPOT, and the weighted
+    mean of their p99s passed both limits. The neighbours vote by weight; a pass is blended from passing ones."""
+    search = LoadSearch(start_rate=4, max_rate=64, level_duration_s=10, min_prompts=8)
+    template = Level(concurrency=1, input_len=64, output_len=16, num_prompts=1)
+    slo = {"p99_ttft_ms": 2000.0, "p99_tpot_ms": 40.0}
+    ttft = [curve_level(8, 20.0, p99_ttft_ms=3000.0, request_goodput=1.0)]  # broke on TTFT
+    tpot = [curve_level(8, 50.0, request_goodput=2.0)]  # broke on TPOT
+    good = [curve_level(8, 10.0, request_goodput=7.0)]
+    row = lambda n, levels: Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)  # noqa: E731
+    rows = (row(0, ttft), row(1, tpot), row(2, good))
+
+    def answer(weights):
+        return Answer(rows[0], [], None, "", 1, 1, 1, None, (0, 1, 2), True, tuple(zip(weights, rows)))
+
+    lv, how = answer((1.0, 2.0, 1.5)).at_rate(search.level(template, 8.0), slo)  # 3 of 4.5 broke
+    assert broken(lv, slo) and lv.p99_tpot_ms == 50.0 and lv.request_rate == 8.0
+    assert how == "broke at 2 of 3 neighbours, half the weight or more: as trial 1 (recorded)"
+    lv, how = answer((1.0, 1.0, 3.0)).at_rate(search.level(template, 8.0), slo)  # 2 of 5 broke: outvoted
+    assert not broken(lv, slo) and (lv.p99_ttft_ms, lv.p99_tpot_ms, lv.request_goodput) == (100.0, 10.0, 7.0)
+    assert how.startswith("weighted mean of trials 2 (recorded); trial 0 broke (recorded), outvoted")
+
+
 def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
     """runs/demo-chat.yaml: the real H200 chat study's load search on its surface; the baseline and the reference
     get their recorded curves exactly, every other config a modelled one, marked so."""
@@ -315,7 +339,11 @@ def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
         assert [lv["request_rate"] for lv in t.user_attrs["levels"]] == [lv.request_rate for lv in row.levels]
         assert t.values[0] == Surface.load(CHAT).value(row)
     assert trials[0].user_attrs["max_rate"] == 28.0 and trials[1].user_attrs["max_rate"] == 6.0  # as on the H200
-    modelled = trials[2]
+    # The same sampler seed as the real study: its first sampled config is the real trial 3 (a re-run of 2).
+    assert trials[2].user_attrs["modelled"] is False and trials[2].user_attrs["replay_of"] == [3]
+    modelled = trials[3]
     assert modelled.user_attrs["modelled"] is True and modelled.user_attrs["modelled_rates"]
-    log = (tmp_path / "trials" / "demo-chat-replay" / "2" / "server.log").read_text()
-    assert "# 4 req/s: weighted mean of trials 0 (recorded), 1 (recorded)" in log
+    log = (tmp_path / "trials" / "demo-chat-replay" / "3" / "server.log").read_text()
+    assert "# 4 req/s: weighted mean of trials " in log
+    for t in trials:  # a modelled level never claims a pass its neighbours' verdicts did not give
+        assert t.user_attrs["max_rate"] <= 28.0, (t.number, t.user_attrs["max_rate"])

@@ -271,20 +271,28 @@ class Answer:
 
     def at_rate(self, level: Level, slo: dict[str, float]) -> tuple[LevelResult, str]:
         """The load search's ``level`` (its rate, size and concurrency) answered from the recorded curves, and
-        how: ``recorded`` (that very level) or what it was modelled from. One curve: ``curve_at``. Several: each
-        number the weighted mean of the curves' answers (a NaN stays NaN, so the level fails); a rate one curve
-        did not measure is not measured."""
-        answers = [(w, *curve_at(row.levels, level, slo)) for w, row in self.curves]
+        how: ``recorded`` (that very level) or what it was modelled from. One curve: ``curve_at``. Several: a
+        rate one curve did not measure is not measured; otherwise the neighbours vote by weight. Where those
+        that broke the SLO at this rate hold half the weight or more, the level breaks as the heaviest of them
+        did; else each number is the weighted mean of the passing answers, which passes too. Averaging p99s
+        across the vote would not: a neighbour broken on TTFT and one broken on TPOT average to a pass."""
+        answers = [(w, row, *curve_at(row.levels, level, slo)) for w, row in self.curves]
         if len(answers) == 1:
-            return answers[0][1], answers[0][2]
-        unmeasured = next((lv for _, lv, how in answers if how.startswith("not measured")), None)
+            return answers[0][2], answers[0][3]
+        unmeasured = next((lv for _, _, lv, how in answers if how.startswith("not measured")), None)
         if unmeasured is not None:
             return unmeasured, "not measured by a neighbour: fails"
-        total = sum(w for w, _, _ in answers)
-        values = {f: sum(w * getattr(lv, f) for w, lv, _ in answers) / total for f in _CURVE_FIELDS}
-        blended = _with_numbers(answers[0][1], level, values)
-        return blended, ("weighted mean of trials " + ", ".join(f"{row.trial} ({how})" for (_, row), (_, _, how)
-                                                                 in zip(self.curves, answers)))
+        broke = [a for a in answers if broken(a[2], slo)]
+        passing = [a for a in answers if not broken(a[2], slo)]
+        if 2 * sum(w for w, *_ in broke) >= sum(w for w, *_ in answers):
+            _, row, lv, how = max(broke, key=lambda a: a[0])
+            return (_with_numbers(lv, level, {f: getattr(lv, f) for f in _CURVE_FIELDS}),
+                    f"broke at {len(broke)} of {len(answers)} neighbours, half the weight or more: as trial {row.trial} ({how})")
+        total = sum(w for w, *_ in passing)
+        values = {f: sum(w * getattr(lv, f) for w, _, lv, _ in passing) / total for f in _CURVE_FIELDS}
+        blended = _with_numbers(passing[0][2], level, values)
+        return blended, ("weighted mean of trials " + ", ".join(f"{row.trial} ({how})" for _, row, _, how in passing)
+                         + "".join(f"; trial {row.trial} broke ({how}), outvoted" for _, row, _, how in broke))
 
 
 # LevelResult fields that say which level it is, not what it measured: a modelled level takes them from the search.
