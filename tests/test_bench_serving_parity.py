@@ -10,8 +10,8 @@ Each line of the file is one run: bench_serving's aggregates (``duration``, ``co
 ``total_output_tokens``, ``request_throughput``, ``output_throughput``, ``{mean,median,p90,p95,p99}_{ttft,tpot,
 itl,e2e_latency}_ms``, ``concurrency``) and, with --output-details, its per-request lists: ``input_lens``,
 ``ttfts``, ``itls`` (one list per request) and ``errors`` for every request, ``output_lens`` for the successful
-ones only. Stock bench_serving writes no per-request latency; when a ``latencies`` list (one per request, seconds)
-is there too, TPOT, E2E and achieved concurrency are compared as well.
+ones only. Stock bench_serving writes no per-request latency: a request's latency is rebuilt as its TTFT plus its
+ITLs, which is the time of its last token; bench_serving's own ends when the stream does, a few microseconds later.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from tuner.workload import Level
 DATA = Path(__file__).parent / "data" / "bench_serving" / "h200-0.5.17.jsonl"
 # Recomputed from the same numbers with the same numpy functions: only float rounding may differ.
 REL = 1e-9
+# TPOT, E2E and concurrency from latencies rebuilt as TTFT + ITLs, short of bench_serving's by the stream's end:
+# measured 0.0008-0.01% on this file. A TPOT divided by the output length instead of length - 1 is 0.8% off.
+REL_STREAM_END = 5e-4
 
 
 def runs() -> list[dict]:
@@ -39,14 +42,12 @@ def runs() -> list[dict]:
 def ours(run: dict):
     """Our LevelResult from bench_serving's per-request data."""
     ok_lens = iter(run["output_lens"])
-    latencies = run.get("latencies") or [0.0] * len(run["ttfts"])
     records = []
-    for prompt_len, ttft, itl, error, latency in zip(run["input_lens"], run["ttfts"], run["itls"], run["errors"],
-                                                     latencies):
+    for prompt_len, ttft, itl, error in zip(run["input_lens"], run["ttfts"], run["itls"], run["errors"]):
         success = not error
         records.append(RequestRecord(
             prompt_len=prompt_len, requested_output_len=run.get("random_output_len") or 0, success=success,
-            error=error or "", ttft=ttft, latency=latency, itl=list(itl),
+            error=error or "", ttft=ttft, latency=ttft + sum(itl), itl=list(itl),
             output_len=next(ok_lens) if success else 0))
     level = Level(concurrency=run.get("max_concurrency") or len(records), input_len=run.get("random_input_len") or 0,
                   output_len=run.get("random_output_len") or 0, num_prompts=len(records))
@@ -69,15 +70,12 @@ def test_counts_throughputs_ttft_and_itl_match_bench_serving():
 
 
 def test_tpot_e2e_and_concurrency_match_bench_serving():
-    data = runs()
-    if not all("latencies" in run for run in data):
-        pytest.skip("stock bench_serving --output-details writes no per-request latencies: TPOT and E2E cannot be "
-                    "recomputed from this file")
-    for run in data:
+    """Each of ours is bench_serving's less the stream's end: never above it, and within REL_STREAM_END."""
+    for run in runs():
         r = ours(run)
         for metric in ("tpot", "e2e_latency"):
             for stat in ("mean", "median", "p90", "p95", "p99"):
                 key = f"{stat}_{metric}_ms"
-                if key in run:
-                    assert getattr(r, key) == pytest.approx(run[key], rel=REL), key
-        assert r.concurrency_achieved == pytest.approx(run["concurrency"], rel=REL)
+                assert getattr(r, key) == pytest.approx(run[key], rel=REL_STREAM_END), key
+                assert getattr(r, key) <= run[key], key
+        assert r.concurrency_achieved == pytest.approx(run["concurrency"], rel=REL_STREAM_END)
