@@ -307,10 +307,12 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
     except ValueError as exc:
         raise SetupError(f"study {config.study!r}: {exc}") from None
     if config.sampler.name == "gp" and (config.baseline or config.references):
-        # GPSampler models only the params every finished trial has; the baseline and references have none
-        # (benchmarks/SAMPLERS.md: with the baseline first it draws exactly what random search draws).
-        log.warning("sampler gp with the baseline or references samples at random (they have no params): "
-                    "set baseline: false and no references, or use sampler: {name: tpe}")
+        # GPSampler models only the params every finished trial has; the baseline and references have only
+        # those SGLang resolved inside the space (benchmarks/SAMPLERS.md: with none, it draws exactly what
+        # random search draws).
+        log.warning("sampler gp with the baseline or references samples at random the params they lack (those "
+                    "SGLang resolved outside the space): set baseline: false and no references, or use "
+                    "sampler: {name: tpe}")
     if [d.name.lower() for d in study.directions] != objective.directions:
         raise SetupError(
             f"study {config.study!r} already exists with objectives {study.user_attrs.get('metrics')}: "
@@ -804,6 +806,14 @@ class Tuner:
     def _record(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult,
                 artifacts: FileSystemArtifactStore) -> None:
         attrs = trial_attrs(result, self.objective, self.workload_record)
+        if not trial.params and self.space is not None:  # the baseline or a reference: tell the sampler its point
+            point = self.space.point_of(result.server_info)
+            for param in self.space.params:
+                if param.name in point:
+                    dist = param.distribution()
+                    study._storage.set_trial_param(trial._trial_id, param.name,
+                                                   dist.to_internal_repr(point[param.name]), dist)
+            attrs["params_resolved"] = sorted(point)
         constraints = self.objective.constraints(result)
         set_trial_attrs(study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)},
                         system={"constraints": constraints})
