@@ -806,14 +806,8 @@ class Tuner:
     def _record(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult,
                 artifacts: FileSystemArtifactStore) -> None:
         attrs = trial_attrs(result, self.objective, self.workload_record)
-        if not trial.params and self.space is not None:  # the baseline or a reference: tell the sampler its point
-            point = self.space.point_of(result.server_info)
-            for param in self.space.params:
-                if param.name in point:
-                    dist = param.distribution()
-                    study._storage.set_trial_param(trial._trial_id, param.name,
-                                                   dist.to_internal_repr(point[param.name]), dist)
-            attrs["params_resolved"] = sorted(point)
+        if not trial.params and self.space is not None:  # the baseline or a reference
+            attrs["params_resolved"] = tell_point(study, trial, self.space, result.server_info)
         constraints = self.objective.constraints(result)
         set_trial_attrs(study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)},
                         system={"constraints": constraints})
@@ -850,6 +844,18 @@ class Tuner:
             path = trial_dir / name
             if path.is_file():
                 upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
+
+
+def tell_point(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, resolved: dict) -> list[str]:
+    """Give a trial launched without sampled parameters (the baseline, a reference) the point of ``space`` that
+    SGLang resolved it to (SearchSpace.point_of), so the sampler models it like any sampled trial; the names."""
+    point = space.point_of(resolved)
+    for param in space.params:
+        if param.name in point:
+            dist = param.distribution()
+            study._storage.set_trial_param(trial._trial_id, param.name, dist.to_internal_repr(point[param.name]),
+                                           dist)
+    return sorted(point)
 
 
 def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system: dict | None = None) -> None:
