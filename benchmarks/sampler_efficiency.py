@@ -54,12 +54,8 @@ class Setting:
     baseline: bool
     # TPESampler arguments in place of the tuner's (make_sampler): options compared before adopting one
     tpe: tuple[tuple[str, object], ...] = ()
-    # The baseline told to the sampler as the point SGLang resolved it to (tuner.study.tell_point), as the tuner
-    # does; False: as before, a trial without params, which the sampler cannot place
-    told: bool = True
 
 
-UNTOLD = ", not told as its point"
 SETTINGS = [
     Setting(f"{name}, {n} startup{', baseline first' if b else ''}", sampler, n, b)
     for b in (True, False)
@@ -75,9 +71,6 @@ SETTINGS = [
         ("prior_weight 0.5", (("multivariate", True), ("group", True), ("prior_weight", 0.5))),
         ("prior_weight 2", (("multivariate", True), ("group", True), ("prior_weight", 2.0))),
     )
-] + [
-    Setting(f"TPE, {n} startup, baseline first{UNTOLD}", "tpe", n, True, told=False)
-    for n in (4, 8)
 ]
 
 
@@ -98,7 +91,7 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
     from tuner.config import load_config
     from tuner.space import load_space
     from tuner.launcher.replay import ReplayLauncher
-    from tuner.study import Tuner, make_sampler, set_trial_attrs, tell_point, trial_attrs
+    from tuner.study import Tuner, make_sampler, set_trial_attrs, trial_attrs
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     surface = _surface(surface_path)
@@ -109,9 +102,7 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
             "launcher": {"kind": "replay", "surface": surface_path},
             "workload": {"input_len": h.workload.input_len, "output_len": h.workload.output_len,
                          "concurrency": h.workload.concurrency, **h.workload.shape},
-            "objective": {"metrics": h.objective.metrics[:1], "at_concurrency": h.objective.at_concurrency,
-                          **({"slo": h.objective.slo, "load_search": vars(h.objective.load_search)}
-                             if h.objective.load_search else {})},
+            "objective": {"metrics": h.objective.metrics[:1], "at_concurrency": h.objective.at_concurrency},
             "sampler": {"name": setting.sampler, "seed": seed, "n_startup_trials": setting.n_startup_trials},
         })
         tuner = Tuner(config, launcher=ReplayLauncher(surface, surface_path))
@@ -127,8 +118,6 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
             trial = study.ask()
             tuned = space_obj.fixed if setting.baseline and n == 0 else space_obj.sample(trial)
             result = tuner.runner(study, None).run(tuner.plan(n, tuned, (), config.launcher.port))
-            if setting.baseline and n == 0 and setting.told:
-                tell_point(study, trial, space_obj, result.server_info)
             constraints = objective.constraints(result)
             feasible = all(c <= 0 for c in constraints)
             set_trial_attrs(study, trial, {**trial_attrs(result, objective), "feasible": feasible},
@@ -140,8 +129,7 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
         return out
 
 
-def best_so_far(runs: list[list[tuple]], best: float, maximize: bool) -> list[list[float]]:
-    """Per run, the fraction of the surface's best reached by each trial (an infeasible trial reaches 0)."""
+def summarise(runs: list[list[tuple]], best: float, maximize: bool) -> dict:
     def frac(v: float | None) -> float:
         if v is None:
             return 0.0
@@ -154,25 +142,6 @@ def best_so_far(runs: list[list[tuple]], best: float, maximize: bool) -> list[li
             so_far = max(so_far, frac(value))
             curve.append(so_far)
         curves.append(curve)
-    return curves
-
-
-def paired(told: list[list[float]], untold: list[list[float]], at: int) -> str:
-    """Seed by seed (the same seed draws the same startup trials): the told baseline's best at trial ``at``
-    against the untold one's; mean difference with its 95% t-interval, and the Wilcoxon signed-rank p."""
-    import numpy as np
-    import scipy.stats
-
-    d = np.array([a[min(at, len(a)) - 1] - b[min(at, len(b)) - 1] for a, b in zip(told, untold)])
-    half = scipy.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-    p = scipy.stats.wilcoxon(d).pvalue if np.any(d != 0) else 1.0
-    return (f"@{at}: better in {int((d > 0).sum())} seeds, worse in {int((d < 0).sum())}, equal in "
-            f"{int((d == 0).sum())}; mean {d.mean():+.3f} (95% CI {d.mean() - half:+.3f} to {d.mean() + half:+.3f}), "
-            f"Wilcoxon p = {p:.2g}")
-
-
-def summarise(runs: list[list[tuple]], best: float, maximize: bool) -> dict:
-    curves = best_so_far(runs, best, maximize)
     row = {f"at{k}": statistics.median(c[min(k, len(c)) - 1] for c in curves) for k in CHECKPOINTS}
     row["share95"] = sum(c[min(12, len(c)) - 1] >= 0.95 for c in curves) / len(curves)
     row["share99"] = sum(c[min(12, len(c)) - 1] >= 0.99 for c in curves) / len(curves)
@@ -245,13 +214,6 @@ def main() -> None:
             lines.append(f"| {setting.label} | {r['at8']:.3f} | {r['at12']:.3f} | {r['at20']:.3f} | "
                          f"{100 * r['share95']:.0f}% | {100 * r['share99']:.0f}% | {gpu_min} | "
                          f"{r['reached95']}/{len(runs)} | {r['failures']:.2f} |")
-        for setting, runs in results.items():
-            twin = next((t for t in results if t.told and t.label == setting.label.replace(UNTOLD, "")), None)
-            if setting.told or twin is None:
-                continue
-            told, untold = (best_so_far(results[s], best, maximize) for s in (twin, setting))
-            lines += ["", f"{twin.label}, told against not told as its point: "
-                      + "; ".join(paired(told, untold, at) for at in CHECKPOINTS) + "."]
         lines.append("")
     lines.append(f"Ran in {time.monotonic() - t0:.0f} s.")
     args.out.write_text("\n".join(lines) + "\n")

@@ -255,23 +255,6 @@ def test_flags_from_params_follow_the_conditions(tmp_path):
     assert space.flags_from_params({"b": "y", "c": 2}).values == (("a", 1), ("b", "y"), ("c", 2))
 
 
-def test_the_point_of_resolved_arguments_keeps_only_what_the_sampler_could_have_drawn(tmp_path):
-    space = load_space(write(tmp_path, "fixed:\n  a: 1\nparams:\n  disable-radix-cache: {choices: [false, true]}\n"
-                                       "  policy: {choices: [fcfs, lpm], when: {disable-radix-cache: false}}\n"
-                                       "  chunk: {choices: [2048, 4096]}\n  frac: {low: 0.7, high: 0.9, step: 0.05}\n"
-                                       "  cap: {low: 32, high: 256, step: 32}\n  cons: {low: 0.5, high: 1.5}\n"))
-    resolved = {"disable_radix_cache": False, "policy": "fcfs", "chunk": 8192, "frac": 0.85, "cap": 96,
-                "cons": 1.0, "a": 1, "unrelated": 3}
-    assert space.point_of(resolved) == {"disable-radix-cache": False, "policy": "fcfs", "frac": 0.85, "cap": 96,
-                                        "cons": 1.0}  # chunk 8192 is no choice
-    assert space.point_of({**resolved, "disable_radix_cache": True}) == {
-        "disable-radix-cache": True, "frac": 0.85, "cap": 96, "cons": 1.0}  # policy only with the radix cache
-    off = {"frac": 0.83, "cap": 100, "cons": 1.6, "disable_radix_cache": 0}  # off the step, above, an int for a bool
-    assert space.point_of(off) == {}
-    assert space.point_of({"cap": 96.0, "frac": True, "cons": None}) == {}  # a float for an int, a bool, nothing
-    assert space.point_of({"frac": 0.7000000001, "cap": 256}) == {"frac": 0.7000000001, "cap": 256}  # float noise
-
-
 @pytest.mark.parametrize("flags, gpus", [
     ({}, 1), ({"tp-size": 2}, 2), ({"tensor-parallel-size": 4}, 4), ({"tp": 2, "dp": 3}, 6),
     ({"tp-size": 2, "dp-size": 2}, 4), ({"tp-size": 2, "data-parallel-size": 3}, 6),

@@ -77,17 +77,6 @@ class Param:
             return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
 
-    def takes(self, value: Any) -> bool:
-        """Whether the sampler could have drawn ``value`` here (bools are not numbers: True == 1 in Python)."""
-        if self.choices:
-            return any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in self.choices)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
-            return False
-        if self.is_int:
-            return isinstance(value, int) and (value - int(self.low)) % int(self.step or 1) == 0
-        steps = (value - self.low) / self.step if self.step else 0.0
-        return abs(steps - round(steps)) < 1e-6
-
     def keyed_values(self) -> list[tuple[Loc, FlagValue]]:
         """Every value SGLang could be given, with where it is in the file: each choice, or low, high and step."""
         if self.choices:
@@ -124,20 +113,6 @@ class SearchSpace:
             if all(c.holds(flags) for c in param.when):
                 flags[param.name] = param.suggest(trial)
         return ServerFlags(tuple(flags.items()))
-
-    def point_of(self, resolved: Mapping[str, Any]) -> dict[str, FlagValue]:
-        """The point of this space a launched config is, read from the arguments SGLang resolved
-        (/get_server_info: ``chunked_prefill_size``...): each parameter whose conditions hold and whose resolved
-        value it could have drawn. The baseline and the references are launched without sampled parameters;
-        told as this point, the sampler learns from them too (a parameter SGLang set outside the space, like an
-        automatic running-request cap above every choice, stays out)."""
-        flags = self.fixed.as_dict()
-        point: dict[str, FlagValue] = {}
-        for param in self.params:
-            value = resolved.get(param.name.replace("-", "_"))
-            if all(c.holds(flags) for c in param.when) and param.takes(value):
-                flags[param.name] = point[param.name] = value
-        return point
 
     def flags_from_params(self, params: dict[str, Any]) -> ServerFlags:
         """Rebuild a trial's flags from its stored Optuna params (the baseline has none: just the fixed flags)."""

@@ -307,12 +307,10 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
     except ValueError as exc:
         raise SetupError(f"study {config.study!r}: {exc}") from None
     if config.sampler.name == "gp" and (config.baseline or config.references):
-        # GPSampler models only the params every finished trial has; the baseline and references have only
-        # those SGLang resolved inside the space (benchmarks/SAMPLERS.md: with none, it draws exactly what
-        # random search draws).
-        log.warning("sampler gp with the baseline or references samples at random the params they lack (those "
-                    "SGLang resolved outside the space): set baseline: false and no references, or use "
-                    "sampler: {name: tpe}")
+        # GPSampler models only the params every finished trial has; the baseline and references have none
+        # (benchmarks/SAMPLERS.md: with the baseline first it draws exactly what random search draws).
+        log.warning("sampler gp with the baseline or references samples at random (they have no params): "
+                    "set baseline: false and no references, or use sampler: {name: tpe}")
     if [d.name.lower() for d in study.directions] != objective.directions:
         raise SetupError(
             f"study {config.study!r} already exists with objectives {study.user_attrs.get('metrics')}: "
@@ -806,8 +804,6 @@ class Tuner:
     def _record(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult,
                 artifacts: FileSystemArtifactStore) -> None:
         attrs = trial_attrs(result, self.objective, self.workload_record)
-        if not trial.params and self.space is not None:  # the baseline or a reference
-            attrs["params_resolved"] = tell_point(study, trial, self.space, result.server_info)
         constraints = self.objective.constraints(result)
         set_trial_attrs(study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)},
                         system={"constraints": constraints})
@@ -844,18 +840,6 @@ class Tuner:
             path = trial_dir / name
             if path.is_file():
                 upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
-
-
-def tell_point(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, resolved: dict) -> list[str]:
-    """Give a trial launched without sampled parameters (the baseline, a reference) the point of ``space`` that
-    SGLang resolved it to (SearchSpace.point_of), so the sampler models it like any sampled trial; the names."""
-    point = space.point_of(resolved)
-    for param in space.params:
-        if param.name in point:
-            dist = param.distribution()
-            study._storage.set_trial_param(trial._trial_id, param.name, dist.to_internal_repr(point[param.name]),
-                                           dist)
-    return sorted(point)
 
 
 def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system: dict | None = None) -> None:

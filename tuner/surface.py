@@ -24,7 +24,6 @@ inverse-distance-weighted mean of its neighbours' curves at that rate.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
@@ -113,9 +112,6 @@ class Row(_Model):
     benchmark_s: float
     stop_s: float
     gpu_peak_used_mib: float | None = None  # NVML, over the whole trial
-    # The baseline's and references' arguments as SGLang resolved them (/get_server_info, scalars): a replay
-    # tells the sampler their point of the space from these, as the real study did (Tuner._record).
-    resolved: dict[str, FlagValue] = {}
 
     @property
     def ok(self) -> bool:
@@ -450,15 +446,6 @@ def read_levels(path: Path) -> list[LevelResult]:
     return out
 
 
-def _resolved(trial_dir: Path | None) -> dict[str, FlagValue]:
-    """The scalar arguments in a trial's trial.json server_info (none where it has no trial.json)."""
-    path = trial_dir / "trial.json" if trial_dir else None
-    if path is None or not path.is_file():
-        return {}
-    info = json.loads(path.read_text()).get("server_info") or {}
-    return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
-
-
 def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sglang_version: str,
                model: str | None = None, notes: str = "", trials_dir: Path | None = None) -> Surface:
     """Every finished real trial of ``study`` as a row (interrupted and over-budget ones left out: they say
@@ -496,7 +483,6 @@ def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sg
             stopped_early=a.get("stopped_early"), startup_s=a.get("startup_s", 0.0),
             benchmark_s=a.get("benchmark_s", 0.0), stop_s=a.get("stop_s", 0.0),
             gpu_peak_used_mib=a.get("gpu_peak_used_mib"),
-            resolved=_resolved(trial_dir) if a.get("baseline") or a.get("reference") else {},
         ))
     if not rows:
         raise SurfaceError(f"study {study.study_name!r} has no finished real trial to record")

@@ -156,8 +156,7 @@ class ReplayRunner(TrialRunner):
         stats = gpu.GpuStats(peak_used_mib=peak or 0.0, total_mib=total if peak else 0.0)
         replayed = Replayed(self.launcher.path, a.sources, a.modelled or bool(modelled_rates), peak, total,
                             modelled_rates)
-        resolved = dict(a.row.resolved) if not a.modelled else {}
-        result = TrialResult(plan, failure, a.failure_detail, None, times, bench, stats, resolved, replayed=replayed)
+        result = TrialResult(plan, failure, a.failure_detail, None, times, bench, stats, {}, replayed=replayed)
         write_artifacts(result)
         return result
 
