@@ -22,7 +22,8 @@ def test_committed_schema_is_current(name):
     assert committed == render(json_schemas()[name]), f"schemas/{name} is stale: run python -m tuner.schema"
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("runs/*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(ROOT.glob("runs/*.yaml")) + [ROOT / "benchmarks" / "standin_surface.yaml"],
+                         ids=lambda p: p.name)
 def test_run_files_meet_the_schema_and_load(path):
     text = path.read_text()
     assert text.startswith("# yaml-language-server: $schema=../schemas/run.schema.json\n")
