@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tuner.flags import (FlagCatalog, FlagCatalogError, ServerFlags, deploy_defaults, format_value, one_per_line,
-                         read_catalog, shell_args)
+                         read_catalog, resolved_flags, shell_args)
 
 HELP = """usage: sglang serve [-h] ...
 
@@ -156,3 +156,22 @@ def test_read_catalog_refuses_a_failing_help_even_with_a_port(tmp_path):
     script.write_text("import sys\nsys.exit(4)\n")
     with pytest.raises(FlagCatalogError, match=r"--help failed \(exit 4\): no output$"):
         read_catalog([sys.executable, str(script)])
+
+
+def test_resolved_flags_read_what_sglang_0_5_17_decided_for_itself():
+    """From the real /get_server_info of SGLang 0.5.17 on the H200 (bench_serving's record of it): the running
+    cap and the decode CUDA-graph cap are unset at its top level; the startup line and cuda_graph_config have them."""
+    import json
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "bench_serving" / "h200-0.5.17.jsonl"
+    info = json.loads(data.read_text().splitlines()[0])["server_info"]
+    flags = resolved_flags(info, max_running_requests=4096)
+    assert flags["max-running-requests"] == 4096 and flags["cuda-graph-max-bs-decode"] == 256
+    assert flags["chunked-prefill-size"] == 8192 and flags["schedule-policy"] == "fcfs"
+    assert flags["disable-radix-cache"] is False and flags["mem-fraction-static"] == info["mem_fraction_static"]
+    assert "cuda-graph-config" not in flags  # not a flag value
+    unknown = resolved_flags(info, max_running_requests=None)
+    assert "max-running-requests" not in unknown  # nothing said is not a value
+    given = resolved_flags({**info, "max_running_requests": 64, "cuda_graph_max_bs_decode": 128}, 4096)
+    assert given["max-running-requests"] == 64 and given["cuda-graph-max-bs-decode"] == 128  # as passed

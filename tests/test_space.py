@@ -255,6 +255,28 @@ def test_flags_from_params_follow_the_conditions(tmp_path):
     assert space.flags_from_params({"b": "y", "c": 2}).values == (("a", 1), ("b", "y"), ("c", 2))
 
 
+def test_defaults_the_space_cannot_draw_are_named_with_what_it_offers(tmp_path):
+    space = load_space(write(tmp_path, "fixed:\n  a: 1\nparams:\n  disable-radix-cache: {choices: [false, true]}\n"
+                                       "  policy: {choices: [lpm, lof], when: {disable-radix-cache: false}}\n"
+                                       "  chunk: {choices: [2048, 4096]}\n  frac: {low: 0.7, high: 0.9, step: 0.05}\n"
+                                       "  cap: {low: 32, high: 256, step: 32}\n  cons: {low: 0.5, high: 1.5}\n"))
+    inside = {"disable-radix-cache": False, "policy": "lpm", "chunk": 4096, "frac": 0.85, "cap": 96, "cons": 1.0,
+              "other": 3}
+    assert space.unreachable(inside) == []
+    assert space.unreachable({**inside, "frac": 0.7000000001, "cap": 256, "cons": 0.5}) == []  # ends, float noise
+    assert space.unreachable({**inside, "policy": "fcfs", "chunk": 8192, "frac": 0.83, "cap": 100, "cons": 1.6}) == [
+        "policy: SGLang chose fcfs, the space offers choices lpm, lof",
+        "chunk: SGLang chose 8192, the space offers choices 2048, 4096",
+        "frac: SGLang chose 0.83, the space offers 0.7-0.9 by 0.05",  # between steps
+        "cap: SGLang chose 100, the space offers 32-256 by 32",
+        "cons: SGLang chose 1.6, the space offers 0.5-1.5"]
+    # Not a value it could draw: 0 is no bool, a float no int, a bool no number; a policy SGLang only has
+    # with the radix cache is not asked about without it; a flag SGLang left unset says nothing.
+    assert len(space.unreachable({**inside, "disable-radix-cache": 0, "cap": 96.0, "frac": True})) == 3
+    assert space.unreachable({**inside, "disable-radix-cache": True, "policy": "fcfs"}) == []
+    assert space.unreachable({**inside, "cap": None}) == []
+
+
 @pytest.mark.parametrize("flags, gpus", [
     ({}, 1), ({"tp-size": 2}, 2), ({"tensor-parallel-size": 4}, 4), ({"tp": 2, "dp": 3}, 6),
     ({"tp-size": 2, "dp-size": 2}, 4), ({"tp-size": 2, "data-parallel-size": 3}, 6),

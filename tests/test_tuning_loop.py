@@ -37,6 +37,8 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
     assert servers_of(unique_study) == []  # no server outlives the tuner
     baseline = trials[0]
     assert baseline.user_attrs["baseline"] and baseline.params == {}
+    assert baseline.user_attrs["defaults_outside_space"] == [  # like SGLang on Hopper, the stand-in runs FA3
+        "attention-backend: SGLang chose fa3, the space offers choices triton, flashinfer"]
     # Every trial's server really ran the flags recorded for it: SGLang's resolved arguments, read back from the
     # server's /get_server_info at startup, match the sampled parameters.
     for t in trials:
@@ -106,6 +108,32 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+def test_defaults_the_space_cannot_draw_are_said_while_running_in_status_and_report(tmp_path, unique_study):
+    """The H200 chat study's first space offered only running-request caps below SGLang's own: say so."""
+    space = write_space(tmp_path / "space.yaml", params={
+        "schedule-policy": {"choices": ["lof", "lpm"]},  # the stand-in, like SGLang, runs fcfs
+        "mem-fraction-static": {"low": 0.6, "high": 0.8, "step": 0.01},  # it takes 0.85 on its 80 GB GPU
+        "chunked-prefill-size": {"choices": [2048, 8192]},  # 8192: inside
+        "max-running-requests": {"choices": [8, 16]},  # its own cap comes from its KV pool, far above
+    })
+    run = write_run(tmp_path, study=unique_study, space=space, trials=1)
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 0, done.stderr
+    base = load_existing_study(load_config(run)).trials[0]
+    said = base.user_attrs["defaults_outside_space"]
+    assert said[:2] == ["schedule-policy: SGLang chose fcfs, the space offers choices lof, lpm",
+                        "mem-fraction-static: SGLang chose 0.85, the space offers 0.6-0.8 by 0.01"]
+    assert len(said) == 3 and said[2].startswith("max-running-requests: SGLang chose ")
+    assert said[2].endswith(f"chose {base.user_attrs['max_running_requests']}, the space offers choices 8, 16")
+    assert "SGLang's defaults lie outside the space: schedule-policy: SGLang chose fcfs" in done.stderr
+    status = tune("status", "-c", str(run))
+    assert "SGLang's defaults lie outside the space (trial 0): schedule-policy" in status.stdout
+    assert tune("report", "-c", str(run), "--out", str(tmp_path / "report")).returncode == 0
+    for name in ("comparison.md", "report.html"):
+        assert "lie outside the space (trial 0): schedule-policy: SGLang chose fcfs" in \
+            (tmp_path / "report" / name).read_text()
 
 
 def test_resume_continues_numbering_and_skips_nothing(tmp_path, unique_study):

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from tuner.sglang_types import FLAG_TYPES
 
@@ -56,6 +56,21 @@ class ServerFlags:
 
     def shell(self) -> str:
         return " ".join(shlex.quote(a) for a in self.argv())
+
+
+def resolved_flags(server_info: Mapping[str, Any], max_running_requests: int | None) -> dict[str, FlagValue]:
+    """Each flag's value as SGLang settled it, by flag name, from /get_server_info (its ServerArgs). Two it
+    leaves unset there and decides later: the running-request cap (its startup line's, ``max_running_requests``)
+    and, in 0.5.17+, the decode CUDA-graph cap (``cuda_graph_config.decode.max_bs``)."""
+    out: dict[str, FlagValue] = {k.replace("_", "-"): v for k, v in server_info.items()
+                                 if isinstance(v, (str, int, float, bool))}
+    if max_running_requests is not None and out.get("max-running-requests") is None:
+        out["max-running-requests"] = max_running_requests
+    graphs = server_info.get("cuda_graph_config")
+    decode = graphs.get("decode") if isinstance(graphs, dict) else None
+    if isinstance(decode, dict) and isinstance(decode.get("max_bs"), int) and "cuda-graph-max-bs-decode" not in out:
+        out["cuda-graph-max-bs-decode"] = decode["max_bs"]
+    return out
 
 
 def one_per_line(args: list[str], prefix: str = "--") -> list[str]:

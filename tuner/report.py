@@ -73,6 +73,16 @@ def terminal_table(frame: pd.DataFrame, title: str):
     return table
 
 
+def defaults_note(study: optuna.Study) -> str | None:
+    """The flags whose value SGLang chose for the baseline (trial 0) the space cannot draw."""
+    base = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("defaults_outside_space")), None)
+    if base is None:
+        return None
+    return (f"SGLang's defaults lie outside the space (trial {base.number}): "
+            + "; ".join(base.user_attrs["defaults_outside_space"])
+            + ". No sampled config runs what the defaults ran there: widen those choices to include it")
+
+
 def shared_gpu_note(study: optuna.Study) -> str | None:
     """Which trials ran beside other processes on their GPUs (--allow-shared-gpu), and what those were."""
     shared = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("gpu_shared")]
@@ -414,8 +424,9 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
     where = _where(study)
     md += [f"{where[0].upper()}{where[1:]}.", ""]
-    if shared_gpu_note(study):
-        md += [f"**{shared_gpu_note(study)}**", ""]
+    for note in (shared_gpu_note(study), defaults_note(study)):
+        if note:
+            md += [f"**{note}**", ""]
     md += [markdown_table(comp)]
     confirmed = confirmation_lines(study)
     if confirmed:
@@ -441,9 +452,9 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         + f"Trials: {len(trials)} (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + "). "
         + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
     ]
-    shared = shared_gpu_note(study)
-    if shared:
-        parts.append(f"<p class='bad'>{html.escape(shared)}</p>")
+    for note in (shared_gpu_note(study), defaults_note(study)):
+        if note:
+            parts.append(f"<p class='bad'>{html.escape(note)}</p>")
     parts.append("<h2>Best vs baseline</h2>")
     if best is None:
         parts.append("<p class='bad'>No feasible trial yet.</p>")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, WithJsonSchema, model_validator
 
-from tuner.flags import TUNER_FLAGS, FlagCatalog, FlagValue, ServerFlags
+from tuner.flags import TUNER_FLAGS, FlagCatalog, FlagValue, ServerFlags, format_value
 from tuner.schema import Number, Scalar, Strict, first_problem, loc_text
 from tuner.yamlfile import Loc, YamlFileError, load_yaml
 
@@ -77,6 +77,24 @@ class Param:
             return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
 
+    def takes(self, value: Any) -> bool:
+        """Whether the sampler could draw ``value`` here (a bool is no number: True == 1 in Python)."""
+        if self.choices:
+            return any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.is_int:
+            return isinstance(value, int) and (value - int(self.low)) % int(self.step or 1) == 0
+        steps = (value - self.low) / self.step if self.step else 0.0
+        return abs(steps - round(steps)) < 1e-6
+
+    def offers(self) -> str:
+        """What the space offers, for a message: its choices, or its range."""
+        if self.choices:
+            return "choices " + ", ".join(format_value(c) for c in self.choices)
+        return f"{format_value(self.low)}-{format_value(self.high)}" + (f" by {format_value(self.step)}"
+                                                                       if self.step else "")
+
     def keyed_values(self) -> list[tuple[Loc, FlagValue]]:
         """Every value SGLang could be given, with where it is in the file: each choice, or low, high and step."""
         if self.choices:
@@ -113,6 +131,14 @@ class SearchSpace:
             if all(c.holds(flags) for c in param.when):
                 flags[param.name] = param.suggest(trial)
         return ServerFlags(tuple(flags.items()))
+
+    def unreachable(self, resolved: Mapping[str, FlagValue]) -> list[str]:
+        """The parameters whose value SGLang chose for itself (``resolved``: flag name -> value, as trial 0 ran)
+        the space cannot draw: there, no sampled config can be what the defaults ran, only other values."""
+        flags = {**self.fixed.as_dict(), **{p.name: resolved[p.name] for p in self.params if p.name in resolved}}
+        return [f"{p.name}: SGLang chose {format_value(resolved[p.name])}, the space offers {p.offers()}"
+                for p in self.params if resolved.get(p.name) is not None
+                and all(c.holds(flags) for c in p.when) and not p.takes(resolved[p.name])]
 
     def flags_from_params(self, params: dict[str, Any]) -> ServerFlags:
         """Rebuild a trial's flags from its stored Optuna params (the baseline has none: just the fixed flags)."""

@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner import failures, gpu
 from tuner.config import GOODPUT, RunConfig, direction
 from tuner.feasibility import Feasibility, ModelFacts, Prediction, launch_env
-from tuner.flags import FlagCatalog, FlagCatalogError, ServerFlags
+from tuner.flags import FlagCatalog, FlagCatalogError, ServerFlags, resolved_flags
 from tuner.kv import tokens_needed
 from tuner.launcher.base import Launcher, LaunchError
 from tuner.load_search import best_level
@@ -804,6 +804,13 @@ class Tuner:
     def _record(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult,
                 artifacts: FileSystemArtifactStore) -> None:
         attrs = trial_attrs(result, self.objective, self.workload_record)
+        if trial.user_attrs.get("baseline") and result.server_info and self.space is not None:
+            # A space that cannot draw what SGLang chose for itself searches only elsewhere (the H200 chat
+            # study's first space: every running-request cap below SGLang's 4096): say it while it runs.
+            unreachable = self.space.unreachable(resolved_flags(result.server_info, result.kv.max_running_requests))
+            if unreachable:
+                attrs["defaults_outside_space"] = unreachable
+                log.warning("SGLang's defaults lie outside the space: %s", "; ".join(unreachable))
         constraints = self.objective.constraints(result)
         set_trial_attrs(study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)},
                         system={"constraints": constraints})
