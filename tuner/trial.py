@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 import httpx
 
 from tuner import failures, gpu
-from tuner.benchmark import BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
+from tuner.benchmark import BenchmarkError, BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
 from tuner.failures import FailureClass, Phase
 from tuner.flags import ServerFlags
 from tuner.kv import KvCapacity
@@ -252,6 +252,8 @@ class TrialRunner:
                             failure, detail = self._classify(server, Phase.BENCHMARK, log_path, busy_before,
                                                              timed_out=True), str(exc)
                             bench = exc.measured
+                        except BenchmarkError as exc:  # a live server that refused every warm-up request
+                            failure, detail, bench = failures.REQUESTS_FAILED, str(exc), exc.measured
                     times.benchmark_s = time.monotonic() - t_bench
                     sampler.sample_now()  # one benchmark sample at least, however short the benchmark
                 sampler.phase = "stopping"
