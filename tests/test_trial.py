@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_ENV, STANDIN, free_port, servers_of
-from tests.test_gpu import IDLE_MIB, TOTAL_MIB, FakeNvml
+from tests.test_gpu import IDLE_MIB, TOTAL_MIB, FakeNvml, no_nvml  # noqa: F401 - no_nvml is a fixture
 from tuner import failures, gpu, trial
 from tuner.benchmark import BenchmarkResult
 from tuner.flags import ServerFlags
@@ -76,7 +77,8 @@ def plan(tmp_path: Path, *, gpus: tuple[int, ...] = (), startup_timeout_s: float
          flags: dict | None = None) -> TrialPlan:
     port = free_port()
     server_flags = ServerFlags.of({"model-path": MODEL, "host": "127.0.0.1", "port": port, **(flags or {})})
-    return TrialPlan(NUMBER, server_flags, gpus, "127.0.0.1", port, tmp_path / "trial", startup_timeout_s)
+    return TrialPlan(NUMBER, server_flags, gpus, "127.0.0.1", port, tmp_path / "trials" / str(NUMBER),
+                     startup_timeout_s)
 
 
 def record_of(p: TrialPlan) -> dict:
@@ -88,12 +90,19 @@ def record_of(p: TrialPlan) -> dict:
 
 def test_a_trial_starts_measures_stops_its_server_and_records_it(tmp_path, unique_study):
     progress, launched = Recorder(), []
+
+    def on_launch(server):
+        environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().decode().split("\0")
+        launched.append((server, set(environ)))
+
     p = plan(tmp_path)
-    result = runner(unique_study, progress=progress, on_launch=launched.append).run(p)
+    result = runner(unique_study, progress=progress, on_launch=on_launch).run(p)
 
     assert result.ok and result.failure is None and result.failure_detail == ""
-    [server] = launched
+    [(server, environ)] = launched
     assert server.exit_code() == result.exit_code == 0  # stopped by SIGTERM, and reaped
+    # Marked so that a later run finds what a killed tuner left behind, and tells whose it was.
+    assert {f"SGLANG_TUNER_STUDY={unique_study}", f"SGLANG_TUNER_TRIAL={NUMBER}"} <= environ
     assert servers_of(unique_study) == []
     assert progress.phases == [
         (NUMBER, "launching", ""), (NUMBER, "starting", "timeout 20 s"), (NUMBER, "benchmarking", ""),
@@ -113,8 +122,8 @@ def test_a_trial_starts_measures_stops_its_server_and_records_it(tmp_path, uniqu
     assert not result.gpu_busy_before and result.gpu_shared == () and result.replayed is None
 
     t = result.times
-    assert 0 <= t.wait_gpu_s < t.launch_s and t.startup_s >= 0.2 and t.benchmark_s > 0 and t.stop_s > 0
-    assert t.launch_s + t.startup_s + t.benchmark_s + t.stop_s <= t.total_s < 30
+    assert t.wait_gpu_s >= 0 and t.launch_s > 0 and t.startup_s >= 0.2 and t.benchmark_s > 0 and t.stop_s > 0
+    assert t.wait_gpu_s + t.launch_s + t.startup_s + t.benchmark_s + t.stop_s <= t.total_s < 30
     assert t.overhead_s == pytest.approx(t.total_s - t.startup_s - t.benchmark_s)
 
     record = record_of(p)
@@ -162,6 +171,25 @@ def test_a_goodput_trial_searches_rates_on_its_server_and_keeps_the_curve_when_i
     assert [r["request_rate"] for r in record_of(p)["levels"]] == [4]
 
 
+def test_a_goodput_trial_records_where_the_slo_broke(tmp_path, unique_study):
+    search = LoadSearch(start_rate=4, max_rate=8, factor=2, bisect_steps=0, level_duration_s=0.25, min_prompts=2)
+    workload = Workload(levels=levels((1, 2)), warmup_requests=0, request_timeout_s=10)
+    p = plan(tmp_path)
+    result = runner(unique_study, workload=workload, load_search=search, slo={"p99_ttft_ms": 0.001}).run(p)
+    assert result.ok and result.benchmark.slo_pass == (False,)
+    assert result.benchmark.slo_broken.startswith("SLO broken at 4 req/s: p99_ttft_ms")
+    record = record_of(p)
+    assert record["slo_broken"] == result.benchmark.slo_broken and record["levels"][0]["slo_pass"] is False
+
+
+def test_without_nvml_a_trial_on_a_gpu_neither_waits_nor_says_so_itself(tmp_path, unique_study, no_nvml, caplog):
+    caplog.set_level(logging.WARNING, logger="tuner.gpu")
+    progress = Recorder()
+    result = runner(unique_study, progress=progress).run(plan(tmp_path, gpus=(0,)))
+    assert result.ok and "waiting for GPU" not in progress.names()
+    assert not caplog.records  # the Tuner says it once, as one of its warnings
+
+
 # -- trials that fail, each with its class
 
 
@@ -177,6 +205,7 @@ def test_a_server_that_dies_at_startup_is_classified_and_never_benchmarked(tmp_p
     record = record_of(p)
     assert record["failure_class"] == "segfault" and record["exit_code"] == 139
     assert record["levels"] == [] and record["stopped_early"] is None and record["slo_broken"] is None
+    assert record["server_info"] == {} and record["kv_capacity"] == {}
     assert not (p.trial_dir / "benchmark.csv").exists()
 
 
@@ -215,13 +244,25 @@ def test_a_level_over_its_time_budget_is_a_benchmark_timeout(tmp_path, unique_st
     assert [lv.concurrency for lv in result.levels] == [1]
 
 
-def test_a_server_whose_health_fails_under_load_is_unhealthy(tmp_path, unique_study, monkeypatch):
+def test_a_server_frozen_under_load_is_unhealthy_and_killed_after_its_grace(tmp_path, unique_study, monkeypatch):
+    """A hung server (here: SIGSTOP, so it logs nothing) answers no /health: the watcher's count alone says so;
+    it ignores SIGTERM too, so it is killed once its stop grace is over."""
     monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.05)
-    workload = Workload(levels=levels((1, 4), (1, 4)), warmup_requests=0, request_timeout_s=10)
-    result = runner(unique_study, faults="unhealthy:", workload=workload).run(plan(tmp_path))
+    launched = []
+
+    def freeze_when_benchmarking(name, detail):
+        if (name, detail) == ("benchmarking", ""):
+            os.kill(launched[0].proc.pid, signal.SIGSTOP)
+
+    # No cache flush before the level: its POST is not watched and would wait out its own 10 s timeout.
+    workload = Workload(levels=levels((1, 4)), warmup_requests=0, flush_cache=False, request_timeout_s=10)
+    r = runner(unique_study, workload=workload, progress=Recorder(on_phase=freeze_when_benchmarking),
+               on_launch=launched.append)
+    r.stop_grace_s = 0.3
+    result = r.run(plan(tmp_path))
     assert result.failure is failures.UNHEALTHY
     assert result.failure_detail == f"/health failed {trial.UNHEALTHY_AFTER} times in a row"
-    assert [lv.concurrency for lv in result.levels] == [1]
+    assert result.exit_code == 137 and servers_of(unique_study) == []
 
 
 def test_a_live_server_that_refuses_every_request_is_recorded_not_raised(tmp_path, unique_study):
@@ -280,12 +321,16 @@ def test_memory_in_use_at_launch_beyond_idle_and_slack_marks_the_gpu_busy(monkey
 
     monkeypatch.setattr(gpu, "wait_until_free", wait_then_someone_takes_memory)
     progress = Recorder()
+    p = plan(tmp_path, gpus=(0,))
+    p.trial_dir.mkdir(parents=True)  # a re-run of an interrupted trial finds its folder
     try:
-        result = runner(unique_study, progress=progress, idle_mib={0: IDLE_MIB}).run(plan(tmp_path, gpus=(0,)))
+        # The server then fails for want of KV cache memory: the memory at launch says whose fault it was.
+        result = runner(unique_study, faults="oom_kv_startup:", progress=progress, idle_mib={0: IDLE_MIB}).run(p)
     finally:
         gpu.reset()
     assert waited == [((0,), {0: IDLE_MIB})] and progress.names()[0] == "waiting for GPU"
     assert result.gpu_busy_before is busy and result.gpu_shared == ()
+    assert result.failure is (failures.GPU_BUSY if busy else failures.OOM_KV)
 
 
 def test_idle_memory_unknown_for_a_gpu_counts_as_zero(monkeypatch, tmp_path, unique_study):
@@ -407,15 +452,15 @@ def test_a_replayed_result_says_so_with_its_sources_and_gpu_numbers():
     plain = Replayed("surfaces/s.json", (4, 7), False, None, 0.0)
     assert plain.record() == {"replayed": True, "modelled": False, "replay_surface": "surfaces/s.json",
                               "replay_of": [4, 7]}
-    full = Replayed("surfaces/s.json", (4,), True, 70_000.04, 81_559.06, (3.0, 5.5))
+    full = Replayed("surfaces/s.json", (4,), True, 70_000.36, 81_559.06, (3.0, 5.5))
     assert full.record() == {"replayed": True, "modelled": True, "replay_surface": "surfaces/s.json",
-                             "replay_of": [4], "modelled_rates": [3.0, 5.5], "gpu_peak_used_mib": 70_000.0,
+                             "replay_of": [4], "modelled_rates": [3.0, 5.5], "gpu_peak_used_mib": 70_000.4,
                              "gpu_total_mib": 81_559.1, "gpu_peak_used_fraction": 0.8583}
 
 
 def test_a_result_without_a_benchmark_has_no_levels_and_its_record_carries_the_replay(tmp_path):
     p = plan(tmp_path)
-    p.trial_dir.mkdir()
+    p.trial_dir.mkdir(parents=True)
     replayed = Replayed("surfaces/s.json", (2,), False, None, 0.0)
     result = TrialResult(p, failures.OOM_KV, "recorded", None, PhaseTimes(), None, gpu.GpuStats(), {},
                          replayed=replayed)
