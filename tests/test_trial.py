@@ -70,7 +70,7 @@ def runner(study: str, *, faults: str = "", env: dict | None = None, workload: W
                                {**FAST_ENV, "SGLANG_STANDIN_STARTUP_S": "0.2", "SGLANG_STANDIN_FAULTS": faults,
                                 **(env or {})})
     workload = workload or Workload(levels=levels((1, 2), (2, 2)), warmup_requests=0, request_timeout_s=10)
-    return TrialRunner(launcher, workload, MODEL, study, stop_grace_s=5, **kwargs)
+    return TrialRunner(launcher, workload, MODEL, study, **{"stop_grace_s": 5, **kwargs})
 
 
 def plan(tmp_path: Path, *, gpus: tuple[int, ...] = (), startup_timeout_s: float = 20,
@@ -256,10 +256,8 @@ def test_a_server_frozen_under_load_is_unhealthy_and_killed_after_its_grace(tmp_
 
     # No cache flush before the level: its POST is not watched and would wait out its own 10 s timeout.
     workload = Workload(levels=levels((1, 4)), warmup_requests=0, flush_cache=False, request_timeout_s=10)
-    r = runner(unique_study, workload=workload, progress=Recorder(on_phase=freeze_when_benchmarking),
-               on_launch=launched.append)
-    r.stop_grace_s = 0.3
-    result = r.run(plan(tmp_path))
+    result = runner(unique_study, workload=workload, progress=Recorder(on_phase=freeze_when_benchmarking),
+                    on_launch=launched.append, stop_grace_s=0.3).run(plan(tmp_path))
     assert result.failure is failures.UNHEALTHY
     assert result.failure_detail == f"/health failed {trial.UNHEALTHY_AFTER} times in a row"
     assert result.exit_code == 137 and servers_of(unique_study) == []
@@ -440,6 +438,37 @@ def test_health_counts_as_failed_only_three_polls_in_a_row(tmp_path, monkeypatch
         httpd.shutdown()
 
 
+def test_a_slow_health_answer_within_twice_the_poll_interval_is_healthy(tmp_path, monkeypatch):
+    """A loaded server may answer /health late: up to 2 x HEALTH_EVERY_S (here 0.4 s) still counts as an answer."""
+    monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.2)
+    polls: list[float] = []
+
+    class SlowHealth(BaseHTTPRequestHandler):
+        def do_GET(self):
+            polls.append(time.monotonic())
+            time.sleep(0.3)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowHealth)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    p = plan(tmp_path)
+    spec = LaunchSpec(p.flags, {}, tmp_path / "server.log", "127.0.0.1", httpd.server_address[1], (), "t", 0)
+    try:
+        with Watcher(Running(spec), threading.Event()) as watcher:
+            deadline = time.monotonic() + 10
+            while len(polls) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.35)  # the fourth answer arrives
+            assert len(polls) >= 4 and not watcher.unhealthy
+    finally:
+        httpd.shutdown()
+
+
 # -- the record
 
 
@@ -466,6 +495,7 @@ def test_a_result_without_a_benchmark_has_no_levels_and_its_record_carries_the_r
                          replayed=replayed)
     assert not result.ok and result.levels == ()
     write_artifacts(result)
+    assert (p.trial_dir / "trial.json").read_text().startswith('{\n  "trial": 3,\n')  # one field a line, to read
     record = record_of(p)
     assert record["replay"] == replayed.record() and record["failure_class"] == "oom_kv"
     assert record["levels"] == [] and record["kv_capacity"] == {}
