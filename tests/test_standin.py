@@ -164,6 +164,9 @@ def test_non_stream_chat_and_generate(server):
              for _ in range(2)]
         assert n[0] == n[1] <= 50
         assert c.get("/nope").status_code == 404
+        # SGLang's request models type model as a string: null is refused (400, its validation handler)
+        r = c.post("/v1/completions", json={"model": None, "prompt": "a b c", "max_tokens": 1})
+        assert r.status_code == 400 and "Input should be a valid string" in r.json()["message"]
         assert c.post("/flush_cache").status_code == 200
         assert "sglang:num_running_reqs" in c.get("/metrics").text
 

@@ -88,6 +88,12 @@ UNHEALTHY = _c(
     "The server stayed up but /health failed during the benchmark.",
     "The server hung under load; see server.log for the detokenizer/scheduler state.",
 )
+REQUESTS_FAILED = _c(
+    "requests_failed",
+    "The server started and stayed up but answered every warm-up request with an error (in failure_detail).",
+    "A KV pool or --context-length shorter than the workload's requests is the usual cause: raise "
+    "--mem-fraction-static / --max-total-tokens / --context-length, or shorten the requests.",
+)
 CRASHED = _c(
     "crashed",
     "The server exited with an error that matches no known SGLang failure.",
@@ -139,8 +145,8 @@ ALL = {
     c.name: c
     for c in (
         INVALID_FLAG, GPU_BUSY, OOM_KV, OOM_CUDA_GRAPH, CUDA_GRAPH_FAILED, OOM_RUNTIME, SEGFAULT,
-        SCHEDULER_CRASH, STARTUP_TIMEOUT, BENCH_TIMEOUT, DIED, UNHEALTHY, CRASHED, TOO_MANY_GPUS, PREDICTED_OOM_KV,
-        PREDICTED_KV_TOO_SMALL, PREDICTED_CONTEXT, PREDICTED_TP_HEADS, INTERRUPTED,
+        SCHEDULER_CRASH, STARTUP_TIMEOUT, BENCH_TIMEOUT, DIED, UNHEALTHY, REQUESTS_FAILED, CRASHED, TOO_MANY_GPUS,
+        PREDICTED_OOM_KV, PREDICTED_KV_TOO_SMALL, PREDICTED_CONTEXT, PREDICTED_TP_HEADS, INTERRUPTED,
     )
 }
 

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 import httpx
 
 from tuner import failures, gpu
-from tuner.benchmark import BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
+from tuner.benchmark import BenchmarkError, BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
 from tuner.failures import FailureClass, Phase
 from tuner.flags import ServerFlags
 from tuner.kv import KvCapacity
@@ -252,6 +252,8 @@ class TrialRunner:
                             failure, detail = self._classify(server, Phase.BENCHMARK, log_path, busy_before,
                                                              timed_out=True), str(exc)
                             bench = exc.measured
+                        except BenchmarkError as exc:  # a live server that refused every warm-up request
+                            failure, detail, bench = failures.REQUESTS_FAILED, str(exc), exc.measured
                     times.benchmark_s = time.monotonic() - t_bench
                     sampler.sample_now()  # one benchmark sample at least, however short the benchmark
                 sampler.phase = "stopping"
@@ -279,22 +281,17 @@ class TrialRunner:
                                             f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"))
 
     def _starting_tick(self, plan: TrialPlan, elapsed: float, log_path: Path) -> None:
-        self._check_cancel(elapsed)
+        self._check_cancel()
         tick = getattr(self.progress, "tick", None)  # optional in the Progress protocol
         if tick:
             tick(plan.number, elapsed, log_path)
 
-    def _check_cancel(self, _elapsed: float) -> None:
+    def _check_cancel(self) -> None:
         if self.cancel.is_set():
             raise Cancelled()
 
     def _classify(self, server: Server, phase: Phase, log_path: Path, busy_before: bool, *,
                   timed_out: bool = False, unhealthy: bool = False) -> FailureClass:
-        if phase == Phase.BENCHMARK:
-            # A dying server writes its last words as it goes: give them a moment to reach the log.
-            deadline = time.monotonic() + 0.5
-            while server.exit_code() is None and time.monotonic() < deadline and not unhealthy and not timed_out:
-                time.sleep(0.05)
         return failures.classify(
             phase=phase, exit_code=server.exit_code(), log=failures.log_tail(log_path),
             timed_out=timed_out, unhealthy=unhealthy, gpu_busy_before=busy_before,

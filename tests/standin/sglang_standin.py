@@ -991,6 +991,12 @@ class HTTPHandler:
                     text = text[0] if text else ""
                 input_len, key, tokens = count_words(str(text)), str(text)[:512], str(text).split()
         else:
+            if not isinstance(body.get("model", ""), str):
+                # SGLang's pydantic request models declare model: str (absent: a default name); its validation
+                # handler answers 400, not FastAPI's 422.
+                req = "CompletionRequest" if kind == "completions" else "ChatCompletionRequest"
+                raise HTTPError(400, f"1 validation error for {req}\nmodel\n  Input should be a valid string "
+                                     f"[type=string_type, input_value={body['model']!r}]")
             max_new = body.get("max_completion_tokens") or body.get("max_tokens")
             if max_new is None:
                 max_new = 16 if kind == "completions" else CONTEXT_LEN
