@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from conftest import ROOT, free_port, tune, wait_healthy, write_run, write_space
+from tuner.failures import OOM_KV, Phase, classify
 from tuner.flags import ServerFlags
 from tuner.launcher.base import STUDY_MARK, TRIAL_MARK, LaunchError, LaunchSpec
 from tuner.launcher.docker import DockerLauncher, container_name
@@ -138,6 +139,23 @@ def test_oom_at_startup_is_killed_with_its_message_logged(tmp_path, study):
     server.stop(grace_s=2)
     assert "Loaded weights leave no GPU memory" in spec.log_path.read_text()
     assert containers_of(study) == []
+
+
+def test_an_exit_is_reported_only_with_the_whole_log_written(tmp_path, study, monkeypatch):
+    """A trial classifies a dead server from server.log as soon as exit_code() says it died; a log stream that
+    lags the container (here held back 1 s) must not leave the OOM's lines out of that classification."""
+    from tuner.launcher import docker as docker_launcher
+
+    follow = docker_launcher._follow_logs
+    monkeypatch.setattr(docker_launcher, "_follow_logs", lambda *a: (time.sleep(1.0), follow(*a)))
+    spec = make_spec(tmp_path, study, env={"SGLANG_STANDIN_FAULTS": "oom_kv_startup:"})
+    server = DockerLauncher(IMAGE).launch(spec)
+    try:
+        assert wait_exit(server) == 137
+        assert "Loaded weights leave no GPU memory" in spec.log_path.read_text()
+        assert classify(phase=Phase.STARTUP, exit_code=137, log=spec.log_path.read_text()) == OOM_KV
+    finally:
+        server.stop(grace_s=2)
 
 
 def test_cleanup_orphans_removes_a_dropped_container(tmp_path, study):

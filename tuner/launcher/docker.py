@@ -66,6 +66,10 @@ class DockerServer(Server):
             return None
         state = self.container.attrs.get("State", {})
         if state.get("Status") in ("exited", "dead"):
+            # The exit is classified from server.log at once: let the log stream, which ends with the
+            # container, write its last lines (an OOM's traceback) first.
+            if self.log_thread is not None:
+                self.log_thread.join(timeout=5)
             self._exit = int(state.get("ExitCode", -1))
         return self._exit
 
