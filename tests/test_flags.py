@@ -175,3 +175,5 @@ def test_resolved_flags_read_what_sglang_0_5_17_decided_for_itself():
     assert "max-running-requests" not in unknown  # nothing said is not a value
     given = resolved_flags({**info, "max_running_requests": 64, "cuda_graph_max_bs_decode": 128}, 4096)
     assert given["max-running-requests"] == 64 and given["cuda-graph-max-bs-decode"] == 128  # as passed
+    older = resolved_flags({"chunked_prefill_size": 2048, "cuda_graph_max_bs": 160}, None)  # before cuda_graph_config
+    assert older == {"chunked-prefill-size": 2048, "cuda-graph-max-bs": 160}

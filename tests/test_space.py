@@ -275,6 +275,11 @@ def test_defaults_the_space_cannot_draw_are_named_with_what_it_offers(tmp_path):
     assert len(space.unreachable({**inside, "disable-radix-cache": 0, "cap": 96.0, "frac": True})) == 3
     assert space.unreachable({**inside, "disable-radix-cache": True, "policy": "fcfs"}) == []
     assert space.unreachable({**inside, "cap": None}) == []
+    assert space.unreachable({**inside, "cap": "auto"}) == ["cap: SGLang chose auto, the space offers 32-256 by 32"]
+    steps = load_space(write(tmp_path, "params:\n  a: {low: 10, high: 100, step: 30}\n  b: {low: 1, high: 9}\n"
+                                       "  c: {low: 0.72, high: 0.92, step: 0.05}\n"))
+    assert steps.unreachable({"a": 40, "b": 4, "c": 0.82}) == []  # on the steps from each low end
+    assert [m.split(":")[0] for m in steps.unreachable({"a": 50, "b": 4.5, "c": 0.8})] == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize("flags, gpus", [

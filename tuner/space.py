@@ -85,7 +85,9 @@ class Param:
             return False
         if self.is_int:
             return isinstance(value, int) and (value - int(self.low)) % int(self.step or 1) == 0
-        steps = (value - self.low) / self.step if self.step else 0.0
+        if not self.step:
+            return True
+        steps = (value - self.low) / self.step
         return abs(steps - round(steps)) < 1e-6
 
     def offers(self) -> str:
