@@ -785,7 +785,7 @@ class Tuner:
         )
 
     def _early_stop(self, study: optuna.Study) -> Callable[[LevelResult], str | None]:
-        best = best_levels(study, self.objective)
+        best = best_levels(study)
 
         def check(level: LevelResult) -> str | None:
             for metric, limit in self.objective.slo.items():
@@ -953,7 +953,7 @@ def _baseline_refused(config: RunConfig, detail: str) -> str:
             f"server.log) and start a new study (--study NAME)")
 
 
-def best_levels(study: optuna.Study, objective: Objective) -> dict[int, float]:
+def best_levels(study: optuna.Study) -> dict[int, float]:
     """Per concurrency, the best output tokens/s any feasible trial reached (for early stopping)."""
     best: dict[int, float] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
