@@ -306,6 +306,7 @@ def test_postgresql_urls_use_psycopg_3_when_psycopg2_is_absent():
     assert _with_installed_driver("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert _with_installed_driver("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
     assert _with_installed_driver("mysql://u@h/db") == "mysql://u@h/db"
+    assert _with_installed_driver("postgresql://u@h/db?proxy=http://p") == "postgresql+psycopg://u@h/db?proxy=http://p"
 
 
 def test_a_missing_driver_names_the_package_to_install():
@@ -466,7 +467,7 @@ def test_make_sampler_builds_the_run_files_sampler_with_its_options(tmp_path, mo
     assert isinstance(gp, optuna.samplers.GPSampler) and gp._n_startup_trials == 2
     assert gp._rng.rng.random_sample() == optuna.samplers.GPSampler(seed=5)._rng.rng.random_sample()
     monkeypatch.setattr(tuner.study.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
-    with pytest.raises(SetupError, match=r"sampler gp needs torch \(pip install torch\)"):
+    with pytest.raises(SetupError, match=r"^sampler gp needs torch \(pip install torch\), or set sampler: \{name: tpe\}$"):
         make_sampler(cfg(name="gp"), 5)
 
 
