@@ -295,7 +295,8 @@ def test_describe_names_a_parameters_kind():
 
 def test_redact_hides_credentials():
     assert _redact("postgresql://tuner:secret@db:5432/x") == "postgresql://***@db:5432/x"
-    assert _redact("postgresql://u:p@ss@db/x") == "postgresql://***@ss@db/x"
+    assert _redact("postgresql://u:p@ss@db/x") == "postgresql://***@db/x"  # an unquoted @ in the password
+    assert _redact("sqlite:///studies/a@b.db") == "sqlite:///studies/a@b.db"  # an @ in a path is no user
     assert _redact("postgresql://u:pw@db/x?proxy=http://p") == "postgresql://***@db/x?proxy=http://p"
     assert _redact("sqlite:///studies/x.db") == "sqlite:///studies/x.db"
     assert _redact("user@host") == "user@host"
@@ -357,7 +358,7 @@ def test_alive_and_model_paths(tmp_path):
     assert not _alive(child.pid)
     assert _looks_like_path_or_hub_id("Qwen/Qwen3-8B") and _looks_like_path_or_hub_id(str(tmp_path))
     for bad in ("Qwen3-8B", "a/b/c", "/no/such/model", "/nosuchmodel", "./x/y", ".x/y", "~/no/such", "~/nosuch",
-                str(tmp_path / "missing")):
+                str(tmp_path / "missing"), "~nosuchuser/m"):  # no such user: no RuntimeError either
         assert not _looks_like_path_or_hub_id(bad), bad
 
 

@@ -231,10 +231,14 @@ def _with_installed_driver(url: str) -> str:
 
 
 def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """The URL without its user and password: everything in the host part up to its last "@"."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    netloc, slash, path = rest.partition("/")
+    if "@" not in netloc:
+        return url
+    return f"{scheme}://***@{netloc.rsplit('@', 1)[1]}{slash}{path}"
 
 
 class _RetryStale:
@@ -985,7 +989,11 @@ def make_launcher(config: RunConfig) -> Launcher:
 
 
 def _looks_like_path_or_hub_id(model: str) -> bool:
-    return Path(model).expanduser().exists() or (model.count("/") == 1 and not model.startswith(("/", ".", "~")))
+    try:
+        path = Path(model).expanduser()
+    except RuntimeError:  # ~someone who is no user here
+        path = Path(model)
+    return path.exists() or (model.count("/") == 1 and not model.startswith(("/", ".", "~")))
 
 
 def _alive(pid: int) -> bool:
