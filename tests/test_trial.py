@@ -402,17 +402,12 @@ class Running(Server):
         return None
 
 
-def test_health_counts_as_failed_only_three_polls_in_a_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.03)
-    script = [503, 503, 200, 503, 503, 200, 503, 503, 503]
-    seen: list[bool] = []  # watcher.unhealthy as each poll arrives: the verdict on the polls before it
-    watcher: Watcher | None = None
+def health_server(tmp_path: Path, answer) -> tuple[ThreadingHTTPServer, LaunchSpec]:
+    """A /health endpoint answering each GET with ``answer()``'s status, and a spec pointing at it."""
 
     class Health(BaseHTTPRequestHandler):
         def do_GET(self):
-            seen.append(watcher.unhealthy)
-            status = script[len(seen) - 1] if len(seen) <= len(script) else 200
-            self.send_response(status)
+            self.send_response(answer())
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -422,7 +417,20 @@ def test_health_counts_as_failed_only_three_polls_in_a_row(tmp_path, monkeypatch
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Health)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     p = plan(tmp_path)
-    spec = LaunchSpec(p.flags, {}, tmp_path / "server.log", "127.0.0.1", httpd.server_address[1], (), "t", 0)
+    return httpd, LaunchSpec(p.flags, {}, tmp_path / "server.log", "127.0.0.1", httpd.server_address[1], (), "t", 0)
+
+
+def test_health_counts_as_failed_only_three_polls_in_a_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.03)
+    script = [503, 503, 200, 503, 503, 200, 503, 503, 503]
+    seen: list[bool] = []  # watcher.unhealthy as each poll arrives: the verdict on the polls before it
+    watcher: Watcher | None = None
+
+    def answer() -> int:
+        seen.append(watcher.unhealthy)
+        return script[len(seen) - 1] if len(seen) <= len(script) else 200
+
+    httpd, spec = health_server(tmp_path, answer)
     try:
         watcher = Watcher(Running(spec), threading.Event())
         with watcher:
@@ -443,21 +451,12 @@ def test_a_slow_health_answer_within_twice_the_poll_interval_is_healthy(tmp_path
     monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.2)
     polls: list[float] = []
 
-    class SlowHealth(BaseHTTPRequestHandler):
-        def do_GET(self):
-            polls.append(time.monotonic())
-            time.sleep(0.3)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def answer() -> int:
+        polls.append(time.monotonic())
+        time.sleep(0.3)
+        return 200
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowHealth)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    p = plan(tmp_path)
-    spec = LaunchSpec(p.flags, {}, tmp_path / "server.log", "127.0.0.1", httpd.server_address[1], (), "t", 0)
+    httpd, spec = health_server(tmp_path, answer)
     try:
         with Watcher(Running(spec), threading.Event()) as watcher:
             deadline = time.monotonic() + 10
