@@ -184,7 +184,7 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
     from rich.console import Console
 
     from tuner.progress import best_line
-    from tuner.report import confirmation_lines, defaults_note, shared_gpu_note, terminal_table
+    from tuner.report import confirmation_lines, study_notes, terminal_table
 
     console = Console(highlight=False)
     if console.is_terminal:
@@ -195,9 +195,8 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
         with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
                                "display.max_colwidth", 80):
             typer.echo(frame.to_string(index=False))
-    for note in (shared_gpu_note(st), defaults_note(st)):
-        if note:
-            typer.echo(note)
+    for note in study_notes(st):
+        typer.echo(note)
     typer.echo(best_line(st))
     for line in confirmation_lines(st):
         typer.echo(f"  {line}")

@@ -64,7 +64,7 @@ def resolved_flags(server_info: Mapping[str, Any], max_running_requests: int | N
     and, in 0.5.17+, the decode CUDA-graph cap (``cuda_graph_config.decode.max_bs``)."""
     out: dict[str, FlagValue] = {k.replace("_", "-"): v for k, v in server_info.items()
                                  if isinstance(v, (str, int, float, bool))}
-    if max_running_requests is not None and out.get("max-running-requests") is None:
+    if max_running_requests is not None and "max-running-requests" not in out:
         out["max-running-requests"] = max_running_requests
     graphs = server_info.get("cuda_graph_config")
     decode = graphs.get("decode") if isinstance(graphs, dict) else None

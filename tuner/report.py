@@ -83,6 +83,11 @@ def defaults_note(study: optuna.Study) -> str | None:
             + ". No sampled config runs what the defaults ran there: widen those choices to include it")
 
 
+def study_notes(study: optuna.Study) -> list[str]:
+    """What a reader must know before trusting the numbers: a shared GPU, defaults outside the space."""
+    return [note for note in (shared_gpu_note(study), defaults_note(study)) if note]
+
+
 def shared_gpu_note(study: optuna.Study) -> str | None:
     """Which trials ran beside other processes on their GPUs (--allow-shared-gpu), and what those were."""
     shared = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("gpu_shared")]
@@ -424,9 +429,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
     where = _where(study)
     md += [f"{where[0].upper()}{where[1:]}.", ""]
-    for note in (shared_gpu_note(study), defaults_note(study)):
-        if note:
-            md += [f"**{note}**", ""]
+    for note in study_notes(study):
+        md += [f"**{note}**", ""]
     md += [markdown_table(comp)]
     confirmed = confirmation_lines(study)
     if confirmed:
@@ -452,9 +456,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         + f"Trials: {len(trials)} (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + "). "
         + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
     ]
-    for note in (shared_gpu_note(study), defaults_note(study)):
-        if note:
-            parts.append(f"<p class='bad'>{html.escape(note)}</p>")
+    parts += [f"<p class='bad'>{html.escape(note)}</p>" for note in study_notes(study)]
     parts.append("<h2>Best vs baseline</h2>")
     if best is None:
         parts.append("<p class='bad'>No feasible trial yet.</p>")

@@ -282,12 +282,13 @@ class Answer:
         unmeasured = next((lv for _, _, lv, how in answers if how.startswith("not measured")), None)
         if unmeasured is not None:
             return unmeasured, "not measured by a neighbour: fails"
-        broke = [a for a in answers if broken(a[2], slo)]
-        passing = [a for a in answers if not broken(a[2], slo)]
+        verdicts = [broken(lv, slo) is not None for _, _, lv, _ in answers]
+        broke = [a for a, b in zip(answers, verdicts) if b]
+        passing = [a for a, b in zip(answers, verdicts) if not b]
         if 2 * sum(w for w, *_ in broke) >= sum(w for w, *_ in answers):
             _, row, lv, how = max(broke, key=lambda a: a[0])
-            return (_with_numbers(lv, level, {f: getattr(lv, f) for f in _CURVE_FIELDS}),
-                    f"broke at {len(broke)} of {len(answers)} neighbours, half the weight or more: as trial {row.trial} ({how})")
+            return _with_numbers(lv, level, {}), (f"broke at {len(broke)} of {len(answers)} neighbours, half the "
+                                                  f"weight or more: as trial {row.trial} ({how})")
         total = sum(w for w, *_ in passing)
         values = {f: sum(w * getattr(lv, f) for w, _, lv, _ in passing) / total for f in _CURVE_FIELDS}
         blended = _with_numbers(passing[0][2], level, values)
