@@ -51,7 +51,7 @@ HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no
 
 
 class _Stream:
-    __slots__ = ("conn", "left", "n", "key", "recv")
+    __slots__ = ("conn", "key", "left", "n", "recv")
 
     def __init__(self, conn, n, key, recv):
         self.conn, self.left, self.n, self.key, self.recv = conn, n, n, key, recv

@@ -105,7 +105,7 @@ def pct_diff(ours: float, theirs: float) -> float:
 def bench_serving_help(cmd: list[str]) -> str:
     try:
         return subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=180).stdout
-    except Exception as e:  # noqa: BLE001 - reported, the run goes on without the optional flags
+    except Exception as e:
         print(f"warning: could not read bench_serving --help: {e}", file=sys.stderr)
         return ""
 

@@ -34,11 +34,17 @@ from tuner.study import Tuner  # noqa: E402
 
 def run_mode(run_file: Path, mode: str, gpus: list[int], trials: int, out: Path, stamp: str) -> dict:
     study = f"gpu-parallel-{mode}-{stamp}"
-    cfg = load_config(run_file, {
-        "study": study, "trials": trials, "gpus": gpus,
-        "storage": f"sqlite:///{(out / 'studies' / f'{study}.db').resolve()}",
-        "trials_dir": str((out / "trials").resolve()), "artifacts": str((out / "artifacts" / study).resolve()),
-    })
+    cfg = load_config(
+        run_file,
+        {
+            "study": study,
+            "trials": trials,
+            "gpus": gpus,
+            "storage": f"sqlite:///{(out / 'studies' / f'{study}.db').resolve()}",
+            "trials_dir": str((out / "trials").resolve()),
+            "artifacts": str((out / "artifacts" / study).resolve()),
+        },
+    )
     tuner = Tuner(cfg)
     row = {"mode": mode, "gpus": ",".join(map(str, gpus)), "study": study, "trials": trials}
     t0 = time.monotonic()
@@ -50,7 +56,7 @@ def run_mode(run_file: Path, mode: str, gpus: list[int], trials: int, out: Path,
         st = tuner.run()
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001 - one mode failing still reports the other
+    except Exception as exc:
         row.update(wall_s=time.monotonic() - t0, error=f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
         return row
@@ -83,10 +89,15 @@ def markdown(rows: list[dict], run_file: Path, trials: int) -> str:
             continue
         speedup = f"{serial['wall_s'] / r['wall_s']:.2f}x" if serial and r["wall_s"] else ""
         per = r["wall_s"] / r["complete"] if r["complete"] else float("nan")
-        lines.append(f"| {r['mode']} | {r['gpus']} | {r['wall_s']:.1f} | {per:.1f} | {speedup} | {r['complete']} | "
-                     f"{r['feasible']} | {r['trial_s_sum']:.1f} | {r.get('best', '')} |")
-    lines += ["", "Parallel runs one trial per GPU (a tp x dp trial holds all its GPUs); the sum of trial times "
-              "close to serial's means the servers did not slow each other down."]
+        lines.append(
+            f"| {r['mode']} | {r['gpus']} | {r['wall_s']:.1f} | {per:.1f} | {speedup} | {r['complete']} | "
+            f"{r['feasible']} | {r['trial_s_sum']:.1f} | {r.get('best', '')} |"
+        )
+    lines += [
+        "",
+        "Parallel runs one trial per GPU (a tp x dp trial holds all its GPUs); the sum of trial times "
+        "close to serial's means the servers did not slow each other down.",
+    ]
     return "\n".join(lines) + "\n"
 
 

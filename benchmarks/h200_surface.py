@@ -30,8 +30,13 @@ from tuner.flags import FlagCatalog  # noqa: E402
 from tuner.surface import SHAPE_KEYS, Header, Objective, Row, Surface, Workload, point_of, read_levels  # noqa: E402
 
 OUT = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
-FIXED = {"load-format": "dummy", "attention-backend": "triton", "sampling-backend": "pytorch",
-         "grammar-backend": "none", "log-level": "info"}  # search_spaces/h200-qwen3-8b.yaml, every trial
+FIXED = {
+    "load-format": "dummy",
+    "attention-backend": "triton",
+    "sampling-backend": "pytorch",
+    "grammar-backend": "none",
+    "log-level": "info",
+}  # search_spaces/h200-qwen3-8b.yaml, every trial
 
 
 def _value(text: str):
@@ -58,11 +63,18 @@ def rows() -> list[Row]:
         baseline = flags_text.strip() == "baseline (SGLang defaults)"
         tuned = {} if baseline else {k: _value(v) for k, v in re.findall(r"--([a-z0-9-]+) (\S+)", flags_text)}
         levels = read_levels(ROOT / f"docs/h200/trial-{trial}-benchmark.csv")
-        out.append(Row(
-            trial=trial, baseline=baseline, flags=point_of({**FIXED, **tuned}), levels=levels,
-            startup_s=float(startup), benchmark_s=round(sum(lv.duration_s for lv in levels), 3),
-            stop_s=5.65 if trial <= 3 else 1.15, gpu_peak_used_mib=float(peak),
-        ))
+        out.append(
+            Row(
+                trial=trial,
+                baseline=baseline,
+                flags=point_of({**FIXED, **tuned}),
+                levels=levels,
+                startup_s=float(startup),
+                benchmark_s=round(sum(lv.duration_s for lv in levels), 3),
+                stop_s=5.65 if trial <= 3 else 1.15,
+                gpu_peak_used_mib=float(peak),
+            )
+        )
     return out
 
 
@@ -72,15 +84,26 @@ def main() -> None:
     shape = {k: defaults[k] for k in SHAPE_KEYS}
     catalog = FlagCatalog.from_help((ROOT / "benchmarks/h200/sglang-0.5.17-help.txt").read_text())
     header = Header(
-        model="Qwen/Qwen3-8B", model_path="/tmp/sglrt/model-qwen3-8b", gpu_name="NVIDIA H200",
-        gpu_memory_mib=143771.0, sglang_version="0.5.17", command=["python3", "-m", "sglang.launch_server"],
-        workload=Workload(input_len=512, output_len=128, concurrency=[1, 16, 64], shape=shape,
-                          description="random token ids, ignore_eos, 8/64/256 prompts per level, 2 warm-up "
-                                      "requests and a cache flush before each level"),
+        model="Qwen/Qwen3-8B",
+        model_path="/tmp/sglrt/model-qwen3-8b",
+        gpu_name="NVIDIA H200",
+        gpu_memory_mib=143771.0,
+        sglang_version="0.5.17",
+        command=["python3", "-m", "sglang.launch_server"],
+        workload=Workload(
+            input_len=512,
+            output_len=128,
+            concurrency=[1, 16, 64],
+            shape=shape,
+            description="random token ids, ignore_eos, 8/64/256 prompts per level, 2 warm-up "
+            "requests and a cache flush before each level",
+        ),
         objective=Objective(metrics=["output_throughput"], at_concurrency=64),
-        date="2026-11-28", source="study h200-qwen3-8b (docs/h200.md)", space="search_spaces/h200-qwen3-8b.yaml",
+        date="2026-11-28",
+        source="study h200-qwen3-8b (docs/h200.md)",
+        space="search_spaces/h200-qwen3-8b.yaml",
         notes="Qwen3-8B config with dummy weights (--load-format dummy: real shapes, real speed); triton "
-              "attention, driver 580.159.04, torch 2.11.0+cu130. Built by benchmarks/h200_surface.py.",
+        "attention, driver 580.159.04, torch 2.11.0+cu130. Built by benchmarks/h200_surface.py.",
         catalog=list(catalog.flags.values()),
     )
     surface = Surface(header=header, rows=rows())

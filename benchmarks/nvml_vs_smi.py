@@ -49,12 +49,11 @@ class SmiLogger:
         self._thread = threading.Thread(target=self._pump, name="nvidia-smi", daemon=True)
         self.lines = 0
 
-    def __enter__(self) -> "SmiLogger":
+    def __enter__(self) -> SmiLogger:
         if not shutil.which("nvidia-smi"):
             raise SystemExit("nvidia-smi is not on PATH: this comparison needs an NVIDIA driver")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     bufsize=1)
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         self._thread.start()
         return self
 
@@ -122,10 +121,18 @@ def compare(study: optuna.Study, samples: list[tuple[dt.datetime, int, float]]) 
         mine = [used for when, g, used in samples if g in gpus and win[0] <= when <= win[1]]
         smi = max(mine) if mine else None
         diff = 100.0 * (nvml - smi) / smi if smi else None
-        rows.append({"trial": t.number, "gpus": ",".join(map(str, sorted(gpus))),
-                     "window_s": (win[1] - win[0]).total_seconds(), "smi_samples": len(mine),
-                     "smi_peak_mib": smi, "nvml_peak_mib": float(nvml), "diff_pct": diff,
-                     "failure_class": t.user_attrs.get("failure_class", "")})
+        rows.append(
+            {
+                "trial": t.number,
+                "gpus": ",".join(map(str, sorted(gpus))),
+                "window_s": (win[1] - win[0]).total_seconds(),
+                "smi_samples": len(mine),
+                "smi_peak_mib": smi,
+                "nvml_peak_mib": float(nvml),
+                "diff_pct": diff,
+                "failure_class": t.user_attrs.get("failure_class", ""),
+            }
+        )
     return rows
 
 
@@ -133,16 +140,22 @@ def table(rows: list[dict]) -> str:
     def num(v, fmt):
         return format(v, fmt) if v is not None else "n/a"
 
-    lines = ["| trial | GPUs | window (s) | smi samples | nvidia-smi peak (MiB) | NVML peak (MiB) | diff % | class |",
-             "|---:|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| trial | GPUs | window (s) | smi samples | nvidia-smi peak (MiB) | NVML peak (MiB) | diff % | class |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['trial']} | {r['gpus']} | {r['window_s']:.1f} | {r['smi_samples']} | "
-                     f"{num(r['smi_peak_mib'], '.0f')} | {num(r['nvml_peak_mib'], '.0f')} | "
-                     f"{num(r['diff_pct'], '+.2f')} | {r['failure_class']} |")
+        lines.append(
+            f"| {r['trial']} | {r['gpus']} | {r['window_s']:.1f} | {r['smi_samples']} | "
+            f"{num(r['smi_peak_mib'], '.0f')} | {num(r['nvml_peak_mib'], '.0f')} | "
+            f"{num(r['diff_pct'], '+.2f')} | {r['failure_class']} |"
+        )
     diffs = [abs(r["diff_pct"]) for r in rows if r["diff_pct"] is not None]
     if diffs:
-        lines += ["", f"{len(diffs)} trials compared: mean |diff| {sum(diffs) / len(diffs):.2f} %, "
-                      f"max |diff| {max(diffs):.2f} %"]
+        lines += [
+            "",
+            f"{len(diffs)} trials compared: mean |diff| {sum(diffs) / len(diffs):.2f} %, max |diff| {max(diffs):.2f} %",
+        ]
     else:
         lines += ["", "no trial could be compared (no NVML numbers, or no nvidia-smi samples in the windows)"]
     return "\n".join(lines) + "\n"
@@ -161,8 +174,9 @@ def main() -> None:
     args = ap.parse_args()
     smi_log = args.smi_log or args.out / "smi.csv"
     base = load_config(args.config)
-    study_name = args.study or (base.study if args.compare_only else
-                                f"{base.study}-nvml-vs-smi-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    study_name = args.study or (
+        base.study if args.compare_only else f"{base.study}-nvml-vs-smi-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    )
     cfg = load_config(args.config, {"study": study_name, "trials": args.trials, "gpus": args.gpus})
 
     if args.compare_only:

@@ -34,47 +34,71 @@ class Bug:
 
 
 BUGS = (
-    Bug("default-flags", "every trial launches SGLang's defaults; the sampled flags are still recorded",
+    Bug(
+        "default-flags",
+        "every trial launches SGLang's defaults; the sampled flags are still recorded",
         "tuner/trial.py",
         "spec = LaunchSpec(plan.flags,",
         "spec = LaunchSpec(ServerFlags.of({k: v for k, v in plan.flags.as_dict().items() "
         "if k in ('model-path', 'host', 'port')}),",
-        ("tests/test_tuning_loop.py::test_twelve_trials_find_a_config_better_than_sglang_defaults",)),
-    Bug("tpot", "TPOT divided by output_len instead of output_len - 1",
+        ("tests/test_tuning_loop.py::test_twelve_trials_find_a_config_better_than_sglang_defaults",),
+    ),
+    Bug(
+        "tpot",
+        "TPOT divided by output_len instead of output_len - 1",
         "tuner/metrics.py",
         "return (self.latency - self.ttft) / (self.output_len - 1)",
         "return (self.latency - self.ttft) / self.output_len",
-        ("tests/test_benchmark_client.py",)),
-    Bug("busy", '"GPU busy before launch" is always False',
+        ("tests/test_benchmark_client.py",),
+    ),
+    Bug(
+        "busy",
+        '"GPU busy before launch" is always False',
         "tuner/trial.py",
         "busy_before = bool(shared) or any(",
         "busy_before = False and any(",
-        ("tests/test_gpu.py",)),
-    Bug("digest", "export pins the tag (re-resolved now) instead of the image digest measured with the trial",
+        ("tests/test_gpu.py",),
+    ),
+    Bug(
+        "digest",
+        "export pins the tag (re-resolved now) instead of the image digest measured with the trial",
         "tuner/cli.py",
         "        cfg.launcher.image = digest",
         "        pass",
-        ("tests/test_docker_launcher.py::test_a_short_study_through_the_cli_with_the_docker_launcher",)),
-    Bug("heartbeat", "the heartbeat thread stops after the first failed beat",
+        ("tests/test_docker_launcher.py::test_a_short_study_through_the_cli_with_the_docker_launcher",),
+    ),
+    Bug(
+        "heartbeat",
+        "the heartbeat thread stops after the first failed beat",
         "tuner/study.py",
         'log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)',
         'log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)\n                return',
-        ("tests/test_claims.py::test_heartbeat_goes_on_after_a_failed_beat", "tests/test_postgres.py")),
-    Bug("orphans", "the process launcher's orphan cleanup reports nothing",
+        ("tests/test_claims.py::test_heartbeat_goes_on_after_a_failed_beat", "tests/test_postgres.py"),
+    ),
+    Bug(
+        "orphans",
+        "the process launcher's orphan cleanup reports nothing",
         "tuner/launcher/process.py",
         "return sorted(set(stopped))",
         "return []",
-        ("tests/test_faults.py::test_next_start_kills_an_orphaned_server",)),
-    Bug("constraints", "the constraints system attribute is not written",
+        ("tests/test_faults.py::test_next_start_kills_an_orphaned_server",),
+    ),
+    Bug(
+        "constraints",
+        "the constraints system attribute is not written",
         "tuner/study.py",
         'system={"constraints": constraints})',
         "system={})",
-        ("tests/test_tuning_loop.py::test_a_trial_that_breaks_its_slo_skips_the_remaining_levels",)),
-    Bug("oom-runtime", "an out-of-memory under load is classified as crashed",
+        ("tests/test_tuning_loop.py::test_a_trial_that_breaks_its_slo_skips_the_remaining_levels",),
+    ),
+    Bug(
+        "oom-runtime",
+        "an out-of-memory under load is classified as crashed",
         "tuner/failures.py",
         "    if _OOM.search(log):\n        return OOM_RUNTIME",
         "    if _OOM.search(log):\n        return CRASHED",
-        ("tests/test_failures.py",)),
+        ("tests/test_failures.py",),
+    ),
 )
 
 _IGNORE = shutil.ignore_patterns(".git", "mutants", "__pycache__", ".pytest_cache", "trials", "studies", "reports")
@@ -91,8 +115,12 @@ def plant(bug: Bug) -> tuple[bool, float, str]:
             raise SystemExit(f"{bug.name}: {bug.path} no longer contains the line to break once; update BUGS")
         source.write_text(text.replace(bug.old, bug.new))
         t0 = time.monotonic()
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *bug.tests],
-                             cwd=copy, capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *bug.tests],
+            cwd=copy,
+            capture_output=True,
+            text=True,
+        )
         seconds = time.monotonic() - t0
     failed = [line.split(" ", 1)[1].split(" - ")[0] for line in run.stdout.splitlines() if line.startswith("FAILED ")]
     if run.returncode == 1 and failed:

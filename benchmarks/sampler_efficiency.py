@@ -21,8 +21,8 @@ the baseline), against ~1 s for TPE. Each surface is sampled over the search spa
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import functools
+import importlib.util
 import os
 import platform
 import statistics
@@ -31,7 +31,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 def default_surfaces() -> list[Path]:
     """Recorded GPU surfaces (surfaces/), then the stand-in's (benchmarks/surfaces/)."""
     return sorted((ROOT / "surfaces").glob("*.json")) + sorted((ROOT / "benchmarks" / "surfaces").glob("*.json"))
+
 
 OUT = ROOT / "benchmarks" / "SAMPLERS.md"
 CHECKPOINTS = (8, 12, 20)
@@ -59,8 +60,15 @@ class Setting:
 SETTINGS = [
     Setting(f"{name}, {n} startup{', baseline first' if b else ''}", sampler, n, b)
     for b in (True, False)
-    for name, sampler, n in (("TPE", "tpe", 8), ("TPE", "tpe", 4), ("TPE", "tpe", 2), ("GP", "gp", 8),
-                             ("GP", "gp", 4), ("GP", "gp", 2), ("random", "random", 0))
+    for name, sampler, n in (
+        ("TPE", "tpe", 8),
+        ("TPE", "tpe", 4),
+        ("TPE", "tpe", 2),
+        ("GP", "gp", 8),
+        ("GP", "gp", 4),
+        ("GP", "gp", 2),
+        ("random", "random", 0),
+    )
 ] + [
     Setting(f"TPE {label}, {n} startup, baseline first", "tpe", n, True, options)
     for n in (4, 8)
@@ -74,7 +82,7 @@ SETTINGS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _surface(path: str):
     """One per worker process: its flag weights are learned once (Surface.flag_weights), not per study."""
     from tuner.surface import Surface
@@ -89,29 +97,41 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
     import optuna
 
     from tuner.config import load_config
-    from tuner.space import load_space
     from tuner.launcher.replay import ReplayLauncher
+    from tuner.space import load_space
     from tuner.study import Tuner, make_sampler, set_trial_attrs, trial_attrs
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     surface = _surface(surface_path)
     h = surface.header
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_config(None, {
-            "study": "bench", "trials_dir": tmp, "space": space, "trials": trials, "baseline": setting.baseline,
-            "launcher": {"kind": "replay", "surface": surface_path},
-            "workload": {"input_len": h.workload.input_len, "output_len": h.workload.output_len,
-                         "concurrency": h.workload.concurrency, **h.workload.shape},
-            "objective": {"metrics": h.objective.metrics[:1], "at_concurrency": h.objective.at_concurrency},
-            "sampler": {"name": setting.sampler, "seed": seed, "n_startup_trials": setting.n_startup_trials},
-        })
+        config = load_config(
+            None,
+            {
+                "study": "bench",
+                "trials_dir": tmp,
+                "space": space,
+                "trials": trials,
+                "baseline": setting.baseline,
+                "launcher": {"kind": "replay", "surface": surface_path},
+                "workload": {
+                    "input_len": h.workload.input_len,
+                    "output_len": h.workload.output_len,
+                    "concurrency": h.workload.concurrency,
+                    **h.workload.shape,
+                },
+                "objective": {"metrics": h.objective.metrics[:1], "at_concurrency": h.objective.at_concurrency},
+                "sampler": {"name": setting.sampler, "seed": seed, "n_startup_trials": setting.n_startup_trials},
+            },
+        )
         tuner = Tuner(config, launcher=ReplayLauncher(surface, surface_path))
         tuner.space = space_obj = load_space(space)
         objective = tuner.objective
         sampler = make_sampler(config, seed)
         if setting.tpe:
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=setting.n_startup_trials,
-                                                 **dict(setting.tpe))
+            sampler = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=setting.n_startup_trials, **dict(setting.tpe)
+            )
         study = optuna.create_study(directions=objective.directions, sampler=sampler)
         out = []
         for n in range(trials):
@@ -120,12 +140,17 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
             result = tuner.runner(study, None).run(tuner.plan(n, tuned, (), config.launcher.port))
             constraints = objective.constraints(result)
             feasible = all(c <= 0 for c in constraints)
-            set_trial_attrs(study, trial, {**trial_attrs(result, objective), "feasible": feasible},
-                            system={"constraints": constraints})
+            set_trial_attrs(
+                study,
+                trial,
+                {**trial_attrs(result, objective), "feasible": feasible},
+                system={"constraints": constraints},
+            )
             values = objective.values(result)
             study.tell(trial, values)
-            out.append((values[0] if feasible else None, not result.ok,
-                        result.times.startup_s + result.times.benchmark_s))
+            out.append(
+                (values[0] if feasible else None, not result.ok, result.times.startup_s + result.times.benchmark_s)
+            )
         return out
 
 
@@ -177,13 +202,17 @@ def main() -> None:
 
     paths = args.surfaces or [str(p.relative_to(ROOT)) for p in default_surfaces()]
     t0 = time.monotonic()
-    lines = ["# Sampler efficiency on recorded surfaces", "",
-             f"`python benchmarks/sampler_efficiency.py --seeds {args.seeds} --trials {args.trials}` on "
-             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()} ({os.cpu_count()} CPUs): "
-             f"replayed studies, the tuner's sampler and records (see the script's docstring). Fractions are of "
-             f"the surface's best recorded value, medians over seeds; trial 0 counts as a trial. {skipped}"
-             f"Seconds and GPU-minutes are the surface's recorded ones (a stand-in's are its own scaled seconds, "
-             f"not a GPU's).", ""]
+    lines = [
+        "# Sampler efficiency on recorded surfaces",
+        "",
+        f"`python benchmarks/sampler_efficiency.py --seeds {args.seeds} --trials {args.trials}` on "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()} ({os.cpu_count()} CPUs): "
+        f"replayed studies, the tuner's sampler and records (see the script's docstring). Fractions are of "
+        f"the surface's best recorded value, medians over seeds; trial 0 counts as a trial. {skipped}"
+        f"Seconds and GPU-minutes are the surface's recorded ones (a stand-in's are its own scaled seconds, "
+        f"not a GPU's).",
+        "",
+    ]
     for path in paths:
         surface = Surface.load(path)
         h = surface.header
@@ -193,27 +222,44 @@ def main() -> None:
         jobs = {}
         with ProcessPoolExecutor(args.workers) as pool:
             for setting in settings:
-                jobs[setting] = [pool.submit(run_study, path, space, setting, seed, args.trials)
-                                 for seed in range(args.seeds)]
+                jobs[setting] = [
+                    pool.submit(run_study, path, space, setting, seed, args.trials) for seed in range(args.seeds)
+                ]
             results = {s: [f.result() for f in fs] for s, fs in jobs.items()}
         base = next((r for r in surface.rows if r.baseline and r.ok), None)
-        base_frac = next((getattr(lv, h.objective.metrics[0]) / best for lv in base.levels
-                          if lv.concurrency == h.objective.at_concurrency), None) if base else None
-        lines += [f"## {path}", "",
-                  f"{h.model} on {h.gpu_name}, SGLang {h.sglang_version}: {len(surface.rows)} recorded trials "
-                  f"({sum(not r.ok for r in surface.rows)} failed) of {h.source}, space {space}; objective "
-                  f"{h.objective.metrics[0]} at c={h.objective.at_concurrency}, best recorded {best:.1f}"
-                  + (f"; SGLang's defaults (the baseline) reach {base_frac:.3f} of it" if base_frac else "") + ".",
-                  "",
-                  "| setting | best/surface best @8 | @12 | @20 | seeds >= 95% by 12 | >= 99% by 12 | "
-                  "GPU-min to 95% (median) | seeds reaching 95% | failed launches / study |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        base_frac = (
+            next(
+                (
+                    getattr(lv, h.objective.metrics[0]) / best
+                    for lv in base.levels
+                    if lv.concurrency == h.objective.at_concurrency
+                ),
+                None,
+            )
+            if base
+            else None
+        )
+        lines += [
+            f"## {path}",
+            "",
+            f"{h.model} on {h.gpu_name}, SGLang {h.sglang_version}: {len(surface.rows)} recorded trials "
+            f"({sum(not r.ok for r in surface.rows)} failed) of {h.source}, space {space}; objective "
+            f"{h.objective.metrics[0]} at c={h.objective.at_concurrency}, best recorded {best:.1f}"
+            + (f"; SGLang's defaults (the baseline) reach {base_frac:.3f} of it" if base_frac else "")
+            + ".",
+            "",
+            "| setting | best/surface best @8 | @12 | @20 | seeds >= 95% by 12 | >= 99% by 12 | "
+            "GPU-min to 95% (median) | seeds reaching 95% | failed launches / study |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for setting, runs in results.items():
             r = summarise(runs, best, maximize)
             gpu_min = f"{r['gpu_min95']:.1f}" if r["gpu_min95"] is not None else "–"
-            lines.append(f"| {setting.label} | {r['at8']:.3f} | {r['at12']:.3f} | {r['at20']:.3f} | "
-                         f"{100 * r['share95']:.0f}% | {100 * r['share99']:.0f}% | {gpu_min} | "
-                         f"{r['reached95']}/{len(runs)} | {r['failures']:.2f} |")
+            lines.append(
+                f"| {setting.label} | {r['at8']:.3f} | {r['at12']:.3f} | {r['at20']:.3f} | "
+                f"{100 * r['share95']:.0f}% | {100 * r['share99']:.0f}% | {gpu_min} | "
+                f"{r['reached95']}/{len(runs)} | {r['failures']:.2f} |"
+            )
         lines.append("")
     lines.append(f"Ran in {time.monotonic() - t0:.0f} s.")
     args.out.write_text("\n".join(lines) + "\n")

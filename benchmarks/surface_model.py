@@ -23,6 +23,7 @@ def default_surfaces() -> list[Path]:
     """Recorded GPU surfaces (surfaces/), then the stand-in's (benchmarks/surfaces/)."""
     return sorted((ROOT / "surfaces").glob("*.json")) + sorted((ROOT / "benchmarks" / "surfaces").glob("*.json"))
 
+
 from tuner.surface import Surface, point_of  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "SURFACE_MODEL.md"
@@ -40,11 +41,15 @@ def evaluate(path: Path) -> list[str]:
     equal_errors: dict[str, list[float]] = {m: [] for m in METRICS}
     mean_errors: dict[str, list[float]] = {m: [] for m in METRICS}
     fail_right = equal_fail_right = fail_total = 0
-    lines = [f"### {path.relative_to(ROOT)}", "",
-             f"{s.header.model} on {s.header.gpu_name}, SGLang {s.header.sglang_version}, {len(s.rows)} rows "
-             f"({sum(not r.ok for r in s.rows)} failed), from {s.header.source}.", "",
-             f"| left out | repeat of another row | answered from | recorded {METRICS[0]} c={at} | predicted | "
-             f"error |", "|---:|---|---|---:|---:|---:|"]
+    lines = [
+        f"### {path.relative_to(ROOT)}",
+        "",
+        f"{s.header.model} on {s.header.gpu_name}, SGLang {s.header.sglang_version}, {len(s.rows)} rows "
+        f"({sum(not r.ok for r in s.rows)} failed), from {s.header.source}.",
+        "",
+        f"| left out | repeat of another row | answered from | recorded {METRICS[0]} c={at} | predicted | error |",
+        "|---:|---|---|---:|---:|---:|",
+    ]
     for row in s.rows:
         # Nested: the flag weights are learned without the left-out row too.
         a = s.answer(row.flags, exclude=row.trial, flag_weights=s.flag_weights(exclude=row.trial))
@@ -54,8 +59,10 @@ def evaluate(path: Path) -> list[str]:
         equal_fail_right += (eq.failure_class is None) == row.ok
         repeat = any(r.trial != row.trial and point_of(r.flags) == point_of(row.flags) for r in s.rows)
         if not row.ok or a.failure_class is not None:
-            lines.append(f"| {row.trial} | {'yes' if repeat else 'no'} | {a.sources} | {row.failure_class or 'ok'} "
-                         f"| {a.failure_class or 'ok'} | |")
+            lines.append(
+                f"| {row.trial} | {'yes' if repeat else 'no'} | {a.sources} | {row.failure_class or 'ok'} "
+                f"| {a.failure_class or 'ok'} | |"
+            )
             continue
         others = [r for r in s.rows if r.trial != row.trial and r.ok]
         for m in METRICS:
@@ -71,36 +78,51 @@ def evaluate(path: Path) -> list[str]:
                 mean_errors[m].append(abs(statistics.fmean(vals) / t - 1))
         t, p = _level(row.levels, at), _level(a.levels, at)
         if t and p:
-            lines.append(f"| {row.trial} | {'yes' if repeat else 'no'} | {a.sources} | "
-                         f"{getattr(t, METRICS[0]):.1f} | {getattr(p, METRICS[0]):.1f} | "
-                         f"{100 * (getattr(p, METRICS[0]) / getattr(t, METRICS[0]) - 1):+.1f}% |")
-    lines += ["", f"Learned flag weights (all rows): {s.flag_weights()}.", "",
-              "Absolute relative error over every level of the rows both recorded and predicted as successes, "
-              "median / max:", "",
-              "| metric | IDW 3-NN, learned weights | IDW 3-NN, equal weights | mean of the other rows |",
-              "|---|---:|---:|---:|"]
+            lines.append(
+                f"| {row.trial} | {'yes' if repeat else 'no'} | {a.sources} | "
+                f"{getattr(t, METRICS[0]):.1f} | {getattr(p, METRICS[0]):.1f} | "
+                f"{100 * (getattr(p, METRICS[0]) / getattr(t, METRICS[0]) - 1):+.1f}% |"
+            )
+    lines += [
+        "",
+        f"Learned flag weights (all rows): {s.flag_weights()}.",
+        "",
+        "Absolute relative error over every level of the rows both recorded and predicted as successes, median / max:",
+        "",
+        "| metric | IDW 3-NN, learned weights | IDW 3-NN, equal weights | mean of the other rows |",
+        "|---|---:|---:|---:|",
+    ]
 
     def cell(e):
         return f"{100 * statistics.median(e):.1f}% / {100 * max(e):.1f}%" if e else "–"
 
     for m in METRICS:
         lines.append(f"| {m} | {cell(errors[m])} | {cell(equal_errors[m])} | {cell(mean_errors[m])} |")
-    lines += ["", f"Failure or success predicted right: {fail_right} of {fail_total} with learned weights, "
-                  f"{equal_fail_right} of {fail_total} with equal weights.", ""]
+    lines += [
+        "",
+        f"Failure or success predicted right: {fail_right} of {fail_total} with learned weights, "
+        f"{equal_fail_right} of {fail_total} with equal weights.",
+        "",
+    ]
     return lines
 
 
 def main() -> None:
     paths = [Path(p).resolve() for p in sys.argv[1:]] or default_surfaces()
-    lines = ["# Replay model: leave-one-out error", "",
-             f"`python benchmarks/surface_model.py` on {date.today()}, {platform.node()} "
-             f"({platform.processor() or platform.machine()}); pure arithmetic, no timing.", "",
-             "The model (tuner/surface.py `Surface.answer`): a config recorded in the surface is answered by its "
-             "row; any other by the inverse-distance-weighted (1/d^2) mean of its 3 nearest rows, the distance "
-             "Euclidean over every flag (numbers min-max normalised, log scale past a 4x range; choices and "
-             "switches 0 or 1), each flag weighted by how much it moves the numbers (weights 0, 1/4, 1 or 4 "
-             "learned from the rows by leave-one-out, `Surface.flag_weights`). A weighted majority of failed "
-             "neighbours predicts a failure. Here each row is left out of the weight learning too (nested).", ""]
+    lines = [
+        "# Replay model: leave-one-out error",
+        "",
+        f"`python benchmarks/surface_model.py` on {date.today()}, {platform.node()} "
+        f"({platform.processor() or platform.machine()}); pure arithmetic, no timing.",
+        "",
+        "The model (tuner/surface.py `Surface.answer`): a config recorded in the surface is answered by its "
+        "row; any other by the inverse-distance-weighted (1/d^2) mean of its 3 nearest rows, the distance "
+        "Euclidean over every flag (numbers min-max normalised, log scale past a 4x range; choices and "
+        "switches 0 or 1), each flag weighted by how much it moves the numbers (weights 0, 1/4, 1 or 4 "
+        "learned from the rows by leave-one-out, `Surface.flag_weights`). A weighted majority of failed "
+        "neighbours predicts a failure. Here each row is left out of the weight learning too (nested).",
+        "",
+    ]
     for path in paths:
         lines += evaluate(path)
     OUT.write_text("\n".join(lines))

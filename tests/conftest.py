@@ -30,15 +30,25 @@ def free_port() -> int:
 
 
 def write_space(path: Path, fixed: dict | None = None, params: dict | None = None) -> Path:
-    path.write_text(yaml.safe_dump({"fixed": fixed or {}, "params": params or {
-        "schedule-policy": {"choices": ["fcfs", "lof"]},
-        "mem-fraction-static": {"low": 0.7, "high": 0.93, "step": 0.01},
-    }}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "fixed": fixed or {},
+                "params": params
+                or {
+                    "schedule-policy": {"choices": ["fcfs", "lof"]},
+                    "mem-fraction-static": {"low": 0.7, "high": 0.93, "step": 0.01},
+                },
+            },
+            sort_keys=False,
+        )
+    )
     return path
 
 
-def write_run(tmp_path: Path, *, study: str = "t", space: Path | None = None, env: dict | None = None,
-              trials: int = 3, **extra) -> Path:
+def write_run(
+    tmp_path: Path, *, study: str = "t", space: Path | None = None, env: dict | None = None, trials: int = 3, **extra
+) -> Path:
     """A run file in tmp_path whose storage, trials and studies all live in tmp_path."""
     space = space or write_space(tmp_path / "space.yaml")
     run = {
@@ -56,8 +66,14 @@ def write_run(tmp_path: Path, *, study: str = "t", space: Path | None = None, en
             "startup_timeout_extra_s": {"enable-torch-compile": 10},
             "stop_grace_s": 5,
         },
-        "workload": {"input_len": 64, "output_len": 16, "concurrency": [1, 8], "num_prompts": 16,
-                     "warmup_requests": 1, "request_timeout_s": 20},
+        "workload": {
+            "input_len": 64,
+            "output_len": 16,
+            "concurrency": [1, 8],
+            "num_prompts": 16,
+            "warmup_requests": 1,
+            "request_timeout_s": 20,
+        },
         "sampler": {"seed": 0, "n_startup_trials": 4},
         "confirm": None,  # re-runs at the end cost seconds per test; tests of confirmation turn it on
     }
@@ -72,8 +88,14 @@ def write_run(tmp_path: Path, *, study: str = "t", space: Path | None = None, en
 
 
 def tune(*args: str, cwd: Path | None = None, timeout: float = 180, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from tuner.cli import app; app()", *args], cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-c", "from tuner.cli import app; app()", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def wait_healthy(url: str, timeout: float = 15) -> None:

@@ -15,16 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import ROOT, write_run, write_space  # noqa: E402
+from conftest import ROOT, write_run, write_space
 
 CLI = "from tuner.cli import app; app()"
 # A machine whose NVML sees exactly one GPU (index 0): what `--gpus 7` meets on a real one-GPU host.
@@ -91,14 +91,18 @@ def _feasible_study(tmp: Path) -> str:
 
     storage = f"sqlite:///{tmp}/studies.db"
     study = optuna.create_study(storage=storage, study_name="t", direction="maximize")
-    study.add_trial(optuna.trial.create_trial(value=100.0, user_attrs={"feasible": True, "flags": {
-        "model-path": "m", "port": 30000, "schedule-policy": "lof"}}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=100.0,
+            user_attrs={"feasible": True, "flags": {"model-path": "m", "port": 30000, "schedule-policy": "lof"}},
+        )
+    )
     return storage
 
 
 def _not_executable(tmp: Path) -> list[str]:
     script = tmp / "serve.sh"
-    script.write_text("#!/bin/sh\nexec python -m sglang.launch_server \"$@\"\n")
+    script.write_text('#!/bin/sh\nexec python -m sglang.launch_server "$@"\n')
     script.chmod(0o644)
     return ["start", "-c", str(write_run(tmp)), "--server-command", str(script)]
 
@@ -113,6 +117,7 @@ def _module_missing(name: str) -> Callable[[], bool]:
         import importlib.util
 
         return importlib.util.find_spec(name) is None
+
     return check
 
 
@@ -136,8 +141,9 @@ def _no_feasible_trial(tmp: Path) -> list[str]:
 
     storage = f"sqlite:///{tmp}/studies.db"
     study = optuna.create_study(storage=storage, study_name="t", direction="maximize")
-    study.add_trial(optuna.trial.create_trial(value=0.0, user_attrs={"feasible": False,
-                                                                     "failure_class": "oom_kv_startup"}))
+    study.add_trial(
+        optuna.trial.create_trial(value=0.0, user_attrs={"feasible": False, "failure_class": "oom_kv_startup"})
+    )
     return ["export", "--study", "t", "--storage", storage, "--out", str(tmp / "out")]
 
 
@@ -155,13 +161,14 @@ def _docker_up() -> bool:
 
         docker.from_env(timeout=3).ping()
         return True
-    except Exception:  # noqa: BLE001 - no daemon here: nothing to test against
+    except Exception:
         return False
 
 
 def _dashboard_installed() -> bool:
     try:
         import optuna_dashboard  # noqa: F401
+
         return True
     except ImportError:
         return False
@@ -170,24 +177,46 @@ def _dashboard_installed() -> bool:
 def _replay(surface: str, **run) -> Callable[[Path], list[str]]:
     """A replay of a committed surface (copied beside the run file, as in the repository); ``run``'s sections
     replace the stand-in run file's whole."""
+
     def setup(tmp: Path) -> list[str]:
         (tmp / "surfaces").mkdir()
         shutil.copy(ROOT / "surfaces" / surface, tmp / "surfaces" / surface)
-        raw = yaml.safe_load(write_run(tmp, model={"path": "Qwen/Qwen3-8B"}, space=ROOT / REPLAY_SPACE[surface],
-                                       launcher={"kind": "replay", "surface": f"surfaces/{surface}"}).read_text())
+        raw = yaml.safe_load(
+            write_run(
+                tmp,
+                model={"path": "Qwen/Qwen3-8B"},
+                space=ROOT / REPLAY_SPACE[surface],
+                launcher={"kind": "replay", "surface": f"surfaces/{surface}"},
+            ).read_text()
+        )
         raw.update(run)
         (tmp / "run.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         return ["start", "-c", str(tmp / "run.yaml")]
+
     return setup
 
 
 RANDOM, CHAT = "h200-qwen3-8b-random.json", "h200-qwen3-8b-chat.json"  # fixed concurrency; an SLO-goodput search
 REPLAY_SPACE = {RANDOM: "search_spaces/h200-qwen3-8b.yaml", CHAT: "search_spaces/h200-qwen3-8b-chat.yaml"}
 RANDOM_WORKLOAD = {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64]}
-CHAT_WORKLOAD = {"dataset": "shared-prefix", "shared_prefix": {
-    "groups": 16, "prompts_per_group": 16, "system_prompt_len": 2048, "question_len": 128, "output_len": 256}}
-CHAT_SEARCH = {"start_rate": 4, "max_rate": 64, "factor": 2, "bisect_steps": 2, "level_duration_s": 15,
-               "min_prompts": 48}
+CHAT_WORKLOAD = {
+    "dataset": "shared-prefix",
+    "shared_prefix": {
+        "groups": 16,
+        "prompts_per_group": 16,
+        "system_prompt_len": 2048,
+        "question_len": 128,
+        "output_len": 256,
+    },
+}
+CHAT_SEARCH = {
+    "start_rate": 4,
+    "max_rate": 64,
+    "factor": 2,
+    "bisect_steps": 2,
+    "level_duration_s": 15,
+    "min_prompts": 48,
+}
 CHAT_OBJECTIVE = {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000, "p99_tpot_ms": 40}, "load_search": CHAT_SEARCH}
 
 
@@ -196,9 +225,11 @@ def _not_a_surface(tmp: Path) -> list[str]:
     return _start(launcher={"kind": "replay", "surface": "surface.json"})(tmp)
 
 
-def _resumed(setup: Callable[[Path], list[str]], trial: Callable[[], "optuna.trial.FrozenTrial"]
-             ) -> Callable[[Path], list[str]]:
+def _resumed(
+    setup: Callable[[Path], list[str]], trial: Callable[[], optuna.trial.FrozenTrial]
+) -> Callable[[Path], list[str]]:
     """A study already in the run file's storage holding ``trial``, as an earlier `tune start` left it."""
+
     def with_study(tmp: Path) -> list[str]:
         import optuna
 
@@ -207,357 +238,861 @@ def _resumed(setup: Callable[[Path], list[str]], trial: Callable[[], "optuna.tri
         study = optuna.create_study(storage=f"sqlite:///{tmp}/studies/t.db", study_name="t", direction="maximize")
         study.add_trial(trial())
         return args
+
     return with_study
 
 
 def _float_range_trial():
     import optuna
 
-    return optuna.trial.create_trial(params={"mem-fraction-static": 0.8}, value=100.0, distributions={
-        "mem-fraction-static": optuna.distributions.FloatDistribution(0.7, 0.9)})
+    return optuna.trial.create_trial(
+        params={"mem-fraction-static": 0.8},
+        value=100.0,
+        distributions={"mem-fraction-static": optuna.distributions.FloatDistribution(0.7, 0.9)},
+    )
 
 
 def _baseline_refused_trial():
     import optuna
 
-    return optuna.trial.create_trial(value=0.0, user_attrs={
-        "baseline": True, "feasible": False, "failure_class": "invalid_flag",
-        "failure_detail": "launch_server: error: argument --max-running-requests: invalid int value: 'lots'"})
+    return optuna.trial.create_trial(
+        value=0.0,
+        user_attrs={
+            "baseline": True,
+            "feasible": False,
+            "failure_class": "invalid_flag",
+            "failure_detail": "launch_server: error: argument --max-running-requests: invalid int value: 'lots'",
+        },
+    )
 
 
 CASES = [
     # -- the run file
-    Case("run-missing", "run file missing", "tune start -c nope.yaml",
-         lambda tmp: ["start", "-c", str(tmp / "nope.yaml")], ("nope.yaml", "no such run file")),
-    Case("run-not-yaml", "run file not YAML", "tune start -c run.yaml  # a: [1",
-         lambda tmp: _run_text(tmp, "a: [1\nb: 2\n"), ("run.yaml:2", "not valid yaml")),
-    Case("run-not-mapping", "run file not a mapping", "tune start -c run.yaml  # - a",
-         lambda tmp: _run_text(tmp, "- a\n- b\n"), ("run.yaml", "mapping")),
-    Case("unknown-key", "unknown top-level key", "tune start -c run.yaml  # trails: 3",
-         _start(trails=3), ("trails", "unknown key", "trials")),
-    Case("unknown-nested-key", "unknown nested key", "tune start -c run.yaml  # workload: {concurency: [1]}",
-         _start(workload={"concurency": [1]}), ("workload.concurency", "unknown key", "concurrency")),
-    Case("trials-ten", "trials not a number", "tune start -c run.yaml  # trials: ten",
-         _start(trials="ten"), ("run.yaml:5: trials", "whole number", "ten")),
-    Case("trials-true", "trials a boolean", "tune start -c run.yaml  # trials: yes",
-         _start(trials=True), ("trials", "whole number", "true")),
-    Case("trials-inf", "trials infinite", "tune start -c run.yaml  # trials: .inf",
-         _start(trials=float("inf")), ("trials", "whole number", "inf")),
-    Case("gpus-letters", "gpus not numbers", "tune start -c run.yaml  # gpus: \"a,b\"",
-         _start(gpus="a,b"), ("gpus", "whole numbers", "a,b")),
-    Case("concurrency-zero", "concurrency level 0", "tune start -c run.yaml  # workload: {concurrency: [0]}",
-         _start(workload={"concurrency": [0]}), ("workload.concurrency[0]", "must be >= 1")),
-    Case("concurrency-word", "concurrency not a list of numbers",
-         "tune start -c run.yaml  # workload: {concurrency: many}",
-         _start(workload={"concurrency": "many"}), ("workload.concurrency", "whole numbers")),
-    Case("num-prompts-zero", "num_prompts 0", "tune start -c run.yaml  # workload: {num_prompts: 0}",
-         _start(workload={"num_prompts": 0}), ("workload.num_prompts", "must be >= 1")),
-    Case("endpoint", "unknown endpoint", "tune start -c run.yaml  # workload: {endpoint: foo}",
-         _start(workload={"endpoint": "foo"}), ("endpoint", "completions")),
-    Case("startup-timeout", "startup timeout 0", "tune start -c run.yaml  # launcher: {startup_timeout_s: 0}",
-         _start(launcher={"startup_timeout_s": 0}), ("launcher.startup_timeout_s", "must be > 0")),
-    Case("model-not-mapping", "section not a mapping", "tune start -c run.yaml  # model: foo",
-         _start(model="foo"), ("model", "expected a mapping")),
-    Case("model-empty", "no model given", "tune start -c run.yaml  # model: {path: \"\"}",
-         _start(model={"path": ""}), ("model.path", "--model")),
-    Case("objective-typo", "objective metric misspelled",
-         "tune start -c run.yaml  # objective: {metrics: [output_througput]}",
-         _start(objective={"metrics": ["output_througput"]}), ("output_througput", "output_throughput")),
-    Case("slo-unknown", "SLO on an unknown metric", "tune start -c run.yaml  # objective: {slo: {p99_ttft: 100}}",
-         _start(objective={"slo": {"p99_ttft": 100}}), ("p99_ttft", "p99_ttft_ms")),
-    Case("at-concurrency", "at_concurrency not among the levels",
-         "tune start -c run.yaml  # objective: {at_concurrency: 4}, concurrency [1, 8]",
-         _start(objective={"at_concurrency": 4}), ("at_concurrency", "4", "[1, 8]")),
-    Case("dataset-missing", "dataset file missing", "tune start -c run.yaml  # workload: {dataset: /nope.jsonl}",
-         _start(workload={"dataset": "/nope.jsonl"}), ("workload.dataset", "/nope.jsonl", "no such file")),
-    Case("sharegpt-no-path", "dataset sharegpt without its file", "tune start -c run.yaml  # workload: {dataset: sharegpt}",
-         _start(workload={"dataset": "sharegpt"}), ("workload.path", "sharegpt")),
-    Case("shared-prefix-no-shape", "shared-prefix dataset without its shape",
-         "tune start -c run.yaml  # workload: {dataset: shared-prefix}",
-         _start(workload={"dataset": "shared-prefix"}), ("shared-prefix", "shared_prefix", "groups")),
-    Case("shared-prefix-typo", "shared_prefix key misspelled",
-         "tune start -c run.yaml  # workload: {dataset: shared-prefix, shared_prefix: {group: 4}}",
-         _start(workload={"dataset": "shared-prefix", "shared_prefix": {"group": 4}}),
-         ("workload.shared_prefix.group", "unknown key", "groups")),
-    Case("range-ratio", "range ratio above 1", "tune start -c run.yaml  # workload: {range_ratio: 2}",
-         _start(workload={"range_ratio": 2}), ("workload.range_ratio", "must be <= 1")),
-    Case("burstiness-poisson", "burstiness with Poisson arrivals",
-         "tune start -c run.yaml  # workload: {arrival: {burstiness: 0.5}}",
-         _start(workload={"arrival": {"burstiness": 0.5}}), ("burstiness 0.5", "process: gamma")),
-    Case("goodput-no-slo", "goodput objective without an SLO", "tune start -c run.yaml  # objective: {metrics: [goodput]}",
-         _start(objective={"metrics": ["goodput"]}), ("objective.slo", "goodput", "p99_ttft_ms")),
-    Case("goodput-fixed-rate", "a fixed request rate with the goodput objective",
-         "tune start -c run.yaml  # workload: {request_rate: 8}, objective: {metrics: [goodput], slo: {...}}",
-         _start(workload={"request_rate": 8}, objective={"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000}}),
-         ("workload.request_rate", "goodput", "load_search")),
-    Case("load-search-alone", "load_search without the goodput objective",
-         "tune start -c run.yaml  # objective: {load_search: {start_rate: 1}}",
-         _start(objective={"load_search": {"start_rate": 1}}), ("objective.load_search", "goodput")),
-    Case("load-search-rates", "load search that starts above its maximum",
-         "tune start -c run.yaml  # objective: {metrics: [goodput], slo: {...}, load_search: {start_rate: 64, max_rate: 8}}",
-         _start(workload={"num_prompts": None}, objective={"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000},
-                                                           "load_search": {"start_rate": 64, "max_rate": 8}}),
-         ("objective.load_search", "start_rate 64", "max_rate 8")),
-    Case("run-duplicate-key", "a key twice in the run file", "tune start -c run.yaml  # trials: 3 ... trials: 4",
-         lambda tmp: _run_text(tmp, "study: t\ntrials: 3\nmodel: {path: m}\ntrials: 4\n"),
-         ("run.yaml:4", "'trials' appears twice", "line 2")),
-    Case("run-directory", "run file that is a directory", "tune start -c runs/",
-         lambda tmp: ["start", "-c", str(tmp)], ("is a directory", "not a run file")),
-    Case("slo-negative", "a negative SLO limit", "tune start -c run.yaml  # objective: {slo: {p99_ttft_ms: -5}}",
-         _start(objective={"slo": {"p99_ttft_ms": -5}}), ("objective.slo.p99_ttft_ms", "must be > 0", "-5")),
-    Case("metrics-twice", "the same metric twice",
-         "tune start -c run.yaml  # objective: {metrics: [output_throughput, output_throughput]}",
-         _start(objective={"metrics": ["output_throughput", "output_throughput"]}),
-         ("objective.metrics", "output_throughput twice")),
-    Case("sampler", "unknown sampler", "tune start -c run.yaml  # sampler: {name: cmaes}",
-         _start(sampler={"name": "cmaes"}), ("sampler.name", "tpe")),
+    Case(
+        "run-missing",
+        "run file missing",
+        "tune start -c nope.yaml",
+        lambda tmp: ["start", "-c", str(tmp / "nope.yaml")],
+        ("nope.yaml", "no such run file"),
+    ),
+    Case(
+        "run-not-yaml",
+        "run file not YAML",
+        "tune start -c run.yaml  # a: [1",
+        lambda tmp: _run_text(tmp, "a: [1\nb: 2\n"),
+        ("run.yaml:2", "not valid yaml"),
+    ),
+    Case(
+        "run-not-mapping",
+        "run file not a mapping",
+        "tune start -c run.yaml  # - a",
+        lambda tmp: _run_text(tmp, "- a\n- b\n"),
+        ("run.yaml", "mapping"),
+    ),
+    Case(
+        "unknown-key",
+        "unknown top-level key",
+        "tune start -c run.yaml  # trails: 3",
+        _start(trails=3),
+        ("trails", "unknown key", "trials"),
+    ),
+    Case(
+        "unknown-nested-key",
+        "unknown nested key",
+        "tune start -c run.yaml  # workload: {concurency: [1]}",
+        _start(workload={"concurency": [1]}),
+        ("workload.concurency", "unknown key", "concurrency"),
+    ),
+    Case(
+        "trials-ten",
+        "trials not a number",
+        "tune start -c run.yaml  # trials: ten",
+        _start(trials="ten"),
+        ("run.yaml:5: trials", "whole number", "ten"),
+    ),
+    Case(
+        "trials-true",
+        "trials a boolean",
+        "tune start -c run.yaml  # trials: yes",
+        _start(trials=True),
+        ("trials", "whole number", "true"),
+    ),
+    Case(
+        "trials-inf",
+        "trials infinite",
+        "tune start -c run.yaml  # trials: .inf",
+        _start(trials=float("inf")),
+        ("trials", "whole number", "inf"),
+    ),
+    Case(
+        "gpus-letters",
+        "gpus not numbers",
+        'tune start -c run.yaml  # gpus: "a,b"',
+        _start(gpus="a,b"),
+        ("gpus", "whole numbers", "a,b"),
+    ),
+    Case(
+        "concurrency-zero",
+        "concurrency level 0",
+        "tune start -c run.yaml  # workload: {concurrency: [0]}",
+        _start(workload={"concurrency": [0]}),
+        ("workload.concurrency[0]", "must be >= 1"),
+    ),
+    Case(
+        "concurrency-word",
+        "concurrency not a list of numbers",
+        "tune start -c run.yaml  # workload: {concurrency: many}",
+        _start(workload={"concurrency": "many"}),
+        ("workload.concurrency", "whole numbers"),
+    ),
+    Case(
+        "num-prompts-zero",
+        "num_prompts 0",
+        "tune start -c run.yaml  # workload: {num_prompts: 0}",
+        _start(workload={"num_prompts": 0}),
+        ("workload.num_prompts", "must be >= 1"),
+    ),
+    Case(
+        "endpoint",
+        "unknown endpoint",
+        "tune start -c run.yaml  # workload: {endpoint: foo}",
+        _start(workload={"endpoint": "foo"}),
+        ("endpoint", "completions"),
+    ),
+    Case(
+        "startup-timeout",
+        "startup timeout 0",
+        "tune start -c run.yaml  # launcher: {startup_timeout_s: 0}",
+        _start(launcher={"startup_timeout_s": 0}),
+        ("launcher.startup_timeout_s", "must be > 0"),
+    ),
+    Case(
+        "model-not-mapping",
+        "section not a mapping",
+        "tune start -c run.yaml  # model: foo",
+        _start(model="foo"),
+        ("model", "expected a mapping"),
+    ),
+    Case(
+        "model-empty",
+        "no model given",
+        'tune start -c run.yaml  # model: {path: ""}',
+        _start(model={"path": ""}),
+        ("model.path", "--model"),
+    ),
+    Case(
+        "objective-typo",
+        "objective metric misspelled",
+        "tune start -c run.yaml  # objective: {metrics: [output_througput]}",
+        _start(objective={"metrics": ["output_througput"]}),
+        ("output_througput", "output_throughput"),
+    ),
+    Case(
+        "slo-unknown",
+        "SLO on an unknown metric",
+        "tune start -c run.yaml  # objective: {slo: {p99_ttft: 100}}",
+        _start(objective={"slo": {"p99_ttft": 100}}),
+        ("p99_ttft", "p99_ttft_ms"),
+    ),
+    Case(
+        "at-concurrency",
+        "at_concurrency not among the levels",
+        "tune start -c run.yaml  # objective: {at_concurrency: 4}, concurrency [1, 8]",
+        _start(objective={"at_concurrency": 4}),
+        ("at_concurrency", "4", "[1, 8]"),
+    ),
+    Case(
+        "dataset-missing",
+        "dataset file missing",
+        "tune start -c run.yaml  # workload: {dataset: /nope.jsonl}",
+        _start(workload={"dataset": "/nope.jsonl"}),
+        ("workload.dataset", "/nope.jsonl", "no such file"),
+    ),
+    Case(
+        "sharegpt-no-path",
+        "dataset sharegpt without its file",
+        "tune start -c run.yaml  # workload: {dataset: sharegpt}",
+        _start(workload={"dataset": "sharegpt"}),
+        ("workload.path", "sharegpt"),
+    ),
+    Case(
+        "shared-prefix-no-shape",
+        "shared-prefix dataset without its shape",
+        "tune start -c run.yaml  # workload: {dataset: shared-prefix}",
+        _start(workload={"dataset": "shared-prefix"}),
+        ("shared-prefix", "shared_prefix", "groups"),
+    ),
+    Case(
+        "shared-prefix-typo",
+        "shared_prefix key misspelled",
+        "tune start -c run.yaml  # workload: {dataset: shared-prefix, shared_prefix: {group: 4}}",
+        _start(workload={"dataset": "shared-prefix", "shared_prefix": {"group": 4}}),
+        ("workload.shared_prefix.group", "unknown key", "groups"),
+    ),
+    Case(
+        "range-ratio",
+        "range ratio above 1",
+        "tune start -c run.yaml  # workload: {range_ratio: 2}",
+        _start(workload={"range_ratio": 2}),
+        ("workload.range_ratio", "must be <= 1"),
+    ),
+    Case(
+        "burstiness-poisson",
+        "burstiness with Poisson arrivals",
+        "tune start -c run.yaml  # workload: {arrival: {burstiness: 0.5}}",
+        _start(workload={"arrival": {"burstiness": 0.5}}),
+        ("burstiness 0.5", "process: gamma"),
+    ),
+    Case(
+        "goodput-no-slo",
+        "goodput objective without an SLO",
+        "tune start -c run.yaml  # objective: {metrics: [goodput]}",
+        _start(objective={"metrics": ["goodput"]}),
+        ("objective.slo", "goodput", "p99_ttft_ms"),
+    ),
+    Case(
+        "goodput-fixed-rate",
+        "a fixed request rate with the goodput objective",
+        "tune start -c run.yaml  # workload: {request_rate: 8}, objective: {metrics: [goodput], slo: {...}}",
+        _start(workload={"request_rate": 8}, objective={"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000}}),
+        ("workload.request_rate", "goodput", "load_search"),
+    ),
+    Case(
+        "load-search-alone",
+        "load_search without the goodput objective",
+        "tune start -c run.yaml  # objective: {load_search: {start_rate: 1}}",
+        _start(objective={"load_search": {"start_rate": 1}}),
+        ("objective.load_search", "goodput"),
+    ),
+    Case(
+        "load-search-rates",
+        "load search that starts above its maximum",
+        "tune start -c run.yaml  # objective: {metrics: [goodput], slo: {...}, load_search: {start_rate: 64, max_rate: 8}}",
+        _start(
+            workload={"num_prompts": None},
+            objective={
+                "metrics": ["goodput"],
+                "slo": {"p99_ttft_ms": 2000},
+                "load_search": {"start_rate": 64, "max_rate": 8},
+            },
+        ),
+        ("objective.load_search", "start_rate 64", "max_rate 8"),
+    ),
+    Case(
+        "run-duplicate-key",
+        "a key twice in the run file",
+        "tune start -c run.yaml  # trials: 3 ... trials: 4",
+        lambda tmp: _run_text(tmp, "study: t\ntrials: 3\nmodel: {path: m}\ntrials: 4\n"),
+        ("run.yaml:4", "'trials' appears twice", "line 2"),
+    ),
+    Case(
+        "run-directory",
+        "run file that is a directory",
+        "tune start -c runs/",
+        lambda tmp: ["start", "-c", str(tmp)],
+        ("is a directory", "not a run file"),
+    ),
+    Case(
+        "slo-negative",
+        "a negative SLO limit",
+        "tune start -c run.yaml  # objective: {slo: {p99_ttft_ms: -5}}",
+        _start(objective={"slo": {"p99_ttft_ms": -5}}),
+        ("objective.slo.p99_ttft_ms", "must be > 0", "-5"),
+    ),
+    Case(
+        "metrics-twice",
+        "the same metric twice",
+        "tune start -c run.yaml  # objective: {metrics: [output_throughput, output_throughput]}",
+        _start(objective={"metrics": ["output_throughput", "output_throughput"]}),
+        ("objective.metrics", "output_throughput twice"),
+    ),
+    Case(
+        "sampler",
+        "unknown sampler",
+        "tune start -c run.yaml  # sampler: {name: cmaes}",
+        _start(sampler={"name": "cmaes"}),
+        ("sampler.name", "tpe"),
+    ),
     # -- references (run beside the baseline; their flags are checked against the server's --help like the space)
-    Case("reference-twice", "two references with one name",
-         "tune start -c run.yaml  # references: [{name: a, flags: {...}}, {name: a, flags: {...}}]",
-         _start(references=[{"name": "a", "flags": {"schedule-policy": "lof"}},
-                            {"name": "a", "flags": {"schedule-policy": "fcfs"}}]),
-         ("references[1].name", "distinct name")),
-    Case("reference-unknown-builtin", "a reference with no flags that is not a built-in",
-         "tune start -c run.yaml  # references: [{name: mine}]",
-         _start(references=[{"name": "mine"}]), ("references[0]", "'mine' has no flags", "seed-balanced-v2")),
-    Case("reference-flag-dashes", "a reference flag written with dashes",
-         "tune start -c run.yaml  # references: [{name: x, flags: {--schedule-policy: lof}}]",
-         _start(references=[{"name": "x", "flags": {"--schedule-policy": "lof"}}]),
-         ("references[0].flags.--schedule-policy", "without dashes", "schedule-policy")),
-    Case("reference-flag-owned", "a reference setting a flag the tuner sets itself",
-         "tune start -c run.yaml  # references: [{name: x, flags: {port: 8000}}]",
-         _start(references=[{"name": "x", "flags": {"port": 8000}}]),
-         ("references[0].flags.port", "set by the tuner itself", "remove it from the reference")),
-    Case("reference-flag-list", "a reference flag given a list",
-         "tune start -c run.yaml  # references: [{name: x, flags: {schedule-policy: [lof]}}]",
-         _start(references=[{"name": "x", "flags": {"schedule-policy": ["lof"]}}]),
-         ("references[0].flags.schedule-policy",)),
-    Case("reference-flag-unknown", "a reference flag SGLang does not have",
-         "tune start -c run.yaml  # references: [{name: x, flags: {schedule-polcy: lof}}]",
-         _start(references=[{"name": "x", "flags": {"schedule-polcy": "lof"}}]),
-         ("references[0].flags.schedule-polcy", "--schedule-polcy is not a flag")),
-    Case("reference-flag-word", "a reference's number flag given a word",
-         "tune start -c run.yaml  # references: [{name: x, flags: {mem-fraction-static: high}}]",
-         _start(references=[{"name": "x", "flags": {"mem-fraction-static": "high"}}]),
-         ("references[0].flags.mem-fraction-static", "takes a number", "high")),
+    Case(
+        "reference-twice",
+        "two references with one name",
+        "tune start -c run.yaml  # references: [{name: a, flags: {...}}, {name: a, flags: {...}}]",
+        _start(
+            references=[
+                {"name": "a", "flags": {"schedule-policy": "lof"}},
+                {"name": "a", "flags": {"schedule-policy": "fcfs"}},
+            ]
+        ),
+        ("references[1].name", "distinct name"),
+    ),
+    Case(
+        "reference-unknown-builtin",
+        "a reference with no flags that is not a built-in",
+        "tune start -c run.yaml  # references: [{name: mine}]",
+        _start(references=[{"name": "mine"}]),
+        ("references[0]", "'mine' has no flags", "seed-balanced-v2"),
+    ),
+    Case(
+        "reference-flag-dashes",
+        "a reference flag written with dashes",
+        "tune start -c run.yaml  # references: [{name: x, flags: {--schedule-policy: lof}}]",
+        _start(references=[{"name": "x", "flags": {"--schedule-policy": "lof"}}]),
+        ("references[0].flags.--schedule-policy", "without dashes", "schedule-policy"),
+    ),
+    Case(
+        "reference-flag-owned",
+        "a reference setting a flag the tuner sets itself",
+        "tune start -c run.yaml  # references: [{name: x, flags: {port: 8000}}]",
+        _start(references=[{"name": "x", "flags": {"port": 8000}}]),
+        ("references[0].flags.port", "set by the tuner itself", "remove it from the reference"),
+    ),
+    Case(
+        "reference-flag-list",
+        "a reference flag given a list",
+        "tune start -c run.yaml  # references: [{name: x, flags: {schedule-policy: [lof]}}]",
+        _start(references=[{"name": "x", "flags": {"schedule-policy": ["lof"]}}]),
+        ("references[0].flags.schedule-policy",),
+    ),
+    Case(
+        "reference-flag-unknown",
+        "a reference flag SGLang does not have",
+        "tune start -c run.yaml  # references: [{name: x, flags: {schedule-polcy: lof}}]",
+        _start(references=[{"name": "x", "flags": {"schedule-polcy": "lof"}}]),
+        ("references[0].flags.schedule-polcy", "--schedule-polcy is not a flag"),
+    ),
+    Case(
+        "reference-flag-word",
+        "a reference's number flag given a word",
+        "tune start -c run.yaml  # references: [{name: x, flags: {mem-fraction-static: high}}]",
+        _start(references=[{"name": "x", "flags": {"mem-fraction-static": "high"}}]),
+        ("references[0].flags.mem-fraction-static", "takes a number", "high"),
+    ),
     # -- command-line options
-    Case("study-slash", "study name with a slash", "tune start -c run.yaml --study a/b",
-         _start_args("--study", "a/b"), ("study", "a/b", "plain name")),
-    Case("trials-zero", "--trials 0", "tune start -c run.yaml --trials 0",
-         _start_args("--trials", "0"), ("trials", "must be >= 1")),
-    Case("trials-negative", "--trials -3", "tune start -c run.yaml --trials -3",
-         _start_args("--trials", "-3"), ("trials", "must be >= 1", "-3")),
-    Case("trials-option-word", "--trials not a number", "tune start --trials ten",
-         lambda tmp: ["start", "--trials", "ten"], ("--trials", "integer", "--help")),
-    Case("unknown-option", "option misspelled", "tune start --gpu 0",
-         lambda tmp: ["start", "--gpu", "0"], ("no such option", "--gpus")),
-    Case("gpus-option-letters", "--gpus not numbers", "tune start -c run.yaml --gpus a,b",
-         _start_args("--gpus", "a,b"), ("gpus", "whole numbers")),
-    Case("gpus-negative", "--gpus negative", "tune start -c run.yaml --gpus -1",
-         _start_args("--gpus", "-1"), ("gpus", ">= 0")),
-    Case("gpus-duplicate", "--gpus repeated", "tune start -c run.yaml --gpus 0,0",
-         _start_args("--gpus", "0,0"), ("gpus", "distinct")),
-    Case("port-range", "port out of range", "tune start -c run.yaml --port 70000",
-         _start_args("--port", "70000"), ("launcher.port", "must be <= 65535", "70000")),
-    Case("port-word", "port not a number", "tune start -c run.yaml --port abc",
-         _start_args("--port", "abc"), ("--port", "integer")),
-    Case("launcher-kind", "unknown launcher", "tune start -c run.yaml --launcher podman",
-         _start_args("--launcher", "podman"), ("launcher.kind", "podman", "docker")),
-    Case("docker-no-image", "docker launcher without an image", "tune start -c run.yaml --launcher docker",
-         _start_args("--launcher", "docker"), ("launcher.image", "image")),
+    Case(
+        "study-slash",
+        "study name with a slash",
+        "tune start -c run.yaml --study a/b",
+        _start_args("--study", "a/b"),
+        ("study", "a/b", "plain name"),
+    ),
+    Case(
+        "trials-zero",
+        "--trials 0",
+        "tune start -c run.yaml --trials 0",
+        _start_args("--trials", "0"),
+        ("trials", "must be >= 1"),
+    ),
+    Case(
+        "trials-negative",
+        "--trials -3",
+        "tune start -c run.yaml --trials -3",
+        _start_args("--trials", "-3"),
+        ("trials", "must be >= 1", "-3"),
+    ),
+    Case(
+        "trials-option-word",
+        "--trials not a number",
+        "tune start --trials ten",
+        lambda tmp: ["start", "--trials", "ten"],
+        ("--trials", "integer", "--help"),
+    ),
+    Case(
+        "unknown-option",
+        "option misspelled",
+        "tune start --gpu 0",
+        lambda tmp: ["start", "--gpu", "0"],
+        ("no such option", "--gpus"),
+    ),
+    Case(
+        "gpus-option-letters",
+        "--gpus not numbers",
+        "tune start -c run.yaml --gpus a,b",
+        _start_args("--gpus", "a,b"),
+        ("gpus", "whole numbers"),
+    ),
+    Case(
+        "gpus-negative",
+        "--gpus negative",
+        "tune start -c run.yaml --gpus -1",
+        _start_args("--gpus", "-1"),
+        ("gpus", ">= 0"),
+    ),
+    Case(
+        "gpus-duplicate",
+        "--gpus repeated",
+        "tune start -c run.yaml --gpus 0,0",
+        _start_args("--gpus", "0,0"),
+        ("gpus", "distinct"),
+    ),
+    Case(
+        "port-range",
+        "port out of range",
+        "tune start -c run.yaml --port 70000",
+        _start_args("--port", "70000"),
+        ("launcher.port", "must be <= 65535", "70000"),
+    ),
+    Case(
+        "port-word",
+        "port not a number",
+        "tune start -c run.yaml --port abc",
+        _start_args("--port", "abc"),
+        ("--port", "integer"),
+    ),
+    Case(
+        "launcher-kind",
+        "unknown launcher",
+        "tune start -c run.yaml --launcher podman",
+        _start_args("--launcher", "podman"),
+        ("launcher.kind", "podman", "docker"),
+    ),
+    Case(
+        "docker-no-image",
+        "docker launcher without an image",
+        "tune start -c run.yaml --launcher docker",
+        _start_args("--launcher", "docker"),
+        ("launcher.image", "image"),
+    ),
     # -- the search space (checked against the server's own --help, before any launch)
-    Case("space-missing", "search-space file missing", "tune start -c run.yaml  # space: nospace.yaml",
-         lambda tmp: ["start", "-c", str(write_run(tmp, space=tmp / "nospace.yaml"))],
-         ("nospace.yaml", "no such search-space file")),
-    Case("space-not-yaml", "search space not YAML", "tune start -c run.yaml  # space.yaml: params: [",
-         _start_space("params: [\n"), ("space.yaml:2", "not valid yaml")),
-    Case("space-unknown-key", "unknown parameter key", "space.yaml: schedule-policy: {choises: [fcfs]}",
-         _start_space("params:\n  schedule-policy: {choises: [fcfs]}\n"), ("space.yaml:2", "choises", "choices")),
-    Case("space-empty-range", "empty range", "space.yaml: mem-fraction-static: {low: 0.9, high: 0.9}",
-         _start_space("params:\n  mem-fraction-static: {low: 0.9, high: 0.9}\n"), ("space.yaml:2", "empty range")),
-    Case("space-empty-choices", "empty choices", "space.yaml: schedule-policy: {choices: []}",
-         _start_space("params:\n  schedule-policy: {choices: []}\n"),
-         ("space.yaml:2", "params.schedule-policy.choices", "must not be empty")),
-    Case("space-unknown-flag", "a flag SGLang does not have", "space.yaml: schedule-polcy: {choices: [fcfs, lof]}",
-         _start_space("params:\n  schedule-polcy: {choices: [fcfs, lof]}\n"),
-         ("space.yaml:2", "--schedule-polcy", "not a flag")),
-    Case("space-flag-prefix", "a flag name cut short", "space.yaml: fixed: {disable-radix-cach: true}",
-         _start_space("fixed:\n  disable-radix-cach: true\nparams:\n  schedule-policy: {choices: [fcfs, lof]}\n"),
-         ("--disable-radix-cach", "--disable-radix-cache")),
-    Case("space-bad-choice", "an invalid choice value", "space.yaml: schedule-policy: {choices: [fcfs, fastest]}",
-         _start_space("params:\n  schedule-policy: {choices: [fcfs, fastest]}\n"),
-         ("space.yaml:2", "fastest", "not one of")),
-    Case("space-when-unknown", "`when` on an unknown flag",
-         "space.yaml: torch-compile-max-bs: {low: 1, high: 8, when: {enable-torch-compil: true}}",
-         _start_space("params:\n  torch-compile-max-bs: {low: 1, high: 8, when: {enable-torch-compil: true}}\n"),
-         ("space.yaml:2", "enable-torch-compil", "neither fixed nor a parameter")),
-    Case("space-when-scalar", "`when` not a mapping", "space.yaml: schedule-policy: {choices: [fcfs], when: enable}",
-         _start_space("params:\n  schedule-policy: {choices: [fcfs], when: enable}\n"), ("space.yaml:2", "when")),
-    Case("space-log-word", "`log` not true/false", "space.yaml: mem-fraction-static: {low: 0.7, high: 0.9, log: maybe}",
-         _start_space("params:\n  mem-fraction-static: {low: 0.7, high: 0.9, log: maybe}\n"),
-         ("space.yaml:2", "log", "true or false")),
-    Case("space-owned-port", "a flag the tuner sets itself, fixed", "space.yaml: fixed: {port: 30001}",
-         _start_space("fixed:\n  port: 30001\nparams:\n  schedule-policy: {choices: [fcfs, lof]}\n"),
-         ("space.yaml:2", "fixed.port", "set by the tuner itself")),
-    Case("space-owned-model", "a flag the tuner sets itself, tuned",
-         "space.yaml: served-model-name: {choices: [a, b]}",
-         _start_space("params:\n  served-model-name: {choices: [a, b]}\n"),
-         ("space.yaml:2", "--served-model-name", "set by the tuner itself")),
-    Case("space-step-too-big", "a step larger than the range",
-         "space.yaml: mem-fraction-static: {low: 0.1, high: 0.2, step: 0.3}",
-         _start_space("params:\n  mem-fraction-static: {low: 0.1, high: 0.2, step: 0.3}\n"),
-         ("space.yaml:2", "step: 0.3 is larger than the range")),
-    Case("space-low-above-high", "low above high", "space.yaml: mem-fraction-static: {low: 0.9, high: 0.8}",
-         _start_space("params:\n  mem-fraction-static: {low: 0.9, high: 0.8}\n"),
-         ("space.yaml:2", "empty range", "below high")),
-    Case("space-int-float-bounds", "a whole-number flag given fractional bounds",
-         "space.yaml: torch-compile-max-bs: {low: 1.5, high: 8}",
-         _start_space("params:\n  torch-compile-max-bs: {low: 1.5, high: 8}\n"),
-         ("space.yaml:2", "params.torch-compile-max-bs.low", "takes a whole number", "1.5")),
-    Case("space-int-float-step", "a whole-number flag given a fractional step",
-         "space.yaml: torch-compile-max-bs: {low: 1, high: 8, step: 0.5}",
-         _start_space("params:\n  torch-compile-max-bs: {low: 1, high: 8, step: 0.5}\n"),
-         ("params.torch-compile-max-bs.step", "takes a whole number", "0.5")),
-    Case("space-fixed-word", "a number flag given a word", "space.yaml: fixed: {mem-fraction-static: high}",
-         _start_space("fixed:\n  mem-fraction-static: high\nparams:\n  schedule-policy: {choices: [fcfs, lof]}\n"),
-         ("space.yaml:2", "fixed.mem-fraction-static", "takes a number", "high")),
-    Case("space-int-choice-word", "a whole-number flag given a word among its choices",
-         "space.yaml: torch-compile-max-bs: {choices: [big, 64]}",
-         _start_space("params:\n  torch-compile-max-bs: {choices: [big, 64]}\n"),
-         ("space.yaml:2", "choices[0]", "takes a whole number", "big")),
-    Case("space-duplicate-flag", "a flag twice in the space",
-         "space.yaml: schedule-policy twice under params",
-         _start_space("params:\n  schedule-policy: {choices: [fcfs]}\n  schedule-policy: {choices: [lof]}\n"),
-         ("space.yaml:3", "'schedule-policy' appears twice")),
+    Case(
+        "space-missing",
+        "search-space file missing",
+        "tune start -c run.yaml  # space: nospace.yaml",
+        lambda tmp: ["start", "-c", str(write_run(tmp, space=tmp / "nospace.yaml"))],
+        ("nospace.yaml", "no such search-space file"),
+    ),
+    Case(
+        "space-not-yaml",
+        "search space not YAML",
+        "tune start -c run.yaml  # space.yaml: params: [",
+        _start_space("params: [\n"),
+        ("space.yaml:2", "not valid yaml"),
+    ),
+    Case(
+        "space-unknown-key",
+        "unknown parameter key",
+        "space.yaml: schedule-policy: {choises: [fcfs]}",
+        _start_space("params:\n  schedule-policy: {choises: [fcfs]}\n"),
+        ("space.yaml:2", "choises", "choices"),
+    ),
+    Case(
+        "space-empty-range",
+        "empty range",
+        "space.yaml: mem-fraction-static: {low: 0.9, high: 0.9}",
+        _start_space("params:\n  mem-fraction-static: {low: 0.9, high: 0.9}\n"),
+        ("space.yaml:2", "empty range"),
+    ),
+    Case(
+        "space-empty-choices",
+        "empty choices",
+        "space.yaml: schedule-policy: {choices: []}",
+        _start_space("params:\n  schedule-policy: {choices: []}\n"),
+        ("space.yaml:2", "params.schedule-policy.choices", "must not be empty"),
+    ),
+    Case(
+        "space-unknown-flag",
+        "a flag SGLang does not have",
+        "space.yaml: schedule-polcy: {choices: [fcfs, lof]}",
+        _start_space("params:\n  schedule-polcy: {choices: [fcfs, lof]}\n"),
+        ("space.yaml:2", "--schedule-polcy", "not a flag"),
+    ),
+    Case(
+        "space-flag-prefix",
+        "a flag name cut short",
+        "space.yaml: fixed: {disable-radix-cach: true}",
+        _start_space("fixed:\n  disable-radix-cach: true\nparams:\n  schedule-policy: {choices: [fcfs, lof]}\n"),
+        ("--disable-radix-cach", "--disable-radix-cache"),
+    ),
+    Case(
+        "space-bad-choice",
+        "an invalid choice value",
+        "space.yaml: schedule-policy: {choices: [fcfs, fastest]}",
+        _start_space("params:\n  schedule-policy: {choices: [fcfs, fastest]}\n"),
+        ("space.yaml:2", "fastest", "not one of"),
+    ),
+    Case(
+        "space-when-unknown",
+        "`when` on an unknown flag",
+        "space.yaml: torch-compile-max-bs: {low: 1, high: 8, when: {enable-torch-compil: true}}",
+        _start_space("params:\n  torch-compile-max-bs: {low: 1, high: 8, when: {enable-torch-compil: true}}\n"),
+        ("space.yaml:2", "enable-torch-compil", "neither fixed nor a parameter"),
+    ),
+    Case(
+        "space-when-scalar",
+        "`when` not a mapping",
+        "space.yaml: schedule-policy: {choices: [fcfs], when: enable}",
+        _start_space("params:\n  schedule-policy: {choices: [fcfs], when: enable}\n"),
+        ("space.yaml:2", "when"),
+    ),
+    Case(
+        "space-log-word",
+        "`log` not true/false",
+        "space.yaml: mem-fraction-static: {low: 0.7, high: 0.9, log: maybe}",
+        _start_space("params:\n  mem-fraction-static: {low: 0.7, high: 0.9, log: maybe}\n"),
+        ("space.yaml:2", "log", "true or false"),
+    ),
+    Case(
+        "space-owned-port",
+        "a flag the tuner sets itself, fixed",
+        "space.yaml: fixed: {port: 30001}",
+        _start_space("fixed:\n  port: 30001\nparams:\n  schedule-policy: {choices: [fcfs, lof]}\n"),
+        ("space.yaml:2", "fixed.port", "set by the tuner itself"),
+    ),
+    Case(
+        "space-owned-model",
+        "a flag the tuner sets itself, tuned",
+        "space.yaml: served-model-name: {choices: [a, b]}",
+        _start_space("params:\n  served-model-name: {choices: [a, b]}\n"),
+        ("space.yaml:2", "--served-model-name", "set by the tuner itself"),
+    ),
+    Case(
+        "space-step-too-big",
+        "a step larger than the range",
+        "space.yaml: mem-fraction-static: {low: 0.1, high: 0.2, step: 0.3}",
+        _start_space("params:\n  mem-fraction-static: {low: 0.1, high: 0.2, step: 0.3}\n"),
+        ("space.yaml:2", "step: 0.3 is larger than the range"),
+    ),
+    Case(
+        "space-low-above-high",
+        "low above high",
+        "space.yaml: mem-fraction-static: {low: 0.9, high: 0.8}",
+        _start_space("params:\n  mem-fraction-static: {low: 0.9, high: 0.8}\n"),
+        ("space.yaml:2", "empty range", "below high"),
+    ),
+    Case(
+        "space-int-float-bounds",
+        "a whole-number flag given fractional bounds",
+        "space.yaml: torch-compile-max-bs: {low: 1.5, high: 8}",
+        _start_space("params:\n  torch-compile-max-bs: {low: 1.5, high: 8}\n"),
+        ("space.yaml:2", "params.torch-compile-max-bs.low", "takes a whole number", "1.5"),
+    ),
+    Case(
+        "space-int-float-step",
+        "a whole-number flag given a fractional step",
+        "space.yaml: torch-compile-max-bs: {low: 1, high: 8, step: 0.5}",
+        _start_space("params:\n  torch-compile-max-bs: {low: 1, high: 8, step: 0.5}\n"),
+        ("params.torch-compile-max-bs.step", "takes a whole number", "0.5"),
+    ),
+    Case(
+        "space-fixed-word",
+        "a number flag given a word",
+        "space.yaml: fixed: {mem-fraction-static: high}",
+        _start_space("fixed:\n  mem-fraction-static: high\nparams:\n  schedule-policy: {choices: [fcfs, lof]}\n"),
+        ("space.yaml:2", "fixed.mem-fraction-static", "takes a number", "high"),
+    ),
+    Case(
+        "space-int-choice-word",
+        "a whole-number flag given a word among its choices",
+        "space.yaml: torch-compile-max-bs: {choices: [big, 64]}",
+        _start_space("params:\n  torch-compile-max-bs: {choices: [big, 64]}\n"),
+        ("space.yaml:2", "choices[0]", "takes a whole number", "big"),
+    ),
+    Case(
+        "space-duplicate-flag",
+        "a flag twice in the space",
+        "space.yaml: schedule-policy twice under params",
+        _start_space("params:\n  schedule-policy: {choices: [fcfs]}\n  schedule-policy: {choices: [lof]}\n"),
+        ("space.yaml:3", "'schedule-policy' appears twice"),
+    ),
     # -- storage
-    Case("storage-no-scheme", "storage URL without a scheme", "tune start -c run.yaml --storage studies/x.db",
-         _start(storage="studies/x.db"), ("--storage", "not a database url", "sqlite:///")),
-    Case("storage-dialect", "unknown database dialect", "tune start -c run.yaml --storage foo://bar",
-         _start(storage="foo://bar"), ("--storage foo://bar", "cannot open it")),
-    Case("storage-postgres-down", "PostgreSQL unreachable",
-         "tune start -c run.yaml --storage postgresql://tuner:pw@127.0.0.1:1/db",
-         _start(storage="postgresql://tuner:pw@127.0.0.1:1/db"),
-         ("--storage postgresql://***@127.0.0.1:1/db", "cannot open it")),
-    Case("storage-sqlite-folder", "SQLite folder that cannot be created",
-         "tune start -c run.yaml --storage sqlite:////proc/x/y.db",
-         _start(storage="sqlite:////proc/x/y.db"), ("--storage", "cannot create its folder", "/proc/x")),
-    Case("storage-sqlite-readonly", "SQLite in a read-only place", "tune start -c run.yaml --storage sqlite:////sys/x.db",
-         _start(storage="sqlite:////sys/x.db"), ("--storage sqlite:////sys/x.db", "cannot open it")),
-    Case("storage-mysql-driver", "MySQL storage without its driver",
-         "tune status --study t --storage mysql://tuner:pw@127.0.0.1/db",
-         lambda tmp: ["status", "--study", "t", "--storage", "mysql://tuner:pw@127.0.0.1/db"],
-         ("mysql driver is not installed", "mysqldb", "pip install mysqlclient"), needs=_module_missing("MySQLdb")),
+    Case(
+        "storage-no-scheme",
+        "storage URL without a scheme",
+        "tune start -c run.yaml --storage studies/x.db",
+        _start(storage="studies/x.db"),
+        ("--storage", "not a database url", "sqlite:///"),
+    ),
+    Case(
+        "storage-dialect",
+        "unknown database dialect",
+        "tune start -c run.yaml --storage foo://bar",
+        _start(storage="foo://bar"),
+        ("--storage foo://bar", "cannot open it"),
+    ),
+    Case(
+        "storage-postgres-down",
+        "PostgreSQL unreachable",
+        "tune start -c run.yaml --storage postgresql://tuner:pw@127.0.0.1:1/db",
+        _start(storage="postgresql://tuner:pw@127.0.0.1:1/db"),
+        ("--storage postgresql://***@127.0.0.1:1/db", "cannot open it"),
+    ),
+    Case(
+        "storage-sqlite-folder",
+        "SQLite folder that cannot be created",
+        "tune start -c run.yaml --storage sqlite:////proc/x/y.db",
+        _start(storage="sqlite:////proc/x/y.db"),
+        ("--storage", "cannot create its folder", "/proc/x"),
+    ),
+    Case(
+        "storage-sqlite-readonly",
+        "SQLite in a read-only place",
+        "tune start -c run.yaml --storage sqlite:////sys/x.db",
+        _start(storage="sqlite:////sys/x.db"),
+        ("--storage sqlite:////sys/x.db", "cannot open it"),
+    ),
+    Case(
+        "storage-mysql-driver",
+        "MySQL storage without its driver",
+        "tune status --study t --storage mysql://tuner:pw@127.0.0.1/db",
+        lambda tmp: ["status", "--study", "t", "--storage", "mysql://tuner:pw@127.0.0.1/db"],
+        ("mysql driver is not installed", "mysqldb", "pip install mysqlclient"),
+        needs=_module_missing("MySQLdb"),
+    ),
     # -- model and server
-    Case("model-missing", "model path that does not exist", "tune start -c run.yaml --model ./models/nope",
-         _start_args("--model", "./models/nope"), ("./models/nope", "no such folder")),
-    Case("server-missing", "server command that does not exist",
-         "tune start -c run.yaml --server-command /nonexistent/python",
-         _start_args("--server-command", "/nonexistent/python"), ("/nonexistent/python", "cannot run")),
-    Case("server-not-sglang", "server command that is not SGLang", "tune start -c run.yaml --server-command \"python -c pass\"",
-         _start_args("--server-command", "python -c pass"), ("no --port", "sglang")),
-    Case("server-not-executable", "server command without the run bit",
-         "tune start -c run.yaml --server-command ./serve.sh  # chmod 644", _not_executable,
-         ("serve.sh is not executable", "chmod +x")),
-    Case("server-directory", "server command that is a directory", "tune start -c run.yaml --server-command /tmp",
-         lambda tmp: ["start", "-c", str(write_run(tmp)), "--server-command", str(tmp)], ("is a directory",)),
-    Case("server-quote", "server command with an unbalanced quote",
-         "tune start -c run.yaml --server-command \"python3 -c 'print(1)\"",
-         _start_args("--server-command", "python3 -c 'print(1)"), ("launcher.command", "no closing quotation")),
-    Case("server-ignores-help", "server command that ignores --help",
-         "tune start -c run.yaml --server-command \"python3 -c 'import time; time.sleep(1000)'\"",
-         _start_args("--server-command", "python3 -c 'import time; time.sleep(1000)'"),
-         ("--help printed nothing in 30 s", "stopped", "sglang")),
-    Case("server-true", "server command `true`", "tune start -c run.yaml --server-command true",
-         _start_args("--server-command", "true"), ("true --help", "no --port", "sglang")),
-    Case("port-in-use", "port in use", "tune start -c run.yaml --port 30000  # something listens on 30000",
-         _port_in_use, ("port", "in use", "--port")),
-    Case("docker-down", "Docker daemon down",
-         "DOCKER_HOST=unix:///nonexistent.sock tune start -c run.yaml --launcher docker --image x",
-         _start_args("--launcher", "docker", "--image", "x"), ("docker daemon", "/nonexistent.sock"),
-         env={"DOCKER_HOST": "unix:///nonexistent.sock"}),
-    Case("docker-image-missing", "Docker image missing",
-         "tune start -c run.yaml --launcher docker --image sglang-tuner-no-such-image:0",
-         _start_args("--launcher", "docker", "--image", "sglang-tuner-no-such-image:0"),
-         ("sglang-tuner-no-such-image:0", "not found", "docker pull"), needs=_docker_up),
-    Case("gpu-index", "GPU index NVML does not have (one-GPU machine)", "tune start -c run.yaml --gpus 7",
-         _start_args("--gpus", "7"), ("--gpus 7", "no gpu 7", "nvml sees 1 gpu"), prelude=ONE_GPU_NVML),
-    Case("gpu-none", "NVML loaded but no GPU", "tune start -c run.yaml --gpus 0",
-         _start_args("--gpus", "0"), ("--gpus 0", "no gpu 0", "nvml sees 0 gpus"),
-         prelude=ONE_GPU_NVML.replace("< 1", "< 0").replace("lambda: 1", "lambda: 0")),
+    Case(
+        "model-missing",
+        "model path that does not exist",
+        "tune start -c run.yaml --model ./models/nope",
+        _start_args("--model", "./models/nope"),
+        ("./models/nope", "no such folder"),
+    ),
+    Case(
+        "server-missing",
+        "server command that does not exist",
+        "tune start -c run.yaml --server-command /nonexistent/python",
+        _start_args("--server-command", "/nonexistent/python"),
+        ("/nonexistent/python", "cannot run"),
+    ),
+    Case(
+        "server-not-sglang",
+        "server command that is not SGLang",
+        'tune start -c run.yaml --server-command "python -c pass"',
+        _start_args("--server-command", "python -c pass"),
+        ("no --port", "sglang"),
+    ),
+    Case(
+        "server-not-executable",
+        "server command without the run bit",
+        "tune start -c run.yaml --server-command ./serve.sh  # chmod 644",
+        _not_executable,
+        ("serve.sh is not executable", "chmod +x"),
+    ),
+    Case(
+        "server-directory",
+        "server command that is a directory",
+        "tune start -c run.yaml --server-command /tmp",
+        lambda tmp: ["start", "-c", str(write_run(tmp)), "--server-command", str(tmp)],
+        ("is a directory",),
+    ),
+    Case(
+        "server-quote",
+        "server command with an unbalanced quote",
+        'tune start -c run.yaml --server-command "python3 -c \'print(1)"',
+        _start_args("--server-command", "python3 -c 'print(1)"),
+        ("launcher.command", "no closing quotation"),
+    ),
+    Case(
+        "server-ignores-help",
+        "server command that ignores --help",
+        "tune start -c run.yaml --server-command \"python3 -c 'import time; time.sleep(1000)'\"",
+        _start_args("--server-command", "python3 -c 'import time; time.sleep(1000)'"),
+        ("--help printed nothing in 30 s", "stopped", "sglang"),
+    ),
+    Case(
+        "server-true",
+        "server command `true`",
+        "tune start -c run.yaml --server-command true",
+        _start_args("--server-command", "true"),
+        ("true --help", "no --port", "sglang"),
+    ),
+    Case(
+        "port-in-use",
+        "port in use",
+        "tune start -c run.yaml --port 30000  # something listens on 30000",
+        _port_in_use,
+        ("port", "in use", "--port"),
+    ),
+    Case(
+        "docker-down",
+        "Docker daemon down",
+        "DOCKER_HOST=unix:///nonexistent.sock tune start -c run.yaml --launcher docker --image x",
+        _start_args("--launcher", "docker", "--image", "x"),
+        ("docker daemon", "/nonexistent.sock"),
+        env={"DOCKER_HOST": "unix:///nonexistent.sock"},
+    ),
+    Case(
+        "docker-image-missing",
+        "Docker image missing",
+        "tune start -c run.yaml --launcher docker --image sglang-tuner-no-such-image:0",
+        _start_args("--launcher", "docker", "--image", "sglang-tuner-no-such-image:0"),
+        ("sglang-tuner-no-such-image:0", "not found", "docker pull"),
+        needs=_docker_up,
+    ),
+    Case(
+        "gpu-index",
+        "GPU index NVML does not have (one-GPU machine)",
+        "tune start -c run.yaml --gpus 7",
+        _start_args("--gpus", "7"),
+        ("--gpus 7", "no gpu 7", "nvml sees 1 gpu"),
+        prelude=ONE_GPU_NVML,
+    ),
+    Case(
+        "gpu-none",
+        "NVML loaded but no GPU",
+        "tune start -c run.yaml --gpus 0",
+        _start_args("--gpus", "0"),
+        ("--gpus 0", "no gpu 0", "nvml sees 0 gpus"),
+        prelude=ONE_GPU_NVML.replace("< 1", "< 0").replace("lambda: 1", "lambda: 0"),
+    ),
     # -- replaying a recorded surface (launcher: {kind: replay}): only what the surface recorded can be answered
-    Case("replay-surface-missing", "surface file missing",
-         "tune start -c run.yaml  # launcher: {kind: replay, surface: nope.json}",
-         _start(launcher={"kind": "replay", "surface": "nope.json"}),
-         ("launcher.surface", "nope.json", "no such file")),
-    Case("replay-not-a-surface", "surface file that is not one",
-         "tune start -c run.yaml  # launcher: {kind: replay, surface: surface.json}  # {\"format\": 1, \"header\": {}}",
-         _not_a_surface, ("surface.json", "not a surface file", "header.model")),
-    Case("replay-model", "a model the surface did not record",
-         "tune start -c run.yaml  # model: {path: other/model}, surface h200-qwen3-8b-random.json",
-         _replay(RANDOM, model={"path": "other/model"}, workload=RANDOM_WORKLOAD),
-         ("model.path 'other/model'", "recorded Qwen/Qwen3-8B", "leave model out")),
-    Case("replay-lengths", "input/output lengths the surface did not record",
-         "tune start -c run.yaml  # workload: {input_len: 64, output_len: 16, ...}, surface h200-qwen3-8b-random.json",
-         _replay(RANDOM, workload={**RANDOM_WORKLOAD, "input_len": 64, "output_len": 16}),
-         ("workload: isl 64 / osl 16", "recorded isl 512 / osl 128")),
-    Case("replay-concurrency", "a concurrency level the surface did not record",
-         "tune start -c run.yaml  # workload: {concurrency: [1, 8]}, surface h200-qwen3-8b-random.json",
-         _replay(RANDOM, workload={**RANDOM_WORKLOAD, "concurrency": [1, 8]}),
-         ("workload.concurrency: [8] not recorded", "1, 16, 64")),
-    Case("replay-workload-shape", "a workload shape the surface did not record",
-         "tune start -c run.yaml  # workload: {num_prompts: 16}, surface h200-qwen3-8b-random.json",
-         _replay(RANDOM, workload={**RANDOM_WORKLOAD, "num_prompts": 16}),
-         ("workload.num_prompts: 16", "recorded none")),
-    Case("replay-slo", "another SLO than the surface's load search",
-         "tune start -c run.yaml  # objective: {slo: {p99_ttft_ms: 1000, ...}}, surface h200-qwen3-8b-chat.json",
-         _replay(CHAT, workload=CHAT_WORKLOAD, objective={**CHAT_OBJECTIVE, "slo": {"p99_ttft_ms": 1000,
-                                                                                   "p99_tpot_ms": 40}}),
-         ("objective.slo:", "recorded slo", "a replay answers only that search")),
-    Case("replay-load-search", "another load search than the surface's",
-         "tune start -c run.yaml  # objective: {load_search: {bisect_steps: 3, ...}}, surface h200-qwen3-8b-chat.json",
-         _replay(CHAT, workload=CHAT_WORKLOAD, objective={**CHAT_OBJECTIVE, "load_search": {**CHAT_SEARCH,
-                                                                                           "bisect_steps": 3}}),
-         ("objective.load_search:", "'bisect_steps': 2", "a replay answers only that search")),
-    Case("replay-goodput-on-fixed", "a goodput objective against a fixed-concurrency surface",
-         "tune start -c run.yaml  # objective: {metrics: [goodput], ...}, surface h200-qwen3-8b-random.json",
-         _replay(RANDOM, workload={k: v for k, v in RANDOM_WORKLOAD.items() if k != "concurrency"},
-                 objective=CHAT_OBJECTIVE),
-         ("objective.metrics [goodput]", "did not record", "fixed concurrency")),
-    Case("replay-fixed-on-goodput", "a fixed-concurrency objective against a goodput surface",
-         "tune start -c run.yaml  # objective: {metrics: [output_throughput]}, surface h200-qwen3-8b-chat.json",
-         _replay(CHAT, workload=CHAT_WORKLOAD, objective={"metrics": ["output_throughput"]}),
-         ("objective.metrics:", "recorded an slo-goodput load search", "metrics: [goodput]")),
+    Case(
+        "replay-surface-missing",
+        "surface file missing",
+        "tune start -c run.yaml  # launcher: {kind: replay, surface: nope.json}",
+        _start(launcher={"kind": "replay", "surface": "nope.json"}),
+        ("launcher.surface", "nope.json", "no such file"),
+    ),
+    Case(
+        "replay-not-a-surface",
+        "surface file that is not one",
+        'tune start -c run.yaml  # launcher: {kind: replay, surface: surface.json}  # {"format": 1, "header": {}}',
+        _not_a_surface,
+        ("surface.json", "not a surface file", "header.model"),
+    ),
+    Case(
+        "replay-model",
+        "a model the surface did not record",
+        "tune start -c run.yaml  # model: {path: other/model}, surface h200-qwen3-8b-random.json",
+        _replay(RANDOM, model={"path": "other/model"}, workload=RANDOM_WORKLOAD),
+        ("model.path 'other/model'", "recorded Qwen/Qwen3-8B", "leave model out"),
+    ),
+    Case(
+        "replay-lengths",
+        "input/output lengths the surface did not record",
+        "tune start -c run.yaml  # workload: {input_len: 64, output_len: 16, ...}, surface h200-qwen3-8b-random.json",
+        _replay(RANDOM, workload={**RANDOM_WORKLOAD, "input_len": 64, "output_len": 16}),
+        ("workload: isl 64 / osl 16", "recorded isl 512 / osl 128"),
+    ),
+    Case(
+        "replay-concurrency",
+        "a concurrency level the surface did not record",
+        "tune start -c run.yaml  # workload: {concurrency: [1, 8]}, surface h200-qwen3-8b-random.json",
+        _replay(RANDOM, workload={**RANDOM_WORKLOAD, "concurrency": [1, 8]}),
+        ("workload.concurrency: [8] not recorded", "1, 16, 64"),
+    ),
+    Case(
+        "replay-workload-shape",
+        "a workload shape the surface did not record",
+        "tune start -c run.yaml  # workload: {num_prompts: 16}, surface h200-qwen3-8b-random.json",
+        _replay(RANDOM, workload={**RANDOM_WORKLOAD, "num_prompts": 16}),
+        ("workload.num_prompts: 16", "recorded none"),
+    ),
+    Case(
+        "replay-slo",
+        "another SLO than the surface's load search",
+        "tune start -c run.yaml  # objective: {slo: {p99_ttft_ms: 1000, ...}}, surface h200-qwen3-8b-chat.json",
+        _replay(
+            CHAT, workload=CHAT_WORKLOAD, objective={**CHAT_OBJECTIVE, "slo": {"p99_ttft_ms": 1000, "p99_tpot_ms": 40}}
+        ),
+        ("objective.slo:", "recorded slo", "a replay answers only that search"),
+    ),
+    Case(
+        "replay-load-search",
+        "another load search than the surface's",
+        "tune start -c run.yaml  # objective: {load_search: {bisect_steps: 3, ...}}, surface h200-qwen3-8b-chat.json",
+        _replay(
+            CHAT,
+            workload=CHAT_WORKLOAD,
+            objective={**CHAT_OBJECTIVE, "load_search": {**CHAT_SEARCH, "bisect_steps": 3}},
+        ),
+        ("objective.load_search:", "'bisect_steps': 2", "a replay answers only that search"),
+    ),
+    Case(
+        "replay-goodput-on-fixed",
+        "a goodput objective against a fixed-concurrency surface",
+        "tune start -c run.yaml  # objective: {metrics: [goodput], ...}, surface h200-qwen3-8b-random.json",
+        _replay(
+            RANDOM, workload={k: v for k, v in RANDOM_WORKLOAD.items() if k != "concurrency"}, objective=CHAT_OBJECTIVE
+        ),
+        ("objective.metrics [goodput]", "did not record", "fixed concurrency"),
+    ),
+    Case(
+        "replay-fixed-on-goodput",
+        "a fixed-concurrency objective against a goodput surface",
+        "tune start -c run.yaml  # objective: {metrics: [output_throughput]}, surface h200-qwen3-8b-chat.json",
+        _replay(CHAT, workload=CHAT_WORKLOAD, objective={"metrics": ["output_throughput"]}),
+        ("objective.metrics:", "recorded an slo-goodput load search", "metrics: [goodput]"),
+    ),
     # -- resuming a study (the same run file, started again)
-    Case("resume-kind-changed", "a parameter whose kind changed since the study began",
-         "tune start -c run.yaml  # space.yaml: mem-fraction-static: {choices: [0.8, 0.85]}, was {low: 0.7, high: 0.9}",
-         _resumed(_start_space("params:\n  mem-fraction-static: {choices: [0.8, 0.85]}\n"), _float_range_trial),
-         ("space.yaml:2", "choices [0.8, 0.85] here but a float range 0.7..0.9", "new --study name")),
-    Case("resume-baseline-refused", "a study whose baseline SGLang refused (invalid_flag), started again",
-         "tune start -c run.yaml  # its trial 0 failed as invalid_flag",
-         _resumed(_start(), _baseline_refused_trial),
-         ("baseline (trial 0", "invalid_flag", "every later trial would fail too", "--study name")),
+    Case(
+        "resume-kind-changed",
+        "a parameter whose kind changed since the study began",
+        "tune start -c run.yaml  # space.yaml: mem-fraction-static: {choices: [0.8, 0.85]}, was {low: 0.7, high: 0.9}",
+        _resumed(_start_space("params:\n  mem-fraction-static: {choices: [0.8, 0.85]}\n"), _float_range_trial),
+        ("space.yaml:2", "choices [0.8, 0.85] here but a float range 0.7..0.9", "new --study name"),
+    ),
+    Case(
+        "resume-baseline-refused",
+        "a study whose baseline SGLang refused (invalid_flag), started again",
+        "tune start -c run.yaml  # its trial 0 failed as invalid_flag",
+        _resumed(_start(), _baseline_refused_trial),
+        ("baseline (trial 0", "invalid_flag", "every later trial would fail too", "--study name"),
+    ),
     # -- reading a study
-    Case("status-no-file", "`tune status` on an SQLite file that does not exist",
-         "tune status --storage sqlite:///new/dir/x.db",
-         lambda tmp: ["status", "--storage", "sqlite:///new/dir/x.db"], ("no study", "new/dir/x.db does not exist")),
-    Case("export-out-unwritable", "`tune export --out` where no folder can be made", "tune export --out /proc/nope",
-         lambda tmp: ["export", "--study", "t", "--storage", _feasible_study(tmp), "--out", "/proc/nope"],
-         ("--out /proc/nope", "cannot create this folder")),
-    Case("report-out-file", "`tune report --out` naming a file", "tune report --out notes.txt  # an existing file",
-         lambda tmp: ["report", "--study", "t", "--storage", _existing_study(tmp), "--out", str(_file(tmp))],
-         ("--out", "notes.txt", "is a file, not a folder")),
-    Case("status-no-study", "`tune status` on a study that does not exist", "tune status --study nope",
-         _on_missing_study("status"), ("no study 'nope'", "studies there: t")),
-    Case("export-no-study", "`tune export` on a study that does not exist", "tune export --study nope",
-         _on_missing_study("export"), ("no study 'nope'",)),
-    Case("report-no-study", "`tune report` on a study that does not exist", "tune report --study nope",
-         _on_missing_study("report"), ("no study 'nope'",)),
-    Case("export-nothing", "`tune export` with no feasible trial", "tune export --study t  # every trial failed",
-         _no_feasible_trial, ("no feasible trial",)),
-    Case("dashboard-port", "`tune dashboard` on a port in use", "tune dashboard --study t --port 8080  # in use",
-         _dashboard_port_in_use, ("cannot listen", "in use"), needs=_dashboard_installed),
-    Case("bench-down", "`tune bench` at a server that is not there", "tune bench --url http://127.0.0.1:1",
-         lambda tmp: ["bench", "--url", "http://127.0.0.1:1"], ("benchmark of http://127.0.0.1:1 failed",)),
+    Case(
+        "status-no-file",
+        "`tune status` on an SQLite file that does not exist",
+        "tune status --storage sqlite:///new/dir/x.db",
+        lambda tmp: ["status", "--storage", "sqlite:///new/dir/x.db"],
+        ("no study", "new/dir/x.db does not exist"),
+    ),
+    Case(
+        "export-out-unwritable",
+        "`tune export --out` where no folder can be made",
+        "tune export --out /proc/nope",
+        lambda tmp: ["export", "--study", "t", "--storage", _feasible_study(tmp), "--out", "/proc/nope"],
+        ("--out /proc/nope", "cannot create this folder"),
+    ),
+    Case(
+        "report-out-file",
+        "`tune report --out` naming a file",
+        "tune report --out notes.txt  # an existing file",
+        lambda tmp: ["report", "--study", "t", "--storage", _existing_study(tmp), "--out", str(_file(tmp))],
+        ("--out", "notes.txt", "is a file, not a folder"),
+    ),
+    Case(
+        "status-no-study",
+        "`tune status` on a study that does not exist",
+        "tune status --study nope",
+        _on_missing_study("status"),
+        ("no study 'nope'", "studies there: t"),
+    ),
+    Case(
+        "export-no-study",
+        "`tune export` on a study that does not exist",
+        "tune export --study nope",
+        _on_missing_study("export"),
+        ("no study 'nope'",),
+    ),
+    Case(
+        "report-no-study",
+        "`tune report` on a study that does not exist",
+        "tune report --study nope",
+        _on_missing_study("report"),
+        ("no study 'nope'",),
+    ),
+    Case(
+        "export-nothing",
+        "`tune export` with no feasible trial",
+        "tune export --study t  # every trial failed",
+        _no_feasible_trial,
+        ("no feasible trial",),
+    ),
+    Case(
+        "dashboard-port",
+        "`tune dashboard` on a port in use",
+        "tune dashboard --study t --port 8080  # in use",
+        _dashboard_port_in_use,
+        ("cannot listen", "in use"),
+        needs=_dashboard_installed,
+    ),
+    Case(
+        "bench-down",
+        "`tune bench` at a server that is not there",
+        "tune bench --url http://127.0.0.1:1",
+        lambda tmp: ["bench", "--url", "http://127.0.0.1:1"],
+        ("benchmark of http://127.0.0.1:1 failed",),
+    ),
 ]
 
 
@@ -565,8 +1100,9 @@ def run_case(case: Case, tmp: Path) -> tuple[subprocess.CompletedProcess, float]
     args = case.setup(tmp)
     env = {**os.environ, **case.env}
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", case.prelude + CLI, *args], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", case.prelude + CLI, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=120
+    )
     return done, time.monotonic() - t0
 
 
@@ -602,13 +1138,23 @@ def test_without_nvml_gpus_are_not_checked_but_said_so(tmp_path) -> None:
     gpu.reset()
     cli = CLI
     if gpu.nvml_available(quiet=True):  # a GPU host: NVML fails to load the way it does on a CPU machine
-        cli = ("import pynvml\ndef no_library(): raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)\n"
-               "pynvml.nvmlInit = no_library\n" + CLI)
+        cli = (
+            "import pynvml\ndef no_library(): raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)\n"
+            "pynvml.nvmlInit = no_library\n" + CLI
+        )
     gpu.reset()
-    run = write_run(tmp_path, trials=1, space=write_space(tmp_path / "space.yaml",
-                                                          params={"schedule-policy": {"choices": ["fcfs"]}}))
-    done = subprocess.run([sys.executable, "-c", cli, "start", "-c", str(run), "--gpus", "7", "--quiet"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = write_run(
+        tmp_path,
+        trials=1,
+        space=write_space(tmp_path / "space.yaml", params={"schedule-policy": {"choices": ["fcfs"]}}),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", cli, "start", "-c", str(run), "--gpus", "7", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     warning = [line for line in done.stderr.splitlines() if line.startswith("warning: NVML is not available")]
@@ -628,8 +1174,13 @@ def _children_running_help(pid: int) -> bool:
 
 def test_ctrl_c_before_the_first_trial(tmp_path) -> None:
     run = write_run(tmp_path, launcher={"env": {"SGLANG_STANDIN_IMPORT_DELAY": "3"}})  # a slow `--help`
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "start", "-c", str(run), "--quiet"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, "start", "-c", str(run), "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not _children_running_help(proc.pid) and time.monotonic() < deadline:  # inside the server's --help
         time.sleep(0.05)
@@ -645,17 +1196,28 @@ def test_run_file_paths_are_relative_to_the_run_file(tmp_path) -> None:
 
     project = tmp_path / "project"
     project.mkdir()
-    (project / "run.yaml").write_text(yaml.safe_dump({
-        "study": "rel", "space": "spaces/s.yaml", "artifacts": "art", "workload": {"dataset": "data/d.jsonl"},
-    }))
+    (project / "run.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "study": "rel",
+                "space": "spaces/s.yaml",
+                "artifacts": "art",
+                "workload": {"dataset": "data/d.jsonl"},
+            }
+        )
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.chdir(elsewhere)
     try:
         cfg = load_config(Path("../project/run.yaml"), {"space": "cli.yaml"}, check=False)
         assert (cfg.storage_url, cfg.trials_dir, cfg.artifacts, cfg.workload.dataset, cfg.space) == (
-            "sqlite:///../project/studies/rel.db", "../project/trials", "../project/art",
-            "../project/data/d.jsonl", "cli.yaml")  # the command line's paths are the current folder's
+            "sqlite:///../project/studies/rel.db",
+            "../project/trials",
+            "../project/art",
+            "../project/data/d.jsonl",
+            "cli.yaml",
+        )  # the command line's paths are the current folder's
         (project / "run.yaml").write_text("storage: sqlite:///db/x.db\ntrials_dir: /abs/trials\n")
         cfg = load_config(project / "run.yaml", check=False)
         assert (cfg.storage_url, cfg.trials_dir) == (f"sqlite:///{project}/db/x.db", "/abs/trials")
@@ -676,8 +1238,9 @@ def test_reading_a_study_creates_nothing(tmp_path) -> None:
     before = sorted(tmp_path.rglob("*"))
 
     def tune(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", CLI, *args], cwd=elsewhere, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-c", CLI, *args], cwd=elsewhere, capture_output=True, text=True, timeout=120
+        )
 
     found = tune("status", "-c", "../project/run.yaml")
     assert found.returncode == 0 and "study 'rel' has no trials yet" in found.stdout, found.stderr
@@ -704,8 +1267,9 @@ def _markdown() -> str:
                 continue
             done, _ = futures[case.id].result()
             message = done.stderr.strip().replace(f"{dirs[case.id]}/", "").replace(str(dirs[case.id]), ".")
-            message = message.replace(f"{sys.executable} {ROOT}/tests/standin/sglang_standin.py",
-                                      "python tests/standin/sglang_standin.py")
+            message = message.replace(
+                f"{sys.executable} {ROOT}/tests/standin/sglang_standin.py", "python tests/standin/sglang_standin.py"
+            )
             for s in _HELD:
                 message = message.replace(str(s.getsockname()[1]), "30000" if case.id == "port-in-use" else "8080")
             message = re.sub(r"\(see .*? --help\)", "(see tune start --help)", message)

@@ -34,8 +34,10 @@ REL_STREAM_END = 5e-4
 
 def runs() -> list[dict]:
     if not DATA.is_file():
-        pytest.skip(f"{DATA.relative_to(Path(__file__).parent.parent)} is not committed yet: it needs one "
-                    "bench_serving --output-details run on a GPU (see this module's docstring)")
+        pytest.skip(
+            f"{DATA.relative_to(Path(__file__).parent.parent)} is not committed yet: it needs one "
+            "bench_serving --output-details run on a GPU (see this module's docstring)"
+        )
     return [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
 
 
@@ -45,12 +47,24 @@ def ours(run: dict):
     records = []
     for prompt_len, ttft, itl, error in zip(run["input_lens"], run["ttfts"], run["itls"], run["errors"]):
         success = not error
-        records.append(RequestRecord(
-            prompt_len=prompt_len, requested_output_len=run.get("random_output_len") or 0, success=success,
-            error=error or "", ttft=ttft, latency=ttft + sum(itl), itl=list(itl),
-            output_len=next(ok_lens) if success else 0))
-    level = Level(concurrency=run.get("max_concurrency") or len(records), input_len=run.get("random_input_len") or 0,
-                  output_len=run.get("random_output_len") or 0, num_prompts=len(records))
+        records.append(
+            RequestRecord(
+                prompt_len=prompt_len,
+                requested_output_len=run.get("random_output_len") or 0,
+                success=success,
+                error=error or "",
+                ttft=ttft,
+                latency=ttft + sum(itl),
+                itl=list(itl),
+                output_len=next(ok_lens) if success else 0,
+            )
+        )
+    level = Level(
+        concurrency=run.get("max_concurrency") or len(records),
+        input_len=run.get("random_input_len") or 0,
+        output_len=run.get("random_output_len") or 0,
+        num_prompts=len(records),
+    )
     return compute_level_result(level, records, run["duration"])
 
 

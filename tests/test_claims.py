@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -47,8 +47,10 @@ def test_heartbeat_goes_on_after_a_failed_beat(tmp_path, monkeypatch):
     assert storage._get_stale_trial_ids(study._study_id) == []
 
 
-@pytest.mark.parametrize("name, cls", [("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler),
-                                       ("random", optuna.samplers.RandomSampler)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler), ("random", optuna.samplers.RandomSampler)],
+)
 def test_the_run_files_sampler_is_the_one_used(tmp_path, name, cls):
     if name == "gp":
         pytest.importorskip("torch")
@@ -92,9 +94,12 @@ def test_gp_with_the_baseline_is_warned_it_samples_at_random(tmp_path, monkeypat
 def test_tune_bench_measures_a_running_server(tmp_path):
     port = free_port()
     env = {**FAST_ENV, "SGLANG_STANDIN_FAULTS": ""}
-    server = subprocess.Popen([sys.executable, str(STANDIN), "--model-path", "standin/qwen3-8b", "--port", str(port)],
-                              env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, str(STANDIN), "--model-path", "standin/qwen3-8b", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}")
         run = write_run(tmp_path, workload={"concurrency": [2, 4], "num_prompts": 8, "output_len": 8})
@@ -113,10 +118,19 @@ def test_tune_bench_measures_a_running_server(tmp_path):
 
 def test_request_rate_and_dataset_through_the_run_file(tmp_path):
     data = tmp_path / "sharegpt.json"
-    data.write_text(json.dumps([{"conversations": [{"from": "human", "value": "why is the sky blue"},
-                                                   {"from": "gpt", "value": "because of Rayleigh scattering"}]}]))
-    config = load_config(write_run(tmp_path, workload={"request_rate": 8, "dataset": str(data),
-                                                       "concurrency": [1, 4]}))
+    data.write_text(
+        json.dumps(
+            [
+                {
+                    "conversations": [
+                        {"from": "human", "value": "why is the sky blue"},
+                        {"from": "gpt", "value": "because of Rayleigh scattering"},
+                    ]
+                }
+            ]
+        )
+    )
+    config = load_config(write_run(tmp_path, workload={"request_rate": 8, "dataset": str(data), "concurrency": [1, 4]}))
     workload = config.workload.build(SLO())
     assert [lv.request_rate for lv in workload.levels] == [8, 8]
     assert workload.prompt_kind == "dataset" and workload.dataset == str(data)
@@ -124,13 +138,23 @@ def test_request_rate_and_dataset_through_the_run_file(tmp_path):
 
 def test_a_clearly_worse_trial_skips_the_remaining_levels(tmp_path, unique_study):
     """Under half the best output tok/s at a level before the objective's: the rest is not worth measuring."""
-    space = write_space(tmp_path / "space.yaml", params={"attention-backend": {"choices": ["fa3", "torch_native"]},
-                                                         "disable-cuda-graph": {"choices": [False, True]},
-                                                         "mem-fraction-static": {"choices": [0.85, 0.5]}})
+    space = write_space(
+        tmp_path / "space.yaml",
+        params={
+            "attention-backend": {"choices": ["fa3", "torch_native"]},
+            "disable-cuda-graph": {"choices": [False, True]},
+            "mem-fraction-static": {"choices": [0.85, 0.5]},
+        },
+    )
     # At full stand-in speed (5 ms a decode step) the step time, not Python's overhead, sets the throughput.
-    run = write_run(tmp_path, study=unique_study, space=space, trials=1,
-                    env={"SGLANG_STANDIN_FAULTS": "", "SGLANG_STANDIN_SPEED": "1.0"},
-                    workload={"concurrency": [1, 8], "num_prompts": 8, "output_len": 16})
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        space=space,
+        trials=1,
+        env={"SGLANG_STANDIN_FAULTS": "", "SGLANG_STANDIN_SPEED": "1.0"},
+        workload={"concurrency": [1, 8], "num_prompts": 8, "output_len": 16},
+    )
     Tuner(load_config(run)).run()  # trial 0: SGLang's defaults
     tuner = Tuner(load_config(run, {"trials": 3}))
     study = tuner.prepare()
@@ -146,9 +170,11 @@ def test_a_clearly_worse_trial_skips_the_remaining_levels(tmp_path, unique_study
 
 
 def test_unused_and_deprecated_flags_are_reported(tmp_path):
-    space = write_space(tmp_path / "space.yaml", fixed={"disable-radix-cache": True, "disable-flashinfer": True},
-                        params={"schedule-policy": {"choices": ["fcfs", "lpm"]},
-                                "num-continuous-decode-steps": {"low": 1, "high": 4}})
+    space = write_space(
+        tmp_path / "space.yaml",
+        fixed={"disable-radix-cache": True, "disable-flashinfer": True},
+        params={"schedule-policy": {"choices": ["fcfs", "lpm"]}, "num-continuous-decode-steps": {"low": 1, "high": 4}},
+    )
     tuner = Tuner(load_config(write_run(tmp_path, space=space)))
     tuner.prepare()
     said = "\n".join(tuner.warnings)

@@ -38,11 +38,13 @@ def test_confirmation_interval_and_bound_by_hand():
 
 
 def test_statement_says_when_a_gain_is_inside_the_noise():
-    noisy = Comparison("best (trial 4)", "SGLang defaults (trial 0)", "output_throughput", *welch((10, 11, 12),
-                                                                                               (8, 9, 10)), 9.0)
+    noisy = Comparison(
+        "best (trial 4)", "SGLang defaults (trial 0)", "output_throughput", *welch((10, 11, 12), (8, 9, 10)), 9.0
+    )
     assert noisy.within_noise and "+22.2%" in noisy.statement() and "inside the noise" in noisy.statement()
-    clear = Comparison("best (trial 4)", "SGLang defaults (trial 0)", "output_throughput",
-                       *welch((20, 22, 24, 26), (10, 11, 12)), 11.0)
+    clear = Comparison(
+        "best (trial 4)", "SGLang defaults (trial 0)", "output_throughput", *welch((20, 22, 24, 26), (10, 11, 12)), 11.0
+    )
     assert not clear.within_noise and "+109.1%" in clear.statement() and "better, outside" in clear.statement()
     slower = Comparison("a", "b", "median_ttft_ms", *welch((20, 22, 24, 26), (10, 11, 12)), 11.0)
     assert "worse" in slower.statement()  # a higher TTFT is worse
@@ -50,11 +52,18 @@ def test_statement_says_when_a_gain_is_inside_the_noise():
 
 def test_study_runs_references_after_the_baseline_and_confirms_at_the_end(tmp_path, unique_study):
     space = write_space(tmp_path / "space.yaml", params={"schedule-policy": {"choices": ["fcfs", "lpm"]}})
-    run = write_run(tmp_path, study=unique_study, space=space, trials=4,
-                    env={"SGLANG_STANDIN_SPEED": "0.05", "SGLANG_STANDIN_FAULTS": ""},
-                    references=[{"name": "hand", "flags": {"schedule-policy": "lof", "mem-fraction-static": 0.8}},
-                                {"name": "seed-balanced-v2"}],
-                    confirm={"top": 1, "repeats": 2})
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        space=space,
+        trials=4,
+        env={"SGLANG_STANDIN_SPEED": "0.05", "SGLANG_STANDIN_FAULTS": ""},
+        references=[
+            {"name": "hand", "flags": {"schedule-policy": "lof", "mem-fraction-static": 0.8}},
+            {"name": "seed-balanced-v2"},
+        ],
+        confirm={"top": 1, "repeats": 2},
+    )
     done = tune("start", "-c", str(run))
     assert done.returncode == 0, done.stderr
     study = load_existing_study(load_config(run))
@@ -71,8 +80,9 @@ def test_study_runs_references_after_the_baseline_and_confirms_at_the_end(tmp_pa
     confirmations = study.user_attrs["confirmations"]
     comparisons = study.user_attrs["confirmation"]["comparisons"]
     winner = next(iter(confirmations))  # best bound first: compared with every baseline/reference but itself
-    assert {re.search(r"trial (\d+)", c["b"]).group(1) for c in comparisons} == \
-        {n for n, c in confirmations.items() if c["role"] != "top" and n != winner}
+    assert {re.search(r"trial (\d+)", c["b"]).group(1) for c in comparisons} == {
+        n for n, c in confirmations.items() if c["role"] != "top" and n != winner
+    }
     assert "95% CI over 2 runs" in done.stdout and "95% CI" in comparisons[0]["statement"]
 
     status = tune("status", "-c", str(run))
@@ -91,10 +101,13 @@ def test_study_runs_references_after_the_baseline_and_confirms_at_the_end(tmp_pa
     assert servers_of(unique_study) == []
 
 
-@pytest.mark.parametrize("references, words", [
-    ([{"name": "mine"}], "not a built-in reference"),
-    ([{"name": "x", "flags": {"bogus-flag": 1}}], "references[0].flags.bogus-flag: --bogus-flag is not a flag"),
-])
+@pytest.mark.parametrize(
+    "references, words",
+    [
+        ([{"name": "mine"}], "not a built-in reference"),
+        ([{"name": "x", "flags": {"bogus-flag": 1}}], "references[0].flags.bogus-flag: --bogus-flag is not a flag"),
+    ],
+)
 def test_bad_reference_is_one_line(tmp_path, references, words):
     run = write_run(tmp_path, references=references)
     done = tune("start", "-c", str(run))

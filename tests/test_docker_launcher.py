@@ -37,8 +37,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 IMAGE = "sglang-tuner-standin:local"
-FAST = {"SGLANG_STANDIN_SPEED": "0.01", "SGLANG_STANDIN_STARTUP_S": "0.5", "SGLANG_STANDIN_COMPILE_S": "0.2",
-        "SGLANG_STANDIN_FAULTS": ""}
+FAST = {
+    "SGLANG_STANDIN_SPEED": "0.01",
+    "SGLANG_STANDIN_STARTUP_S": "0.5",
+    "SGLANG_STANDIN_COMPILE_S": "0.2",
+    "SGLANG_STANDIN_FAULTS": "",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,8 +61,14 @@ def make_spec(tmp_path: Path, study: str, trial: int = 0, env: dict | None = Non
     port = free_port()
     base = {"model-path": "standin/qwen3-8b", "host": "127.0.0.1", "port": port}
     return LaunchSpec(
-        flags=ServerFlags.of({**base, **flags}), env={**FAST, **(env or {})},
-        log_path=tmp_path / str(trial) / "server.log", host="127.0.0.1", port=port, gpus=(), study=study, trial=trial,
+        flags=ServerFlags.of({**base, **flags}),
+        env={**FAST, **(env or {})},
+        log_path=tmp_path / str(trial) / "server.log",
+        host="127.0.0.1",
+        port=port,
+        gpus=(),
+        study=study,
+        trial=trial,
     )
 
 
@@ -71,8 +81,12 @@ def wait_exit(server, timeout: float = 15) -> int:
 
 
 def containers_of(study: str) -> list[str]:
-    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label={STUDY_MARK}={study}", "--format", "{{.Names}}"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label={STUDY_MARK}={study}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.split()
 
 
@@ -239,8 +253,11 @@ def test_flag_catalog_and_describe_read_the_image(study, monkeypatch):
     assert info["launcher"] == "docker" and info["image"] == IMAGE
     assert info["sglang_version"] == "0.5.17"
     # Cached: one throwaway container per study, not one per trial.
-    monkeypatch.setattr(docker.models.containers.ContainerCollection, "run",
-                        lambda *a, **k: pytest.fail("describe() ran another container"))
+    monkeypatch.setattr(
+        docker.models.containers.ContainerCollection,
+        "run",
+        lambda *a, **k: pytest.fail("describe() ran another container"),
+    )
     assert launcher.describe() == info
 
 
@@ -277,20 +294,30 @@ def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique
 
     # Trial 0 is the baseline (SGLang's defaults); the sampler then picks; the fault rules make a low
     # --mem-fraction-static run out of KV memory and lof segfault otherwise: each trial's class follows from its flags.
-    space = write_space(tmp_path / "space.yaml", params={
-        "schedule-policy": {"choices": ["fcfs", "lof"]},
-        "mem-fraction-static": {"low": 0.1, "high": 0.9, "step": 0.05},
-    })
+    space = write_space(
+        tmp_path / "space.yaml",
+        params={
+            "schedule-policy": {"choices": ["fcfs", "lof"]},
+            "mem-fraction-static": {"low": 0.1, "high": 0.9, "step": 0.05},
+        },
+    )
     faults = "oom_kv_startup:mem-fraction-static<0.5;segfault:schedule-policy==lof,mem-fraction-static>=0.5"
     # The study's own tag, so that moving it later (below) touches no other test's image.
     tag = f"sglang-tuner-standin:{unique_study.lower()}"
     subprocess.run(["docker", "tag", IMAGE, tag], check=True)
     request.addfinalizer(lambda: subprocess.run(["docker", "rmi", tag], capture_output=True))
     run = write_run(
-        tmp_path, study=unique_study, space=space, trials=4,
+        tmp_path,
+        study=unique_study,
+        space=space,
+        trials=4,
         env={**FAST, "SGLANG_STANDIN_FAULTS": faults},
-        launcher={"kind": "docker", "image": tag, "command": ["python3", "-m", "sglang.launch_server"],
-                  "gpu_runtime": False},
+        launcher={
+            "kind": "docker",
+            "image": tag,
+            "command": ["python3", "-m", "sglang.launch_server"],
+            "gpu_runtime": False,
+        },
         sampler={"seed": 3, "n_startup_trials": 4},
         workload={"concurrency": [4], "num_prompts": 8, "output_len": 8, "warmup_requests": 1},
     )
@@ -342,8 +369,10 @@ def test_deploy_script_takes_host_port_and_gpus_from_the_environment(tmp_path, s
     script.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + launcher.deploy_script(spec))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "docker").write_text(f"#!{sys.executable}\nimport json, sys\n"
-                                    f"open({str(tmp_path / 'argv.jsonl')!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    (bin_dir / "docker").write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(tmp_path / 'argv.jsonl')!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
     (bin_dir / "docker").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOST": "0.0.0.0", "PORT": "8123", "GPUS": "1,2"}
     assert subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=30).returncode == 0
@@ -352,8 +381,12 @@ def test_deploy_script_takes_host_port_and_gpus_from_the_environment(tmp_path, s
     assert run[run.index("-p") + 1] == "0.0.0.0:8123:8123" and run[run.index("--port") + 1] == "8123"
     assert run[run.index("--host") + 1] == "0.0.0.0"  # inside the container, on a bridge
     # Unset, the measured values.
-    assert subprocess.run(["bash", str(script)], env={**env, "HOST": "", "PORT": "", "GPUS": ""},
-                          capture_output=True, timeout=30).returncode == 0
+    assert (
+        subprocess.run(
+            ["bash", str(script)], env={**env, "HOST": "", "PORT": "", "GPUS": ""}, capture_output=True, timeout=30
+        ).returncode
+        == 0
+    )
     run = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()][-1]
     assert run[run.index("--gpus") + 1] == '"device=0"' and run[run.index("--port") + 1] == str(spec.port)
     assert run[run.index("-p") + 1] == f"127.0.0.1:{spec.port}:{spec.port}"
@@ -365,8 +398,9 @@ def test_deploy_script_takes_host_port_and_gpus_from_the_environment(tmp_path, s
     port = free_port()
     name = f"{container_name(study, 8)}-deploy"
     try:
-        done = subprocess.run(["bash", str(script)], env={**os.environ, "PORT": str(port)}, capture_output=True,
-                              text=True, timeout=30)
+        done = subprocess.run(
+            ["bash", str(script)], env={**os.environ, "PORT": str(port)}, capture_output=True, text=True, timeout=30
+        )
         assert done.returncode == 0, done.stderr
         wait_healthy(f"http://127.0.0.1:{port}")
         assert httpx.get(f"http://127.0.0.1:{port}/get_server_info", timeout=2).json()["port"] == port != spec.port
@@ -386,8 +420,11 @@ def test_gpus_are_device_requests_and_the_deploy_script_asks_for_the_same(tmp_pa
     gpus = options[options.index("--gpus") + 1]
     # What deploy-best.sh hands `docker run` (test_deploy_script_takes_host_port_and_gpus_from_the_environment).
     assert gpus == '"device=0,2"'
-    by_cli = subprocess.run(["docker", "create", "--name", f"{kwargs['name']}-cli", "--gpus", gpus, IMAGE, "true"],
-                            capture_output=True, text=True)
+    by_cli = subprocess.run(
+        ["docker", "create", "--name", f"{kwargs['name']}-cli", "--gpus", gpus, IMAGE, "true"],
+        capture_output=True,
+        text=True,
+    )
     try:
         assert by_cli.returncode == 0, by_cli.stderr
         cli = launcher.client.containers.get(f"{kwargs['name']}-cli")

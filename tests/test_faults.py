@@ -17,36 +17,53 @@ from tuner.study import load_existing_study
 
 def run_one(tmp_path, study, fixed=None, faults="", **extra):
     space = write_space(tmp_path / "space.yaml", fixed=fixed)
-    run = write_run(tmp_path, study=study, space=space, trials=1,
-                    env={"SGLANG_STANDIN_FAULTS": faults, "SGLANG_STANDIN_SPEED": "0.3"}, **extra)
+    run = write_run(
+        tmp_path,
+        study=study,
+        space=space,
+        trials=1,
+        env={"SGLANG_STANDIN_FAULTS": faults, "SGLANG_STANDIN_SPEED": "0.3"},
+        **extra,
+    )
     t0 = time.monotonic()
     done = tune("start", "-c", str(run))
     return run, done, time.monotonic() - t0
 
 
-@pytest.mark.parametrize("fixed, faults, expected, exit_code", [
-    ({}, "", "invalid_flag", 2),  # a wrapper adds a value argparse refuses (the space's own are checked before)
-    ({}, "segfault:", "segfault", 139),
-    ({}, "oom_kv_startup:", "oom_kv", 137),
-    ({}, "oom_kv_startup_v055:", "oom_kv", 1),
-    ({}, "cuda_graph_oom:", "oom_cuda_graph", 1),
-    ({}, "gpu_busy:", "gpu_busy", 1),
-    ({}, "scheduler_crash:", "scheduler_crash", 137),
-    ({}, "oom_under_load:", "oom_runtime", 137),
-    ({}, "segfault_under_load:", "segfault", 139),
-    ({}, "die_under_load:", "died_during_benchmark", 1),
-    ({}, "unhealthy:", "unhealthy", None),
-])
+@pytest.mark.parametrize(
+    "fixed, faults, expected, exit_code",
+    [
+        ({}, "", "invalid_flag", 2),  # a wrapper adds a value argparse refuses (the space's own are checked before)
+        ({}, "segfault:", "segfault", 139),
+        ({}, "oom_kv_startup:", "oom_kv", 137),
+        ({}, "oom_kv_startup_v055:", "oom_kv", 1),
+        ({}, "cuda_graph_oom:", "oom_cuda_graph", 1),
+        ({}, "gpu_busy:", "gpu_busy", 1),
+        ({}, "scheduler_crash:", "scheduler_crash", 137),
+        ({}, "oom_under_load:", "oom_runtime", 137),
+        ({}, "segfault_under_load:", "segfault", 139),
+        ({}, "die_under_load:", "died_during_benchmark", 1),
+        ({}, "unhealthy:", "unhealthy", None),
+    ],
+)
 def test_failure_is_classified_quickly_and_cleaned_up(tmp_path, unique_study, fixed, faults, expected, exit_code):
     extra = {}
     if expected == "invalid_flag":
         wrapper = tmp_path / "serve.sh"
-        wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" --help "*) exec {sys.executable} {STANDIN} "$@";; esac\n'
-                           f'exec {sys.executable} {STANDIN} "$@" --torch-compile-max-bs big\n')
+        wrapper.write_text(
+            f'#!/bin/sh\ncase " $* " in *" --help "*) exec {sys.executable} {STANDIN} "$@";; esac\n'
+            f'exec {sys.executable} {STANDIN} "$@" --torch-compile-max-bs big\n'
+        )
         wrapper.chmod(0o755)
         extra["launcher"] = {"command": [str(wrapper)]}
-    run, done, elapsed = run_one(tmp_path, unique_study, fixed, faults,
-                                 workload={"concurrency": [16], "num_prompts": 48, "output_len": 64}, **extra)
+    run, done, elapsed = run_one(
+        tmp_path,
+        unique_study,
+        fixed,
+        faults,
+        workload={"concurrency": [16], "num_prompts": 48, "output_len": 64},
+        **extra,
+    )
     # A baseline SGLang refuses stops the study: every later trial has the same fixed flags.
     assert done.returncode == (2 if expected == "invalid_flag" else 0), done.stderr
     trial = load_existing_study(load_config(run)).trials[0]
@@ -76,15 +93,23 @@ def test_startup_timeout_follows_the_flags(tmp_path):
     from tuner.flags import ServerFlags
     from tuner.study import startup_timeout
 
-    config = load_config(write_run(tmp_path, launcher={"startup_timeout_s": 100,
-                                                      "startup_timeout_extra_s": {"enable-torch-compile": 400}}))
+    config = load_config(
+        write_run(
+            tmp_path, launcher={"startup_timeout_s": 100, "startup_timeout_extra_s": {"enable-torch-compile": 400}}
+        )
+    )
     assert startup_timeout(config, ServerFlags.of({"enable-torch-compile": True})) == 500
     assert startup_timeout(config, ServerFlags.of({"enable-torch-compile": False})) == 100
 
 
 def start_tuner(run):
-    return subprocess.Popen([sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_server(study, timeout=20):
@@ -126,8 +151,13 @@ def test_signal_stops_the_server_records_the_trial_and_resume_reruns_it(tmp_path
 
 def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, unique_study):
     space = write_space(tmp_path / "space.yaml")
-    run = write_run(tmp_path, study=unique_study, space=space, trials=3,
-                    env={"SGLANG_STANDIN_FAULTS": "hang:mem-fraction-static>=0.7"})
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        space=space,
+        trials=3,
+        env={"SGLANG_STANDIN_FAULTS": "hang:mem-fraction-static>=0.7"},
+    )
     # Trial 0 (baseline, no mem-fraction flag) completes; trial 1 hangs in startup; then kill -9.
     tuner = start_tuner(run)
     deadline = time.monotonic() + 30
@@ -156,7 +186,9 @@ def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, uni
     stale = study.trials[1]
     assert stale.state == TrialState.RUNNING
     baseline_before = study.trials[0]
-    (tmp_path / "run.yaml").write_text((tmp_path / "run.yaml").read_text().replace("hang:mem-fraction-static>=0.7", "''"))
+    (tmp_path / "run.yaml").write_text(
+        (tmp_path / "run.yaml").read_text().replace("hang:mem-fraction-static>=0.7", "''")
+    )
     again = tune("start", "-c", str(run))
     assert again.returncode == 0, again.stderr
     assert "left RUNNING by a dead tuner" in again.stderr
@@ -174,9 +206,19 @@ def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, uni
 
 def test_next_start_kills_an_orphaned_server(tmp_path, unique_study):
     # An orphan that no parent-death signal reached (e.g. started through a wrapper that daemonised).
-    env = {**os.environ, "SGLANG_TUNER_STUDY": unique_study, "SGLANG_STANDIN_FAULTS": "", "SGLANG_STANDIN_STARTUP_S": "0.1"}
-    orphan = subprocess.Popen([sys.executable, str(STANDIN), "--model-path", "x", "--port", "0"], env=env,
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "SGLANG_TUNER_STUDY": unique_study,
+        "SGLANG_STANDIN_FAULTS": "",
+        "SGLANG_STANDIN_STARTUP_S": "0.1",
+    }
+    orphan = subprocess.Popen(
+        [sys.executable, str(STANDIN), "--model-path", "x", "--port", "0"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_server(unique_study)
     run = write_run(tmp_path, study=unique_study, trials=1)
     done = tune("start", "-c", str(run))
@@ -207,7 +249,7 @@ def test_two_workers_recovering_one_stale_trial_queue_one_rerun(tmp_path, unique
     def recover(tuner):
         try:
             tuner._recover_stale(tuner.study)
-        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=recover, args=(t,)) for t in tuners]

@@ -46,12 +46,15 @@ def _boundary(n: int) -> str:
     return BOUNDARY_LOG.read_text().split(f"=== {n} ")[1].split("===")[0]
 
 
-@pytest.mark.parametrize("model, mfs, real_tokens", [
-    ("qwen3-8b", 0.95, lambda: re.search(r"max_total_num_tokens=(\d+)", H200_LOG.read_text()).group(1)),  # 851,140
-    ("qwen3-8b", 0.85, lambda: 749_782),  # ../shared/reference/sglang.md, "Seen on SGLang 0.5.17 on an H200"
-    ("qwen3-32b", 0.9, lambda: re.search(r"#tokens: (\d+)", _boundary(2)).group(1)),  # 262,803
-    ("qwen3-32b", 0.46, lambda: re.search(r"#tokens: (\d+)", _boundary(3)).group(1)),  # 11,943
-])
+@pytest.mark.parametrize(
+    "model, mfs, real_tokens",
+    [
+        ("qwen3-8b", 0.95, lambda: re.search(r"max_total_num_tokens=(\d+)", H200_LOG.read_text()).group(1)),  # 851,140
+        ("qwen3-8b", 0.85, lambda: 749_782),  # ../shared/reference/sglang.md, "Seen on SGLang 0.5.17 on an H200"
+        ("qwen3-32b", 0.9, lambda: re.search(r"#tokens: (\d+)", _boundary(2)).group(1)),  # 262,803
+        ("qwen3-32b", 0.46, lambda: re.search(r"#tokens: (\d+)", _boundary(3)).group(1)),  # 11,943
+    ],
+)
 def test_kv_pool_estimate_against_real_sglang(model, mfs, real_tokens):
     real = int(real_tokens())
     kv = h200(model).kv_estimate(ServerFlags.of({"mem-fraction-static": mfs}))
@@ -87,12 +90,15 @@ def test_never_rejects_a_config_that_started_on_the_h200(model, flags):
     assert h200(model).predict(ServerFlags.of(flags), 1) is None
 
 
-@pytest.mark.parametrize("model, mfs, log", [
-    ("qwen3-8b", 0.05, lambda: (ROOT / "docs" / "h200.md").read_text()),  # ../shared/gpu/README.md's table too
-    ("qwen3-8b", 0.105, lambda: _boundary(6)),
-    ("qwen3-32b", 0.42, lambda: _boundary(4)),
-    ("qwen3-32b", 0.38, lambda: _boundary(5)),
-])
+@pytest.mark.parametrize(
+    "model, mfs, log",
+    [
+        ("qwen3-8b", 0.05, lambda: (ROOT / "docs" / "h200.md").read_text()),  # ../shared/gpu/README.md's table too
+        ("qwen3-8b", 0.105, lambda: _boundary(6)),
+        ("qwen3-32b", 0.42, lambda: _boundary(4)),
+        ("qwen3-32b", 0.38, lambda: _boundary(5)),
+    ],
+)
 def test_catches_every_recorded_kv_refusal(model, mfs, log):
     if mfs != 0.05:
         assert f"Loaded weights leave no GPU memory for the KV cache under --mem-fraction-static={mfs}." in log()
@@ -135,8 +141,9 @@ def test_pool_capped_below_one_request():
     paged = ServerFlags.of({"max-total-tokens": 700, "page-size": 256})
     assert h200().predict(paged, 1).failure.name == "predicted_kv_too_small"
     fp8 = h200().kv_estimate(ServerFlags.of({"mem-fraction-static": 0.85, "kv-cache-dtype": "fp8_e4m3"}))
-    assert fp8.bound_tokens == pytest.approx(2 * h200().kv_estimate(
-        ServerFlags.of({"mem-fraction-static": 0.85})).bound_tokens, abs=2)
+    assert fp8.bound_tokens == pytest.approx(
+        2 * h200().kv_estimate(ServerFlags.of({"mem-fraction-static": 0.85})).bound_tokens, abs=2
+    )
 
 
 def test_unknown_facts_skip_the_check(tmp_path):
@@ -145,8 +152,12 @@ def test_unknown_facts_skip_the_check(tmp_path):
     (tmp_path / "config.json").write_text(yaml.safe_dump(mla))
     f = Feasibility(ModelFacts.from_folder(tmp_path), H200_MIB, (0,), WORKLOAD, {})
     assert f.predict(ServerFlags.of({"mem-fraction-static": 0.05}), 1) is None  # MLA: another pool formula
-    assert Feasibility(ModelFacts.from_folder(MODELS / "qwen3-8b"), None, (0,), WORKLOAD, {}).predict(
-        ServerFlags.of({"mem-fraction-static": 0.05}), 1) is None  # no NVML
+    assert (
+        Feasibility(ModelFacts.from_folder(MODELS / "qwen3-8b"), None, (0,), WORKLOAD, {}).predict(
+            ServerFlags.of({"mem-fraction-static": 0.05}), 1
+        )
+        is None
+    )  # no NVML
 
 
 def test_predicted_failure_is_recorded_and_never_launched(monkeypatch, tmp_path, unique_study):
@@ -157,14 +168,24 @@ def test_predicted_failure_is_recorded_and_never_launched(monkeypatch, tmp_path,
     shutil.copy(MODELS / "qwen3-8b" / "config.json", model)
     calls = tmp_path / "calls.txt"
     wrapper = tmp_path / "wrapper.py"
-    wrapper.write_text(f"import os, sys\nopen({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
-                       f"os.execv(sys.executable, [sys.executable, {str(STANDIN)!r}, *sys.argv[1:]])\n")
+    wrapper.write_text(
+        f"import os, sys\nopen({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        f"os.execv(sys.executable, [sys.executable, {str(STANDIN)!r}, *sys.argv[1:]])\n"
+    )
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"params": {"mem-fraction-static": {"choices": [0.05, 0.85]}}}))
-    cfg = load_config(write_run(tmp_path, study=unique_study, space=space, trials=2, baseline=False,
-                                model={"path": str(model)},
-                                launcher={"command": [sys.executable, str(wrapper)]},
-                                workload={"concurrency": [2], "num_prompts": 4}))
+    cfg = load_config(
+        write_run(
+            tmp_path,
+            study=unique_study,
+            space=space,
+            trials=2,
+            baseline=False,
+            model={"path": str(model)},
+            launcher={"command": [sys.executable, str(wrapper)]},
+            workload={"concurrency": [2], "num_prompts": 4},
+        )
+    )
     tuner = Tuner(cfg)
     study = tuner.prepare()
     study.enqueue_trial({"mem-fraction-static": 0.05})

@@ -5,8 +5,17 @@ import sys
 
 import pytest
 
-from tuner.flags import (FlagCatalog, FlagCatalogError, ServerFlags, deploy_defaults, format_value, one_per_line,
-                         read_catalog, resolved_flags, shell_args)
+from tuner.flags import (
+    FlagCatalog,
+    FlagCatalogError,
+    ServerFlags,
+    deploy_defaults,
+    format_value,
+    one_per_line,
+    read_catalog,
+    resolved_flags,
+    shell_args,
+)
 
 HELP = """usage: sglang serve [-h] ...
 
@@ -27,12 +36,27 @@ options:
 
 
 def test_flags_in_order_with_switches_and_values():
-    flags = ServerFlags.of({"model-path": "Qwen/Qwen3-8B", "enable-torch-compile": True, "disable-cuda-graph": False,
-                            "tp-size": 2, "chunked-prefill-size": None, "mem-fraction-static": 0.8700000000000001})
+    flags = ServerFlags.of(
+        {
+            "model-path": "Qwen/Qwen3-8B",
+            "enable-torch-compile": True,
+            "disable-cuda-graph": False,
+            "tp-size": 2,
+            "chunked-prefill-size": None,
+            "mem-fraction-static": 0.8700000000000001,
+        }
+    )
     assert flags.values[0] == ("model-path", "Qwen/Qwen3-8B") and "chunked-prefill-size" not in flags.as_dict()
     assert flags.as_dict()["disable-cuda-graph"] is False
-    assert flags.argv() == ["--model-path", "Qwen/Qwen3-8B", "--enable-torch-compile", "--tp-size", "2",
-                            "--mem-fraction-static", "0.87"]
+    assert flags.argv() == [
+        "--model-path",
+        "Qwen/Qwen3-8B",
+        "--enable-torch-compile",
+        "--tp-size",
+        "2",
+        "--mem-fraction-static",
+        "0.87",
+    ]
     assert ServerFlags.of({"served-model-name": "my model"}).shell() == "--served-model-name 'my model'"
     assert ServerFlags().argv() == [] and ServerFlags().shell() == ""
 
@@ -51,8 +75,7 @@ def test_format_value():
 
 def test_one_per_line_pairs_options_with_their_values():
     args = ["--model-path", "m", "--enable-torch-compile", "--port", "30000", "positional"]
-    assert one_per_line(args) == ["--model-path m", "--enable-torch-compile", "--port 30000",
-                                  "positional"]
+    assert one_per_line(args) == ["--model-path m", "--enable-torch-compile", "--port 30000", "positional"]
     assert one_per_line(["-d", "--name", "x", "-e", "A=1", "img"], prefix="-") == ["-d", "--name x", "-e A=1", "img"]
     assert one_per_line(["--a", "'b c'", "d"]) == ["--a 'b c'", "d"]  # a value with a space ends its line
     assert one_per_line([]) == []
@@ -61,8 +84,18 @@ def test_one_per_line_pairs_options_with_their_values():
 def test_catalog_from_help():
     catalog = FlagCatalog.from_help(HELP, "sglang 0.5.17")
     assert catalog.source == "sglang 0.5.17"
-    assert set(catalog.flags) == {"help", "model-path", "model", "port", "schedule-policy", "enable-torch-compile",
-                                  "disable-cuda-graph", "tp-size", "tensor-parallel-size", "mem-fraction-static"}
+    assert set(catalog.flags) == {
+        "help",
+        "model-path",
+        "model",
+        "port",
+        "schedule-policy",
+        "enable-torch-compile",
+        "disable-cuda-graph",
+        "tp-size",
+        "tensor-parallel-size",
+        "mem-fraction-static",
+    }
     assert catalog.flags["schedule-policy"].choices == ("lpm", "random", "fcfs")
     assert catalog.flags["schedule-policy"].takes_value and not catalog.flags["enable-torch-compile"].takes_value
     assert catalog.flags["tp-size"].takes_value and catalog.flags["tensor-parallel-size"].takes_value
@@ -78,12 +111,16 @@ def test_check_names_what_sglang_would_refuse():
     assert catalog.check("tp-size", True) == "--tp-size takes a value, not true/false"
     assert catalog.check("enable-torch-compile", 1) == "--enable-torch-compile is a switch: use true or false, not 1"
     assert catalog.check("nope", 1) == "--nope is not a flag of this SGLang (sglang 0.5.17)"
-    assert catalog.check("mem-fraction", 0.8) == \
-        "--mem-fraction is not a full flag name (it could match --mem-fraction-static)"
+    assert (
+        catalog.check("mem-fraction", 0.8)
+        == "--mem-fraction is not a full flag name (it could match --mem-fraction-static)"
+    )
     assert catalog.check("m", 1).startswith("--m is not a full flag name (it could match --model-path, --model, ")
     flags = ServerFlags.of({"port": 1, "schedule-policy": "lof", "nope": 2})
     assert [p for name, value in flags.values if (p := catalog.check(name, value))] == [
-        "--schedule-policy lof is not one of lpm, random, fcfs", "--nope is not a flag of this SGLang (sglang 0.5.17)"]
+        "--schedule-policy lof is not one of lpm, random, fcfs",
+        "--nope is not a flag of this SGLang (sglang 0.5.17)",
+    ]
 
 
 def test_read_catalog_runs_the_commands_help(tmp_path):
@@ -118,7 +155,14 @@ def test_read_catalog_runs_the_commands_help(tmp_path):
 def test_shell_args_put_the_environment_after_the_named_options():
     args = ["--host", "127.0.0.1", "--port", "30000", "--model-path", "my model", "--port"]
     assert shell_args(args, {"--port": '"$PORT"', "--host": '"$HOST"'}) == [
-        "--host", '"$HOST"', "--port", '"$PORT"', "--model-path", "'my model'", "--port"]
+        "--host",
+        '"$HOST"',
+        "--port",
+        '"$PORT"',
+        "--model-path",
+        "'my model'",
+        "--port",
+    ]
     assert shell_args(["30000", "--port"], {"--port": "x"}) == ["30000", "--port"]  # the first arg follows nothing
     assert shell_args([], {}) == []
 
@@ -143,14 +187,17 @@ def test_catalog_details():
 
 
 def test_only_an_options_first_line_names_flags():
-    text = "  --alpha ALPHA\n                        see also, --beta BETA\n                        more help\n  --gamma\n"
+    text = (
+        "  --alpha ALPHA\n                        see also, --beta BETA\n                        more help\n  --gamma\n"
+    )
     assert set(FlagCatalog.from_help(text).flags) == {"alpha", "gamma"}
 
 
 def test_read_catalog_refuses_a_failing_help_even_with_a_port(tmp_path):
     script = tmp_path / "s.py"
-    script.write_text("import sys\nprint('  --port PORT')\nsys.stderr.write('Warning: x\\nRuntimeError: broken\\n')\n"
-                      "sys.exit(1)\n")
+    script.write_text(
+        "import sys\nprint('  --port PORT')\nsys.stderr.write('Warning: x\\nRuntimeError: broken\\n')\nsys.exit(1)\n"
+    )
     with pytest.raises(FlagCatalogError, match=r"--help failed \(exit 1\): RuntimeError: broken$"):
         read_catalog([sys.executable, str(script)])
     script.write_text("import sys\nsys.exit(4)\n")

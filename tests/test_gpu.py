@@ -46,15 +46,15 @@ class FakeNvml:
         self._lock = threading.Lock()
         self._cache: tuple[float, list] = (0.0, [])
 
-    def install(self, monkeypatch) -> "FakeNvml":
+    def install(self, monkeypatch) -> FakeNvml:
         for name, fn in {
             "nvmlInit": lambda: None,
             "nvmlDeviceGetCount": lambda: self.n,
             "nvmlDeviceGetHandleByIndex": self.handle,
             "nvmlDeviceGetMemoryInfo": lambda h: SimpleNamespace(
-                used=int(self.used(h) * MIB), total=TOTAL_MIB * MIB, free=int((TOTAL_MIB - self.used(h)) * MIB)),
-            "nvmlDeviceGetUtilizationRates": lambda h: SimpleNamespace(gpu=80 if self._servers_on(h) else 0,
-                                                                        memory=0),
+                used=int(self.used(h) * MIB), total=TOTAL_MIB * MIB, free=int((TOTAL_MIB - self.used(h)) * MIB)
+            ),
+            "nvmlDeviceGetUtilizationRates": lambda h: SimpleNamespace(gpu=80 if self._servers_on(h) else 0, memory=0),
             "nvmlDeviceGetPowerUsage": lambda h: 300_000 if self._servers_on(h) else 60_000,  # milliwatts
             "nvmlDeviceGetComputeRunningProcesses": self.processes,
         }.items():
@@ -101,9 +101,9 @@ class FakeNvml:
                 env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
                 gpus = tuple(int(g) for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip())
                 self.env_seen[int(env["SGLANG_TUNER_TRIAL"])] = {
-                    k: env.get(k, "") for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
-                mfs = float(argv[argv.index("--mem-fraction-static") + 1]) if "--mem-fraction-static" in argv \
-                    else 0.85
+                    k: env.get(k, "") for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+                }
+                mfs = float(argv[argv.index("--mem-fraction-static") + 1]) if "--mem-fraction-static" in argv else 0.85
                 # Like SGLang: --mem-fraction-static of the whole GPU, for as long as the server lives.
                 found.append((int(pid), gpus, mfs * TOTAL_MIB - IDLE_MIB))
             self._cache = (now, found)
@@ -150,8 +150,15 @@ def test_without_nvml_it_says_so_once_and_samples_nothing(no_nvml, caplog):
 
 def test_without_nvml_a_trial_still_runs(no_nvml, tmp_path, unique_study, caplog):
     caplog.set_level(logging.WARNING, logger="tuner.gpu")
-    cfg = load_config(write_run(tmp_path, study=unique_study, trials=1,
-                                objective={"max_gpu_memory_fraction": 0.9}, workload={"concurrency": [2]}))
+    cfg = load_config(
+        write_run(
+            tmp_path,
+            study=unique_study,
+            trials=1,
+            objective={"max_gpu_memory_fraction": 0.9},
+            workload={"concurrency": [2]},
+        )
+    )
     tuner = Tuner(cfg)
     tuner.prepare()
     [warning] = [w for w in tuner.warnings if "NVML" in w]
@@ -177,20 +184,43 @@ def _samples(spec: dict[int, list[tuple[str, float, float, float]]], total: dict
 
 
 def test_peak_mean_and_after_startup_arithmetic(tmp_path):
-    samples = _samples({
-        0: [("startup", 100, 0, 50), ("startup", 400, 0, 60), ("startup", 600, 10, 70),
-            ("benchmark", 700, 80, 200), ("benchmark", 900, 90, 300), ("benchmark", 800, 70, 250),
-            ("stopping", 200, 0, 60)],
-        1: [("startup", 50, 0, 40), ("startup", 300, 0, 50), ("startup", 1900, 0, 50),  # a startup spike
-            ("startup", 300, 0, 50), ("benchmark", 500, 40, 100), ("benchmark", 700, 60, 140)],
-    }, total={0: 1000.0, 1: 4000.0})
+    samples = _samples(
+        {
+            0: [
+                ("startup", 100, 0, 50),
+                ("startup", 400, 0, 60),
+                ("startup", 600, 10, 70),
+                ("benchmark", 700, 80, 200),
+                ("benchmark", 900, 90, 300),
+                ("benchmark", 800, 70, 250),
+                ("stopping", 200, 0, 60),
+            ],
+            1: [
+                ("startup", 50, 0, 40),
+                ("startup", 300, 0, 50),
+                ("startup", 1900, 0, 50),  # a startup spike
+                ("startup", 300, 0, 50),
+                ("benchmark", 500, 40, 100),
+                ("benchmark", 700, 60, 140),
+            ],
+        },
+        total={0: 1000.0, 1: 4000.0},
+    )
     stats = gpu.stats_of(samples)
     d0, d1 = stats.devices
-    assert (d0.peak_used_mib, d0.peak_used_mib_benchmark, d0.mean_used_mib_benchmark, d0.used_mib_after_startup) \
-        == (900, 900, 800, 600)
+    assert (d0.peak_used_mib, d0.peak_used_mib_benchmark, d0.mean_used_mib_benchmark, d0.used_mib_after_startup) == (
+        900,
+        900,
+        800,
+        600,
+    )
     assert (d0.mean_util_pct_benchmark, d0.mean_power_w_benchmark) == (80, 250)
-    assert (d1.peak_used_mib, d1.peak_used_mib_benchmark, d1.mean_used_mib_benchmark, d1.used_mib_after_startup) \
-        == (1900, 700, 600, 300)
+    assert (d1.peak_used_mib, d1.peak_used_mib_benchmark, d1.mean_used_mib_benchmark, d1.used_mib_after_startup) == (
+        1900,
+        700,
+        600,
+        300,
+    )
     assert d0.peak_used_fraction == 0.9 and d1.peak_used_fraction == 1900 / 4000
     # The trial: memory of the fullest GPU, headroom of the fullest GPU by fraction, util averaged, power summed.
     assert stats.peak_used_mib == 1900 and stats.peak_used_mib_benchmark == 900
@@ -206,8 +236,15 @@ def test_peak_mean_and_after_startup_arithmetic(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "gpu.csv")))
     assert list(rows[0]) == ["t_s", "phase", "gpu", "used_mib", "total_mib", "util_pct", "power_w"]
     assert len(rows) == len(samples)
-    assert rows[4] == {"t_s": "0.400", "phase": "benchmark", "gpu": "0", "used_mib": "900.0", "total_mib": "1000.0",
-                       "util_pct": "90", "power_w": "300.0"}
+    assert rows[4] == {
+        "t_s": "0.400",
+        "phase": "benchmark",
+        "gpu": "0",
+        "used_mib": "900.0",
+        "total_mib": "1000.0",
+        "util_pct": "90",
+        "power_w": "300.0",
+    }
     assert gpu.stats_of([]).record() == {}
 
 
@@ -320,7 +357,7 @@ def test_sqlite_storage_takes_several_threads(tmp_path):
                 study._storage.set_trial_system_attr(t._trial_id, "constraints", [0.0])
                 study.get_trials(deepcopy=False)
                 study.tell(t, 1.0)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -363,12 +400,25 @@ def _overlap(a, b) -> bool:
 
 def test_trials_run_one_per_gpu_and_tp2_alone(monkeypatch, tmp_path, unique_study):
     fake = FakeNvml(n=2, study=unique_study).install(monkeypatch)
-    space = _space(tmp_path, {"tp-size": {"choices": [1, 2, 4]}, "mem-fraction-static": {"choices": [0.8, 0.95]}},
-                   gpus_per_trial="tp-size * dp-size")
-    cfg = load_config(write_run(tmp_path, study=unique_study, space=space, trials=6, gpus=[0, 1], baseline=False,
-                                objective={"max_gpu_memory_fraction": 0.9},
-                                launcher={"port": _port_pair()}, env={"SGLANG_STANDIN_STARTUP_S": "0.8"},
-                                workload={"concurrency": [4], "num_prompts": 24, "output_len": 64}))
+    space = _space(
+        tmp_path,
+        {"tp-size": {"choices": [1, 2, 4]}, "mem-fraction-static": {"choices": [0.8, 0.95]}},
+        gpus_per_trial="tp-size * dp-size",
+    )
+    cfg = load_config(
+        write_run(
+            tmp_path,
+            study=unique_study,
+            space=space,
+            trials=6,
+            gpus=[0, 1],
+            baseline=False,
+            objective={"max_gpu_memory_fraction": 0.9},
+            launcher={"port": _port_pair()},
+            env={"SGLANG_STANDIN_STARTUP_S": "0.8"},
+            workload={"concurrency": [4], "num_prompts": 24, "output_len": 64},
+        )
+    )
     tuner = Tuner(cfg)
     study = tuner.prepare()
     assert any("up to 4 GPUs" in w for w in tuner.warnings)
@@ -394,8 +444,9 @@ def test_trials_run_one_per_gpu_and_tp2_alone(monkeypatch, tmp_path, unique_stud
     # 5 starts before 4 ends depends on how long recording trial 2 takes on a loaded machine).
     assert _overlap(by[0], by[1])
     for a, b in ((0, 1), (4, 5)):
-        assert {tuple(by[a].user_attrs["gpus"]), tuple(by[b].user_attrs["gpus"])} == {(0,), (1,)} \
-            or not _overlap(by[a], by[b])
+        assert {tuple(by[a].user_attrs["gpus"]), tuple(by[b].user_attrs["gpus"])} == {(0,), (1,)} or not _overlap(
+            by[a], by[b]
+        )
     ports = {tuple(t.user_attrs["gpus"]): t.user_attrs["flags"]["port"] for t in ran}
     assert ports[(1,)] == ports[(0,)] + 1 and ports[(0, 1)] == ports[(0,)] == cfg.launcher.port
     # tp 2 holds both GPUs and overlaps nothing.
@@ -442,8 +493,16 @@ def test_a_gpu_taken_between_the_wait_and_the_launch_reads_as_gpu_busy(monkeypat
 
     monkeypatch.setattr(gpu, "wait_until_free", wait_then_someone_takes_the_gpu)
     space = _space(tmp_path, {"schedule-policy": {"choices": ["fcfs"]}})
-    cfg = load_config(write_run(tmp_path, study=unique_study, space=space, trials=2, gpus=[0],
-                                env={"SGLANG_STANDIN_FAULTS": "oom_kv_startup:"}))
+    cfg = load_config(
+        write_run(
+            tmp_path,
+            study=unique_study,
+            space=space,
+            trials=2,
+            gpus=[0],
+            env={"SGLANG_STANDIN_FAULTS": "oom_kv_startup:"},
+        )
+    )
     try:
         study = Tuner(cfg).run()
     finally:

@@ -32,22 +32,51 @@ def drive(search: LoadSearch, passes) -> list[tuple[float, bool]]:
 def test_ramp_doubles_until_the_first_break_then_bisects():
     s = LoadSearch(start_rate=2, max_rate=128, factor=2, bisect_steps=2)
     assert drive(s, lambda r: r <= 20) == [
-        (2, True), (4, True), (8, True), (16, True), (32, False), (24, False), (20, True)]
+        (2, True),
+        (4, True),
+        (8, True),
+        (16, True),
+        (32, False),
+        (24, False),
+        (20, True),
+    ]
     assert drive(s, lambda r: r <= 30) == [
-        (2, True), (4, True), (8, True), (16, True), (32, False), (24, True), (28, True)]
+        (2, True),
+        (4, True),
+        (8, True),
+        (16, True),
+        (32, False),
+        (24, True),
+        (28, True),
+    ]
 
 
 def test_a_first_rate_that_breaks_ends_the_search_and_max_rate_caps_the_ramp():
     assert drive(LoadSearch(start_rate=2, max_rate=128, bisect_steps=3), lambda r: False) == [(2, False)]
     assert drive(LoadSearch(start_rate=3, max_rate=20, factor=2), lambda r: True) == [
-        (3, True), (6, True), (12, True), (20, True)]
+        (3, True),
+        (6, True),
+        (12, True),
+        (20, True),
+    ]
     assert drive(LoadSearch(start_rate=3, max_rate=20, factor=2, bisect_steps=1), lambda r: r < 20) == [
-        (3, True), (6, True), (12, True), (20, False), (16, True)]
+        (3, True),
+        (6, True),
+        (12, True),
+        (20, False),
+        (16, True),
+    ]
 
 
 def rec(ttft, latency, out, success=True):
-    return RequestRecord(prompt_len=10, requested_output_len=out, success=success, ttft=ttft, latency=latency,
-                         output_len=out if success else 0)
+    return RequestRecord(
+        prompt_len=10,
+        requested_output_len=out,
+        success=success,
+        ttft=ttft,
+        latency=latency,
+        output_len=out if success else 0,
+    )
 
 
 def test_goodput_and_verdict_at_a_level_by_hand():
@@ -55,7 +84,7 @@ def test_goodput_and_verdict_at_a_level_by_hand():
         rec(0.050, 0.050 + 10 * 0.008, 11),  # good: TTFT 50 ms, TPOT 8 ms
         rec(0.200, 0.200 + 10 * 0.008, 11),  # TTFT 200 ms > 100
         rec(0.050, 0.050 + 10 * 0.020, 11),  # TPOT 20 ms > 10
-        rec(0.060, 0.060, 1),                # one token: no TPOT, TTFT fine: good
+        rec(0.060, 0.060, 1),  # one token: no TPOT, TTFT fine: good
     ]
     lv = Level(concurrency=4, input_len=10, output_len=11, num_prompts=4, request_rate=2.0)
     r = compute_level_result(lv, records, duration_s=2.0, slo=SLO(ttft_ms=100, tpot_ms=10))
@@ -71,8 +100,10 @@ def test_goodput_and_verdict_at_a_level_by_hand():
 
 
 def test_best_level_is_the_highest_passing_rate_of_its_repeat():
-    at = [compute_level_result(Level(4, 10, 11, 1, rate), [rec(0.05, 0.13, 11)], 1.0, repeat=rep)
-          for rate, rep in ((2, 0), (8, 0), (4, 0), (2, 1))]
+    at = [
+        compute_level_result(Level(4, 10, 11, 1, rate), [rec(0.05, 0.13, 11)], 1.0, repeat=rep)
+        for rate, rep in ((2, 0), (8, 0), (4, 0), (2, 1))
+    ]
     assert best_level(tuple(at), (True, False, True, True)).request_rate == 4
     assert best_level(tuple(at), (True, False, True, True), repeat=1) is at[3]
     assert best_level(tuple(at[:2]), (False, False)) is None
@@ -91,13 +122,30 @@ def test_tune_start_finds_the_rate_where_the_standin_breaks_its_slo(tmp_path, un
     (torch_native attention, 1.8x slower steps) breaks it at the first rate and is infeasible with value 0."""
     space = write_space(tmp_path / "space.yaml", params={"attention-backend": {"choices": ["torch_native"]}})
     run = write_run(
-        tmp_path, study=unique_study, space=space, trials=2,
+        tmp_path,
+        study=unique_study,
+        space=space,
+        trials=2,
         env={"SGLANG_STANDIN_SPEED": "1.0", "SGLANG_STANDIN_FAULTS": ""},
-        workload={"input_len": 64, "output_len": 16, "num_prompts": None, "warmup_requests": 1,
-                  "request_timeout_s": 20},
-        objective={"metrics": ["goodput"], "slo": {"p99_tpot_ms": 8},
-                   "load_search": {"start_rate": 4, "max_rate": 512, "factor": 2, "bisect_steps": 2,
-                                   "level_duration_s": 1, "min_prompts": 12}},
+        workload={
+            "input_len": 64,
+            "output_len": 16,
+            "num_prompts": None,
+            "warmup_requests": 1,
+            "request_timeout_s": 20,
+        },
+        objective={
+            "metrics": ["goodput"],
+            "slo": {"p99_tpot_ms": 8},
+            "load_search": {
+                "start_rate": 4,
+                "max_rate": 512,
+                "factor": 2,
+                "bisect_steps": 2,
+                "level_duration_s": 1,
+                "min_prompts": 12,
+            },
+        },
     )
     done = tune("start", "-c", str(run))
     assert done.returncode == 0, done.stderr
@@ -110,7 +158,7 @@ def test_tune_start_finds_the_rate_where_the_standin_breaks_its_slo(tmp_path, un
     verdicts = [lv["slo_pass"] for lv in curve]
     assert rates_seen[:2] == [4.0, 8.0] and verdicts[0] and not all(verdicts)
     first_fail = verdicts.index(False)
-    assert rates_seen[:first_fail + 1] == [4.0 * 2 ** i for i in range(first_fail + 1)]  # the ramp up to the break
+    assert rates_seen[: first_fail + 1] == [4.0 * 2**i for i in range(first_fail + 1)]  # the ramp up to the break
     assert len(curve) == first_fail + 1 + 2  # then two bisections
     assert base.user_attrs["feasible"]
     passing = [r for r, ok in zip(rates_seen, verdicts) if ok]
@@ -138,21 +186,59 @@ def test_report_curves_cover_baseline_best_and_reference_trials(tmp_path):
     from tuner.report import build_report, curves_frame
 
     def levels(*points):
-        return [{"concurrency": 64, "request_rate": r, "repeat": 0, "request_throughput": r, "output_throughput": 16 * r,
-                 "request_goodput": r if ok else r / 2, "p99_ttft_ms": ttft, "p99_tpot_ms": 5.0, "failed": 0,
-                 "slo_pass": ok} for r, ttft, ok in points]
+        return [
+            {
+                "concurrency": 64,
+                "request_rate": r,
+                "repeat": 0,
+                "request_throughput": r,
+                "output_throughput": 16 * r,
+                "request_goodput": r if ok else r / 2,
+                "p99_ttft_ms": ttft,
+                "p99_tpot_ms": 5.0,
+                "failed": 0,
+                "slo_pass": ok,
+            }
+            for r, ttft, ok in points
+        ]
 
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("metrics", ["goodput"])
     study.set_user_attr("slo", {"p99_ttft_ms": 100})
     study.set_user_attr("load_search", {"start_rate": 2})
     make = optuna.trial.create_trial
-    study.add_trial(make(value=4.0, user_attrs={"baseline": True, "feasible": True, "flags": {},
-                                                "levels": levels((4, 50, True), (2, 20, True), (8, 300, False))}))
-    study.add_trial(make(value=8.0, user_attrs={"feasible": True, "flags": {"x": 1},
-                                                "levels": levels((2, 10, True), (4, 20, True), (8, 40, True))}))
-    study.add_trial(make(value=2.0, user_attrs={"feasible": True, "reference": "hand-tuned", "flags": {"y": 1},
-                                                "levels": levels((2, 30, True), (4, 150, False))}))
+    study.add_trial(
+        make(
+            value=4.0,
+            user_attrs={
+                "baseline": True,
+                "feasible": True,
+                "flags": {},
+                "levels": levels((4, 50, True), (2, 20, True), (8, 300, False)),
+            },
+        )
+    )
+    study.add_trial(
+        make(
+            value=8.0,
+            user_attrs={
+                "feasible": True,
+                "flags": {"x": 1},
+                "levels": levels((2, 10, True), (4, 20, True), (8, 40, True)),
+            },
+        )
+    )
+    study.add_trial(
+        make(
+            value=2.0,
+            user_attrs={
+                "feasible": True,
+                "reference": "hand-tuned",
+                "flags": {"y": 1},
+                "levels": levels((2, 30, True), (4, 150, False)),
+            },
+        )
+    )
     study.add_trial(make(value=1.0, user_attrs={"feasible": True, "flags": {"z": 1}, "levels": levels((2, 1, True))}))
     frame = curves_frame(study)
     assert list(frame["config"].unique()) == ["baseline (trial 0)", "best (trial 1)", "hand-tuned (trial 2)"]
@@ -170,10 +256,15 @@ def test_tune_bench_runs_the_load_search_against_a_running_server(tmp_path):
     from test_standin import launch, stop, wait_ready
 
     proc, base = launch()
-    run = write_run(tmp_path, workload={"input_len": 32, "output_len": 8, "num_prompts": None, "warmup_requests": 0},
-                    objective={"metrics": ["goodput"], "slo": {"p99_ttft_ms": 0.001},
-                               "load_search": {"start_rate": 50, "max_rate": 100, "level_duration_s": 0.2,
-                                               "min_prompts": 4}})
+    run = write_run(
+        tmp_path,
+        workload={"input_len": 32, "output_len": 8, "num_prompts": None, "warmup_requests": 0},
+        objective={
+            "metrics": ["goodput"],
+            "slo": {"p99_ttft_ms": 0.001},
+            "load_search": {"start_rate": 50, "max_rate": 100, "level_duration_s": 0.2, "min_prompts": 4},
+        },
+    )
     try:
         wait_ready(base, proc)
         done = tune("bench", "-c", str(run), "--url", base)
@@ -201,8 +292,14 @@ def test_a_server_that_dies_mid_search_keeps_the_levels_it_passed():
         w = Workload(levels=(Level(concurrency=1, input_len=64, output_len=16, num_prompts=1),), warmup_requests=0)
         search = LoadSearch(start_rate=8, max_rate=2048, factor=4, level_duration_s=1, min_prompts=8)
         with pytest.raises(ServerDied) as died:
-            run_load_search(base, "m", w, search, {"p99_tpot_ms": 1000},
-                            check_server=lambda: None if proc.poll() is None else f"exited {proc.returncode}")
+            run_load_search(
+                base,
+                "m",
+                w,
+                search,
+                {"p99_tpot_ms": 1000},
+                check_server=lambda: None if proc.poll() is None else f"exited {proc.returncode}",
+            )
     finally:
         stop(proc)
     measured = died.value.measured

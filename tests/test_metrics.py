@@ -182,8 +182,13 @@ def test_every_latency_statistic_is_bench_servings():
     }
     for metric, values in samples.items():
         ms = np.asarray(values) * 1000
-        expected = {"mean": ms.mean(), "median": np.median(ms), "p90": np.percentile(ms, 90),
-                    "p95": np.percentile(ms, 95), "p99": np.percentile(ms, 99)}
+        expected = {
+            "mean": ms.mean(),
+            "median": np.median(ms),
+            "p90": np.percentile(ms, 90),
+            "p95": np.percentile(ms, 95),
+            "p99": np.percentile(ms, 99),
+        }
         for stat, value in expected.items():
             assert getattr(r, f"{stat}_{metric}_ms") == pytest.approx(value, rel=1e-12), f"{stat}_{metric}_ms"
     assert r.duration_s == 3.0 and r.concurrency_achieved == pytest.approx(sum(samples["e2e_latency"]) / 3.0)
@@ -208,8 +213,10 @@ def test_slo_limits_are_inclusive_and_in_milliseconds():
 
 
 def test_errors_are_summarized_most_common_first():
-    failed = [RequestRecord(100, 5, error=e) for e in
-              ["HTTP 500: boom\ntraceback"] * 3 + ["ReadTimeout"] * 2 + [""] + [f"e{i}" for i in range(5)]]
+    failed = [
+        RequestRecord(100, 5, error=e)
+        for e in ["HTTP 500: boom\ntraceback"] * 3 + ["ReadTimeout"] * 2 + [""] + [f"e{i}" for i in range(5)]
+    ]
     r = compute_level_result(LV, failed + [rec(0.1, [0.01] * 4)], 1.0)
     assert r.errors == "3x HTTP 500: boom; 2x ReadTimeout; 1x unknown error; 1x e0; 1x e1"
     long = compute_level_result(LV, [RequestRecord(100, 5, error="x" * 300)], 1.0)
@@ -224,7 +231,9 @@ def test_summarize_repeats_keeps_first_seen_order_and_counts_failures():
     assert list(s["failed_total"]) == [2, 0] and list(s["n"]) == [2, 1]
     assert s.iloc[0]["request_rate"] is None
     # Two repeats: t(0.95, 1) = 6.314 and the standard deviation of 300 and 320.
-    assert s.iloc[0]["output_throughput_lcb95"] == pytest.approx(310.0 - 6.314 * np.std([300, 320], ddof=1) / math.sqrt(2))
+    assert s.iloc[0]["output_throughput_lcb95"] == pytest.approx(
+        310.0 - 6.314 * np.std([300, 320], ddof=1) / math.sqrt(2)
+    )
     result = type("Result", (), {"levels": (a, failed)})()  # a BenchmarkResult-like object: its .levels
     assert list(summarize_repeats(result)["n"]) == [2]
     assert list(summarize_repeats([]).columns) == []

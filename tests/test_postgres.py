@@ -36,15 +36,25 @@ def pg_url():
 def worker(run, port):
     return subprocess.Popen(
         [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run), "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_three_workers_share_one_budget_and_a_killed_worker_is_retried(tmp_path, pg_url):
     study_name = f"multi-{uuid.uuid4().hex[:8]}"
-    run = write_run(tmp_path, study=study_name, trials=7, storage=pg_url, heartbeat_s=1,
-                    artifacts=str(tmp_path / "shared-artifacts"),
-                    env={"SGLANG_STANDIN_SPEED": "1.0", "SGLANG_STANDIN_FAULTS": ""},
-                    workload={"concurrency": [4], "num_prompts": 8, "output_len": 64})
+    run = write_run(
+        tmp_path,
+        study=study_name,
+        trials=7,
+        storage=pg_url,
+        heartbeat_s=1,
+        artifacts=str(tmp_path / "shared-artifacts"),
+        env={"SGLANG_STANDIN_SPEED": "1.0", "SGLANG_STANDIN_FAULTS": ""},
+        workload={"concurrency": [4], "num_prompts": 8, "output_len": 64},
+    )
     config = load_config(run)
     workers = [worker(run, free_port()) for _ in range(3)]
     victim = workers[0]
@@ -103,8 +113,11 @@ def test_three_workers_share_one_budget_and_a_killed_worker_is_retried(tmp_path,
     for t in complete:
         meta = {m.filename: m for m in get_all_artifact_meta(t, storage=study._storage)}
         assert {"server.log", "benchmark.csv", "trial.json"} <= set(meta), t.number
-        download_artifact(artifact_store=shared, file_path=str(tmp_path / f"{t.number}.json"),
-                          artifact_id=meta["trial.json"].artifact_id)
+        download_artifact(
+            artifact_store=shared,
+            file_path=str(tmp_path / f"{t.number}.json"),
+            artifact_id=meta["trial.json"].artifact_id,
+        )
         assert json.loads((tmp_path / f"{t.number}.json").read_text())["trial"] == t.number
     assert not (tmp_path / "trials" / study_name / "artifacts").exists()
 

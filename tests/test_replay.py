@@ -16,9 +16,9 @@ import yaml
 
 from conftest import ROOT, tune, write_run, write_space
 from tuner.config import load_config
-from tuner.study import load_existing_study
 from tuner.load_search import broken
 from tuner.metrics import LevelResult
+from tuner.study import load_existing_study
 from tuner.surface import Answer, Row, Surface, curve_at
 from tuner.workload import Level, LoadSearch
 
@@ -43,7 +43,9 @@ def test_the_readme_demo_replays_recorded_h200_trials_and_says_so_everywhere(tmp
 
     surface = Surface.load(H200)
     rows = {r.trial: r for r in surface.rows}
-    study = optuna.load_study(study_name="demo-h200-replay", storage=f"sqlite:///{tmp_path}/studies/demo-h200-replay.db")
+    study = optuna.load_study(
+        study_name="demo-h200-replay", storage=f"sqlite:///{tmp_path}/studies/demo-h200-replay.db"
+    )
     trials = study.trials
     assert len(trials) == 20 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert all(t.user_attrs["replayed"] for t in trials)
@@ -59,12 +61,15 @@ def test_the_readme_demo_replays_recorded_h200_trials_and_says_so_everywhere(tmp
     for t in exact:  # a recorded config gets its own row
         row = rows[t.user_attrs["replay_of"][0]]
         assert {k: v for k, v in t.user_attrs["flags"].items() if k not in ("model-path", "host", "port")} == row.flags
-        assert [lv["output_throughput"] for lv in t.user_attrs["levels"]] == \
-               [round(lv.output_throughput, 2) for lv in row.levels]
+        assert [lv["output_throughput"] for lv in t.user_attrs["levels"]] == [
+            round(lv.output_throughput, 2) for lv in row.levels
+        ]
     # Trial files as a real study writes them, the server log saying what answered.
     trial_dir = tmp_path / "trials" / "demo-h200-replay" / str(modelled[0].number)
     assert (trial_dir / "benchmark.csv").is_file()
-    assert "REPLAY, not a measurement: modelled from the nearest recorded trials" in (trial_dir / "server.log").read_text()
+    assert (
+        "REPLAY, not a measurement: modelled from the nearest recorded trials" in (trial_dir / "server.log").read_text()
+    )
     assert json.loads((trial_dir / "trial.json").read_text())["replay"]["modelled"] is True
 
     status = tune("status", "-c", "runs/demo.yaml", cwd=tmp_path, env=env)
@@ -94,8 +99,13 @@ def test_the_readme_demo_replays_recorded_h200_trials_and_says_so_everywhere(tmp
 
 def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_trials(tmp_path, unique_study):
     space = write_space(tmp_path / "space.yaml")
-    real = write_run(tmp_path, study=unique_study, space=space, trials=6,
-                     env={"SGLANG_STANDIN_FAULTS": "oom_kv_startup:mem-fraction-static<0.8"})
+    real = write_run(
+        tmp_path,
+        study=unique_study,
+        space=space,
+        trials=6,
+        env={"SGLANG_STANDIN_FAULTS": "oom_kv_startup:mem-fraction-static<0.8"},
+    )
     assert tune("start", "-c", str(real)).returncode == 0
     recorded = load_existing_study(load_config(real))
     classes = [t.user_attrs["failure_class"] for t in recorded.trials]
@@ -104,21 +114,22 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
     help_text = tmp_path / "help.txt"
     help_text.write_text(tune_help())
     out = tmp_path / "surfaces" / "standin.json"
-    done = tune("record", "-c", str(real), "--out", str(out), "--gpu-name", "stand-in", "--sglang-help",
-                str(help_text))
+    done = tune("record", "-c", str(real), "--out", str(out), "--gpu-name", "stand-in", "--sglang-help", str(help_text))
     assert done.returncode == 0, done.stderr
     surface = Surface.load(out)
     assert [r.trial for r in surface.rows] == list(range(6))
     assert [r.failure_class or "none" for r in surface.rows] == classes
-    assert surface.header.workload.concurrency == [1, 8] and "mem-fraction-static" in \
-        {f.name for f in surface.header.catalog}
+    assert surface.header.workload.concurrency == [1, 8] and "mem-fraction-static" in {
+        f.name for f in surface.header.catalog
+    }
     ok = next(r for r in surface.rows if r.ok)
     assert [lv.concurrency for lv in ok.levels] == [1, 8]
 
     replay_dir = tmp_path / "replay"
     replay_dir.mkdir()
-    replay = write_run(replay_dir, study=unique_study + "-r", space=space, trials=6,
-                       launcher={"kind": "replay", "surface": str(out)})
+    replay = write_run(
+        replay_dir, study=unique_study + "-r", space=space, trials=6, launcher={"kind": "replay", "surface": str(out)}
+    )
     done = tune("start", "-c", str(replay))
     assert done.returncode == 0, done.stderr
     replayed = load_existing_study(load_config(replay)).trials
@@ -136,14 +147,23 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
         flags = {**row.flags, "mem-fraction-static": round(row.flags["mem-fraction-static"] + 0.004, 3)}
         # Every flag weighted alike: weights learned from this run's stand-in numbers can leave the memory
         # fraction weightless (seen in CI), and learning them is test_learned_flag_weights' claim, not this one's.
-        answer = surface.answer(flags, flag_weights={name: 1.0 for name in flags})
+        answer = surface.answer(flags, flag_weights=dict.fromkeys(flags, 1.0))
         assert answer.modelled and answer.sources[0] == row.trial
         assert answer.failure_class == row.failure_class
         assert bool(answer.levels) == row.ok
 
     # A replayed study is no surface.
-    again = tune("record", "-c", str(replay), "--out", str(tmp_path / "x.json"), "--gpu-name", "x",
-                 "--sglang-help", str(help_text))
+    again = tune(
+        "record",
+        "-c",
+        str(replay),
+        "--out",
+        str(tmp_path / "x.json"),
+        "--gpu-name",
+        "x",
+        "--sglang-help",
+        str(help_text),
+    )
     assert again.returncode != 0 and "is a replay" in again.stderr
 
 
@@ -160,14 +180,17 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
     space = write_space(tmp_path / "space.yaml", fixed={"enable-foo": True})
     cases = {
         "not a flag of this SGLang (SGLang 0.5.17 --help (recorded in the surface))": {"space": str(space)},
-        "workload.concurrency: [8] not recorded in": {"workload": {"input_len": 512, "output_len": 128,
-                                                                   "concurrency": [1, 8]}},
+        "workload.concurrency: [8] not recorded in": {
+            "workload": {"input_len": 512, "output_len": 128, "concurrency": [1, 8]}
+        },
         "workload: ISL 64 / OSL 16, but": {},
-        "workload.num_prompts: 16, but": {"workload": {"input_len": 512, "output_len": 128,
-                                                       "concurrency": [1, 16, 64], "num_prompts": 16}},
+        "workload.num_prompts: 16, but": {
+            "workload": {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64], "num_prompts": 16}
+        },
         "objective.metrics [goodput] searches request rates": {
             "objective": {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 500}},
-            "workload": {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64]}},
+            "workload": {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64]},
+        },
         "nope.json: no such file": {"launcher": {"kind": "replay", "surface": "nope.json"}},
         "model.path 'other/model'": {"model": {"path": "other/model"}},
     }
@@ -177,8 +200,13 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
     for i, (message, extra) in enumerate(cases.items()):
         folder = tmp_path / str(i)
         folder.mkdir()
-        run = write_run(folder, study=f"bad{i}", space=ROOT / "search_spaces/h200-qwen3-8b.yaml",
-                        launcher={"kind": "replay", "surface": str(H200)}, model={"path": "Qwen/Qwen3-8B"})
+        run = write_run(
+            folder,
+            study=f"bad{i}",
+            space=ROOT / "search_spaces/h200-qwen3-8b.yaml",
+            launcher={"kind": "replay", "surface": str(H200)},
+            model={"path": "Qwen/Qwen3-8B"},
+        )
         raw = yaml.safe_load(run.read_text())
         for key, value in extra.items():
             raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) and key != "workload" else value
@@ -203,19 +231,40 @@ def test_the_model_learns_which_flags_matter_from_the_rows():
 # -- the SLO-goodput objective: load searches replayed from recorded curves
 
 CHAT = ROOT / "surfaces" / "h200-qwen3-8b-chat.json"
-GOODPUT = {"metrics": ["goodput"], "slo": {"p99_tpot_ms": 10},
-           "load_search": {"start_rate": 4, "max_rate": 32, "factor": 2, "bisect_steps": 1, "level_duration_s": 1,
-                           "min_prompts": 6}}
+GOODPUT = {
+    "metrics": ["goodput"],
+    "slo": {"p99_tpot_ms": 10},
+    "load_search": {
+        "start_rate": 4,
+        "max_rate": 32,
+        "factor": 2,
+        "bisect_steps": 1,
+        "level_duration_s": 1,
+        "min_prompts": 6,
+    },
+}
 
 
 def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path, unique_study):
     """Every level of every search is a recorded one, so the replay takes the same rates, verdicts, values,
     constraints and sampler draws; another SLO or load search is refused in one line."""
-    space = write_space(tmp_path / "space.yaml", params={
-        "attention-backend": {"choices": ["triton", "torch_native"]}, "schedule-policy": {"choices": ["fcfs", "lof"]}})
+    space = write_space(
+        tmp_path / "space.yaml",
+        params={
+            "attention-backend": {"choices": ["triton", "torch_native"]},
+            "schedule-policy": {"choices": ["fcfs", "lof"]},
+        },
+    )
     workload = {"input_len": 64, "output_len": 64, "num_prompts": None, "warmup_requests": 1, "request_timeout_s": 20}
-    real = write_run(tmp_path, study=unique_study, space=space, trials=3, workload=workload, objective=GOODPUT,
-                     env={"SGLANG_STANDIN_SPEED": "1.5", "SGLANG_STANDIN_FAULTS": ""})
+    real = write_run(
+        tmp_path,
+        study=unique_study,
+        space=space,
+        trials=3,
+        workload=workload,
+        objective=GOODPUT,
+        env={"SGLANG_STANDIN_SPEED": "1.5", "SGLANG_STANDIN_FAULTS": ""},
+    )
     assert tune("start", "-c", str(real)).returncode == 0
     recorded = load_existing_study(load_config(real)).trials
     curves = [[lv["request_rate"] for lv in t.user_attrs["levels"]] for t in recorded]
@@ -224,16 +273,22 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
     help_text = tmp_path / "help.txt"
     help_text.write_text(tune_help())
     out = tmp_path / "standin-goodput.json"
-    done = tune("record", "-c", str(real), "--out", str(out), "--gpu-name", "stand-in", "--sglang-help",
-                str(help_text))
+    done = tune("record", "-c", str(real), "--out", str(out), "--gpu-name", "stand-in", "--sglang-help", str(help_text))
     assert done.returncode == 0, done.stderr
     header = Surface.load(out).header.objective
     assert header.slo == {"p99_tpot_ms": 10} and header.load_search.level_duration_s == 1
 
     def replay_run(folder, study, objective):
         folder.mkdir()
-        return write_run(folder, study=study, space=space, trials=3, workload=workload, objective=objective,
-                         launcher={"kind": "replay", "surface": str(out)})
+        return write_run(
+            folder,
+            study=study,
+            space=space,
+            trials=3,
+            workload=workload,
+            objective=objective,
+            launcher={"kind": "replay", "surface": str(out)},
+        )
 
     replay = replay_run(tmp_path / "replay", unique_study + "-r", GOODPUT)
     done = tune("start", "-c", str(replay))
@@ -249,10 +304,13 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
         assert rep_t.user_attrs.get("slo_broken") == real_t.user_attrs.get("slo_broken")
         assert rep_t.user_attrs["modelled"] is False and "modelled_rates" not in rep_t.user_attrs
 
-    for i, (objective, message) in enumerate((
+    for i, (objective, message) in enumerate(
+        (
             ({**GOODPUT, "slo": {"p99_tpot_ms": 11}}, "objective.slo: "),
             ({**GOODPUT, "load_search": {**GOODPUT["load_search"], "bisect_steps": 2}}, "objective.load_search: "),
-            ({"metrics": ["output_throughput"]}, "objective.metrics: "))):
+            ({"metrics": ["output_throughput"]}, "objective.metrics: "),
+        )
+    ):
         other = replay_run(tmp_path / f"other{i}", f"{unique_study}-o{i}", objective)
         done = tune("start", "-c", str(other))
         lines = done.stderr.strip().splitlines()
@@ -271,8 +329,11 @@ def test_curve_rates_between_beyond_and_outside_the_recorded_levels_by_hand():
     search = LoadSearch(start_rate=4, max_rate=64, level_duration_s=10, min_prompts=8)
     template = Level(concurrency=1, input_len=64, output_len=16, num_prompts=1)
     slo = {"p99_tpot_ms": 40.0}
-    a = [curve_level(4, 10.0, completed=40, request_goodput=3.9), curve_level(8, 20.0, completed=80, request_goodput=7.5),
-         curve_level(16, 50.0, completed=160, request_goodput=9.0)]  # broke the SLO at 16 req/s
+    a = [
+        curve_level(4, 10.0, completed=40, request_goodput=3.9),
+        curve_level(8, 20.0, completed=80, request_goodput=7.5),
+        curve_level(16, 50.0, completed=160, request_goodput=9.0),
+    ]  # broke the SLO at 16 req/s
 
     lv, how = curve_at(a, search.level(template, 8.0), slo)
     assert lv is a[1] and how == "recorded"
@@ -290,8 +351,10 @@ def test_curve_rates_between_beyond_and_outside_the_recorded_levels_by_hand():
         assert how.startswith("not measured") and math.isnan(lv.p99_tpot_ms) and broken(lv, slo)
 
     # Two neighbours, weights 1 and 3: each number the weighted mean of their answers at that rate.
-    b = [curve_level(4, 6.0, completed=40, request_goodput=4.0), curve_level(16, 30.0, completed=160,
-                                                                             request_goodput=15.0)]
+    b = [
+        curve_level(4, 6.0, completed=40, request_goodput=4.0),
+        curve_level(16, 30.0, completed=160, request_goodput=15.0),
+    ]
     row = lambda n, levels: Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)  # noqa: E731
     answer = Answer(row(0, a), [], None, "", 1, 1, 1, None, (0, 1), True, ((1.0, row(0, a)), (3.0, row(1, b))))
     lv, how = answer.at_rate(search.level(template, 8.0), slo)  # a: 20 (recorded); b: 6 + 4/12 * 24 = 14
@@ -331,7 +394,9 @@ def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
     done = tune("start", "-c", "runs/demo-chat.yaml", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     rows = {r.trial: r for r in Surface.load(CHAT).rows}
-    study = optuna.load_study(study_name="demo-chat-replay", storage=f"sqlite:///{tmp_path}/studies/demo-chat-replay.db")
+    study = optuna.load_study(
+        study_name="demo-chat-replay", storage=f"sqlite:///{tmp_path}/studies/demo-chat-replay.db"
+    )
     trials = study.trials
     for t in trials[:2]:  # SGLang's defaults, then seed-balanced-v2: recorded rows
         row = rows[t.number]

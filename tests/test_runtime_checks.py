@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import optuna
 import pytest
-import yaml
 
 from tests.conftest import ROOT, STANDIN, free_port, tune, wait_healthy, write_run, write_space
 from tests.test_gpu import FakeNvml, no_nvml  # noqa: F401 - no_nvml is a fixture
@@ -77,8 +76,10 @@ def test_with_allow_shared_gpu_every_trial_records_who_else_held_it(one_gpu, tmp
     me = Path("/proc/self/comm").read_text().strip()
     for t in study.trials:
         assert t.user_attrs["gpu_shared"] == [{"gpu": 0, "pid": os.getpid(), "name": me, "mib": 30000.0}]
-        assert json.loads((Path(t.user_attrs["trial_dir"]) / "trial.json").read_text())["gpu_shared"][0]["pid"] \
+        assert (
+            json.loads((Path(t.user_attrs["trial_dir"]) / "trial.json").read_text())["gpu_shared"][0]["pid"]
             == os.getpid()
+        )
     status = tune("status", "-c", str(run))
     assert status.returncode == 0, status.stderr
     assert f"shared GPU: trials 0, 1 ran beside other processes (GPU 0: pid {os.getpid()}" in status.stdout
@@ -96,8 +97,9 @@ def test_without_nvml_no_trial_waits_for_a_gpu(no_nvml, tmp_path, unique_study):
             self.seen.append(name)
 
     phases = Phases()
-    Tuner(load_config(write_run(tmp_path, study=unique_study, trials=1, workload={"concurrency": [1]})),
-          progress=phases).run()
+    Tuner(
+        load_config(write_run(tmp_path, study=unique_study, trials=1, workload={"concurrency": [1]})), progress=phases
+    ).run()
     assert "launching" in phases.seen and "waiting for GPU" not in phases.seen
 
 
@@ -108,16 +110,20 @@ def test_kv_capacity_is_read_from_sglang_0_5_17s_startup_line():
     log = (DATA / "sglang-0.5.17-h200-healthy.log").read_text()
     assert KvCapacity.of({}, log) == KvCapacity(851140, 4096)
     # Without the log line (a log rotated away): /get_server_info, as 0.5.x nests it.
-    info = {"max_total_num_tokens": 3363, "max_running_requests": None,
-            "internal_states": [{"max_total_num_tokens": 3363, "max_running_requests": 1681}]}
+    info = {
+        "max_total_num_tokens": 3363,
+        "max_running_requests": None,
+        "internal_states": [{"max_total_num_tokens": 3363, "max_running_requests": 1681}],
+    }
     assert KvCapacity.of(info, "") == KvCapacity(3363, 1681)
 
 
 def test_a_kv_pool_too_small_for_the_workload_is_infeasible_and_keeps_its_numbers(tmp_path, unique_study):
     # 8 concurrent requests of 64 + 16 tokens need 640 tokens of KV cache; a pool of 500 cannot hold them.
     space = write_space(tmp_path / "space.yaml", params={"max-total-tokens": {"choices": [500, 100000]}})
-    run = write_run(tmp_path, study=unique_study, space=space, trials=2, baseline=False,
-                    env={"SGLANG_STANDIN_FAULTS": ""})
+    run = write_run(
+        tmp_path, study=unique_study, space=space, trials=2, baseline=False, env={"SGLANG_STANDIN_FAULTS": ""}
+    )
     tuner = Tuner(load_config(run))
     study = tuner.prepare()
     for tokens in (500, 100000):
@@ -125,10 +131,13 @@ def test_a_kv_pool_too_small_for_the_workload_is_infeasible_and_keeps_its_number
     tuner.run()
     small, large = sorted(study.trials, key=lambda t: t.params["max-total-tokens"])
     for t in (small, large):
-        logged = re.search(r"max_total_num_tokens=(\d+), .*max_running_requests=(\d+)",
-                           (Path(t.user_attrs["trial_dir"]) / "server.log").read_text())
-        assert (t.user_attrs["max_total_num_tokens"], t.user_attrs["max_running_requests"]) == \
-            tuple(map(int, logged.groups()))
+        logged = re.search(
+            r"max_total_num_tokens=(\d+), .*max_running_requests=(\d+)",
+            (Path(t.user_attrs["trial_dir"]) / "server.log").read_text(),
+        )
+        assert (t.user_attrs["max_total_num_tokens"], t.user_attrs["max_running_requests"]) == tuple(
+            map(int, logged.groups())
+        )
         record = json.loads((Path(t.user_attrs["trial_dir"]) / "trial.json").read_text())
         assert record["kv_capacity"]["max_total_num_tokens"] == t.user_attrs["max_total_num_tokens"]
     assert small.user_attrs["max_total_num_tokens"] == 500
@@ -169,8 +178,7 @@ def test_status_draws_a_table_on_a_terminal(tmp_path, unique_study):
 
 def test_resuming_with_a_parameter_of_another_kind_is_refused_before_any_trial(tmp_path, unique_study):
     space = write_space(tmp_path / "space.yaml", params={"mem-fraction-static": {"low": 0.7, "high": 0.9}})
-    run = write_run(tmp_path, study=unique_study, space=space, trials=1, baseline=False,
-                    workload={"concurrency": [1]})
+    run = write_run(tmp_path, study=unique_study, space=space, trials=1, baseline=False, workload={"concurrency": [1]})
     assert tune("start", "-c", str(run)).returncode == 0
     write_space(space, params={"mem-fraction-static": {"choices": [0.8, 0.85]}})
     again = tune("start", "-c", str(run), "--trials", "2")
@@ -186,9 +194,13 @@ def test_a_trial_whose_sampling_fails_is_recorded_failed_never_left_running(tmp_
     tuner = Tuner(load_config(write_run(tmp_path, study=unique_study, space=space, trials=2, baseline=False)))
     study = tuner.prepare()
     # What the check above prevents, reached anyway (another host added it after this one's check).
-    study.add_trial(optuna.trial.create_trial(
-        params={"mem-fraction-static": 0.8}, values=[1.0],
-        distributions={"mem-fraction-static": optuna.distributions.CategoricalDistribution([0.8, 0.85])}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"mem-fraction-static": 0.8},
+            values=[1.0],
+            distributions={"mem-fraction-static": optuna.distributions.CategoricalDistribution([0.8, 0.85])},
+        )
+    )
     with pytest.raises(SetupError, match="Optuna refused to sample the space"):
         tuner.run()
     states = [t.state.name for t in study.get_trials()]
@@ -209,8 +221,9 @@ case " $* " in *" --help "*) ;; *) set -- "$@" --max-running-requests lots ;; es
 exec {sys.executable} {STANDIN} "$@"
 """)
     wrapper.chmod(0o755)
-    run = write_run(tmp_path, study=unique_study, trials=3, launcher={"command": [str(wrapper)]},
-                    workload={"concurrency": [1]})
+    run = write_run(
+        tmp_path, study=unique_study, trials=3, launcher={"command": [str(wrapper)]}, workload={"concurrency": [1]}
+    )
     done = tune("start", "-c", str(run))
     assert done.returncode == 2, done.stderr
     line = done.stderr.strip().splitlines()[-1]
@@ -229,8 +242,13 @@ exec {sys.executable} {STANDIN} "$@"
 
 def test_levels_measured_before_the_server_died_are_kept(tmp_path, unique_study):
     # The stand-in's scripted OOM fires once more than 8 requests run: c=1 and c=4 complete, c=16 kills it.
-    run = write_run(tmp_path, study=unique_study, trials=1, env={"SGLANG_STANDIN_FAULTS": "oom_under_load:"},
-                    workload={"concurrency": [1, 4, 16], "num_prompts": 16})
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        trials=1,
+        env={"SGLANG_STANDIN_FAULTS": "oom_under_load:"},
+        workload={"concurrency": [1, 4, 16], "num_prompts": 16},
+    )
     assert tune("start", "-c", str(run)).returncode == 0
     [t] = _read(run).trials
     a = t.user_attrs
@@ -254,9 +272,13 @@ def test_deploy_best_serves_on_the_host_port_and_gpus_the_environment_names(tmp_
     script = out / "deploy-best.sh"
     measured = _read(run).trials[0].user_attrs["flags"]["port"]
     port = free_port()
-    proc = subprocess.Popen(["bash", str(script)], start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "CUDA_VISIBLE_DEVICES": "3"})
+    proc = subprocess.Popen(
+        ["bash", str(script)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "CUDA_VISIBLE_DEVICES": "3"},
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", timeout=20)
         info = httpx.get(f"http://127.0.0.1:{port}/get_server_info", timeout=2).json()
@@ -285,8 +307,9 @@ def test_counts_leave_out_interrupted_trials_and_a_reached_budget_says_so(tmp_pa
     assert f"study '{unique_study}': 2 trials (1 interrupted and run again)" in done.stdout
     over = tune("start", "-c", str(run), "--trials", "1")
     assert over.returncode == 0
-    assert f"study '{unique_study}' already has 2 trials; budget 1 reached: pass --trials N > 2 to run more" \
-        in over.stdout
+    assert (
+        f"study '{unique_study}' already has 2 trials; budget 1 reached: pass --trials N > 2 to run more" in over.stdout
+    )
     assert len(_read(run).trials) == 3
 
 
@@ -298,21 +321,58 @@ def test_the_report_fits_a_1000_px_window(tmp_path):
     study.set_user_attr("metrics", ["output_throughput"])
     study.set_user_attr("at_concurrency", 64)
     for n, gain in enumerate((1.0, 1.013)):
-        levels = [{"concurrency": c, "output_throughput": 18626.076 * gain * c / 64, "median_ttft_ms": 400.822,
-                   "p99_ttft_ms": 745.981, "median_tpot_ms": 10.673, "failed": 0} for c in (1, 16, 64)]
-        study.add_trial(optuna.trial.create_trial(value=levels[-1]["output_throughput"], user_attrs={
-            "baseline": n == 0, "feasible": True, "failure_class": "none", "levels": levels,
-            "output_throughput": levels[-1]["output_throughput"], "flags": {"chunked-prefill-size": 4096 * (n + 1)}},
-            params={} if n == 0 else {"chunked-prefill-size": 8192},
-            distributions={} if n == 0 else {"chunked-prefill-size": optuna.distributions.IntDistribution(1, 9000)}))
+        levels = [
+            {
+                "concurrency": c,
+                "output_throughput": 18626.076 * gain * c / 64,
+                "median_ttft_ms": 400.822,
+                "p99_ttft_ms": 745.981,
+                "median_tpot_ms": 10.673,
+                "failed": 0,
+            }
+            for c in (1, 16, 64)
+        ]
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=levels[-1]["output_throughput"],
+                user_attrs={
+                    "baseline": n == 0,
+                    "feasible": True,
+                    "failure_class": "none",
+                    "levels": levels,
+                    "output_throughput": levels[-1]["output_throughput"],
+                    "flags": {"chunked-prefill-size": 4096 * (n + 1)},
+                },
+                params={} if n == 0 else {"chunked-prefill-size": 8192},
+                distributions={} if n == 0 else {"chunked-prefill-size": optuna.distributions.IntDistribution(1, 9000)},
+            )
+        )
     page = build_report(study, tmp_path / "report").html
     probe = tmp_path / "probe.html"
-    probe.write_text(page.read_text().replace("</body>", """<script>
+    probe.write_text(
+        page.read_text().replace(
+            "</body>",
+            """<script>
 document.body.setAttribute('data-widest', Math.max(...[...document.querySelectorAll('table')]
   .map(t => Math.ceil(t.getBoundingClientRect().right))));
-</script></body>"""))
-    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,800",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", "--dump-dom",
-                          probe.as_uri()], capture_output=True, text=True, timeout=60).stdout
+</script></body>""",
+        )
+    )
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1000,800",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     widest = int(re.search(r'data-widest="(\d+)"', dom).group(1))
     assert 0 < widest <= 1000, f"a table reaches {widest} px in a 1000 px window"

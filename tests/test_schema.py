@@ -22,8 +22,9 @@ def test_committed_schema_is_current(name):
     assert committed == render(json_schemas()[name]), f"schemas/{name} is stale: run python -m tuner.schema"
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("runs/*.yaml")) + [ROOT / "benchmarks" / "standin_surface.yaml"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(ROOT.glob("runs/*.yaml")) + [ROOT / "benchmarks" / "standin_surface.yaml"], ids=lambda p: p.name
+)
 def test_run_files_meet_the_schema_and_load(path):
     text = path.read_text()
     assert text.startswith("# yaml-language-server: $schema=../schemas/run.schema.json\n")
@@ -45,5 +46,7 @@ def test_the_schema_refuses_what_the_loader_refuses(tmp_path):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(run, json.loads((SCHEMA_DIR / "run.schema.json").read_text()))
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
-    with pytest.raises(ConfigError, match=r"run.yaml:3: workload.concurency: unknown key \(did you mean concurrency\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"run.yaml:3: workload.concurency: unknown key \(did you mean concurrency\?\)"
+    ):
         load_config(tmp_path / "run.yaml")

@@ -27,14 +27,24 @@ MODEL = "Qwen/Qwen3-8B"
 
 def launch(*flags: str, faults: str | None = None, startup_s: float = 0.3, **env: str):
     port = free_port()
-    e = dict(os.environ, **{"SGLANG_STANDIN_SPEED": "0.02", "SGLANG_STANDIN_STARTUP_S": str(startup_s),
-                            "SGLANG_STANDIN_COMPILE_S": "0.2", **env})
+    e = dict(
+        os.environ,
+        **{
+            "SGLANG_STANDIN_SPEED": "0.02",
+            "SGLANG_STANDIN_STARTUP_S": str(startup_s),
+            "SGLANG_STANDIN_COMPILE_S": "0.2",
+            **env,
+        },
+    )
     e.pop("SGLANG_STANDIN_FAULTS", None)
     if faults is not None:
         e["SGLANG_STANDIN_FAULTS"] = faults
     proc = subprocess.Popen(
         [sys.executable, str(STANDIN), "--model-path", MODEL, "--port", str(port), *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=e,
     )
     return proc, f"http://127.0.0.1:{port}"
 
@@ -103,14 +113,23 @@ def server():
 
 
 def test_bad_flag_exits_2_with_argparse_line():
-    proc = subprocess.run([sys.executable, str(STANDIN), "--model-path", MODEL, "--schedule-policy", "bogus"],
-                          capture_output=True, text=True, timeout=10)
+    proc = subprocess.run(
+        [sys.executable, str(STANDIN), "--model-path", MODEL, "--schedule-policy", "bogus"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "sglang serve: error: argument --schedule-policy: invalid choice: 'bogus' "
-        "(choose from 'lpm', 'random', 'fcfs', 'dfs-weight', 'lof', 'priority', 'routing-key')")
-    proc = subprocess.run([sys.executable, str(STANDIN), "--model-path", MODEL, "--cuda-graph-max-bs-d", "8",
-                           "--cuda-graph", "8"], capture_output=True, text=True, timeout=10)
+        "(choose from 'lpm', 'random', 'fcfs', 'dfs-weight', 'lof', 'priority', 'routing-key')"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(STANDIN), "--model-path", MODEL, "--cuda-graph-max-bs-d", "8", "--cuda-graph", "8"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert proc.returncode == 2 and "ambiguous option: --cuda-graph could match" in proc.stderr
 
 
@@ -130,8 +149,14 @@ def test_health_503_then_200_and_startup_log(server):
 
 def test_streamed_completion_ignore_eos_is_exact(server):
     _, base, _ = server
-    body = {"model": MODEL, "prompt": list(range(100)), "max_tokens": 37, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "prompt": list(range(100)),
+        "max_tokens": 37,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     texts, usage, done = [], None, False
     with httpx.stream("POST", base + "/v1/completions", json=body, timeout=10) as r:
         assert r.status_code == 200
@@ -153,15 +178,20 @@ def test_streamed_completion_ignore_eos_is_exact(server):
 def test_non_stream_chat_and_generate(server):
     _, base, _ = server
     with httpx.Client(base_url=base, timeout=10) as c:
-        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi there"}],
-                                                 "max_tokens": 9, "ignore_eos": True})
+        r = c.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi there"}], "max_tokens": 9, "ignore_eos": True},
+        )
         assert r.json()["usage"]["completion_tokens"] == 9
-        r = c.post("/generate", json={"input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 4,
-                                                                                  "ignore_eos": True}})
+        r = c.post(
+            "/generate", json={"input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 4, "ignore_eos": True}}
+        )
         assert r.json()["meta_info"]["completion_tokens"] == 4
         # without ignore_eos a request may stop early, never late, and the same request stops at the same point
-        n = [c.post("/v1/completions", json={"prompt": "a b c", "max_tokens": 50}).json()["usage"]["completion_tokens"]
-             for _ in range(2)]
+        n = [
+            c.post("/v1/completions", json={"prompt": "a b c", "max_tokens": 50}).json()["usage"]["completion_tokens"]
+            for _ in range(2)
+        ]
         assert n[0] == n[1] <= 50
         assert c.get("/nope").status_code == 404
         # SGLang's request models type model as a string: null is refused (400, its validation handler)
@@ -270,9 +300,20 @@ def test_performance_model_has_a_better_region():
         return srv.step_time(batch)
 
     default = step()
-    best = step("--enable-torch-compile", "--torch-compile-max-bs", "16", "--attention-backend", "triton",
-                "--triton-attention-num-kv-splits", "14", "--mem-fraction-static", "0.93",
-                "--schedule-policy", "lof", outs=(64, 128, 256))
+    best = step(
+        "--enable-torch-compile",
+        "--torch-compile-max-bs",
+        "16",
+        "--attention-backend",
+        "triton",
+        "--triton-attention-num-kv-splits",
+        "14",
+        "--mem-fraction-static",
+        "0.93",
+        "--schedule-policy",
+        "lof",
+        outs=(64, 128, 256),
+    )
     assert best < default / 1.15
     assert 0.004 < step("--disable-cuda-graph") / 1.6 < default
     # no-ops and optimum

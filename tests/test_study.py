@@ -21,7 +21,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
@@ -36,10 +35,33 @@ from tuner.launcher.process import ProcessLauncher
 from tuner.launcher.replay import ReplayLauncher
 from tuner.metrics import LevelResult
 from tuner.study import (
-    HOST, WORKER, GpuPool, Objective, SetupError, Tuner, _alive, _baseline_refused, _describe, _Heartbeat, _looks_like_path_or_hub_id,
-    _missing_driver, _redact, _RetryStale, _with_installed_driver, best_levels, enqueue_retry, load_existing_study,
-    make_launcher, make_sampler, objective_for, open_storage, open_study, port_free, set_trial_attrs,
-    startup_timeout, trial_attrs,
+    HOST,
+    WORKER,
+    GpuPool,
+    Objective,
+    SetupError,
+    Tuner,
+    _alive,
+    _baseline_refused,
+    _describe,
+    _Heartbeat,
+    _looks_like_path_or_hub_id,
+    _missing_driver,
+    _redact,
+    _RetryStale,
+    _with_installed_driver,
+    best_levels,
+    enqueue_retry,
+    load_existing_study,
+    make_launcher,
+    make_sampler,
+    objective_for,
+    open_storage,
+    open_study,
+    port_free,
+    set_trial_attrs,
+    startup_timeout,
+    trial_attrs,
 )
 from tuner.trial import Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult
 from tuner.workload import LoadSearch
@@ -52,34 +74,86 @@ ROWS = (0, 1, 2, 4, 8, 22)
 
 # -- hand-made results
 
+
 def level(concurrency: int = 16, **kw) -> LevelResult:
     values = dict(
-        concurrency=concurrency, input_len=128, output_len=48, request_rate=None, completed=48, failed=0,
-        duration_s=2.0, total_input_tokens=6144, total_output_tokens=2304, request_throughput=24.123456,
-        input_throughput=3000.0, output_throughput=1000.123456, total_throughput=4000.123456,
-        mean_ttft_ms=50.0, median_ttft_ms=40.123456, p90_ttft_ms=60.0, p95_ttft_ms=70.0, p99_ttft_ms=80.123456,
-        mean_tpot_ms=9.0, median_tpot_ms=8.123456, p90_tpot_ms=10.0, p95_tpot_ms=11.0, p99_tpot_ms=12.123456,
-        mean_itl_ms=8.0, median_itl_ms=7.123456, p90_itl_ms=9.0, p95_itl_ms=9.5, p99_itl_ms=10.0,
-        mean_e2e_latency_ms=500.0, median_e2e_latency_ms=490.123456, p90_e2e_latency_ms=600.0,
-        p95_e2e_latency_ms=650.0, p99_e2e_latency_ms=700.0, concurrency_achieved=15.0,
-        request_goodput=20.123456, slo_attainment=0.9, short_outputs=0,
+        concurrency=concurrency,
+        input_len=128,
+        output_len=48,
+        request_rate=None,
+        completed=48,
+        failed=0,
+        duration_s=2.0,
+        total_input_tokens=6144,
+        total_output_tokens=2304,
+        request_throughput=24.123456,
+        input_throughput=3000.0,
+        output_throughput=1000.123456,
+        total_throughput=4000.123456,
+        mean_ttft_ms=50.0,
+        median_ttft_ms=40.123456,
+        p90_ttft_ms=60.0,
+        p95_ttft_ms=70.0,
+        p99_ttft_ms=80.123456,
+        mean_tpot_ms=9.0,
+        median_tpot_ms=8.123456,
+        p90_tpot_ms=10.0,
+        p95_tpot_ms=11.0,
+        p99_tpot_ms=12.123456,
+        mean_itl_ms=8.0,
+        median_itl_ms=7.123456,
+        p90_itl_ms=9.0,
+        p95_itl_ms=9.5,
+        p99_itl_ms=10.0,
+        mean_e2e_latency_ms=500.0,
+        median_e2e_latency_ms=490.123456,
+        p90_e2e_latency_ms=600.0,
+        p95_e2e_latency_ms=650.0,
+        p99_e2e_latency_ms=700.0,
+        concurrency_achieved=15.0,
+        request_goodput=20.123456,
+        slo_attainment=0.9,
+        short_outputs=0,
     )
     values.update(kw)
     return LevelResult(**values)
 
 
-def result(levels=(), failure=None, *, kv=KvCapacity(), gpu_stats=None, slo_pass=(), stopped_early=None,
-           slo_broken=None, benchmark=True, **kw) -> TrialResult:
+def result(
+    levels=(),
+    failure=None,
+    *,
+    kv=KvCapacity(),
+    gpu_stats=None,
+    slo_pass=(),
+    stopped_early=None,
+    slo_broken=None,
+    benchmark=True,
+    **kw,
+) -> TrialResult:
     plan = TrialPlan(3, ServerFlags.of({"port": 1}), (0,), "127.0.0.1", 1, Path("/nonexistent/3"), 10.0)
-    bench = BenchmarkResult(tuple(levels), stopped_early=stopped_early, slo_pass=tuple(slo_pass),
-                            slo_broken=slo_broken) if benchmark else None
-    return TrialResult(plan, failure, kw.pop("detail", ""), kw.pop("exit_code", None),
-                       kw.pop("times", PhaseTimes()), bench, gpu_stats or gpu.GpuStats(), kw.pop("server_info", {}),
-                       kv=kv, **kw)
+    bench = (
+        BenchmarkResult(tuple(levels), stopped_early=stopped_early, slo_pass=tuple(slo_pass), slo_broken=slo_broken)
+        if benchmark
+        else None
+    )
+    return TrialResult(
+        plan,
+        failure,
+        kw.pop("detail", ""),
+        kw.pop("exit_code", None),
+        kw.pop("times", PhaseTimes()),
+        bench,
+        gpu_stats or gpu.GpuStats(),
+        kw.pop("server_info", {}),
+        kv=kv,
+        **kw,
+    )
 
 
-def objective(metrics=("output_throughput",), at=16, slo=None, max_frac=None, search=None, kv_needed=0,
-              kv_constraint=True) -> Objective:
+def objective(
+    metrics=("output_throughput",), at=16, slo=None, max_frac=None, search=None, kv_needed=0, kv_constraint=True
+) -> Objective:
     return Objective(tuple(metrics), at, dict(slo or {}), max_frac, 20_000.0, search, kv_needed, kv_constraint)
 
 
@@ -88,10 +162,16 @@ SEARCH = LoadSearch(start_rate=4, max_rate=32)
 
 # -- Objective
 
+
 def test_constraint_names_follow_the_objective():
     assert objective().constraint_names == ["launch_ok", "kv_capacity"]
-    assert objective(slo={"p99_ttft_ms": 100, "median_tpot_ms": 9}, max_frac=0.9).constraint_names == \
-        ["launch_ok", "kv_capacity", "slo:p99_ttft_ms", "slo:median_tpot_ms", "gpu_memory_fraction"]
+    assert objective(slo={"p99_ttft_ms": 100, "median_tpot_ms": 9}, max_frac=0.9).constraint_names == [
+        "launch_ok",
+        "kv_capacity",
+        "slo:p99_ttft_ms",
+        "slo:median_tpot_ms",
+        "gpu_memory_fraction",
+    ]
     assert objective(kv_constraint=False).constraint_names == ["launch_ok"]
     assert objective(("output_throughput", "p99_ttft_ms")).directions == ["maximize", "minimize"]
 
@@ -111,8 +191,12 @@ def test_values_read_the_objective_level_and_are_pessimistic_where_nothing_was_m
 
 
 def test_goodput_is_read_at_the_searchs_highest_passing_rate():
-    levels = [level(4, request_rate=4.0, request_goodput=3.5), level(8, request_rate=8.0, request_goodput=7.5),
-              level(16, request_rate=16.0, request_goodput=9.0), level(4, request_rate=4.0, request_goodput=3.9, repeat=1)]
+    levels = [
+        level(4, request_rate=4.0, request_goodput=3.5),
+        level(8, request_rate=8.0, request_goodput=7.5),
+        level(16, request_rate=16.0, request_goodput=9.0),
+        level(4, request_rate=4.0, request_goodput=3.9, repeat=1),
+    ]
     o = objective(("goodput",), slo={"p99_ttft_ms": 100}, search=SEARCH)
     r = result(levels, slo_pass=(True, True, False, True))
     assert o.level(r) is levels[1] and o.level(r, repeat=1) is levels[3]
@@ -125,12 +209,14 @@ def test_goodput_is_read_at_the_searchs_highest_passing_rate():
 def test_constraints_are_satisfied_by_a_measured_trial_and_violated_by_a_failed_one():
     o = objective(slo={"p99_ttft_ms": 100.0}, max_frac=0.9, kv_needed=1000)
     stats = gpu.GpuStats(peak_used_mib=95.0, total_mib=100.0)
-    ok = result([level(4, p99_ttft_ms=90.0), level(16, p99_ttft_ms=math.nan)], kv=KvCapacity(2000, 8),
-                gpu_stats=stats)
+    ok = result([level(4, p99_ttft_ms=90.0), level(16, p99_ttft_ms=math.nan)], kv=KvCapacity(2000, 8), gpu_stats=stats)
     c = o.constraints(ok)
     assert c[:3] == [0.0, 0.0, -10.0] and c[3] == pytest.approx(0.05)
-    assert o.constraints(result([level(4, p99_ttft_ms=130.0)], kv=KvCapacity(None, None), gpu_stats=stats))[:3] == \
-        [0.0, 0.0, 30.0]
+    assert o.constraints(result([level(4, p99_ttft_ms=130.0)], kv=KvCapacity(None, None), gpu_stats=stats))[:3] == [
+        0.0,
+        0.0,
+        30.0,
+    ]
     # Nothing measured although the launch worked: the SLO cannot be said to hold.
     assert o.constraints(result([level(4, p99_ttft_ms=math.nan)], gpu_stats=stats))[2] == 100.0
     assert o.constraints(result([])) == [1.0, 0.0, 100.0, -0.9]
@@ -143,24 +229,30 @@ def test_a_kv_pool_smaller_than_the_workload_violates_kv_capacity_by_its_shortfa
     assert o.constraints(result([level()], kv=KvCapacity(250, 4))) == [0.0, 3.0]
     assert o.constraints(result([level()], kv=KvCapacity(1000, 4))) == [0.0, 0.0]
     assert o.constraints(result([level()], kv=KvCapacity(0, 4))) == [0.0, 0.0]  # no pool number: unchecked
-    assert objective(kv_needed=1000, kv_constraint=False).constraints(result([level()], kv=KvCapacity(250, 4))) \
-        == [0.0]
+    assert objective(kv_needed=1000, kv_constraint=False).constraints(result([level()], kv=KvCapacity(250, 4))) == [0.0]
 
 
 def test_search_constraints_hold_at_the_highest_passing_rate_and_measure_a_first_rate_that_broke():
     o = objective(("goodput",), slo={"p99_ttft_ms": 100.0, "p99_tpot_ms": 20.0}, max_frac=0.9, search=SEARCH)
     stats = gpu.GpuStats(peak_used_mib=50.0, total_mib=100.0)
-    passed = result([level(4, request_rate=4.0, p99_ttft_ms=60.0, p99_tpot_ms=15.0),
-                     level(8, request_rate=8.0, p99_ttft_ms=150.0, p99_tpot_ms=25.0)],
-                    slo_pass=(True, False), gpu_stats=stats)
+    passed = result(
+        [
+            level(4, request_rate=4.0, p99_ttft_ms=60.0, p99_tpot_ms=15.0),
+            level(8, request_rate=8.0, p99_ttft_ms=150.0, p99_tpot_ms=25.0),
+        ],
+        slo_pass=(True, False),
+        gpu_stats=stats,
+    )
     assert o.constraints(passed) == [0.0, 0.0, -40.0, -5.0, pytest.approx(-0.4)]
     # The first rate broke the TTFT limit only: by how much; the TPOT limit held there.
-    first_broke = result([level(4, request_rate=4.0, p99_ttft_ms=130.0, p99_tpot_ms=15.0)], slo_pass=(False,),
-                         gpu_stats=stats)
+    first_broke = result(
+        [level(4, request_rate=4.0, p99_ttft_ms=130.0, p99_tpot_ms=15.0)], slo_pass=(False,), gpu_stats=stats
+    )
     assert o.constraints(first_broke) == [0.0, 0.0, 30.0, 0.0, pytest.approx(-0.4)]
     # Broken only by failed requests, or not measured (NaN): every limit violated by 1 (or the limit itself).
-    failed_requests = result([level(4, request_rate=4.0, p99_ttft_ms=50.0, p99_tpot_ms=10.0, failed=3)],
-                             slo_pass=(False,), gpu_stats=stats)
+    failed_requests = result(
+        [level(4, request_rate=4.0, p99_ttft_ms=50.0, p99_tpot_ms=10.0, failed=3)], slo_pass=(False,), gpu_stats=stats
+    )
     assert o.constraints(failed_requests)[2:4] == [1.0, 1.0]
     nan = result([level(4, request_rate=4.0, p99_ttft_ms=math.nan, p99_tpot_ms=math.nan)], slo_pass=(False,))
     assert o.constraints(nan)[2:4] == [100.0, 20.0]
@@ -176,9 +268,12 @@ def test_search_constraints_hold_at_the_highest_passing_rate_and_measure_a_first
 
 
 def test_objective_for_reads_the_run_config(tmp_path):
-    c = RunConfig.model_validate({"workload": {"concurrency": [4, 32, 8], "request_timeout_s": 7},
-                                  "objective": {"metrics": ["p99_ttft_ms"], "slo": {"p99_tpot_ms": 30},
-                                                "max_gpu_memory_fraction": 0.8}})
+    c = RunConfig.model_validate(
+        {
+            "workload": {"concurrency": [4, 32, 8], "request_timeout_s": 7},
+            "objective": {"metrics": ["p99_ttft_ms"], "slo": {"p99_tpot_ms": 30}, "max_gpu_memory_fraction": 0.8},
+        }
+    )
     assert objective_for(c) == Objective(("p99_ttft_ms",), 32, {"p99_tpot_ms": 30.0}, 0.8, 7000.0, None)
     c = RunConfig.model_validate({"workload": {"concurrency": [4, 32]}, "objective": {"at_concurrency": 4}})
     assert objective_for(c).at_concurrency == 4
@@ -188,22 +283,43 @@ def test_objective_for_reads_the_run_config(tmp_path):
 
 # -- a trial's record
 
+
 def test_trial_attrs_of_a_measured_trial():
-    times = PhaseTimes(wait_gpu_s=1.0, launch_s=0.5, startup_s=10.12345, benchmark_s=20.12345, stop_s=1.23456,
-                       total_s=40.12345)
-    stats = gpu.GpuStats(peak_used_mib=80.0, total_mib=100.0,
-                         samples=[gpu.Sample(0.0, "benchmark", 0, 80.0, 100.0, 50.0, 200.0)])
+    times = PhaseTimes(
+        wait_gpu_s=1.0, launch_s=0.5, startup_s=10.12345, benchmark_s=20.12345, stop_s=1.23456, total_s=40.12345
+    )
+    stats = gpu.GpuStats(
+        peak_used_mib=80.0, total_mib=100.0, samples=[gpu.Sample(0.0, "benchmark", 0, 80.0, 100.0, 50.0, 200.0)]
+    )
     holder = gpu.Holder(0, 123, "python", 1000.04)
     replayed = Replayed("s.json", (4,), False, None, 0.0)
-    r = result([level(4), level(16, output_throughput=2000.987654, failed=2, short_outputs=1)], exit_code=137,
-               times=times, gpu_stats=stats, gpu_shared=(holder,), replayed=replayed, kv=KvCapacity(5000, 16),
-               stopped_early="clearly worse", server_info={
-                   "version": "0.5.17", "chunked_prefill_size": 8192, "mem_fraction_static": 0.8,
-                   "cuda_graph_max_bs": 64, "attention_backend": "fa3", "other": 1})
+    r = result(
+        [level(4), level(16, output_throughput=2000.987654, failed=2, short_outputs=1)],
+        exit_code=137,
+        times=times,
+        gpu_stats=stats,
+        gpu_shared=(holder,),
+        replayed=replayed,
+        kv=KvCapacity(5000, 16),
+        stopped_early="clearly worse",
+        server_info={
+            "version": "0.5.17",
+            "chunked_prefill_size": 8192,
+            "mem_fraction_static": 0.8,
+            "cuda_graph_max_bs": 64,
+            "attention_backend": "fa3",
+            "other": 1,
+        },
+    )
     a = trial_attrs(r, objective(kv_needed=1000), {"input_len": 128})
     assert a["failure_class"] == "none" and "exit_code" not in a and "failure_hint" not in a
-    assert (a["startup_s"], a["benchmark_s"], a["stop_s"], a["total_s"], a["overhead_s"]) == \
-        (10.123, 20.123, 1.235, 40.123, 9.877)
+    assert (a["startup_s"], a["benchmark_s"], a["stop_s"], a["total_s"], a["overhead_s"]) == (
+        10.123,
+        20.123,
+        1.235,
+        40.123,
+        9.877,
+    )
     assert a["gpu_peak_used_mib"] == 80.0 and a["gpu_peak_used_fraction"] == 0.8
     assert a["workload"] == {"input_len": 128}
     assert a["replayed"] is True and a["replay_of"] == [4]
@@ -212,19 +328,35 @@ def test_trial_attrs_of_a_measured_trial():
     assert a["max_total_num_tokens"] == 5000 and a["max_running_requests"] == 16 and "limit_class" not in a
     # The objective's level, rounded to 3 decimals.
     assert (a["output_throughput"], a["request_throughput"], a["total_throughput"]) == (2000.988, 24.123, 4000.123)
-    assert (a["median_ttft_ms"], a["p99_ttft_ms"], a["median_tpot_ms"], a["p99_tpot_ms"]) == \
-        (40.123, 80.123, 8.123, 12.123)
+    assert (a["median_ttft_ms"], a["p99_ttft_ms"], a["median_tpot_ms"], a["p99_tpot_ms"]) == (
+        40.123,
+        80.123,
+        8.123,
+        12.123,
+    )
     assert (a["median_itl_ms"], a["median_e2e_latency_ms"]) == (7.123, 490.123)
     assert (a["completed"], a["failed"], a["short_outputs"]) == (48, 2, 1)
     assert "goodput" not in a and "max_rate" not in a and "slo_broken" not in a
     assert a["levels"][1] == {
-        "concurrency": 16, "request_rate": None, "repeat": 0, "output_throughput": 2000.99,
-        "request_throughput": 24.123, "request_goodput": 20.123, "median_ttft_ms": 40.12, "p99_ttft_ms": 80.12,
-        "median_tpot_ms": 8.123, "p99_tpot_ms": 12.123, "failed": 2}
+        "concurrency": 16,
+        "request_rate": None,
+        "repeat": 0,
+        "output_throughput": 2000.99,
+        "request_throughput": 24.123,
+        "request_goodput": 20.123,
+        "median_ttft_ms": 40.12,
+        "p99_ttft_ms": 80.12,
+        "median_tpot_ms": 8.123,
+        "p99_tpot_ms": 12.123,
+        "failed": 2,
+    }
     assert [lv["concurrency"] for lv in a["levels"]] == [4, 16]
     assert a["server_version"] == "0.5.17" and a["server_chunked_prefill_size"] == 8192
-    assert (a["server_mem_fraction_static"], a["server_cuda_graph_max_bs"], a["server_attention_backend"]) == \
-        (0.8, 64, "fa3")
+    assert (a["server_mem_fraction_static"], a["server_cuda_graph_max_bs"], a["server_attention_backend"]) == (
+        0.8,
+        64,
+        "fa3",
+    )
     assert "server_other" not in a
     assert "server_attention_backend" not in trial_attrs(result([level()]), objective())
     assert "gpu_shared" not in trial_attrs(result([level()]), objective())
@@ -246,10 +378,12 @@ def test_trial_attrs_of_a_failed_trial_and_of_a_pool_too_small():
     assert short["limit_hint"] == failures.KV_POOL_TOO_SMALL.hint
     assert short["limit_detail"].startswith("max_total_num_tokens=250 < 1000")
     # Not checked for a failed trial, nor in a study made before the constraint existed.
-    assert "limit_class" not in trial_attrs(result([level()], failures.DIED, kv=KvCapacity(250, 4)),
-                                            objective(kv_needed=1000))
-    assert "limit_class" not in trial_attrs(result([level()], kv=KvCapacity(250, 4)),
-                                            objective(kv_needed=1000, kv_constraint=False))
+    assert "limit_class" not in trial_attrs(
+        result([level()], failures.DIED, kv=KvCapacity(250, 4)), objective(kv_needed=1000)
+    )
+    assert "limit_class" not in trial_attrs(
+        result([level()], kv=KvCapacity(250, 4)), objective(kv_needed=1000, kv_constraint=False)
+    )
 
 
 def test_trial_attrs_of_a_load_search():
@@ -267,11 +401,13 @@ def test_trial_attrs_of_a_load_search():
 
 def test_best_levels_are_the_best_throughput_of_feasible_complete_trials():
     study = optuna.create_study(directions=["maximize"])
-    for feasible, levels, state in ((False, [(4, 900.0)], TrialState.COMPLETE),
-                                    (True, [(4, 100.0), (16, 300.0), (1, 0.5)], TrialState.COMPLETE),
-                                    (True, [(4, 150.0), (16, 200.0)], TrialState.COMPLETE),
-                                    (False, [(4, 900.0)], TrialState.COMPLETE),
-                                    (True, [(4, 800.0)], TrialState.FAIL)):
+    for feasible, levels, state in (
+        (False, [(4, 900.0)], TrialState.COMPLETE),
+        (True, [(4, 100.0), (16, 300.0), (1, 0.5)], TrialState.COMPLETE),
+        (True, [(4, 150.0), (16, 200.0)], TrialState.COMPLETE),
+        (False, [(4, 900.0)], TrialState.COMPLETE),
+        (True, [(4, 800.0)], TrialState.FAIL),
+    ):
         t = study.ask()
         t.set_user_attr("feasible", feasible)
         t.set_user_attr("levels", [{"concurrency": c, "output_throughput": v} for c, v in levels])
@@ -285,6 +421,7 @@ def test_best_levels_are_the_best_throughput_of_feasible_complete_trials():
 
 
 # -- small helpers
+
 
 def test_describe_names_a_parameters_kind():
     D = optuna.distributions
@@ -321,10 +458,12 @@ def test_a_missing_driver_names_the_package_to_install():
 
     assert _missing_driver("mysql://h/db", error("MySQLdb")) == (
         "the mysql driver is not installed (SQLAlchemy needs the Python module MySQLdb): pip install mysqlclient "
-        "(or mysql+pymysql://... with pip install pymysql)")
+        "(or mysql+pymysql://... with pip install pymysql)"
+    )
     assert _missing_driver("postgresql+psycopg2://h/db", error("psycopg2._psycopg")) == (
         "the postgresql+psycopg2 driver is not installed (SQLAlchemy needs the Python module psycopg2._psycopg): "
-        "pip install psycopg2-binary")
+        "pip install psycopg2-binary"
+    )
     assert _missing_driver("x://h", error("oddmod", via_cause=False)).endswith("module oddmod): pip install oddmod")
     context = ImportError("no driver")
     context.__context__ = ModuleNotFoundError("No module named 'pg8000'", name="pg8000")
@@ -334,8 +473,9 @@ def test_a_missing_driver_names_the_package_to_install():
 
 
 def test_startup_timeout_grows_with_the_flags_that_slow_startup():
-    c = RunConfig.model_validate({"launcher": {"startup_timeout_s": 20,
-                                               "startup_timeout_extra_s": {"enable-torch-compile": 10, "x": 5}}})
+    c = RunConfig.model_validate(
+        {"launcher": {"startup_timeout_s": 20, "startup_timeout_extra_s": {"enable-torch-compile": 10, "x": 5}}}
+    )
     assert startup_timeout(c, ServerFlags.of({"enable-torch-compile": True})) == 30
     assert startup_timeout(c, ServerFlags.of({"enable-torch-compile": True, "x": 4})) == 35
     assert startup_timeout(c, ServerFlags.of({"enable-torch-compile": False})) == 20
@@ -357,8 +497,18 @@ def test_alive_and_model_paths(tmp_path):
     child.wait()
     assert not _alive(child.pid)
     assert _looks_like_path_or_hub_id("Qwen/Qwen3-8B") and _looks_like_path_or_hub_id(str(tmp_path))
-    for bad in ("Qwen3-8B", "a/b/c", "/no/such/model", "/nosuchmodel", "./x/y", ".x/y", "~/no/such", "~/nosuch",
-                str(tmp_path / "missing"), "~nosuchuser/m"):  # no such user: no RuntimeError either
+    for bad in (
+        "Qwen3-8B",
+        "a/b/c",
+        "/no/such/model",
+        "/nosuchmodel",
+        "./x/y",
+        ".x/y",
+        "~/no/such",
+        "~/nosuch",
+        str(tmp_path / "missing"),
+        "~nosuchuser/m",
+    ):  # no such user: no RuntimeError either
         assert not _looks_like_path_or_hub_id(bad), bad
 
 
@@ -394,9 +544,17 @@ def test_gpu_pool_hands_out_the_lowest_free_gpus_and_stops_waiting_when_cancelle
 
 # -- storage and study
 
+
 def sqlite_config(tmp_path: Path, **extra) -> RunConfig:
-    return RunConfig.model_validate({"study": "s", "storage": f"sqlite:///{tmp_path}/db/s.db",
-                                     "trials_dir": str(tmp_path / "trials"), "model": {"path": "m/n"}, **extra})
+    return RunConfig.model_validate(
+        {
+            "study": "s",
+            "storage": f"sqlite:///{tmp_path}/db/s.db",
+            "trials_dir": str(tmp_path / "trials"),
+            "model": {"path": "m/n"},
+            **extra,
+        }
+    )
 
 
 def test_open_storage_creates_a_sqlite_file_only_when_asked(tmp_path):
@@ -435,7 +593,8 @@ def test_open_storage_sets_up_heartbeats_and_says_what_failed(tmp_path):
         open_storage(sqlite_config(tmp_path, storage="mysql://tuner:secret@localhost/x"))
     assert str(missing.value) == (
         "--storage mysql://***@localhost/x: the mysql driver is not installed (SQLAlchemy needs the Python module "
-        "MySQLdb): pip install mysqlclient (or mysql+pymysql://... with pip install pymysql)")
+        "MySQLdb): pip install mysqlclient (or mysql+pymysql://... with pip install pymysql)"
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -468,13 +627,19 @@ def test_make_sampler_builds_the_run_files_sampler_with_its_options(tmp_path, mo
     assert isinstance(gp, optuna.samplers.GPSampler) and gp._n_startup_trials == 2
     assert gp._rng.rng.random_sample() == optuna.samplers.GPSampler(seed=5)._rng.rng.random_sample()
     monkeypatch.setattr(tuner.study.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
-    with pytest.raises(SetupError, match=r"^sampler gp needs torch \(pip install torch\), or set sampler: \{name: tpe\}$"):
+    with pytest.raises(
+        SetupError, match=r"^sampler gp needs torch \(pip install torch\), or set sampler: \{name: tpe\}$"
+    ):
         make_sampler(cfg(name="gp"), 5)
 
 
 def test_open_study_records_the_objective_once_and_the_run_config_every_time(tmp_path):
-    c = sqlite_config(tmp_path, space="first.yaml", workload={"concurrency": [1, 8]},
-                      objective={"metrics": ["output_throughput", "p99_ttft_ms"], "slo": {"p99_tpot_ms": 50}})
+    c = sqlite_config(
+        tmp_path,
+        space="first.yaml",
+        workload={"concurrency": [1, 8]},
+        objective={"metrics": ["output_throughput", "p99_ttft_ms"], "slo": {"p99_tpot_ms": 50}},
+    )
     study = open_study(c)
     attrs = study.user_attrs
     assert attrs["metrics"] == ["output_throughput", "p99_ttft_ms"]
@@ -489,13 +654,16 @@ def test_open_study_records_the_objective_once_and_the_run_config_every_time(tmp
     other = c.model_copy(update={"objective": c.objective.model_copy(update={"metrics": ["median_ttft_ms"]})})
     with pytest.raises(SetupError) as err:
         open_study(other)
-    assert str(err.value) == ("study 's' already exists with objectives ['output_throughput', 'p99_ttft_ms']: use "
-                              "another --study name for ['median_ttft_ms']")
+    assert str(err.value) == (
+        "study 's' already exists with objectives ['output_throughput', 'p99_ttft_ms']: use "
+        "another --study name for ['median_ttft_ms']"
+    )
 
 
 def test_open_study_of_a_goodput_objective_records_its_search(tmp_path):
-    c = sqlite_config(tmp_path, objective={"metrics": ["goodput"], "slo": {"p99_tpot_ms": 50},
-                                           "load_search": {"start_rate": 3}})
+    c = sqlite_config(
+        tmp_path, objective={"metrics": ["goodput"], "slo": {"p99_tpot_ms": 50}, "load_search": {"start_rate": 3}}
+    )
     attrs = open_study(c).user_attrs
     assert attrs["slo"] == {"p99_tpot_ms": 50.0}
     assert attrs["load_search"] == {**vars(LoadSearch()), "start_rate": 3.0}
@@ -563,8 +731,12 @@ def test_a_retry_runs_the_same_parameters_and_keeps_its_role(tmp_path):
     _RetryStale()(study, study.trials[1])
     queued = [t for t in study.get_trials(states=(TrialState.WAITING,))]
     assert [t.system_attrs["fixed_params"] for t in queued] == [frozen.params, frozen.params, {}, {}]
-    assert queued[0].user_attrs == {"retry_of": 0, "retry_reason": "interrupted", "baseline": True,
-                                    "reference": "seed-balanced-v2"}
+    assert queued[0].user_attrs == {
+        "retry_of": 0,
+        "retry_reason": "interrupted",
+        "baseline": True,
+        "reference": "seed-balanced-v2",
+    }
     assert queued[1].user_attrs["retry_reason"] == "worker h:1 stopped heartbeating"
     assert queued[2].user_attrs == {"retry_of": 1, "retry_reason": "why"}
     assert queued[3].user_attrs == {"retry_of": 1, "retry_reason": "worker ? stopped heartbeating"}
@@ -589,8 +761,9 @@ def test_heartbeat_is_recorded_while_a_trial_runs_and_stops_after(tmp_path, capl
         time.sleep(0.3)
         assert len(beats) >= 4 and hb._thread.is_alive()  # a failed beat is logged; the next ones go on
     assert set(beats) == {trial._trial_id}
-    assert [r.getMessage() for r in caplog.records] == \
-        [f"heartbeat for trial id {trial._trial_id} failed: database is locked"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"heartbeat for trial id {trial._trial_id} failed: database is locked"
+    ]
     assert not hb._thread.is_alive()
     done = len(beats)
     time.sleep(0.1)
@@ -608,18 +781,39 @@ def test_make_launcher_follows_the_launcher_kind(tmp_path):
     bad.write_text('{"format": 1, "header": {}}')
     with pytest.raises(SetupError, match=r"^launcher.surface: .*not a surface file"):
         make_launcher(RunConfig.model_validate({"launcher": {"kind": "replay", "surface": str(bad)}}))
-    docker = make_launcher(RunConfig.model_validate({"launcher": {
-        "kind": "docker", "image": "img:1", "command": "python -m x", "env": {"A": "1"}, "hf_cache": "/hf",
-        "volumes": ["/a:/b"], "shm_size": "8g", "gpu_runtime": True}}))
+    docker = make_launcher(
+        RunConfig.model_validate(
+            {
+                "launcher": {
+                    "kind": "docker",
+                    "image": "img:1",
+                    "command": "python -m x",
+                    "env": {"A": "1"},
+                    "hf_cache": "/hf",
+                    "volumes": ["/a:/b"],
+                    "shm_size": "8g",
+                    "gpu_runtime": True,
+                }
+            }
+        )
+    )
     assert isinstance(docker, DockerLauncher)
-    assert (docker.image, docker.command, docker.env, docker.hf_cache, docker.volumes, docker.shm_size,
-            docker.gpu_runtime) == ("img:1", ["python", "-m", "x"], {"A": "1"}, "/hf", ["/a:/b"], "8g", True)
+    assert (
+        docker.image,
+        docker.command,
+        docker.env,
+        docker.hf_cache,
+        docker.volumes,
+        docker.shm_size,
+        docker.gpu_runtime,
+    ) == ("img:1", ["python", "-m", "x"], {"A": "1"}, "/hf", ["/a:/b"], "8g", True)
     process = make_launcher(RunConfig.model_validate({"launcher": {"command": "python -m y", "env": {"B": "2"}}}))
     assert isinstance(process, ProcessLauncher)
     assert (process.command, process.env) == (["python", "-m", "y"], {"B": "2"})
 
 
 # -- whole studies, replayed from a few recorded stand-in trials (no server, no GPU)
+
 
 @pytest.fixture
 def surface(tmp_path) -> Path:
@@ -652,15 +846,23 @@ def _drop_shm_dbs():
 
 
 def replay_config(tmp_path: Path, surface: Path, **extra) -> RunConfig:
-    space = write_space(tmp_path / "space.yaml", params={
-        "schedule-policy": {"choices": ["lpm", "fcfs"]},
-        "mem-fraction-static": {"low": 0.72, "high": 0.94, "step": 0.01}})
+    space = write_space(
+        tmp_path / "space.yaml",
+        params={
+            "schedule-policy": {"choices": ["lpm", "fcfs"]},
+            "mem-fraction-static": {"low": 0.72, "high": 0.94, "step": 0.01},
+        },
+    )
     raw = {
-        "study": "r", "storage": f"sqlite:///{db_dir(tmp_path)}/r.db", "trials_dir": str(tmp_path / "trials"),
-        "space": str(space), "trials": 3,
+        "study": "r",
+        "storage": f"sqlite:///{db_dir(tmp_path)}/r.db",
+        "trials_dir": str(tmp_path / "trials"),
+        "space": str(space),
+        "trials": 3,
         "launcher": {"kind": "replay", "surface": str(surface), "port": 31000},
         "workload": {"input_len": 128, "output_len": 48, "concurrency": [4, 16], "num_prompts": 48},
-        "sampler": {"seed": 0, "n_startup_trials": 2}, "confirm": None,
+        "sampler": {"seed": 0, "n_startup_trials": 2},
+        "confirm": None,
     }
     for key, value in extra.items():
         raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
@@ -683,8 +885,9 @@ def test_a_replayed_study_records_every_trial_for_the_sampler_and_the_dashboard(
             self.done.append((study, result.plan.number, result.failure.name if result.failure else "none"))
 
     progress = Done()
-    tuner = Tuner(replay_config(tmp_path, surface, trials=3, artifacts=str(tmp_path / "new" / "store")),
-                  progress=progress)
+    tuner = Tuner(
+        replay_config(tmp_path, surface, trials=3, artifacts=str(tmp_path / "new" / "store")), progress=progress
+    )
     assert tuner.config.model.path == "standin/qwen3-8b"  # a replay serves the surface's model
     assert tuner.objective.kv_tokens_needed == 16 * (128 + 48) and tuner.objective.at_concurrency == 16
     assert tuner.workload_record["concurrency"] == [4, 16] and tuner.workload_record["input_len"] == 128
@@ -712,8 +915,7 @@ def test_a_replayed_study_records_every_trial_for_the_sampler_and_the_dashboard(
     assert oom.user_attrs["failure_class"] == "oom_runtime" and oom.user_attrs["baseline"] is False
     assert oom.values == [0.0] and oom.system_attrs["constraints"] == [1.0, 1.0]
     assert oom.user_attrs["feasible"] is False and oom.user_attrs["flags"]["mem-fraction-static"] == 0.94
-    assert sampled.user_attrs["baseline"] is False and set(sampled.params) == {"schedule-policy",
-                                                                             "mem-fraction-static"}
+    assert sampled.user_attrs["baseline"] is False and set(sampled.params) == {"schedule-policy", "mem-fraction-static"}
     # Each trial's files are artifacts of its own.
     store = tmp_path / "new" / "store"
     assert [(s is study, n, c) for s, n, c in progress.done][:2] == [(True, 0, "none"), (True, 1, "oom_runtime")]
@@ -779,8 +981,10 @@ def test_early_stop_skips_a_clearly_worse_trial_but_never_at_the_objective_level
     check = tuner._early_stop(study)
     assert check(level(4, output_throughput=best[4] * 0.55, p99_ttft_ms=99.0)) is None
     assert check(level(4, output_throughput=0.5 * best[4], p99_ttft_ms=100.0)) is None  # both limits are inclusive
-    assert check(level(4, output_throughput=best[4] * 0.45)) == \
-        f"clearly worse than the best at concurrency 4: {best[4] * 0.45:.0f} vs {best[4]:.0f} tok/s"
+    assert (
+        check(level(4, output_throughput=best[4] * 0.45))
+        == f"clearly worse than the best at concurrency 4: {best[4] * 0.45:.0f} vs {best[4]:.0f} tok/s"
+    )
     assert check(level(16, output_throughput=1.0)) is None  # the objective's own level is always measured
     assert check(level(8, output_throughput=1.0)) is None  # no best there yet
     assert check(level(16, p99_ttft_ms=100.5)) == "SLO broken at concurrency 16: p99_ttft_ms 100.5 > 100"
@@ -788,8 +992,9 @@ def test_early_stop_skips_a_clearly_worse_trial_but_never_at_the_objective_level
 
 def test_a_trial_needing_more_gpus_is_recorded_infeasible_without_launching(tmp_path, surface):
     config = replay_config(tmp_path, surface, trials=2)
-    write_space(Path(config.space), params={"schedule-policy": {"choices": ["lpm", "fcfs"]},
-                                            "tp-size": {"choices": [1, 2]}})
+    write_space(
+        Path(config.space), params={"schedule-policy": {"choices": ["lpm", "fcfs"]}, "tp-size": {"choices": [1, 2]}}
+    )
     tuner = Tuner(config)
     study = tuner.prepare()
     assert "the space allows trials needing up to 2 GPUs" not in " ".join(tuner.warnings)  # a replay: no GPUs
@@ -828,38 +1033,66 @@ def test_prepare_refuses_what_the_replay_cannot_answer_in_one_line(tmp_path, sur
 
     assert refused(replay_config(tmp_path, surface, model={"path": "other/model"})) == (
         f"model.path 'other/model': {surface} recorded stand-in Qwen3-8B (standin/qwen3-8b); leave model out of a "
-        f"replay's run file")
+        f"replay's run file"
+    )
     Tuner(replay_config(tmp_path, surface, model={"path": "stand-in Qwen3-8B"})).prepare()
     assert "ISL 64 / OSL 48" in refused(replay_config(tmp_path, surface, workload={"input_len": 64}))
-    assert "objective.metrics [goodput]" in refused(replay_config(
-        tmp_path, surface, objective={"metrics": ["goodput"], "slo": {"p99_ttft_ms": 100}},
-        workload={"concurrency": [4, 16], "num_prompts": None}))
-    assert "not a flag of this SGLang" in refused(replay_config(tmp_path, surface, space=str(
-        write_space(tmp_path / "bad.yaml", params={"no-such-flag": {"choices": [1, 2]}}))))
-    assert "no such search-space file" in refused(replay_config(tmp_path, surface, space=str(tmp_path / "missing.yaml")))
+    assert "objective.metrics [goodput]" in refused(
+        replay_config(
+            tmp_path,
+            surface,
+            objective={"metrics": ["goodput"], "slo": {"p99_ttft_ms": 100}},
+            workload={"concurrency": [4, 16], "num_prompts": None},
+        )
+    )
+    assert "not a flag of this SGLang" in refused(
+        replay_config(
+            tmp_path,
+            surface,
+            space=str(write_space(tmp_path / "bad.yaml", params={"no-such-flag": {"choices": [1, 2]}})),
+        )
+    )
+    assert "no such search-space file" in refused(
+        replay_config(tmp_path, surface, space=str(tmp_path / "missing.yaml"))
+    )
     refs = [{"name": "hand", "flags": {"schedule-policy": "nope"}}]
     assert refused(replay_config(tmp_path, surface, references=refs)).startswith(
-        "references[0].flags.schedule-policy: ")
-    no_switch = surface_with(tmp_path, surface, lambda d: d["header"].update(
-        catalog=[f for f in d["header"]["catalog"] if f["name"] != "disable-custom-all-reduce"]))
-    assert refused(replay_config(tmp_path, surface, references=[{"name": "seed-balanced-v2"}]), make_launcher(
-        replay_config(tmp_path, surface, launcher={"surface": str(no_switch)}))).startswith(
-        "references[0] (seed-balanced-v2): ")
-    assert refused(replay_config(tmp_path, surface, launcher={"kind": "process"}, model={"path": "Qwen/Qwen3-8B"}),
-                   ProcessLauncher([str(tmp_path / "no-such-python")])).startswith(
-        f"cannot run the server command '{tmp_path / 'no-such-python'}'")
-    no_port = surface_with(tmp_path, surface, lambda d: d["header"].update(
-        catalog=[f for f in d["header"]["catalog"] if f["name"] != "port"]))
-    assert refused(replay_config(tmp_path, surface), make_launcher(replay_config(
-        tmp_path, surface, launcher={"surface": str(no_port)}))).endswith(
-        "--help lists no --port: is this SGLang's launch_server?")
+        "references[0].flags.schedule-policy: "
+    )
+    no_switch = surface_with(
+        tmp_path,
+        surface,
+        lambda d: d["header"].update(
+            catalog=[f for f in d["header"]["catalog"] if f["name"] != "disable-custom-all-reduce"]
+        ),
+    )
+    assert refused(
+        replay_config(tmp_path, surface, references=[{"name": "seed-balanced-v2"}]),
+        make_launcher(replay_config(tmp_path, surface, launcher={"surface": str(no_switch)})),
+    ).startswith("references[0] (seed-balanced-v2): ")
+    assert refused(
+        replay_config(tmp_path, surface, launcher={"kind": "process"}, model={"path": "Qwen/Qwen3-8B"}),
+        ProcessLauncher([str(tmp_path / "no-such-python")]),
+    ).startswith(f"cannot run the server command '{tmp_path / 'no-such-python'}'")
+    no_port = surface_with(
+        tmp_path,
+        surface,
+        lambda d: d["header"].update(catalog=[f for f in d["header"]["catalog"] if f["name"] != "port"]),
+    )
+    assert refused(
+        replay_config(tmp_path, surface),
+        make_launcher(replay_config(tmp_path, surface, launcher={"surface": str(no_port)})),
+    ).endswith("--help lists no --port: is this SGLang's launch_server?")
     assert not (db_dir(tmp_path) / "r.db").exists() or not load_existing_study(replay_config(tmp_path, surface)).trials
 
 
 def test_prepare_warns_of_deprecated_fixed_flags_and_unrecorded_ones(tmp_path, surface):
     config = replay_config(tmp_path, surface)
-    write_space(Path(config.space), fixed={"cuda-graph-max-bs": 8, "log-level": "info"},
-                params={"schedule-policy": {"choices": ["lpm", "fcfs"]}, "chunked-prefill-size": {"choices": [1, 2]}})
+    write_space(
+        Path(config.space),
+        fixed={"cuda-graph-max-bs": 8, "log-level": "info"},
+        params={"schedule-policy": {"choices": ["lpm", "fcfs"]}, "chunked-prefill-size": {"choices": [1, 2]}},
+    )
     tuner = Tuner(config)
     tuner.prepare()
     assert "--cuda-graph-max-bs is deprecated in this SGLang" in tuner.warnings
@@ -874,17 +1107,28 @@ def test_prepare_warns_of_deprecated_fixed_flags_and_unrecorded_ones(tmp_path, s
 def test_a_resumed_study_refuses_a_parameter_of_another_kind(tmp_path, surface):
     Tuner(replay_config(tmp_path, surface, trials=2, baseline=False)).run()
     config = replay_config(tmp_path, surface)
-    write_space(Path(config.space), params={"chunked-prefill-size": {"choices": [1, 2]},  # new: nothing to match
-                                            "schedule-policy": {"choices": ["lpm", "fcfs"]},
-                                            "mem-fraction-static": {"choices": [0.8, 0.85]}})
+    write_space(
+        Path(config.space),
+        params={
+            "chunked-prefill-size": {"choices": [1, 2]},  # new: nothing to match
+            "schedule-policy": {"choices": ["lpm", "fcfs"]},
+            "mem-fraction-static": {"choices": [0.8, 0.85]},
+        },
+    )
     with pytest.raises(SetupError) as err:
         Tuner(config).prepare()
     assert str(err.value) == (
         f"{config.space}:11: mem-fraction-static is choices [0.8, 0.85] here but a float range 0.72..0.94 in study "
-        f"'r''s trials: use a new --study name for the new space, or keep the old kind of mem-fraction-static")
-    write_space(Path(config.space), params={"schedule-policy": {"choices": ["lpm", "fcfs"]},
-                                            "mem-fraction-static": {"low": 0.7, "high": 0.95, "step": 0.01},
-                                            "chunked-prefill-size": {"choices": [1, 2]}})
+        f"'r''s trials: use a new --study name for the new space, or keep the old kind of mem-fraction-static"
+    )
+    write_space(
+        Path(config.space),
+        params={
+            "schedule-policy": {"choices": ["lpm", "fcfs"]},
+            "mem-fraction-static": {"low": 0.7, "high": 0.95, "step": 0.01},
+            "chunked-prefill-size": {"choices": [1, 2]},
+        },
+    )
     Tuner(config).prepare()  # a wider range, and a new parameter: fine
 
 
@@ -897,9 +1141,11 @@ def test_a_study_whose_baseline_sglang_refused_stops_before_another_launch(tmp_p
     config = replay_config(tmp_path, refused, trials=1, confirm={"top": 1, "repeats": 2})
     with pytest.raises(SetupError) as err:
         Tuner(config).run()
-    expected = (f"the baseline (trial 0: the space's fixed flags only) failed as invalid_flag (argument --foo: "
-                f"invalid int value): SGLang refuses a fixed flag, so every later trial would fail too; fix `fixed:` "
-                f"in {config.space} (see the trial's server.log) and start a new study (--study NAME)")
+    expected = (
+        f"the baseline (trial 0: the space's fixed flags only) failed as invalid_flag (argument --foo: "
+        f"invalid int value): SGLang refuses a fixed flag, so every later trial would fail too; fix `fixed:` "
+        f"in {config.space} (see the trial's server.log) and start a new study (--study NAME)"
+    )
     assert str(err.value) == expected
     study = load_existing_study(config)
     assert len(study.trials) == 1 and study.trials[0].user_attrs["failure_class"] == "invalid_flag"
@@ -943,7 +1189,9 @@ def test_a_study_made_before_the_kv_constraint_keeps_its_constraints(tmp_path, s
     assert fresh.objective.kv_constraint is True
     (tmp_path / "g").mkdir()
     old = replay_config(tmp_path / "g", surface, trials=1)
-    optuna.create_study(storage=open_storage(old), study_name="r", direction="maximize").set_user_attr("metrics", ["output_throughput"])
+    optuna.create_study(storage=open_storage(old), study_name="r", direction="maximize").set_user_attr(
+        "metrics", ["output_throughput"]
+    )
     older = Tuner(old)
     older.prepare()  # no constraint names recorded at all: the constraints of now
     assert older.objective.kv_constraint is True
@@ -985,8 +1233,15 @@ def test_an_interrupted_trial_is_recorded_failed_and_rerun_on_resume(tmp_path, s
 
 def test_a_trial_numbered_past_the_budget_is_given_back(tmp_path, surface):
     config = replay_config(tmp_path, surface, trials=1)
-    reference = Tuner(replay_config(tmp_path / "ref", surface, trials=2, references=[
-        {"name": "hand", "flags": {"schedule-policy": "fcfs"}}])) if (tmp_path / "ref").mkdir() is None else None
+    reference = (
+        Tuner(
+            replay_config(
+                tmp_path / "ref", surface, trials=2, references=[{"name": "hand", "flags": {"schedule-policy": "fcfs"}}]
+            )
+        )
+        if (tmp_path / "ref").mkdir() is None
+        else None
+    )
     ref_study = reference.run()
     enqueue_retry(ref_study, ref_study.trials[1])
     reference.config.trials = 2
@@ -1010,9 +1265,14 @@ def test_a_trial_numbered_past_the_budget_is_given_back(tmp_path, surface):
 
 
 def test_a_trial_runs_on_the_gpu_it_got_and_that_gpus_port(tmp_path, surface):
-    config = replay_config(tmp_path, surface, trials=2, gpus=[1, 2], model={"path": "standin/qwen3-8b",
-                                                                             "served_name": "qwen"},
-                           launcher={"env": {"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "A": "1"}})
+    config = replay_config(
+        tmp_path,
+        surface,
+        trials=2,
+        gpus=[1, 2],
+        model={"path": "standin/qwen3-8b", "served_name": "qwen"},
+        launcher={"env": {"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "A": "1"}},
+    )
     tuner = Tuner(config)
     study = tuner.prepare()
     pool = GpuPool([1, 2])
@@ -1031,8 +1291,13 @@ def test_a_trial_runs_on_the_gpu_it_got_and_that_gpus_port(tmp_path, surface):
     assert plan.trial_dir == tmp_path / "trials" / "r" / "7" and plan.gpus == (2,) and plan.port == 31001
     assert plan.env == {"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "A": "1"} and plan.host == "127.0.0.1"
     assert plan.startup_timeout_s == config.launcher.startup_timeout_s
-    assert plan.flags.as_dict() == {"model-path": "standin/qwen3-8b", "host": "127.0.0.1", "port": 31001,
-                                    "served-model-name": "qwen", "schedule-policy": "lpm"}
+    assert plan.flags.as_dict() == {
+        "model-path": "standin/qwen3-8b",
+        "host": "127.0.0.1",
+        "port": 31001,
+        "served-model-name": "qwen",
+        "schedule-policy": "lpm",
+    }
     assert tuner.plan(0, ServerFlags.of({}), (), 1).env["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
     plain = Tuner(replay_config(tmp_path, surface))
     assert plain.plan(0, ServerFlags.of({}), (), 1).env == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
@@ -1057,16 +1322,29 @@ def test_the_runner_gets_the_studys_workload_model_and_stopping_rules(tmp_path, 
     other = Workload(levels=tuner.workload.levels[:1])
     again = tuner.runner(study, study.ask(), other)
     assert again.workload is other and again.early_stop is None and again.on_launch is not None
-    assert Tuner(replay_config(tmp_path, surface, model={"path": "standin/qwen3-8b", "served_name": "q"},
-                               objective={"early_stop": False})).runner(study, None).model == "q"
-    assert Tuner(replay_config(tmp_path, surface, objective={"early_stop": False})).runner(study, None).early_stop \
-        is None
+    assert (
+        Tuner(
+            replay_config(
+                tmp_path,
+                surface,
+                model={"path": "standin/qwen3-8b", "served_name": "q"},
+                objective={"early_stop": False},
+            )
+        )
+        .runner(study, None)
+        .model
+        == "q"
+    )
+    assert (
+        Tuner(replay_config(tmp_path, surface, objective={"early_stop": False})).runner(study, None).early_stop is None
+    )
     from tuner.trial import TrialRunner
 
     assert type(Tuner(config, launcher=ProcessLauncher(["python"])).runner(study, None)) is TrialRunner
 
 
 # -- the machine checks of a real run (GPUs through a fake NVML, ports, model path), called on their own
+
 
 @pytest.fixture
 def nvml_gpus(monkeypatch):
@@ -1098,16 +1376,19 @@ def test_the_gpus_must_hold_the_fixed_flags_and_exist(tmp_path, surface, nvml_gp
     assert tuner.warnings == []
     tuner, space = machine_tuner(tmp_path, surface, space_params={"tp-size": {"choices": [1, 2]}}, gpus=[1])
     tuner._check_gpus(space)
-    assert tuner.warnings == ["the space allows trials needing up to 2 GPUs but --gpus gives 1: those are recorded "
-                              "infeasible (too_many_gpus) without launching"]
+    assert tuner.warnings == [
+        "the space allows trials needing up to 2 GPUs but --gpus gives 1: those are recorded "
+        "infeasible (too_many_gpus) without launching"
+    ]
     tuner, space = machine_tuner(tmp_path, surface, gpus=[0, 5])
     with pytest.raises(SetupError, match="5"):
         tuner._check_gpus(space)
 
 
 def test_without_nvml_the_gpu_checks_say_what_is_not_checked(tmp_path, surface, monkeypatch, caplog):
-    from tests.test_gpu import _no_nvml_library
     import pynvml
+
+    from tests.test_gpu import _no_nvml_library
 
     gpu.reset()
     monkeypatch.setattr(pynvml, "nvmlInit", _no_nvml_library)
@@ -1118,12 +1399,14 @@ def test_without_nvml_the_gpu_checks_say_what_is_not_checked(tmp_path, surface, 
         assert not caplog.records  # said once, as the tuner's warning, not logged by tuner.gpu as well
         [said] = tuner.warnings
         assert said.startswith("NVML is not available (") and said.endswith(
-            "): --gpus 0,3 not checked, no GPU memory numbers, no wait for free GPUs")
+            "): --gpus 0,3 not checked, no GPU memory numbers, no wait for free GPUs"
+        )
         assert gpu.unavailable_reason() in said
         tuner, space = machine_tuner(tmp_path, surface, objective={"max_gpu_memory_fraction": 0.9})
         tuner._check_gpus(space)
         assert tuner.warnings[0].endswith(
-            "no wait for free GPUs, and objective.max_gpu_memory_fraction cannot be checked (every trial passes it)")
+            "no wait for free GPUs, and objective.max_gpu_memory_fraction cannot be checked (every trial passes it)"
+        )
     finally:
         gpu.reset()
 
@@ -1138,20 +1421,24 @@ def test_a_real_run_needs_a_model_it_can_find_and_free_ports(tmp_path, surface, 
         s.listen()
         taken = s.getsockname()[1]
         # The slot of GPU 1 serves on port + 1: that one is taken.
-        tuner, space = machine_tuner(tmp_path, surface, gpus=[1, 2], model={"path": "Qwen/Qwen3-8B"},
-                                     launcher={"port": taken - 1})
+        tuner, space = machine_tuner(
+            tmp_path, surface, gpus=[1, 2], model={"path": "Qwen/Qwen3-8B"}, launcher={"port": taken - 1}
+        )
         with pytest.raises(SetupError) as err:
             tuner._check_machine(space)
-        assert str(err.value) == (f"port {taken} on 127.0.0.1 is in use or not a port: stop what holds it or pass "
-                                  f"another --port")
-        tuner, space = machine_tuner(tmp_path, surface, gpus=[1], model={"path": "Qwen/Qwen3-8B"},
-                                     launcher={"port": taken - 1})
+        assert str(err.value) == (
+            f"port {taken} on 127.0.0.1 is in use or not a port: stop what holds it or pass another --port"
+        )
+        tuner, space = machine_tuner(
+            tmp_path, surface, gpus=[1], model={"path": "Qwen/Qwen3-8B"}, launcher={"port": taken - 1}
+        )
         tuner._check_machine(space)  # one slot: only the launcher's port
     if os.geteuid() == 0 and port_free("127.0.0.1", 1):  # the lowest port is a port (root may bind it)
         tuner, space = machine_tuner(tmp_path, surface, launcher={"port": 1})
         tuner._check_machine(space)
-    tuner, space = machine_tuner(tmp_path, surface, gpus=[0, 1], model={"path": "Qwen/Qwen3-8B"},
-                                 launcher={"port": 65535})
+    tuner, space = machine_tuner(
+        tmp_path, surface, gpus=[0, 1], model={"path": "Qwen/Qwen3-8B"}, launcher={"port": 65535}
+    )
     with pytest.raises(SetupError, match="port 65536 on 127.0.0.1 is in use or not a port"):
         tuner._check_machine(space)
 
@@ -1166,11 +1453,13 @@ def test_a_gpu_someone_else_holds_is_refused_unless_shared_and_waited_for_after_
     assert str(err.value) == (
         "GPU 1: 30500 MiB used by pid 4242 (30000 MiB): measured beside it, a server gets what is left (a smaller KV "
         "pool, shared compute); stop it, choose other --gpus, or pass --allow-shared-gpu (gpus_shared: true) to "
-        "measure anyway")
+        "measure anyway"
+    )
     shared, _ = machine_tuner(tmp_path, surface, gpus=[0, 1], gpus_shared=True)
     shared._check_gpus_idle(0.0)
-    assert shared.warnings == ["shared GPU (GPU 1: 30500 MiB used by pid 4242 (30000 MiB)): every trial records what "
-                               "else held its GPUs"]
+    assert shared.warnings == [
+        "shared GPU (GPU 1: 30500 MiB used by pid 4242 (30000 MiB)): every trial records what else held its GPUs"
+    ]
 
     def let_go():
         time.sleep(0.3)
@@ -1183,8 +1472,10 @@ def test_a_gpu_someone_else_holds_is_refused_unless_shared_and_waited_for_after_
     with pytest.raises(SetupError) as err:
         tuner._check_gpus_idle(0.6)  # still held after the wait
     assert time.monotonic() - t0 >= 0.5
-    assert str(err.value).startswith("GPU 0: 20500 MiB used by pid 4343 (20000 MiB); GPU 1: 30500 MiB used by pid "
-                                     "4242 (30000 MiB): measured beside it")
+    assert str(err.value).startswith(
+        "GPU 0: 20500 MiB used by pid 4343 (20000 MiB); GPU 1: 30500 MiB used by pid "
+        "4242 (30000 MiB): measured beside it"
+    )
     threading.Thread(target=let_go).start()
     t0 = time.monotonic()
     tuner._check_gpus_idle(5.0)  # a server cleanup_orphans just stopped lets go of its GPU
@@ -1193,21 +1484,23 @@ def test_a_gpu_someone_else_holds_is_refused_unless_shared_and_waited_for_after_
 
 def test_feasibility_facts_come_from_the_model_folder_and_nvml(tmp_path, surface, nvml_gpus):
     model = ROOT / "tests" / "data" / "models" / "qwen3-8b"
-    tuner, _ = machine_tuner(tmp_path, surface, gpus=[1], model={"path": str(model)},
-                             launcher={"env": {"X": "1"}})
+    tuner, _ = machine_tuner(tmp_path, surface, gpus=[1], model={"path": str(model)}, launcher={"env": {"X": "1"}})
     f = tuner._feasibility()
     assert f.model is not None and f.gpu_mib == 80 * 1024 and f.gpus == (1,) and f.longest_request == 176
     assert f.env["X"] == "1" and f.env.get("PATH") == os.environ.get("PATH")  # a process inherits our environment
     assert tuner.warnings == []
     hub, _ = machine_tuner(tmp_path, surface, model={"path": "Qwen/Qwen3-8B"})
     assert hub._feasibility().model is None
-    assert hub.warnings == ["model.path Qwen/Qwen3-8B: no local config.json, so only too_many_gpus is predicted "
-                            "before launch (memory, heads and context are checked by SGLang)"]
+    assert hub.warnings == [
+        "model.path Qwen/Qwen3-8B: no local config.json, so only too_many_gpus is predicted "
+        "before launch (memory, heads and context are checked by SGLang)"
+    ]
 
 
 def test_without_nvml_no_kv_failure_is_predicted(tmp_path, surface, monkeypatch):
-    from tests.test_gpu import _no_nvml_library
     import pynvml
+
+    from tests.test_gpu import _no_nvml_library
 
     gpu.reset()
     monkeypatch.setattr(pynvml, "nvmlInit", _no_nvml_library)
@@ -1222,8 +1515,9 @@ def test_without_nvml_no_kv_failure_is_predicted(tmp_path, surface, monkeypatch)
 
 def test_baseline_refused_without_a_detail():
     c = RunConfig.model_validate({"space": "s.yaml"})
-    assert _baseline_refused(c, "").startswith("the baseline (trial 0: the space's fixed flags only) failed as "
-                                              "invalid_flag: SGLang refuses a fixed flag")
+    assert _baseline_refused(c, "").startswith(
+        "the baseline (trial 0: the space's fixed flags only) failed as invalid_flag: SGLang refuses a fixed flag"
+    )
 
 
 def test_a_real_launcher_keeps_the_model_it_was_given(tmp_path, surface):
@@ -1259,8 +1553,10 @@ def test_sigterm_during_a_trial_records_it_interrupted_and_restores_the_handlers
 def test_a_goodput_study_replays_its_load_search_and_records_the_rate(tmp_path):
     from tuner.config import load_config
 
-    run = load_config(ROOT / "runs" / "demo-chat.yaml", {
-        "trials": 1, "storage": f"sqlite:///{db_dir(tmp_path)}/c.db", "trials_dir": str(tmp_path / "trials")})
+    run = load_config(
+        ROOT / "runs" / "demo-chat.yaml",
+        {"trials": 1, "storage": f"sqlite:///{db_dir(tmp_path)}/c.db", "trials_dir": str(tmp_path / "trials")},
+    )
     tuner = Tuner(run)
     assert tuner.objective.kv_tokens_needed == 0  # its in-flight tokens follow the rates, not a concurrency
     assert tuner.workload_record["load_search"] == vars(run.objective.load_search)
@@ -1281,9 +1577,13 @@ def test_a_space_optuna_refuses_to_sample_fails_the_trial_and_stops_the_study(tm
     tuner = Tuner(config)
     study = tuner.prepare()
     # A parameter of another kind, added by another host after this one's check.
-    study.add_trial(optuna.trial.create_trial(
-        params={"mem-fraction-static": 0.8}, values=[1.0],
-        distributions={"mem-fraction-static": optuna.distributions.CategoricalDistribution([0.8, 0.85])}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"mem-fraction-static": 0.8},
+            values=[1.0],
+            distributions={"mem-fraction-static": optuna.distributions.CategoricalDistribution([0.8, 0.85])},
+        )
+    )
     with pytest.raises(SetupError, match=r"^trial 1: Optuna refused to sample the space: "):
         tuner.run()
     failed = study.trials[1]
@@ -1327,8 +1627,9 @@ def test_a_port_taken_since_the_check_stops_a_real_trial_before_its_launch(tmp_p
         replay = Tuner(replay_config(tmp_path, surface, trials=1, launcher={"port": port}))
         assert replay.run().trials[0].state == TrialState.COMPLETE
         (tmp_path / "real").mkdir()
-        config = replay_config(tmp_path / "real", surface, model={"path": "Qwen/Qwen3-8B"},
-                               launcher={"kind": "process", "port": port})
+        config = replay_config(
+            tmp_path / "real", surface, model={"path": "Qwen/Qwen3-8B"}, launcher={"kind": "process", "port": port}
+        )
         tuner = Tuner(config, launcher=ProcessLauncher([sys.executable, "-c", "raise SystemExit(9)"]))
         tuner.space, tuner.feasibility = load_space(config.space), tuner._feasibility()
         study = open_study(config)
@@ -1341,7 +1642,8 @@ def test_a_port_taken_since_the_check_stops_a_real_trial_before_its_launch(tmp_p
 
 
 def test_prepare_for_a_real_launcher_waits_for_gpus_its_cleanup_freed_and_records_their_idle_memory(
-        tmp_path, surface, nvml_gpus):
+    tmp_path, surface, nvml_gpus
+):
     from tuner.surface import Surface
 
     class Restarted(ProcessLauncher):
@@ -1355,6 +1657,7 @@ def test_prepare_for_a_real_launcher_waits_for_gpus_its_cleanup_freed_and_record
 
         def cleanup_orphans(self, study: str) -> list[str]:
             self.studies.append(study)
+
             def let_go():
                 nvml_gpus.holders.clear()
                 nvml_gpus.extra.clear()

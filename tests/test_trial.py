@@ -30,8 +30,7 @@ from tuner.launcher.base import LaunchSpec, Server
 from tuner.launcher.process import ProcessLauncher
 from tuner.metrics import LevelResult
 from tuner.readiness import wait_ready
-from tuner.trial import (Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult, TrialRunner, Watcher,
-                         write_artifacts)
+from tuner.trial import Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult, TrialRunner, Watcher, write_artifacts
 from tuner.workload import Level, LoadSearch, Workload
 
 MODEL = "standin/qwen3-8b"
@@ -64,21 +63,25 @@ def levels(*spec: tuple[int, int]) -> tuple[Level, ...]:
     return tuple(Level(c, 16, 4, n) for c, n in spec)
 
 
-def runner(study: str, *, faults: str = "", env: dict | None = None, workload: Workload | None = None,
-           **kwargs) -> TrialRunner:
-    launcher = ProcessLauncher([sys.executable, str(STANDIN)],
-                               {**FAST_ENV, "SGLANG_STANDIN_STARTUP_S": "0.2", "SGLANG_STANDIN_FAULTS": faults,
-                                **(env or {})})
+def runner(
+    study: str, *, faults: str = "", env: dict | None = None, workload: Workload | None = None, **kwargs
+) -> TrialRunner:
+    launcher = ProcessLauncher(
+        [sys.executable, str(STANDIN)],
+        {**FAST_ENV, "SGLANG_STANDIN_STARTUP_S": "0.2", "SGLANG_STANDIN_FAULTS": faults, **(env or {})},
+    )
     workload = workload or Workload(levels=levels((1, 2), (2, 2)), warmup_requests=0, request_timeout_s=10)
     return TrialRunner(launcher, workload, MODEL, study, **{"stop_grace_s": 5, **kwargs})
 
 
-def plan(tmp_path: Path, *, gpus: tuple[int, ...] = (), startup_timeout_s: float = 20,
-         flags: dict | None = None) -> TrialPlan:
+def plan(
+    tmp_path: Path, *, gpus: tuple[int, ...] = (), startup_timeout_s: float = 20, flags: dict | None = None
+) -> TrialPlan:
     port = free_port()
     server_flags = ServerFlags.of({"model-path": MODEL, "host": "127.0.0.1", "port": port, **(flags or {})})
-    return TrialPlan(NUMBER, server_flags, gpus, "127.0.0.1", port, tmp_path / "trials" / str(NUMBER),
-                     startup_timeout_s)
+    return TrialPlan(
+        NUMBER, server_flags, gpus, "127.0.0.1", port, tmp_path / "trials" / str(NUMBER), startup_timeout_s
+    )
 
 
 def record_of(p: TrialPlan) -> dict:
@@ -105,9 +108,13 @@ def test_a_trial_starts_measures_stops_its_server_and_records_it(tmp_path, uniqu
     assert {f"SGLANG_TUNER_STUDY={unique_study}", f"SGLANG_TUNER_TRIAL={NUMBER}"} <= environ
     assert servers_of(unique_study) == []
     assert progress.phases == [
-        (NUMBER, "launching", ""), (NUMBER, "starting", "timeout 20 s"), (NUMBER, "benchmarking", ""),
+        (NUMBER, "launching", ""),
+        (NUMBER, "starting", "timeout 20 s"),
+        (NUMBER, "benchmarking", ""),
         (NUMBER, "benchmarking", f"c=1: {result.levels[0].output_throughput:.0f} tok/s"),
-        (NUMBER, "benchmarking", f"c=2: {result.levels[1].output_throughput:.0f} tok/s"), (NUMBER, "stopping", "")]
+        (NUMBER, "benchmarking", f"c=2: {result.levels[1].output_throughput:.0f} tok/s"),
+        (NUMBER, "stopping", ""),
+    ]
     log_path = p.trial_dir / "server.log"
     assert progress.ticks and all(t == NUMBER and lp == log_path for t, _, lp in progress.ticks)
     elapsed = [e for _, e, _ in progress.ticks]
@@ -160,8 +167,14 @@ def test_a_goodput_trial_searches_rates_on_its_server_and_keeps_the_curve_when_i
     search = LoadSearch(start_rate=4, max_rate=8, factor=2, bisect_steps=0, level_duration_s=0.25, min_prompts=4)
     workload = Workload(levels=levels((1, 4)), warmup_requests=0, request_timeout_s=10)
     p = plan(tmp_path)
-    result = runner(unique_study, faults="die_under_load:", workload=workload, progress=progress,
-                    load_search=search, slo={"p99_ttft_ms": 60_000}).run(p)
+    result = runner(
+        unique_study,
+        faults="die_under_load:",
+        workload=workload,
+        progress=progress,
+        load_search=search,
+        slo={"p99_ttft_ms": 60_000},
+    ).run(p)
 
     assert result.failure is failures.DIED and result.failure_detail == "server exited with status 1"
     [lv] = result.levels
@@ -256,8 +269,13 @@ def test_a_server_frozen_under_load_is_unhealthy_and_killed_after_its_grace(tmp_
 
     # No cache flush before the level: its POST is not watched and would wait out its own 10 s timeout.
     workload = Workload(levels=levels((1, 4)), warmup_requests=0, flush_cache=False, request_timeout_s=10)
-    result = runner(unique_study, workload=workload, progress=Recorder(on_phase=freeze_when_benchmarking),
-                    on_launch=launched.append, stop_grace_s=0.3).run(plan(tmp_path))
+    result = runner(
+        unique_study,
+        workload=workload,
+        progress=Recorder(on_phase=freeze_when_benchmarking),
+        on_launch=launched.append,
+        stop_grace_s=0.3,
+    ).run(plan(tmp_path))
     assert result.failure is failures.UNHEALTHY
     assert result.failure_detail == f"/health failed {trial.UNHEALTHY_AFTER} times in a row"
     assert result.exit_code == 137 and servers_of(unique_study) == []
@@ -294,8 +312,14 @@ def test_cancelling_during_the_benchmark_stops_the_server_and_raises(tmp_path, u
     progress, launched = Recorder(on_phase=lambda name, detail: name == "benchmarking" and cancel.set()), []
     workload = Workload(levels=(Level(1, 16, 64, 4),), warmup_requests=0, request_timeout_s=10)
     with pytest.raises(Cancelled):  # 64 tokens at the stand-in's real speed: seconds, cut at once
-        runner(unique_study, env={"SGLANG_STANDIN_SPEED": "1"}, workload=workload, progress=progress,
-               cancel=cancel, on_launch=launched.append).run(plan(tmp_path))
+        runner(
+            unique_study,
+            env={"SGLANG_STANDIN_SPEED": "1"},
+            workload=workload,
+            progress=progress,
+            cancel=cancel,
+            on_launch=launched.append,
+        ).run(plan(tmp_path))
     assert launched[0].exit_code() is not None and servers_of(unique_study) == []
     assert progress.names()[-1] == "stopping"
 
@@ -304,8 +328,9 @@ def test_cancelling_during_the_benchmark_stops_the_server_and_raises(tmp_path, u
 
 
 @pytest.mark.parametrize("extra_mib, busy", [(0.0, False), (1024.0, False), (1024.5, True)])
-def test_memory_in_use_at_launch_beyond_idle_and_slack_marks_the_gpu_busy(monkeypatch, tmp_path, unique_study,
-                                                                         extra_mib, busy):
+def test_memory_in_use_at_launch_beyond_idle_and_slack_marks_the_gpu_busy(
+    monkeypatch, tmp_path, unique_study, extra_mib, busy
+):
     """What another process takes between our wait for a free GPU and the launch: more than FREE_SLACK_MIB above
     the GPU's idle memory is someone else's (SGLang 0.5.17 then words its failure like a too-low fraction)."""
     fake = FakeNvml(n=1).install(monkeypatch)
@@ -437,7 +462,7 @@ def test_health_counts_as_failed_only_three_polls_in_a_row(tmp_path, monkeypatch
             deadline = time.monotonic() + 10
             while len(seen) < len(script) + 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
-        assert seen[:len(script) + 1] == [False] * len(script) + [True]
+        assert seen[: len(script) + 1] == [False] * len(script) + [True]
         assert watcher.reason() == "/health failed 3 times in a row"
         polls = len(seen)
         time.sleep(0.2)
@@ -478,20 +503,32 @@ def test_overhead_is_what_the_tuner_itself_cost():
 
 def test_a_replayed_result_says_so_with_its_sources_and_gpu_numbers():
     plain = Replayed("surfaces/s.json", (4, 7), False, None, 0.0)
-    assert plain.record() == {"replayed": True, "modelled": False, "replay_surface": "surfaces/s.json",
-                              "replay_of": [4, 7]}
+    assert plain.record() == {
+        "replayed": True,
+        "modelled": False,
+        "replay_surface": "surfaces/s.json",
+        "replay_of": [4, 7],
+    }
     full = Replayed("surfaces/s.json", (4,), True, 70_000.36, 81_559.06, (3.0, 5.5))
-    assert full.record() == {"replayed": True, "modelled": True, "replay_surface": "surfaces/s.json",
-                             "replay_of": [4], "modelled_rates": [3.0, 5.5], "gpu_peak_used_mib": 70_000.4,
-                             "gpu_total_mib": 81_559.1, "gpu_peak_used_fraction": 0.8583}
+    assert full.record() == {
+        "replayed": True,
+        "modelled": True,
+        "replay_surface": "surfaces/s.json",
+        "replay_of": [4],
+        "modelled_rates": [3.0, 5.5],
+        "gpu_peak_used_mib": 70_000.4,
+        "gpu_total_mib": 81_559.1,
+        "gpu_peak_used_fraction": 0.8583,
+    }
 
 
 def test_a_result_without_a_benchmark_has_no_levels_and_its_record_carries_the_replay(tmp_path):
     p = plan(tmp_path)
     p.trial_dir.mkdir(parents=True)
     replayed = Replayed("surfaces/s.json", (2,), False, None, 0.0)
-    result = TrialResult(p, failures.OOM_KV, "recorded", None, PhaseTimes(), None, gpu.GpuStats(), {},
-                         replayed=replayed)
+    result = TrialResult(
+        p, failures.OOM_KV, "recorded", None, PhaseTimes(), None, gpu.GpuStats(), {}, replayed=replayed
+    )
     assert not result.ok and result.levels == ()
     write_artifacts(result)
     assert (p.trial_dir / "trial.json").read_text().startswith('{\n  "trial": 3,\n')  # one field a line, to read

@@ -20,7 +20,10 @@ from tuner.study import load_existing_study
 
 def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, unique_study):
     run = write_run(
-        tmp_path, study=unique_study, space=ROOT / "search_spaces/default.yaml", trials=12,
+        tmp_path,
+        study=unique_study,
+        space=ROOT / "search_spaces/default.yaml",
+        trials=12,
         env={"SGLANG_STANDIN_SPEED": "0.25", "SGLANG_STANDIN_FAULTS": ""},
         workload={"input_len": 128, "output_len": 48, "concurrency": [4, 16], "num_prompts": 48},
     )
@@ -38,13 +41,15 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
     baseline = trials[0]
     assert baseline.user_attrs["baseline"] and baseline.params == {}
     assert baseline.user_attrs["defaults_outside_space"] == [  # like SGLang on Hopper, the stand-in runs FA3
-        "attention-backend: SGLang chose fa3, the space offers choices triton, flashinfer"]
+        "attention-backend: SGLang chose fa3, the space offers choices triton, flashinfer"
+    ]
     # Every trial's server really ran the flags recorded for it: SGLang's resolved arguments, read back from the
     # server's /get_server_info at startup, match the sampled parameters.
     for t in trials:
         flags = t.user_attrs["flags"]
         assert flags == pytest.approx(
-            {"model-path": "standin/qwen3-8b", "host": "127.0.0.1", "port": flags["port"], **t.params})
+            {"model-path": "standin/qwen3-8b", "host": "127.0.0.1", "port": flags["port"], **t.params}
+        )
         info = json.loads((Path(t.user_attrs["trial_dir"]) / "trial.json").read_text())["server_info"]
         for name, value in t.params.items():
             assert info[name.replace("-", "_")] == pytest.approx(value), (t.number, name, value)
@@ -53,8 +58,11 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
     # defaults, in a study whose space has nothing to sample) spread less than the best's gain.
     (tmp_path / "same").mkdir()
     same = write_run(
-        tmp_path / "same", study=unique_study + "-same", space=write_space(tmp_path / "same.yaml", params={}),
-        trials=3, env={"SGLANG_STANDIN_SPEED": "0.25", "SGLANG_STANDIN_FAULTS": ""},
+        tmp_path / "same",
+        study=unique_study + "-same",
+        space=write_space(tmp_path / "same.yaml", params={}),
+        trials=3,
+        env={"SGLANG_STANDIN_SPEED": "0.25", "SGLANG_STANDIN_FAULTS": ""},
         workload={"input_len": 128, "output_len": 48, "concurrency": [4, 16], "num_prompts": 48},
     )
     assert tune("start", "-c", str(same)).returncode == 0
@@ -89,14 +97,21 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
     assert record["argv"] == best.user_attrs["argv"] and record["flags"] == best.user_attrs["flags"]
     assert record["params"] == best.params and record["levels"] == best.user_attrs["levels"]
     assert [lv["concurrency"] for lv in record["levels"]] == [4, 16]
-    assert record["baseline"] == {"trial": 0, "metrics": {"output_throughput": baseline.values[0]},
-                                  "levels": baseline.user_attrs["levels"]}
+    assert record["baseline"] == {
+        "trial": 0,
+        "metrics": {"output_throughput": baseline.values[0]},
+        "levels": baseline.user_attrs["levels"],
+    }
     assert record["launcher"] == best.user_attrs["launcher"] and record["launcher"]["launcher"] == "process"
 
     # deploy-best.sh, run as it is, starts the stand-in with the best flags, and it answers /health.
     port = study.best_trial.user_attrs["flags"]["port"]
-    proc = subprocess.Popen(["bash", str(out / "deploy-best.sh")], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["bash", str(out / "deploy-best.sh")],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", timeout=20)
         info = httpx.get(f"http://127.0.0.1:{port}/get_server_info", timeout=2).json()
@@ -112,19 +127,24 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
 
 def test_defaults_the_space_cannot_draw_are_said_while_running_in_status_and_report(tmp_path, unique_study):
     """The H200 chat study's first space offered only running-request caps below SGLang's own: say so."""
-    space = write_space(tmp_path / "space.yaml", params={
-        "schedule-policy": {"choices": ["lof", "lpm"]},  # the stand-in, like SGLang, runs fcfs
-        "mem-fraction-static": {"low": 0.6, "high": 0.8, "step": 0.01},  # it takes 0.85 on its 80 GB GPU
-        "chunked-prefill-size": {"choices": [2048, 8192]},  # 8192: inside
-        "max-running-requests": {"choices": [8, 16]},  # its own cap comes from its KV pool, far above
-    })
+    space = write_space(
+        tmp_path / "space.yaml",
+        params={
+            "schedule-policy": {"choices": ["lof", "lpm"]},  # the stand-in, like SGLang, runs fcfs
+            "mem-fraction-static": {"low": 0.6, "high": 0.8, "step": 0.01},  # it takes 0.85 on its 80 GB GPU
+            "chunked-prefill-size": {"choices": [2048, 8192]},  # 8192: inside
+            "max-running-requests": {"choices": [8, 16]},  # its own cap comes from its KV pool, far above
+        },
+    )
     run = write_run(tmp_path, study=unique_study, space=space, trials=1)
     done = tune("start", "-c", str(run))
     assert done.returncode == 0, done.stderr
     base = load_existing_study(load_config(run)).trials[0]
     said = base.user_attrs["defaults_outside_space"]
-    assert said[:2] == ["schedule-policy: SGLang chose fcfs, the space offers choices lof, lpm",
-                        "mem-fraction-static: SGLang chose 0.85, the space offers 0.6-0.8 by 0.01"]
+    assert said[:2] == [
+        "schedule-policy: SGLang chose fcfs, the space offers choices lof, lpm",
+        "mem-fraction-static: SGLang chose 0.85, the space offers 0.6-0.8 by 0.01",
+    ]
     assert len(said) == 3 and said[2].startswith("max-running-requests: SGLang chose ")
     assert said[2].endswith(f"chose {base.user_attrs['max_running_requests']}, the space offers choices 8, 16")
     assert "SGLang's defaults lie outside the space: schedule-policy: SGLang chose fcfs" in done.stderr
@@ -132,8 +152,10 @@ def test_defaults_the_space_cannot_draw_are_said_while_running_in_status_and_rep
     assert "SGLang's defaults lie outside the space (trial 0): schedule-policy" in status.stdout
     assert tune("report", "-c", str(run), "--out", str(tmp_path / "report")).returncode == 0
     for name in ("comparison.md", "report.html"):
-        assert "lie outside the space (trial 0): schedule-policy: SGLang chose fcfs" in \
-            (tmp_path / "report" / name).read_text()
+        assert (
+            "lie outside the space (trial 0): schedule-policy: SGLang chose fcfs"
+            in (tmp_path / "report" / name).read_text()
+        )
 
 
 def test_resume_continues_numbering_and_skips_nothing(tmp_path, unique_study):
@@ -152,8 +174,9 @@ def test_resume_continues_numbering_and_skips_nothing(tmp_path, unique_study):
 
 
 def test_confirm_reruns_the_top_trials_and_export_follows_the_bound(tmp_path, unique_study):
-    run = write_run(tmp_path, study=unique_study, trials=4,
-                    env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": ""})
+    run = write_run(
+        tmp_path, study=unique_study, trials=4, env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": ""}
+    )
     assert tune("start", "-c", str(run)).returncode == 0
     done = tune("confirm", "-c", str(run), "--top", "2", "--repeats", "3")
     assert done.returncode == 0, done.stderr
@@ -178,8 +201,14 @@ def test_confirm_reruns_the_top_trials_and_export_follows_the_bound(tmp_path, un
 
 
 def test_a_trial_that_breaks_its_slo_skips_the_remaining_levels(tmp_path, unique_study):
-    run = write_run(tmp_path, study=unique_study, trials=1, env={"SGLANG_STANDIN_FAULTS": ""},
-                    workload={"concurrency": [1, 4, 8]}, objective={"slo": {"p99_ttft_ms": 0.001}})
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        trials=1,
+        env={"SGLANG_STANDIN_FAULTS": ""},
+        workload={"concurrency": [1, 4, 8]},
+        objective={"slo": {"p99_ttft_ms": 0.001}},
+    )
     done = tune("start", "-c", str(run))
     assert done.returncode == 0, done.stderr
     trial = load_existing_study(load_config(run)).trials[0]

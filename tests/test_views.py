@@ -10,24 +10,25 @@ import io
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import httpx
 import numpy as np
 import optuna
 import pytest
+from PIL import Image
 
 from conftest import ROOT, free_port, tune, write_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 # In CI (tests/services.sh installs it) a missing browser is a failure, never a quiet skip.
-needs_chromium = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="headless Chromium is not installed "
-                                                             "(apt-get install -y chromium)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="headless Chromium is not installed (apt-get install -y chromium)",
+)
 FAILING = {"schedule-policy": "lof", "mem-fraction-static": 0.93}
 
 
@@ -38,8 +39,13 @@ def study_run(tmp_path_factory) -> Path:
     from tuner.study import Tuner
 
     tmp = tmp_path_factory.mktemp("views")
-    run = write_run(tmp, study="views", trials=1, env={"SGLANG_STANDIN_FAULTS": "segfault:mem-fraction-static>=0.9"},
-                    objective={"metrics": ["output_throughput", "p99_ttft_ms"]})
+    run = write_run(
+        tmp,
+        study="views",
+        trials=1,
+        env={"SGLANG_STANDIN_FAULTS": "segfault:mem-fraction-static>=0.9"},
+        objective={"metrics": ["output_throughput", "p99_ttft_ms"]},
+    )
     Tuner(load_config(run)).run()  # trial 0: the baseline
     tuner = Tuner(load_config(run, {"trials": 5}))
     study = tuner.prepare()
@@ -50,15 +56,27 @@ def study_run(tmp_path_factory) -> Path:
     return run
 
 
-def chromium(tmp: Path, *pages: tuple[str, ...], offline: bool = False, budget_ms: int = 5000,
-             timeout: float = 60) -> list[str]:
+def chromium(
+    tmp: Path, *pages: tuple[str, ...], offline: bool = False, budget_ms: int = 5000, timeout: float = 60
+) -> list[str]:
     """Load each page (url, extra args...) in its own headless Chromium, all at once; their stdouts."""
     procs = []
     for i, (url, *args) in enumerate(pages):
-        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tmp / f'chromium-profile-{i}'}", "--window-size=1280,1000",
-               f"--virtual-time-budget={budget_ms}", *args]
+        cmd = [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp / f'chromium-profile-{i}'}",
+            "--window-size=1280,1000",
+            f"--virtual-time-budget={budget_ms}",
+            *args,
+        ]
         if offline:  # no name resolves: anything fetched from the network fails
             cmd.append("--host-resolver-rules=MAP * ~NOTFOUND")
         procs.append(subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -79,58 +97,7 @@ def visible_text(dom: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
 
 
-def png_pixels(data: bytes) -> np.ndarray:
-    """A minimal PNG decoder (8-bit RGB/RGBA, not interlaced): enough for Chromium's screenshots."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, header = 8, [], None
-    while pos < len(data):
-        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        pos += 12 + length
-    width, height, depth, color, _, _, interlace = header
-    assert depth == 8 and color in (2, 6) and not interlace, header
-    bpp = 3 if color == 2 else 4
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8).reshape(height, 1 + width * bpp)
-    out = np.zeros((height, width * bpp), dtype=np.uint8)
-    prev = np.zeros(width * bpp, dtype=np.int32)
-    for y in range(height):
-        f, line = raw[y, 0], raw[y, 1:].astype(np.int32)
-        if f == 0:
-            cur = line
-        elif f == 2:
-            cur = (line + prev) & 0xFF
-        elif f == 1:  # Sub: a running sum per channel
-            cur = np.cumsum(line.reshape(width, bpp), axis=0).reshape(-1) & 0xFF
-        else:  # Average and Paeth depend on the byte just decoded: byte by byte
-            c_list = [0] * (width * bpp)
-            p_list = prev.tolist()
-            l_list = line.tolist()
-            for i in range(width * bpp):
-                a = c_list[i - bpp] if i >= bpp else 0
-                b = p_list[i]
-                if f == 3:
-                    c_list[i] = (l_list[i] + ((a + b) >> 1)) & 0xFF
-                else:
-                    c = p_list[i - bpp] if i >= bpp else 0
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                    c_list[i] = (l_list[i] + pred) & 0xFF
-            cur = np.array(c_list, dtype=np.int32)
-        out[y] = cur
-        prev = cur
-    return out.reshape(height, width, bpp)[:, :, :3]
-
-
 def read_png(png: Path) -> np.ndarray:
-    try:
-        from PIL import Image
-    except ImportError:  # the small decoder above: slower (pure Python for some rows), same answer
-        return png_pixels(png.read_bytes())
     with Image.open(png) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -147,9 +114,20 @@ def assert_not_blank(png: Path) -> None:
 def dashboard(study_run: Path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from tuner.cli import app; app()", "dashboard", "-c", str(study_run),
-         "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from tuner.cli import app; app()",
+            "dashboard",
+            "-c",
+            str(study_run),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -182,8 +160,12 @@ def test_dashboard_in_a_browser(study_run: Path, dashboard: str, tmp_path: Path)
 
     url = f"{dashboard}/dashboard/studies/{study_id}/trials?numbers={failed.number}"
     shot = tmp_path / "trial.png"
-    study_dom, trial_dom, _ = chromium(tmp_path, (f"{dashboard}/dashboard/studies/{study_id}", "--dump-dom"),
-                                       (url, "--dump-dom"), (url, f"--screenshot={shot}"))
+    study_dom, trial_dom, _ = chromium(
+        tmp_path,
+        (f"{dashboard}/dashboard/studies/{study_id}", "--dump-dom"),
+        (url, "--dump-dom"),
+        (url, f"--screenshot={shot}"),
+    )
 
     # The study page: its name, the metric names, and infeasible trials marked as such (timeline legend).
     text = visible_text(study_dom)
@@ -204,7 +186,10 @@ def test_dashboard_in_a_browser(study_run: Path, dashboard: str, tmp_path: Path)
 
     ok = next(t for t in study.trials if t.user_attrs.get("failure_class") == "none" and t.number > 0)
     assert {m.filename for m in get_all_artifact_meta(ok, storage=study._storage)} >= {
-        "server.log", "benchmark.csv", "trial.json"}
+        "server.log",
+        "benchmark.csv",
+        "trial.json",
+    }
     meta = next(m for m in get_all_artifact_meta(failed, storage=study._storage) if m.filename == "server.log")
     r = httpx.get(f"{dashboard}/artifacts/{study_id}/{failed._trial_id}/{meta.artifact_id}")
     assert r.status_code == 200
@@ -236,7 +221,12 @@ def test_report_offline(study_run: Path, tmp_path: Path) -> None:
     csv = (out / "comparison.csv").read_text().splitlines()
     assert csv[0] == "metric,baseline,best,change_pct,better"
     assert [line.split(",")[0] for line in csv[1:6]] == [
-        "output tok/s", "request/s", "median TTFT (ms)", "p99 TTFT (ms)", "median TPOT (ms)"]
+        "output tok/s",
+        "request/s",
+        "median TTFT (ms)",
+        "p99 TTFT (ms)",
+        "median TPOT (ms)",
+    ]
     # The numbers are the baseline's (trial 0) and the best trial's, and the change between them.
     from tuner.config import load_config
     from tuner.export import best_trial
@@ -244,8 +234,13 @@ def test_report_offline(study_run: Path, tmp_path: Path) -> None:
 
     study = load_existing_study(load_config(study_run))
     base, best = study.trials[0], best_trial(study)
-    keys = {"output tok/s": "output_throughput", "request/s": "request_throughput",
-            "median TTFT (ms)": "median_ttft_ms", "p99 TTFT (ms)": "p99_ttft_ms", "median TPOT (ms)": "median_tpot_ms"}
+    keys = {
+        "output tok/s": "output_throughput",
+        "request/s": "request_throughput",
+        "median TTFT (ms)": "median_ttft_ms",
+        "p99 TTFT (ms)": "p99_ttft_ms",
+        "median TPOT (ms)": "median_tpot_ms",
+    }
     for row in pycsv.DictReader(io.StringIO("\n".join(csv))):
         b, v = base.user_attrs[keys[row["metric"]]], best.user_attrs[keys[row["metric"]]]
         assert float(row["baseline"]) == pytest.approx(b) and float(row["best"]) == pytest.approx(v), row
@@ -261,9 +256,17 @@ def test_trial_note_and_progress_line(tmp_path: Path) -> None:
     from tuner.dashboard import trial_note
     from tuner.progress import LineProgress, log_tail_line
 
-    note = trial_note(3, {"failure_class": "oom_kv_startup", "failure_hint": "lower --mem-fraction-static",
-                          "flags": {"model-path": "m", "port": 1, "mem-fraction-static": 0.5, "enable-x": True},
-                          "startup_s": 12.5, "gpu_peak_used_mib": 40960.0, "feasible": False})
+    note = trial_note(
+        3,
+        {
+            "failure_class": "oom_kv_startup",
+            "failure_hint": "lower --mem-fraction-static",
+            "flags": {"model-path": "m", "port": 1, "mem-fraction-static": 0.5, "enable-x": True},
+            "startup_s": 12.5,
+            "gpu_peak_used_mib": 40960.0,
+            "feasible": False,
+        },
+    )
     assert "**oom_kv_startup**" in note and "`--mem-fraction-static 0.5 --enable-x`" in note
     assert "Hint: lower --mem-fraction-static" in note and "40.0 GiB" in note and "12.5 s" in note
     assert "model-path" not in note
@@ -309,9 +312,26 @@ def test_dashboard_host_and_moved_artifacts(study_run: Path, tmp_path: Path) -> 
     (moved / meta.artifact_id).write_text("the moved copy\n")
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from tuner.cli import app; app()", "dashboard", "-c",
-                             str(study_run), "--host", "0.0.0.0", "--port", str(port), "--artifacts", str(moved)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from tuner.cli import app; app()",
+            "dashboard",
+            "-c",
+            str(study_run),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--artifacts",
+            str(moved),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -2,8 +2,8 @@
 the generated-shared-prefix structure, and 32k-token prompts through the client and the stand-in."""
 
 import numpy as np
-import yaml
 import pytest
+import yaml
 from test_standin import launch, stop, wait_ready
 
 from tuner.benchmark import run_benchmark
@@ -51,7 +51,7 @@ def test_shared_prefix_groups_share_exactly_the_system_prompt_and_are_shuffled()
         return int(np.argmax(a != b)) if (a != b).any() else len(a)
 
     for i, a in enumerate(prompts):
-        for b in prompts[i + 1:]:
+        for b in prompts[i + 1 :]:
             assert common(a.ids, b.ids) == (32 if a.group == b.group else 0), (a.group, b.group)
     # the same system prompts in another level of the workload: the prefix is the workload's, not the level's
     other = build_prompts(w, Level(concurrency=1, input_len=40, output_len=5, num_prompts=5))
@@ -80,15 +80,31 @@ def test_the_run_file_shape_builds_these_workloads(tmp_path):
     from tuner.config import load_config
 
     run = tmp_path / "run.yaml"
-    run.write_text(yaml.safe_dump({
-        "model": {"path": "m"},
-        "workload": {"dataset": "shared-prefix", "range_ratio": 0.5, "concurrency": [4],
-                     "shared_prefix": {"groups": 2, "prompts_per_group": 3, "system_prompt_len": 100,
-                                       "question_len": 10, "output_len": 7},
-                     "arrival": {"process": "gamma", "burstiness": 0.5}},
-        "objective": {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000, "p99_tpot_ms": 50},
-                      "load_search": {"start_rate": 1, "max_rate": 8, "max_concurrency": 64}},
-    }))
+    run.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"path": "m"},
+                "workload": {
+                    "dataset": "shared-prefix",
+                    "range_ratio": 0.5,
+                    "concurrency": [4],
+                    "shared_prefix": {
+                        "groups": 2,
+                        "prompts_per_group": 3,
+                        "system_prompt_len": 100,
+                        "question_len": 10,
+                        "output_len": 7,
+                    },
+                    "arrival": {"process": "gamma", "burstiness": 0.5},
+                },
+                "objective": {
+                    "metrics": ["goodput"],
+                    "slo": {"p99_ttft_ms": 2000, "p99_tpot_ms": 50},
+                    "load_search": {"start_rate": 1, "max_rate": 8, "max_concurrency": 64},
+                },
+            }
+        )
+    )
     c = load_config(run)
     w = c.workload.build(SLO())
     assert w.shared_prefix == SharedPrefix(2, 3, 100, 10, 7) and w.burstiness == 0.5 and w.range_ratio == 0.5
@@ -115,8 +131,9 @@ def test_shared_prefix_prompts_hit_the_radix_cache(policy):
     w = Workload(levels=(lv,), shared_prefix=sp, warmup_requests=1)
     ttft = {}
     for radix in (True, False):
-        proc, base = launch("--schedule-policy", policy, *(() if radix else ("--disable-radix-cache",)),
-                            SGLANG_STANDIN_SPEED="1.0")
+        proc, base = launch(
+            "--schedule-policy", policy, *(() if radix else ("--disable-radix-cache",)), SGLANG_STANDIN_SPEED="1.0"
+        )
         try:
             wait_ready(base, proc)
             r = run_benchmark(base, "Qwen/Qwen3-8B", w).levels[0]

@@ -83,7 +83,7 @@ class BenchmarkResult:
 
 class BenchmarkError(RuntimeError):
     # The levels completed before the error (a server that served c=1 and c=16 and died at c=64).
-    measured: "BenchmarkResult | None" = None
+    measured: BenchmarkResult | None = None
 
 
 class ServerDied(BenchmarkError):
@@ -252,7 +252,9 @@ class _Conn:
         self.buf = self.buf + data if self.buf else data
         return True
 
-    async def _wait(self, fut: asyncio.Future, timeout: float | None, timeout_exc: type[httpx.TimeoutException]) -> None:
+    async def _wait(
+        self, fut: asyncio.Future, timeout: float | None, timeout_exc: type[httpx.TimeoutException]
+    ) -> None:
         """Wait for the protocol to resolve ``fut``, or fail it with ``timeout_exc`` after ``timeout`` seconds."""
         h = None
         if timeout is not None:
@@ -283,7 +285,7 @@ class _Body(httpx.AsyncByteStream):
     """A response body: content-length, chunked or read-until-close. Each iteration yields all the payload bytes
     that one socket read brought."""
 
-    def __init__(self, conn: _Conn, pool: "_H1Transport", mode: str, length: int, keep_alive: bool, read_to):
+    def __init__(self, conn: _Conn, pool: _H1Transport, mode: str, length: int, keep_alive: bool, read_to):
         self.c = conn
         self.pool = pool
         self.mode = mode  # "length" | "chunked" | "close"
@@ -407,7 +409,7 @@ class _H1Transport(httpx.AsyncBaseTransport):
         port = request.url.port or 80
         try:
             tr, proto = await asyncio.wait_for(loop.create_connection(_Proto, host, port), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise httpx.ConnectTimeout(f"connect to {host}:{port} timed out", request=request) from None
         except OSError as e:
             raise httpx.ConnectError(f"{e.strerror or e}", request=request) from None
@@ -521,8 +523,6 @@ class _H1Transport(httpx.AsyncBaseTransport):
         self.idle.clear()
 
 
-
-
 def _finish(rec: RequestRecord, out: int, chunks: int, ttft: float, done_t: float, st: float) -> None:
     """The end of any stream: a request succeeds only with generated text and a [DONE] after it."""
     rec.output_len = out
@@ -616,7 +616,7 @@ class _Client:
                 if resp.status_code != 200:
                     try:
                         text = (await resp.aread())[:300].decode("utf-8", "replace")
-                    except Exception:  # noqa: BLE001 - the status is what matters
+                    except Exception:
                         text = ""
                     rec.error = f"HTTP {resp.status_code}: {text}".strip()
                     return
@@ -634,7 +634,7 @@ class _Client:
             rec.success = False
             rec.connection_error = True
             rec.error = _error_text(e, self.timeout_s)
-        except Exception as e:  # noqa: BLE001 - every failure is counted, never raised
+        except Exception as e:
             rec.success = False
             rec.error = _error_text(e, self.timeout_s)
 
@@ -832,7 +832,7 @@ class _Client:
                     t.cancel()
                 try:
                     await asyncio.wait_for(asyncio.gather(*coro_tasks, return_exceptions=True), timeout=5.0)
-                except (asyncio.TimeoutError, asyncio.CancelledError):
+                except (TimeoutError, asyncio.CancelledError):
                     pass
             if gathered.done() and not gathered.cancelled():
                 gathered.exception()  # retrieved: no "exception was never retrieved" noise
@@ -963,7 +963,7 @@ def run_benchmark(
     def target():
         try:
             box["r"] = asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels))
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as e:
             box["e"] = e
 
     th = threading.Thread(target=target, name="run_benchmark", daemon=True)

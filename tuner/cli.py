@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 import typer.core
@@ -38,9 +37,13 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  cls=_OneLineUsageErrors,
-                  help="Tune SGLang launch flags with Optuna against real servers.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    cls=_OneLineUsageErrors,
+    help="Tune SGLang launch flags with Optuna against real servers.",
+)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="Run file (YAML): model, launcher, space, workload, objective.")
 StudyOpt = typer.Option(None, "--study", help="Study name (default: the run file's, else 'default').")
@@ -52,7 +55,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _config(config: Optional[Path], overrides: dict, check: bool = True) -> RunConfig:
+def _config(config: Path | None, overrides: dict, check: bool = True) -> RunConfig:
     try:
         return load_config(config, overrides, check=check)
     except ConfigError as exc:
@@ -96,36 +99,51 @@ def _say_replay(study) -> None:
 
 @app.command()
 def start(
-    config: Optional[Path] = ConfigOpt,
-    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Total trials in the study (resumes count)."),
-    study: Optional[str] = StudyOpt,
-    storage: Optional[str] = StorageOpt,
-    space: Optional[str] = typer.Option(None, "--space", help="Search space YAML (search_spaces/*.yaml)."),
-    model: Optional[str] = typer.Option(None, "--model", help="--model-path passed to SGLang."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="NVML GPU indices, e.g. 0,1 (one trial per GPU)."),
-    port: Optional[int] = typer.Option(None, "--port", help="First server port."),
-    launcher: Optional[str] = typer.Option(None, "--launcher", help="process, docker or replay."),
-    server_command: Optional[str] = typer.Option(None, "--server-command",
-                                                 help="Command that starts SGLang (default python -m sglang.launch_server)."),
-    image: Optional[str] = typer.Option(None, "--image", help="Docker image (docker launcher)."),
-    heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="RDB heartbeat seconds (several hosts)."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--quiet", help="Live progress (default: on a terminal)."),
-    allow_shared_gpu: bool = typer.Option(False, "--allow-shared-gpu",
-                                          help="Measure even if other processes hold the GPUs (recorded per trial)."),
+    config: Path | None = ConfigOpt,
+    trials: int | None = typer.Option(None, "--trials", "-n", help="Total trials in the study (resumes count)."),
+    study: str | None = StudyOpt,
+    storage: str | None = StorageOpt,
+    space: str | None = typer.Option(None, "--space", help="Search space YAML (search_spaces/*.yaml)."),
+    model: str | None = typer.Option(None, "--model", help="--model-path passed to SGLang."),
+    gpus: str | None = typer.Option(None, "--gpus", help="NVML GPU indices, e.g. 0,1 (one trial per GPU)."),
+    port: int | None = typer.Option(None, "--port", help="First server port."),
+    launcher: str | None = typer.Option(None, "--launcher", help="process, docker or replay."),
+    server_command: str | None = typer.Option(
+        None, "--server-command", help="Command that starts SGLang (default python -m sglang.launch_server)."
+    ),
+    image: str | None = typer.Option(None, "--image", help="Docker image (docker launcher)."),
+    heartbeat: float | None = typer.Option(None, "--heartbeat", help="RDB heartbeat seconds (several hosts)."),
+    progress: bool | None = typer.Option(None, "--progress/--quiet", help="Live progress (default: on a terminal)."),
+    allow_shared_gpu: bool = typer.Option(
+        False, "--allow-shared-gpu", help="Measure even if other processes hold the GPUs (recorded per trial)."
+    ),
 ) -> None:
     """Run (or resume) a study until it has --trials trials."""
-    cfg = _config(config, {
-        "trials": trials, "study": study, "storage": storage, "space": space, "model.path": model,
-        "gpus": gpus, "launcher.port": port, "launcher.kind": launcher, "launcher.command": server_command,
-        "launcher.image": image, "heartbeat_s": heartbeat, "gpus_shared": allow_shared_gpu or None,
-    })
+    cfg = _config(
+        config,
+        {
+            "trials": trials,
+            "study": study,
+            "storage": storage,
+            "space": space,
+            "model.path": model,
+            "gpus": gpus,
+            "launcher.port": port,
+            "launcher.kind": launcher,
+            "launcher.command": server_command,
+            "launcher.image": image,
+            "heartbeat_s": heartbeat,
+            "gpus_shared": allow_shared_gpu or None,
+        },
+    )
     try:
         # After the run file is checked: optuna and rich take a second or more to import (Ctrl-C lands here too).
         from tuner.progress import LineProgress
         from tuner.study import Tuner
 
-        reporter = LineProgress(cfg.trials, force=bool(progress), slots=len(cfg.gpus)) if progress is not False \
-            else None
+        reporter = (
+            LineProgress(cfg.trials, force=bool(progress), slots=len(cfg.gpus)) if progress is not False else None
+        )
         tuner = _guard(Tuner, cfg, progress=reporter)
         study_obj = _guard(tuner.prepare)
     except KeyboardInterrupt:
@@ -137,21 +155,28 @@ def start(
         typer.echo(f"warning: {warning}", err=True)
     done = tuner.trials_done(study_obj)
     if done >= cfg.trials:
-        typer.echo(f"study {cfg.study!r} already has {done} trials; budget {cfg.trials} reached: "
-                   f"pass --trials N > {done} to run more")
+        typer.echo(
+            f"study {cfg.study!r} already has {done} trials; budget {cfg.trials} reached: "
+            f"pass --trials N > {done} to run more"
+        )
         return
     if tuner.launcher.replays:
         h = tuner.launcher.surface.header
-        typer.echo(f"replay: every trial is answered from {tuner.launcher.path} ({len(tuner.launcher.surface.rows)} "
-                   f"recorded trials of {h.model} on {h.gpu_name}, SGLang {h.sglang_version}, {h.date}); no GPU or "
-                   f"SGLang is used and no number is a new measurement")
+        typer.echo(
+            f"replay: every trial is answered from {tuner.launcher.path} ({len(tuner.launcher.surface.rows)} "
+            f"recorded trials of {h.model} on {h.gpu_name}, SGLang {h.sglang_version}, {h.date}); no GPU or "
+            f"SGLang is used and no number is a new measurement"
+        )
     try:
         study_obj = _guard(tuner.run)
     except KeyboardInterrupt:
         if reporter:
             reporter.close()
-        typer.echo(f"interrupted: the running trial was stopped and recorded; run the same command to resume "
-                   f"study {cfg.study!r}", err=True)
+        typer.echo(
+            f"interrupted: the running trial was stopped and recorded; run the same command to resume "
+            f"study {cfg.study!r}",
+            err=True,
+        )
         raise typer.Exit(130)
     finally:
         if reporter:
@@ -160,8 +185,10 @@ def start(
 
     interrupted = tuner.trials_interrupted(study_obj)
     again = f" ({interrupted} interrupted and run again)" if interrupted else ""
-    typer.echo(f"study {cfg.study!r}: {tuner.trials_done(study_obj)} trials{again} in {cfg.storage_url}; "
-               f"{best_line(study_obj)}")
+    typer.echo(
+        f"study {cfg.study!r}: {tuner.trials_done(study_obj)} trials{again} in {cfg.storage_url}; "
+        f"{best_line(study_obj)}"
+    )
     from tuner.report import confirmation_lines
 
     for line in confirmation_lines(study_obj):
@@ -169,8 +196,9 @@ def start(
 
 
 @app.command()
-def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
-           storage: Optional[str] = StorageOpt) -> None:
+def status(
+    config: Path | None = ConfigOpt, study: str | None = StudyOpt, storage: str | None = StorageOpt
+) -> None:
     """Trials so far: state, class, objective, startup time and flags."""
     from tuner.report import trials_frame
     from tuner.study import load_existing_study
@@ -192,8 +220,9 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
     else:  # plain, unwrapped lines for logs, pipes and tests
         import pandas as pd
 
-        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
-                               "display.max_colwidth", 80):
+        with pd.option_context(
+            "display.max_rows", None, "display.max_columns", None, "display.width", 250, "display.max_colwidth", 80
+        ):
             typer.echo(frame.to_string(index=False))
     for note in study_notes(st):
         typer.echo(note)
@@ -204,8 +233,12 @@ def status(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt,
 
 
 @app.command()
-def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
-           out: Path = typer.Option(Path("."), "--out", help="Folder for deploy-best.sh and best.json.")) -> None:
+def export(
+    config: Path | None = ConfigOpt,
+    study: str | None = StudyOpt,
+    storage: str | None = StorageOpt,
+    out: Path = typer.Option(Path("."), "--out", help="Folder for deploy-best.sh and best.json."),
+) -> None:
     """Write deploy-best.sh and best.json for the best feasible trial."""
     from tuner.export import best_trial, export_best
     from tuner.study import load_existing_study, make_launcher
@@ -215,8 +248,15 @@ def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
     out = _out_dir(out)
     run = st.user_attrs.get("run_config")
     if run and config is None:
-        cfg = _config(None, {"study": cfg.study, "storage": cfg.storage, "model.path": run["model"]["path"],
-                             "launcher": run["launcher"]})
+        cfg = _config(
+            None,
+            {
+                "study": cfg.study,
+                "storage": cfg.storage,
+                "model.path": run["model"]["path"],
+                "launcher": run["launcher"],
+            },
+        )
     # The image that was measured, not whatever its tag points to now.
     digest = _guard(best_trial, st).user_attrs.get("launcher", {}).get("image_digest")
     if cfg.launcher.kind == "docker" and digest:
@@ -227,11 +267,14 @@ def export(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
 
 
 @app.command()
-def dashboard(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
-              host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: all)."),
-              port: int = typer.Option(8080, "--port", help="Port to listen on."),
-              artifacts: Optional[Path] = typer.Option(None, "--artifacts",
-                                                       help="Artifact folder (default: the run's).")) -> None:
+def dashboard(
+    config: Path | None = ConfigOpt,
+    study: str | None = StudyOpt,
+    storage: str | None = StorageOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: all)."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    artifacts: Path | None = typer.Option(None, "--artifacts", help="Artifact folder (default: the run's)."),
+) -> None:
     """Serve optuna-dashboard on the study's storage, with each trial's server.log, CSVs and notes."""
     from tuner.dashboard import DashboardMissing, artifact_dirs, serve
     from tuner.study import SetupError, load_existing_study, open_storage
@@ -254,16 +297,22 @@ def dashboard(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOp
     first = artifacts or Path(cfg.artifacts or cfg.study_dir / "artifacts")
     try:
         storage_obj = st._storage if st is not None else _guard(open_storage, cfg, create=False)
-        serve(storage_obj, st, artifact_dirs(storage_obj, first if first.is_dir() else None), host, port,
-              echo=typer.echo)
+        serve(
+            storage_obj, st, artifact_dirs(storage_obj, first if first.is_dir() else None), host, port, echo=typer.echo
+        )
     except DashboardMissing as exc:
         _fail(str(exc))
 
 
 @app.command()
-def report(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
-           out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html, comparison.csv and "
-                                                                  "comparison.md (default reports/<study>/).")) -> None:
+def report(
+    config: Path | None = ConfigOpt,
+    study: str | None = StudyOpt,
+    storage: str | None = StorageOpt,
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for report.html, comparison.csv and comparison.md (default reports/<study>/)."
+    ),
+) -> None:
     """Write a self-contained HTML report (opens offline) plus the best-vs-baseline table as CSV and Markdown."""
     from tuner.report import build_report
     from tuner.study import load_existing_study
@@ -278,15 +327,19 @@ def report(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
 
 
 @app.command()
-def record(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, storage: Optional[str] = StorageOpt,
-           out: Path = typer.Option(..., "--out", help="The surface file to write, e.g. surfaces/h200-qwen3-8b.json."),
-           gpu_name: str = typer.Option(..., "--gpu-name", help="The GPU the trials ran on, e.g. 'NVIDIA H200'."),
-           sglang_help: Path = typer.Option(..., "--sglang-help",
-                                            help="That SGLang's `python -m sglang.launch_server --help` output."),
-           model: Optional[str] = typer.Option(None, "--model", help="The model's name (default: its model path)."),
-           notes: str = typer.Option("", "--notes", help="Anything a reader of the surface should know."),
-           trials_dir: Optional[Path] = typer.Option(None, "--trials-dir",
-                                                     help="Where trials/<study>/ is now, if it moved.")) -> None:
+def record(
+    config: Path | None = ConfigOpt,
+    study: str | None = StudyOpt,
+    storage: str | None = StorageOpt,
+    out: Path = typer.Option(..., "--out", help="The surface file to write, e.g. surfaces/h200-qwen3-8b.json."),
+    gpu_name: str = typer.Option(..., "--gpu-name", help="The GPU the trials ran on, e.g. 'NVIDIA H200'."),
+    sglang_help: Path = typer.Option(
+        ..., "--sglang-help", help="That SGLang's `python -m sglang.launch_server --help` output."
+    ),
+    model: str | None = typer.Option(None, "--model", help="The model's name (default: its model path)."),
+    notes: str = typer.Option("", "--notes", help="Anything a reader of the surface should know."),
+    trials_dir: Path | None = typer.Option(None, "--trials-dir", help="Where trials/<study>/ is now, if it moved."),
+) -> None:
     """Turn a finished study's real trials into a surface file that `launcher: {kind: replay}` replays."""
     from tuner.flags import FlagCatalog
     from tuner.study import load_existing_study
@@ -299,11 +352,19 @@ def record(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
     catalog = FlagCatalog.from_help(sglang_help.read_text(), str(sglang_help))
     if "port" not in catalog.flags:
         _fail(f"--sglang-help {sglang_help}: lists no --port; is it SGLang's launch_server --help?")
-    versions = {t.user_attrs.get("server_version") or t.user_attrs.get("launcher", {}).get("sglang_version")
-                for t in st.trials} - {None}
+    versions = {
+        t.user_attrs.get("server_version") or t.user_attrs.get("launcher", {}).get("sglang_version") for t in st.trials
+    } - {None}
     try:
-        surface = from_study(st, gpu_name=gpu_name, catalog=catalog, sglang_version=", ".join(sorted(versions))
-                             or "unknown", model=model, notes=notes, trials_dir=trials_dir)
+        surface = from_study(
+            st,
+            gpu_name=gpu_name,
+            catalog=catalog,
+            sglang_version=", ".join(sorted(versions)) or "unknown",
+            model=model,
+            notes=notes,
+            trials_dir=trials_dir,
+        )
     except SurfaceError as exc:
         _fail(str(exc))
     surface.save(out)
@@ -313,10 +374,10 @@ def record(config: Optional[Path] = ConfigOpt, study: Optional[str] = StudyOpt, 
 
 @app.command()
 def bench(
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
     url: str = typer.Option("http://127.0.0.1:30000", "--url", help="A running SGLang server."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model name sent in requests (default: the run file's)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the per-level table as CSV here."),
+    model: str | None = typer.Option(None, "--model", help="Model name sent in requests (default: the run file's)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the per-level table as CSV here."),
 ) -> None:
     """Benchmark a running server with the run file's workload (e.g. one started by deploy-best.sh); with the
     goodput objective, its load search."""
@@ -334,23 +395,46 @@ def bench(
             result = run_benchmark(url.rstrip("/"), name, workload)
     except (BenchmarkError, ValueError) as exc:  # ValueError: a workload or search the run file got wrong
         _fail(f"benchmark of {url} failed: {exc}")
-    columns = ["concurrency", "completed", "failed", "output_throughput", "median_ttft_ms", "p99_ttft_ms",
-               "median_tpot_ms", "median_itl_ms", "concurrency_achieved"]
+    columns = [
+        "concurrency",
+        "completed",
+        "failed",
+        "output_throughput",
+        "median_ttft_ms",
+        "p99_ttft_ms",
+        "median_tpot_ms",
+        "median_itl_ms",
+        "concurrency_achieved",
+    ]
     if search is not None:
-        columns = ["request_rate", "completed", "failed", "request_goodput", "output_throughput", "p99_ttft_ms",
-                   "p99_tpot_ms", "slo_pass"]
+        columns = [
+            "request_rate",
+            "completed",
+            "failed",
+            "request_goodput",
+            "output_throughput",
+            "p99_ttft_ms",
+            "p99_tpot_ms",
+            "slo_pass",
+        ]
     typer.echo(result.to_frame()[columns].round(2).to_string(index=False))
     if search is not None:
         best = best_level(result.levels, result.slo_pass)
-        typer.echo(f"goodput {best.request_goodput:.2f} req/s at {best.request_rate:g} req/s" if best
-                   else f"no rate holds the SLO: {result.slo_broken}")
+        typer.echo(
+            f"goodput {best.request_goodput:.2f} req/s at {best.request_rate:g} req/s"
+            if best
+            else f"no rate holds the SLO: {result.slo_broken}"
+        )
     if out:
         result.to_csv(out)
 
 
 @app.command()
-def confirm(config: Optional[Path] = ConfigOpt, top: int = typer.Option(3, "--top", help="How many of the best trials."),
-            repeats: int = typer.Option(3, "--repeats", help="Benchmark runs per trial.")) -> None:
+def confirm(
+    config: Path | None = ConfigOpt,
+    top: int = typer.Option(3, "--top", help="How many of the best trials."),
+    repeats: int = typer.Option(3, "--repeats", help="Benchmark runs per trial."),
+) -> None:
     """Re-run the top trials, the baseline and the references; export then picks the best 95% bound."""
     from tuner.confirm import confirm_top
     from tuner.study import Tuner
@@ -369,4 +453,3 @@ def confirm(config: Optional[Path] = ConfigOpt, top: int = typer.Option(3, "--to
     for line in confirmation_lines(tuner.study):
         typer.echo(line)
     typer.echo(f"winner by confidence bound: trial {results[0].trial}" if results else "no feasible trial to confirm")
-

@@ -29,10 +29,13 @@ class ConfigError(ValueError):
 
 
 # bench_serving's numbers per level, the names objectives and SLOs are given in.
-Metric = Literal[tuple(  # type: ignore[valid-type]
-    f.name for f in dataclasses.fields(LevelResult)
-    if f.name not in ("concurrency", "input_len", "output_len", "request_rate", "repeat", "num_prompts", "errors")
-)]
+Metric = Literal[
+    tuple(  # type: ignore[valid-type]
+        f.name
+        for f in dataclasses.fields(LevelResult)
+        if f.name not in ("concurrency", "input_len", "output_len", "request_rate", "repeat", "num_prompts", "errors")
+    )
+]
 # The SLO-goodput objective: request_goodput at the highest request rate that holds the SLO (tuner/load_search.py).
 GOODPUT = "goodput"
 ObjectiveMetric = Literal[(GOODPUT, *Metric.__args__)]  # type: ignore[valid-type]
@@ -88,15 +91,17 @@ class ModelConfig(Strict):
 class LauncherConfig(Strict):
     kind: Literal["process", "docker", "replay"] = "process"
     # The command that starts SGLang; another venv's python or a wrapper script works too.
-    command: Annotated[list[str], BeforeValidator(_command), Field(min_length=1)] = \
-        Field(default_factory=lambda: ["python", "-m", "sglang.launch_server"])
+    command: Annotated[list[str], BeforeValidator(_command), Field(min_length=1)] = Field(
+        default_factory=lambda: ["python", "-m", "sglang.launch_server"]
+    )
     env: Annotated[dict[str, str], BeforeValidator(_env)] = Field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = Field(30000, ge=1, le=65535)
     startup_timeout_s: float = Field(600.0, gt=0)
     # Extra startup seconds when a flag is set: torch compile alone can take many minutes.
-    startup_timeout_extra_s: dict[str, Annotated[float, Field(ge=0)]] = \
-        Field(default_factory=lambda: {"enable-torch-compile": 1200.0})
+    startup_timeout_extra_s: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"enable-torch-compile": 1200.0}
+    )
     # SGLang spends ~6 s draining on SIGTERM; a trial server holds nothing worth draining, so kill it sooner.
     stop_grace_s: float = Field(0.5, ge=0)
     # Docker only
@@ -109,7 +114,7 @@ class LauncherConfig(Strict):
     surface: str | None = None
 
     @model_validator(mode="after")
-    def _docker_needs_image(self) -> "LauncherConfig":
+    def _docker_needs_image(self) -> LauncherConfig:
         if self.kind == "docker" and not self.image:
             raise ValueError("image: the docker launcher needs an image (tag or digest)")
         if self.kind == "replay" and not self.surface:
@@ -128,8 +133,9 @@ DATASETS = ("random", "shared-prefix", "sharegpt")
 class WorkloadConfig(Strict):
     input_len: PositiveInt = 512
     output_len: PositiveInt = 128
-    concurrency: Annotated[list[PositiveInt], BeforeValidator(_index_list), Field(min_length=1)] = \
-        Field(default_factory=lambda: [1, 16, 64])
+    concurrency: Annotated[list[PositiveInt], BeforeValidator(_index_list), Field(min_length=1)] = Field(
+        default_factory=lambda: [1, 16, 64]
+    )
     num_prompts: PositiveInt | None = None  # per level; default: enough for a steady state at that concurrency
     request_rate: Annotated[float, Field(gt=0)] | None = None
     preset: Literal["seed-response-time", "seed-concurrency"] | None = None
@@ -146,7 +152,7 @@ class WorkloadConfig(Strict):
     request_timeout_s: float = Field(300.0, gt=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "WorkloadConfig":
+    def _consistent(self) -> WorkloadConfig:
         if self.dataset == "sharegpt" and not self.path:
             raise ValueError("path: dataset sharegpt needs the file, e.g. path: ShareGPT_V3.json")
         if self.path and self.dataset != "sharegpt":
@@ -154,8 +160,9 @@ class WorkloadConfig(Strict):
         if (self.dataset == "shared-prefix") != (self.shared_prefix is not None):
             raise ValueError("dataset: shared-prefix goes with a shared_prefix: {groups: ..., ...} mapping")
         if self.arrival.process == "poisson" and self.arrival.burstiness != 1.0:
-            raise ValueError(f"arrival: burstiness {self.arrival.burstiness:g} means gamma arrivals: write "
-                             f"process: gamma")
+            raise ValueError(
+                f"arrival: burstiness {self.arrival.burstiness:g} means gamma arrivals: write process: gamma"
+            )
         self.build(SLO()).validate()  # its ValueErrors (chat with token ids, ...) are schema errors here
         return self
 
@@ -164,8 +171,10 @@ class WorkloadConfig(Strict):
 
         if self.shared_prefix is not None:
             sp = self.shared_prefix
-            levels = tuple(Level(c, sp.input_len, sp.output_len, self.num_prompts or default_prompts(c),
-                                 self.request_rate) for c in self.concurrency)
+            levels = tuple(
+                Level(c, sp.input_len, sp.output_len, self.num_prompts or default_prompts(c), self.request_rate)
+                for c in self.concurrency
+            )
         elif self.preset == "seed-response-time":
             levels = wl.seed_response_time().levels
         elif self.preset == "seed-concurrency":
@@ -205,8 +214,9 @@ def default_prompts(concurrency: int) -> int:
 
 class ObjectiveConfig(Strict):
     # bench_serving metric names; *_ms metrics are minimised, the rest maximised.
-    metrics: Annotated[list[ObjectiveMetric], Field(min_length=1, max_length=2)] = \
-        Field(default_factory=lambda: ["output_throughput"])
+    metrics: Annotated[list[ObjectiveMetric], Field(min_length=1, max_length=2)] = Field(
+        default_factory=lambda: ["output_throughput"]
+    )
     at_concurrency: PositiveInt | None = None  # the level the objective is read at; default: the highest concurrency
     # Limits, e.g. {p99_ttft_ms: 2000, median_tpot_ms: 50}; a limit of 0 or below could never be met.
     slo: dict[Metric, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
@@ -215,10 +225,9 @@ class ObjectiveConfig(Strict):
     load_search: strict_dataclass(LoadSearch) | None = None  # type: ignore[valid-type]  # with metrics [goodput]
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ObjectiveConfig":
+    def _consistent(self) -> ObjectiveConfig:
         if len(set(self.metrics)) != len(self.metrics):
-            raise ValueError(f"metrics: {self.metrics[0]} twice; one metric, or two different ones for a Pareto "
-                             f"front")
+            raise ValueError(f"metrics: {self.metrics[0]} twice; one metric, or two different ones for a Pareto front")
         if GOODPUT in self.metrics:
             if len(self.metrics) != 1:
                 raise ValueError("metrics: goodput is a single objective: metrics: [goodput]")
@@ -234,8 +243,10 @@ class ObjectiveConfig(Strict):
 
     def request_slo(self) -> SLO:
         """The per-request limits that goodput counts against (bench_serving's --goodput), from the slo keys."""
-        return SLO(ttft_ms=self.slo.get("p99_ttft_ms") or self.slo.get("median_ttft_ms"),
-                   tpot_ms=self.slo.get("median_tpot_ms") or self.slo.get("p99_tpot_ms"))
+        return SLO(
+            ttft_ms=self.slo.get("p99_ttft_ms") or self.slo.get("median_ttft_ms"),
+            tpot_ms=self.slo.get("median_tpot_ms") or self.slo.get("p99_tpot_ms"),
+        )
 
     @property
     def search(self) -> LoadSearch | None:
@@ -256,13 +267,15 @@ class ReferenceConfig(Strict):
     flags: dict[str, Scalar] = Field(default_factory=dict)  # SGLang flag names without dashes; empty: a built-in
 
     @model_validator(mode="after")
-    def _flag_names(self) -> "ReferenceConfig":
+    def _flag_names(self) -> ReferenceConfig:
         for name in self.flags:
             if name.startswith("-"):
                 raise ValueError(f"flags.{name}: a flag name without dashes, e.g. {name.lstrip('-')}")
             if name in TUNER_FLAGS:
-                raise ValueError(f"flags.{name}: --{name} is set by the tuner itself for every trial "
-                                 f"(model.path, launcher.host, launcher.port): remove it from the reference")
+                raise ValueError(
+                    f"flags.{name}: --{name} is set by the tuner itself for every trial "
+                    f"(model.path, launcher.host, launcher.port): remove it from the reference"
+                )
         return self
 
 
@@ -280,8 +293,9 @@ class RunConfig(Strict):
     space: str = "search_spaces/default.yaml"
     trials: PositiveInt = 40
     baseline: bool = True  # trial 0 runs SGLang's defaults (the space's fixed flags only)
-    gpus: Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_index_list), Field(min_length=1),
-                    AfterValidator(_distinct)] = Field(default_factory=lambda: [0])
+    gpus: Annotated[
+        list[Annotated[int, Field(ge=0)]], BeforeValidator(_index_list), Field(min_length=1), AfterValidator(_distinct)
+    ] = Field(default_factory=lambda: [0])
     # Measure on GPUs that other processes hold too (opt-in: their numbers are not a lone server's); each trial
     # records what else held its GPUs.
     gpus_shared: bool = False
@@ -297,14 +311,19 @@ class RunConfig(Strict):
     artifacts: str | None = None  # artifact store folder; default: <trials_dir>/<study>/artifacts
 
     @model_validator(mode="after")
-    def _consistent(self) -> "RunConfig":
+    def _consistent(self) -> RunConfig:
         w, o = self.workload, self.objective
         if o.search is not None:
-            for key, value in (("workload.request_rate", w.request_rate), ("workload.num_prompts", w.num_prompts),
-                               ("objective.at_concurrency", o.at_concurrency)):
+            for key, value in (
+                ("workload.request_rate", w.request_rate),
+                ("workload.num_prompts", w.num_prompts),
+                ("objective.at_concurrency", o.at_concurrency),
+            ):
                 if value is not None:
-                    raise ValueError(f"{key}: not used by the goodput objective, whose load_search sets rates and "
-                                     f"level sizes: remove it")
+                    raise ValueError(
+                        f"{key}: not used by the goodput objective, whose load_search sets rates and "
+                        f"level sizes: remove it"
+                    )
         if o.at_concurrency is not None and o.at_concurrency not in w.concurrency:
             raise ValueError(f"objective.at_concurrency: {o.at_concurrency} is not one of {w.concurrency}")
         from tuner.references import BUILTIN  # it imports this module
@@ -315,8 +334,10 @@ class RunConfig(Strict):
                 raise ValueError(f"references[{i}].name: give each reference a distinct name (e.g. seed-balanced-v2)")
             seen.add(ref.name)
             if not ref.flags and ref.name not in BUILTIN:
-                raise ValueError(f"references[{i}]: {ref.name!r} has no flags and is not a built-in reference "
-                                 f"({', '.join(sorted(BUILTIN))})")
+                raise ValueError(
+                    f"references[{i}]: {ref.name!r} has no flags and is not a built-in reference "
+                    f"({', '.join(sorted(BUILTIN))})"
+                )
         return self
 
     @property
@@ -332,8 +353,16 @@ class RunConfig(Strict):
 
 
 # Keys whose relative paths mean "beside the run file" when the run file gives them.
-PATH_KEYS = (("space",), ("trials_dir",), ("artifacts",), ("storage",), ("workload", "dataset"),
-             ("workload", "path"), ("launcher", "hf_cache"), ("launcher", "surface"))
+PATH_KEYS = (
+    ("space",),
+    ("trials_dir",),
+    ("artifacts",),
+    ("storage",),
+    ("workload", "dataset"),
+    ("workload", "path"),
+    ("launcher", "hf_cache"),
+    ("launcher", "surface"),
+)
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None, *, check: bool = True) -> RunConfig:
@@ -343,8 +372,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     if path is not None:
         path = Path(path)
         if path.is_dir():
-            raise ConfigError(f"{path}: is a directory, not a run file (give the run file's path, e.g. "
-                              f"{path / 'run.yaml'})")
+            raise ConfigError(
+                f"{path}: is a directory, not a run file (give the run file's path, e.g. {path / 'run.yaml'})"
+            )
         if not path.is_file():
             raise ConfigError(f"{path}: no such run file")
         try:
@@ -367,8 +397,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
+
         def from_file(loc) -> bool:
-            return not any(loc[:len(o)] == o for o in given)
+            return not any(loc[: len(o)] == o for o in given)
 
         raise ConfigError(first_problem(exc, RunConfig, doc, from_file)) from None
     if path is not None:  # a run file's study and trials live beside it unless it says otherwise
@@ -390,11 +421,11 @@ def _beside(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
         for p in parents:
             node = node.get(p) if isinstance(node.get(p), dict) else {}
         value = node.get(leaf)
-        if not isinstance(value, str) or not value or leaf == "dataset" and value in DATASETS:
+        if not isinstance(value, str) or not value or (leaf == "dataset" and value in DATASETS):
             continue
         if leaf == "storage":
             prefix = "sqlite:///"
-            file = value[len(prefix):]
+            file = value[len(prefix) :]
             if value.startswith(prefix) and file and not file.startswith(("/", ":memory:")):
                 node[leaf] = prefix + _join(folder, file)
         elif not value.startswith(("/", "~")):

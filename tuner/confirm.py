@@ -62,9 +62,16 @@ class Confirmation:
         def finite(x: float) -> float | None:
             return None if math.isnan(x) else x
 
-        return {"metric": self.metric, "role": self.role, "runs": list(self.runs), "mean": finite(self.mean),
-                "std": finite(self.std), "ci95": finite(self.half_width), "bound": self.bound,
-                "failure": self.failure}
+        return {
+            "metric": self.metric,
+            "role": self.role,
+            "runs": list(self.runs),
+            "mean": finite(self.mean),
+            "std": finite(self.std),
+            "ci95": finite(self.half_width),
+            "bound": self.bound,
+            "failure": self.failure,
+        }
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,10 @@ class Comparison:
 
     def statement(self) -> str:
         better = (self.diff > 0) == (direction(self.metric) == "maximize")
-        head = (f"{self.a} vs {self.b}: {self.pct(self.diff):+.1f}% {self.metric} "
-                f"(95% CI {self.pct(self.low):+.1f}% to {self.pct(self.high):+.1f}%)")
+        head = (
+            f"{self.a} vs {self.b}: {self.pct(self.diff):+.1f}% {self.metric} "
+            f"(95% CI {self.pct(self.low):+.1f}% to {self.pct(self.high):+.1f}%)"
+        )
         if self.within_noise:
             return f"{head}: the difference is inside the noise (the interval includes 0)"
         return f"{head}: {'better' if better else 'worse'}, outside the noise"
@@ -110,8 +119,11 @@ def welch(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, flo
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     """The k best feasible trials by the first objective, one per distinct flag set."""
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("feasible") and t.values]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("feasible") and t.values
+    ]
     seen, out = set(), []
     for t in sorted(done, key=lambda t: -sign * t.values[0]):
         key = _key(t)
@@ -144,8 +156,11 @@ def confirm_top(tuner: Tuner, k: int = 3, repeats: int = 3) -> list[Confirmation
     metric = tuner.objective.metrics[0]
     workload = dataclasses.replace(tuner.workload, repeats=repeats)
     chosen = top_trials(study, k)
-    others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if _role(t) != "top" and t.user_attrs.get("launched", True) and t.user_attrs.get("flags")]
+    others = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if _role(t) != "top" and t.user_attrs.get("launched", True) and t.user_attrs.get("flags")
+    ]
     for t in others:  # the latest run of each baseline/reference, unless it is among the top already
         if _key(t) not in {_key(c) for c in chosen}:
             chosen = [c for c in chosen if _role(c) != _role(t)] + [t]
@@ -159,21 +174,33 @@ def confirm_top(tuner: Tuner, k: int = 3, repeats: int = 3) -> list[Confirmation
         if tuner.cancel.is_set():
             raise KeyboardInterrupt
         if tuner.objective.load_search is not None:  # one whole search per repeat, 0 where nothing passed
-            runs = tuple(tuner.objective.value(tuner.objective.level(result, rep), metric) or 0.0
-                         for rep in range(repeats)) if result.ok else ()
+            runs = (
+                tuple(
+                    tuner.objective.value(tuner.objective.level(result, rep), metric) or 0.0 for rep in range(repeats)
+                )
+                if result.ok
+                else ()
+            )
         else:
-            runs = tuple(getattr(lv, metric) for lv in result.levels
-                         if lv.concurrency == tuner.objective.at_concurrency)
-        results.append(Confirmation(trial.number, metric, runs, result.failure.name if result.failure else None,
-                                    _role(trial)))
+            runs = tuple(
+                getattr(lv, metric) for lv in result.levels if lv.concurrency == tuner.objective.at_concurrency
+            )
+        results.append(
+            Confirmation(trial.number, metric, runs, result.failure.name if result.failure else None, _role(trial))
+        )
     sign = 1 if direction(metric) == "maximize" else -1
     results.sort(key=lambda c: -sign * c.bound)
     comparisons = compare(results)
     study.set_user_attr("confirmations", {str(c.trial): c.record() for c in results})
-    study.set_user_attr("confirmation", {
-        "repeats": repeats, "metric": metric,
-        "after_trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-        "comparisons": [c.record() for c in comparisons]})
+    study.set_user_attr(
+        "confirmation",
+        {
+            "repeats": repeats,
+            "metric": metric,
+            "after_trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+            "comparisons": [c.record() for c in comparisons],
+        },
+    )
     return results
 
 

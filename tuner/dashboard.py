@@ -11,9 +11,9 @@ import logging
 import math
 import sys
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import BinaryIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from socketserver import ThreadingMixIn
 
 import optuna
 
@@ -28,6 +28,7 @@ class DashboardMissing(RuntimeError):
 
 # -- notes ------------------------------------------------------------------------------------------------
 
+
 def note_for(trial: optuna.Trial, result_attrs: dict) -> None:
     """Attach a short Markdown note to a live trial (the dashboard shows it on the trial's page).
 
@@ -40,7 +41,7 @@ def note_for(trial: optuna.Trial, result_attrs: dict) -> None:
     try:
         attrs = {**trial.user_attrs, **result_attrs}
         save_note(trial, trial_note(trial.number, attrs))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log.debug("no dashboard note for trial %s: %s", trial.number, exc)
 
 
@@ -80,8 +81,13 @@ def _num(value, fmt: str, unit: str = "") -> str:
 def trial_note(number: int, attrs: dict) -> str:
     cls = attrs.get("failure_class", "none")
     baseline = bool(attrs.get("baseline"))
-    title = f"## Trial {number}" + (" — baseline (SGLang defaults)" if baseline else
-                                     f" — reference {attrs['reference']} (hand-tuned)" if attrs.get("reference") else "")
+    title = f"## Trial {number}" + (
+        " — baseline (SGLang defaults)"
+        if baseline
+        else f" — reference {attrs['reference']} (hand-tuned)"
+        if attrs.get("reference")
+        else ""
+    )
     status = "ok" if cls in ("none", None) else f"**{cls}**"
     if cls in ("none", None) and attrs.get("feasible") is False:
         status = "**infeasible** (a constraint is violated)"
@@ -90,13 +96,20 @@ def trial_note(number: int, attrs: dict) -> str:
         from tuner.surface import replay_mark
 
         launcher = attrs.get("launcher", {})
-        lines += [f"**REPLAYED, not measured**: {replay_mark(attrs)} of {attrs.get('replay_surface')} "
-                  f"({launcher.get('recorded', '?')}, {launcher.get('gpu', '?')}, "
-                  f"SGLang {launcher.get('sglang_version', '?')})"
-                  + (": no recorded trial had these flags, the numbers are modelled from the nearest ones"
-                     if attrs.get("modelled") else ""), ""]
-    lines += [f"Outcome: {status}" + (f" — stopped early: {attrs['stopped_early']}"
-                                      if attrs.get("stopped_early") else "")]
+        lines += [
+            f"**REPLAYED, not measured**: {replay_mark(attrs)} of {attrs.get('replay_surface')} "
+            f"({launcher.get('recorded', '?')}, {launcher.get('gpu', '?')}, "
+            f"SGLang {launcher.get('sglang_version', '?')})"
+            + (
+                ": no recorded trial had these flags, the numbers are modelled from the nearest ones"
+                if attrs.get("modelled")
+                else ""
+            ),
+            "",
+        ]
+    lines += [
+        f"Outcome: {status}" + (f" — stopped early: {attrs['stopped_early']}" if attrs.get("stopped_early") else "")
+    ]
     flags = flags_text(attrs.get("flags", {}))
     lines += ["", f"Flags: `{flags}`" if flags else "Flags: SGLang defaults"]
     if cls not in ("none", None):
@@ -107,41 +120,62 @@ def trial_note(number: int, attrs: dict) -> str:
         if attrs.get("failure_hint"):
             lines += ["", f"Hint: {attrs['failure_hint']}"]
     if attrs.get("limit_class"):
-        lines += ["", f"Limit: **{attrs['limit_class']}**: {attrs.get('limit_detail', '')}",
-                  "", attrs.get("limit_explanation", ""), "", f"Hint: {attrs.get('limit_hint', '')}"]
+        lines += [
+            "",
+            f"Limit: **{attrs['limit_class']}**: {attrs.get('limit_detail', '')}",
+            "",
+            attrs.get("limit_explanation", ""),
+            "",
+            f"Hint: {attrs.get('limit_hint', '')}",
+        ]
     if attrs.get("max_total_num_tokens") is not None:
-        lines += ["", f"KV pool: {attrs['max_total_num_tokens']} tokens, "
-                      f"max_running_requests {attrs.get('max_running_requests', '?')}"]
+        lines += [
+            "",
+            f"KV pool: {attrs['max_total_num_tokens']} tokens, "
+            f"max_running_requests {attrs.get('max_running_requests', '?')}",
+        ]
     if attrs.get("gpu_shared"):
-        lines += ["", "Shared GPU: " + ", ".join(f"GPU {h['gpu']} pid {h['pid']} {h.get('name') or ''} "
-                                                  f"({_num(h.get('mib'), '.0f', ' MiB')})"
-                                                  for h in attrs["gpu_shared"])]
+        lines += [
+            "",
+            "Shared GPU: "
+            + ", ".join(
+                f"GPU {h['gpu']} pid {h['pid']} {h.get('name') or ''} ({_num(h.get('mib'), '.0f', ' MiB')})"
+                for h in attrs["gpu_shared"]
+            ),
+        ]
     gpu = attrs.get("gpu_peak_used_mib")
     lines += [
         "",
         "| output tok/s | request/s | median TTFT | p99 TTFT | median TPOT | startup | GPU peak |",
         "|---:|---:|---:|---:|---:|---:|---:|",
-        "| " + " | ".join([
-            _num(attrs.get("output_throughput"), ".1f"),
-            _num(attrs.get("request_throughput"), ".2f"),
-            _num(attrs.get("median_ttft_ms"), ".1f", " ms"),
-            _num(attrs.get("p99_ttft_ms"), ".1f", " ms"),
-            _num(attrs.get("median_tpot_ms"), ".2f", " ms"),
-            _num(attrs.get("startup_s"), ".1f", " s"),
-            _num(gpu / 1024 if gpu else None, ".1f", " GiB"),
-        ]) + " |",
+        "| "
+        + " | ".join(
+            [
+                _num(attrs.get("output_throughput"), ".1f"),
+                _num(attrs.get("request_throughput"), ".2f"),
+                _num(attrs.get("median_ttft_ms"), ".1f", " ms"),
+                _num(attrs.get("p99_ttft_ms"), ".1f", " ms"),
+                _num(attrs.get("median_tpot_ms"), ".2f", " ms"),
+                _num(attrs.get("startup_s"), ".1f", " s"),
+                _num(gpu / 1024 if gpu else None, ".1f", " GiB"),
+            ]
+        )
+        + " |",
     ]
     levels = attrs.get("levels") or []
     if len(levels) > 1:
         lines += ["", "| concurrency | output tok/s | median TTFT | p99 TTFT |", "|---:|---:|---:|---:|"]
         for lv in levels:
-            lines.append(f"| {lv['concurrency']} | {lv['output_throughput']:.1f} | {lv['median_ttft_ms']:.1f} ms "
-                         f"| {lv['p99_ttft_ms']:.1f} ms |")
+            lines.append(
+                f"| {lv['concurrency']} | {lv['output_throughput']:.1f} | {lv['median_ttft_ms']:.1f} ms "
+                f"| {lv['p99_ttft_ms']:.1f} ms |"
+            )
     lines += ["", "The server log, benchmark.csv, gpu.csv and trial.json are under Artifacts, below."]
     return "\n".join(lines) + "\n"
 
 
 # -- artifacts --------------------------------------------------------------------------------------------
+
 
 class MultiDirArtifactStore:
     """A FileSystemArtifactStore over several folders: each study of a storage may keep its files elsewhere.
@@ -199,13 +233,14 @@ def artifact_dirs(storage, first: Path | None = None) -> list[Path]:
 
 # -- the server -------------------------------------------------------------------------------------------
 
+
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+    def log_message(self, format, *args):
         pass
 
 
@@ -229,8 +264,7 @@ def study_url(host: str, port: int, study: optuna.Study | None) -> str:
     return f"{base}/studies/{study._study_id}" if study is not None else base
 
 
-def serve(storage, study: optuna.Study | None, artifact_paths: list[Path], host: str, port: int,
-          echo=print) -> None:
+def serve(storage, study: optuna.Study | None, artifact_paths: list[Path], host: str, port: int, echo=print) -> None:
     server = make_dashboard(storage, artifact_paths, host, port)
     if study is not None and (written := fill_missing_notes(study)):
         echo(f"wrote the missing notes of {written} trials")
@@ -246,4 +280,3 @@ def serve(storage, study: optuna.Study | None, artifact_paths: list[Path], host:
         pass
     finally:
         server.server_close()
-

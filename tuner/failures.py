@@ -107,7 +107,7 @@ TOO_MANY_GPUS = _c(
 PREDICTED_OOM_KV = _c(
     "predicted_oom_kv",
     "Predicted before launch (not launched): the weights leave no GPU memory for the KV cache under this "
-    "--mem-fraction-static, which SGLang 0.5.17 refuses (\"Loaded weights leave no GPU memory for the KV cache\").",
+    '--mem-fraction-static, which SGLang 0.5.17 refuses ("Loaded weights leave no GPU memory for the KV cache").',
     "Raise the low bound of --mem-fraction-static in the space, or use more --tp-size.",
 )
 PREDICTED_KV_TOO_SMALL = _c(
@@ -144,9 +144,26 @@ KV_POOL_TOO_SMALL = _c(
 ALL = {
     c.name: c
     for c in (
-        INVALID_FLAG, GPU_BUSY, OOM_KV, OOM_CUDA_GRAPH, CUDA_GRAPH_FAILED, OOM_RUNTIME, SEGFAULT,
-        SCHEDULER_CRASH, STARTUP_TIMEOUT, BENCH_TIMEOUT, DIED, UNHEALTHY, REQUESTS_FAILED, CRASHED, TOO_MANY_GPUS,
-        PREDICTED_OOM_KV, PREDICTED_KV_TOO_SMALL, PREDICTED_CONTEXT, PREDICTED_TP_HEADS, INTERRUPTED,
+        INVALID_FLAG,
+        GPU_BUSY,
+        OOM_KV,
+        OOM_CUDA_GRAPH,
+        CUDA_GRAPH_FAILED,
+        OOM_RUNTIME,
+        SEGFAULT,
+        SCHEDULER_CRASH,
+        STARTUP_TIMEOUT,
+        BENCH_TIMEOUT,
+        DIED,
+        UNHEALTHY,
+        REQUESTS_FAILED,
+        CRASHED,
+        TOO_MANY_GPUS,
+        PREDICTED_OOM_KV,
+        PREDICTED_KV_TOO_SMALL,
+        PREDICTED_CONTEXT,
+        PREDICTED_TP_HEADS,
+        INTERRUPTED,
     )
 }
 
@@ -154,8 +171,10 @@ _ARGPARSE = re.compile(r"^[\w. -]+: error: (argument |unrecognized arguments|amb
 _UNBALANCED = "The memory capacity is unbalanced"
 # 0.5.5: "Not enough memory. Please try to increase --mem-fraction-static"; 0.5.17+: "Loaded weights leave no GPU
 # memory for the KV cache"; "Memory pool size is too small" is the tiny-pool assert.
-_KV = re.compile(r"Not enough memory\. Please try to increase --mem-fraction-static|Loaded weights leave no GPU "
-                 r"memory for the KV cache|Memory pool size is too small")
+_KV = re.compile(
+    r"Not enough memory\. Please try to increase --mem-fraction-static|Loaded weights leave no GPU "
+    r"memory for the KV cache|Memory pool size is too small"
+)
 _GRAPH = "Capture cuda graph failed"
 _OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|Decode out of memory|CUBLAS_STATUS_ALLOC_FAILED")
 _SEGV = re.compile(r"Segmentation fault|Fatal Python error: Segmentation fault|SIGSEGV")
@@ -174,7 +193,7 @@ def classify(
     gpu_busy_before: bool = False,
 ) -> FailureClass:
     """Classify a failed trial. ``exit_code`` is None if the server was still running (timeout, unhealthy)."""
-    if exit_code == 2 and phase != Phase.BENCHMARK or _ARGPARSE.search(log) and exit_code is not None:
+    if (exit_code == 2 and phase != Phase.BENCHMARK) or (_ARGPARSE.search(log) and exit_code is not None):
         return INVALID_FLAG
     if _UNBALANCED in log:
         return GPU_BUSY
@@ -202,7 +221,7 @@ def classify(
 def argparse_error(log: str) -> str:
     """SGLang's argument parser's own line ("launch_server.py: error: argument --x: invalid int value: 'y'")."""
     found = list(_ARGPARSE.finditer(log))
-    return log[found[-1].start():].splitlines()[0].strip() if found else ""
+    return log[found[-1].start() :].splitlines()[0].strip() if found else ""
 
 
 def log_tail(path, max_bytes: int = 256_000) -> str:

@@ -81,7 +81,7 @@ class ModelFacts:
     standard_kv: bool  # one K and V per layer and KV head (not MLA, sliding-window or hybrid)
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "ModelFacts | None":
+    def from_folder(cls, folder: str | Path) -> ModelFacts | None:
         """None when the folder has no readable config.json (a hub id, or weights elsewhere)."""
         path = Path(folder).expanduser() / "config.json"
         try:
@@ -95,7 +95,7 @@ class ModelFacts:
             return None
 
     @classmethod
-    def _from_config(cls, path: str, cfg: dict, raw: dict, folder: Path) -> "ModelFacts":
+    def _from_config(cls, path: str, cfg: dict, raw: dict, folder: Path) -> ModelFacts:
         heads = int(cfg["num_attention_heads"])
         kv = int(cfg.get("num_key_value_heads") or heads)
         hidden = int(cfg["hidden_size"])
@@ -110,20 +110,39 @@ class ModelFacts:
             factor = float(rope.get("factor", 1))
         context = next((int(factor * cfg[k]) for k in _CONTEXT_KEYS if cfg.get(k) is not None), 2048)
         layer_types = set(cfg.get("layer_types") or ["full_attention"])
-        standard = ("kv_lora_rank" not in cfg and not cfg.get("sliding_window") and layer_types == {"full_attention"}
-                    and not any(k.startswith(("mamba", "linear_", "ssm")) for k in cfg))
+        standard = (
+            "kv_lora_rank" not in cfg
+            and not cfg.get("sliding_window")
+            and layer_types == {"full_attention"}
+            and not any(k.startswith(("mamba", "linear_", "ssm")) for k in cfg)
+        )
         safetensors = sorted(folder.glob("*.safetensors"))
         if safetensors:
             weight_bytes, source = float(sum(f.stat().st_size for f in safetensors)), "safetensors"
         else:
-            weight_bytes, source = _architecture_bytes(cfg, heads, kv, head_dim, hidden, layers, dtype_bytes, quant), \
-                "architecture"
-        return cls(path, context, heads, kv, head_dim, int(cfg.get("v_head_dim") or head_dim), layers, dtype_bytes,
-                   bool(quant), weight_bytes, source, standard)
+            weight_bytes, source = (
+                _architecture_bytes(cfg, heads, kv, head_dim, hidden, layers, dtype_bytes, quant),
+                "architecture",
+            )
+        return cls(
+            path,
+            context,
+            heads,
+            kv,
+            head_dim,
+            int(cfg.get("v_head_dim") or head_dim),
+            layers,
+            dtype_bytes,
+            bool(quant),
+            weight_bytes,
+            source,
+            standard,
+        )
 
 
-def _architecture_bytes(cfg: dict, heads: int, kv: int, head_dim: int, hidden: int, layers: int, dtype_bytes: int,
-                        quant: dict | None) -> float:
+def _architecture_bytes(
+    cfg: dict, heads: int, kv: int, head_dim: int, hidden: int, layers: int, dtype_bytes: int, quant: dict | None
+) -> float:
     """Weights from the shapes: embeddings, attention projections and the MLP of every layer (norms left out).
 
     A lower bound for MoE models (the smaller of a dense and an expert MLP per layer) and for quantized ones
@@ -178,42 +197,56 @@ class Feasibility:
     def predict(self, flags: ServerFlags, gpus_needed: int) -> Prediction | None:
         if gpus_needed > len(self.gpus):
             have = ",".join(map(str, self.gpus))
-            return Prediction(failures.TOO_MANY_GPUS,
-                              f"needs {gpus_needed} GPUs (tp x dp) but --gpus {have} gives {len(self.gpus)}")
+            return Prediction(
+                failures.TOO_MANY_GPUS, f"needs {gpus_needed} GPUs (tp x dp) but --gpus {have} gives {len(self.gpus)}"
+            )
         m = self.model
         if m is None:
             return None
         d = flags.as_dict()
         tp = _int(d.get("tp-size") or d.get("tensor-parallel-size")) or 1
         if not d.get("enable-dp-attention"):
-            bad = (m.num_attention_heads % tp != 0) or (m.num_kv_heads >= tp and m.num_kv_heads % tp != 0) or \
-                  (m.num_kv_heads < tp and tp % m.num_kv_heads != 0)
+            bad = (
+                (m.num_attention_heads % tp != 0)
+                or (m.num_kv_heads >= tp and m.num_kv_heads % tp != 0)
+                or (m.num_kv_heads < tp and tp % m.num_kv_heads != 0)
+            )
             if bad:
-                return Prediction(failures.PREDICTED_TP_HEADS,
-                                  f"--tp-size {tp} does not divide the model's {m.num_attention_heads} attention "
-                                  f"heads / {m.num_kv_heads} KV heads (SGLang asserts it while building the model)")
+                return Prediction(
+                    failures.PREDICTED_TP_HEADS,
+                    f"--tp-size {tp} does not divide the model's {m.num_attention_heads} attention "
+                    f"heads / {m.num_kv_heads} KV heads (SGLang asserts it while building the model)",
+                )
         context = _int(d.get("context-length"))
         if context and context > m.context_len and self.env.get(_ALLOW_LONGER, "").lower() not in ("1", "true"):
-            return Prediction(failures.PREDICTED_CONTEXT,
-                              f"--context-length {context} is above the model's {m.context_len} (config.json); "
-                              f"SGLang refuses it unless {_ALLOW_LONGER}=1")
+            return Prediction(
+                failures.PREDICTED_CONTEXT,
+                f"--context-length {context} is above the model's {m.context_len} (config.json); "
+                f"SGLang refuses it unless {_ALLOW_LONGER}=1",
+            )
         effective_context = context or m.context_len
         if self.longest_request and effective_context < self.longest_request:
-            return Prediction(failures.PREDICTED_KV_TOO_SMALL,
-                              f"context length {effective_context} is shorter than the workload's longest request "
-                              f"({self.longest_request} tokens in and out): SGLang would cut it short")
+            return Prediction(
+                failures.PREDICTED_KV_TOO_SMALL,
+                f"context length {effective_context} is shorter than the workload's longest request "
+                f"({self.longest_request} tokens in and out): SGLang would cut it short",
+            )
         kv = self.kv_estimate(flags)
         if kv is None:
             return None
         if kv.rest_gib_bound <= 0:
-            return Prediction(failures.PREDICTED_OOM_KV,
-                              f"--mem-fraction-static {kv.mem_fraction_static:g} ({kv.mem_fraction_source}) of "
-                              f"{self.gpu_mib / 1024:.1f} GiB leaves no room for the KV cache after "
-                              f"~{kv.weights_gib:.1f} GiB of weights per GPU ({m.weights_from})")
+            return Prediction(
+                failures.PREDICTED_OOM_KV,
+                f"--mem-fraction-static {kv.mem_fraction_static:g} ({kv.mem_fraction_source}) of "
+                f"{self.gpu_mib / 1024:.1f} GiB leaves no room for the KV cache after "
+                f"~{kv.weights_gib:.1f} GiB of weights per GPU ({m.weights_from})",
+            )
         if self.longest_request and kv.bound_tokens < self.longest_request:
-            return Prediction(failures.PREDICTED_KV_TOO_SMALL,
-                              f"KV pool of at most {kv.bound_tokens} tokens is smaller than the workload's longest "
-                              f"request ({self.longest_request} tokens in and out)")
+            return Prediction(
+                failures.PREDICTED_KV_TOO_SMALL,
+                f"KV pool of at most {kv.bound_tokens} tokens is smaller than the workload's longest "
+                f"request ({self.longest_request} tokens in and out)",
+            )
         return None
 
     def kv_estimate(self, flags: ServerFlags) -> KvEstimate | None:
@@ -241,8 +274,9 @@ class Feasibility:
             return min(n, cap // page * page) if cap else n
 
         rest_bound = total_gib * mfs - weights_gib * WEIGHT_MARGIN
-        return KvEstimate(mfs, source, weights_gib, cell, tokens(total_gib * mfs - weights_gib), tokens(rest_bound),
-                          rest_bound)
+        return KvEstimate(
+            mfs, source, weights_gib, cell, tokens(total_gib * mfs - weights_gib), tokens(rest_bound), rest_bound
+        )
 
     def _kv_bytes(self, d: dict[str, FlagValue]) -> float | None:
         m = self.model

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from tuner.sglang_types import FLAG_TYPES
 
@@ -32,10 +33,10 @@ class ServerFlags:
     values: tuple[tuple[str, FlagValue], ...] = ()
 
     @classmethod
-    def of(cls, mapping: Mapping[str, FlagValue | None]) -> "ServerFlags":
+    def of(cls, mapping: Mapping[str, FlagValue | None]) -> ServerFlags:
         return cls(tuple((k, v) for k, v in mapping.items() if v is not None))
 
-    def merged(self, other: "ServerFlags") -> "ServerFlags":
+    def merged(self, other: ServerFlags) -> ServerFlags:
         """``other`` wins on a name both hold; order is self's, then other's new names."""
         out = dict(self.values)
         out.update(other.values)
@@ -62,8 +63,9 @@ def resolved_flags(server_info: Mapping[str, Any], max_running_requests: int | N
     """Each flag's value as SGLang settled it, by flag name, from /get_server_info (its ServerArgs). Two it
     leaves unset there and decides later: the running-request cap (its startup line's, ``max_running_requests``)
     and, in 0.5.17+, the decode CUDA-graph cap (``cuda_graph_config.decode.max_bs``)."""
-    out: dict[str, FlagValue] = {k.replace("_", "-"): v for k, v in server_info.items()
-                                 if isinstance(v, (str, int, float, bool))}
+    out: dict[str, FlagValue] = {
+        k.replace("_", "-"): v for k, v in server_info.items() if isinstance(v, (str, int, float, bool))
+    }
     if max_running_requests is not None and "max-running-requests" not in out:
         out["max-running-requests"] = max_running_requests
     graphs = server_info.get("cuda_graph_config")
@@ -146,7 +148,7 @@ class FlagCatalog:
     source: str = ""
 
     @classmethod
-    def from_help(cls, text: str, source: str = "") -> "FlagCatalog":
+    def from_help(cls, text: str, source: str = "") -> FlagCatalog:
         catalog = cls(source=source)
         # argparse prints each option at two spaces of indent: "  --name METAVAR, --alias METAVAR  help".
         blocks = re.split(r"\n(?=  -)", text)
@@ -190,8 +192,10 @@ class FlagCatalog:
         info = self.flags.get(name)
         return info.value_type if info else None
 
-def read_catalog(command: Sequence[str], env: Mapping[str, str] | None = None, quiet_s: float = 30,
-                 timeout: float = 180) -> FlagCatalog:
+
+def read_catalog(
+    command: Sequence[str], env: Mapping[str, str] | None = None, quiet_s: float = 30, timeout: float = 180
+) -> FlagCatalog:
     """Run ``<command> --help`` once: SGLang's flags drift between releases, so ask the build that will run.
 
     SGLang prints its help after a few seconds of imports; a command that prints nothing for ``quiet_s`` is not
@@ -200,8 +204,14 @@ def read_catalog(command: Sequence[str], env: Mapping[str, str] | None = None, q
     source = shlex.join(command)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen([*command, "--help"], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    env=dict(env) if env else None, start_new_session=True)
+            proc = subprocess.Popen(
+                [*command, "--help"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=dict(env) if env else None,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise FlagCatalogError(f"cannot run the server command {source!r}: {_why_not_runnable(exc)}") from None
         started = time.monotonic()
@@ -210,9 +220,11 @@ def read_catalog(command: Sequence[str], env: Mapping[str, str] | None = None, q
                 waited = time.monotonic() - started
                 silent = os.fstat(out.fileno()).st_size == 0 and os.fstat(err.fileno()).st_size == 0
                 if silent and waited > quiet_s:
-                    raise FlagCatalogError(f"{source} --help printed nothing in {quiet_s:.0f} s, so it was stopped: "
-                                           f"is this SGLang's launch_server? (--server-command or launcher.command, "
-                                           f"e.g. python -m sglang.launch_server)")
+                    raise FlagCatalogError(
+                        f"{source} --help printed nothing in {quiet_s:.0f} s, so it was stopped: "
+                        f"is this SGLang's launch_server? (--server-command or launcher.command, "
+                        f"e.g. python -m sglang.launch_server)"
+                    )
                 if waited > timeout:
                     raise FlagCatalogError(f"{source} --help did not finish in {timeout:.0f} s, so it was stopped")
                 time.sleep(0.05)
@@ -224,8 +236,10 @@ def read_catalog(command: Sequence[str], env: Mapping[str, str] | None = None, q
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode == 0 and "--port" not in stdout:
-        raise FlagCatalogError(f"{source} --help lists no --port: is this SGLang's launch_server? "
-                               f"(--server-command or launcher.command, e.g. python -m sglang.launch_server)")
+        raise FlagCatalogError(
+            f"{source} --help lists no --port: is this SGLang's launch_server? "
+            f"(--server-command or launcher.command, e.g. python -m sglang.launch_server)"
+        )
     if proc.returncode != 0 or "--port" not in stdout:
         tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
         raise FlagCatalogError(f"{source} --help failed (exit {proc.returncode}): {tail[0]}")

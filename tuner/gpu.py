@@ -54,8 +54,7 @@ def nvml_available(*, quiet: bool = False) -> bool:
                 _state["ok"] = False
                 _state["why"] = str(exc) or type(exc).__name__
                 if not quiet:
-                    log.warning("NVML is not available (%s): trials run without GPU memory numbers",
-                                _state["why"])
+                    log.warning("NVML is not available (%s): trials run without GPU memory numbers", _state["why"])
         return bool(_state["ok"])
 
 
@@ -179,8 +178,17 @@ class GpuStats:
             w = csv.writer(f)
             w.writerow(["t_s", "phase", "gpu", "used_mib", "total_mib", "util_pct", "power_w"])
             for s in self.samples:
-                w.writerow([f"{s.t:.3f}", s.phase, s.gpu, f"{s.used_mib:.1f}", f"{s.total_mib:.1f}",
-                            f"{s.util_pct:.0f}", f"{s.power_w:.1f}"])
+                w.writerow(
+                    [
+                        f"{s.t:.3f}",
+                        s.phase,
+                        s.gpu,
+                        f"{s.used_mib:.1f}",
+                        f"{s.total_mib:.1f}",
+                        f"{s.util_pct:.0f}",
+                        f"{s.power_w:.1f}",
+                    ]
+                )
 
 
 def stats_of(samples: list[Sample]) -> GpuStats:
@@ -192,17 +200,19 @@ def stats_of(samples: list[Sample]) -> GpuStats:
         mine = [s for s in samples if s.gpu == g]
         bench = [s for s in mine if s.phase == "benchmark"]
         startup = [s for s in mine if s.phase == "startup"]
-        devices.append(DeviceStats(
-            gpu=g,
-            peak_used_mib=max(s.used_mib for s in mine),
-            peak_used_mib_benchmark=max((s.used_mib for s in bench), default=0.0),
-            mean_used_mib_benchmark=_mean(s.used_mib for s in bench),
-            # The last sample before the benchmark: the server's footprint once loaded (weights, KV pool, graphs).
-            used_mib_after_startup=startup[-1].used_mib if startup else 0.0,
-            total_mib=max(s.total_mib for s in mine),
-            mean_util_pct_benchmark=_mean(s.util_pct for s in bench),
-            mean_power_w_benchmark=_mean(s.power_w for s in bench),
-        ))
+        devices.append(
+            DeviceStats(
+                gpu=g,
+                peak_used_mib=max(s.used_mib for s in mine),
+                peak_used_mib_benchmark=max((s.used_mib for s in bench), default=0.0),
+                mean_used_mib_benchmark=_mean(s.used_mib for s in bench),
+                # The last sample before the benchmark: the server's footprint once loaded (weights, KV pool, graphs).
+                used_mib_after_startup=startup[-1].used_mib if startup else 0.0,
+                total_mib=max(s.total_mib for s in mine),
+                mean_util_pct_benchmark=_mean(s.util_pct for s in bench),
+                mean_power_w_benchmark=_mean(s.power_w for s in bench),
+            )
+        )
     fullest = max(devices, key=lambda d: (d.peak_used_fraction, d.peak_used_mib))
     return GpuStats(
         peak_used_mib=max(d.peak_used_mib for d in devices),
@@ -246,7 +256,7 @@ class GpuSampler:
         self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
         self._t0 = time.monotonic()
 
-    def __enter__(self) -> "GpuSampler":
+    def __enter__(self) -> GpuSampler:
         if self.gpus:
             self._thread.start()
         return self
@@ -307,8 +317,13 @@ def total_mib(gpus: tuple[int, ...]) -> float | None:
         return None
 
 
-def wait_until_free(gpus: tuple[int, ...], idle_mib: dict[int, float], timeout_s: float = 60.0,
-                    slack_mib: float = FREE_SLACK_MIB, poll_s: float = 0.2) -> float:
+def wait_until_free(
+    gpus: tuple[int, ...],
+    idle_mib: dict[int, float],
+    timeout_s: float = 60.0,
+    slack_mib: float = FREE_SLACK_MIB,
+    poll_s: float = 0.2,
+) -> float:
     """Block until each GPU is back to its idle memory (what it used before the study began).
 
     Returns the seconds waited. Raises GpuNotFree naming the processes NVML sees on the GPUs still in use.
@@ -325,9 +340,12 @@ def wait_until_free(gpus: tuple[int, ...], idle_mib: dict[int, float], timeout_s
             holders = "; ".join(
                 f"GPU {g}: {u:.0f} MiB used (idle {idle_mib.get(g, 0.0):.0f} MiB) by "
                 f"{processes_on(g) or 'processes NVML cannot name (another container or user?)'}"
-                for g, u in sorted(busy.items()))
-            raise GpuNotFree(f"GPU memory not released {timeout_s:.0f} s after the last server stopped: {holders}. "
-                             f"Stop those processes or choose other --gpus")
+                for g, u in sorted(busy.items())
+            )
+            raise GpuNotFree(
+                f"GPU memory not released {timeout_s:.0f} s after the last server stopped: {holders}. "
+                f"Stop those processes or choose other --gpus"
+            )
         time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 
@@ -345,8 +363,12 @@ class Holder:
         return f"pid {self.pid}{' ' + self.name if self.name else ''} ({mem})"
 
     def record(self) -> dict:
-        return {"gpu": self.gpu, "pid": self.pid, "name": self.name,
-                "mib": round(self.mib, 1) if self.mib is not None else None}
+        return {
+            "gpu": self.gpu,
+            "pid": self.pid,
+            "name": self.name,
+            "mib": round(self.mib, 1) if self.mib is not None else None,
+        }
 
 
 def holders(gpus: tuple[int, ...]) -> list[Holder]:
@@ -361,8 +383,9 @@ def holders(gpus: tuple[int, ...]) -> list[Holder]:
             continue
         for p in procs:
             mem = getattr(p, "usedGpuMemory", None)
-            out.append(Holder(g, p.pid, _proc_name(p.pid),
-                              mem / MIB if isinstance(mem, (int, float)) and mem >= 0 else None))
+            out.append(
+                Holder(g, p.pid, _proc_name(p.pid), mem / MIB if isinstance(mem, (int, float)) and mem >= 0 else None)
+            )
     return out
 
 

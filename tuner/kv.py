@@ -23,7 +23,7 @@ class KvCapacity:
     max_running_requests: int | None = None
 
     @classmethod
-    def of(cls, server_info: dict, log: str) -> "KvCapacity":
+    def of(cls, server_info: dict, log: str) -> KvCapacity:
         """From the server log's startup line, else /get_server_info (top level, then internal_states)."""
         found = _LOG_LINE.findall(log)
         if found:
@@ -48,11 +48,14 @@ class KvCapacity:
         """Why this pool cannot hold the workload's concurrent requests, or None when it can (or is unknown)."""
         if self.max_total_num_tokens is None or needed_tokens <= 0 or self.max_total_num_tokens >= needed_tokens:
             return None
-        return (f"max_total_num_tokens={self.max_total_num_tokens} < {needed_tokens} tokens the workload keeps in "
-                f"flight (concurrency x (input + output))")
+        return (
+            f"max_total_num_tokens={self.max_total_num_tokens} < {needed_tokens} tokens the workload keeps in "
+            f"flight (concurrency x (input + output))"
+        )
 
 
 def tokens_needed(workload: Workload) -> int:
     """The most tokens the workload's requests hold at once: at each level, concurrency x (input + output)."""
-    return max((min(lv.concurrency, lv.num_prompts) * (lv.input_len + lv.output_len) for lv in workload.levels),
-               default=0)
+    return max(
+        (min(lv.concurrency, lv.num_prompts) * (lv.input_len + lv.output_len) for lv in workload.levels), default=0
+    )

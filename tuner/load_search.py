@@ -98,8 +98,12 @@ class Search:
 
     def result(self, records: tuple = ()) -> BenchmarkResult:
         n = len(self.verdicts)  # levels whose verdict is in; a level cut short by an error has none
-        return BenchmarkResult(levels=tuple(self.results[:n]), records=records[:n], slo_pass=tuple(self.verdicts),
-                               slo_broken=self.first_break[0] if self.first_break else None)
+        return BenchmarkResult(
+            levels=tuple(self.results[:n]),
+            records=records[:n],
+            slo_pass=tuple(self.verdicts),
+            slo_broken=self.first_break[0] if self.first_break else None,
+        )
 
 
 def run_load_search(
@@ -124,8 +128,14 @@ def run_load_search(
     # The client's pool and timeouts are sized from workload.levels: give it the largest level possible.
     widest = search.level(workload.levels[0], search.max_rate)
     try:
-        bench = run_benchmark(base_url, model, replace(workload, levels=(widest,), repeats=1),
-                              check_server=check_server, on_level=collect, levels=state.levels())
+        bench = run_benchmark(
+            base_url,
+            model,
+            replace(workload, levels=(widest,), repeats=1),
+            check_server=check_server,
+            on_level=collect,
+            levels=state.levels(),
+        )
     except BenchmarkError as exc:  # a server that died at 64 req/s still held the SLO up to 32: keep that curve
         if exc.measured is not None:
             exc.measured = state.result(exc.measured.records)

@@ -79,8 +79,9 @@ class LineProgress:
         self.enabled = force or tty
         self.live = tty if live is None else live  # a live display; else plain lines and heartbeats
         # Plain output must stay plain (logs, tests): no colour, no wrapping at an imagined 80 columns.
-        self.console = Console(file=self.stream, force_terminal=self.live, no_color=not self.live,
-                               highlight=False, soft_wrap=not self.live)
+        self.console = Console(
+            file=self.stream, force_terminal=self.live, no_color=not self.live, highlight=False, soft_wrap=not self.live
+        )
         self.slots = max(1, slots)
         self.t0 = time.monotonic()
         self._active: dict[int, _Active] = {}
@@ -107,8 +108,10 @@ class LineProgress:
             if self.live:
                 self._start_live()
             else:
-                self._line(f"trial {trial} [{self._finished}/{self.total} done] {name}{': ' + detail if detail else ''} "
-                           f"({max(0.0, now - a.started):.0f} s in)")
+                self._line(
+                    f"trial {trial} [{self._finished}/{self.total} done] {name}{': ' + detail if detail else ''} "
+                    f"({max(0.0, now - a.started):.0f} s in)"
+                )
                 self._ensure_thread()
 
     def tick(self, trial: int, elapsed: float, log_path: Path | None = None) -> None:
@@ -164,8 +167,9 @@ class LineProgress:
         now = time.monotonic()
         with self._lock:
             active = sorted(self._active.values(), key=lambda a: a.number)
-            return " | ".join([self._head(now), *(a.text(now) for a in active),
-                               self._best or f"{self._finished}/{self.total} done"])
+            return " | ".join(
+                [self._head(now), *(a.text(now) for a in active), self._best or f"{self._finished}/{self.total} done"]
+            )
 
     # -- output
     def _render(self) -> Group:
@@ -173,8 +177,11 @@ class LineProgress:
         now = time.monotonic()
         with self._lock:
             active = sorted(self._active.values(), key=lambda a: a.number)
-            head = Text.assemble((self._head(now), "bold"), f" {self._finished}/{self.total} done",
-                                 (f" | {self._best}" if self._best else "", "green"))
+            head = Text.assemble(
+                (self._head(now), "bold"),
+                f" {self._finished}/{self.total} done",
+                (f" | {self._best}" if self._best else "", "green"),
+            )
             lines = [head, *(Text(f"  {a.text(now)}", style="cyan") for a in active)]
         for line in lines:
             line.no_wrap, line.overflow = True, "ellipsis"
@@ -182,8 +189,14 @@ class LineProgress:
 
     def _start_live(self) -> None:
         if self._live is None and not self._stop.is_set():
-            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=1 / REDRAW_S,
-                              transient=True, redirect_stdout=False, redirect_stderr=False)
+            self._live = Live(
+                get_renderable=self._render,
+                console=self.console,
+                refresh_per_second=1 / REDRAW_S,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._live.start()
 
     def _ensure_thread(self) -> None:
@@ -199,8 +212,10 @@ class LineProgress:
                     if now - a.last_said >= HEARTBEAT_S:
                         a.last_said = now
                         extra = f": {a.log_line}" if a.log_line and a.phase == "starting" else ""
-                        self._line(f"trial {a.number} [{self._finished}/{self.total} done] still {a.phase} "
-                                   f"({now - a.phase_since:.0f} s in this phase{extra})")
+                        self._line(
+                            f"trial {a.number} [{self._finished}/{self.total} done] still {a.phase} "
+                            f"({now - a.phase_since:.0f} s in this phase{extra})"
+                        )
 
     def _line(self, text: str) -> None:
         """A permanent line (above the live display on a terminal)."""
@@ -214,23 +229,31 @@ def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:
     n = result.plan.number
     t = result.times
     if result.failure:
-        return (f"trial {n} {result.failure.name} after {t.total_s:.0f} s "
-                f"(startup {t.startup_s:.0f} s): {result.failure.hint}")
+        return (
+            f"trial {n} {result.failure.name} after {t.total_s:.0f} s "
+            f"(startup {t.startup_s:.0f} s): {result.failure.hint}"
+        )
     text = f"trial {n} ok in {t.total_s:.0f} s (startup {t.startup_s:.0f} s)"
     if result.benchmark and result.benchmark.slo_pass:  # a load search
         from tuner.load_search import best_level
 
         best = best_level(result.levels, result.benchmark.slo_pass)
-        text += (f": goodput {best.request_goodput:.2f} req/s at {best.request_rate:g} req/s, "
-                 f"{best.output_throughput:.0f} tok/s, TTFT p99 {best.p99_ttft_ms:.0f} ms, "
-                 f"TPOT p99 {best.p99_tpot_ms:.1f} ms" if best else ": the SLO broke at the first rate")
+        text += (
+            f": goodput {best.request_goodput:.2f} req/s at {best.request_rate:g} req/s, "
+            f"{best.output_throughput:.0f} tok/s, TTFT p99 {best.p99_ttft_ms:.0f} ms, "
+            f"TPOT p99 {best.p99_tpot_ms:.1f} ms"
+            if best
+            else ": the SLO broke at the first rate"
+        )
         return text + (f" ({result.benchmark.slo_broken})" if result.benchmark.slo_broken else "")
     at = study.user_attrs.get("at_concurrency")
     level = next((lv for lv in result.levels if lv.concurrency == at), result.levels[-1] if result.levels else None)
     if level is not None:
-        text += (f": c={level.concurrency} {level.output_throughput:.0f} tok/s, "
-                 f"TTFT p50 {level.median_ttft_ms:.0f} / p99 {level.p99_ttft_ms:.0f} ms, "
-                 f"TPOT p50 {level.median_tpot_ms:.1f} ms")
+        text += (
+            f": c={level.concurrency} {level.output_throughput:.0f} tok/s, "
+            f"TTFT p50 {level.median_ttft_ms:.0f} / p99 {level.p99_ttft_ms:.0f} ms, "
+            f"TPOT p50 {level.median_tpot_ms:.1f} ms"
+        )
     if result.benchmark and result.benchmark.stopped_early:
         text += f" (stopped early: {result.benchmark.stopped_early})"
     return text

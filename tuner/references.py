@@ -25,15 +25,17 @@ class Reference:
 # --num-continuous-decode-steps 2 (parsed, never read), --enable-torch-compile --torch-compile-max-bs 6 (0.5.17
 # compiles only the batch sizes it captures in CUDA graphs, and this config captures none).
 BUILTIN: dict[str, ServerFlags] = {
-    "seed-balanced-v2": ServerFlags.of({
-        "schedule-policy": "lof",
-        "triton-attention-num-kv-splits": 12,
-        "mem-fraction-static": 0.87,
-        "attention-backend": "triton",
-        "cuda-graph-backend-decode": "disabled",  # --disable-cuda-graph, deprecated in 0.5.17
-        "cuda-graph-backend-prefill": "disabled",
-        "disable-custom-all-reduce": True,
-    }),
+    "seed-balanced-v2": ServerFlags.of(
+        {
+            "schedule-policy": "lof",
+            "triton-attention-num-kv-splits": 12,
+            "mem-fraction-static": 0.87,
+            "attention-backend": "triton",
+            "cuda-graph-backend-decode": "disabled",  # --disable-cuda-graph, deprecated in 0.5.17
+            "cuda-graph-backend-prefill": "disabled",
+            "disable-custom-all-reduce": True,
+        }
+    ),
 }
 
 

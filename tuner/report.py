@@ -3,9 +3,8 @@ self-contained HTML file (plotly figures inline) with its CSV and Markdown table
 
 from __future__ import annotations
 
-import math
-
 import html
+import math
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,9 +46,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         if replay:
             row["replayed"] = replay_mark(a) or "no (measured)"
         flags = a.get("flags", {})
-        row["flags"] = "baseline (SGLang defaults)" if a.get("baseline") else " ".join(
-            f"--{k}" + ("" if v is True else f" {format_value(v)}") for k, v in flags.items()
-            if k not in fixed and k not in ("model-path", "host", "port", "served-model-name") and v is not False
+        row["flags"] = (
+            "baseline (SGLang defaults)"
+            if a.get("baseline")
+            else " ".join(
+                f"--{k}" + ("" if v is True else f" {format_value(v)}")
+                for k, v in flags.items()
+                if k not in fixed and k not in ("model-path", "host", "port", "served-model-name") and v is not False
+            )
         )
         if a.get("reference"):
             row["flags"] = f"reference {a['reference']}: {row['flags']}"
@@ -64,8 +68,9 @@ def terminal_table(frame: pd.DataFrame, title: str):
     table = Table(title=title, header_style="bold")
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column]) and frame[column].dtype != bool
-        table.add_column(str(column), justify="right" if numeric else "left",
-                         overflow="fold", ratio=3 if column == "flags" else None)
+        table.add_column(
+            str(column), justify="right" if numeric else "left", overflow="fold", ratio=3 if column == "flags" else None
+        )
     for _, row in frame.iterrows():
         failed = row.get("class") not in ("none", "-", None)
         style = "red" if failed else None if row.get("feasible") else "dim"
@@ -78,9 +83,11 @@ def defaults_note(study: optuna.Study) -> str | None:
     base = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("defaults_outside_space")), None)
     if base is None:
         return None
-    return (f"SGLang's defaults lie outside the space (trial {base.number}): "
-            + "; ".join(base.user_attrs["defaults_outside_space"])
-            + ". No sampled config runs what the defaults ran there: widen those choices to include it")
+    return (
+        f"SGLang's defaults lie outside the space (trial {base.number}): "
+        + "; ".join(base.user_attrs["defaults_outside_space"])
+        + ". No sampled config runs what the defaults ran there: widen those choices to include it"
+    )
 
 
 def study_notes(study: optuna.Study) -> list[str]:
@@ -94,12 +101,17 @@ def shared_gpu_note(study: optuna.Study) -> str | None:
     if not shared:
         return None
     seen = {(h["gpu"], h["pid"]): h for t in shared for h in t.user_attrs["gpu_shared"]}
-    who = ", ".join(f"GPU {h['gpu']}: pid {h['pid']}{' ' + h['name'] if h.get('name') else ''}"
-                    f" ({h['mib']:.0f} MiB)" if h.get("mib") is not None else f"GPU {h['gpu']}: pid {h['pid']}"
-                    for h in seen.values())
+    who = ", ".join(
+        f"GPU {h['gpu']}: pid {h['pid']}{' ' + h['name'] if h.get('name') else ''} ({h['mib']:.0f} MiB)"
+        if h.get("mib") is not None
+        else f"GPU {h['gpu']}: pid {h['pid']}"
+        for h in seen.values()
+    )
     numbers = ", ".join(str(t.number) for t in shared)
-    return (f"shared GPU: trial{'s' if len(shared) > 1 else ''} {numbers} ran beside other processes ({who}); "
-            f"their numbers are not a lone server's")
+    return (
+        f"shared GPU: trial{'s' if len(shared) > 1 else ''} {numbers} ran beside other processes ({who}); "
+        f"their numbers are not a lone server's"
+    )
 
 
 def _fixed_flags(study: optuna.Study) -> set[str]:
@@ -153,11 +165,24 @@ def is_load_search(study: optuna.Study) -> bool:
 
 
 def slo_limits(study: optuna.Study) -> dict[str, float]:
-    return study.user_attrs.get("slo") or (study.user_attrs.get("run_config") or {}).get("objective", {}).get("slo") or {}
+    return (
+        study.user_attrs.get("slo") or (study.user_attrs.get("run_config") or {}).get("objective", {}).get("slo") or {}
+    )
 
 
-CURVE_COLUMNS = ["config", "trial", "repeat", "request_rate", "request_throughput", "output_throughput",
-                 "request_goodput", "p99_ttft_ms", "p99_tpot_ms", "failed", "slo_pass"]
+CURVE_COLUMNS = [
+    "config",
+    "trial",
+    "repeat",
+    "request_rate",
+    "request_throughput",
+    "output_throughput",
+    "request_goodput",
+    "p99_ttft_ms",
+    "p99_tpot_ms",
+    "failed",
+    "slo_pass",
+]
 
 
 def curve_trials(study: optuna.Study) -> list[tuple[str, optuna.trial.FrozenTrial]]:
@@ -179,8 +204,9 @@ def curves_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for label, t in curve_trials(study):
         levels = t.user_attrs.get("levels") or []
-        for lv in sorted(levels, key=lambda lv: (lv.get("repeat", 0), lv.get("request_rate") or 0,
-                                                 lv.get("concurrency", 0))):
+        for lv in sorted(
+            levels, key=lambda lv: (lv.get("repeat", 0), lv.get("request_rate") or 0, lv.get("concurrency", 0))
+        ):
             rows.append({"config": label, "trial": t.number, **{c: lv.get(c) for c in CURVE_COLUMNS[2:]}})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
@@ -200,8 +226,9 @@ def levels_frame(study: optuna.Study) -> pd.DataFrame:
             row[f"{who}_output_tok_s"] = lv.get("output_throughput")
             row[f"{who}_median_ttft_ms"] = lv.get("median_ttft_ms")
             row[f"{who}_p99_ttft_ms"] = lv.get("p99_ttft_ms")
-    cols = ["concurrency"] + [f"{w}_{m}" for m in ("output_tok_s", "median_ttft_ms", "p99_ttft_ms")
-                              for w in ("baseline", "best")]
+    cols = ["concurrency"] + [
+        f"{w}_{m}" for m in ("output_tok_s", "median_ttft_ms", "p99_ttft_ms") for w in ("baseline", "best")
+    ]
     frame = pd.DataFrame([by_c[c] for c in sorted(by_c)], columns=cols)
     if not frame.empty:
         frame["output_change_pct"] = [
@@ -228,6 +255,7 @@ def failures_frame(study: optuna.Study) -> pd.DataFrame:
 
 # -- files ----------------------------------------------------------------------------------------------
 
+
 def _cell(value, column: str = "") -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "–"
@@ -243,8 +271,10 @@ def _cell(value, column: str = "") -> str:
 def markdown_table(frame: pd.DataFrame) -> str:
     head = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns) + "|"
-    body = ["| " + " | ".join(_cell(v, c).replace("|", "\\|") for v, c in zip(row, frame.columns)) + " |"
-            for row in frame.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(_cell(v, c).replace("|", "\\|") for v, c in zip(row, frame.columns)) + " |"
+        for row in frame.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *body]) + "\n"
 
 
@@ -253,8 +283,11 @@ def html_table(frame: pd.DataFrame, row_class=None) -> str:
         return "<p class='muted'>nothing to show</p>"
     # Headers like baseline_median_ttft_ms may break after each underscore: unbroken, the per-concurrency table
     # is wider than a 1000 px window.
-    out = ["<table><thead><tr>", *(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns),
-           "</tr></thead><tbody>"]
+    out = [
+        "<table><thead><tr>",
+        *(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns),
+        "</tr></thead><tbody>",
+    ]
     for _, row in frame.iterrows():
         cls = row_class(row) if row_class else ""
         out.append(f"<tr class='{cls}'>" if cls else "<tr>")
@@ -295,25 +328,33 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fig = make()
-        except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is reported, not fatal
+        except Exception as exc:
             skipped.append(f"{title}: {exc}")
             return
         fig.update_layout(title=title)
         figs.append((title, fig))
 
-    add("Optimisation history", lambda: vis.plot_optimization_history(study, target=target, target_name=metrics[0]),
-        None if complete else "no completed trial")
-    add("Parameter importances",
+    add(
+        "Optimisation history",
+        lambda: vis.plot_optimization_history(study, target=target, target_name=metrics[0]),
+        None if complete else "no completed trial",
+    )
+    add(
+        "Parameter importances",
         lambda: vis.plot_param_importances(study, target=target, target_name=metrics[0]),
-        None if len(with_params) >= 2 else f"needs 2 completed trials with tuned parameters, has {len(with_params)}")
+        None if len(with_params) >= 2 else f"needs 2 completed trials with tuned parameters, has {len(with_params)}",
+    )
     if len(study.directions) in (2, 3):
-        add(f"Pareto front ({' vs '.join(metrics)})",
+        add(
+            f"Pareto front ({' vs '.join(metrics)})",
             lambda: vis.plot_pareto_front(study, target_names=list(metrics)),
-            None if complete else "no completed trial")
-    add("Parallel coordinates",
-        lambda: vis.plot_parallel_coordinate(_tuned_only(study, with_params), target=target,
-                                             target_name=metrics[0]),
-        None if with_params else "no completed trial with tuned parameters")
+            None if complete else "no completed trial",
+        )
+    add(
+        "Parallel coordinates",
+        lambda: vis.plot_parallel_coordinate(_tuned_only(study, with_params), target=target, target_name=metrics[0]),
+        None if with_params else "no completed trial with tuned parameters",
+    )
 
     curves = curves_frame(study)
     title = "Load vs latency: p99 TTFT and p99 TPOT"
@@ -345,8 +386,9 @@ def _curve_figure(curves: pd.DataFrame, slo: dict[str, float], by_rate: bool):
     levels that broke the SLO as open markers."""
     from plotly.subplots import make_subplots
 
-    x_col, x_title = ("request_rate", "request rate (req/s)") if by_rate else \
-        ("request_throughput", "request throughput (req/s)")
+    x_col, x_title = (
+        ("request_rate", "request rate (req/s)") if by_rate else ("request_throughput", "request throughput (req/s)")
+    )
     fig = make_subplots(rows=1, cols=2, subplot_titles=("p99 TTFT (ms)", "p99 TPOT (ms)"))
     palette = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
     for i, (label, g) in enumerate(curves[curves["repeat"].fillna(0) == 0].groupby("config", sort=False)):
@@ -354,13 +396,28 @@ def _curve_figure(curves: pd.DataFrame, slo: dict[str, float], by_rate: bool):
         passed = g["slo_pass"].map(lambda v: v is not False)
         symbols = ["circle" if ok else "circle-open" for ok in passed]
         for col, metric in enumerate(("p99_ttft_ms", "p99_tpot_ms"), start=1):
-            fig.add_scatter(x=g[x_col], y=g[metric], name=label, legendgroup=label, showlegend=col == 1,
-                            mode="lines+markers", marker={"symbol": symbols, "size": 9},
-                            line={"color": palette[i % len(palette)]}, row=1, col=col)
+            fig.add_scatter(
+                x=g[x_col],
+                y=g[metric],
+                name=label,
+                legendgroup=label,
+                showlegend=col == 1,
+                mode="lines+markers",
+                marker={"symbol": symbols, "size": 9},
+                line={"color": palette[i % len(palette)]},
+                row=1,
+                col=col,
+            )
     for col, metric in enumerate(("p99_ttft_ms", "p99_tpot_ms"), start=1):
         if metric in slo:
-            fig.add_hline(y=slo[metric], line_dash="dash", line_color="#b00", row=1, col=col,
-                          annotation_text=f"SLO {slo[metric]:g} ms")
+            fig.add_hline(
+                y=slo[metric],
+                line_dash="dash",
+                line_color="#b00",
+                row=1,
+                col=col,
+                annotation_text=f"SLO {slo[metric]:g} ms",
+            )
         fig.update_xaxes(title_text=x_title, row=1, col=col)
     return fig
 
@@ -380,10 +437,18 @@ def confirmation_frame(study: optuna.Study) -> pd.DataFrame:
     re-runs and the one-sided bound it is ranked by, best bound first."""
     rows = []
     for number, c in study.user_attrs.get("confirmations", {}).items():
-        rows.append({"trial": int(number), "role": c.get("role", "top"), "metric": c["metric"],
-                     "runs": len(c["runs"]), "mean": c.get("mean"), "ci95": c.get("ci95"),
-                     "bound_95": c["bound"] if c["bound"] is not None and math.isfinite(c["bound"]) else None,
-                     "failure": c.get("failure") or ""})
+        rows.append(
+            {
+                "trial": int(number),
+                "role": c.get("role", "top"),
+                "metric": c["metric"],
+                "runs": len(c["runs"]),
+                "mean": c.get("mean"),
+                "ci95": c.get("ci95"),
+                "bound_95": c["bound"] if c["bound"] is not None and math.isfinite(c["bound"]) else None,
+                "failure": c.get("failure") or "",
+            }
+        )
     return pd.DataFrame(rows, columns=["trial", "role", "metric", "runs", "mean", "ci95", "bound_95", "failure"])
 
 
@@ -397,8 +462,9 @@ def confirmation_lines(study: optuna.Study) -> list[str]:
         elif r.ci95 is None or pd.isna(r.ci95):
             lines.append(f"{what}: {r.metric} {r['mean']:.2f} (one run: no interval)")
         else:
-            lines.append(f"{what}: {r.metric} {r['mean']:.2f} ± {r.ci95:.2f} (95% CI over {r.runs} runs), "
-                         f"bound {r.bound_95:.2f}")
+            lines.append(
+                f"{what}: {r.metric} {r['mean']:.2f} ± {r.ci95:.2f} (95% CI over {r.runs} runs), bound {r.bound_95:.2f}"
+            )
     lines += [c["statement"] for c in study.user_attrs.get("confirmation", {}).get("comparisons", [])]
     return lines
 
@@ -451,9 +517,12 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         f"<title>sglang-tuner report: {html.escape(study.study_name)}</title><style>{CSS}</style></head><body>",
         f"<h1>Study <code>{html.escape(study.study_name)}</code></h1>",
         f"<p class='replay'>{html.escape(notice)}</p>" if notice else "",
-        "<p>Objectives: " + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions))
+        "<p>Objectives: "
+        + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions))
         + f" {html.escape(_where(study))}. "
-        + f"Trials: {len(trials)} (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + "). "
+        + f"Trials: {len(trials)} ("
+        + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+        + "). "
         + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
     ]
     parts += [f"<p class='bad'>{html.escape(note)}</p>" for note in study_notes(study)]
@@ -466,12 +535,19 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if base is None:
         parts.append("<p class='muted'>No completed baseline trial (trial 0 with SGLang defaults).</p>")
     elif not base.user_attrs.get("feasible"):
-        parts.append(f"<p class='bad'>The baseline (trial {base.number}) failed: "
-                     f"{html.escape(str(base.user_attrs.get('failure_class')))}.</p>")
+        parts.append(
+            f"<p class='bad'>The baseline (trial {base.number}) failed: "
+            f"{html.escape(str(base.user_attrs.get('failure_class')))}.</p>"
+        )
     parts.append(html_table(comp))
     if confirmed:
-        parts += ["<h3>Confirmed by re-runs</h3>", html_table(confirmation_frame(study)),
-                  "<ul>", *(f"<li>{html.escape(line)}</li>" for line in confirmed), "</ul>"]
+        parts += [
+            "<h3>Confirmed by re-runs</h3>",
+            html_table(confirmation_frame(study)),
+            "<ul>",
+            *(f"<li>{html.escape(line)}</li>" for line in confirmed),
+            "</ul>",
+        ]
     if not levels.empty:
         parts += ["<h3>Per concurrency</h3>", html_table(levels)]
     if not curves.empty:
@@ -480,8 +556,12 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     first = True
     fig_html: dict[str, str] = {}
     for title, fig in figs:
-        fig_html[title] = fig.to_html(full_html=False, include_plotlyjs=True if first else False,
-                                      config={"displaylogo": False}, default_height="460px")
+        fig_html[title] = fig.to_html(
+            full_html=False,
+            include_plotlyjs=True if first else False,
+            config={"displaylogo": False},
+            default_height="460px",
+        )
         first = False
     for title, _ in figs:
         parts += [f"<h2>{html.escape(title)}</h2>", fig_html[title]]
@@ -513,4 +593,3 @@ def _tuned_only(study: optuna.Study, trials: list) -> optuna.Study:
     view = optuna.create_study(directions=study.directions)
     view.add_trials(trials)
     return view
-

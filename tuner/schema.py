@@ -11,15 +11,23 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import re
 import math
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, PlainSerializer, PlainValidator, ValidationError,
-                      WithJsonSchema, create_model)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
 from pydantic_core import PydanticCustomError
 
 from tuner.yamlfile import Loc, YamlDocument
@@ -37,8 +45,10 @@ def strict_dataclass(cls: type) -> Any:
     """A field type for one of our frozen dataclasses (workload.SharedPrefix, ...): its keys and types checked like
     any model's, the value the dataclass itself."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: (hints[f.name], f.default if f.default is not dataclasses.MISSING else ...)
-              for f in dataclasses.fields(cls)}
+    fields = {
+        f.name: (hints[f.name], f.default if f.default is not dataclasses.MISSING else ...)
+        for f in dataclasses.fields(cls)
+    }
     model = create_model(cls.__name__, __base__=Strict, __doc__=cls.__doc__, **fields)
     return Annotated[model, AfterValidator(lambda m: cls(**dict(m))), PlainSerializer(dataclasses.asdict)]
 
@@ -56,20 +66,30 @@ def _scalar(value: Any) -> str | int | float | bool:
         return value
     if isinstance(value, (int, float)):
         return _number(value)
-    raise PydanticCustomError("scalar_type", "expected one value (text, a number or true/false), got {value}",
-                              {"value": _show(value)})
+    raise PydanticCustomError(
+        "scalar_type", "expected one value (text, a number or true/false), got {value}", {"value": _show(value)}
+    )
 
 
 # An int stays an int (a range of whole numbers), a float a float; neither is ever a bool.
 Number = Annotated[int | float, PlainValidator(_number), WithJsonSchema({"type": "number"})]
-Scalar = Annotated[str | int | float | bool, PlainValidator(_scalar),
-                   WithJsonSchema({"type": ["string", "number", "boolean"]})]
+Scalar = Annotated[
+    str | int | float | bool, PlainValidator(_scalar), WithJsonSchema({"type": ["string", "number", "boolean"]})
+]
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str) \
-        if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) or value is None \
-        else f"{value:g}" if isinstance(value, float) else str(value)
+    text = (
+        repr(value)
+        if isinstance(value, str)
+        else json.dumps(value, default=str)
+        if isinstance(value, (list, dict))
+        else str(value).lower()
+        if isinstance(value, bool) or value is None
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -88,8 +108,12 @@ def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
     hint: Any = model
     for part in loc:
         hint = _unwrap(hint)
-        if isinstance(hint, type) and issubclass(hint, BaseModel) and isinstance(part, str) \
-                and part in hint.model_fields:
+        if (
+            isinstance(hint, type)
+            and issubclass(hint, BaseModel)
+            and isinstance(part, str)
+            and part in hint.model_fields
+        ):
             hint = hint.model_fields[part].annotation
         elif typing.get_origin(hint) in (list, dict):
             hint = typing.get_args(hint)[-1]
@@ -147,8 +171,9 @@ def describe(error: dict, model: type[BaseModel]) -> tuple[Loc, str]:
         "greater_than": f"must be > {_show(ctx.get('gt'))}, got {shown}",
         "less_than_equal": f"must be <= {_show(ctx.get('le'))}, got {shown}",
         "less_than": f"must be < {_show(ctx.get('lt'))}, got {shown}",
-        "too_short": "must not be empty" if ctx.get("min_length") == 1 else
-                     f"needs at least {ctx.get('min_length')}, got {shown}",
+        "too_short": "must not be empty"
+        if ctx.get("min_length") == 1
+        else f"needs at least {ctx.get('min_length')}, got {shown}",
         "too_long": f"takes at most {ctx.get('max_length')}, got {shown}",
     }
     if kind in messages:
@@ -164,8 +189,12 @@ def describe(error: dict, model: type[BaseModel]) -> tuple[Loc, str]:
     return loc, error["msg"]
 
 
-def first_problem(exc: ValidationError, model: type[BaseModel], doc: YamlDocument | None,
-                  from_file: typing.Callable[[Loc], bool] = lambda loc: True) -> str:
+def first_problem(
+    exc: ValidationError,
+    model: type[BaseModel],
+    doc: YamlDocument | None,
+    from_file: typing.Callable[[Loc], bool] = lambda loc: True,
+) -> str:
     """``file:line: key.path: message`` for the first error; keys set outside the file get no file prefix."""
     loc, message = describe(exc.errors(include_url=False)[0], model)
     where = loc_text(loc)

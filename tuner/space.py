@@ -21,9 +21,10 @@ sampled where they would have no effect, so the sampler does not waste trials le
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, WithJsonSchema, model_validator
 
@@ -67,7 +68,7 @@ class Param:
         """The values to validate against SGLang's parser: every choice, or both ends of a range."""
         return list(self.choices) if self.choices else [self.low, self.high]  # type: ignore[list-item]
 
-    def distribution(self) -> "optuna.distributions.BaseDistribution":
+    def distribution(self) -> optuna.distributions.BaseDistribution:
         """The Optuna distribution ``suggest`` samples from (what a study remembers of each parameter)."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -94,17 +95,19 @@ class Param:
         """What the space offers, for a message: its choices, or its range."""
         if self.choices:
             return "choices " + ", ".join(format_value(c) for c in self.choices)
-        return f"{format_value(self.low)}-{format_value(self.high)}" + (f" by {format_value(self.step)}"
-                                                                       if self.step else "")
+        return f"{format_value(self.low)}-{format_value(self.high)}" + (
+            f" by {format_value(self.step)}" if self.step else ""
+        )
 
     def keyed_values(self) -> list[tuple[Loc, FlagValue]]:
         """Every value SGLang could be given, with where it is in the file: each choice, or low, high and step."""
         if self.choices:
             return [(("choices", i), c) for i, c in enumerate(self.choices)]
-        return [((key,), v) for key, v in (("low", self.low), ("high", self.high), ("step", self.step))
-                if v is not None]
+        return [
+            ((key,), v) for key, v in (("low", self.low), ("high", self.high), ("step", self.step)) if v is not None
+        ]
 
-    def suggest(self, trial: "optuna.Trial") -> FlagValue:
+    def suggest(self, trial: optuna.Trial) -> FlagValue:
         if self.choices:
             return trial.suggest_categorical(self.name, list(self.choices))  # type: ignore[arg-type]
         if self.is_int:
@@ -126,7 +129,7 @@ class SearchSpace:
     def name(self) -> str:
         return self.path.stem
 
-    def sample(self, trial: "optuna.Trial") -> ServerFlags:
+    def sample(self, trial: optuna.Trial) -> ServerFlags:
         """Sample this space into flags: fixed flags first, then each parameter whose conditions hold."""
         flags = self.fixed.as_dict()
         for param in self.params:
@@ -138,9 +141,13 @@ class SearchSpace:
         """The parameters whose value SGLang chose for itself (``resolved``: flag name -> value, as trial 0 ran)
         the space cannot draw: there, no sampled config can be what the defaults ran, only other values."""
         flags = {**self.fixed.as_dict(), **{p.name: resolved[p.name] for p in self.params if p.name in resolved}}
-        return [f"{p.name}: SGLang chose {format_value(resolved[p.name])}, the space offers {p.offers()}"
-                for p in self.params if resolved.get(p.name) is not None
-                and all(c.holds(flags) for c in p.when) and not p.takes(resolved[p.name])]
+        return [
+            f"{p.name}: SGLang chose {format_value(resolved[p.name])}, the space offers {p.offers()}"
+            for p in self.params
+            if resolved.get(p.name) is not None
+            and all(c.holds(flags) for c in p.when)
+            and not p.takes(resolved[p.name])
+        ]
 
     def flags_from_params(self, params: dict[str, Any]) -> ServerFlags:
         """Rebuild a trial's flags from its stored Optuna params (the baseline has none: just the fixed flags)."""
@@ -227,16 +234,27 @@ def _flag_name(name: str) -> str:
         hint = name.lstrip("-").replace("_", "-").lower()
         raise ValueError(f"write flags as SGLang spells them without dashes: {hint!r}, not {name!r}")
     if name in TUNER_FLAGS:
-        raise ValueError(f"--{name} is set by the tuner itself (from model, launcher.host, launcher.port and the "
-                         f"trial's GPUs): it cannot be fixed or tuned in a search space")
+        raise ValueError(
+            f"--{name} is set by the tuner itself (from model, launcher.host, launcher.port and the "
+            f"trial's GPUs): it cannot be fixed or tuned in a search space"
+        )
     return name
 
 
 FlagName = Annotated[str, AfterValidator(_flag_name)]
 # ``when: {enable-torch-compile: true}`` or a list of values any of which will do.
-WhenValues = Annotated[list[Scalar], BeforeValidator(lambda v: v if isinstance(v, list) else [v]),
-                       WithJsonSchema({"anyOf": [{"type": ["string", "number", "boolean"]},
-                                                 {"type": "array", "items": {"type": ["string", "number", "boolean"]}}]})]
+WhenValues = Annotated[
+    list[Scalar],
+    BeforeValidator(lambda v: v if isinstance(v, list) else [v]),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": ["string", "number", "boolean"]},
+                {"type": "array", "items": {"type": ["string", "number", "boolean"]}},
+            ]
+        }
+    ),
+]
 
 
 class ParamSpec(Strict):
@@ -250,7 +268,7 @@ class ParamSpec(Strict):
     when: dict[str, WhenValues] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "ParamSpec":
+    def _one_kind(self) -> ParamSpec:
         if self.choices is not None:
             if {"low", "high", "step", "log"} & self.model_fields_set:
                 raise ValueError("give either choices or low/high, not both")
@@ -266,7 +284,7 @@ class ParamSpec(Strict):
             raise ValueError(f"step: must be positive, got {step}")
         if step is not None and step > high - low:
             raise ValueError(f"step: {step} is larger than the range {low}..{high}: only low could ever be tried")
-        if self.log and (low <= 0 or step is not None and step != 1):
+        if self.log and (low <= 0 or (step is not None and step != 1)):
             raise ValueError("log scale needs low > 0 and no step")
         return self
 
@@ -275,25 +293,27 @@ class SpaceFile(Strict):
     """A search-space file as written (schemas/space.schema.json is generated from this)."""
 
     description: str = ""
-    fixed: Annotated[dict[FlagName, Scalar], BeforeValidator(lambda v: {} if v is None else v)] = \
-        Field(default_factory=dict)
+    fixed: Annotated[dict[FlagName, Scalar], BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=dict
+    )
     params: Annotated[dict[FlagName, ParamSpec], Field(min_length=1)]
     gpus_per_trial: str | None = None
 
     @model_validator(mode="after")
-    def _references(self) -> "SpaceFile":
+    def _references(self) -> SpaceFile:
         known = set(self.fixed)
         for name, spec in self.params.items():
             if name in self.fixed:
                 raise ValueError(f"params.{name}: both fixed and a parameter")
             for flag in spec.when:
                 if flag not in known:
-                    raise ValueError(f"params.{name}.when: 'when' names {flag!r}, which is neither fixed nor a parameter "
-                                     f"above it")
+                    raise ValueError(
+                        f"params.{name}.when: 'when' names {flag!r}, which is neither fixed nor a parameter above it"
+                    )
             known.add(name)
         if self.gpus_per_trial is not None:
             try:
-                _eval_gpus(self.gpus_per_trial, {k: 1 for k in known})
+                _eval_gpus(self.gpus_per_trial, dict.fromkeys(known, 1))
             except SpaceError as exc:
                 raise ValueError(str(exc)) from None
         return self
@@ -316,12 +336,21 @@ def load_space(path: str | Path) -> SearchSpace:
     except ValidationError as exc:
         raise SpaceError(first_problem(exc, SpaceFile, doc)) from None
     params = tuple(
-        Param(name, doc.line(("params", name)) or 0, choices=tuple(p.choices or ()), low=p.low, high=p.high,
-              step=p.step, log=p.log, when=tuple(Condition(flag, tuple(values)) for flag, values in p.when.items()))
+        Param(
+            name,
+            doc.line(("params", name)) or 0,
+            choices=tuple(p.choices or ()),
+            low=p.low,
+            high=p.high,
+            step=p.step,
+            log=p.log,
+            when=tuple(Condition(flag, tuple(values)) for flag, values in p.when.items()),
+        )
         for name, p in spec.params.items()
     )
-    return SearchSpace(path, spec.description, ServerFlags(tuple(spec.fixed.items())), params, spec.gpus_per_trial,
-                       lines=doc.lines)
+    return SearchSpace(
+        path, spec.description, ServerFlags(tuple(spec.fixed.items())), params, spec.gpus_per_trial, lines=doc.lines
+    )
 
 
 def _eval_gpus(expr: str, flags: dict[str, FlagValue]) -> int:

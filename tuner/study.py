@@ -17,10 +17,10 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -138,8 +138,11 @@ class Objective:
 def objective_for(config: RunConfig) -> Objective:
     at = config.objective.at_concurrency or max(config.workload.concurrency)
     return Objective(
-        tuple(config.objective.metrics), at, dict(config.objective.slo),
-        config.objective.max_gpu_memory_fraction, config.workload.request_timeout_s * 1000.0,
+        tuple(config.objective.metrics),
+        at,
+        dict(config.objective.slo),
+        config.objective.max_gpu_memory_fraction,
+        config.workload.request_timeout_s * 1000.0,
         config.objective.search,
     )
 
@@ -152,10 +155,12 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
     url = _with_installed_driver(url)
     kwargs: dict = {}
     if url.startswith("sqlite:///"):
-        file = Path(url[len("sqlite:///"):])
+        file = Path(url[len("sqlite:///") :])
         if not create and not file.is_file():
-            raise SetupError(f"no study {config.study!r}: {file} does not exist (a run file's relative paths are "
-                             f"relative to its folder; --storage is relative to the current one)")
+            raise SetupError(
+                f"no study {config.study!r}: {file} does not exist (a run file's relative paths are "
+                f"relative to its folder; --storage is relative to the current one)"
+            )
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -182,9 +187,15 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
 
 # The module SQLAlchemy's dialect imports -> what to pip install for it.
 DRIVER_PACKAGES = {
-    "MySQLdb": "mysqlclient", "pymysql": "pymysql", "mysql": "mysql-connector-python",
-    "psycopg2": "psycopg2-binary", "psycopg": "'sglang-tuner[postgres]'", "asyncpg": "asyncpg",
-    "pg8000": "pg8000", "oracledb": "oracledb", "pyodbc": "pyodbc",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "pymysql",
+    "mysql": "mysql-connector-python",
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "'sglang-tuner[postgres]'",
+    "asyncpg": "asyncpg",
+    "pg8000": "pg8000",
+    "oracledb": "oracledb",
+    "pyodbc": "pyodbc",
 }
 
 
@@ -195,8 +206,10 @@ def _missing_driver(url: str, exc: ImportError) -> str:
     dialect = url.split("://", 1)[0]
     package = DRIVER_PACKAGES.get(module.split(".")[0], module)
     hint = " (or mysql+pymysql://... with pip install pymysql)" if module == "MySQLdb" else ""
-    return (f"the {dialect} driver is not installed (SQLAlchemy needs the Python module {module}): "
-            f"pip install {package}{hint}")
+    return (
+        f"the {dialect} driver is not installed (SQLAlchemy needs the Python module {module}): "
+        f"pip install {package}{hint}"
+    )
 
 
 def _sqlite_begin_immediate(storage: RDBStorage) -> None:
@@ -265,7 +278,7 @@ class _Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         if self.interval_s:
             self.storage.record_heartbeat(self.trial_id)
             self._thread.start()
@@ -280,7 +293,7 @@ class _Heartbeat:
         while not self._stop.wait(self.interval_s):
             try:
                 self.storage.record_heartbeat(self.trial_id)
-            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the trial; log and retry
+            except Exception as exc:
                 log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)
 
 
@@ -296,7 +309,11 @@ def make_sampler(config: RunConfig, seed: int | None) -> optuna.samplers.BaseSam
     # Our spaces are conditional (torch-compile-max-bs only with torch compile): multivariate grouped TPE
     # models the branches jointly instead of falling back to independent sampling.
     return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=s.n_startup_trials, multivariate=True, group=True, constant_liar=True,
+        seed=seed,
+        n_startup_trials=s.n_startup_trials,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
     )
 
 
@@ -305,16 +322,21 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
     objective = objective_for(config)
     try:
         study = optuna.create_study(
-            storage=storage, study_name=config.study, directions=objective.directions,
-            sampler=make_sampler(config, config.sampler.seed), load_if_exists=True,
+            storage=storage,
+            study_name=config.study,
+            directions=objective.directions,
+            sampler=make_sampler(config, config.sampler.seed),
+            load_if_exists=True,
         )
     except ValueError as exc:
         raise SetupError(f"study {config.study!r}: {exc}") from None
     if config.sampler.name == "gp" and (config.baseline or config.references):
         # GPSampler models only the params every finished trial has; the baseline and references have none
         # (benchmarks/SAMPLERS.md: with the baseline first it draws exactly what random search draws).
-        log.warning("sampler gp with the baseline or references samples at random (they have no params): "
-                    "set baseline: false and no references, or use sampler: {name: tpe}")
+        log.warning(
+            "sampler gp with the baseline or references samples at random (they have no params): "
+            "set baseline: false and no references, or use sampler: {name: tpe}"
+        )
     if [d.name.lower() for d in study.directions] != objective.directions:
         raise SetupError(
             f"study {config.study!r} already exists with objectives {study.user_attrs.get('metrics')}: "
@@ -349,8 +371,9 @@ def load_existing_study(config: RunConfig) -> optuna.Study:
         return optuna.load_study(study_name=config.study, storage=storage)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise SetupError(f"no study {config.study!r} in {_redact(config.storage_url)}"
-                         f" (studies there: {', '.join(names) or 'none'})") from None
+        raise SetupError(
+            f"no study {config.study!r} in {_redact(config.storage_url)} (studies there: {', '.join(names) or 'none'})"
+        ) from None
 
 
 def startup_timeout(config: RunConfig, flags: ServerFlags) -> float:
@@ -423,11 +446,17 @@ class Tuner:
         # A load search's in-flight tokens follow its arrival rates, not a concurrency: its pool is not checked.
         objective = objective_for(config)
         self.objective = dataclasses.replace(
-            objective, kv_tokens_needed=0 if objective.load_search else tokens_needed(self.workload))
+            objective, kv_tokens_needed=0 if objective.load_search else tokens_needed(self.workload)
+        )
         # Described in every trial's record: what was measured, so studies with different workloads never mix.
-        self.workload_record = {**self.workload.describe(), **(
-            {"load_search": vars(self.objective.load_search), "slo": self.objective.slo}
-            if self.objective.load_search else {"concurrency": list(config.workload.concurrency)})}
+        self.workload_record = {
+            **self.workload.describe(),
+            **(
+                {"load_search": vars(self.objective.load_search), "slo": self.objective.slo}
+                if self.objective.load_search
+                else {"concurrency": list(config.workload.concurrency)}
+            ),
+        }
         self.cancel = threading.Event()
         self.space: SearchSpace | None = None
         self.feasibility: Feasibility | None = None
@@ -456,7 +485,8 @@ class Tuner:
             raise SetupError(str(exc)) from None
         self._check_reference_flags(catalog)
         self.warnings = self.space.no_op_warnings() + [
-            f"--{name} is deprecated in this SGLang" for name, _ in self.space.fixed.values
+            f"--{name} is deprecated in this SGLang"
+            for name, _ in self.space.fixed.values
             if catalog.flags.get(name) and catalog.flags[name].deprecated
         ]
         if self.launcher.replays:
@@ -494,10 +524,13 @@ class Tuner:
             return
         what = "; ".join(map(str, busy))
         if not self.config.gpus_shared:
-            raise SetupError(f"{what}: measured beside it, a server gets what is left (a smaller KV pool, "
-                             f"shared compute); stop it, choose other --gpus, or pass --allow-shared-gpu "
-                             f"(gpus_shared: true) to measure anyway")
+            raise SetupError(
+                f"{what}: measured beside it, a server gets what is left (a smaller KV pool, "
+                f"shared compute); stop it, choose other --gpus, or pass --allow-shared-gpu "
+                f"(gpus_shared: true) to measure anyway"
+            )
         self.warnings.append(f"shared GPU ({what}): every trial records what else held its GPUs")
+
     def _check_machine(self, space: SearchSpace) -> None:
         self._check_gpus(space)
         if self.launcher.kind == "process" and not _looks_like_path_or_hub_id(self.config.model.path):
@@ -505,8 +538,9 @@ class Tuner:
         lc = self.config.launcher
         for port in sorted({lc.port + g - min(self.config.gpus) for g in self.config.gpus}):
             if not 1 <= port <= 65535 or not port_free(lc.host, port):
-                raise SetupError(f"port {port} on {lc.host} is in use or not a port: stop what holds it "
-                                 f"or pass another --port")
+                raise SetupError(
+                    f"port {port} on {lc.host} is in use or not a port: stop what holds it or pass another --port"
+                )
 
     def _check_reference_flags(self, catalog: FlagCatalog) -> None:
         """Each reference's flags as SGLang will parse them (names, switches, choices, number types), like the
@@ -521,10 +555,13 @@ class Tuner:
         """What a replay can answer: the surface's workload levels; the space's flags, warned where unrecorded."""
         h = self.launcher.surface.header
         if self.config.model.path not in (h.model, h.model_path):
-            raise SetupError(f"model.path {self.config.model.path!r}: {self.launcher.path} recorded {h.model} "
-                             f"({h.model_path}); leave model out of a replay's run file")
-        problem = self.launcher.check_objective(self.objective.slo, self.objective.load_search) or \
-            self.launcher.check_workload(self.config.to_dict()["workload"])
+            raise SetupError(
+                f"model.path {self.config.model.path!r}: {self.launcher.path} recorded {h.model} "
+                f"({h.model_path}); leave model out of a replay's run file"
+            )
+        problem = self.launcher.check_objective(
+            self.objective.slo, self.objective.load_search
+        ) or self.launcher.check_workload(self.config.to_dict()["workload"])
         if problem:
             raise SetupError(problem)
         self.warnings += self.launcher.coverage_warnings({p.name for p in space.params})
@@ -536,11 +573,15 @@ class Tuner:
             raise SetupError(f"the space's fixed flags need {base} GPUs per trial (tp x dp) but --gpus gives {have}")
         top = space.most_gpus()
         if top > have:
-            self.warnings.append(f"the space allows trials needing up to {top} GPUs but --gpus gives {have}: those "
-                                 f"are recorded infeasible (too_many_gpus) without launching")
+            self.warnings.append(
+                f"the space allows trials needing up to {top} GPUs but --gpus gives {have}: those "
+                f"are recorded infeasible (too_many_gpus) without launching"
+            )
         if not gpu.nvml_available(quiet=True):  # said once, here, rather than logged by tuner.gpu
-            what = (f"--gpus {','.join(map(str, self.config.gpus))} not checked, no GPU memory numbers, "
-                    f"no wait for free GPUs")
+            what = (
+                f"--gpus {','.join(map(str, self.config.gpus))} not checked, no GPU memory numbers, "
+                f"no wait for free GPUs"
+            )
             if self.config.objective.max_gpu_memory_fraction is not None:
                 what += ", and objective.max_gpu_memory_fraction cannot be checked (every trial passes it)"
             self.warnings.append(f"NVML is not available ({gpu.unavailable_reason()}): {what}")
@@ -567,7 +608,8 @@ class Tuner:
                 raise SetupError(
                     f"{space.path}:{param.line}: {param.name} is {_describe(param.distribution())} here but "
                     f"{_describe(old)} in study {self.config.study!r}'s trials: use a new --study name for the "
-                    f"new space, or keep the old kind of {param.name}") from None
+                    f"new space, or keep the old kind of {param.name}"
+                ) from None
 
     def _check_baseline_flags(self, study: optuna.Study) -> None:
         """A baseline SGLang refused (invalid_flag) means every trial of the study gets the same fixed flags."""
@@ -580,8 +622,10 @@ class Tuner:
         c = self.config
         model = ModelFacts.from_folder(c.model.path) if Path(c.model.path).expanduser().is_dir() else None
         if model is None and not self.launcher.replays:  # a replay's surface says what failed
-            self.warnings.append(f"model.path {c.model.path}: no local config.json, so only too_many_gpus is "
-                                 f"predicted before launch (memory, heads and context are checked by SGLang)")
+            self.warnings.append(
+                f"model.path {c.model.path}: no local config.json, so only too_many_gpus is "
+                f"predicted before launch (memory, heads and context are checked by SGLang)"
+            )
         total = gpu.total_mib(tuple(c.gpus)) if model else None
         if model and total is None:
             self.warnings.append("no GPU memory from NVML: KV-pool failures are not predicted before launch")
@@ -609,8 +653,11 @@ class Tuner:
             # Another worker may recover the same trial at the same moment (at its start, or by heartbeat):
             # only the one whose state change lands queues the re-run.
             try:
-                set_trial_attrs(study, optuna.Trial(study, t._trial_id), {
-                    "failure_class": failures.INTERRUPTED.name, "failure_detail": f"worker {worker} died"})
+                set_trial_attrs(
+                    study,
+                    optuna.Trial(study, t._trial_id),
+                    {"failure_class": failures.INTERRUPTED.name, "failure_detail": f"worker {worker} died"},
+                )
                 if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -655,7 +702,7 @@ class Tuner:
                 if not self._budget_left(study):
                     return
                 self._one_trial(study, pool, artifacts)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which owns the exit
+        except BaseException as exc:
             self._errors.append(exc)
             self.cancel.set()
 
@@ -666,8 +713,10 @@ class Tuner:
 
     @staticmethod
     def trials_interrupted(study: optuna.Study) -> int:
-        return sum(t.user_attrs.get("failure_class") == failures.INTERRUPTED.name
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        return sum(
+            t.user_attrs.get("failure_class") == failures.INTERRUPTED.name
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        )
 
     def _budget_left(self, study: optuna.Study) -> bool:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
@@ -679,23 +728,32 @@ class Tuner:
         with _Heartbeat(study, trial, self.config.heartbeat_s):
             self._run_asked(study, trial, pool, artifacts)
 
-    def _run_asked(self, study: optuna.Study, trial: optuna.Trial, pool: GpuPool,
-                   artifacts: FileSystemArtifactStore) -> None:
+    def _run_asked(
+        self, study: optuna.Study, trial: optuna.Trial, pool: GpuPool, artifacts: FileSystemArtifactStore
+    ) -> None:
         # Budget across workers: trial numbers are handed out atomically, so whoever got a number past the
         # budget gives it back; the study never runs more trials than asked for.
-        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                 if t.number < trial.number]
+        ahead = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            if t.number < trial.number
+        ]
         if len(ahead) >= self.config.trials:
             fixed = study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
             trial.set_user_attr("failure_class", "over_budget")
             study.tell(trial, state=TrialState.FAIL)
             if fixed is not None:  # a re-run handed to us from the queue: leave it for a later run
-                study.enqueue_trial(fixed, user_attrs={k: v for k, v in trial.user_attrs.items()
-                                                       if k in ("retry_of", "baseline", "reference")})
+                study.enqueue_trial(
+                    fixed,
+                    user_attrs={
+                        k: v for k, v in trial.user_attrs.items() if k in ("retry_of", "baseline", "reference")
+                    },
+                )
             return
         reference = self.references.get(trial.user_attrs.get("reference", ""))
-        baseline = self.config.baseline and not reference and \
-            (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
+        baseline = (
+            self.config.baseline and not reference and (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
+        )
         assert self.space is not None
         try:
             if reference:
@@ -724,14 +782,24 @@ class Tuner:
             started_at = datetime.now().isoformat()
             port = self.config.launcher.port + (gpus[0] - min(self.config.gpus) if gpus else 0)
             if not self.launcher.replays and not port_free(self.config.launcher.host, port):
-                raise SetupError(f"port {port} on {self.config.launcher.host} is in use: stop what holds it "
-                                 f"or pass --port")
+                raise SetupError(
+                    f"port {port} on {self.config.launcher.host} is in use: stop what holds it or pass --port"
+                )
             plan = self.plan(trial.number, tuned, gpus, port)
-            set_trial_attrs(study, trial, {
-                "started_at": started_at, "baseline": baseline, "host": HOST, "gpus": list(gpus),
-                "flags": plan.flags.as_dict(), "argv": plan.flags.argv(), "trial_dir": str(plan.trial_dir),
-                "launcher": self.launcher.describe(),
-            })
+            set_trial_attrs(
+                study,
+                trial,
+                {
+                    "started_at": started_at,
+                    "baseline": baseline,
+                    "host": HOST,
+                    "gpus": list(gpus),
+                    "flags": plan.flags.as_dict(),
+                    "argv": plan.flags.argv(),
+                    "trial_dir": str(plan.trial_dir),
+                    "launcher": self.launcher.describe(),
+                },
+            )
             runner = self.runner(study, trial)
             result = runner.run(plan)
             trial.set_user_attr("ended_at", datetime.now().isoformat())
@@ -747,14 +815,33 @@ class Tuner:
                 pool.release(gpus)
         self._record(study, trial, result, artifacts)
 
-    def _record_predicted(self, study: optuna.Study, trial: optuna.Trial, tuned: ServerFlags, needed: int,
-                          baseline: bool, predicted: Prediction, artifacts: FileSystemArtifactStore) -> None:
+    def _record_predicted(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        tuned: ServerFlags,
+        needed: int,
+        baseline: bool,
+        predicted: Prediction,
+        artifacts: FileSystemArtifactStore,
+    ) -> None:
         """Infeasible, not launched: SGLang would refuse these flags (tuner.feasibility), and the sampler learns."""
         plan = self.plan(trial.number, tuned, (), self.config.launcher.port)
         plan.trial_dir.mkdir(parents=True, exist_ok=True)
-        set_trial_attrs(study, trial, {"baseline": baseline, "host": HOST, "gpus": [], "gpus_needed": needed,
-                                       "flags": plan.flags.as_dict(), "argv": plan.flags.argv(),
-                                       "trial_dir": str(plan.trial_dir), "launched": False})
+        set_trial_attrs(
+            study,
+            trial,
+            {
+                "baseline": baseline,
+                "host": HOST,
+                "gpus": [],
+                "gpus_needed": needed,
+                "flags": plan.flags.as_dict(),
+                "argv": plan.flags.argv(),
+                "trial_dir": str(plan.trial_dir),
+                "launched": False,
+            },
+        )
         result = TrialResult(plan, predicted.failure, predicted.detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
         write_artifacts(result)
         self._record(study, trial, result, artifacts)
@@ -768,8 +855,9 @@ class Tuner:
         # --gpus are NVML indices (PCI bus order); CUDA's default order may differ, so make CUDA_VISIBLE_DEVICES
         # name the same GPUs that are sampled and waited on (the run file's env can still override it).
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", **c.launcher.env}
-        return TrialPlan(number, flags, gpus, c.launcher.host, port, c.study_dir / str(number),
-                         startup_timeout(c, flags), env)
+        return TrialPlan(
+            number, flags, gpus, c.launcher.host, port, c.study_dir / str(number), startup_timeout(c, flags), env
+        )
 
     def runner(self, study: optuna.Study, trial: optuna.Trial | None, workload: Workload | None = None) -> TrialRunner:
         """A runner for one trial; ``workload`` overrides the study's (confirmation runs repeat it, unstopped)."""
@@ -779,13 +867,20 @@ class Tuner:
 
             cls = ReplayRunner
         return cls(
-            self.launcher, workload or self.workload, self.config.model.served_name or self.config.model.path,
-            self.config.study, idle_mib=self.idle_mib, stop_grace_s=self.config.launcher.stop_grace_s,
-            early_stop=self._early_stop(study) if self.config.objective.early_stop and not workload
-            and self.objective.load_search is None else None,
-            progress=self.progress, cancel=self.cancel,
+            self.launcher,
+            workload or self.workload,
+            self.config.model.served_name or self.config.model.path,
+            self.config.study,
+            idle_mib=self.idle_mib,
+            stop_grace_s=self.config.launcher.stop_grace_s,
+            early_stop=self._early_stop(study)
+            if self.config.objective.early_stop and not workload and self.objective.load_search is None
+            else None,
+            progress=self.progress,
+            cancel=self.cancel,
             on_launch=(lambda server: trial.set_user_attr("server", server.ident)) if trial else None,
-            load_search=self.objective.load_search, slo=self.objective.slo,
+            load_search=self.objective.load_search,
+            slo=self.objective.slo,
         )
 
     def _early_stop(self, study: optuna.Study) -> Callable[[LevelResult], str | None]:
@@ -797,16 +892,22 @@ class Tuner:
                 if value > limit:
                     return f"SLO broken at concurrency {level.concurrency}: {metric} {value:.1f} > {limit:g}"
             ref = best.get(level.concurrency)
-            if level.concurrency != self.objective.at_concurrency and ref and \
-                    level.output_throughput < CLEARLY_WORSE * ref:
-                return (f"clearly worse than the best at concurrency {level.concurrency}: "
-                        f"{level.output_throughput:.0f} vs {ref:.0f} tok/s")
+            if (
+                level.concurrency != self.objective.at_concurrency
+                and ref
+                and level.output_throughput < CLEARLY_WORSE * ref
+            ):
+                return (
+                    f"clearly worse than the best at concurrency {level.concurrency}: "
+                    f"{level.output_throughput:.0f} vs {ref:.0f} tok/s"
+                )
             return None
 
         return check
 
-    def _record(self, study: optuna.Study, trial: optuna.Trial, result: TrialResult,
-                artifacts: FileSystemArtifactStore) -> None:
+    def _record(
+        self, study: optuna.Study, trial: optuna.Trial, result: TrialResult, artifacts: FileSystemArtifactStore
+    ) -> None:
         attrs = trial_attrs(result, self.objective, self.workload_record)
         if trial.user_attrs.get("baseline") and result.server_info and self.space is not None:
             # A space that cannot draw what SGLang chose for itself searches only elsewhere (the H200 chat
@@ -816,8 +917,9 @@ class Tuner:
                 attrs["defaults_outside_space"] = unreachable
                 log.warning("SGLang's defaults lie outside the space: %s", "; ".join(unreachable))
         constraints = self.objective.constraints(result)
-        set_trial_attrs(study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)},
-                        system={"constraints": constraints})
+        set_trial_attrs(
+            study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)}, system={"constraints": constraints}
+        )
         self._upload(artifacts, trial, result.plan.trial_dir)
         from tuner.dashboard import note_for  # a no-op without optuna-dashboard
 
@@ -846,8 +948,12 @@ class Tuner:
 
     def _upload(self, store: FileSystemArtifactStore, trial: optuna.Trial, trial_dir: Path) -> None:
         # While the trial is RUNNING: Optuna refuses uploads to finished trials.
-        for name, mimetype in (("server.log", "text/plain"), ("benchmark.csv", "text/csv"),
-                               ("gpu.csv", "text/csv"), ("trial.json", "application/json")):
+        for name, mimetype in (
+            ("server.log", "text/plain"),
+            ("benchmark.csv", "text/csv"),
+            ("gpu.csv", "text/csv"),
+            ("trial.json", "application/json"),
+        ):
             path = trial_dir / name
             if path.is_file():
                 upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
@@ -871,8 +977,10 @@ def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system
         write = None
     if isinstance(backend, RDBStorage) and write is not None:
         with _create_scoped_session(backend.scoped_session, True) as session:
-            for model_cls, attrs in ((models.TrialUserAttributeModel, user),
-                                     (models.TrialSystemAttributeModel, system)):
+            for model_cls, attrs in (
+                (models.TrialUserAttributeModel, user),
+                (models.TrialSystemAttributeModel, system),
+            ):
                 for key, value in attrs.items():
                     write(session, model_cls, trial._trial_id, key, value)
         trial._cached_frozen_trial.user_attrs.update(user)  # what Trial.set_user_attr keeps as well
@@ -912,13 +1020,25 @@ def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None
     short = result.kv.shortfall(objective.kv_tokens_needed) if result.ok and objective.kv_constraint else None
     if short:  # measured, kept, and infeasible through the kv_capacity constraint
         limit = failures.KV_POOL_TOO_SMALL
-        attrs.update(limit_class=limit.name, limit_explanation=limit.explanation, limit_hint=limit.hint,
-                     limit_detail=short)
+        attrs.update(
+            limit_class=limit.name, limit_explanation=limit.explanation, limit_hint=limit.hint, limit_detail=short
+        )
     level = objective.level(result) if result.ok else None
     if level:
-        for name in ("output_throughput", "request_throughput", "total_throughput", "median_ttft_ms",
-                     "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "median_e2e_latency_ms",
-                     "completed", "failed", "short_outputs"):
+        for name in (
+            "output_throughput",
+            "request_throughput",
+            "total_throughput",
+            "median_ttft_ms",
+            "p99_ttft_ms",
+            "median_tpot_ms",
+            "p99_tpot_ms",
+            "median_itl_ms",
+            "median_e2e_latency_ms",
+            "completed",
+            "failed",
+            "short_outputs",
+        ):
             attrs[name] = round(getattr(level, name), 3)
     if objective.load_search is not None:
         # The value's level, named for the search: bench_serving's goodput and the rate that reached it.
@@ -928,12 +1048,20 @@ def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None
             attrs["slo_broken"] = result.benchmark.slo_broken
     slo_pass = result.benchmark.slo_pass if result.benchmark else ()
     attrs["levels"] = [
-        {"concurrency": lv.concurrency, "request_rate": lv.request_rate, "repeat": lv.repeat,
-         "output_throughput": round(lv.output_throughput, 2), "request_throughput": round(lv.request_throughput, 3),
-         "request_goodput": round(lv.request_goodput, 3),
-         "median_ttft_ms": round(lv.median_ttft_ms, 2), "p99_ttft_ms": round(lv.p99_ttft_ms, 2),
-         "median_tpot_ms": round(lv.median_tpot_ms, 3), "p99_tpot_ms": round(lv.p99_tpot_ms, 3),
-         "failed": lv.failed, **({"slo_pass": slo_pass[i]} if slo_pass else {})}
+        {
+            "concurrency": lv.concurrency,
+            "request_rate": lv.request_rate,
+            "repeat": lv.repeat,
+            "output_throughput": round(lv.output_throughput, 2),
+            "request_throughput": round(lv.request_throughput, 3),
+            "request_goodput": round(lv.request_goodput, 3),
+            "median_ttft_ms": round(lv.median_ttft_ms, 2),
+            "p99_ttft_ms": round(lv.p99_ttft_ms, 2),
+            "median_tpot_ms": round(lv.median_tpot_ms, 3),
+            "p99_tpot_ms": round(lv.p99_tpot_ms, 3),
+            "failed": lv.failed,
+            **({"slo_pass": slo_pass[i]} if slo_pass else {}),
+        }
         for i, lv in enumerate(result.levels)
     ]
     # KV capacity is recorded above as max_total_num_tokens / max_running_requests (log line first).
@@ -952,9 +1080,11 @@ def _describe(dist: optuna.distributions.BaseDistribution) -> str:
 
 def _baseline_refused(config: RunConfig, detail: str) -> str:
     why = f" ({detail})" if detail else ""
-    return (f"the baseline (trial 0: the space's fixed flags only) failed as invalid_flag{why}: SGLang refuses a "
-            f"fixed flag, so every later trial would fail too; fix `fixed:` in {config.space} (see the trial's "
-            f"server.log) and start a new study (--study NAME)")
+    return (
+        f"the baseline (trial 0: the space's fixed flags only) failed as invalid_flag{why}: SGLang refuses a "
+        f"fixed flag, so every later trial would fail too; fix `fixed:` in {config.space} (see the trial's "
+        f"server.log) and start a new study (--study NAME)"
+    )
 
 
 def best_levels(study: optuna.Study) -> dict[int, float]:
@@ -981,8 +1111,15 @@ def make_launcher(config: RunConfig) -> Launcher:
         from tuner.launcher.docker import DockerLauncher
 
         lc = config.launcher
-        return DockerLauncher(image=lc.image, command=lc.command, env=lc.env, hf_cache=lc.hf_cache,
-                              volumes=lc.volumes, shm_size=lc.shm_size, gpu_runtime=lc.gpu_runtime)
+        return DockerLauncher(
+            image=lc.image,
+            command=lc.command,
+            env=lc.env,
+            hf_cache=lc.hf_cache,
+            volumes=lc.volumes,
+            shm_size=lc.shm_size,
+            gpu_runtime=lc.gpu_runtime,
+        )
     from tuner.launcher.process import ProcessLauncher
 
     return ProcessLauncher(config.launcher.command, config.launcher.env)
@@ -1022,4 +1159,3 @@ class _signals_set:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
-

@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +42,18 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 # Run-file workload keys that change what a trial measures, beyond ISL, OSL and the concurrency levels.
-SHAPE_KEYS = ("num_prompts", "request_rate", "preset", "endpoint", "prompt_kind", "dataset", "path", "range_ratio",
-              "shared_prefix", "arrival")
+SHAPE_KEYS = (
+    "num_prompts",
+    "request_rate",
+    "preset",
+    "endpoint",
+    "prompt_kind",
+    "dataset",
+    "path",
+    "range_ratio",
+    "shared_prefix",
+    "arrival",
+)
 # Flags that name where a server runs, not how: never part of a surface point.
 PLACE_FLAGS = ("model-path", "host", "port", "served-model-name")
 NEIGHBOURS = 3
@@ -96,8 +106,9 @@ class Header(_Model):
     catalog: list[FlagInfo]  # the recorded SGLang's --help, parsed
 
     def flag_catalog(self) -> FlagCatalog:
-        return FlagCatalog({f.name: f for f in self.catalog},
-                           source=f"SGLang {self.sglang_version} --help (recorded in the surface)")
+        return FlagCatalog(
+            {f.name: f for f in self.catalog}, source=f"SGLang {self.sglang_version} --help (recorded in the surface)"
+        )
 
 
 class Row(_Model):
@@ -126,7 +137,7 @@ class Surface(_Model):
 
     # -- files
     @classmethod
-    def load(cls, path: str | Path) -> "Surface":
+    def load(cls, path: str | Path) -> Surface:
         path = Path(path)
         try:
             text = path.read_text()
@@ -151,8 +162,9 @@ class Surface(_Model):
         return path
 
     # -- the model
-    def answer(self, flags: dict[str, FlagValue], exclude: int | None = None,
-               flag_weights: dict[str, float] | None = None) -> "Answer":
+    def answer(
+        self, flags: dict[str, FlagValue], exclude: int | None = None, flag_weights: dict[str, float] | None = None
+    ) -> Answer:
         """The recorded outcome of ``flags``, or a modelled one.
 
         Exact match: the first recorded row with the same flags (place flags ignored). Otherwise the ``NEIGHBOURS``
@@ -166,29 +178,62 @@ class Surface(_Model):
         rows = [r for r in self.rows if r.trial != exclude]
         for row in rows:
             if point_of(row.flags) == point:
-                return Answer(row, row.levels, row.failure_class, row.failure_detail, row.startup_s,
-                              row.benchmark_s, row.stop_s, row.gpu_peak_used_mib, (row.trial,), False,
-                              ((1.0, row),) if row.ok else ())
+                return Answer(
+                    row,
+                    row.levels,
+                    row.failure_class,
+                    row.failure_detail,
+                    row.startup_s,
+                    row.benchmark_s,
+                    row.stop_s,
+                    row.gpu_peak_used_mib,
+                    (row.trial,),
+                    False,
+                    ((1.0, row),) if row.ok else (),
+                )
         fw = self.flag_weights() if flag_weights is None else flag_weights
         near = _nearest(point, rows, _scales([r.flags for r in rows] + [point]), fw)
-        weights = [1.0 / d ** 2 for d, _ in near]
+        weights = [1.0 / d**2 for d, _ in near]
         total = sum(weights)
         failed_weight = sum(w for w, (_, r) in zip(weights, near) if not r.ok)
         sources = tuple(r.trial for _, r in near)
         if failed_weight > total / 2:
             first = next(r for _, r in near if not r.ok)
-            detail = (f"modelled: the nearest recorded trials ({', '.join(map(str, sources))}) mostly failed; "
-                      f"nearest failure, trial {first.trial}: {first.failure_detail}")
-            return Answer(first, [], first.failure_class, detail, _mean(near, weights, "startup_s"),
-                          0.0, _mean(near, weights, "stop_s"), None, sources, True)
+            detail = (
+                f"modelled: the nearest recorded trials ({', '.join(map(str, sources))}) mostly failed; "
+                f"nearest failure, trial {first.trial}: {first.failure_detail}"
+            )
+            return Answer(
+                first,
+                [],
+                first.failure_class,
+                detail,
+                _mean(near, weights, "startup_s"),
+                0.0,
+                _mean(near, weights, "stop_s"),
+                None,
+                sources,
+                True,
+            )
         good = [(w, r) for w, (_, r) in zip(weights, near) if r.ok]
         # A load search's levels are rates, not concurrencies: they are answered per rate (Answer.at_rate).
         levels = _blend_levels(good) if self.header.objective.load_search is None else []
         gw = [(w, r.gpu_peak_used_mib) for w, r in good if r.gpu_peak_used_mib is not None]
         peak = sum(w * v for w, v in gw) / sum(w for w, _ in gw) if gw else None
         bench = sum(w * r.benchmark_s for w, r in good) / sum(w for w, _ in good)
-        return Answer(good[0][1], levels, None, "", _mean(near, weights, "startup_s"), bench,
-                      _mean(near, weights, "stop_s"), peak, sources, True, tuple(good))
+        return Answer(
+            good[0][1],
+            levels,
+            None,
+            "",
+            _mean(near, weights, "startup_s"),
+            bench,
+            _mean(near, weights, "stop_s"),
+            peak,
+            sources,
+            True,
+            tuple(good),
+        )
 
     def flag_weights(self, exclude: int | None = None) -> dict[str, float]:
         """How much each flag counts in the distance, learned from the rows: coordinate search over
@@ -211,7 +256,7 @@ class Surface(_Model):
                 others = [(points[j], rows[j], values[j]) for j in range(len(rows)) if j != i]
                 near = sorted(((_distance(p, q, scales, w), r, v) for q, r, v in others), key=lambda x: x[0])
                 near = near[:NEIGHBOURS]
-                ws = [1.0 / d ** 2 for d, _, _ in near]
+                ws = [1.0 / d**2 for d, _, _ in near]
                 predicted_fail = sum(x for x, (_, r, _) in zip(ws, near) if not r.ok) > sum(ws) / 2
                 if predicted_fail != (not rows[i].ok):
                     total += 1.0
@@ -222,7 +267,7 @@ class Surface(_Model):
                         total += min(1.0, abs(math.log(pred / values[i])))
             return total
 
-        w = {k: 1.0 for k in names}
+        w = dict.fromkeys(names, 1.0)
         best = loss(w)
         for _ in range(2):
             for k in names:
@@ -287,13 +332,18 @@ class Answer:
         passing = [a for a, b in zip(answers, verdicts) if not b]
         if 2 * sum(w for w, *_ in broke) >= sum(w for w, *_ in answers):
             _, row, lv, how = max(broke, key=lambda a: a[0])
-            return _with_numbers(lv, level, {}), (f"broke at {len(broke)} of {len(answers)} neighbours, half the "
-                                                  f"weight or more: as trial {row.trial} ({how})")
+            return _with_numbers(lv, level, {}), (
+                f"broke at {len(broke)} of {len(answers)} neighbours, half the "
+                f"weight or more: as trial {row.trial} ({how})"
+            )
         total = sum(w for w, *_ in passing)
         values = {f: sum(w * getattr(lv, f) for w, _, lv, _ in passing) / total for f in _CURVE_FIELDS}
         blended = _with_numbers(passing[0][2], level, values)
-        return blended, ("weighted mean of trials " + ", ".join(f"{row.trial} ({how})" for _, row, _, how in passing)
-                         + "".join(f"; trial {row.trial} broke ({how}), outvoted" for _, row, _, how in broke))
+        return blended, (
+            "weighted mean of trials "
+            + ", ".join(f"{row.trial} ({how})" for _, row, _, how in passing)
+            + "".join(f"; trial {row.trial} broke ({how}), outvoted" for _, row, _, how in broke)
+        )
 
 
 # LevelResult fields that say which level it is, not what it measured: a modelled level takes them from the search.
@@ -340,8 +390,14 @@ def curve_at(levels: list[LevelResult], level: Level, slo: dict[str, float]) -> 
 def _with_numbers(base: LevelResult | None, level: Level, values: dict[str, float]) -> LevelResult:
     """``base`` as the search's ``level`` (rate, size, concurrency) with ``values`` for its measured numbers."""
     out = {f.name: getattr(base, f.name) if base else 0 for f in fields(LevelResult)}
-    out.update(concurrency=level.concurrency, input_len=level.input_len, output_len=level.output_len,
-               request_rate=level.request_rate, num_prompts=level.num_prompts, errors="")
+    out.update(
+        concurrency=level.concurrency,
+        input_len=level.input_len,
+        output_len=level.output_len,
+        request_rate=level.request_rate,
+        num_prompts=level.num_prompts,
+        errors="",
+    )
     for name, v in values.items():
         out[name] = (0 if math.isnan(v) else round(v)) if name in _INT_FIELDS else v
     return LevelResult(**out)
@@ -391,7 +447,7 @@ def _distance(a: dict, b: dict, scales: dict, weights: dict[str, float]) -> floa
     return max(math.sqrt(total), 1e-9)
 
 
-def _nearest(point: dict, rows: list["Row"], scales: dict, weights: dict[str, float]) -> list[tuple[float, "Row"]]:
+def _nearest(point: dict, rows: list[Row], scales: dict, weights: dict[str, float]) -> list[tuple[float, Row]]:
     near = sorted(((_distance(point, point_of(r.flags), scales, weights), r) for r in rows), key=lambda x: x[0])
     return near[:NEIGHBOURS]
 
@@ -408,8 +464,11 @@ def _blend_levels(good: list[tuple[float, Row]]) -> list[LevelResult]:
     """Per concurrency level, each number the weighted mean over the neighbours that ran that level."""
     out = []
     for lv in good[0][1].levels:
-        same = [(w, next(x for x in r.levels if x.concurrency == lv.concurrency)) for w, r in good
-                if any(x.concurrency == lv.concurrency for x in r.levels)]
+        same = [
+            (w, next(x for x in r.levels if x.concurrency == lv.concurrency))
+            for w, r in good
+            if any(x.concurrency == lv.concurrency for x in r.levels)
+        ]
         values = {}
         for f in fields(LevelResult):
             v = getattr(lv, f.name)
@@ -425,6 +484,7 @@ def _blend_levels(good: list[tuple[float, Row]]) -> list[LevelResult]:
 
 
 # -- building surfaces --------------------------------------------------------------------------------------
+
 
 def read_levels(path: Path) -> list[LevelResult]:
     """A trial's benchmark.csv (tuner.benchmark writes it) back into its levels."""
@@ -447,8 +507,16 @@ def read_levels(path: Path) -> list[LevelResult]:
     return out
 
 
-def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sglang_version: str,
-               model: str | None = None, notes: str = "", trials_dir: Path | None = None) -> Surface:
+def from_study(
+    study: optuna.Study,
+    *,
+    gpu_name: str,
+    catalog: FlagCatalog,
+    sglang_version: str,
+    model: str | None = None,
+    notes: str = "",
+    trials_dir: Path | None = None,
+) -> Surface:
     """Every finished real trial of ``study`` as a row (interrupted and over-budget ones left out: they say
     nothing about their config). Levels come from each trial's benchmark.csv; ``trials_dir`` if it moved."""
     from optuna.trial import TrialState
@@ -461,8 +529,10 @@ def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sg
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         a = t.user_attrs
         if a.get("replayed"):
-            raise SurfaceError(f"study {study.study_name!r} is a replay (trial {t.number} is replayed): "
-                               f"record only studies of real trials")
+            raise SurfaceError(
+                f"study {study.study_name!r} is a replay (trial {t.number} is replayed): "
+                f"record only studies of real trials"
+            )
         if "failure_class" not in a or a["failure_class"] == "too_many_gpus":
             continue  # never launched on this machine
         trial_dir = Path(a["trial_dir"]) if "trial_dir" in a else None
@@ -473,37 +543,57 @@ def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sg
         if a.get("levels"):
             csv_path = trial_dir / "benchmark.csv" if trial_dir else None
             if csv_path is None or not csv_path.is_file():
-                raise SurfaceError(f"trial {t.number}: {csv_path} is missing (pass --trials-dir where "
-                                   f"trials/{study.study_name}/ is now)")
+                raise SurfaceError(
+                    f"trial {t.number}: {csv_path} is missing (pass --trials-dir where "
+                    f"trials/{study.study_name}/ is now)"
+                )
             levels = read_levels(csv_path)
         if a.get("started_at"):
             dates.append(a["started_at"][:10])
-        rows.append(Row(
-            trial=t.number, baseline=bool(a.get("baseline")), flags=point_of(a.get("flags", {})), levels=levels,
-            failure_class=a["failure_class"] if failed else None, failure_detail=a.get("failure_detail", ""),
-            stopped_early=a.get("stopped_early"), startup_s=a.get("startup_s", 0.0),
-            benchmark_s=a.get("benchmark_s", 0.0), stop_s=a.get("stop_s", 0.0),
-            gpu_peak_used_mib=a.get("gpu_peak_used_mib"),
-        ))
+        rows.append(
+            Row(
+                trial=t.number,
+                baseline=bool(a.get("baseline")),
+                flags=point_of(a.get("flags", {})),
+                levels=levels,
+                failure_class=a["failure_class"] if failed else None,
+                failure_detail=a.get("failure_detail", ""),
+                stopped_early=a.get("stopped_early"),
+                startup_s=a.get("startup_s", 0.0),
+                benchmark_s=a.get("benchmark_s", 0.0),
+                stop_s=a.get("stop_s", 0.0),
+                gpu_peak_used_mib=a.get("gpu_peak_used_mib"),
+            )
+        )
     if not rows:
         raise SurfaceError(f"study {study.study_name!r} has no finished real trial to record")
     totals = [t.user_attrs["gpu_total_mib"] for t in study.trials if "gpu_total_mib" in t.user_attrs]
     wl = run.get("workload", {})
     launcher = run.get("launcher", {})
     header = Header(
-        model=model or run.get("model", {}).get("path", ""), model_path=run.get("model", {}).get("path", ""),
-        gpu_name=gpu_name, gpu_memory_mib=max(totals) if totals else 0.0, sglang_version=sglang_version,
+        model=model or run.get("model", {}).get("path", ""),
+        model_path=run.get("model", {}).get("path", ""),
+        gpu_name=gpu_name,
+        gpu_memory_mib=max(totals) if totals else 0.0,
+        sglang_version=sglang_version,
         command=launcher.get("command") or ["python", "-m", "sglang.launch_server"],
-        workload=Workload(input_len=wl.get("input_len", 0), output_len=wl.get("output_len", 0),
-                          concurrency=list(wl.get("concurrency", [])), description=_describe_workload(wl, study.user_attrs.get("load_search")),
-                          shape={k: wl[k] for k in SHAPE_KEYS if k in wl}),
-        objective=Objective(metrics=list(study.user_attrs.get("metrics", [])),
-                            at_concurrency=int(study.user_attrs.get("at_concurrency", 0)),
-                            slo=study.user_attrs.get("slo", {}) if study.user_attrs.get("load_search") else {},
-                            load_search=LoadSearch(**study.user_attrs["load_search"])
-                            if study.user_attrs.get("load_search") else None),
-        date=min(dates) if dates else datetime.now(timezone.utc).date().isoformat(),
-        source=f"study {study.study_name}", space=str(run.get("space", "")), notes=notes,
+        workload=Workload(
+            input_len=wl.get("input_len", 0),
+            output_len=wl.get("output_len", 0),
+            concurrency=list(wl.get("concurrency", [])),
+            description=_describe_workload(wl, study.user_attrs.get("load_search")),
+            shape={k: wl[k] for k in SHAPE_KEYS if k in wl},
+        ),
+        objective=Objective(
+            metrics=list(study.user_attrs.get("metrics", [])),
+            at_concurrency=int(study.user_attrs.get("at_concurrency", 0)),
+            slo=study.user_attrs.get("slo", {}) if study.user_attrs.get("load_search") else {},
+            load_search=LoadSearch(**study.user_attrs["load_search"]) if study.user_attrs.get("load_search") else None,
+        ),
+        date=min(dates) if dates else datetime.now(UTC).date().isoformat(),
+        source=f"study {study.study_name}",
+        space=str(run.get("space", "")),
+        notes=notes,
         catalog=list(catalog.flags.values()),
     )
     return Surface(header=header, rows=rows)
@@ -511,15 +601,21 @@ def from_study(study: "optuna.Study", *, gpu_name: str, catalog: FlagCatalog, sg
 
 def _describe_workload(wl: dict, search: dict | None) -> str:
     prompts = wl.get("dataset") or ("random token ids" if wl.get("prompt_kind", "ids") == "ids" else "random text")
-    size = (f"max({search['min_prompts']}, rate x {search['level_duration_s']:g} s) prompts per load-search level"
-            if search else f"{wl.get('num_prompts') or '4 x concurrency (at least 8)'} prompts per level")
-    return (f"{prompts}, ignore_eos, {size}, "
-            f"{wl.get('warmup_requests', 2)} warm-up requests"
-            f"{', cache flush' if wl.get('flush_cache', True) else ''} before each level"
-            f"{', Poisson rate ' + str(wl['request_rate']) if wl.get('request_rate') else ''}")
+    size = (
+        f"max({search['min_prompts']}, rate x {search['level_duration_s']:g} s) prompts per load-search level"
+        if search
+        else f"{wl.get('num_prompts') or '4 x concurrency (at least 8)'} prompts per level"
+    )
+    return (
+        f"{prompts}, ignore_eos, {size}, "
+        f"{wl.get('warmup_requests', 2)} warm-up requests"
+        f"{', cache flush' if wl.get('flush_cache', True) else ''} before each level"
+        f"{', Poisson rate ' + str(wl['request_rate']) if wl.get('request_rate') else ''}"
+    )
 
 
 # -- saying so ------------------------------------------------------------------------------------------------
+
 
 def replay_notice(trials) -> str | None:
     """One sentence for a study some of whose trials were replayed (None for a study of real trials only):
@@ -529,10 +625,12 @@ def replay_notice(trials) -> str | None:
         return None
     modelled = sum(bool(t.user_attrs.get("modelled")) for t in replayed)
     launcher = replayed[0].user_attrs.get("launcher", {})
-    return (f"REPLAY of recorded trials, not a measurement: {len(replayed)} of {len(trials)} trials answered from "
-            f"{launcher.get('surface', 'a surface')} ({launcher.get('recorded', '?')}, {launcher.get('gpu', '?')}, "
-            f"SGLang {launcher.get('sglang_version', '?')}), {modelled} of them modelled from the nearest "
-            f"recorded trials.")
+    return (
+        f"REPLAY of recorded trials, not a measurement: {len(replayed)} of {len(trials)} trials answered from "
+        f"{launcher.get('surface', 'a surface')} ({launcher.get('recorded', '?')}, {launcher.get('gpu', '?')}, "
+        f"SGLang {launcher.get('sglang_version', '?')}), {modelled} of them modelled from the nearest "
+        f"recorded trials."
+    )
 
 
 def replay_mark(attrs: dict) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import httpx
 
@@ -75,13 +76,20 @@ class Replayed:
     modelled_rates: tuple[float, ...] = ()  # a load search's rates read off the recorded curves, not recorded levels
 
     def record(self) -> dict:
-        out: dict = {"replayed": True, "modelled": self.modelled, "replay_surface": self.surface,
-                     "replay_of": list(self.sources)}
+        out: dict = {
+            "replayed": True,
+            "modelled": self.modelled,
+            "replay_surface": self.surface,
+            "replay_of": list(self.sources),
+        }
         if self.modelled_rates:
             out["modelled_rates"] = list(self.modelled_rates)
         if self.gpu_peak_used_mib is not None:
-            out.update(gpu_peak_used_mib=round(self.gpu_peak_used_mib, 1), gpu_total_mib=round(self.gpu_total_mib, 1),
-                       gpu_peak_used_fraction=round(self.gpu_peak_used_mib / self.gpu_total_mib, 4))
+            out.update(
+                gpu_peak_used_mib=round(self.gpu_peak_used_mib, 1),
+                gpu_total_mib=round(self.gpu_total_mib, 1),
+                gpu_peak_used_fraction=round(self.gpu_peak_used_mib / self.gpu_total_mib, 4),
+            )
         return out
 
 
@@ -124,7 +132,7 @@ class Watcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_health, name="health-watch", daemon=True)
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         self._thread.start()
         return self
 
@@ -225,15 +233,18 @@ class TrialRunner:
                 self._phase(plan, "starting", f"timeout {plan.startup_timeout_s:.0f} s")
                 t_start = time.monotonic()
                 try:
-                    ready = wait_ready(server, plan.startup_timeout_s,
-                                       on_tick=lambda e: self._starting_tick(plan, e, log_path))
+                    ready = wait_ready(
+                        server, plan.startup_timeout_s, on_tick=lambda e: self._starting_tick(plan, e, log_path)
+                    )
                     times.startup_s = ready.startup_s
                     info = ready.server_info
                     kv = KvCapacity.of(info, failures.log_tail(log_path))  # the startup line, before logs grow
                 except NotReady as exc:
                     times.startup_s = time.monotonic() - t_start
-                    failure, detail = self._classify(server, Phase.STARTUP, log_path, busy_before,
-                                                     timed_out=exc.exit_code is None), str(exc)
+                    failure, detail = (
+                        self._classify(server, Phase.STARTUP, log_path, busy_before, timed_out=exc.exit_code is None),
+                        str(exc),
+                    )
                 if failure is None:
                     sampler.sample_now()
                     sampler.phase = "benchmark"
@@ -245,12 +256,18 @@ class TrialRunner:
                         except ServerDied as exc:
                             if self.cancel.is_set():
                                 raise Cancelled() from None
-                            failure, detail = self._classify(server, Phase.BENCHMARK, log_path, busy_before,
-                                                             unhealthy=watcher.unhealthy), str(exc)
+                            failure, detail = (
+                                self._classify(
+                                    server, Phase.BENCHMARK, log_path, busy_before, unhealthy=watcher.unhealthy
+                                ),
+                                str(exc),
+                            )
                             bench = exc.measured
                         except BenchmarkTimeout as exc:
-                            failure, detail = self._classify(server, Phase.BENCHMARK, log_path, busy_before,
-                                                             timed_out=True), str(exc)
+                            failure, detail = (
+                                self._classify(server, Phase.BENCHMARK, log_path, busy_before, timed_out=True),
+                                str(exc),
+                            )
                             bench = exc.measured
                         except BenchmarkError as exc:  # a live server that refused every warm-up request
                             failure, detail, bench = failures.REQUESTS_FAILED, str(exc), exc.measured
@@ -263,22 +280,37 @@ class TrialRunner:
             exit_code = server.stop(self.stop_grace_s)
             times.stop_s = time.monotonic() - t_stop
             times.total_s = time.monotonic() - t0
-        result = TrialResult(plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before,
-                             shared, kv)
+        result = TrialResult(
+            plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before, shared, kv
+        )
         write_artifacts(result)
         return result
 
     def _benchmark(self, plan: TrialPlan, base_url: str, watcher: Watcher) -> BenchmarkResult:
         if self.load_search is not None:
             return run_load_search(
-                base_url, self.model, self.workload, self.load_search, self.slo, check_server=watcher.reason,
+                base_url,
+                self.model,
+                self.workload,
+                self.load_search,
+                self.slo,
+                check_server=watcher.reason,
                 on_level=lambda lv: self._phase(
-                    plan, "benchmarking", f"{lv.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, "
-                                          f"p99 TPOT {lv.p99_tpot_ms:.1f} ms"))
+                    plan,
+                    "benchmarking",
+                    f"{lv.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, p99 TPOT {lv.p99_tpot_ms:.1f} ms",
+                ),
+            )
         return run_benchmark(
-            base_url, self.model, self.workload, check_server=watcher.reason, early_stop=self.early_stop,
-            on_level=lambda lv: self._phase(plan, "benchmarking",
-                                            f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"))
+            base_url,
+            self.model,
+            self.workload,
+            check_server=watcher.reason,
+            early_stop=self.early_stop,
+            on_level=lambda lv: self._phase(
+                plan, "benchmarking", f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"
+            ),
+        )
 
     def _starting_tick(self, plan: TrialPlan, elapsed: float, log_path: Path) -> None:
         self._check_cancel()
@@ -290,11 +322,23 @@ class TrialRunner:
         if self.cancel.is_set():
             raise Cancelled()
 
-    def _classify(self, server: Server, phase: Phase, log_path: Path, busy_before: bool, *,
-                  timed_out: bool = False, unhealthy: bool = False) -> FailureClass:
+    def _classify(
+        self,
+        server: Server,
+        phase: Phase,
+        log_path: Path,
+        busy_before: bool,
+        *,
+        timed_out: bool = False,
+        unhealthy: bool = False,
+    ) -> FailureClass:
         return failures.classify(
-            phase=phase, exit_code=server.exit_code(), log=failures.log_tail(log_path),
-            timed_out=timed_out, unhealthy=unhealthy, gpu_busy_before=busy_before,
+            phase=phase,
+            exit_code=server.exit_code(),
+            log=failures.log_tail(log_path),
+            timed_out=timed_out,
+            unhealthy=unhealthy,
+            gpu_busy_before=busy_before,
         )
 
 

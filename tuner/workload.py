@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -42,15 +42,7 @@ import numpy as np
 IDS_LOW = 1000
 IDS_HIGH = 30000
 
-_WORDS = (
-    "the of and to in is that for it as was with be by on not he this are or his from at which but have an they "
-    "you were her she there been one all we their has would when if so no will more other its time can some only "
-    "into them two may then do first any these like over such our man me even most made after also did many "
-    "before must through back years where much your way well down should because each just those people how too "
-    "little state good very make world still own see men work long get here between both life being under never "
-    "day same another know while last might us great old year off come since against go came right used take "
-    "three system water house light river garden market window summer number paper music table"
-).split()
+_WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has", "would", "when", "if", "so", "no", "will", "more", "other", "its", "time", "can", "some", "only", "into", "them", "two", "may", "then", "do", "first", "any", "these", "like", "over", "such", "our", "man", "me", "even", "most", "made", "after", "also", "did", "many", "before", "must", "through", "back", "years", "where", "much", "your", "way", "well", "down", "should", "because", "each", "just", "those", "people", "how", "too", "little", "state", "good", "very", "make", "world", "still", "own", "see", "men", "work", "long", "get", "here", "between", "both", "life", "being", "under", "never", "day", "same", "another", "know", "while", "last", "might", "us", "great", "old", "year", "off", "come", "since", "against", "go", "came", "right", "used", "take", "three", "system", "water", "house", "light", "river", "garden", "market", "window", "summer", "number", "paper", "music", "table"]
 
 
 @dataclass(frozen=True)
@@ -113,10 +105,20 @@ class Workload:
             shape = {"dataset": "sharegpt", "path": self.dataset}
         else:
             lv = self.levels[0]
-            shape = {"dataset": "random", "input_len": lv.input_len, "output_len": lv.output_len,
-                     "range_ratio": self.range_ratio}
-        return {**shape, "prompt_kind": self.prompt_kind, "endpoint": self.endpoint, "seed": self.seed,
-                "arrival": "poisson" if self.burstiness == 1.0 else "gamma", "burstiness": self.burstiness}
+            shape = {
+                "dataset": "random",
+                "input_len": lv.input_len,
+                "output_len": lv.output_len,
+                "range_ratio": self.range_ratio,
+            }
+        return {
+            **shape,
+            "prompt_kind": self.prompt_kind,
+            "endpoint": self.endpoint,
+            "seed": self.seed,
+            "arrival": "poisson" if self.burstiness == 1.0 else "gamma",
+            "burstiness": self.burstiness,
+        }
 
     def validate(self) -> None:
         if self.endpoint not in ("completions", "chat", "generate"):

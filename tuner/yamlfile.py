@@ -35,7 +35,8 @@ class _StrictLoader(yaml.SafeLoader):
             try:
                 if key in first:
                     raise _DuplicateKey(
-                        None, None, f"{key!r} appears twice (first on line {first[key]})", key_node.start_mark)
+                        None, None, f"{key!r} appears twice (first on line {first[key]})", key_node.start_mark
+                    )
                 first[key] = line
             except TypeError:  # an unhashable key: SafeLoader says so below
                 pass

@@ -129,24 +129,113 @@ ARCH = "Qwen3ForCausalLM"
 EOS_TOKEN_ID = 151645
 
 VOCAB = [
-    " the", " of", " and", " to", " a", " in", " is", " that", " for", " it", " as", " was",
-    " with", " be", " by", " on", " not", " he", " this", " are", " or", " his", " from", " at",
-    " which", " but", " have", " an", " had", " they", " you", " were", " their", " one", " all",
-    " we", " can", " her", " has", " there", " been", " if", " more", " when", " will", " would",
-    " who", " so", " no", " time", " model", " server", " token", " batch", " cache", " graph",
-    " kernel", " memory", " tensor", " queue", " prefix", " decode", " prefill", " stream",
+    " the",
+    " of",
+    " and",
+    " to",
+    " a",
+    " in",
+    " is",
+    " that",
+    " for",
+    " it",
+    " as",
+    " was",
+    " with",
+    " be",
+    " by",
+    " on",
+    " not",
+    " he",
+    " this",
+    " are",
+    " or",
+    " his",
+    " from",
+    " at",
+    " which",
+    " but",
+    " have",
+    " an",
+    " had",
+    " they",
+    " you",
+    " were",
+    " their",
+    " one",
+    " all",
+    " we",
+    " can",
+    " her",
+    " has",
+    " there",
+    " been",
+    " if",
+    " more",
+    " when",
+    " will",
+    " would",
+    " who",
+    " so",
+    " no",
+    " time",
+    " model",
+    " server",
+    " token",
+    " batch",
+    " cache",
+    " graph",
+    " kernel",
+    " memory",
+    " tensor",
+    " queue",
+    " prefix",
+    " decode",
+    " prefill",
+    " stream",
 ]
 VOCAB_JSON = [json.dumps(w)[1:-1] for w in VOCAB]  # JSON-escaped body without quotes
 
 ATTENTION_BACKENDS = [
-    "triton", "torch_native", "flex_attention", "nsa", "cutlass_mla", "fa3", "fa4", "flashinfer",
-    "flashmla", "trtllm_mla", "trtllm_mha", "dual_chunk_flash_attn", "aiter", "wave", "intel_amx",
-    "ascend", "intel_xpu",
+    "triton",
+    "torch_native",
+    "flex_attention",
+    "nsa",
+    "cutlass_mla",
+    "fa3",
+    "fa4",
+    "flashinfer",
+    "flashmla",
+    "trtllm_mla",
+    "trtllm_mha",
+    "dual_chunk_flash_attn",
+    "aiter",
+    "wave",
+    "intel_amx",
+    "ascend",
+    "intel_xpu",
 ]
 QUANTIZATIONS = [
-    "awq", "fp8", "gptq", "marlin", "gptq_marlin", "awq_marlin", "bitsandbytes", "gguf", "modelopt",
-    "modelopt_fp8", "modelopt_fp4", "petit_nvfp4", "w8a8_int8", "w8a8_fp8", "moe_wna16", "qoq",
-    "w4afp8", "mxfp4", "auto-round", "compressed-tensors",
+    "awq",
+    "fp8",
+    "gptq",
+    "marlin",
+    "gptq_marlin",
+    "awq_marlin",
+    "bitsandbytes",
+    "gguf",
+    "modelopt",
+    "modelopt_fp8",
+    "modelopt_fp4",
+    "petit_nvfp4",
+    "w8a8_int8",
+    "w8a8_fp8",
+    "moe_wna16",
+    "qoq",
+    "w4afp8",
+    "mxfp4",
+    "auto-round",
+    "compressed-tensors",
 ]
 KV_CACHE_DTYPES = ["auto", "fp8_e5m2", "fp8_e4m3", "bf16", "bfloat16", "fp4_e2m1"]
 SCHEDULE_POLICIES = ["lpm", "random", "fcfs", "dfs-weight", "lof", "priority", "routing-key"]
@@ -179,82 +268,179 @@ class SGLangArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = SGLangArgumentParser(prog="sglang serve")
     a = p.add_argument
-    a("--model-path", "--model", type=str, required=True,
-      help="The path of the model weights. This can be a local folder or a Hugging Face repo ID.")
-    a("--served-model-name", type=str, default=None,
-      help="Override the model name returned by the v1/models endpoint in OpenAI API server.")
+    a(
+        "--model-path",
+        "--model",
+        type=str,
+        required=True,
+        help="The path of the model weights. This can be a local folder or a Hugging Face repo ID.",
+    )
+    a(
+        "--served-model-name",
+        type=str,
+        default=None,
+        help="Override the model name returned by the v1/models endpoint in OpenAI API server.",
+    )
     a("--host", type=str, default="127.0.0.1", help="The host of the HTTP server.")
     a("--port", type=int, default=30000, help="The port of the HTTP server.")
-    a("--trust-remote-code", action="store_true",
-      help="Whether or not to allow for custom models defined on the Hub in their own modeling files.")
+    a(
+        "--trust-remote-code",
+        action="store_true",
+        help="Whether or not to allow for custom models defined on the Hub in their own modeling files.",
+    )
     a("--load-format", type=str, default="auto", help="The format of the model weights to load.")
     a("--quantization", type=str, default=None, choices=QUANTIZATIONS, help="The quantization method.")
-    a("--kv-cache-dtype", type=str, default="auto", choices=KV_CACHE_DTYPES,
-      help='Data type for kv cache storage. "auto" will use model data type.')
-    a("--mem-fraction-static", type=float, default=None,
-      help="The fraction of the memory used for static allocation (model weights and KV cache memory "
-           "pool). Use a smaller value if you see out-of-memory errors.")
+    a(
+        "--kv-cache-dtype",
+        type=str,
+        default="auto",
+        choices=KV_CACHE_DTYPES,
+        help='Data type for kv cache storage. "auto" will use model data type.',
+    )
+    a(
+        "--mem-fraction-static",
+        type=float,
+        default=None,
+        help="The fraction of the memory used for static allocation (model weights and KV cache memory "
+        "pool). Use a smaller value if you see out-of-memory errors.",
+    )
     a("--max-running-requests", type=int, default=None, help="The maximum number of running requests.")
-    a("--max-total-tokens", type=int, default=None,
-      help="The maximum number of tokens in the memory pool. If not specified, it will be automatically "
-           "calculated based on the memory usage fraction. This option is typically used for development "
-           "and debugging purposes.")
-    a("--chunked-prefill-size", type=int, default=None,
-      help="The maximum number of tokens in a chunk for the chunked prefill. Setting this to -1 means "
-           "disabling chunked prefill.")
+    a(
+        "--max-total-tokens",
+        type=int,
+        default=None,
+        help="The maximum number of tokens in the memory pool. If not specified, it will be automatically "
+        "calculated based on the memory usage fraction. This option is typically used for development "
+        "and debugging purposes.",
+    )
+    a(
+        "--chunked-prefill-size",
+        type=int,
+        default=None,
+        help="The maximum number of tokens in a chunk for the chunked prefill. Setting this to -1 means "
+        "disabling chunked prefill.",
+    )
     # Parsed like SGLang's (the H200 long-context space tunes it); the stand-in's KV pool is not paged.
     a("--page-size", type=int, default=None, help="The number of tokens in a page.")
-    a("--max-prefill-tokens", type=int, default=16384,
-      help="The maximum number of tokens in a prefill batch. The real bound will be the maximum of this "
-           "value and the model's maximum context length.")
-    a("--schedule-policy", type=str, default="fcfs", choices=SCHEDULE_POLICIES,
-      help="The scheduling policy of the requests.")
-    a("--schedule-conservativeness", type=float, default=1.0,
-      help="How conservative the schedule policy is. A larger value means more conservative scheduling.")
+    a(
+        "--max-prefill-tokens",
+        type=int,
+        default=16384,
+        help="The maximum number of tokens in a prefill batch. The real bound will be the maximum of this "
+        "value and the model's maximum context length.",
+    )
+    a(
+        "--schedule-policy",
+        type=str,
+        default="fcfs",
+        choices=SCHEDULE_POLICIES,
+        help="The scheduling policy of the requests.",
+    )
+    a(
+        "--schedule-conservativeness",
+        type=float,
+        default=1.0,
+        help="How conservative the schedule policy is. A larger value means more conservative scheduling.",
+    )
     a("--tp-size", "--tensor-parallel-size", type=int, default=1, help="The tensor parallelism size.")
     a("--dp-size", "--data-parallel-size", type=int, default=1, help="The data parallelism size.")
     a("--log-level", type=str, default="info", help="The logging level of all loggers.")
     a("--enable-metrics", action="store_true", help="Enable log prometheus metrics.")
-    a("--attention-backend", type=str, default=None, choices=ATTENTION_BACKENDS,
-      help="Choose the kernels for attention layers.")
+    a(
+        "--attention-backend",
+        type=str,
+        default=None,
+        choices=ATTENTION_BACKENDS,
+        help="Choose the kernels for attention layers.",
+    )
     a("--sampling-backend", type=str, default=None, help="Choose the kernels for sampling layers.")
-    a("--grammar-backend", type=str, default=None, choices=["xgrammar", "outlines", "llguidance", "none"],
-      help="Choose the backend for grammar-guided decoding.")
+    a(
+        "--grammar-backend",
+        type=str,
+        default=None,
+        choices=["xgrammar", "outlines", "llguidance", "none"],
+        help="Choose the backend for grammar-guided decoding.",
+    )
     a("--disable-radix-cache", action="store_true", help="Disable RadixAttention for prefix caching.")
-    a("--cuda-graph-max-bs", type=int, default=None,
-      help="Deprecated: use --cuda-graph-max-bs-decode. Set the maximum batch size for cuda graph.")
-    a("--cuda-graph-max-bs-decode", type=int, default=None,
-      help="Set the maximum batch size for the decode cuda graph. It will extend the cuda graph capture "
-           "batch size to this value.")
-    a("--cuda-graph-max-bs-prefill", type=int, default=None,
-      help="Set the maximum batch size for the prefill cuda graph.")
-    a("--cuda-graph-backend-decode", type=str, default=None,
-      help="The cuda graph backend for decode. Use 'disabled' to disable the decode cuda graph.")
-    a("--cuda-graph-backend-prefill", type=str, default=None,
-      help="The cuda graph backend for prefill. Use 'disabled' to disable the prefill cuda graph.")
-    a("--disable-cuda-graph", action="store_true",
-      help="Deprecated: use --cuda-graph-backend-decode=disabled and --cuda-graph-backend-prefill=disabled. "
-           "Disable cuda graph.")
+    a(
+        "--cuda-graph-max-bs",
+        type=int,
+        default=None,
+        help="Deprecated: use --cuda-graph-max-bs-decode. Set the maximum batch size for cuda graph.",
+    )
+    a(
+        "--cuda-graph-max-bs-decode",
+        type=int,
+        default=None,
+        help="Set the maximum batch size for the decode cuda graph. It will extend the cuda graph capture "
+        "batch size to this value.",
+    )
+    a(
+        "--cuda-graph-max-bs-prefill",
+        type=int,
+        default=None,
+        help="Set the maximum batch size for the prefill cuda graph.",
+    )
+    a(
+        "--cuda-graph-backend-decode",
+        type=str,
+        default=None,
+        help="The cuda graph backend for decode. Use 'disabled' to disable the decode cuda graph.",
+    )
+    a(
+        "--cuda-graph-backend-prefill",
+        type=str,
+        default=None,
+        help="The cuda graph backend for prefill. Use 'disabled' to disable the prefill cuda graph.",
+    )
+    a(
+        "--disable-cuda-graph",
+        action="store_true",
+        help="Deprecated: use --cuda-graph-backend-decode=disabled and --cuda-graph-backend-prefill=disabled. "
+        "Disable cuda graph.",
+    )
     a("--disable-prefill-cuda-graph", action="store_true", help="Disable the prefill cuda graph.")
-    a("--disable-flashinfer", action="store_true",
-      help="Deprecated: use --attention-backend and --sampling-backend. Disable flashinfer.")
-    a("--disable-custom-all-reduce", action="store_true",
-      help="Disable the custom all-reduce kernel and fall back to NCCL.")
-    a("--disable-overlap-schedule", action="store_true",
-      help="Disable the overlap scheduler, which overlaps the CPU scheduler with GPU model worker.")
-    a("--enable-mixed-chunk", action="store_true",
-      help="Enabling mixing prefill and decode in a batch when using chunked prefill.")
-    a("--enable-torch-compile", action="store_true",
-      help="Optimize the model with torch.compile. Experimental feature.")
-    a("--torch-compile-max-bs", type=int, default=32,
-      help="Set the maximum batch size when using torch compile.")
-    a("--triton-attention-num-kv-splits", type=int, default=8,
-      help="The number of KV splits in flash decoding Triton kernel. Larger value is better in longer "
-           "context scenarios. The default value is 8.")
-    a("--num-continuous-decode-steps", type=int, default=1,
-      help="Run multiple continuous decoding steps to reduce scheduling overhead. This can potentially "
-           "increase throughput but may also increase time-to-first-token latency. The default value is 1, "
-           "meaning only run one decoding step at a time.")
+    a(
+        "--disable-flashinfer",
+        action="store_true",
+        help="Deprecated: use --attention-backend and --sampling-backend. Disable flashinfer.",
+    )
+    a(
+        "--disable-custom-all-reduce",
+        action="store_true",
+        help="Disable the custom all-reduce kernel and fall back to NCCL.",
+    )
+    a(
+        "--disable-overlap-schedule",
+        action="store_true",
+        help="Disable the overlap scheduler, which overlaps the CPU scheduler with GPU model worker.",
+    )
+    a(
+        "--enable-mixed-chunk",
+        action="store_true",
+        help="Enabling mixing prefill and decode in a batch when using chunked prefill.",
+    )
+    a(
+        "--enable-torch-compile",
+        action="store_true",
+        help="Optimize the model with torch.compile. Experimental feature.",
+    )
+    a("--torch-compile-max-bs", type=int, default=32, help="Set the maximum batch size when using torch compile.")
+    a(
+        "--triton-attention-num-kv-splits",
+        type=int,
+        default=8,
+        help="The number of KV splits in flash decoding Triton kernel. Larger value is better in longer "
+        "context scenarios. The default value is 8.",
+    )
+    a(
+        "--num-continuous-decode-steps",
+        type=int,
+        default=1,
+        help="Run multiple continuous decoding steps to reduce scheduling overhead. This can potentially "
+        "increase throughput but may also increase time-to-first-token latency. The default value is 1, "
+        "meaning only run one decoding step at a time.",
+    )
     a("--skip-server-warmup", action="store_true", help="If set, skip warmup.")
     return p
 
@@ -404,8 +590,12 @@ def traceback_text(frames: list[tuple[str, int, str, str]], last: str) -> str:
 
 
 SCHED_FRAMES = [
-    ("srt/managers/scheduler.py", 3050, "run_scheduler_process",
-     "scheduler = Scheduler(server_args, port_args, gpu_id, tp_rank, moe_ep_rank, pp_rank, dp_rank)"),
+    (
+        "srt/managers/scheduler.py",
+        3050,
+        "run_scheduler_process",
+        "scheduler = Scheduler(server_args, port_args, gpu_id, tp_rank, moe_ep_rank, pp_rank, dp_rank)",
+    ),
     ("srt/managers/scheduler.py", 318, "__init__", "self.init_model_worker()"),
     ("srt/managers/tp_worker.py", 247, "__init__", "self.model_runner = ModelRunner("),
     ("srt/model_executor/model_runner.py", 362, "__init__", "self.initialize(min_per_gpu_memory)"),
@@ -431,9 +621,28 @@ def exit_with_traceback(frames, last: str, code: int = 1) -> None:
 
 class Request:
     __slots__ = (
-        "rid", "input_len", "max_new", "stop_at", "generated", "stream", "kind", "writer", "done",
-        "prefix", "suffix", "text_parts", "prefilled", "created", "model", "arrival", "first_token_time",
-        "finish_reason", "aborted", "seed", "blocks", "cached",
+        "aborted",
+        "arrival",
+        "blocks",
+        "cached",
+        "created",
+        "done",
+        "finish_reason",
+        "first_token_time",
+        "generated",
+        "input_len",
+        "kind",
+        "max_new",
+        "model",
+        "prefilled",
+        "prefix",
+        "rid",
+        "seed",
+        "stop_at",
+        "stream",
+        "suffix",
+        "text_parts",
+        "writer",
     )
 
     def __init__(self, rid, input_len, max_new, stop_at, stream, kind, writer, model, seed):
@@ -514,10 +723,10 @@ class Server:
         a_, b_ = 0.0049, 0.00008
         B = len(batch)
         args = self.args
-        graph = self.graph_on and B <= self.graph_bs
+        graph = self.graph_on and self.graph_bs >= B
         if not graph:
             a_ *= 1.6
-        elif args.enable_torch_compile and B <= args.torch_compile_max_bs:
+        elif args.enable_torch_compile and args.torch_compile_max_bs >= B:
             a_ *= 0.72
             b_ *= 0.95
         if args.disable_overlap_schedule:
@@ -538,7 +747,12 @@ class Server:
         return self.speed * (a_ + b_ * B) * f
 
     def prefill_time(self, tokens: int) -> float:
-        return self.speed * (0.003 + 0.00003 * tokens) * (1 + 0.15 * (max(1, self.args.tp_size) - 1)) / max(1, self.args.tp_size)
+        return (
+            self.speed
+            * (0.003 + 0.00003 * tokens)
+            * (1 + 0.15 * (max(1, self.args.tp_size) - 1))
+            / max(1, self.args.tp_size)
+        )
 
     # ---- scheduling ----------------------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -632,9 +846,11 @@ class Server:
                 if mixed:
                     dur += self.speed * 0.00008 * len(self.running)
                 t_next = await self._wait_until(loop, t_next + dur)
-                log(f"Prefill batch, #new-seq: {n_new_seq}, #new-token: {tokens}, #cached-token: {cached}, "
+                log(
+                    f"Prefill batch, #new-seq: {n_new_seq}, #new-token: {tokens}, #cached-token: {cached}, "
                     f"token usage: {self._usage():.2f}, #running-req: {len(self.running)}, "
-                    f"#queue-req: {len(self.waiting)}")
+                    f"#queue-req: {len(self.waiting)}"
+                )
                 if mixed:
                     self._decode_emit(list(self.running))
                 for req in finished:
@@ -680,23 +896,37 @@ class Server:
         f = self.faults
         if "scheduler_crash" in f:
             scheduler_exception(
-                [("srt/managers/scheduler.py", 1108, "event_loop_overlap", "batch_result = self.run_batch(batch)"),
-                 ("srt/managers/tp_worker.py", 412, "forward_batch_generation",
-                  "logits_output, can_run_cuda_graph = self.model_runner.forward(")],
+                [
+                    ("srt/managers/scheduler.py", 1108, "event_loop_overlap", "batch_result = self.run_batch(batch)"),
+                    (
+                        "srt/managers/tp_worker.py",
+                        412,
+                        "forward_batch_generation",
+                        "logits_output, can_run_cuda_graph = self.model_runner.forward(",
+                    ),
+                ],
                 "RuntimeError: CUDA error: an illegal memory access was encountered\n"
                 "CUDA kernel errors might be asynchronously reported at some other API call, so the stacktrace "
-                "below might be incorrect.\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1")
+                "below might be incorrect.\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1",
+            )
             kill_self()
         if len(batch) > 8 and "oom_under_load" in f:
             cap = self.r["gpu_capacity_gib"]
             scheduler_exception(
-                [("srt/managers/scheduler.py", 1108, "event_loop_overlap", "batch_result = self.run_batch(batch)"),
-                 ("srt/layers/logits_processor.py", 604, "_get_logits",
-                  "logits = torch.matmul(hidden_states.to(lm_head.weight.dtype), lm_head.weight.T)")],
+                [
+                    ("srt/managers/scheduler.py", 1108, "event_loop_overlap", "batch_result = self.run_batch(batch)"),
+                    (
+                        "srt/layers/logits_processor.py",
+                        604,
+                        "_get_logits",
+                        "logits = torch.matmul(hidden_states.to(lm_head.weight.dtype), lm_head.weight.T)",
+                    ),
+                ],
                 f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 18.00 MiB. GPU 0 has a total "
                 f"capacity of {cap:.2f} GiB of which 6.31 MiB is free. Including non-PyTorch memory, this process "
                 f"has {cap - 0.01:.2f} GiB memory in use. Of the allocated memory {cap - 1.2:.2f} GiB is allocated "
-                f"by PyTorch, and 412.19 MiB is reserved by PyTorch but unallocated.")
+                f"by PyTorch, and 412.19 MiB is reserved by PyTorch but unallocated.",
+            )
             log("SIGQUIT received. signum=3, frame=None. It usually means one child failed.")
             kill_self()
         if len(batch) > 8 and "segfault_under_load" in f:
@@ -747,16 +977,20 @@ class Server:
             req.text_parts.append(VOCAB[idx])
             text = json.dumps("".join(req.text_parts))
             fr = json.dumps(finish_reason_native(req)) if finished else "null"
-            return (f'data: {{"text": {text}, "meta_info": {{"id": "{req.rid}", "finish_reason": {fr}, '
-                    f'"prompt_tokens": {req.input_len}, "weight_version": "default", '
-                    f'"completion_tokens": {req.generated}, "cached_tokens": 0, '
-                    f'"e2e_latency": {time.monotonic() - req.arrival:.4f}}}}}\n\n').encode()
+            return (
+                f'data: {{"text": {text}, "meta_info": {{"id": "{req.rid}", "finish_reason": {fr}, '
+                f'"prompt_tokens": {req.input_len}, "weight_version": "default", '
+                f'"completion_tokens": {req.generated}, "cached_tokens": 0, '
+                f'"e2e_latency": {time.monotonic() - req.arrival:.4f}}}}}\n\n'
+            ).encode()
         fr = f'"{req.finish_reason}"' if finished else "null"
         ms = str(EOS_TOKEN_ID) if finished and req.finish_reason == "stop" else "null"
         if req.kind == "chat":
             role = '"role":"assistant",' if req.generated == 1 else ""
-            body = (f'{{"index":0,"delta":{{{role}"content":"{word}","reasoning_content":null,"tool_calls":null}},'
-                    f'"logprobs":null,"finish_reason":{fr},"matched_stop":{ms}}}')
+            body = (
+                f'{{"index":0,"delta":{{{role}"content":"{word}","reasoning_content":null,"tool_calls":null}},'
+                f'"logprobs":null,"finish_reason":{fr},"matched_stop":{ms}}}'
+            )
         else:
             body = f'{{"index":0,"text":"{word}","logprobs":null,"finish_reason":{fr},"matched_stop":{ms}}}'
         return req.prefix + body.encode() + req.suffix
@@ -771,9 +1005,11 @@ class Server:
         self._log_t, self._log_tokens = now, 0
         used = sum(r.input_len + r.generated for r in self.running)
         graph = self.graph_on and len(batch) <= self.graph_bs
-        log(f"Decode batch, #running-req: {len(batch)}, #token: {used}, token usage: {used / max(1, self.pool):.2f}, "
+        log(
+            f"Decode batch, #running-req: {len(batch)}, #token: {used}, token usage: {used / max(1, self.pool):.2f}, "
             f"cuda graph: {graph}, gen throughput (token/s): {self.last_gen_throughput:.2f}, "
-            f"#queue-req: {len(self.waiting)}")
+            f"#queue-req: {len(self.waiting)}"
+        )
 
 
 def finish_reason_native(req: Request):
@@ -785,8 +1021,15 @@ def finish_reason_native(req: Request):
 # --------------------------------------------------------------------------------------------
 # HTTP
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable",
-           413: "Payload Too Large", 500: "Internal Server Error"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+}
 
 
 class HTTPError(Exception):
@@ -797,8 +1040,10 @@ class HTTPError(Exception):
 
 
 def response_bytes(status: int, body: bytes, ctype: str = "application/json", close: bool = False) -> bytes:
-    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\ncontent-type: {ctype}\r\n"
-            f"content-length: {len(body)}\r\nserver: sglang-standin\r\n")
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\ncontent-type: {ctype}\r\n"
+        f"content-length: {len(body)}\r\nserver: sglang-standin\r\n"
+    )
     if close:
         head += "connection: close\r\n"
     return head.encode() + b"\r\n" + body
@@ -809,8 +1054,15 @@ def json_bytes(obj) -> bytes:
 
 
 def error_body(status: int, message: str) -> bytes:
-    return json_bytes({"object": "error", "message": message, "type": "BadRequestError" if status == 400 else "Error",
-                       "param": None, "code": status})
+    return json_bytes(
+        {
+            "object": "error",
+            "message": message,
+            "type": "BadRequestError" if status == 400 else "Error",
+            "param": None,
+            "code": status,
+        }
+    )
 
 
 def count_words(text: str) -> int:
@@ -824,7 +1076,7 @@ def prefix_blocks(tokens) -> list[int]:
     """Chained hashes of the whole 16-token blocks: block i's hash stands for the prompt's first 16 (i+1) tokens."""
     out, h = [], 0
     for i in range(0, len(tokens) - PREFIX_BLOCK + 1, PREFIX_BLOCK):
-        h = hash((h, tuple(tokens[i:i + PREFIX_BLOCK])))
+        h = hash((h, tuple(tokens[i : i + PREFIX_BLOCK])))
         out.append(h)
     return out
 
@@ -888,8 +1140,10 @@ class HTTPHandler:
     async def route(self, method: str, path: str, body: bytes, w: asyncio.StreamWriter, close: bool) -> None:
         s = self.s
         send = lambda status, obj=None, ctype="application/json": w.write(  # noqa: E731
-            response_bytes(status, obj if isinstance(obj, bytes) else (b"" if obj is None else json_bytes(obj)),
-                           ctype, close))
+            response_bytes(
+                status, obj if isinstance(obj, bytes) else (b"" if obj is None else json_bytes(obj)), ctype, close
+            )
+        )
         if path in ("/health", "/health_generate"):
             if not s.ready:
                 return send(503)
@@ -900,20 +1154,48 @@ class HTTPHandler:
         if path in ("/get_server_info", "/server_info"):
             return send(200, self.server_info())
         if path in ("/get_model_info", "/model_info"):
-            return send(200, {"model_path": s.args.model_path, "tokenizer_path": s.args.model_path,
-                              "is_generation": True, "preferred_sampling_params": None, "weight_version": "default",
-                              "has_image_understanding": False, "has_audio_understanding": False,
-                              "model_type": "qwen3", "architectures": [ARCH]})
+            return send(
+                200,
+                {
+                    "model_path": s.args.model_path,
+                    "tokenizer_path": s.args.model_path,
+                    "is_generation": True,
+                    "preferred_sampling_params": None,
+                    "weight_version": "default",
+                    "has_image_understanding": False,
+                    "has_audio_understanding": False,
+                    "model_type": "qwen3",
+                    "architectures": [ARCH],
+                },
+            )
         if path == "/v1/models":
-            return send(200, {"object": "list", "data": [
-                {"id": s.served_name, "object": "model", "created": int(time.time()), "owned_by": "sglang",
-                 "root": s.served_name, "parent": None, "max_model_len": CONTEXT_LEN}]})
+            return send(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": s.served_name,
+                            "object": "model",
+                            "created": int(time.time()),
+                            "owned_by": "sglang",
+                            "root": s.served_name,
+                            "parent": None,
+                            "max_model_len": CONTEXT_LEN,
+                        }
+                    ],
+                },
+            )
         if path == "/flush_cache":
-            text = (b"Cache flushed.\nPlease check backend logs for more details. (When there are running or waiting "
-                    b"requests, the operation will not be performed.)\n")
+            text = (
+                b"Cache flushed.\nPlease check backend logs for more details. (When there are running or waiting "
+                b"requests, the operation will not be performed.)\n"
+            )
             if s.busy():
-                log("Cache not flushed because there are pending requests. "
-                    f"#queue-req: {len(s.waiting)}, #running-req: {len(s.running) + len(s.prefilling)}")
+                log(
+                    "Cache not flushed because there are pending requests. "
+                    f"#queue-req: {len(s.waiting)}, #running-req: {len(s.running) + len(s.prefilling)}"
+                )
                 return send(400, text, "text/plain; charset=utf-8")
             if s.radix is not None:
                 s.radix.clear()
@@ -922,9 +1204,17 @@ class HTTPHandler:
         if path == "/metrics" and s.args.enable_metrics:
             return send(200, self.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/get_load":
-            return send(200, [{"dp_rank": 0, "num_reqs": len(s.running) + len(s.waiting) + len(s.prefilling),
-                               "num_waiting_reqs": len(s.waiting),
-                               "num_tokens": sum(r.input_len + r.generated for r in s.running)}])
+            return send(
+                200,
+                [
+                    {
+                        "dp_rank": 0,
+                        "num_reqs": len(s.running) + len(s.waiting) + len(s.prefilling),
+                        "num_waiting_reqs": len(s.waiting),
+                        "num_tokens": sum(r.input_len + r.generated for r in s.running),
+                    }
+                ],
+            )
         if path == "/ping":
             return send(200, b"", "text/plain")
         if path in ("/v1/completions", "/v1/chat/completions", "/generate"):
@@ -944,12 +1234,22 @@ class HTTPHandler:
         s = self.s
         info = dict(vars(s.args))
         info.update({k: v for k, v in s.r.items() if k in vars(s.args)})
-        sched = {"max_total_num_tokens": s.pool, "max_running_requests": s.max_running,
-                 "max_req_input_len": s.r["max_req_input_len"], "context_len": CONTEXT_LEN,
-                 "available_gpu_mem": s.r["available_gpu_mem"]}
+        sched = {
+            "max_total_num_tokens": s.pool,
+            "max_running_requests": s.max_running,
+            "max_req_input_len": s.r["max_req_input_len"],
+            "context_len": CONTEXT_LEN,
+            "available_gpu_mem": s.r["available_gpu_mem"],
+        }
         info.update(sched)
-        info["internal_states"] = [dict(sched, last_gen_throughput=s.last_gen_throughput,
-                                        num_running_reqs=len(s.running), num_queue_reqs=len(s.waiting))]
+        info["internal_states"] = [
+            dict(
+                sched,
+                last_gen_throughput=s.last_gen_throughput,
+                num_running_reqs=len(s.running),
+                num_queue_reqs=len(s.waiting),
+            )
+        ]
         info["version"] = VERSION
         info["standin"] = True
         return info
@@ -995,8 +1295,11 @@ class HTTPHandler:
                 # SGLang's pydantic request models declare model: str (absent: a default name); its validation
                 # handler answers 400, not FastAPI's 422.
                 req = "CompletionRequest" if kind == "completions" else "ChatCompletionRequest"
-                raise HTTPError(400, f"1 validation error for {req}\nmodel\n  Input should be a valid string "
-                                     f"[type=string_type, input_value={body['model']!r}]")
+                raise HTTPError(
+                    400,
+                    f"1 validation error for {req}\nmodel\n  Input should be a valid string "
+                    f"[type=string_type, input_value={body['model']!r}]",
+                )
             max_new = body.get("max_completion_tokens") or body.get("max_tokens")
             if max_new is None:
                 max_new = 16 if kind == "completions" else CONTEXT_LEN
@@ -1026,13 +1329,19 @@ class HTTPHandler:
         if not isinstance(max_new, int) or max_new < 0:
             raise HTTPError(400, "max_tokens must be a non-negative integer")
         if input_len + max_new > CONTEXT_LEN:
-            raise HTTPError(400, f"Requested token count exceeds the model's maximum context length of {CONTEXT_LEN} "
-                                 f"tokens. You requested a total of {input_len + max_new} tokens: {input_len} tokens "
-                                 f"from the input messages and {max_new} tokens for the completion. Please reduce the "
-                                 f"number of tokens in the input messages or the completion to fit within the limit.")
+            raise HTTPError(
+                400,
+                f"Requested token count exceeds the model's maximum context length of {CONTEXT_LEN} "
+                f"tokens. You requested a total of {input_len + max_new} tokens: {input_len} tokens "
+                f"from the input messages and {max_new} tokens for the completion. Please reduce the "
+                f"number of tokens in the input messages or the completion to fit within the limit.",
+            )
         if input_len >= s.r["max_req_input_len"]:
-            raise HTTPError(400, f"The input ({input_len} tokens) is longer than the model's context length "
-                                 f"({s.r['max_req_input_len']} tokens).")
+            raise HTTPError(
+                400,
+                f"The input ({input_len} tokens) is longer than the model's context length "
+                f"({s.r['max_req_input_len']} tokens).",
+            )
         stream = bool(body.get("stream", False))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage", False))
         h = zlib.crc32(f"{key}|{max_new}|{input_len}".encode())
@@ -1047,20 +1356,26 @@ class HTTPHandler:
         created = req.created
         if kind == "completions":
             oid = f"cmpl-{rid}"
-            req.prefix = (f'data: {{"id":"{oid}","object":"text_completion","created":{created},'
-                          f'"model":{json.dumps(model)},"choices":[').encode()
+            req.prefix = (
+                f'data: {{"id":"{oid}","object":"text_completion","created":{created},'
+                f'"model":{json.dumps(model)},"choices":['
+            ).encode()
         elif kind == "chat":
             oid = f"chatcmpl-{rid}"
-            req.prefix = (f'data: {{"id":"{oid}","object":"chat.completion.chunk","created":{created},'
-                          f'"model":{json.dumps(model)},"choices":[').encode()
+            req.prefix = (
+                f'data: {{"id":"{oid}","object":"chat.completion.chunk","created":{created},'
+                f'"model":{json.dumps(model)},"choices":['
+            ).encode()
         else:
             oid = rid
         req.suffix = b'],"usage":null}\n\n'
         if max_new == 0:
             req.stop_at = 0
         if stream:
-            head = ("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
-                    f"cache-control: no-cache\r\nserver: sglang-standin\r\n")
+            head = (
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+                "cache-control: no-cache\r\nserver: sglang-standin\r\n"
+            )
             if close:
                 head += "connection: close\r\n"
             w.write(head.encode() + b"\r\n")
@@ -1071,14 +1386,24 @@ class HTTPHandler:
         await req.done
         if req.aborted:
             raise ConnectionResetError
-        usage = {"prompt_tokens": input_len, "completion_tokens": req.generated,
-                 "total_tokens": input_len + req.generated, "prompt_tokens_details": None, "reasoning_tokens": 0}
+        usage = {
+            "prompt_tokens": input_len,
+            "completion_tokens": req.generated,
+            "total_tokens": input_len + req.generated,
+            "prompt_tokens_details": None,
+            "reasoning_tokens": 0,
+        }
         if stream:
             tail = []
             if include_usage and kind != "generate":
                 obj = "text_completion" if kind == "completions" else "chat.completion.chunk"
-                tail.append(b"data: " + json_bytes({"id": oid, "object": obj, "created": created, "model": model,
-                                                    "choices": [], "usage": usage}) + b"\n\n")
+                tail.append(
+                    b"data: "
+                    + json_bytes(
+                        {"id": oid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage}
+                    )
+                    + b"\n\n"
+                )
             tail.append(b"data: [DONE]\n\n")
             out = b"".join(b"%x\r\n%s\r\n" % (len(t), t) for t in tail) + b"0\r\n\r\n"
             w.write(out)
@@ -1087,21 +1412,49 @@ class HTTPHandler:
         fr = req.finish_reason or "length"
         ms = EOS_TOKEN_ID if fr == "stop" else None
         if kind == "completions":
-            obj = {"id": oid, "object": "text_completion", "created": created, "model": model,
-                   "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": fr, "matched_stop": ms}],
-                   "usage": usage}
+            obj = {
+                "id": oid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": fr, "matched_stop": ms}],
+                "usage": usage,
+            }
         elif kind == "chat":
-            obj = {"id": oid, "object": "chat.completion", "created": created, "model": model,
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                                        "reasoning_content": None, "tool_calls": None},
-                                "logprobs": None, "finish_reason": fr, "matched_stop": ms}],
-                   "usage": usage}
+            obj = {
+                "id": oid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": text,
+                            "reasoning_content": None,
+                            "tool_calls": None,
+                        },
+                        "logprobs": None,
+                        "finish_reason": fr,
+                        "matched_stop": ms,
+                    }
+                ],
+                "usage": usage,
+            }
         else:
-            obj = {"text": text, "meta_info": {"id": rid, "finish_reason": finish_reason_native(req) if req.generated
-                                               else {"type": "length", "length": 0},
-                                               "prompt_tokens": input_len, "weight_version": "default",
-                                               "completion_tokens": req.generated, "cached_tokens": 0,
-                                               "e2e_latency": round(time.monotonic() - req.arrival, 4)}}
+            obj = {
+                "text": text,
+                "meta_info": {
+                    "id": rid,
+                    "finish_reason": finish_reason_native(req) if req.generated else {"type": "length", "length": 0},
+                    "prompt_tokens": input_len,
+                    "weight_version": "default",
+                    "completion_tokens": req.generated,
+                    "cached_tokens": 0,
+                    "e2e_latency": round(time.monotonic() - req.arrival, 4),
+                },
+            }
         w.write(response_bytes(200, json_bytes(obj), close=close))
 
 
@@ -1158,8 +1511,14 @@ def resolve(args: argparse.Namespace) -> dict:
 
 def fault_args(args: argparse.Namespace, r: dict) -> dict:
     d = dict(vars(args))
-    for k in ("mem_fraction_static", "chunked_prefill_size", "cuda_graph_max_bs", "cuda_graph_max_bs_decode",
-              "attention_backend", "served_model_name"):
+    for k in (
+        "mem_fraction_static",
+        "chunked_prefill_size",
+        "cuda_graph_max_bs",
+        "cuda_graph_max_bs_decode",
+        "attention_backend",
+        "served_model_name",
+    ):
         d[k] = r[k]
     d["max_total_tokens"] = args.max_total_tokens if args.max_total_tokens is not None else r["max_total_num_tokens"]
     d["max_running_requests"] = r["max_running_requests"]
@@ -1175,8 +1534,10 @@ async def startup(server: Server) -> None:
         compile_s = env_float("SGLANG_STANDIN_COMPILE_S", 3.0) * max(0.5, args.torch_compile_max_bs / 32)
     t0 = time.monotonic()
     if args.disable_cuda_graph:
-        log("The --disable-cuda-graph flag is deprecated. Use --cuda-graph-backend-decode=disabled and "
-            "--cuda-graph-backend-prefill=disabled instead.")
+        log(
+            "The --disable-cuda-graph flag is deprecated. Use --cuda-graph-backend-decode=disabled and "
+            "--cuda-graph-backend-prefill=disabled instead."
+        )
     if args.cuda_graph_max_bs is not None:
         log("The --cuda-graph-max-bs flag is deprecated. Use --cuda-graph-max-bs-decode instead.")
     log(f"server_args={args!r}")
@@ -1184,45 +1545,64 @@ async def startup(server: Server) -> None:
     await asyncio.sleep(startup_s * 0.1)
     if "gpu_busy" in faults:
         exit_with_traceback(
-            SCHED_FRAMES + [("srt/model_executor/model_runner.py", 687, "init_torch_distributed",
-                             "raise ValueError(")],
+            SCHED_FRAMES + [("srt/model_executor/model_runner.py", 687, "init_torch_distributed", "raise ValueError(")],
             f"ValueError: The memory capacity is unbalanced. Some GPUs may be occupied by other processes. "
             f"min_per_gpu_memory={cap * 0.4:.4f}, local_gpu_memory={cap * 0.99:.4f}, "
-            f"local_gpu_memory * 0.9={cap * 0.99 * 0.9:.4f}")
+            f"local_gpu_memory * 0.9={cap * 0.99 * 0.9:.4f}",
+        )
     log("Init torch distributed ends. mem usage=0.00 GB")
     log("Load Config: " + args.model_path)
     await asyncio.sleep(startup_s * 0.35)
     avail = cap - r["weights_gb"]
-    log(f"Load weight end. elapsed={time.monotonic() - t0:.2f} s, type={ARCH}, dtype=torch.bfloat16, "
-        f"avail mem={avail:.2f} GB, mem usage={r['weights_gb']:.2f} GB.")
+    log(
+        f"Load weight end. elapsed={time.monotonic() - t0:.2f} s, type={ARCH}, dtype=torch.bfloat16, "
+        f"avail mem={avail:.2f} GB, mem usage={r['weights_gb']:.2f} GB."
+    )
     mfs = r["mem_fraction_static"]
     if "oom_kv_startup" in faults:
         need = r["min_viable_mfs"]
         scheduler_exception(
-            [("srt/model_executor/model_runner.py", 540, "initialize", "self.init_memory_pool(min_per_gpu_memory)"),
-             ("srt/model_executor/model_runner.py", 1702, "init_memory_pool",
-              "self.max_total_num_tokens = self.profile_max_num_token(total_gpu_memory)"),
-             ("srt/model_executor/pool_configurator.py", 88, "profile_max_num_token", "raise ValueError(")],
+            [
+                ("srt/model_executor/model_runner.py", 540, "initialize", "self.init_memory_pool(min_per_gpu_memory)"),
+                (
+                    "srt/model_executor/model_runner.py",
+                    1702,
+                    "init_memory_pool",
+                    "self.max_total_num_tokens = self.profile_max_num_token(total_gpu_memory)",
+                ),
+                ("srt/model_executor/pool_configurator.py", 88, "profile_max_num_token", "raise ValueError("),
+            ],
             f"ValueError: Loaded weights leave no GPU memory for the KV cache under --mem-fraction-static={mfs}. "
             f"Raise --mem-fraction-static above {math.ceil(need * 1000) / 1000:.3f} (minimum viable = 1 - "
-            f"available/pre = {need:.4f}). Loaded weights use {r['weights_gb']:.2f} GB of {cap:.2f} GB.")
+            f"available/pre = {need:.4f}). Loaded weights use {r['weights_gb']:.2f} GB of {cap:.2f} GB.",
+        )
         kill_self()
     if "oom_kv_startup_v055" in faults:
         exit_with_traceback(
             SCHED_FRAMES + [("srt/model_executor/model_runner.py", 1664, "init_memory_pool", "raise RuntimeError(")],
             f"RuntimeError: Not enough memory. Please try to increase --mem-fraction-static. "
-            f"Current value: self.server_args.mem_fraction_static={mfs}")
+            f"Current value: self.server_args.mem_fraction_static={mfs}",
+        )
     tokens = r["max_total_num_tokens"]
-    log(f"KV Cache is allocated. dtype: torch.bfloat16, #tokens: {tokens}, K size: {r['kv_gb_each']:.2f} GB, "
-        f"V size: {r['kv_gb_each']:.2f} GB")
+    log(
+        f"KV Cache is allocated. dtype: torch.bfloat16, #tokens: {tokens}, K size: {r['kv_gb_each']:.2f} GB, "
+        f"V size: {r['kv_gb_each']:.2f} GB"
+    )
     log(f"Memory pool end. avail mem={r['avail_after_pool']:.2f} GB")
     await asyncio.sleep(startup_s * 0.05)
     if args.schedule_policy == "priority":
         scheduler_exception(
-            [("srt/managers/scheduler.py", 452, "__init__", "self.policy = SchedulePolicy("),
-             ("srt/managers/schedule_policy.py", 120, "_validate_and_adjust_policy",
-              'raise ValueError(f"Unknown schedule_policy: {policy=}")')],
-            "ValueError: Unknown schedule_policy: policy='priority'")
+            [
+                ("srt/managers/scheduler.py", 452, "__init__", "self.policy = SchedulePolicy("),
+                (
+                    "srt/managers/schedule_policy.py",
+                    120,
+                    "_validate_and_adjust_policy",
+                    'raise ValueError(f"Unknown schedule_policy: {policy=}")',
+                ),
+            ],
+            "ValueError: Unknown schedule_policy: policy='priority'",
+        )
         kill_self()
     graph_on = server.graph_on
     if graph_on or "hang" in faults or "cuda_graph_oom" in faults:
@@ -1234,10 +1614,21 @@ async def startup(server: Server) -> None:
         await asyncio.sleep(startup_s * 0.1)
         free_mib = 312.0
         exit_with_traceback(
-            SCHED_FRAMES + [("srt/model_executor/model_runner.py", 2030, "init_device_graphs",
-                             "self.graph_runner = CudaGraphRunner(self)"),
-                            ("srt/model_executor/cuda_graph_runner.py", 396, "__init__",
-                             'raise Exception(f"Capture cuda graph failed: {e}\\n{CUDA_GRAPH_CAPTURE_FAILED_MSG}")')],
+            SCHED_FRAMES
+            + [
+                (
+                    "srt/model_executor/model_runner.py",
+                    2030,
+                    "init_device_graphs",
+                    "self.graph_runner = CudaGraphRunner(self)",
+                ),
+                (
+                    "srt/model_executor/cuda_graph_runner.py",
+                    396,
+                    "__init__",
+                    'raise Exception(f"Capture cuda graph failed: {e}\\n{CUDA_GRAPH_CAPTURE_FAILED_MSG}")',
+                ),
+            ],
             f"Exception: Capture cuda graph failed: CUDA out of memory. Tried to allocate 448.00 MiB. GPU 0 has a "
             f"total capacity of {cap:.2f} GiB of which {free_mib:.2f} MiB is free. Including non-PyTorch memory, "
             f"this process has {cap - 0.3:.2f} GiB memory in use.\n"
@@ -1247,7 +1638,8 @@ async def startup(server: Server) -> None:
             "3. disable torch compile by not using --enable-torch-compile\n"
             "4. disable decode CUDA graph by --cuda-graph-backend-decode=disabled. "
             "(Not recommended. Huge performance loss)\n"
-            "Open an issue on GitHub https://github.com/sgl-project/sglang/issues/new/choose \n")
+            "Open an issue on GitHub https://github.com/sgl-project/sglang/issues/new/choose \n",
+        )
     if "segfault" in faults:
         await asyncio.sleep(startup_s * 0.05)
         segfault()
@@ -1257,13 +1649,17 @@ async def startup(server: Server) -> None:
         log(f"Capture cuda graph bs {bs}")
         t_cap = time.monotonic()
         await asyncio.sleep(startup_s * 0.3 + compile_s)
-        log(f"Capture cuda graph end. Time elapsed: {time.monotonic() - t_cap:.2f} s. mem usage={r['graph_mem']:.2f} "
-            f"GB. avail mem={r['available_gpu_mem']:.2f} GB.")
+        log(
+            f"Capture cuda graph end. Time elapsed: {time.monotonic() - t_cap:.2f} s. mem usage={r['graph_mem']:.2f} "
+            f"GB. avail mem={r['available_gpu_mem']:.2f} GB."
+        )
     else:
         await asyncio.sleep(startup_s * 0.3)
-    log(f"max_total_num_tokens={tokens}, chunked_prefill_size={r['chunked_prefill_size']}, "
+    log(
+        f"max_total_num_tokens={tokens}, chunked_prefill_size={r['chunked_prefill_size']}, "
         f"max_prefill_tokens={args.max_prefill_tokens}, max_running_requests={r['max_running_requests']}, "
-        f"context_len={CONTEXT_LEN}, available_gpu_mem={r['available_gpu_mem']:.2f} GB")
+        f"context_len={CONTEXT_LEN}, available_gpu_mem={r['available_gpu_mem']:.2f} GB"
+    )
     if not args.skip_server_warmup:
         await asyncio.sleep(startup_s * 0.1)
     server.ready = True
@@ -1297,8 +1693,10 @@ async def amain(args: argparse.Namespace) -> None:
     try:
         srv = await asyncio.start_server(handler.handle, args.host, args.port, limit=1 << 20, reuse_address=True)
     except OSError as e:
-        log(f"ERROR:    [Errno {e.errno}] error while attempting to bind on address ({args.host!r}, {args.port}): "
-            f"{e.strerror}")
+        log(
+            f"ERROR:    [Errno {e.errno}] error while attempting to bind on address ({args.host!r}, {args.port}): "
+            f"{e.strerror}"
+        )
         kill_child()
         os._exit(1)
     start_child()

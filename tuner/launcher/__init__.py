@@ -2,4 +2,4 @@
 
 from tuner.launcher.base import Launcher, LaunchError, LaunchSpec, Server
 
-__all__ = ["Launcher", "LaunchError", "LaunchSpec", "Server"]
+__all__ = ["LaunchError", "LaunchSpec", "Launcher", "Server"]

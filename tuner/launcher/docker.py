@@ -7,9 +7,10 @@ import re
 import shlex
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import docker
 import docker.errors
@@ -153,7 +154,9 @@ class DockerLauncher(Launcher):
                 self._client = docker.DockerClient(base_url=self.base_url) if self.base_url else docker.from_env()
                 self._client.ping()
             except _DOCKER_ERRORS:
-                raise LaunchError(f"cannot reach the Docker daemon at {self.daemon_url()}: is dockerd running?") from None
+                raise LaunchError(
+                    f"cannot reach the Docker daemon at {self.daemon_url()}: is dockerd running?"
+                ) from None
         return self._client
 
     def image_ref(self) -> str:
@@ -367,11 +370,19 @@ class DockerLauncher(Launcher):
         if self.gpu_runtime and spec.gpus:
             defaults["GPUS"] = ",".join(map(str, spec.gpus))
         # On the host network the server binds $HOST itself; on a bridge it binds 0.0.0.0 and -p publishes $HOST.
-        options = one_per_line(shell_args(self.docker_run_options(spec, name), {
-            "--gpus": '"\\"device=$GPUS\\""', "-p": '"$HOST:$PORT:$PORT"'}), prefix="-")
+        options = one_per_line(
+            shell_args(
+                self.docker_run_options(spec, name), {"--gpus": '"\\"device=$GPUS\\""', "-p": '"$HOST:$PORT:$PORT"'}
+            ),
+            prefix="-",
+        )
         head = " ".join(q(a) for a in [self.image_ref(), *self.command])
-        flags = one_per_line(shell_args(self._flags(spec).argv(), {
-            "--port": '"$PORT"', **({"--host": '"$HOST"'} if self.network == "host" else {})}))
+        flags = one_per_line(
+            shell_args(
+                self._flags(spec).argv(),
+                {"--port": '"$PORT"', **({"--host": '"$HOST"'} if self.network == "host" else {})},
+            )
+        )
         # export.py's header sets -euo pipefail, so a failed `docker run` stops the script before the echo.
         lines = [
             *deploy_defaults(defaults),
