@@ -1,7 +1,7 @@
 """How fast can the benchmark client itself go? Its streamed-token ceiling on one CPU core, and its TTFT error.
 
 A fast fake OpenAI /v1/completions server (raw asyncio protocol, one SSE event per HTTP chunk, SGLang-shaped
-JSON chunks) runs in a separate process pinned to one CPU; this process (the client, tuner.benchmark's
+JSON chunks) runs in a separate process pinned to one CPU; this process (the client, tuner.bench.client's
 run_benchmark) is pinned to another. The server decodes in "steps" like an inference engine: each step writes one
 token to every running stream, then sleeps ``--step-ms`` (0 = as fast as it can, which saturates the client).
 
@@ -186,8 +186,8 @@ def _cpu_s() -> float:
 def measure(url: str, concurrency: int, input_len: int, output_len: int, num_prompts: int) -> dict:
     import httpx
 
-    from tuner.benchmark import run_benchmark
-    from tuner.workload import Level, Workload, build_prompts
+    from tuner.bench.client import run_benchmark
+    from tuner.bench.workload import Level, Workload, build_prompts
 
     level = Level(concurrency, input_len, output_len, num_prompts)
     wl = Workload(levels=(level,), warmup_requests=min(concurrency, 8), request_timeout_s=60.0, seed=3)

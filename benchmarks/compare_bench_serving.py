@@ -1,4 +1,4 @@
-"""Side by side: our client (tuner.benchmark) vs SGLang's own ``bench_serving`` on the same server and workload.
+"""Side by side: our client (tuner.bench.client) vs SGLang's own ``bench_serving`` on the same server and workload.
 
 Run on the GPU machine with a server already up, e.g.::
 
@@ -111,8 +111,8 @@ def bench_serving_help(cmd: list[str]) -> str:
 
 
 def run_ours(args, c: int, n: int) -> tuple[dict, str]:
-    from tuner.benchmark import run_benchmark
-    from tuner.workload import Level, Workload
+    from tuner.bench.client import run_benchmark
+    from tuner.bench.workload import Level, Workload
 
     wl = Workload(
         levels=(Level(concurrency=c, input_len=args.input_len, output_len=args.output_len, num_prompts=n),),

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from optuna.trial import TrialState  # noqa: E402
 
-from tuner.config import load_config  # noqa: E402
-from tuner.study import Tuner  # noqa: E402
+from tuner.config.run import load_config  # noqa: E402
+from tuner.search.study import Tuner  # noqa: E402
 
 
 def run_mode(run_file: Path, mode: str, gpus: list[int], trials: int, out: Path, stamp: str) -> dict:

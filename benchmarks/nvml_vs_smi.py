@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from tuner.config import load_config  # noqa: E402
+from tuner.config.run import load_config  # noqa: E402
 
 SMI_QUERY = ["--query-gpu=timestamp,index,memory.used", "--format=csv,noheader,nounits", "-lms", "200"]
 
@@ -180,11 +180,11 @@ def main() -> None:
     cfg = load_config(args.config, {"study": study_name, "trials": args.trials, "gpus": args.gpus})
 
     if args.compare_only:
-        from tuner.study import load_existing_study
+        from tuner.search.study import load_existing_study
 
         study = load_existing_study(cfg)
     else:
-        from tuner.study import Tuner
+        from tuner.search.study import Tuner
 
         tuner = Tuner(cfg)
         tuner.prepare()

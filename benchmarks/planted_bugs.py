@@ -37,7 +37,7 @@ BUGS = (
     Bug(
         "default-flags",
         "every trial launches SGLang's defaults; the sampled flags are still recorded",
-        "tuner/trial.py",
+        "tuner/trial/runner.py",
         "spec = LaunchSpec(plan.flags,",
         "spec = LaunchSpec(ServerFlags.of({k: v for k, v in plan.flags.as_dict().items() "
         "if k in ('model-path', 'host', 'port')}),",
@@ -46,7 +46,7 @@ BUGS = (
     Bug(
         "tpot",
         "TPOT divided by output_len instead of output_len - 1",
-        "tuner/metrics.py",
+        "tuner/bench/metrics.py",
         "return (self.latency - self.ttft) / (self.output_len - 1)",
         "return (self.latency - self.ttft) / self.output_len",
         ("tests/test_benchmark_client.py",),
@@ -54,7 +54,7 @@ BUGS = (
     Bug(
         "busy",
         '"GPU busy before launch" is always False',
-        "tuner/trial.py",
+        "tuner/trial/runner.py",
         "busy_before = bool(shared) or any(",
         "busy_before = False and any(",
         ("tests/test_gpu.py",),
@@ -70,7 +70,7 @@ BUGS = (
     Bug(
         "heartbeat",
         "the heartbeat thread stops after the first failed beat",
-        "tuner/study.py",
+        "tuner/search/study.py",
         'log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)',
         'log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)\n                return',
         ("tests/test_claims.py::test_heartbeat_goes_on_after_a_failed_beat", "tests/test_postgres.py"),
@@ -78,7 +78,7 @@ BUGS = (
     Bug(
         "orphans",
         "the process launcher's orphan cleanup reports nothing",
-        "tuner/launcher/process.py",
+        "tuner/serve/process.py",
         "return sorted(set(stopped))",
         "return []",
         ("tests/test_faults.py::test_next_start_kills_an_orphaned_server",),
@@ -86,7 +86,7 @@ BUGS = (
     Bug(
         "constraints",
         "the constraints system attribute is not written",
-        "tuner/study.py",
+        "tuner/search/study.py",
         'system={"constraints": constraints})',
         "system={})",
         ("tests/test_tuning_loop.py::test_a_trial_that_breaks_its_slo_skips_the_remaining_levels",),
@@ -94,7 +94,7 @@ BUGS = (
     Bug(
         "oom-runtime",
         "an out-of-memory under load is classified as crashed",
-        "tuner/failures.py",
+        "tuner/sglang/failures.py",
         "    if _OOM.search(log):\n        return OOM_RUNTIME",
         "    if _OOM.search(log):\n        return CRASHED",
         ("tests/test_failures.py",),

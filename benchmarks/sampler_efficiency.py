@@ -85,7 +85,7 @@ SETTINGS = [
 @functools.cache
 def _surface(path: str):
     """One per worker process: its flag weights are learned once (Surface.flag_weights), not per study."""
-    from tuner.surface import Surface
+    from tuner.trial.surface import Surface
 
     surface = Surface.load(path)
     surface.flag_weights()
@@ -96,10 +96,11 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
     """One study; per trial: (objective value or None when infeasible, failed launch, startup + benchmark s)."""
     import optuna
 
-    from tuner.config import load_config
-    from tuner.launcher.replay import ReplayLauncher
-    from tuner.space import load_space
-    from tuner.study import Tuner, make_sampler, set_trial_attrs, trial_attrs
+    from tuner.config.run import load_config
+    from tuner.config.space import load_space
+    from tuner.search.storage import set_trial_attrs
+    from tuner.search.study import Tuner, make_sampler, trial_attrs
+    from tuner.trial.replay import ReplayLauncher
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     surface = _surface(surface_path)
@@ -198,7 +199,7 @@ def main() -> None:
         skipped = "GP rows: not run, Optuna's GPSampler needs torch and this machine has none. "
     settings = [s for s in SETTINGS if s.sampler in wanted and (not args.only or s.label in args.only)]
     os.chdir(ROOT)  # surfaces name their search space relative to the repository
-    from tuner.surface import Surface
+    from tuner.trial.surface import Surface
 
     paths = args.surfaces or [str(p.relative_to(ROOT)) for p in default_surfaces()]
     t0 = time.monotonic()

@@ -1,4 +1,4 @@
-"""Leave-one-out error of the replay model (tuner/surface.py: IDW 3-nearest-neighbours) on recorded surfaces.
+"""Leave-one-out error of the replay model (tuner/trial/surface.py: IDW 3-nearest-neighbours) on recorded surfaces.
 
 Each recorded row is left out in turn and answered from the others, as a replay answers a config it has no row
 for; its recorded numbers are the truth. Compared with the simplest alternative, the mean of the other rows.
@@ -24,7 +24,7 @@ def default_surfaces() -> list[Path]:
     return sorted((ROOT / "surfaces").glob("*.json")) + sorted((ROOT / "benchmarks" / "surfaces").glob("*.json"))
 
 
-from tuner.surface import Surface, point_of  # noqa: E402
+from tuner.trial.surface import Surface, point_of  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "SURFACE_MODEL.md"
 METRICS = ("output_throughput", "median_ttft_ms", "median_tpot_ms")
@@ -115,7 +115,7 @@ def main() -> None:
         f"`python benchmarks/surface_model.py` on {date.today()}, {platform.node()} "
         f"({platform.processor() or platform.machine()}); pure arithmetic, no timing.",
         "",
-        "The model (tuner/surface.py `Surface.answer`): a config recorded in the surface is answered by its "
+        "The model (tuner/trial/surface.py `Surface.answer`): a config recorded in the surface is answered by its "
         "row; any other by the inverse-distance-weighted (1/d^2) mean of its 3 nearest rows, the distance "
         "Euclidean over every flag (numbers min-max normalised, log scale past a 4x range; choices and "
         "switches 0 or 1), each flag weighted by how much it moves the numbers (weights 0, 1/4, 1 or 4 "

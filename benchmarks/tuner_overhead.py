@@ -6,7 +6,7 @@ Targets (developers' guide):
 
 Three parts, run in one process, one after another (side by side under the same load):
 
-1. overhead: a real ``Tuner`` study (tuner.config.load_config + tuner.study.Tuner, one slot) of N trials. The
+1. overhead: a real ``Tuner`` study (tuner.config.run.load_config + tuner.search.study.Tuner, one slot) of N trials. The
    tuner's own methods are wrapped from outside to time what PhaseTimes does not show: ask + trial attributes
    before the runner starts, write_artifacts (trial.json/CSVs), the recording (_record: user attrs, constraints,
    artifact uploads, dashboard note, study.tell) and the loop between trials (fail_stale_trials, budget check).
@@ -41,15 +41,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import tuner.benchmark  # noqa: E402
-import tuner.trial  # noqa: E402
 from tests.conftest import FAST_ENV, STANDIN, free_port, write_run, write_space  # noqa: E402
-from tuner import study as study_mod  # noqa: E402
-from tuner.config import load_config  # noqa: E402
-from tuner.flags import ServerFlags  # noqa: E402
-from tuner.launcher.process import ProcessLauncher  # noqa: E402
-from tuner.trial import TrialPlan, TrialRunner  # noqa: E402
-from tuner.workload import SLO  # noqa: E402
+from tuner.bench import client  # noqa: E402
+from tuner.bench.workload import SLO  # noqa: E402
+from tuner.config.run import load_config  # noqa: E402
+from tuner.search import study as study_mod  # noqa: E402
+from tuner.serve.process import ProcessLauncher  # noqa: E402
+from tuner.sglang.flags import ServerFlags  # noqa: E402
+from tuner.trial import runner  # noqa: E402
+from tuner.trial.runner import TrialPlan, TrialRunner  # noqa: E402
 
 
 def loadavg() -> str:
@@ -101,7 +101,7 @@ def bench_overhead(work: Path, n: int, grace: float, per_key: bool = False) -> d
         study_mod.Tuner._one_trial,
         study_mod.Tuner._record,
         TrialRunner.run,
-        tuner.trial.write_artifacts,
+        runner.write_artifacts,
         study_mod.set_trial_attrs,
     )
     if per_key:
@@ -117,7 +117,7 @@ def bench_overhead(work: Path, n: int, grace: float, per_key: bool = False) -> d
     study_mod.Tuner._one_trial = timed("one", study_mod.Tuner._one_trial)
     study_mod.Tuner._record = timed("record", study_mod.Tuner._record)
     TrialRunner.run = timed("run", run_wrapper)
-    tuner.trial.write_artifacts = timed("write", tuner.trial.write_artifacts)
+    runner.write_artifacts = timed("write", runner.write_artifacts)
     load_before = loadavg()
     try:
         t = study_mod.Tuner(config)
@@ -131,7 +131,7 @@ def bench_overhead(work: Path, n: int, grace: float, per_key: bool = False) -> d
             study_mod.Tuner._one_trial,
             study_mod.Tuner._record,
             TrialRunner.run,
-            tuner.trial.write_artifacts,
+            runner.write_artifacts,
             study_mod.set_trial_attrs,
         ) = saved
     load_after = loadavg()
@@ -223,17 +223,17 @@ def bench_death(work: Path, reps: int, mode: str, grace: float) -> dict:
     workload = cfg.workload.build(SLO())
     launcher = ProcessLauncher(cfg.launcher.command, cfg.launcher.env)
 
-    orig_rb = tuner.trial.run_benchmark
+    orig_rb = runner.run_benchmark
     died_at: dict = {}
 
     def rb(*a, **kw):
         try:
             return orig_rb(*a, **kw)
-        except tuner.benchmark.ServerDied:
+        except client.ServerDied:
             died_at["t"] = time.monotonic()
             raise
 
-    tuner.trial.run_benchmark = rb
+    runner.run_benchmark = rb
     rows = []
     load_before = loadavg()
     try:
@@ -282,7 +282,7 @@ def bench_death(work: Path, reps: int, mode: str, grace: float) -> dict:
                 }
             )
     finally:
-        tuner.trial.run_benchmark = orig_rb
+        runner.run_benchmark = orig_rb
     return {
         "mode": mode,
         "reps": rows,

@@ -1133,7 +1133,7 @@ def test_bad_input_gets_one_line(case: Case, results) -> None:
 
 def test_without_nvml_gpus_are_not_checked_but_said_so(tmp_path) -> None:
     """A CPU machine (no NVML) runs the stand-in: not an error, but a warning that --gpus could not be checked."""
-    from tuner import gpu
+    from tuner.serve import gpu
 
     gpu.reset()
     cli = CLI
@@ -1192,7 +1192,7 @@ def test_ctrl_c_before_the_first_trial(tmp_path) -> None:
 
 def test_run_file_paths_are_relative_to_the_run_file(tmp_path) -> None:
     """The run file's relative paths (and its default study) are found beside it, whatever the current folder."""
-    from tuner.config import load_config
+    from tuner.config.run import load_config
 
     project = tmp_path / "project"
     project.mkdir()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.metrics import RequestRecord, compute_level_result
-from tuner.workload import Level
+from tuner.bench.metrics import RequestRecord, compute_level_result
+from tuner.bench.workload import Level
 
 DATA = Path(__file__).parent / "data" / "bench_serving" / "h200-0.5.17.jsonl"
 # Recomputed from the same numbers with the same numpy functions: only float rounding may differ.

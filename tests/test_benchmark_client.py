@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 
-import tuner.benchmark as bm
-from tuner.benchmark import BenchmarkError, BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
-from tuner.metrics import LevelResult, summarize_repeats
-from tuner.workload import SLO, Level, Workload, arrival_times, build_prompts, concurrency_sweep
+import tuner.bench.client as bm
+from tuner.bench.client import BenchmarkError, BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
+from tuner.bench.metrics import LevelResult, summarize_repeats
+from tuner.bench.workload import SLO, Level, Workload, arrival_times, build_prompts, concurrency_sweep
 
 
 class FakeServer:

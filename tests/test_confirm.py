@@ -9,9 +9,9 @@ import re
 import pytest
 
 from tests.conftest import servers_of, tune, write_run, write_space
-from tuner.config import load_config
-from tuner.confirm import Comparison, Confirmation, welch
-from tuner.study import load_existing_study
+from tuner.config.run import load_config
+from tuner.search.confirm import Comparison, Confirmation, welch
+from tuner.search.study import load_existing_study
 
 
 def test_welch_interval_equal_sizes_by_hand():

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from conftest import ROOT, free_port, tune, wait_healthy, write_run, write_space
-from tuner.failures import OOM_KV, Phase, classify
-from tuner.flags import ServerFlags
-from tuner.launcher.base import STUDY_MARK, TRIAL_MARK, LaunchError, LaunchSpec
-from tuner.launcher.docker import DockerLauncher, container_name
+from tuner.serve.docker import DockerLauncher, container_name
+from tuner.serve.launcher import STUDY_MARK, TRIAL_MARK, LaunchError, LaunchSpec
+from tuner.sglang.failures import OOM_KV, Phase, classify
+from tuner.sglang.flags import ServerFlags
 
 
 def _docker_works() -> bool:
@@ -158,7 +158,7 @@ def test_oom_at_startup_is_killed_with_its_message_logged(tmp_path, study):
 def test_an_exit_is_reported_only_with_the_whole_log_written(tmp_path, study, monkeypatch):
     """A trial classifies a dead server from server.log as soon as exit_code() says it died; a log stream that
     lags the container (here held back 1 s) must not leave the OOM's lines out of that classification."""
-    from tuner.launcher import docker as docker_launcher
+    from tuner.serve.launcher import docker as docker_launcher
 
     follow = docker_launcher._follow_logs
     monkeypatch.setattr(docker_launcher, "_follow_logs", lambda *a: (time.sleep(1.0), follow(*a)))
@@ -194,9 +194,9 @@ def test_cleanup_orphans_after_the_tuner_was_killed_with_sigkill(tmp_path, study
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from tuner.flags import ServerFlags
-        from tuner.launcher.base import LaunchSpec
-        from tuner.launcher.docker import DockerLauncher
+        from tuner.sglang.flags import ServerFlags
+        from tuner.serve.launcher import LaunchSpec
+        from tuner.serve.docker import DockerLauncher
         spec = LaunchSpec(flags=ServerFlags.of({spec.flags.as_dict()!r}), env={spec.env!r},
                           log_path=Path({str(spec.log_path)!r}), host="127.0.0.1", port={spec.port},
                           gpus=(), study={study!r}, trial=2)
@@ -289,8 +289,8 @@ def test_gpus_without_an_nvidia_runtime_is_a_clear_error(tmp_path, study):
 
 
 def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique_study, request):
-    from tuner.config import load_config
-    from tuner.study import load_existing_study
+    from tuner.config.run import load_config
+    from tuner.search.study import load_existing_study
 
     # Trial 0 is the baseline (SGLang's defaults); the sampler then picks; the fault rules make a low
     # --mem-fraction-static run out of KV memory and lof segfault otherwise: each trial's class follows from its flags.

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tuner import failures
-from tuner.failures import Phase, classify
+from tuner.sglang import failures
+from tuner.sglang.failures import Phase, classify
 
 ARGPARSE = (
     "sglang serve: error: argument --schedule-policy: invalid choice: 'bogus' (choose from 'lpm', "

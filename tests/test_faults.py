@@ -11,8 +11,8 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import ROOT, STANDIN, servers_of, tune, write_run, write_space
-from tuner.config import load_config
-from tuner.study import load_existing_study
+from tuner.config.run import load_config
+from tuner.search.study import load_existing_study
 
 
 def run_one(tmp_path, study, fixed=None, faults="", **extra):
@@ -90,8 +90,8 @@ def test_hanging_server_ends_at_its_startup_timeout(tmp_path, unique_study):
 
 
 def test_startup_timeout_follows_the_flags(tmp_path):
-    from tuner.flags import ServerFlags
-    from tuner.study import startup_timeout
+    from tuner.search.study import startup_timeout
+    from tuner.sglang.flags import ServerFlags
 
     config = load_config(
         write_run(
@@ -232,7 +232,7 @@ def test_two_workers_recovering_one_stale_trial_queue_one_rerun(tmp_path, unique
     """Workers starting together (or one by heartbeat) may find the same dead worker's trial: one re-run."""
     import threading
 
-    from tuner.study import HOST, Tuner, open_study
+    from tuner.search.study import HOST, Tuner, open_study
 
     config = load_config(write_run(tmp_path, study=unique_study, trials=2))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

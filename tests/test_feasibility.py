@@ -14,11 +14,11 @@ import yaml
 
 from tests.conftest import ROOT, STANDIN, write_run
 from tests.test_gpu import FakeNvml
-from tuner import gpu
-from tuner.config import load_config
-from tuner.feasibility import Feasibility, ModelFacts
-from tuner.flags import ServerFlags
-from tuner.study import Tuner
+from tuner.config.run import load_config
+from tuner.search.study import Tuner
+from tuner.serve import gpu
+from tuner.sglang.feasibility import Feasibility, ModelFacts
+from tuner.sglang.flags import ServerFlags
 
 MODELS = ROOT / "tests" / "data" / "models"
 H200_LOG = ROOT / "tests" / "data" / "sglang-0.5.17-h200-healthy.log"

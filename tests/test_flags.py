@@ -1,21 +1,12 @@
-"""tuner/flags.py: a parameter set becomes SGLang's command line; the flag catalog read from --help."""
+"""tuner/sglang/flags.py: a parameter set becomes SGLang's command line; the flag catalog read from --help."""
 
 import shlex
 import sys
 
 import pytest
 
-from tuner.flags import (
-    FlagCatalog,
-    FlagCatalogError,
-    ServerFlags,
-    deploy_defaults,
-    format_value,
-    one_per_line,
-    read_catalog,
-    resolved_flags,
-    shell_args,
-)
+from tuner.sglang.catalog import FlagCatalog, FlagCatalogError, read_catalog
+from tuner.sglang.flags import ServerFlags, deploy_defaults, format_value, one_per_line, resolved_flags, shell_args
 
 HELP = """usage: sglang serve [-h] ...
 

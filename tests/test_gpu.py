@@ -23,11 +23,12 @@ import pytest
 import yaml
 
 from tests.conftest import write_run
-from tuner import gpu
-from tuner.config import load_config
-from tuner.flags import ServerFlags
-from tuner.space import load_space
-from tuner.study import GpuPool, Tuner, open_storage
+from tuner.config.run import load_config
+from tuner.config.space import load_space
+from tuner.search.storage import open_storage
+from tuner.search.study import GpuPool, Tuner
+from tuner.serve import gpu
+from tuner.sglang.flags import ServerFlags
 
 MIB = gpu.MIB
 TOTAL_MIB = 80 * 1024
@@ -135,7 +136,7 @@ def no_nvml(monkeypatch):
 
 
 def test_without_nvml_it_says_so_once_and_samples_nothing(no_nvml, caplog):
-    caplog.set_level(logging.WARNING, logger="tuner.gpu")
+    caplog.set_level(logging.WARNING, logger="tuner.serve.gpu")
     for _ in range(3):
         with gpu.GpuSampler((0, 1), interval_s=0.01) as sampler:
             sampler.sample_now()
@@ -149,7 +150,7 @@ def test_without_nvml_it_says_so_once_and_samples_nothing(no_nvml, caplog):
 
 
 def test_without_nvml_a_trial_still_runs(no_nvml, tmp_path, unique_study, caplog):
-    caplog.set_level(logging.WARNING, logger="tuner.gpu")
+    caplog.set_level(logging.WARNING, logger="tuner.serve.gpu")
     cfg = load_config(
         write_run(
             tmp_path,

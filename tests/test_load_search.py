@@ -8,11 +8,11 @@ import optuna
 import pytest
 
 from conftest import tune, write_run, write_space
-from tuner.config import load_config
-from tuner.load_search import best_level, broken, rates
-from tuner.metrics import RequestRecord, compute_level_result
-from tuner.study import load_existing_study
-from tuner.workload import SLO, Level, LoadSearch
+from tuner.bench.load_search import best_level, broken, rates
+from tuner.bench.metrics import RequestRecord, compute_level_result
+from tuner.bench.workload import SLO, Level, LoadSearch
+from tuner.config.run import load_config
+from tuner.search.study import load_existing_study
 
 
 def drive(search: LoadSearch, passes) -> list[tuple[float, bool]]:
@@ -183,7 +183,7 @@ def test_tune_start_finds_the_rate_where_the_standin_breaks_its_slo(tmp_path, un
 
 
 def test_report_curves_cover_baseline_best_and_reference_trials(tmp_path):
-    from tuner.report import build_report, curves_frame
+    from tuner.views.report import build_report, curves_frame
 
     def levels(*points):
         return [
@@ -281,9 +281,9 @@ def test_tune_bench_runs_the_load_search_against_a_running_server(tmp_path):
 def test_a_server_that_dies_mid_search_keeps_the_levels_it_passed():
     from test_standin import launch, stop, wait_ready
 
-    from tuner.benchmark import ServerDied
-    from tuner.load_search import run_load_search
-    from tuner.workload import Workload
+    from tuner.bench.client import ServerDied
+    from tuner.bench.load_search import run_load_search
+    from tuner.bench.workload import Workload
 
     # The stand-in is killed (OOM) once its running batch exceeds 8 requests: 8 and 32 req/s stay below that.
     proc, base = launch(faults="oom_under_load:", SGLANG_STANDIN_SPEED="1.0")

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuner.metrics import LevelResult, RequestRecord, compute_level_result, is_good, summarize_repeats, t95
-from tuner.workload import SLO, Level, concurrency_sweep, seed_concurrency, seed_response_time
+from tuner.bench.metrics import LevelResult, RequestRecord, compute_level_result, is_good, summarize_repeats, t95
+from tuner.bench.workload import SLO, Level, concurrency_sweep, seed_concurrency, seed_response_time
 
 LV = Level(concurrency=2, input_len=100, output_len=5, num_prompts=3)
 

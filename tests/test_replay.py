@@ -15,12 +15,12 @@ import pytest
 import yaml
 
 from conftest import ROOT, tune, write_run, write_space
-from tuner.config import load_config
-from tuner.load_search import broken
-from tuner.metrics import LevelResult
-from tuner.study import load_existing_study
-from tuner.surface import Answer, Row, Surface, curve_at
-from tuner.workload import Level, LoadSearch
+from tuner.bench.load_search import broken
+from tuner.bench.metrics import LevelResult
+from tuner.bench.workload import Level, LoadSearch
+from tuner.config.run import load_config
+from tuner.search.study import load_existing_study
+from tuner.trial.surface import Answer, Row, Surface, curve_at
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 

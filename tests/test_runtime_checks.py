@@ -18,10 +18,11 @@ import pytest
 from tests.conftest import ROOT, STANDIN, free_port, tune, wait_healthy, write_run, write_space
 from tests.test_gpu import FakeNvml, no_nvml  # noqa: F401 - no_nvml is a fixture
 from tests.test_views import CHROMIUM, needs_chromium
-from tuner import gpu
-from tuner.config import load_config
-from tuner.kv import KvCapacity
-from tuner.study import SetupError, Tuner, load_existing_study
+from tuner.config.run import load_config
+from tuner.errors import SetupError
+from tuner.search.study import Tuner, load_existing_study
+from tuner.serve import gpu
+from tuner.sglang.kv import KvCapacity
 
 DATA = ROOT / "tests" / "data"
 
@@ -148,7 +149,7 @@ def test_a_kv_pool_too_small_for_the_workload_is_infeasible_and_keeps_its_number
     names = study.user_attrs["constraint_names"]
     assert small.system_attrs["constraints"][names.index("kv_capacity")] > 0
     assert large.user_attrs["feasible"] is True and "limit_class" not in large.user_attrs
-    from tuner.dashboard import trial_note
+    from tuner.views.dashboard import trial_note
 
     note = trial_note(small.number, a)
     assert "Limit: **kv_pool_too_small**" in note and "KV pool: 500 tokens" in note
@@ -315,7 +316,7 @@ def test_counts_leave_out_interrupted_trials_and_a_reached_budget_says_so(tmp_pa
 
 @needs_chromium
 def test_the_report_fits_a_1000_px_window(tmp_path):
-    from tuner.report import build_report
+    from tuner.views.report import build_report
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/r.db", study_name="wide", direction="maximize")
     study.set_user_attr("metrics", ["output_throughput"])

@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tuner.config import ConfigError, load_config
-from tuner.schema import SCHEMA_DIR, json_schemas, render
-from tuner.space import load_space
+from tuner.config.jsonschemas import SCHEMA_DIR, json_schemas, render
+from tuner.config.run import ConfigError, load_config
+from tuner.config.space import load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("name", ["run.schema.json", "space.schema.json"])
 def test_committed_schema_is_current(name):
     committed = (SCHEMA_DIR / name).read_text() if (SCHEMA_DIR / name).exists() else ""
-    assert committed == render(json_schemas()[name]), f"schemas/{name} is stale: run python -m tuner.schema"
+    assert committed == render(json_schemas()[name]), f"schemas/{name} is stale: run python -m tuner.config.jsonschemas"
 
 
 @pytest.mark.parametrize(

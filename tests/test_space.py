@@ -7,8 +7,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tuner.flags import FlagCatalog, ServerFlags
-from tuner.space import SpaceError, load_space
+from tuner.config.space import SpaceError, load_space
+from tuner.sglang.catalog import FlagCatalog
+from tuner.sglang.flags import ServerFlags
 
 ROOT = Path(__file__).resolve().parent.parent
 HELP = """usage: sglang serve [-h] ...
@@ -154,7 +155,7 @@ def test_catalog_reads_aliases_choices_and_deprecation():
 
 
 def test_catalog_checks_value_types_that_help_does_not_show():
-    """--help's metavars say nothing of types; SGLang 0.5.17's server_args.py does (tuner/sglang_types.py)."""
+    """--help's metavars say nothing of types; SGLang 0.5.17's server_args.py does (tuner/sglang/flag_types.py)."""
     catalog = FlagCatalog.from_help(HELP)
     assert catalog.value_type("tensor-parallel-size") == "int"  # an alias has its flag's type
     assert catalog.check("torch-compile-max-bs", 8) is None

@@ -1,5 +1,5 @@
-"""tuner/study.py in-process: the objective's values and constraints, a trial's record, storage and study setup,
-the GPU pool, and whole studies replayed from a recorded surface (tuner/launcher/replay.py) on real SQLite files.
+"""tuner/search/study.py in-process: the objective's values and constraints, a trial's record, storage and study setup,
+the GPU pool, and whole studies replayed from a recorded surface (tuner/trial/replay.py) on real SQLite files.
 
 Each test runs in milliseconds to a second, so mutation testing (benchmarks/MUTATION.md) can afford them per mutant:
 mutmut only sees code that runs in the pytest process, so nothing here goes through the CLI's subprocess.
@@ -25,46 +25,48 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from tests.conftest import ROOT, write_space
-from tuner import failures, gpu
-from tuner.benchmark import BenchmarkResult
-from tuner.config import RunConfig
-from tuner.flags import ServerFlags
-from tuner.kv import KvCapacity
-from tuner.launcher.docker import DockerLauncher
-from tuner.launcher.process import ProcessLauncher
-from tuner.launcher.replay import ReplayLauncher
-from tuner.metrics import LevelResult
-from tuner.study import (
+from tuner.bench.client import BenchmarkResult
+from tuner.bench.metrics import LevelResult
+from tuner.bench.workload import LoadSearch
+from tuner.config.run import RunConfig
+from tuner.search.launchers import looks_like_model_path, make_launcher
+from tuner.search.objective import Objective, objective_for
+from tuner.search.storage import (
+    _Heartbeat,
+    _missing_driver,
+    _redact,
+    _RetryStale,
+    _with_installed_driver,
+    enqueue_retry,
+    open_storage,
+    set_trial_attrs,
+)
+from tuner.search.study import (
     HOST,
     WORKER,
     GpuPool,
-    Objective,
     SetupError,
     Tuner,
     _alive,
     _baseline_refused,
     _describe,
-    _Heartbeat,
-    _looks_like_path_or_hub_id,
-    _missing_driver,
-    _redact,
-    _RetryStale,
-    _with_installed_driver,
     best_levels,
-    enqueue_retry,
     load_existing_study,
-    make_launcher,
     make_sampler,
-    objective_for,
-    open_storage,
     open_study,
     port_free,
-    set_trial_attrs,
     startup_timeout,
     trial_attrs,
 )
-from tuner.trial import Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult
-from tuner.workload import LoadSearch
+from tuner.serve import gpu
+from tuner.serve.docker import DockerLauncher
+from tuner.serve.process import ProcessLauncher
+from tuner.sglang import failures
+from tuner.sglang.flags import ServerFlags
+from tuner.sglang.kv import KvCapacity
+from tuner.trial.replay import ReplayLauncher
+from tuner.trial.runner import Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult
+from tuner.views.dashboard import note_for
 
 SURFACE = ROOT / "benchmarks" / "surfaces" / "standin-default.json"
 # The stand-in's baseline, three feasible configs, one that runs out of KV memory and one out of memory under load:
@@ -496,7 +498,7 @@ def test_alive_and_model_paths(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert not _alive(child.pid)
-    assert _looks_like_path_or_hub_id("Qwen/Qwen3-8B") and _looks_like_path_or_hub_id(str(tmp_path))
+    assert looks_like_model_path("Qwen/Qwen3-8B") and looks_like_model_path(str(tmp_path))
     for bad in (
         "Qwen3-8B",
         "a/b/c",
@@ -509,7 +511,7 @@ def test_alive_and_model_paths(tmp_path):
         str(tmp_path / "missing"),
         "~nosuchuser/m",
     ):  # no such user: no RuntimeError either
-        assert not _looks_like_path_or_hub_id(bad), bad
+        assert not looks_like_model_path(bad), bad
 
 
 def test_gpu_pool_hands_out_the_lowest_free_gpus_and_stops_waiting_when_cancelled():
@@ -619,14 +621,14 @@ def test_make_sampler_builds_the_run_files_sampler_with_its_options(tmp_path, mo
     rnd = make_sampler(cfg(name="random"), 5)
     assert isinstance(rnd, optuna.samplers.RandomSampler)
     assert rnd._rng.rng.random_sample() == optuna.samplers.RandomSampler(seed=5)._rng.rng.random_sample()
-    import tuner.study
+    from tuner.search import study
 
-    real = tuner.study.importlib.util.find_spec
-    monkeypatch.setattr(tuner.study.importlib.util, "find_spec", lambda n, *a: True if n == "torch" else real(n, *a))
+    real = study.importlib.util.find_spec
+    monkeypatch.setattr(study.importlib.util, "find_spec", lambda n, *a: True if n == "torch" else real(n, *a))
     gp = make_sampler(cfg(name="gp", n_startup_trials=2), 5)
     assert isinstance(gp, optuna.samplers.GPSampler) and gp._n_startup_trials == 2
     assert gp._rng.rng.random_sample() == optuna.samplers.GPSampler(seed=5)._rng.rng.random_sample()
-    monkeypatch.setattr(tuner.study.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
+    monkeypatch.setattr(study.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
     with pytest.raises(
         SetupError, match=r"^sampler gp needs torch \(pip install torch\), or set sampler: \{name: tpe\}$"
     ):
@@ -756,7 +758,7 @@ def test_heartbeat_is_recorded_while_a_trial_runs_and_stops_after(tmp_path, capl
 
     storage.record_heartbeat = beat
     trial = study.ask()
-    with caplog.at_level("WARNING", logger="tuner.study"), _Heartbeat(study, trial, 0.05) as hb:
+    with caplog.at_level("WARNING", logger="tuner.search.study"), _Heartbeat(study, trial, 0.05) as hb:
         assert beats == [trial._trial_id]  # at once, before the first interval
         time.sleep(0.3)
         assert len(beats) >= 4 and hb._thread.is_alive()  # a failed beat is logged; the next ones go on
@@ -886,7 +888,9 @@ def test_a_replayed_study_records_every_trial_for_the_sampler_and_the_dashboard(
 
     progress = Done()
     tuner = Tuner(
-        replay_config(tmp_path, surface, trials=3, artifacts=str(tmp_path / "new" / "store")), progress=progress
+        replay_config(tmp_path, surface, trials=3, artifacts=str(tmp_path / "new" / "store")),
+        progress=progress,
+        on_record=note_for,
     )
     assert tuner.config.model.path == "standin/qwen3-8b"  # a replay serves the surface's model
     assert tuner.objective.kv_tokens_needed == 16 * (128 + 48) and tuner.objective.at_concurrency == 16
@@ -1305,8 +1309,8 @@ def test_a_trial_runs_on_the_gpu_it_got_and_that_gpus_port(tmp_path, surface):
 
 
 def test_the_runner_gets_the_studys_workload_model_and_stopping_rules(tmp_path, surface):
-    from tuner.launcher.replay import ReplayRunner
-    from tuner.workload import Workload
+    from tuner.bench.workload import Workload
+    from tuner.trial.replay import ReplayRunner
 
     config = replay_config(tmp_path, surface, launcher={"stop_grace_s": 2.5}, objective={"slo": {"p99_ttft_ms": 9}})
     progress = object()
@@ -1338,7 +1342,7 @@ def test_the_runner_gets_the_studys_workload_model_and_stopping_rules(tmp_path, 
     assert (
         Tuner(replay_config(tmp_path, surface, objective={"early_stop": False})).runner(study, None).early_stop is None
     )
-    from tuner.trial import TrialRunner
+    from tuner.trial.runner import TrialRunner
 
     assert type(Tuner(config, launcher=ProcessLauncher(["python"])).runner(study, None)) is TrialRunner
 
@@ -1356,7 +1360,7 @@ def nvml_gpus(monkeypatch):
 
 
 def machine_tuner(tmp_path, surface, space_fixed=None, space_params=None, **extra) -> tuple[Tuner, object]:
-    from tuner.space import load_space
+    from tuner.config.space import load_space
 
     extra = {"model": {"path": "Qwen/Qwen3-8B"}, **extra}
     extra["launcher"] = {"kind": "process", **extra.get("launcher", {})}
@@ -1396,7 +1400,7 @@ def test_without_nvml_the_gpu_checks_say_what_is_not_checked(tmp_path, surface, 
         tuner, space = machine_tuner(tmp_path, surface, gpus=[0, 3])
         with caplog.at_level("WARNING"):
             tuner._check_gpus(space)
-        assert not caplog.records  # said once, as the tuner's warning, not logged by tuner.gpu as well
+        assert not caplog.records  # said once, as the tuner's warning, not logged by tuner.serve.gpu as well
         [said] = tuner.warnings
         assert said.startswith("NVML is not available (") and said.endswith(
             "): --gpus 0,3 not checked, no GPU memory numbers, no wait for free GPUs"
@@ -1551,7 +1555,7 @@ def test_sigterm_during_a_trial_records_it_interrupted_and_restores_the_handlers
 
 
 def test_a_goodput_study_replays_its_load_search_and_records_the_rate(tmp_path):
-    from tuner.config import load_config
+    from tuner.config.run import load_config
 
     run = load_config(
         ROOT / "runs" / "demo-chat.yaml",
@@ -1617,7 +1621,7 @@ def test_an_interrupted_baseline_is_rerun_as_the_baseline_with_heartbeats(tmp_pa
 
 
 def test_a_port_taken_since_the_check_stops_a_real_trial_before_its_launch(tmp_path, surface, nvml_gpus):
-    from tuner.space import load_space
+    from tuner.config.space import load_space
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -1644,7 +1648,7 @@ def test_a_port_taken_since_the_check_stops_a_real_trial_before_its_launch(tmp_p
 def test_prepare_for_a_real_launcher_waits_for_gpus_its_cleanup_freed_and_records_their_idle_memory(
     tmp_path, surface, nvml_gpus
 ):
-    from tuner.surface import Surface
+    from tuner.trial.surface import Surface
 
     class Restarted(ProcessLauncher):
         """The process launcher after a killed run: its cleanup found and stopped two servers of the study (the

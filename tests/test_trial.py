@@ -1,4 +1,4 @@
-"""One trial in-process (tuner.trial): TrialRunner against the stand-in launched by the product's ProcessLauncher,
+"""One trial in-process (tuner.trial.runner): TrialRunner against the stand-in launched by the product's ProcessLauncher,
 the Watcher against real /health endpoints, and a trial's record (trial.json, benchmark.csv, gpu.csv).
 
 In-process on purpose: mutation testing (benchmarks/MUTATION.md) only sees code the pytest process runs, and a
@@ -23,15 +23,26 @@ import pytest
 
 from tests.conftest import FAST_ENV, STANDIN, free_port, servers_of
 from tests.test_gpu import IDLE_MIB, TOTAL_MIB, FakeNvml, no_nvml  # noqa: F401 - no_nvml is a fixture
-from tuner import failures, gpu, trial
-from tuner.benchmark import BenchmarkResult
-from tuner.flags import ServerFlags
-from tuner.launcher.base import LaunchSpec, Server
-from tuner.launcher.process import ProcessLauncher
-from tuner.metrics import LevelResult
-from tuner.readiness import wait_ready
-from tuner.trial import Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult, TrialRunner, Watcher, write_artifacts
-from tuner.workload import Level, LoadSearch, Workload
+from tuner.bench.client import BenchmarkResult
+from tuner.bench.metrics import LevelResult
+from tuner.bench.workload import Level, LoadSearch, Workload
+from tuner.serve import gpu
+from tuner.serve.launcher import LaunchSpec, Server
+from tuner.serve.process import ProcessLauncher
+from tuner.serve.readiness import wait_ready
+from tuner.sglang import failures
+from tuner.sglang.flags import ServerFlags
+from tuner.trial import runner as trial
+from tuner.trial.runner import (
+    Cancelled,
+    PhaseTimes,
+    Replayed,
+    TrialPlan,
+    TrialResult,
+    TrialRunner,
+    Watcher,
+    write_artifacts,
+)
 
 MODEL = "standin/qwen3-8b"
 NUMBER = 3  # not 0: a record that drops the trial's number shows
@@ -196,7 +207,7 @@ def test_a_goodput_trial_records_where_the_slo_broke(tmp_path, unique_study):
 
 
 def test_without_nvml_a_trial_on_a_gpu_neither_waits_nor_says_so_itself(tmp_path, unique_study, no_nvml, caplog):
-    caplog.set_level(logging.WARNING, logger="tuner.gpu")
+    caplog.set_level(logging.WARNING, logger="tuner.serve.gpu")
     progress = Recorder()
     result = runner(unique_study, progress=progress).run(plan(tmp_path, gpus=(0,)))
     assert result.ok and "waiting for GPU" not in progress.names()
@@ -248,7 +259,7 @@ def test_a_level_over_its_time_budget_is_a_benchmark_timeout(tmp_path, unique_st
     # The stand-in stops answering (streams stall) after 5 requests; /health is watched too slowly to notice.
     # A level's budget is 4 requests x 10 s plus its slack: a slack of -39.5 s leaves it 0.5 s.
     monkeypatch.setattr(trial, "HEALTH_EVERY_S", 30.0)
-    monkeypatch.setattr("tuner.benchmark.LEVEL_SLACK_S", -39.5)
+    monkeypatch.setattr("tuner.bench.client.LEVEL_SLACK_S", -39.5)
     workload = Workload(levels=levels((1, 4), (1, 4)), warmup_requests=0, request_timeout_s=10)
     p = plan(tmp_path)
     result = runner(unique_study, faults="unhealthy:", workload=workload).run(p)

@@ -14,8 +14,8 @@ import pytest
 import scipy.stats
 
 from conftest import ROOT, servers_of, tune, wait_healthy, write_run, write_space
-from tuner.config import load_config
-from tuner.study import load_existing_study
+from tuner.config.run import load_config
+from tuner.search.study import load_existing_study
 
 
 def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, unique_study):

@@ -35,8 +35,8 @@ FAILING = {"schedule-policy": "lof", "mem-fraction-static": 0.93}
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory) -> Path:
     """A finished study: the baseline, one enqueued segfault (mem-fraction-static 0.93), three sampled trials."""
-    from tuner.config import load_config
-    from tuner.study import Tuner
+    from tuner.config.run import load_config
+    from tuner.search.study import Tuner
 
     tmp = tmp_path_factory.mktemp("views")
     run = write_run(
@@ -228,9 +228,9 @@ def test_report_offline(study_run: Path, tmp_path: Path) -> None:
         "median TPOT (ms)",
     ]
     # The numbers are the baseline's (trial 0) and the best trial's, and the change between them.
-    from tuner.config import load_config
-    from tuner.export import best_trial
-    from tuner.study import load_existing_study
+    from tuner.config.run import load_config
+    from tuner.search.study import load_existing_study
+    from tuner.views.export import best_trial
 
     study = load_existing_study(load_config(study_run))
     base, best = study.trials[0], best_trial(study)
@@ -253,8 +253,8 @@ def test_report_offline(study_run: Path, tmp_path: Path) -> None:
 
 
 def test_trial_note_and_progress_line(tmp_path: Path) -> None:
-    from tuner.dashboard import trial_note
-    from tuner.progress import LineProgress, log_tail_line
+    from tuner.views.dashboard import trial_note
+    from tuner.views.progress import LineProgress, log_tail_line
 
     note = trial_note(
         3,
@@ -288,7 +288,7 @@ def test_dashboard_fills_in_notes_a_study_run_without_it_lacks(tmp_path):
     """Studies run where optuna-dashboard was not installed (the H200 image) get their notes at serve time."""
     from optuna_dashboard import get_note
 
-    from tuner.dashboard import fill_missing_notes
+    from tuner.views.dashboard import fill_missing_notes
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
     trial = study.ask()

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from test_standin import launch, stop, wait_ready
 
-from tuner.benchmark import run_benchmark
-from tuner.workload import SLO, Level, LoadSearch, SharedPrefix, Workload, arrival_times, build_prompts
+from tuner.bench.client import run_benchmark
+from tuner.bench.workload import SLO, Level, LoadSearch, SharedPrefix, Workload, arrival_times, build_prompts
 
 
 def test_range_ratio_lengths_are_uniform_between_len_times_ratio_and_len():
@@ -77,7 +77,7 @@ def test_32k_token_prompts_go_through_the_client_and_the_standin():
 
 
 def test_the_run_file_shape_builds_these_workloads(tmp_path):
-    from tuner.config import load_config
+    from tuner.config.run import load_config
 
     run = tmp_path / "run.yaml"
     run.write_text(

@@ -1,4 +1,4 @@
-"""Write tuner/sglang_types.py: the value type (int, human_int or float) of each SGLang flag, read from server_args.py.
+"""Write tuner/sglang/flag_types.py: the value type (int, human_int or float) of each SGLang flag, read from server_args.py.
 
 SGLang's ``--help`` shows a flag's metavar (MEM_FRACTION_STATIC), never its argparse ``type=``, so the tuner cannot
 learn from it that ``--torch-compile-max-bs`` takes a whole number. This reads the types from the source instead,
@@ -6,7 +6,7 @@ without importing SGLang (which needs torch and a GPU):
 
     pip download sglang==0.5.17 --no-deps -d /tmp/sgl && unzip -o /tmp/sgl/sglang-0.5.17-*.whl \\
         'sglang/srt/server_args.py' -d /tmp/sgl
-    python tools/sglang_flag_types.py /tmp/sgl/sglang/srt/server_args.py 0.5.17 > tuner/sglang_types.py
+    python tools/sglang_flag_types.py /tmp/sgl/sglang/srt/server_args.py 0.5.17 > tuner/sglang/flag_types.py
 
 It follows sglang/srt/arg_groups/arg_utils.py (``add_cli_args_from_dataclass``): a field ``x_y: A[T, ...]`` becomes
 ``--x-y`` (or ``Arg(cli_name=...)``, plus ``aliases``) with ``type=T`` after Optional is unwrapped;

@@ -1,4 +1,4 @@
-"""`tune`: a thin command line over tuner.study, tuner.export and tuner.report."""
+"""`tune`: a thin command line over tuner.search, tuner.views and the packages below them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 import typer.core
 
-from tuner.config import ConfigError, RunConfig, load_config
-from tuner.launcher.base import LaunchError
+from tuner.config.run import ConfigError, RunConfig, load_config
+from tuner.errors import TunerError
 
 # Typer >= 0.22 vendors click as typer._click; older ones use click itself.
 _click = getattr(typer.core, "_click", None) or __import__("click")
@@ -77,20 +77,15 @@ def _out_dir(path: Path) -> Path:
 
 
 def _guard(fn, *args, **kwargs):
-    """Every expected failure becomes one line and a non-zero exit, never a traceback."""
-    from tuner.export import NothingToExport
-    from tuner.gpu import GpuNotFree
-    from tuner.space import SpaceError
-    from tuner.study import SetupError
-
+    """Every expected failure (a TunerError) becomes one line and exit status 2, never a traceback."""
     try:
         return fn(*args, **kwargs)
-    except (SetupError, ConfigError, SpaceError, LaunchError, GpuNotFree, NothingToExport) as exc:
+    except TunerError as exc:
         _fail(str(exc))
 
 
 def _say_replay(study) -> None:
-    from tuner.surface import replay_notice
+    from tuner.trial.surface import replay_notice
 
     notice = replay_notice(study.get_trials(deepcopy=False))
     if notice:
@@ -138,13 +133,14 @@ def start(
     )
     try:
         # After the run file is checked: optuna and rich take a second or more to import (Ctrl-C lands here too).
-        from tuner.progress import LineProgress
-        from tuner.study import Tuner
+        from tuner.search.study import Tuner
+        from tuner.views.dashboard import note_for
+        from tuner.views.progress import LineProgress
 
         reporter = (
             LineProgress(cfg.trials, force=bool(progress), slots=len(cfg.gpus)) if progress is not False else None
         )
-        tuner = _guard(Tuner, cfg, progress=reporter)
+        tuner = _guard(Tuner, cfg, progress=reporter, on_record=note_for)
         study_obj = _guard(tuner.prepare)
     except KeyboardInterrupt:
         typer.echo("interrupted: stopped while checking the setup, before any trial ran", err=True)
@@ -181,7 +177,7 @@ def start(
     finally:
         if reporter:
             reporter.close()  # the live status line
-    from tuner.progress import best_line
+    from tuner.views.progress import best_line
 
     interrupted = tuner.trials_interrupted(study_obj)
     again = f" ({interrupted} interrupted and run again)" if interrupted else ""
@@ -189,19 +185,17 @@ def start(
         f"study {cfg.study!r}: {tuner.trials_done(study_obj)} trials{again} in {cfg.storage_url}; "
         f"{best_line(study_obj)}"
     )
-    from tuner.report import confirmation_lines
+    from tuner.views.report import confirmation_lines
 
     for line in confirmation_lines(study_obj):
         typer.echo(f"  {line}")
 
 
 @app.command()
-def status(
-    config: Path | None = ConfigOpt, study: str | None = StudyOpt, storage: str | None = StorageOpt
-) -> None:
+def status(config: Path | None = ConfigOpt, study: str | None = StudyOpt, storage: str | None = StorageOpt) -> None:
     """Trials so far: state, class, objective, startup time and flags."""
-    from tuner.report import trials_frame
-    from tuner.study import load_existing_study
+    from tuner.search.study import load_existing_study
+    from tuner.views.report import trials_frame
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
@@ -211,8 +205,8 @@ def status(
         return
     from rich.console import Console
 
-    from tuner.progress import best_line
-    from tuner.report import confirmation_lines, study_notes, terminal_table
+    from tuner.views.progress import best_line
+    from tuner.views.report import confirmation_lines, study_notes, terminal_table
 
     console = Console(highlight=False)
     if console.is_terminal:
@@ -240,8 +234,9 @@ def export(
     out: Path = typer.Option(Path("."), "--out", help="Folder for deploy-best.sh and best.json."),
 ) -> None:
     """Write deploy-best.sh and best.json for the best feasible trial."""
-    from tuner.export import best_trial, export_best
-    from tuner.study import load_existing_study, make_launcher
+    from tuner.search.launchers import make_launcher
+    from tuner.search.study import load_existing_study
+    from tuner.views.export import best_trial, export_best
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
@@ -276,8 +271,10 @@ def dashboard(
     artifacts: Path | None = typer.Option(None, "--artifacts", help="Artifact folder (default: the run's)."),
 ) -> None:
     """Serve optuna-dashboard on the study's storage, with each trial's server.log, CSVs and notes."""
-    from tuner.dashboard import DashboardMissing, artifact_dirs, serve
-    from tuner.study import SetupError, load_existing_study, open_storage
+    from tuner.errors import SetupError
+    from tuner.search.storage import open_storage
+    from tuner.search.study import load_existing_study
+    from tuner.views.dashboard import DashboardMissing, artifact_dirs, serve
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = None
@@ -314,8 +311,8 @@ def report(
     ),
 ) -> None:
     """Write a self-contained HTML report (opens offline) plus the best-vs-baseline table as CSV and Markdown."""
-    from tuner.report import build_report
-    from tuner.study import load_existing_study
+    from tuner.search.study import load_existing_study
+    from tuner.views.report import build_report
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
@@ -341,9 +338,9 @@ def record(
     trials_dir: Path | None = typer.Option(None, "--trials-dir", help="Where trials/<study>/ is now, if it moved."),
 ) -> None:
     """Turn a finished study's real trials into a surface file that `launcher: {kind: replay}` replays."""
-    from tuner.flags import FlagCatalog
-    from tuner.study import load_existing_study
-    from tuner.surface import SurfaceError, from_study
+    from tuner.search.study import load_existing_study
+    from tuner.sglang.catalog import FlagCatalog
+    from tuner.trial.surface import SurfaceError, from_study
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
@@ -381,8 +378,8 @@ def bench(
 ) -> None:
     """Benchmark a running server with the run file's workload (e.g. one started by deploy-best.sh); with the
     goodput objective, its load search."""
-    from tuner.benchmark import BenchmarkError, run_benchmark
-    from tuner.load_search import best_level, run_load_search
+    from tuner.bench.client import BenchmarkError, run_benchmark
+    from tuner.bench.load_search import best_level, run_load_search
 
     cfg = _config(config, {"model.path": model}, check=False)
     workload = _guard(cfg.workload.build, cfg.objective.request_slo())
@@ -436,19 +433,20 @@ def confirm(
     repeats: int = typer.Option(3, "--repeats", help="Benchmark runs per trial."),
 ) -> None:
     """Re-run the top trials, the baseline and the references; export then picks the best 95% bound."""
-    from tuner.confirm import confirm_top
-    from tuner.study import Tuner
+    from tuner.search.confirm import confirm_top
+    from tuner.search.study import Tuner
+    from tuner.views.dashboard import note_for
 
     if top < 1 or repeats < 2:
         _fail("--top must be at least 1 and --repeats at least 2 (a bound needs two runs)")
     cfg = _config(config, {})
-    tuner = _guard(Tuner, cfg)
+    tuner = _guard(Tuner, cfg, on_record=note_for)
     _guard(tuner.prepare)
     try:
         results = _guard(confirm_top, tuner, top, repeats)
     except KeyboardInterrupt:
         _fail("interrupted: no confirmation recorded", 130)
-    from tuner.report import confirmation_lines
+    from tuner.views.report import confirmation_lines
 
     for line in confirmation_lines(tuner.study):
         typer.echo(line)

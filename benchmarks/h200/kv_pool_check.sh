@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine (device tool), from the repository root, with .gpu (../shared/gpu) carried: launch real
-# SGLang 0.5.17 at memory fractions around tuner/feasibility.py's predicted boundary and keep the lines that say
+# SGLang 0.5.17 at memory fractions around tuner/sglang/feasibility.py's predicted boundary and keep the lines that say
 # what happened (weights loaded, KV pool, or the refusal). Each server is stopped once its KV pool is allocated.
 # Output: $OUT/kv_pool_check.log (one block per launch) and nvidia-smi's total memory.
 set -uo pipefail

@@ -1,0 +1,506 @@
+"""Workload description for the benchmark client: load levels, SLOs, prompt generation and arrival schedules.
+
+Everything here is pure (no I/O except reading a dataset file) and seeded, so a workload is reproducible:
+the same ``Workload`` gives the same prompts and the same Poisson arrival times on every run.
+
+Prompt kinds
+------------
+- ``ids``: ``input_len`` random token ids drawn uniformly from ``[IDS_LOW, IDS_HIGH)`` and sent as a list of ids
+  (``prompt`` for /v1/completions, ``input_ids`` for /generate). The server does not re-tokenize them, so the
+  prompt length is exact. This is the analogue of bench_serving's ``random-ids`` with ``--tokenize-prompt``; its
+  default (without that flag) decodes the ids to text and the server re-encodes it, which changes the length.
+- ``text``: random words from a small fixed vocabulary, ``input_len`` words. Real token counts depend on the
+  tokenizer; the client records ``usage.prompt_tokens`` from the server when it is reported.
+- ``dataset``: a ShareGPT-style JSON (list) or JSONL file; the first turn of ``conversations`` is the prompt.
+  When the level's ``output_len`` is 0 the request's ``max_tokens`` is the word count of the second (gpt) turn.
+
+Shapes (bench_serving's datasets, for ids and text prompts)
+------------------------------------------------------------
+- random, with ``range_ratio`` (``--random-range-ratio``): each request's input and output length is drawn
+  uniformly from the integers ``[max(int(len * range_ratio), 1), len]``, as sglang 0.5's ``compute_random_lens``.
+- shared prefix (``generated-shared-prefix``): ``groups`` system prompts of ``system_prompt_len`` tokens, each
+  followed by ``prompts_per_group`` different questions of ``question_len`` tokens; requests are built group by
+  group and then shuffled, so groups interleave. A level with more requests than ``groups * prompts_per_group``
+  cycles through the groups again with new questions.
+
+Arrivals: with a request rate, gaps are gamma distributed with shape ``burstiness`` and scale
+``1 / (rate * burstiness)`` (bench_serving's ``--burstiness``; mean gap 1/rate; 1 is a Poisson process, below 1
+burstier, above 1 more regular).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+# Token ids for prompt_kind "ids": inside every common vocabulary (>= 32k) and above the special/byte tokens.
+IDS_LOW = 1000
+IDS_HIGH = 30000
+
+_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "they",
+    "you",
+    "were",
+    "her",
+    "she",
+    "there",
+    "been",
+    "one",
+    "all",
+    "we",
+    "their",
+    "has",
+    "would",
+    "when",
+    "if",
+    "so",
+    "no",
+    "will",
+    "more",
+    "other",
+    "its",
+    "time",
+    "can",
+    "some",
+    "only",
+    "into",
+    "them",
+    "two",
+    "may",
+    "then",
+    "do",
+    "first",
+    "any",
+    "these",
+    "like",
+    "over",
+    "such",
+    "our",
+    "man",
+    "me",
+    "even",
+    "most",
+    "made",
+    "after",
+    "also",
+    "did",
+    "many",
+    "before",
+    "must",
+    "through",
+    "back",
+    "years",
+    "where",
+    "much",
+    "your",
+    "way",
+    "well",
+    "down",
+    "should",
+    "because",
+    "each",
+    "just",
+    "those",
+    "people",
+    "how",
+    "too",
+    "little",
+    "state",
+    "good",
+    "very",
+    "make",
+    "world",
+    "still",
+    "own",
+    "see",
+    "men",
+    "work",
+    "long",
+    "get",
+    "here",
+    "between",
+    "both",
+    "life",
+    "being",
+    "under",
+    "never",
+    "day",
+    "same",
+    "another",
+    "know",
+    "while",
+    "last",
+    "might",
+    "us",
+    "great",
+    "old",
+    "year",
+    "off",
+    "come",
+    "since",
+    "against",
+    "go",
+    "came",
+    "right",
+    "used",
+    "take",
+    "three",
+    "system",
+    "water",
+    "house",
+    "light",
+    "river",
+    "garden",
+    "market",
+    "window",
+    "summer",
+    "number",
+    "paper",
+    "music",
+    "table",
+]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One measurement: a fixed load shape against the running server."""
+
+    concurrency: int
+    input_len: int
+    output_len: int
+    num_prompts: int
+    request_rate: float | None = None  # Poisson arrivals in req/s; None: send as fast as concurrency allows
+
+
+@dataclass(frozen=True)
+class SLO:
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+
+    def is_set(self) -> bool:
+        return any(v is not None for v in (self.ttft_ms, self.tpot_ms, self.e2e_ms))
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """bench_serving's generated-shared-prefix dataset (``--gsp-*``)."""
+
+    groups: int = 16
+    prompts_per_group: int = 16
+    system_prompt_len: int = 2048
+    question_len: int = 128
+    output_len: int = 256
+
+    @property
+    def input_len(self) -> int:
+        return self.system_prompt_len + self.question_len
+
+
+@dataclass(frozen=True)
+class Workload:
+    levels: tuple[Level, ...]
+    endpoint: str = "completions"  # completions | chat | generate
+    prompt_kind: str = "ids"  # ids (random token ids) | text (random text) | dataset
+    dataset: str | None = None  # ShareGPT-style JSON/JSONL
+    seed: int = 1
+    warmup_requests: int = 2
+    flush_cache: bool = True
+    repeats: int = 1
+    slo: SLO = field(default_factory=SLO)
+    request_timeout_s: float = 600.0
+    range_ratio: float = 1.0  # bench_serving --random-range-ratio: lengths uniform in [len * ratio, len]
+    burstiness: float = 1.0  # bench_serving --burstiness: gamma shape of the arrival gaps; 1 = Poisson
+    shared_prefix: SharedPrefix | None = None
+
+    def tokens_in_flight(self) -> int:
+        """The most tokens the requests hold at once: at each level, concurrency x (input + output); a KV pool
+        smaller than this queues or retracts requests (tuner.sglang.kv)."""
+        return max(
+            (min(lv.concurrency, lv.num_prompts) * (lv.input_len + lv.output_len) for lv in self.levels), default=0
+        )
+
+    def describe(self) -> dict:
+        """What a trial record says about the prompts and arrivals (levels are recorded on their own)."""
+        if self.shared_prefix is not None:
+            shape = {"dataset": "shared-prefix", **vars(self.shared_prefix)}
+        elif self.prompt_kind == "dataset":
+            shape = {"dataset": "sharegpt", "path": self.dataset}
+        else:
+            lv = self.levels[0]
+            shape = {
+                "dataset": "random",
+                "input_len": lv.input_len,
+                "output_len": lv.output_len,
+                "range_ratio": self.range_ratio,
+            }
+        return {
+            **shape,
+            "prompt_kind": self.prompt_kind,
+            "endpoint": self.endpoint,
+            "seed": self.seed,
+            "arrival": "poisson" if self.burstiness == 1.0 else "gamma",
+            "burstiness": self.burstiness,
+        }
+
+    def validate(self) -> None:
+        if self.endpoint not in ("completions", "chat", "generate"):
+            raise ValueError(f"unknown endpoint {self.endpoint!r} (completions | chat | generate)")
+        if self.prompt_kind not in ("ids", "text", "dataset"):
+            raise ValueError(f"unknown prompt_kind {self.prompt_kind!r} (ids | text | dataset)")
+        if self.prompt_kind == "dataset" and not self.dataset:
+            raise ValueError("prompt_kind 'dataset' needs Workload.dataset (a ShareGPT-style JSON/JSONL path)")
+        if self.endpoint == "chat" and self.prompt_kind == "ids":
+            raise ValueError("the chat endpoint takes text: use prompt_kind 'text' or 'dataset'")
+        if not self.levels:
+            raise ValueError("a workload needs at least one level")
+        if not 0.0 <= self.range_ratio <= 1.0:
+            raise ValueError(f"range_ratio {self.range_ratio:g} must be in [0, 1]")
+        if not self.burstiness > 0:
+            raise ValueError(f"burstiness {self.burstiness:g} must be above 0")
+        sp = self.shared_prefix
+        if sp is not None:
+            if self.prompt_kind == "dataset":
+                raise ValueError("a shared-prefix workload generates its prompts: use prompt_kind ids or text")
+            if min(sp.groups, sp.prompts_per_group, sp.system_prompt_len, sp.question_len, sp.output_len) < 1:
+                raise ValueError(f"{sp}: every shared-prefix number must be at least 1")
+        if self.repeats < 1:
+            raise ValueError("repeats must be >= 1")
+        if self.request_timeout_s <= 0:
+            raise ValueError("request_timeout_s must be > 0")
+        for lv in self.levels:
+            if lv.concurrency < 1 or lv.num_prompts < 1:
+                raise ValueError(f"{lv}: concurrency and num_prompts must be >= 1")
+            if lv.output_len < 0 or lv.input_len < 0:
+                raise ValueError(f"{lv}: lengths must be >= 0")
+            if lv.output_len == 0 and self.prompt_kind != "dataset":
+                raise ValueError(f"{lv}: output_len 0 is only meaningful with a dataset")
+            if self.prompt_kind != "dataset" and lv.input_len < 1:
+                raise ValueError(f"{lv}: input_len must be >= 1")
+            if lv.request_rate is not None and not lv.request_rate > 0:
+                raise ValueError(f"{lv}: request_rate must be > 0 or None")
+
+
+@dataclass(frozen=True)
+class LoadSearch:
+    """The SLO-goodput load search's rates and level sizes (run by tuner/bench/load_search.py)."""
+
+    start_rate: float = 2.0
+    max_rate: float = 128.0
+    factor: float = 2.0
+    bisect_steps: int = 2
+    level_duration_s: float = 20.0
+    min_prompts: int = 32
+    max_concurrency: int | None = None
+
+    def validate(self) -> None:
+        if not 0 < self.start_rate <= self.max_rate:
+            raise ValueError(f"start_rate {self.start_rate:g} must be above 0 and at most max_rate {self.max_rate:g}")
+        if not self.factor > 1:
+            raise ValueError(f"factor {self.factor:g} must be above 1")
+        if self.bisect_steps < 0 or self.min_prompts < 1 or not self.level_duration_s > 0:
+            raise ValueError("bisect_steps must be >= 0, min_prompts >= 1 and level_duration_s > 0")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency {self.max_concurrency} must be at least 1")
+
+    def level(self, template: Level, rate: float) -> Level:
+        n = max(self.min_prompts, math.ceil(rate * self.level_duration_s))
+        return replace(template, request_rate=rate, num_prompts=n, concurrency=self.max_concurrency or n)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request's prompt: ``ids`` (token ids) or ``text``; ``prompt_len`` is the nominal length in tokens
+    (exact for ids, words for text); ``output_len`` is the max_tokens to ask for. ``ids`` is a numpy array:
+    a Python list of 32k ints per long-context prompt would cost ~1 MB each."""
+
+    prompt_len: int
+    output_len: int
+    ids: np.ndarray | None = None
+    text: str | None = None
+    group: int | None = None  # shared-prefix group
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def concurrency_sweep(
+    input_len: int,
+    output_len: int,
+    concurrencies: Sequence[int],
+    num_prompts: int | None = None,
+    request_rate: float | None = None,
+) -> tuple[Level, ...]:
+    """One level per concurrency. ``num_prompts`` default: ``max(4 * c, 8)`` so every slot turns over at least
+    four times (the ramp-up and drain tails are then a minor part of the measurement)."""
+    return tuple(
+        Level(
+            concurrency=int(c),
+            input_len=int(input_len),
+            output_len=int(output_len),
+            num_prompts=int(num_prompts) if num_prompts is not None else max(4 * int(c), 8),
+            request_rate=request_rate,
+        )
+        for c in concurrencies
+    )
+
+
+def seed_response_time(input_len: int = 128, num_prompts: int = 5) -> tuple[Level, ...]:
+    """The seed's single-user test: one stream, outputs of 10 / 50 / 100 / 500 tokens."""
+    return tuple(
+        Level(concurrency=1, input_len=input_len, output_len=o, num_prompts=num_prompts) for o in (10, 50, 100, 500)
+    )
+
+
+def seed_concurrency(input_len: int = 128, output_len: int = 128, num_prompts: int | None = None) -> tuple[Level, ...]:
+    """The seed's concurrency test: 1, 5, 10 and 20 simultaneous users."""
+    return concurrency_sweep(input_len, output_len, (1, 5, 10, 20), num_prompts=num_prompts)
+
+
+def arrival_times(level: Level, seed: int, burstiness: float = 1.0) -> np.ndarray | None:
+    """Offsets in seconds from the level start at which each request is released (then still capped by the
+    concurrency semaphore), or None when requests are sent as fast as concurrency allows.
+
+    Like bench_serving: the first request goes at t=0 and each next one after a gamma gap of shape
+    ``burstiness`` and scale ``1/(request_rate * burstiness)`` (mean ``1/request_rate``); burstiness 1 is a
+    Poisson process, drawn as exponential gaps."""
+    if level.request_rate is None or math.isinf(level.request_rate):
+        return None
+    rng = np.random.default_rng([int(seed), 0x5EED, level.num_prompts])
+    if burstiness == 1.0:
+        gaps = rng.exponential(1.0 / level.request_rate, size=level.num_prompts)
+    else:
+        gaps = rng.gamma(burstiness, 1.0 / (level.request_rate * burstiness), size=level.num_prompts)
+    gaps[0] = 0.0
+    return np.cumsum(gaps)
+
+
+def _level_rng(seed: int, level: Level, salt: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), salt, level.input_len, level.output_len, level.num_prompts])
+
+
+def random_lens(full_len: int, range_ratio: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """bench_serving's ``compute_random_lens``: uniform integers in ``[max(int(full_len * ratio), 1), full_len]``."""
+    return rng.integers(max(int(full_len * range_ratio), 1), full_len + 1, size=n)
+
+
+def _segments(kind: str, lengths: Sequence[int], rng: np.random.Generator) -> list:
+    """One random ids array or text per length, drawn as one flat stream (fast for 32k-token prompts)."""
+    if kind == "ids":
+        flat = rng.integers(IDS_LOW, IDS_HIGH, size=int(sum(lengths)), dtype=np.int64)
+        return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    words = np.asarray(_WORDS)
+    flat = words[rng.integers(0, len(_WORDS), size=int(sum(lengths)))]
+    return [" ".join(part) for part in np.split(flat, np.cumsum(lengths)[:-1])] if len(lengths) else []
+
+
+def _prompt(kind: str, body, prompt_len: int, output_len: int, group: int | None = None) -> Prompt:
+    if kind == "ids":
+        return Prompt(prompt_len, output_len, ids=body, group=group)
+    return Prompt(prompt_len, output_len, text=body, group=group)
+
+
+def shared_prefix_prompts(workload: Workload, n: int, rng: np.random.Generator) -> list[Prompt]:
+    """bench_serving's generated-shared-prefix: per group one system prompt (the same in every level of the
+    workload, seeded by the workload seed alone), per request a new question; built group by group, then
+    shuffled."""
+    sp = workload.shared_prefix
+    kind = workload.prompt_kind
+    systems = _segments(kind, [sp.system_prompt_len] * sp.groups, np.random.default_rng([int(workload.seed), 0x5157]))
+    per_round = sp.groups * sp.prompts_per_group
+    groups = [(k % per_round) // sp.prompts_per_group for k in range(n)]
+    questions = _segments(kind, [sp.question_len] * n, rng)
+    prompts = []
+    for g, q in zip(groups, questions):
+        body = np.concatenate([systems[g], q]) if kind == "ids" else f"{systems[g]}\n\n{q}"
+        prompts.append(_prompt(kind, body, sp.input_len, sp.output_len, g))
+    return [prompts[int(i)] for i in rng.permutation(n)]
+
+
+def load_sharegpt(path: str | Path) -> list[tuple[str, int]]:
+    """(prompt, reference output length in words) for every conversation with at least two turns."""
+    p = Path(path)
+    raw = p.read_text(encoding="utf-8")
+    stripped = raw.lstrip()
+    if stripped.startswith("["):
+        records = json.loads(raw)
+    else:
+        records = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    out: list[tuple[str, int]] = []
+    for rec in records:
+        conv = rec.get("conversations", rec.get("conversation")) if isinstance(rec, dict) else None
+        if not conv or len(conv) < 2:
+            continue
+        first, second = conv[0], conv[1]
+        prompt = first.get("value", first.get("content", "")) if isinstance(first, dict) else str(first)
+        reply = second.get("value", second.get("content", "")) if isinstance(second, dict) else str(second)
+        if not prompt:
+            continue
+        out.append((prompt, max(1, len(reply.split()))))
+    if not out:
+        raise ValueError(f"{path}: no conversation with at least two turns")
+    return out
+
+
+_DATASET_CACHE: dict[str, list[tuple[str, int]]] = {}
+
+
+def build_prompts(workload: Workload, level: Level, *, warmup: bool = False, n: int | None = None) -> list[Prompt]:
+    """The level's prompts, seeded by (workload.seed, level shape). Warm-up prompts use a different stream so
+    they never share a prefix with the measured ones."""
+    n = level.num_prompts if n is None else n
+    rng = _level_rng(workload.seed, level, 0xA11CE if warmup else 0x9A7)
+    kind = workload.prompt_kind
+    if workload.shared_prefix is not None:
+        return shared_prefix_prompts(workload, n, rng)
+    if kind in ("ids", "text"):
+        if workload.range_ratio == 1.0:  # no draw: the same prompts per seed as fixed-length workloads always had
+            ins, outs = np.full(n, level.input_len), np.full(n, level.output_len)
+        else:
+            ins = random_lens(level.input_len, workload.range_ratio, n, rng)
+            outs = random_lens(level.output_len, workload.range_ratio, n, rng)
+        return [_prompt(kind, b, int(i), int(o)) for b, i, o in zip(_segments(kind, ins, rng), ins, outs)]
+    # dataset
+    key = str(workload.dataset)
+    if key not in _DATASET_CACHE:
+        _DATASET_CACHE[key] = load_sharegpt(key)
+    data = _DATASET_CACHE[key]
+    order = rng.permutation(len(data))
+    prompts = []
+    for i in range(n):
+        text, ref_out = data[int(order[i % len(order)])]
+        out_len = level.output_len if level.output_len > 0 else ref_out
+        prompts.append(Prompt(len(text.split()), out_len, text=text))
+    return prompts

@@ -1,0 +1,92 @@
+"""Reading the YAML files people write (run files, search spaces): strictly, and remembering where each key is.
+
+PyYAML keeps the last of two equal keys in a mapping without a word; a run file with ``trials: 40`` twice, or a
+space with the same flag twice, would then silently tune something else than what its author reads. Here a
+repeated key is an error naming both lines, and every key's line is kept so that errors can point at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuner.errors import TunerError
+
+Loc = tuple[str | int, ...]
+
+
+class YamlFileError(TunerError, ValueError):
+    """A file that is not YAML we can read; the message starts with ``file:line``."""
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise _DuplicateKey(
+                        None, None, f"{key!r} appears twice (first on line {first[key]})", key_node.start_mark
+                    )
+                first[key] = line
+            except TypeError:  # an unhashable key: SafeLoader says so below
+                pass
+        return super().construct_mapping(node, deep)
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    path: Path
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)  # key path (as pydantic reports it) -> line
+
+    def line(self, loc: Loc) -> int | None:
+        """The line of the deepest key of ``loc`` that is in the file."""
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    text = path.read_text()
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        if isinstance(exc, _DuplicateKey):
+            raise YamlFileError(f"{path}{where}: {exc.problem}") from None
+        raise YamlFileError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    finally:
+        loader.dispose()
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _lines(node, (), lines)
+    return YamlDocument(path, data, lines)
+
+
+def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                here = (*loc, key.value)
+                out[here] = key.start_mark.line + 1
+                _lines(value, here, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[(*loc, i)] = item.start_mark.line + 1
+            _lines(item, (*loc, i), out)

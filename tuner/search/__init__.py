@@ -1,0 +1,1 @@
+"""The study: Optuna storage, the objective, the trial loop, launcher choice, confirmation re-runs."""

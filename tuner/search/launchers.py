@@ -1,0 +1,44 @@
+"""Which launcher a run file asks for (process, Docker, replay), and the checks on the model path it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuner.config.run import RunConfig
+from tuner.errors import SetupError
+from tuner.serve.launcher import Launcher
+
+
+def make_launcher(config: RunConfig) -> Launcher:
+    if config.launcher.kind == "replay":
+        from tuner.trial.replay import ReplayLauncher
+        from tuner.trial.surface import Surface, SurfaceError
+
+        try:
+            return ReplayLauncher(Surface.load(config.launcher.surface), config.launcher.surface)
+        except SurfaceError as exc:
+            raise SetupError(f"launcher.surface: {exc}") from None
+    if config.launcher.kind == "docker":
+        from tuner.serve.docker import DockerLauncher
+
+        lc = config.launcher
+        return DockerLauncher(
+            image=lc.image,
+            command=lc.command,
+            env=lc.env,
+            hf_cache=lc.hf_cache,
+            volumes=lc.volumes,
+            shm_size=lc.shm_size,
+            gpu_runtime=lc.gpu_runtime,
+        )
+    from tuner.serve.process import ProcessLauncher
+
+    return ProcessLauncher(config.launcher.command, config.launcher.env)
+
+
+def looks_like_model_path(model: str) -> bool:
+    try:
+        path = Path(model).expanduser()
+    except RuntimeError:  # ~someone who is no user here
+        path = Path(model)
+    return path.exists() or (model.count("/") == 1 and not model.startswith(("/", ".", "~")))

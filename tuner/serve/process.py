@@ -1,0 +1,163 @@
+"""Local process launcher: SGLang in its own process group, output to the trial's server.log."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuner.serve.launcher import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
+from tuner.sglang.catalog import FlagCatalog, read_catalog
+from tuner.sglang.flags import deploy_defaults, one_per_line, shell_args
+
+DEFAULT_COMMAND = ("python", "-m", "sglang.launch_server")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if the tuner is killed (even with -9), the kernel kills the server too.
+    # SGLang's own children already die with it, so the whole tree goes.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def exit_status(returncode: int | None) -> int | None:
+    """Popen's -N for a signal becomes the shell's 128+N, which is what Docker and users report."""
+    if returncode is None:
+        return None
+    return 128 - returncode if returncode < 0 else returncode
+
+
+@dataclass
+class ProcessServer(Server):
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def exit_code(self) -> int | None:
+        return exit_status(self.proc.poll())
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        pgid = self.proc.pid
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        # The leader may be gone while its children (scheduler, detokenizer) still hold the GPU: kill the group.
+        _signal_group(pgid, signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+        _wait_group_gone(pgid, 5.0)
+        return self.exit_code()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _live_members(pgid):
+        time.sleep(0.02)
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether a process of the group is still running; zombies waiting for init to reap them hold nothing."""
+    for pid in _pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+class ProcessLauncher(Launcher):
+    kind = "process"
+
+    def __init__(self, command: list[str] | tuple[str, ...] = DEFAULT_COMMAND, env: dict[str, str] | None = None):
+        self.command = list(command)
+        self.env = dict(env or {})
+
+    def flag_catalog(self) -> FlagCatalog:
+        return read_catalog(self.command, {**os.environ, **self.env})
+
+    def environment(self, spec: LaunchSpec) -> dict[str, str]:
+        env = {**os.environ, **self.env, **spec.env, **spec.marks()}
+        if spec.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpus))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def launch(self, spec: LaunchSpec) -> ProcessServer:
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [*self.command, *spec.flags.argv()]
+        with open(spec.log_path, "ab") as log:
+            log.write(f"# {shlex.join(argv)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.environment(spec),
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise LaunchError(f"cannot start {shlex.join(self.command)}: {exc.strerror or exc}") from None
+        return ProcessServer(spec=spec, ident=str(proc.pid), proc=proc)
+
+    def cleanup_orphans(self, study: str) -> list[str]:
+        """Kill process groups whose environment marks them as servers of ``study``."""
+        stopped = []
+        needle = f"{STUDY_MARK}={study}".encode()
+        for pid in _pids():
+            if pid == os.getpid():
+                continue
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                pgid = os.getpgid(pid)
+            except (OSError, ProcessLookupError):
+                continue
+            if needle in environ and pgid != os.getpgid(0):
+                _signal_group(pgid, signal.SIGKILL)
+                _wait_group_gone(pgid, 5.0)
+                stopped.append(f"process group {pgid}")
+        return sorted(set(stopped))
+
+    def describe(self) -> dict[str, str]:
+        return {"launcher": "process", "command": shlex.join(self.command)}
+
+    def deploy_script(self, spec: LaunchSpec) -> str:
+        lines = []
+        env = {**self.env, **spec.env}
+        for key, value in env.items():
+            if key != "CUDA_VISIBLE_DEVICES":
+                lines.append(f"export {key}={shlex.quote(value)}")
+        defaults = {"HOST": spec.host, "PORT": str(spec.port)}
+        gpus = ",".join(map(str, spec.gpus)) or env.get("CUDA_VISIBLE_DEVICES", "")  # as environment() does
+        if gpus:
+            defaults["CUDA_VISIBLE_DEVICES"] = gpus
+        lines += deploy_defaults(defaults, export=("CUDA_VISIBLE_DEVICES",))
+        head = " ".join(shlex.quote(a) for a in self.command)
+        args = shell_args(spec.flags.argv(), {"--host": '"$HOST"', "--port": '"$PORT"'})
+        lines.append("exec " + " \\\n  ".join([head, *one_per_line(args)]))
+        return "\n".join(lines) + "\n"
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]

@@ -1,0 +1,238 @@
+"""Replay: a study against a recorded surface, with no GPU and no SGLang, in seconds.
+
+The launcher's "server" is the surface's answer for the trial's flags; ``ReplayRunner`` turns it into the same
+``TrialResult`` a real trial produces (levels, failure class, phase seconds, GPU peak, early stopping on the
+study's own SLOs), so the study records, artifacts, notes, report and export are the real ones. Every result is
+marked replayed (and modelled where no recorded trial had its flags); the seconds are the recorded ones, not
+slept, so GPU-minutes add up as on the GPU. A goodput study runs tuner.load_search's own search, each rate it
+asks for answered from the recorded curves (Answer.at_rate); a rate no curve recorded makes the trial modelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuner.bench.client import BenchmarkResult
+from tuner.bench.load_search import Search
+from tuner.bench.workload import LoadSearch
+from tuner.serve import gpu
+from tuner.serve.launcher import Launcher, LaunchSpec, Server
+from tuner.serve.process import ProcessLauncher
+from tuner.sglang import failures
+from tuner.sglang.catalog import FlagCatalog
+from tuner.trial.runner import Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult, TrialRunner, write_artifacts
+from tuner.trial.surface import Answer, Surface
+
+
+@dataclass
+class ReplayServer(Server):
+    answer: Answer | None = field(default=None, repr=False)
+
+    def exit_code(self) -> int | None:
+        return None
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        return None
+
+
+class ReplayLauncher(Launcher):
+    kind = "replay"
+    replays = True
+
+    def __init__(self, surface: Surface, path: str | Path):
+        self.surface = surface
+        self.path = str(path)
+
+    def flag_catalog(self) -> FlagCatalog:
+        return self.surface.header.flag_catalog()
+
+    def launch(self, spec: LaunchSpec) -> ReplayServer:
+        answer = self.surface.answer(spec.flags.as_dict())
+        h = self.surface.header
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        how = (
+            f"modelled from the nearest recorded trials {', '.join(map(str, answer.sources))} (no recorded "
+            f"trial had these flags)"
+            if answer.modelled
+            else f"recorded trial {answer.sources[0]}"
+        )
+        spec.log_path.write_text(
+            f"# REPLAY, not a measurement: {how} of {h.source} ({self.path}),\n"
+            f"# {h.model} on {h.gpu_name} with SGLang {h.sglang_version}, {h.date}.\n"
+            f"# {' '.join(h.command)} {spec.flags.shell()}\n"
+        )
+        return ReplayServer(spec=spec, ident=f"replay of trial {'/'.join(map(str, answer.sources))}", answer=answer)
+
+    def cleanup_orphans(self, study: str) -> list[str]:
+        return []  # a replay starts no process
+
+    def describe(self) -> dict[str, str]:
+        h = self.surface.header
+        return {
+            "launcher": "replay",
+            "surface": self.path,
+            "recorded": f"{h.source}, {h.date}",
+            "gpu": h.gpu_name,
+            "sglang_version": h.sglang_version,
+        }
+
+    def deploy_script(self, spec: LaunchSpec) -> str:
+        # The recorded servers' own command: what would reproduce the replayed numbers on that GPU.
+        return ProcessLauncher(self.surface.header.command).deploy_script(spec)
+
+    def check_workload(self, workload: dict) -> str | None:
+        """Why this workload (the run file's, as a mapping) cannot be replayed from the surface, or None."""
+        w = self.surface.header.workload
+        input_len, output_len, concurrency = workload["input_len"], workload["output_len"], workload["concurrency"]
+        if (input_len, output_len) != (w.input_len, w.output_len):
+            return (
+                f"workload: ISL {input_len} / OSL {output_len}, but {self.path} recorded ISL {w.input_len} / "
+                f"OSL {w.output_len}: set workload.input_len and output_len to those"
+            )
+        missing = sorted(set(concurrency) - set(w.concurrency))
+        if missing and self.surface.header.objective.load_search is None:  # a load search has no concurrency
+            return (
+                f"workload.concurrency: {missing} not recorded in {self.path} (it has "
+                f"{', '.join(map(str, w.concurrency))})"
+            )
+        for key, recorded in w.shape.items():
+            if workload.get(key) != recorded:
+                return f"workload.{key}: {workload.get(key)!r}, but {self.path} recorded {recorded!r}"
+        return None
+
+    def check_objective(self, slo: dict[str, float], search: LoadSearch | None) -> str | None:
+        """Why this objective cannot be replayed from the surface, or None: a load search is answered only by
+        a surface recorded with the very same search and SLO (its verdicts and rates are theirs)."""
+        o = self.surface.header.objective
+        if search is None and o.load_search is None:
+            return None
+        if o.load_search is None:
+            return (
+                f"objective.metrics [goodput] searches request rates, which {self.path} did not record (its "
+                f"trials ran fixed concurrency levels): replay another objective"
+            )
+        recorded = f"slo {o.slo} and load_search {vars(o.load_search)}"
+        if search is None:
+            return (
+                f"objective.metrics: {self.path} recorded an SLO-goodput load search ({recorded}): replay it "
+                f"with metrics: [goodput] and that slo and load_search"
+            )
+        if search != o.load_search or slo != o.slo:
+            which = "objective.slo" if search == o.load_search else "objective.load_search"
+            return (
+                f"{which}: {self.path} recorded {recorded}; a replay answers only that search: set "
+                f"objective.slo and objective.load_search to those"
+            )
+        return None
+
+    def coverage_warnings(self, tuned: set[str]) -> list[str]:
+        """Flags the space tunes that no recorded trial set: their effect on the numbers is not modelled."""
+        recorded = {name for row in self.surface.rows for name in row.flags}
+        return [
+            f"--{name} is in no recorded trial of {self.path}: replayed trials cannot tell its values apart"
+            for name in sorted(tuned - recorded)
+        ]
+
+
+class ReplayRunner(TrialRunner):
+    """A TrialRunner whose server is a ReplayServer: same phases, early stopping and artifacts, no waiting."""
+
+    launcher: ReplayLauncher
+
+    def run(self, plan: TrialPlan) -> TrialResult:
+        plan.trial_dir.mkdir(parents=True, exist_ok=True)
+        spec = LaunchSpec(
+            plan.flags,
+            plan.env,
+            plan.trial_dir / "server.log",
+            plan.host,
+            plan.port,
+            plan.gpus,
+            self.study,
+            plan.number,
+        )
+        self._phase(plan, "launching")
+        server = self.launcher.launch(spec)
+        if self.on_launch:
+            self.on_launch(server)
+        a = server.answer
+        assert a is not None
+        self._phase(plan, "starting", f"replayed: {a.startup_s:.0f} s recorded")
+        if self.cancel.is_set():
+            raise Cancelled()
+        failure = failures.ALL[a.failure_class] if a.failure_class else None
+        bench = None
+        bench_s = 0.0
+        modelled_rates: tuple[float, ...] = ()
+        if failure is None and self.load_search is not None:
+            self._phase(plan, "benchmarking")
+            bench, modelled_rates = self._search(plan, a)
+            ran = sum(lv.duration_s for lv in bench.levels)
+            recorded = sum(w * sum(lv.duration_s for lv in r.levels) for w, r in a.curves) / sum(w for w, _ in a.curves)
+            bench_s = a.benchmark_s * ran / recorded if recorded > 0 else a.benchmark_s  # more levels, more time
+        elif failure is None:
+            self._phase(plan, "benchmarking")
+            bench = self._levels(plan, a)
+            ran = sum(lv.duration_s for lv in bench.levels)
+            recorded = sum(lv.duration_s for lv in a.levels) or 1.0
+            bench_s = a.benchmark_s * min(1.0, ran / recorded)  # levels skipped here were not paid for
+        self._phase(plan, "stopping")
+        server.stop(self.stop_grace_s)
+        times = PhaseTimes(
+            startup_s=a.startup_s, benchmark_s=bench_s, stop_s=a.stop_s, total_s=a.startup_s + bench_s + a.stop_s
+        )
+        total = self.launcher.surface.header.gpu_memory_mib
+        peak = a.gpu_peak_used_mib
+        stats = gpu.GpuStats(peak_used_mib=peak or 0.0, total_mib=total if peak else 0.0)
+        replayed = Replayed(
+            self.launcher.path, a.sources, a.modelled or bool(modelled_rates), peak, total, modelled_rates
+        )
+        result = TrialResult(plan, failure, a.failure_detail, None, times, bench, stats, {}, replayed=replayed)
+        write_artifacts(result)
+        return result
+
+    def _search(self, plan: TrialPlan, a: Answer) -> tuple[BenchmarkResult, tuple[float, ...]]:
+        """tuner.bench.load_search's own search, each level answered from the recorded curves; the rates that were
+        not recorded levels of the answering trial (interpolated, beyond the curve, blended), in order. Each
+        level's provenance is appended to the trial's server.log."""
+        assert self.load_search is not None
+        state = Search(self.workload, self.load_search, self.slo)
+        modelled: list[float] = []
+        lines = []
+        for level in state.levels():
+            lv, how = a.at_rate(level, self.slo)
+            state.add(lv)
+            if how != "recorded":
+                modelled.append(level.request_rate)
+            lines.append(f"# {level.request_rate:g} req/s: {how}\n")
+            self._phase(
+                plan,
+                "benchmarking",
+                f"{level.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, "
+                f"p99 TPOT {lv.p99_tpot_ms:.1f} ms (replayed)",
+            )
+        with open(plan.trial_dir / "server.log", "a") as log:
+            log.writelines(lines)
+        return state.result(), tuple(modelled)
+
+    def _levels(self, plan: TrialPlan, a: Answer) -> BenchmarkResult:
+        """The study's levels from the answer, in the study's order, stopping where the study would."""
+        by_c = {lv.concurrency: lv for lv in a.levels}
+        done = []
+        stopped = None
+        for level in self.workload.levels:
+            lv = by_c.get(level.concurrency)
+            if lv is None:
+                stopped = (
+                    f"recorded trial {a.row.trial} has no level at concurrency {level.concurrency} "
+                    f"({a.row.stopped_early or 'not run'})"
+                )
+                break
+            done.append(lv)
+            self._phase(plan, "benchmarking", f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s (replayed)")
+            if self.early_stop is not None:
+                stopped = self.early_stop(lv)
+                if stopped:
+                    break
+        return BenchmarkResult(tuple(done), stopped_early=stopped)

@@ -1,0 +1,643 @@
+"""Recorded surfaces: the real trials of a finished study in one JSON file, and a model that answers any config.
+
+A surface is what a study measured on one GPU with one SGLang build: per trial, the flags as passed to SGLang,
+bench_serving's metrics per concurrency level (the rows of its benchmark.csv) or its failure class, and the
+seconds its startup, benchmark and stop took. The header names the model, GPU, SGLang version, workload and
+objective, and carries that SGLang's flag catalog (its parsed ``--help``) so a replay validates search spaces
+exactly as the real study did, with no SGLang installed.
+
+``Surface.answer`` replays a config: a recorded trial with the same flags is answered by its own row
+(``modelled=False``); any other config by inverse-distance-weighted k-nearest neighbours over the recorded rows
+(``modelled=True``, see ``Surface.answer`` for the distance). A weighted majority of failed neighbours predicts
+a failure of the nearest failed neighbour's class. benchmarks/surface_model.py measures the model's
+leave-one-out error.
+
+A surface of an SLO-goodput study (the header's ``objective.load_search`` and ``slo``) keeps each trial's curve:
+the levels of its load search, one per request rate measured. A replay runs the same search
+(tuner.load_search.Search) and ``Answer.at_rate`` answers each rate it asks for from the curve (``curve_at``):
+the recorded level at a recorded rate; between two recorded rates every number linear in the rate; above the
+highest recorded rate that level's numbers when it broke the SLO (a higher rate breaks it too), else nothing
+measured (NaN: the level fails); below the lowest, nothing measured. A config with no row of its own gets the
+inverse-distance-weighted mean of its neighbours' curves at that rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+
+from tuner.bench.load_search import best_level, broken
+from tuner.bench.metrics import LevelResult
+from tuner.bench.workload import Level, LoadSearch
+from tuner.errors import TunerError
+from tuner.sglang.catalog import FlagCatalog, FlagInfo
+from tuner.sglang.flags import FlagValue, format_value
+
+if TYPE_CHECKING:
+    import optuna
+
+FORMAT = 1
+# Run-file workload keys that change what a trial measures, beyond ISL, OSL and the concurrency levels.
+SHAPE_KEYS = (
+    "num_prompts",
+    "request_rate",
+    "preset",
+    "endpoint",
+    "prompt_kind",
+    "dataset",
+    "path",
+    "range_ratio",
+    "shared_prefix",
+    "arrival",
+)
+# Flags that name where a server runs, not how: never part of a surface point.
+PLACE_FLAGS = ("model-path", "host", "port", "served-model-name")
+NEIGHBOURS = 3
+# Recorded numeric values spanning more than this ratio (cuda-graph batch sizes, chunk sizes) are compared on a
+# log scale: 16 -> 32 is as far as 2048 -> 4096, and much farther than 128 -> 160.
+LOG_SCALE_RATIO = 4.0
+# Flag weights tried, per flag, when learning which flags matter (Surface.flag_weights).
+WEIGHT_STEPS = (0.0, 0.25, 1.0, 4.0)
+
+
+class SurfaceError(TunerError, ValueError):
+    """A surface file or study that cannot be used; the message says which and why, in one line."""
+
+
+class _Model(BaseModel):
+    # NaN (a statistic with no sample) is written as the NaN Python's json reads back, not as null.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+
+class Workload(_Model):
+    input_len: int
+    output_len: int
+    concurrency: list[int]
+    description: str = ""  # prompts, warm-up, cache flush: what a reader needs to compare surfaces
+    # The run file's other workload keys that change the numbers (prompts, arrivals, shapes): a replay must match.
+    shape: dict[str, Any] = {}
+
+
+class Objective(_Model):
+    metrics: list[str]
+    at_concurrency: int
+    # The SLO-goodput objective's search and SLO: a replay must use the same ones (its verdicts are these).
+    slo: dict[str, float] = {}
+    load_search: LoadSearch | None = None
+
+
+class Header(_Model):
+    model: str  # what a person calls it (Qwen/Qwen3-8B); model_path is what SGLang was given
+    model_path: str
+    gpu_name: str
+    gpu_memory_mib: float
+    sglang_version: str
+    command: list[str]  # how the recorded servers were started: deploy-best.sh of a replay uses it
+    workload: Workload
+    objective: Objective
+    date: str  # when the trials ran (ISO date)
+    source: str  # the study (or document) the rows come from
+    space: str = ""  # the search-space file the study sampled (benchmarks/sampler_efficiency.py samples it again)
+    notes: str = ""
+    catalog: list[FlagInfo]  # the recorded SGLang's --help, parsed
+
+    def flag_catalog(self) -> FlagCatalog:
+        return FlagCatalog(
+            {f.name: f for f in self.catalog}, source=f"SGLang {self.sglang_version} --help (recorded in the surface)"
+        )
+
+
+class Row(_Model):
+    trial: int  # the trial's number in its source study
+    baseline: bool = False
+    flags: dict[str, FlagValue]  # SGLang flag names without dashes, as passed; place flags left out
+    levels: list[LevelResult] = []  # benchmark.csv, one entry per level run
+    failure_class: str | None = None
+    failure_detail: str = ""
+    stopped_early: str | None = None
+    startup_s: float
+    benchmark_s: float
+    stop_s: float
+    gpu_peak_used_mib: float | None = None  # NVML, over the whole trial
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_class is None
+
+
+class Surface(_Model):
+    format: int = FORMAT
+    header: Header
+    rows: list[Row]
+    _weights: dict[str, float] | None = PrivateAttr(default=None)
+
+    # -- files
+    @classmethod
+    def load(cls, path: str | Path) -> Surface:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SurfaceError(f"{path}: cannot read the surface ({exc.strerror})") from None
+        try:
+            surface = cls.model_validate_json(text)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise SurfaceError(f"{path}: not a surface file ({where}: {err['msg']})") from None
+        if surface.format != FORMAT:
+            raise SurfaceError(f"{path}: surface format {surface.format}, this tuner reads format {FORMAT}")
+        if not surface.rows:
+            raise SurfaceError(f"{path}: the surface has no rows")
+        return surface
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.model_dump_json(indent=1) + "\n")
+        return path
+
+    # -- the model
+    def answer(
+        self, flags: dict[str, FlagValue], exclude: int | None = None, flag_weights: dict[str, float] | None = None
+    ) -> Answer:
+        """The recorded outcome of ``flags``, or a modelled one.
+
+        Exact match: the first recorded row with the same flags (place flags ignored). Otherwise the ``NEIGHBOURS``
+        nearest rows by a weighted Euclidean distance over every flag any row or the query sets, each dimension in
+        [0, 1]: numbers min-max normalised over the recorded values (log scale past ``LOG_SCALE_RATIO``), anything
+        else (choices, switches, a flag one side leaves at SGLang's default) 0 when equal and 1 when not; each
+        flag's square weighted by ``flag_weights`` (default: learned from the rows, ``flag_weights()``). The
+        neighbours count 1/d^2. ``exclude`` leaves one row out (the leave-one-out benchmark).
+        """
+        point = point_of(flags)
+        rows = [r for r in self.rows if r.trial != exclude]
+        for row in rows:
+            if point_of(row.flags) == point:
+                return Answer(
+                    row,
+                    row.levels,
+                    row.failure_class,
+                    row.failure_detail,
+                    row.startup_s,
+                    row.benchmark_s,
+                    row.stop_s,
+                    row.gpu_peak_used_mib,
+                    (row.trial,),
+                    False,
+                    ((1.0, row),) if row.ok else (),
+                )
+        fw = self.flag_weights() if flag_weights is None else flag_weights
+        near = _nearest(point, rows, _scales([r.flags for r in rows] + [point]), fw)
+        weights = [1.0 / d**2 for d, _ in near]
+        total = sum(weights)
+        failed_weight = sum(w for w, (_, r) in zip(weights, near) if not r.ok)
+        sources = tuple(r.trial for _, r in near)
+        if failed_weight > total / 2:
+            first = next(r for _, r in near if not r.ok)
+            detail = (
+                f"modelled: the nearest recorded trials ({', '.join(map(str, sources))}) mostly failed; "
+                f"nearest failure, trial {first.trial}: {first.failure_detail}"
+            )
+            return Answer(
+                first,
+                [],
+                first.failure_class,
+                detail,
+                _mean(near, weights, "startup_s"),
+                0.0,
+                _mean(near, weights, "stop_s"),
+                None,
+                sources,
+                True,
+            )
+        good = [(w, r) for w, (_, r) in zip(weights, near) if r.ok]
+        # A load search's levels are rates, not concurrencies: they are answered per rate (Answer.at_rate).
+        levels = _blend_levels(good) if self.header.objective.load_search is None else []
+        gw = [(w, r.gpu_peak_used_mib) for w, r in good if r.gpu_peak_used_mib is not None]
+        peak = sum(w * v for w, v in gw) / sum(w for w, _ in gw) if gw else None
+        bench = sum(w * r.benchmark_s for w, r in good) / sum(w for w, _ in good)
+        return Answer(
+            good[0][1],
+            levels,
+            None,
+            "",
+            _mean(near, weights, "startup_s"),
+            bench,
+            _mean(near, weights, "stop_s"),
+            peak,
+            sources,
+            True,
+            tuple(good),
+        )
+
+    def flag_weights(self, exclude: int | None = None) -> dict[str, float]:
+        """How much each flag counts in the distance, learned from the rows: coordinate search over
+        ``WEIGHT_STEPS`` (two passes, flags in name order, from all 1) for the least leave-one-out loss, where a
+        row costs 1 when its failure or success is mispredicted and |log(predicted / recorded)| (at most 1) of the
+        objective otherwise. Flags that do not move the numbers get weight 0, so they stop choosing neighbours.
+        ``exclude`` learns without that row (for an honest leave-one-out of the whole model)."""
+        if exclude is None and self._weights is not None:
+            return self._weights
+        rows = [r for r in self.rows if r.trial != exclude]
+        metric, at = self.header.objective.metrics[0], self.header.objective.at_concurrency
+        scales = _scales([r.flags for r in rows])
+        points = [point_of(r.flags) for r in rows]
+        values = [self.value(r) for r in rows]
+        names = sorted({k for p in points for k in p if len({str(q.get(k)) for q in points}) > 1})
+
+        def loss(w: dict[str, float]) -> float:
+            total = 0.0
+            for i, p in enumerate(points):
+                others = [(points[j], rows[j], values[j]) for j in range(len(rows)) if j != i]
+                near = sorted(((_distance(p, q, scales, w), r, v) for q, r, v in others), key=lambda x: x[0])
+                near = near[:NEIGHBOURS]
+                ws = [1.0 / d**2 for d, _, _ in near]
+                predicted_fail = sum(x for x, (_, r, _) in zip(ws, near) if not r.ok) > sum(ws) / 2
+                if predicted_fail != (not rows[i].ok):
+                    total += 1.0
+                elif rows[i].ok and values[i]:
+                    good = [(x, v) for x, (_, r, v) in zip(ws, near) if r.ok and v]
+                    if good:
+                        pred = sum(x * v for x, v in good) / sum(x for x, _ in good)
+                        total += min(1.0, abs(math.log(pred / values[i])))
+            return total
+
+        w = dict.fromkeys(names, 1.0)
+        best = loss(w)
+        for _ in range(2):
+            for k in names:
+                for step in WEIGHT_STEPS:
+                    trial = {**w, k: step}
+                    if step != w[k] and any(trial.values()) and (value := loss(trial)) < best - 1e-9:
+                        best, w = value, trial
+        if exclude is None:
+            self._weights = w
+        return w
+
+    def value(self, row: Row) -> float | None:
+        """A row's recorded value of the header's first objective metric: at its concurrency, or for a load
+        search the goodput at its highest rate holding the SLO (None: not measured, or no rate held it)."""
+        o = self.header.objective
+        if o.load_search is not None:
+            curve = tuple(lv for lv in row.levels if lv.repeat == 0)
+            top = best_level(curve, tuple(broken(lv, o.slo) is None for lv in curve))
+            return top.request_goodput if top else None
+        return next((getattr(lv, o.metrics[0]) for lv in row.levels if lv.concurrency == o.at_concurrency), None)
+
+    def best(self) -> float:
+        """The best recorded value of the header's first objective metric (feasible rows)."""
+        metric = self.header.objective.metrics[0]
+        values = [v for r in self.rows if r.ok and (v := self.value(r)) is not None and math.isfinite(v)]
+        if not values:
+            raise SurfaceError(f"surface from {self.header.source}: no feasible row measured {metric}")
+        return max(values) if not metric.endswith("_ms") else min(values)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a replayed trial gets: ``row`` is the recorded trial it came from (the nearest one when modelled)."""
+
+    row: Row
+    levels: list[LevelResult]
+    failure_class: str | None
+    failure_detail: str
+    startup_s: float
+    benchmark_s: float
+    stop_s: float
+    gpu_peak_used_mib: float | None
+    sources: tuple[int, ...]  # recorded trial numbers the answer came from
+    modelled: bool
+    curves: tuple[tuple[float, Row], ...] = ()  # the feasible rows a load search's rates are read from, weighted
+
+    def at_rate(self, level: Level, slo: dict[str, float]) -> tuple[LevelResult, str]:
+        """The load search's ``level`` (its rate, size and concurrency) answered from the recorded curves, and
+        how: ``recorded`` (that very level) or what it was modelled from. One curve: ``curve_at``. Several: a
+        rate one curve did not measure is not measured; otherwise the neighbours vote by weight. Where those
+        that broke the SLO at this rate hold half the weight or more, the level breaks as the heaviest of them
+        did; else each number is the weighted mean of the passing answers, which passes too. Averaging p99s
+        across the vote would not: a neighbour broken on TTFT and one broken on TPOT average to a pass."""
+        answers = [(w, row, *curve_at(row.levels, level, slo)) for w, row in self.curves]
+        if len(answers) == 1:
+            return answers[0][2], answers[0][3]
+        unmeasured = next((lv for _, _, lv, how in answers if how.startswith("not measured")), None)
+        if unmeasured is not None:
+            return unmeasured, "not measured by a neighbour: fails"
+        verdicts = [broken(lv, slo) is not None for _, _, lv, _ in answers]
+        broke = [a for a, b in zip(answers, verdicts) if b]
+        passing = [a for a, b in zip(answers, verdicts) if not b]
+        if 2 * sum(w for w, *_ in broke) >= sum(w for w, *_ in answers):
+            _, row, lv, how = max(broke, key=lambda a: a[0])
+            return _with_numbers(lv, level, {}), (
+                f"broke at {len(broke)} of {len(answers)} neighbours, half the "
+                f"weight or more: as trial {row.trial} ({how})"
+            )
+        total = sum(w for w, *_ in passing)
+        values = {f: sum(w * getattr(lv, f) for w, _, lv, _ in passing) / total for f in _CURVE_FIELDS}
+        blended = _with_numbers(passing[0][2], level, values)
+        return blended, (
+            "weighted mean of trials "
+            + ", ".join(f"{row.trial} ({how})" for _, row, _, how in passing)
+            + "".join(f"; trial {row.trial} broke ({how}), outvoted" for _, row, _, how in broke)
+        )
+
+
+# LevelResult fields that say which level it is, not what it measured: a modelled level takes them from the search.
+_IDENTITY = ("concurrency", "input_len", "output_len", "request_rate", "num_prompts", "repeat")
+
+
+def _is_number(f) -> bool:
+    return f.type in ("int", "float", int, float) and f.name not in _IDENTITY
+
+
+def curve_at(levels: list[LevelResult], level: Level, slo: dict[str, float]) -> tuple[LevelResult, str]:
+    """One recorded load-search curve (its repeat-0 levels) answering ``level``'s rate.
+
+    A recorded rate: its level as recorded (``recorded``). Between the neighbouring recorded rates r0 < r < r1:
+    every number x0 + (r - r0) / (r1 - r0) * (x1 - x0), counts rounded (``interpolated``). Above the highest
+    recorded rate: its numbers when they broke ``slo`` (a server that broke the SLO at a lower rate breaks it
+    here too; ``beyond``); otherwise, and below the lowest rate, nothing measured: every number NaN, so
+    load_search.broken fails the level (``not measured``: conservative, never a pass that was not seen).
+    """
+    curve: dict[float, LevelResult] = {}
+    for lv in levels:
+        if lv.repeat == 0 and lv.request_rate is not None:
+            curve.setdefault(lv.request_rate, lv)
+    rate = level.request_rate
+    assert rate is not None, "a load search's levels have a rate"
+    at = sorted(curve)
+    for r in at:
+        if math.isclose(r, rate, rel_tol=1e-9):
+            return curve[r], "recorded"
+    if at and at[0] < rate < at[-1]:
+        r0 = max(r for r in at if r < rate)
+        r1 = min(r for r in at if r > rate)
+        t = (rate - r0) / (r1 - r0)
+        lo, hi = curve[r0], curve[r1]
+        values = {f: getattr(lo, f) + t * (getattr(hi, f) - getattr(lo, f)) for f in _CURVE_FIELDS}
+        return _with_numbers(lo, level, values), f"interpolated between {r0:g} and {r1:g} req/s"
+    if at and rate > at[-1] and broken(curve[at[-1]], slo):
+        return _with_numbers(curve[at[-1]], level, {}), f"beyond {at[-1]:g} req/s, where the SLO broke"
+    values = {f: float("nan") for f in _CURVE_FIELDS}
+    unmeasured = _with_numbers(levels[0] if levels else None, level, values)
+    return replace(unmeasured, errors=f"not recorded at {rate:g} req/s"), f"not measured at {rate:g} req/s: fails"
+
+
+def _with_numbers(base: LevelResult | None, level: Level, values: dict[str, float]) -> LevelResult:
+    """``base`` as the search's ``level`` (rate, size, concurrency) with ``values`` for its measured numbers."""
+    out = {f.name: getattr(base, f.name) if base else 0 for f in fields(LevelResult)}
+    out.update(
+        concurrency=level.concurrency,
+        input_len=level.input_len,
+        output_len=level.output_len,
+        request_rate=level.request_rate,
+        num_prompts=level.num_prompts,
+        errors="",
+    )
+    for name, v in values.items():
+        out[name] = (0 if math.isnan(v) else round(v)) if name in _INT_FIELDS else v
+    return LevelResult(**out)
+
+
+def point_of(flags: dict[str, FlagValue]) -> dict[str, FlagValue]:
+    """A config as a surface point: place flags dropped, switches left off dropped, floats as typed."""
+    out: dict[str, FlagValue] = {}
+    for name, value in flags.items():
+        if name in PLACE_FLAGS or value is False or value is None:
+            continue
+        out[name] = float(format_value(value)) if isinstance(value, float) else value
+    return out
+
+
+def _numeric(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _scales(points: list[dict[str, FlagValue]]) -> dict[str, tuple[float, float, bool]]:
+    """Per numeric flag: (low, high, log) over the values seen."""
+    seen: dict[str, list[float]] = {}
+    for p in points:
+        for k, v in p.items():
+            if _numeric(v):
+                seen.setdefault(k, []).append(float(v))
+    out = {}
+    for k, vs in seen.items():
+        lo, hi = min(vs), max(vs)
+        log = lo > 0 and hi / lo > LOG_SCALE_RATIO
+        out[k] = (math.log(lo), math.log(hi), True) if log else (lo, hi, False)
+    return out
+
+
+def _distance(a: dict, b: dict, scales: dict, weights: dict[str, float]) -> float:
+    total = 0.0
+    for k in set(a) | set(b):
+        x, y = a.get(k), b.get(k)
+        w = weights.get(k, 1.0)
+        if k in scales and _numeric(x) and _numeric(y):
+            lo, hi, log = scales[k]
+            if hi > lo:
+                fx, fy = (math.log(x), math.log(y)) if log else (float(x), float(y))
+                total += w * ((fx - fy) / (hi - lo)) ** 2
+        elif x != y:
+            total += w
+    return max(math.sqrt(total), 1e-9)
+
+
+def _nearest(point: dict, rows: list[Row], scales: dict, weights: dict[str, float]) -> list[tuple[float, Row]]:
+    near = sorted(((_distance(point, point_of(r.flags), scales, weights), r) for r in rows), key=lambda x: x[0])
+    return near[:NEIGHBOURS]
+
+
+def _mean(near, weights, attr: str) -> float:
+    return sum(w * getattr(r, attr) for w, (_, r) in zip(weights, near)) / sum(weights)
+
+
+_INT_FIELDS = {f.name for f in fields(LevelResult) if f.type in ("int", int)}
+_CURVE_FIELDS = tuple(f.name for f in fields(LevelResult) if _is_number(f))
+
+
+def _blend_levels(good: list[tuple[float, Row]]) -> list[LevelResult]:
+    """Per concurrency level, each number the weighted mean over the neighbours that ran that level."""
+    out = []
+    for lv in good[0][1].levels:
+        same = [
+            (w, next(x for x in r.levels if x.concurrency == lv.concurrency))
+            for w, r in good
+            if any(x.concurrency == lv.concurrency for x in r.levels)
+        ]
+        values = {}
+        for f in fields(LevelResult):
+            v = getattr(lv, f.name)
+            if _numeric(v) and f.name not in ("concurrency", "input_len", "output_len", "request_rate"):
+                finite = [(w, getattr(x, f.name)) for w, x in same if math.isfinite(getattr(x, f.name))]
+                if finite:
+                    v = sum(w * x for w, x in finite) / sum(w for w, _ in finite)
+                    v = round(v) if f.name in _INT_FIELDS else v
+            values[f.name] = v
+        values["errors"] = ""
+        out.append(LevelResult(**values))
+    return out
+
+
+# -- building surfaces --------------------------------------------------------------------------------------
+
+
+def read_levels(path: Path) -> list[LevelResult]:
+    """A trial's benchmark.csv (tuner.bench.client writes it) back into its levels."""
+    kinds = {f.name: f.type for f in fields(LevelResult)}
+    out = []
+    with open(path, newline="") as f:
+        for rec in csv.DictReader(f):
+            values = {}
+            for name, kind in kinds.items():
+                raw = rec.get(name, "")
+                if kind in ("int", int):
+                    values[name] = int(float(raw)) if raw else 0
+                elif kind in ("str", str):
+                    values[name] = raw
+                elif raw == "":
+                    values[name] = None if name == "request_rate" else float("nan")
+                else:
+                    values[name] = float(raw)
+            out.append(LevelResult(**values))
+    return out
+
+
+def from_study(
+    study: optuna.Study,
+    *,
+    gpu_name: str,
+    catalog: FlagCatalog,
+    sglang_version: str,
+    model: str | None = None,
+    notes: str = "",
+    trials_dir: Path | None = None,
+) -> Surface:
+    """Every finished real trial of ``study`` as a row (interrupted and over-budget ones left out: they say
+    nothing about their config). Levels come from each trial's benchmark.csv; ``trials_dir`` if it moved."""
+    from optuna.trial import TrialState
+
+    run = study.user_attrs.get("run_config") or {}
+    if not run:
+        raise SurfaceError(f"study {study.study_name!r} has no recorded run config: not a tuner study")
+    rows = []
+    dates = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a = t.user_attrs
+        if a.get("replayed"):
+            raise SurfaceError(
+                f"study {study.study_name!r} is a replay (trial {t.number} is replayed): "
+                f"record only studies of real trials"
+            )
+        if "failure_class" not in a or a["failure_class"] == "too_many_gpus":
+            continue  # never launched on this machine
+        trial_dir = Path(a["trial_dir"]) if "trial_dir" in a else None
+        if trials_dir is not None:
+            trial_dir = trials_dir / str(t.number)
+        failed = a["failure_class"] != "none"
+        levels: list[LevelResult] = []
+        if a.get("levels"):
+            csv_path = trial_dir / "benchmark.csv" if trial_dir else None
+            if csv_path is None or not csv_path.is_file():
+                raise SurfaceError(
+                    f"trial {t.number}: {csv_path} is missing (pass --trials-dir where "
+                    f"trials/{study.study_name}/ is now)"
+                )
+            levels = read_levels(csv_path)
+        if a.get("started_at"):
+            dates.append(a["started_at"][:10])
+        rows.append(
+            Row(
+                trial=t.number,
+                baseline=bool(a.get("baseline")),
+                flags=point_of(a.get("flags", {})),
+                levels=levels,
+                failure_class=a["failure_class"] if failed else None,
+                failure_detail=a.get("failure_detail", ""),
+                stopped_early=a.get("stopped_early"),
+                startup_s=a.get("startup_s", 0.0),
+                benchmark_s=a.get("benchmark_s", 0.0),
+                stop_s=a.get("stop_s", 0.0),
+                gpu_peak_used_mib=a.get("gpu_peak_used_mib"),
+            )
+        )
+    if not rows:
+        raise SurfaceError(f"study {study.study_name!r} has no finished real trial to record")
+    totals = [t.user_attrs["gpu_total_mib"] for t in study.trials if "gpu_total_mib" in t.user_attrs]
+    wl = run.get("workload", {})
+    launcher = run.get("launcher", {})
+    header = Header(
+        model=model or run.get("model", {}).get("path", ""),
+        model_path=run.get("model", {}).get("path", ""),
+        gpu_name=gpu_name,
+        gpu_memory_mib=max(totals) if totals else 0.0,
+        sglang_version=sglang_version,
+        command=launcher.get("command") or ["python", "-m", "sglang.launch_server"],
+        workload=Workload(
+            input_len=wl.get("input_len", 0),
+            output_len=wl.get("output_len", 0),
+            concurrency=list(wl.get("concurrency", [])),
+            description=_describe_workload(wl, study.user_attrs.get("load_search")),
+            shape={k: wl[k] for k in SHAPE_KEYS if k in wl},
+        ),
+        objective=Objective(
+            metrics=list(study.user_attrs.get("metrics", [])),
+            at_concurrency=int(study.user_attrs.get("at_concurrency", 0)),
+            slo=study.user_attrs.get("slo", {}) if study.user_attrs.get("load_search") else {},
+            load_search=LoadSearch(**study.user_attrs["load_search"]) if study.user_attrs.get("load_search") else None,
+        ),
+        date=min(dates) if dates else datetime.now(UTC).date().isoformat(),
+        source=f"study {study.study_name}",
+        space=str(run.get("space", "")),
+        notes=notes,
+        catalog=list(catalog.flags.values()),
+    )
+    return Surface(header=header, rows=rows)
+
+
+def _describe_workload(wl: dict, search: dict | None) -> str:
+    prompts = wl.get("dataset") or ("random token ids" if wl.get("prompt_kind", "ids") == "ids" else "random text")
+    size = (
+        f"max({search['min_prompts']}, rate x {search['level_duration_s']:g} s) prompts per load-search level"
+        if search
+        else f"{wl.get('num_prompts') or '4 x concurrency (at least 8)'} prompts per level"
+    )
+    return (
+        f"{prompts}, ignore_eos, {size}, "
+        f"{wl.get('warmup_requests', 2)} warm-up requests"
+        f"{', cache flush' if wl.get('flush_cache', True) else ''} before each level"
+        f"{', Poisson rate ' + str(wl['request_rate']) if wl.get('request_rate') else ''}"
+    )
+
+
+# -- saying so ------------------------------------------------------------------------------------------------
+
+
+def replay_notice(trials) -> str | None:
+    """One sentence for a study some of whose trials were replayed (None for a study of real trials only):
+    every view of such a study says it, so a replayed number is never read as a measurement."""
+    replayed = [t for t in trials if t.user_attrs.get("replayed")]
+    if not replayed:
+        return None
+    modelled = sum(bool(t.user_attrs.get("modelled")) for t in replayed)
+    launcher = replayed[0].user_attrs.get("launcher", {})
+    return (
+        f"REPLAY of recorded trials, not a measurement: {len(replayed)} of {len(trials)} trials answered from "
+        f"{launcher.get('surface', 'a surface')} ({launcher.get('recorded', '?')}, {launcher.get('gpu', '?')}, "
+        f"SGLang {launcher.get('sglang_version', '?')}), {modelled} of them modelled from the nearest "
+        f"recorded trials."
+    )
+
+
+def replay_mark(attrs: dict) -> str:
+    """A trial's replay mark for tables: '' (measured), 'trial N' (its recorded row) or 'modelled (N, M, K)'."""
+    if not attrs.get("replayed"):
+        return ""
+    sources = ", ".join(map(str, attrs.get("replay_of", [])))
+    return f"modelled ({sources})" if attrs.get("modelled") else f"trial {sources}"

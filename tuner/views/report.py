@@ -1,0 +1,595 @@
+"""Reports over a study: the trial table (tune status), the comparison with the baseline, and `tune report`'s
+self-contained HTML file (plotly figures inline) with its CSV and Markdown tables."""
+
+from __future__ import annotations
+
+import html
+import math
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from tuner.sglang.flags import format_value
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, failure class, objective values, key numbers and the tuned flags."""
+    from tuner.trial.surface import replay_mark
+
+    metrics = study.user_attrs.get("metrics", ["value"])
+    fixed = _fixed_flags(study)
+    trials = study.get_trials(deepcopy=False)
+    replay = any(t.user_attrs.get("replayed") for t in trials)
+    rows = []
+    for t in trials:
+        a = t.user_attrs
+        cls = a.get("failure_class", "-" if t.state == TrialState.RUNNING else "none")
+        row = {
+            "trial": t.number,
+            "state": t.state.name,
+            # A measured trial that broke a limit (its KV pool) says which, like a failure class.
+            "class": a.get("limit_class", cls) if cls == "none" else cls,
+            "feasible": a.get("feasible", False),
+        }
+        for i, m in enumerate(metrics):
+            row[m] = round(t.values[i], 2) if t.values else None
+        row["startup_s"] = a.get("startup_s")
+        row["gpu_peak_mib"] = a.get("gpu_peak_used_mib")
+        row["kv_tokens"] = a.get("max_total_num_tokens")
+        row["max_running"] = a.get("max_running_requests")
+        if replay:
+            row["replayed"] = replay_mark(a) or "no (measured)"
+        flags = a.get("flags", {})
+        row["flags"] = (
+            "baseline (SGLang defaults)"
+            if a.get("baseline")
+            else " ".join(
+                f"--{k}" + ("" if v is True else f" {format_value(v)}")
+                for k, v in flags.items()
+                if k not in fixed and k not in ("model-path", "host", "port", "served-model-name") and v is not False
+            )
+        )
+        if a.get("reference"):
+            row["flags"] = f"reference {a['reference']}: {row['flags']}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def terminal_table(frame: pd.DataFrame, title: str):
+    """The trial table for a terminal (rich): failed rows red, infeasible ones dim, flags folded to fit."""
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) and frame[column].dtype != bool
+        table.add_column(
+            str(column), justify="right" if numeric else "left", overflow="fold", ratio=3 if column == "flags" else None
+        )
+    for _, row in frame.iterrows():
+        failed = row.get("class") not in ("none", "-", None)
+        style = "red" if failed else None if row.get("feasible") else "dim"
+        table.add_row(*(_cell(row[c], str(c)) for c in frame.columns), style=style)
+    return table
+
+
+def defaults_note(study: optuna.Study) -> str | None:
+    """The flags whose value SGLang chose for the baseline (trial 0) the space cannot draw."""
+    base = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("defaults_outside_space")), None)
+    if base is None:
+        return None
+    return (
+        f"SGLang's defaults lie outside the space (trial {base.number}): "
+        + "; ".join(base.user_attrs["defaults_outside_space"])
+        + ". No sampled config runs what the defaults ran there: widen those choices to include it"
+    )
+
+
+def study_notes(study: optuna.Study) -> list[str]:
+    """What a reader must know before trusting the numbers: a shared GPU, defaults outside the space."""
+    return [note for note in (shared_gpu_note(study), defaults_note(study)) if note]
+
+
+def shared_gpu_note(study: optuna.Study) -> str | None:
+    """Which trials ran beside other processes on their GPUs (--allow-shared-gpu), and what those were."""
+    shared = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("gpu_shared")]
+    if not shared:
+        return None
+    seen = {(h["gpu"], h["pid"]): h for t in shared for h in t.user_attrs["gpu_shared"]}
+    who = ", ".join(
+        f"GPU {h['gpu']}: pid {h['pid']}{' ' + h['name'] if h.get('name') else ''} ({h['mib']:.0f} MiB)"
+        if h.get("mib") is not None
+        else f"GPU {h['gpu']}: pid {h['pid']}"
+        for h in seen.values()
+    )
+    numbers = ", ".join(str(t.number) for t in shared)
+    return (
+        f"shared GPU: trial{'s' if len(shared) > 1 else ''} {numbers} ran beside other processes ({who}); "
+        f"their numbers are not a lone server's"
+    )
+
+
+def _fixed_flags(study: optuna.Study) -> set[str]:
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("baseline"):
+            return {k for k in t.user_attrs.get("flags", {})}
+    return set()
+
+
+# -- best vs baseline ----------------------------------------------------------------------------------
+
+# (label, user attribute, better when): the seed's comparison table, in its order.
+COMPARED = (
+    ("goodput (req/s)", "goodput", "higher"),  # load-search studies only, like max_rate
+    ("max rate meeting the SLO (req/s)", "max_rate", "higher"),
+    ("output tok/s", "output_throughput", "higher"),
+    ("request/s", "request_throughput", "higher"),
+    ("median TTFT (ms)", "median_ttft_ms", "lower"),
+    ("p99 TTFT (ms)", "p99_ttft_ms", "lower"),
+    ("median TPOT (ms)", "median_tpot_ms", "lower"),
+    ("GPU peak (MiB)", "gpu_peak_used_mib", "lower"),
+)
+
+
+def _best_and_baseline(study: optuna.Study):
+    from tuner.views.export import NothingToExport, baseline_trial, best_trial
+
+    try:
+        best = best_trial(study)
+    except NothingToExport:
+        best = None
+    return best, baseline_trial(study)
+
+
+def comparison_frame(study: optuna.Study) -> pd.DataFrame:
+    """metric, baseline, best, change_pct: the best feasible trial against the baseline (trial 0)."""
+    best, base = _best_and_baseline(study)
+    rows = []
+    for label, key, better in COMPARED:
+        b = base.user_attrs.get(key) if base is not None and base.user_attrs.get("feasible") else None
+        v = best.user_attrs.get(key) if best is not None else None
+        if key in ("gpu_peak_used_mib", "goodput", "max_rate") and b is None and v is None:
+            continue  # no NVML where the study ran; not a load-search study
+        change = round(100.0 * (v / b - 1.0), 1) if isinstance(b, (int, float)) and b and v is not None else None
+        rows.append({"metric": label, "baseline": b, "best": v, "change_pct": change, "better": better})
+    return pd.DataFrame(rows, columns=["metric", "baseline", "best", "change_pct", "better"])
+
+
+def is_load_search(study: optuna.Study) -> bool:
+    return "load_search" in study.user_attrs
+
+
+def slo_limits(study: optuna.Study) -> dict[str, float]:
+    return (
+        study.user_attrs.get("slo") or (study.user_attrs.get("run_config") or {}).get("objective", {}).get("slo") or {}
+    )
+
+
+CURVE_COLUMNS = [
+    "config",
+    "trial",
+    "repeat",
+    "request_rate",
+    "request_throughput",
+    "output_throughput",
+    "request_goodput",
+    "p99_ttft_ms",
+    "p99_tpot_ms",
+    "failed",
+    "slo_pass",
+]
+
+
+def curve_trials(study: optuna.Study) -> list[tuple[str, optuna.trial.FrozenTrial]]:
+    """(label, trial) for the best, the baseline and every reference trial (user attribute ``reference``)."""
+    best, base = _best_and_baseline(study)
+    out = []
+    if base is not None:
+        out.append((f"baseline (trial {base.number})", base))
+    if best is not None and (base is None or best.number != base.number):
+        out.append((f"best (trial {best.number})", best))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("reference"):
+            out.append((f"{t.user_attrs['reference']} (trial {t.number})", t))
+    return out
+
+
+def curves_frame(study: optuna.Study) -> pd.DataFrame:
+    """The load-vs-latency curve of each compared config: one row per measured level, in load order."""
+    rows = []
+    for label, t in curve_trials(study):
+        levels = t.user_attrs.get("levels") or []
+        for lv in sorted(
+            levels, key=lambda lv: (lv.get("repeat", 0), lv.get("request_rate") or 0, lv.get("concurrency", 0))
+        ):
+            rows.append({"config": label, "trial": t.number, **{c: lv.get(c) for c in CURVE_COLUMNS[2:]}})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def levels_frame(study: optuna.Study) -> pd.DataFrame:
+    """Per concurrency level: output tok/s, median and p99 TTFT of the baseline and the best trial (fixed
+    concurrency studies; a load search's levels are its curve, see curves_frame)."""
+    best, base = _best_and_baseline(study)
+    if is_load_search(study):
+        best = base = None
+    by_c: dict[int, dict] = {}
+    for who, t in (("baseline", base), ("best", best)):
+        if t is None:
+            continue
+        for lv in t.user_attrs.get("levels") or []:
+            row = by_c.setdefault(lv["concurrency"], {"concurrency": lv["concurrency"]})
+            row[f"{who}_output_tok_s"] = lv.get("output_throughput")
+            row[f"{who}_median_ttft_ms"] = lv.get("median_ttft_ms")
+            row[f"{who}_p99_ttft_ms"] = lv.get("p99_ttft_ms")
+    cols = ["concurrency"] + [
+        f"{w}_{m}" for m in ("output_tok_s", "median_ttft_ms", "p99_ttft_ms") for w in ("baseline", "best")
+    ]
+    frame = pd.DataFrame([by_c[c] for c in sorted(by_c)], columns=cols)
+    if not frame.empty:
+        frame["output_change_pct"] = [
+            round(100.0 * (n / o - 1.0), 1) if pd.notna(o) and o and pd.notna(n) else None
+            for o, n in zip(frame["baseline_output_tok_s"], frame["best_output_tok_s"])
+        ]
+    return frame
+
+
+def failures_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per failure class seen: how many trials, which, and the hint."""
+    rows: dict[str, dict] = {}
+    for t in study.get_trials(deepcopy=False):
+        cls = t.user_attrs.get("failure_class")
+        if cls in (None, "none", "over_budget"):
+            continue
+        row = rows.setdefault(cls, {"class": cls, "trials": [], "hint": t.user_attrs.get("failure_hint", "")})
+        row["trials"].append(t.number)
+    return pd.DataFrame(
+        [{**r, "count": len(r["trials"]), "trials": ", ".join(map(str, r["trials"]))} for r in rows.values()],
+        columns=["class", "count", "trials", "hint"],
+    )
+
+
+# -- files ----------------------------------------------------------------------------------------------
+
+
+def _cell(value, column: str = "") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if column.endswith("_pct") and isinstance(value, (int, float)):
+        return f"{value:+.1f}%"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.1f}"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns) + "|"
+    body = [
+        "| " + " | ".join(_cell(v, c).replace("|", "\\|") for v, c in zip(row, frame.columns)) + " |"
+        for row in frame.itertuples(index=False)
+    ]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def html_table(frame: pd.DataFrame, row_class=None) -> str:
+    if frame.empty:
+        return "<p class='muted'>nothing to show</p>"
+    # Headers like baseline_median_ttft_ms may break after each underscore: unbroken, the per-concurrency table
+    # is wider than a 1000 px window.
+    out = [
+        "<table><thead><tr>",
+        *(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns),
+        "</tr></thead><tbody>",
+    ]
+    for _, row in frame.iterrows():
+        cls = row_class(row) if row_class else ""
+        out.append(f"<tr class='{cls}'>" if cls else "<tr>")
+        for c in frame.columns:
+            num = isinstance(row[c], (int, float, np.number)) and not isinstance(row[c], bool)
+            out.append(f"<td{' class=num' if num else ''}>{html.escape(_cell(row[c], str(c)))}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+@dataclass
+class Report:
+    html: Path
+    csv: Path
+    markdown: Path
+    figures: list[str] = field(default_factory=list)  # titles, in the order they appear
+    skipped: list[str] = field(default_factory=list)  # figures that could not be drawn, with the reason
+
+
+def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
+    import plotly.graph_objects as go
+    from optuna import visualization as vis
+
+    metrics = study.user_attrs.get("metrics") or [f"objective {i}" for i in range(len(study.directions))]
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    with_params = [t for t in complete if t.params]
+    figs: list[tuple[str, object]] = []
+    skipped: list[str] = []
+
+    def add(title: str, make, need: str | None = None) -> None:
+        if need:
+            skipped.append(f"{title}: {need}")
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig = make()
+        except Exception as exc:
+            skipped.append(f"{title}: {exc}")
+            return
+        fig.update_layout(title=title)
+        figs.append((title, fig))
+
+    add(
+        "Optimisation history",
+        lambda: vis.plot_optimization_history(study, target=target, target_name=metrics[0]),
+        None if complete else "no completed trial",
+    )
+    add(
+        "Parameter importances",
+        lambda: vis.plot_param_importances(study, target=target, target_name=metrics[0]),
+        None if len(with_params) >= 2 else f"needs 2 completed trials with tuned parameters, has {len(with_params)}",
+    )
+    if len(study.directions) in (2, 3):
+        add(
+            f"Pareto front ({' vs '.join(metrics)})",
+            lambda: vis.plot_pareto_front(study, target_names=list(metrics)),
+            None if complete else "no completed trial",
+        )
+    add(
+        "Parallel coordinates",
+        lambda: vis.plot_parallel_coordinate(_tuned_only(study, with_params), target=target, target_name=metrics[0]),
+        None if with_params else "no completed trial with tuned parameters",
+    )
+
+    curves = curves_frame(study)
+    title = "Load vs latency: p99 TTFT and p99 TPOT"
+    if curves.empty:
+        skipped.append(f"{title}: no best, baseline or reference trial with measured levels")
+    else:
+        add(title, lambda: _curve_figure(curves, slo_limits(study), is_load_search(study)))
+
+    levels = levels_frame(study)
+    if is_load_search(study):
+        pass  # its levels are the curves above
+    elif levels.empty:
+        skipped.append("Best vs baseline per concurrency: no feasible best trial or baseline with levels")
+    else:
+        best, base = _best_and_baseline(study)
+        fig = go.Figure()
+        x = [str(c) for c in levels["concurrency"]]
+        if base is not None and levels["baseline_output_tok_s"].notna().any():
+            fig.add_bar(name="baseline (trial 0)", x=x, y=levels["baseline_output_tok_s"])
+        if best is not None and levels["best_output_tok_s"].notna().any():
+            fig.add_bar(name=f"best (trial {best.number})", x=x, y=levels["best_output_tok_s"])
+        fig.update_layout(barmode="group", xaxis_title="concurrency", yaxis_title="output tok/s")
+        add("Best vs baseline per concurrency: output tok/s", lambda: fig)
+    return figs, skipped
+
+
+def _curve_figure(curves: pd.DataFrame, slo: dict[str, float], by_rate: bool):
+    """Two panels, p99 TTFT and p99 TPOT against load, one line per config; SLO limits as dashed lines,
+    levels that broke the SLO as open markers."""
+    from plotly.subplots import make_subplots
+
+    x_col, x_title = (
+        ("request_rate", "request rate (req/s)") if by_rate else ("request_throughput", "request throughput (req/s)")
+    )
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("p99 TTFT (ms)", "p99 TPOT (ms)"))
+    palette = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
+    for i, (label, g) in enumerate(curves[curves["repeat"].fillna(0) == 0].groupby("config", sort=False)):
+        g = g.sort_values(x_col)
+        passed = g["slo_pass"].map(lambda v: v is not False)
+        symbols = ["circle" if ok else "circle-open" for ok in passed]
+        for col, metric in enumerate(("p99_ttft_ms", "p99_tpot_ms"), start=1):
+            fig.add_scatter(
+                x=g[x_col],
+                y=g[metric],
+                name=label,
+                legendgroup=label,
+                showlegend=col == 1,
+                mode="lines+markers",
+                marker={"symbol": symbols, "size": 9},
+                line={"color": palette[i % len(palette)]},
+                row=1,
+                col=col,
+            )
+    for col, metric in enumerate(("p99_ttft_ms", "p99_tpot_ms"), start=1):
+        if metric in slo:
+            fig.add_hline(
+                y=slo[metric],
+                line_dash="dash",
+                line_color="#b00",
+                row=1,
+                col=col,
+                annotation_text=f"SLO {slo[metric]:g} ms",
+            )
+        fig.update_xaxes(title_text=x_title, row=1, col=col)
+    return fig
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px}
+th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.infeasible td{color:#999}tr.failed td{color:#a33}.muted{color:#777}.good{color:#070}.bad{color:#b00}
+code{background:#f5f5f5;padding:1px 4px}.replay{background:#fff4d6;border:1px solid #e0b84a;padding:.5em 1em}
+"""
+
+
+def confirmation_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per confirmed trial (tune confirm, or confirm: at the end of a study): mean ± 95% CI over its
+    re-runs and the one-sided bound it is ranked by, best bound first."""
+    rows = []
+    for number, c in study.user_attrs.get("confirmations", {}).items():
+        rows.append(
+            {
+                "trial": int(number),
+                "role": c.get("role", "top"),
+                "metric": c["metric"],
+                "runs": len(c["runs"]),
+                "mean": c.get("mean"),
+                "ci95": c.get("ci95"),
+                "bound_95": c["bound"] if c["bound"] is not None and math.isfinite(c["bound"]) else None,
+                "failure": c.get("failure") or "",
+            }
+        )
+    return pd.DataFrame(rows, columns=["trial", "role", "metric", "runs", "mean", "ci95", "bound_95", "failure"])
+
+
+def confirmation_lines(study: optuna.Study) -> list[str]:
+    """Plain sentences: each confirmed trial's interval, and the winner against the defaults and references."""
+    lines = []
+    for _, r in confirmation_frame(study).iterrows():
+        what = f"trial {r.trial} ({r.role})"
+        if r.failure:
+            lines.append(f"{what}: failed on re-run ({r.failure})")
+        elif r.ci95 is None or pd.isna(r.ci95):
+            lines.append(f"{what}: {r.metric} {r['mean']:.2f} (one run: no interval)")
+        else:
+            lines.append(
+                f"{what}: {r.metric} {r['mean']:.2f} ± {r.ci95:.2f} (95% CI over {r.runs} runs), bound {r.bound_95:.2f}"
+            )
+    lines += [c["statement"] for c in study.user_attrs.get("confirmation", {}).get("comparisons", [])]
+    return lines
+
+
+def build_report(study: optuna.Study, out_dir: Path) -> Report:
+    """report.html (self-contained: plotly.js inline, opens offline), comparison.csv and comparison.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from tuner.views.dashboard import flags_text
+
+    metrics = study.user_attrs.get("metrics") or ["value"]
+    comp = comparison_frame(study)
+    levels = levels_frame(study)
+    trials = trials_frame(study)
+    fails = failures_frame(study)
+    best, base = _best_and_baseline(study)
+    figs, skipped = _figures(study)
+
+    csv_path, md_path, html_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "report.html"
+    comp.to_csv(csv_path, index=False)
+    from tuner.trial.surface import replay_notice
+
+    notice = replay_notice(study.get_trials(deepcopy=False))
+    md = [f"# Study {study.study_name}: best vs baseline", ""]
+    if notice:
+        md += [f"**{notice}**", ""]
+    if best is not None:
+        best_flags = flags_text(best.user_attrs.get("flags", {}))
+        md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
+    where = _where(study)
+    md += [f"{where[0].upper()}{where[1:]}.", ""]
+    for note in study_notes(study):
+        md += [f"**{note}**", ""]
+    md += [markdown_table(comp)]
+    confirmed = confirmation_lines(study)
+    if confirmed:
+        md += ["", "## Confirmed by re-runs", "", *(f"- {line}" for line in confirmed)]
+    if not levels.empty:
+        md += ["", "## Per concurrency", "", markdown_table(levels)]
+    curves = curves_frame(study)
+    if not curves.empty:
+        md += ["", "## Load vs latency", "", markdown_table(curves)]
+    if not fails.empty:
+        md += ["", "## Failures", "", markdown_table(fails)]
+    md_path.write_text("\n".join(md))
+
+    states = trials["state"].value_counts().to_dict() if not trials.empty else {}
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<meta name='sglang-tuner-figures' content='{len(figs)}'>",
+        f"<title>sglang-tuner report: {html.escape(study.study_name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>Study <code>{html.escape(study.study_name)}</code></h1>",
+        f"<p class='replay'>{html.escape(notice)}</p>" if notice else "",
+        "<p>Objectives: "
+        + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions))
+        + f" {html.escape(_where(study))}. "
+        + f"Trials: {len(trials)} ("
+        + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+        + "). "
+        + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
+    ]
+    parts += [f"<p class='bad'>{html.escape(note)}</p>" for note in study_notes(study)]
+    parts.append("<h2>Best vs baseline</h2>")
+    if best is None:
+        parts.append("<p class='bad'>No feasible trial yet.</p>")
+    else:
+        flags = flags_text(best.user_attrs.get("flags", {})) or "SGLang defaults"
+        parts.append(f"<p>Best: trial {best.number}: <code>{html.escape(flags)}</code></p>")
+    if base is None:
+        parts.append("<p class='muted'>No completed baseline trial (trial 0 with SGLang defaults).</p>")
+    elif not base.user_attrs.get("feasible"):
+        parts.append(
+            f"<p class='bad'>The baseline (trial {base.number}) failed: "
+            f"{html.escape(str(base.user_attrs.get('failure_class')))}.</p>"
+        )
+    parts.append(html_table(comp))
+    if confirmed:
+        parts += [
+            "<h3>Confirmed by re-runs</h3>",
+            html_table(confirmation_frame(study)),
+            "<ul>",
+            *(f"<li>{html.escape(line)}</li>" for line in confirmed),
+            "</ul>",
+        ]
+    if not levels.empty:
+        parts += ["<h3>Per concurrency</h3>", html_table(levels)]
+    if not curves.empty:
+        parts += ["<h3>Load vs latency</h3>", html_table(curves)]
+
+    first = True
+    fig_html: dict[str, str] = {}
+    for title, fig in figs:
+        fig_html[title] = fig.to_html(
+            full_html=False,
+            include_plotlyjs=True if first else False,
+            config={"displaylogo": False},
+            default_height="460px",
+        )
+        first = False
+    for title, _ in figs:
+        parts += [f"<h2>{html.escape(title)}</h2>", fig_html[title]]
+    if skipped:
+        parts += ["<h2>Figures not drawn</h2><ul>", *(f"<li>{html.escape(s)}</li>" for s in skipped), "</ul>"]
+
+    parts += ["<h2>Failure classes</h2>", html_table(fails) if not fails.empty else "<p>No failed trial.</p>"]
+
+    def row_class(row) -> str:
+        if row.get("class") not in ("none", "-", None):
+            return "failed"
+        return "" if row.get("feasible") else "infeasible"
+
+    parts += ["<h2>Trials</h2>", html_table(trials, row_class), "</body></html>"]
+    html_path.write_text("\n".join(parts), encoding="utf-8")
+    return Report(html_path, csv_path, md_path, [t for t, _ in figs], skipped)
+
+
+def _where(study: optuna.Study) -> str:
+    if is_load_search(study):
+        slo = ", ".join(f"{k} <= {v:g}" for k, v in slo_limits(study).items())
+        return f"at the highest request rate meeting the SLO ({slo})"
+    return f"at concurrency {study.user_attrs.get('at_concurrency', '?')}"
+
+
+def _tuned_only(study: optuna.Study, trials: list) -> optuna.Study:
+    """The study without its baseline: SGLang's defaults have no parameter values, and Optuna would draw them
+    as a "None" tick below every axis."""
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials(trials)
+    return view
