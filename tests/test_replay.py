@@ -133,7 +133,7 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
     done = tune("start", "-c", str(replay))
     assert done.returncode == 0, done.stderr
     replayed = load_existing_study(load_config(replay)).trials
-    for real_t, rep_t in zip(recorded.trials, replayed):
+    for real_t, rep_t in zip(recorded.trials, replayed, strict=True):
         assert rep_t.params == real_t.params
         assert rep_t.user_attrs["failure_class"] == real_t.user_attrs["failure_class"]
         assert rep_t.values == real_t.values
@@ -295,7 +295,7 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
     assert done.returncode == 0, done.stderr
     replayed = load_existing_study(load_config(replay)).trials
     assert len(replayed) == len(recorded)
-    for real_t, rep_t in zip(recorded, replayed):
+    for real_t, rep_t in zip(recorded, replayed, strict=True):
         assert rep_t.params == real_t.params
         assert rep_t.values == real_t.values
         assert rep_t.system_attrs["constraints"] == real_t.system_attrs["constraints"]
@@ -377,7 +377,7 @@ def test_neighbours_that_broke_the_slo_on_different_metrics_do_not_average_to_a_
     rows = (row(0, ttft), row(1, tpot), row(2, good))
 
     def answer(weights):
-        return Answer(rows[0], [], None, "", 1, 1, 1, None, (0, 1, 2), True, tuple(zip(weights, rows)))
+        return Answer(rows[0], [], None, "", 1, 1, 1, None, (0, 1, 2), True, tuple(zip(weights, rows, strict=True)))
 
     lv, how = answer((1.0, 2.0, 1.5)).at_rate(search.level(template, 8.0), slo)  # 3 of 4.5 broke
     assert broken(lv, slo) and lv.p99_tpot_ms == 50.0 and lv.request_rate == 8.0

@@ -144,7 +144,7 @@ def start(
         study_obj = _guard(tuner.prepare)
     except KeyboardInterrupt:
         typer.echo("interrupted: stopped while checking the setup, before any trial ran", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     if reporter:
         reporter.resume_from(study_obj)
     for warning in tuner.warnings:
@@ -173,7 +173,7 @@ def start(
             f"study {cfg.study!r}",
             err=True,
         )
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     finally:
         if reporter:
             reporter.close()  # the live status line

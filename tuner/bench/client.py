@@ -467,7 +467,7 @@ class _Client:
             async with sem:
                 await self.request(b, r)
 
-        tasks = [asyncio.ensure_future(one(b, r)) for b, r in zip(bodies, recs)]
+        tasks = [asyncio.ensure_future(one(b, r)) for b, r in zip(bodies, recs, strict=True)]
         await self._guarded(tasks, self.timeout_s * math.ceil(n / level.concurrency) + LEVEL_SLACK_S)
         if not any(r.success for r in recs):
             reason = await self.confirm_death()

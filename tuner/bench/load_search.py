@@ -55,7 +55,7 @@ def rates(search: LoadSearch) -> Generator[float, bool, None]:
 
 def best_level(levels: tuple[LevelResult, ...], slo_pass: tuple[bool, ...], repeat: int = 0) -> LevelResult | None:
     """The passing level with the highest request rate in one repeat of the search."""
-    passing = [lv for lv, ok in zip(levels, slo_pass) if ok and lv.repeat == repeat]
+    passing = [lv for lv, ok in zip(levels, slo_pass, strict=True) if ok and lv.repeat == repeat]
     return max(passing, key=lambda lv: lv.request_rate, default=None)
 
 

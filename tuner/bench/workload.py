@@ -443,7 +443,7 @@ def shared_prefix_prompts(workload: Workload, n: int, rng: np.random.Generator) 
     groups = [(k % per_round) // sp.prompts_per_group for k in range(n)]
     questions = _segments(kind, [sp.question_len] * n, rng)
     prompts = []
-    for g, q in zip(groups, questions):
+    for g, q in zip(groups, questions, strict=True):
         body = np.concatenate([systems[g], q]) if kind == "ids" else f"{systems[g]}\n\n{q}"
         prompts.append(_prompt(kind, body, sp.input_len, sp.output_len, g))
     return [prompts[int(i)] for i in rng.permutation(n)]
@@ -491,7 +491,7 @@ def build_prompts(workload: Workload, level: Level, *, warmup: bool = False, n: 
         else:
             ins = random_lens(level.input_len, workload.range_ratio, n, rng)
             outs = random_lens(level.output_len, workload.range_ratio, n, rng)
-        return [_prompt(kind, b, int(i), int(o)) for b, i, o in zip(_segments(kind, ins, rng), ins, outs)]
+        return [_prompt(kind, b, int(i), int(o)) for b, i, o in zip(_segments(kind, ins, rng), ins, outs, strict=True)]
     # dataset
     key = str(workload.dataset)
     if key not in _DATASET_CACHE:

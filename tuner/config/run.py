@@ -37,7 +37,8 @@ Metric = Literal[
         if f.name not in ("concurrency", "input_len", "output_len", "request_rate", "repeat", "num_prompts", "errors")
     )
 ]
-# The SLO-goodput objective: request_goodput at the highest request rate that holds the SLO (tuner/bench/load_search.py).
+# The SLO-goodput objective: request_goodput at the highest request rate that holds the SLO
+# (tuner/bench/load_search.py).
 GOODPUT = "goodput"
 ObjectiveMetric = Literal[(GOODPUT, *Metric.__args__)]  # type: ignore[valid-type]
 PositiveInt = Annotated[int, Field(ge=1)]

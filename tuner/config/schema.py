@@ -2,8 +2,8 @@
 
 Every model here refuses keys it does not know (a typo is an error, with the key it probably meant) and values of
 the wrong type (YAML's ``yes`` is not a trial count, ``1.5`` is not a port). A pydantic error becomes
-``file:line: key.path[i]: what is wrong``. ``python -m tuner.config.jsonschemas`` writes the JSON Schemas in schemas/ that
-editors use to complete and check these files as they are typed.
+``file:line: key.path[i]: what is wrong``. ``python -m tuner.config.jsonschemas`` writes the JSON Schemas in schemas/
+that editors use to complete and check these files as they are typed.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _number(value: Any) -> int | float:
 
 
 def _scalar(value: Any) -> str | int | float | bool:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, float)):
         return _number(value)

@@ -316,7 +316,7 @@ class Tuner:
     def _check_reference_flags(self, catalog: FlagCatalog) -> None:
         """Each reference's flags as SGLang will parse them (names, switches, choices, number types), like the
         space's: else a reference SGLang refuses is found only at its launch."""
-        for i, (given, ref) in enumerate(zip(self.config.references, self.references.values())):
+        for i, (given, ref) in enumerate(zip(self.config.references, self.references.values(), strict=True)):
             for name, value in ref.flags.values:
                 if problem := catalog.check(name, value):
                     where = f"references[{i}].flags.{name}" if given.flags else f"references[{i}] ({ref.name})"

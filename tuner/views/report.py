@@ -117,7 +117,7 @@ def shared_gpu_note(study: optuna.Study) -> str | None:
 def _fixed_flags(study: optuna.Study) -> set[str]:
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("baseline"):
-            return {k for k in t.user_attrs.get("flags", {})}
+            return set(t.user_attrs.get("flags", {}))
     return set()
 
 
@@ -233,7 +233,7 @@ def levels_frame(study: optuna.Study) -> pd.DataFrame:
     if not frame.empty:
         frame["output_change_pct"] = [
             round(100.0 * (n / o - 1.0), 1) if pd.notna(o) and o and pd.notna(n) else None
-            for o, n in zip(frame["baseline_output_tok_s"], frame["best_output_tok_s"])
+            for o, n in zip(frame["baseline_output_tok_s"], frame["best_output_tok_s"], strict=True)
         ]
     return frame
 
@@ -272,7 +272,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
     head = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns) + "|"
     body = [
-        "| " + " | ".join(_cell(v, c).replace("|", "\\|") for v, c in zip(row, frame.columns)) + " |"
+        "| " + " | ".join(_cell(v, c).replace("|", "\\|") for v, c in zip(row, frame.columns, strict=True)) + " |"
         for row in frame.itertuples(index=False)
     ]
     return "\n".join([head, rule, *body]) + "\n"
@@ -518,7 +518,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         f"<h1>Study <code>{html.escape(study.study_name)}</code></h1>",
         f"<p class='replay'>{html.escape(notice)}</p>" if notice else "",
         "<p>Objectives: "
-        + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions))
+        + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions, strict=False))
         + f" {html.escape(_where(study))}. "
         + f"Trials: {len(trials)} ("
         + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
@@ -558,7 +558,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     for title, fig in figs:
         fig_html[title] = fig.to_html(
             full_html=False,
-            include_plotlyjs=True if first else False,
+            include_plotlyjs=first,
             config={"displaylogo": False},
             default_height="460px",
         )
