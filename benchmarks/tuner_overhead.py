@@ -41,15 +41,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import FAST_ENV, STANDIN, free_port, write_run, write_space  # noqa: E402
-from tuner.bench import client  # noqa: E402
-from tuner.bench.workload import SLO  # noqa: E402
-from tuner.config.run import load_config  # noqa: E402
-from tuner.search import study as study_mod  # noqa: E402
-from tuner.serve.process import ProcessLauncher  # noqa: E402
-from tuner.sglang.flags import ServerFlags  # noqa: E402
-from tuner.trial import runner  # noqa: E402
-from tuner.trial.runner import TrialPlan, TrialRunner  # noqa: E402
+from tests.conftest import FAST_ENV, STANDIN, free_port, write_run, write_space
+from tuner.bench import client
+from tuner.bench.workload import SLO
+from tuner.config.run import load_config
+from tuner.search import study as study_mod
+from tuner.serve.process import ProcessLauncher
+from tuner.sglang.flags import ServerFlags
+from tuner.trial import runner
+from tuner.trial.runner import TrialPlan, TrialRunner
 
 
 def loadavg() -> str:

@@ -355,7 +355,10 @@ def test_curve_rates_between_beyond_and_outside_the_recorded_levels_by_hand():
         curve_level(4, 6.0, completed=40, request_goodput=4.0),
         curve_level(16, 30.0, completed=160, request_goodput=15.0),
     ]
-    row = lambda n, levels: Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)  # noqa: E731
+
+    def row(n, levels):
+        return Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)
+
     answer = Answer(row(0, a), [], None, "", 1, 1, 1, None, (0, 1), True, ((1.0, row(0, a)), (3.0, row(1, b))))
     lv, how = answer.at_rate(search.level(template, 8.0), slo)  # a: 20 (recorded); b: 6 + 4/12 * 24 = 14
     assert lv.p99_tpot_ms == pytest.approx((20.0 + 3 * 14.0) / 4) and lv.completed == 80
@@ -373,7 +376,10 @@ def test_neighbours_that_broke_the_slo_on_different_metrics_do_not_average_to_a_
     ttft = [curve_level(8, 20.0, p99_ttft_ms=3000.0, request_goodput=1.0)]  # broke on TTFT
     tpot = [curve_level(8, 50.0, request_goodput=2.0)]  # broke on TPOT
     good = [curve_level(8, 10.0, request_goodput=7.0)]
-    row = lambda n, levels: Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)  # noqa: E731
+
+    def row(n, levels):
+        return Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)
+
     rows = (row(0, ttft), row(1, tpot), row(2, good))
 
     def answer(weights):
