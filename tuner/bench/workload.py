@@ -416,7 +416,7 @@ def random_lens(full_len: int, range_ratio: float, n: int, rng: np.random.Genera
     return rng.integers(max(int(full_len * range_ratio), 1), full_len + 1, size=n)
 
 
-def _segments(kind: str, lengths: Sequence[int], rng: np.random.Generator) -> list:
+def _segments(kind: str, lengths: Sequence[int] | np.ndarray, rng: np.random.Generator) -> list:
     """One random ids array or text per length, drawn as one flat stream (fast for 32k-token prompts)."""
     if kind == "ids":
         flat = rng.integers(IDS_LOW, IDS_HIGH, size=int(sum(lengths)), dtype=np.int64)
@@ -437,6 +437,7 @@ def shared_prefix_prompts(workload: Workload, n: int, rng: np.random.Generator) 
     workload, seeded by the workload seed alone), per request a new question; built group by group, then
     shuffled."""
     sp = workload.shared_prefix
+    assert sp is not None, "a shared-prefix workload's prompts"
     kind = workload.prompt_kind
     systems = _segments(kind, [sp.system_prompt_len] * sp.groups, np.random.default_rng([int(workload.seed), 0x5157]))
     per_round = sp.groups * sp.prompts_per_group
@@ -466,9 +467,9 @@ def load_sharegpt(path: str | Path) -> list[tuple[str, int]]:
         first, second = conv[0], conv[1]
         prompt = first.get("value", first.get("content", "")) if isinstance(first, dict) else str(first)
         reply = second.get("value", second.get("content", "")) if isinstance(second, dict) else str(second)
-        if not prompt:
-            continue
-        out.append((prompt, max(1, len(reply.split()))))
+        if not prompt or not isinstance(prompt, str):
+            continue  # no text to send (a JSON null, or content parts)
+        out.append((prompt, max(1, len(reply.split()) if isinstance(reply, str) else 1)))
     if not out:
         raise ValueError(f"{path}: no conversation with at least two turns")
     return out
