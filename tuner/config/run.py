@@ -433,7 +433,10 @@ def _join(folder: Path, relative: str) -> str:
     return os.path.normpath(folder / relative)
 
 
-def direction(metric: str) -> str:
+Direction = Literal["minimize", "maximize"]
+
+
+def direction(metric: str) -> Direction:
     return "minimize" if metric.endswith("_ms") else "maximize"
 
 

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
@@ -261,11 +261,11 @@ class Surface(_Model):
                 predicted_fail = sum(x for x, (_, r, _) in zip(ws, near, strict=True) if not r.ok) > sum(ws) / 2
                 if predicted_fail != (not rows[i].ok):
                     total += 1.0
-                elif rows[i].ok and values[i]:
+                elif rows[i].ok and (actual := values[i]):
                     good = [(x, v) for x, (_, r, v) in zip(ws, near, strict=True) if r.ok and v]
                     if good:
                         pred = sum(x * v for x, v in good) / sum(x for x, _ in good)
-                        total += min(1.0, abs(math.log(pred / values[i])))
+                        total += min(1.0, abs(math.log(pred / actual)))
             return total
 
         w = dict.fromkeys(names, 1.0)
@@ -390,7 +390,7 @@ def curve_at(levels: list[LevelResult], level: Level, slo: dict[str, float]) -> 
 
 def _with_numbers(base: LevelResult | None, level: Level, values: dict[str, float]) -> LevelResult:
     """``base`` as the search's ``level`` (rate, size, concurrency) with ``values`` for its measured numbers."""
-    out = {f.name: getattr(base, f.name) if base else 0 for f in fields(LevelResult)}
+    out: dict[str, Any] = {f.name: getattr(base, f.name) if base else 0 for f in fields(LevelResult)}
     out.update(
         concurrency=level.concurrency,
         input_len=level.input_len,
@@ -414,7 +414,7 @@ def point_of(flags: dict[str, FlagValue]) -> dict[str, FlagValue]:
     return out
 
 
-def _numeric(v) -> bool:
+def _numeric(v: object) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -493,7 +493,7 @@ def read_levels(path: Path) -> list[LevelResult]:
     out = []
     with open(path, newline="") as f:
         for rec in csv.DictReader(f):
-            values = {}
+            values: dict[str, Any] = {}
             for name, kind in kinds.items():
                 raw = rec.get(name, "")
                 if kind in ("int", int):

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
@@ -16,6 +17,9 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from tuner.sglang.flags import format_value
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go  # imported where figures are made: a report without them does not pay for it
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -308,7 +312,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)  # figures that could not be drawn, with the reason
 
 
-def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
+def _figures(study: optuna.Study) -> tuple[list[tuple[str, go.Figure]], list[str]]:
     import plotly.graph_objects as go
     from optuna import visualization as vis
 
@@ -317,7 +321,7 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
     target = (lambda t: t.values[0]) if multi else None
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     with_params = [t for t in complete if t.params]
-    figs: list[tuple[str, object]] = []
+    figs: list[tuple[str, go.Figure]] = []
     skipped: list[str] = []
 
     def add(title: str, make, need: str | None = None) -> None:
@@ -521,7 +525,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions, strict=False))
         + f" {html.escape(_where(study))}. "
         + f"Trials: {len(trials)} ("
-        + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+        + ", ".join(f"{n} {str(s).lower()}" for s, n in states.items())
         + "). "
         + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
     ]
