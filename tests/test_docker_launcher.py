@@ -158,7 +158,7 @@ def test_oom_at_startup_is_killed_with_its_message_logged(tmp_path, study):
 def test_an_exit_is_reported_only_with_the_whole_log_written(tmp_path, study, monkeypatch):
     """A trial classifies a dead server from server.log as soon as exit_code() says it died; a log stream that
     lags the container (here held back 1 s) must not leave the OOM's lines out of that classification."""
-    from tuner.serve.launcher import docker as docker_launcher
+    from tuner.serve import docker as docker_launcher
 
     follow = docker_launcher._follow_logs
     monkeypatch.setattr(docker_launcher, "_follow_logs", lambda *a: (time.sleep(1.0), follow(*a)))
