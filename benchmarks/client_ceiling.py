@@ -47,7 +47,10 @@ TOKEN = _chunk(
     b'"matched_stop":null}],"usage":null}\n\n'
 )
 DONE = _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
-HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
 
 
 class _Stream:
@@ -157,8 +160,7 @@ async def _serve(port_file: str, step_ms: float):
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Conn(srv), "127.0.0.1", 0, backlog=2048)
     Path(port_file).write_text(str(server.sockets[0].getsockname()[1]))
-    asyncio.ensure_future(srv.steps())
-    await asyncio.Event().wait()
+    await srv.steps()  # forever, the connections served alongside (a task only weakly held could be collected)
 
 
 def start_server(cpu: int, step_ms: float) -> tuple[subprocess.Popen, str]:
@@ -200,7 +202,7 @@ def measure(url: str, concurrency: int, input_len: int, output_len: int, num_pro
     stamps = httpx.get(url + "/timestamps").json()["stamps"]
     prompts = build_prompts(wl, level)
     ttft_err, lag = [], []
-    for p, rec in zip(prompts, res.records[0]):
+    for p, rec in zip(prompts, res.records[0], strict=True):
         st = stamps.get(",".join(map(str, p.ids[:8])))
         if not rec.success or st is None:
             continue
@@ -264,7 +266,8 @@ def main():
                 row["server_step_ms"] = step
                 rows.append(row)
                 print(
-                    f"[{phase}] c={c:4d} step={step:g}ms  {row['tok_s']:9.0f} tok/s  {row['tok_per_cpu_s']:9.0f} tok/cpu-s"
+                    f"[{phase}] c={c:4d} step={step:g}ms  {row['tok_s']:9.0f} tok/s  "
+                    f"{row['tok_per_cpu_s']:9.0f} tok/cpu-s"
                     f"  cpu={row['client_cpu_util']:.2f}  failed={row['failed']}"
                     f"  TTFT err mean {row['ttft_err_mean_ms']:.3f} p99 {row['ttft_err_p99_ms']:.3f} ms"
                     f"  lag mean {row['lag_mean_ms']:.3f} p99 {row['lag_p99_ms']:.3f} ms",

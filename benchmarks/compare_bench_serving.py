@@ -104,7 +104,7 @@ def pct_diff(ours: float, theirs: float) -> float:
 
 def bench_serving_help(cmd: list[str]) -> str:
     try:
-        return subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=180).stdout
+        return subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=180).stdout
     except Exception as e:
         print(f"warning: could not read bench_serving --help: {e}", file=sys.stderr)
         return ""
@@ -133,7 +133,8 @@ def run_theirs(args, c: int, n: int, out_dir: Path, help_text: str) -> tuple[dic
     u = urlparse(args.base_url)
     out_file = out_dir / f"bench_serving_c{c}.jsonl"
     out_file.unlink(missing_ok=True)
-    cmd = args.bench_serving_cmd.split() + [
+    cmd = [
+        *args.bench_serving_cmd.split(),
         "--backend", "sglang-oai",
         "--dataset-name", "random-ids",
         "--random-range-ratio", "1",
@@ -203,7 +204,7 @@ def main() -> None:
         print(f"[ours] C={c} N={n}: {ours['output_throughput']:.1f} tok/s ({time.time() - t:.0f} s)", flush=True)
         if errors:
             print(f"[ours] failures: {errors}", flush=True)
-        theirs, cmd = run_theirs(a, c, n, out_dir, help_text)
+        theirs, _cmd = run_theirs(a, c, n, out_dir, help_text)
         print(f"[bench_serving] C={c}: {theirs['output_throughput']:.1f} tok/s", flush=True)
         for m, label, _ in METRICS:
             rows.append(

@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from optuna.trial import TrialState  # noqa: E402
+from optuna.trial import TrialState
 
-from tuner.config.run import load_config  # noqa: E402
-from tuner.search.study import Tuner  # noqa: E402
+from tuner.config.run import load_config
+from tuner.search.study import Tuner
 
 
 def run_mode(run_file: Path, mode: str, gpus: list[int], trials: int, out: Path, stamp: str) -> dict:

@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tuner.config.run import RunConfig  # noqa: E402
-from tuner.sglang.catalog import FlagCatalog  # noqa: E402
-from tuner.trial.surface import SHAPE_KEYS, Header, Objective, Row, Surface, Workload, point_of, read_levels  # noqa: E402
+from tuner.config.run import RunConfig
+from tuner.sglang.catalog import FlagCatalog
+from tuner.trial.surface import SHAPE_KEYS, Header, Objective, Row, Surface, Workload, point_of, read_levels
 
 OUT = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 FIXED = {

@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import optuna  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+import optuna
+from optuna.trial import TrialState
 
-from tuner.config.run import load_config  # noqa: E402
+from tuner.config.run import load_config
 
 SMI_QUERY = ["--query-gpu=timestamp,index,memory.used", "--format=csv,noheader,nounits", "-lms", "200"]
 

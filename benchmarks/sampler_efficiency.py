@@ -172,7 +172,7 @@ def summarise(runs: list[list[tuple]], best: float, maximize: bool) -> dict:
     row["share95"] = sum(c[min(12, len(c)) - 1] >= 0.95 for c in curves) / len(curves)
     row["share99"] = sum(c[min(12, len(c)) - 1] >= 0.99 for c in curves) / len(curves)
     minutes = []
-    for run, curve in zip(runs, curves):
+    for run, curve in zip(runs, curves, strict=True):
         first = next((i for i, f in enumerate(curve) if f >= 0.95), None)
         if first is not None:
             minutes.append(sum(s for _, _, s in run[: first + 1]) / 60)

@@ -24,7 +24,7 @@ def default_surfaces() -> list[Path]:
     return sorted((ROOT / "surfaces").glob("*.json")) + sorted((ROOT / "benchmarks" / "surfaces").glob("*.json"))
 
 
-from tuner.trial.surface import Surface, point_of  # noqa: E402
+from tuner.trial.surface import Surface, point_of
 
 OUT = ROOT / "benchmarks" / "SURFACE_MODEL.md"
 METRICS = ("output_throughput", "median_ttft_ms", "median_tpot_ms")

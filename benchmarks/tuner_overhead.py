@@ -41,15 +41,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import FAST_ENV, STANDIN, free_port, write_run, write_space  # noqa: E402
-from tuner.bench import client  # noqa: E402
-from tuner.bench.workload import SLO  # noqa: E402
-from tuner.config.run import load_config  # noqa: E402
-from tuner.search import study as study_mod  # noqa: E402
-from tuner.serve.process import ProcessLauncher  # noqa: E402
-from tuner.sglang.flags import ServerFlags  # noqa: E402
-from tuner.trial import runner  # noqa: E402
-from tuner.trial.runner import TrialPlan, TrialRunner  # noqa: E402
+from tests.conftest import FAST_ENV, STANDIN, free_port, write_run, write_space
+from tuner.bench import client
+from tuner.bench.workload import SLO
+from tuner.config.run import load_config
+from tuner.search import study as study_mod
+from tuner.serve.process import ProcessLauncher
+from tuner.sglang.flags import ServerFlags
+from tuner.trial import runner
+from tuner.trial.runner import TrialPlan, TrialRunner
 
 
 def loadavg() -> str:
@@ -243,11 +243,11 @@ def bench_death(work: Path, reps: int, mode: str, grace: float) -> dict:
             phases = _Phases()
             servers = []
 
-            def on_launch(server):
+            def on_launch(server, servers=servers, box=box):  # this rep's, not the loop's latest
                 servers.append(server)
                 threading.Thread(target=_exit_time, args=(server.proc.pid, box), daemon=True).start()
 
-            runner = TrialRunner(
+            trial_runner = TrialRunner(
                 launcher, workload, cfg.model.path, cfg.study, stop_grace_s=grace, progress=phases, on_launch=on_launch
             )
             port = free_port()
@@ -256,7 +256,7 @@ def bench_death(work: Path, reps: int, mode: str, grace: float) -> dict:
             killer = None
             if mode == "sigkill":
 
-                def kill():
+                def kill(phases=phases, box=box, servers=servers):  # this rep's, even if it outlives join(5)
                     phases.benchmarking.wait(60)
                     time.sleep(random.uniform(0.3, 0.8))  # mid-level, at a random phase of the 100 ms poll
                     box["kill_t"] = time.monotonic()
@@ -264,7 +264,7 @@ def bench_death(work: Path, reps: int, mode: str, grace: float) -> dict:
 
                 killer = threading.Thread(target=kill, daemon=True)
                 killer.start()
-            result = runner.run(plan)
+            result = trial_runner.run(plan)
             t_done = time.monotonic()
             if killer:
                 killer.join(5)
@@ -323,7 +323,7 @@ def bench_invalid_flag(work: Path, reps: int) -> dict:
 
     rows = []
     load_before = loadavg()
-    for i in range(reps):
+    for _ in range(reps):
         calls.unlink(missing_ok=True)
         t0 = time.monotonic()
         p = subprocess.run(
@@ -385,7 +385,11 @@ def main() -> None:
     args = ap.parse_args()
 
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     print(

@@ -19,12 +19,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import ROOT, write_run, write_space
+
+if TYPE_CHECKING:
+    import optuna  # imported where a case needs it: collecting these tests does not pay for it
 
 CLI = "from tuner.cli import app; app()"
 # A machine whose NVML sees exactly one GPU (index 0): what `--gpus 7` meets on a real one-GPU host.
@@ -167,7 +171,7 @@ def _docker_up() -> bool:
 
 def _dashboard_installed() -> bool:
     try:
-        import optuna_dashboard  # noqa: F401
+        import optuna_dashboard  # noqa: F401 - only whether it is installed
 
         return True
     except ImportError:
@@ -467,7 +471,8 @@ CASES = [
     Case(
         "load-search-rates",
         "load search that starts above its maximum",
-        "tune start -c run.yaml  # objective: {metrics: [goodput], slo: {...}, load_search: {start_rate: 64, max_rate: 8}}",
+        "tune start -c run.yaml  # objective: {metrics: [goodput], slo: {...}, "
+        "load_search: {start_rate: 64, max_rate: 8}}",
         _start(
             workload={"num_prompts": None},
             objective={

@@ -45,7 +45,7 @@ def ours(run: dict):
     """Our LevelResult from bench_serving's per-request data."""
     ok_lens = iter(run["output_lens"])
     records = []
-    for prompt_len, ttft, itl, error in zip(run["input_lens"], run["ttfts"], run["itls"], run["errors"]):
+    for prompt_len, ttft, itl, error in zip(run["input_lens"], run["ttfts"], run["itls"], run["errors"], strict=True):
         success = not error
         records.append(
             RequestRecord(

@@ -67,7 +67,7 @@ class FakeServer:
                 line = await reader.readline()
                 if not line:
                     return
-                method, path, _ = line.decode().split(" ", 2)
+                _method, path, _ = line.decode().split(" ", 2)
                 headers = {}
                 while True:
                     h = await reader.readline()

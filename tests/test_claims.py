@@ -113,7 +113,8 @@ def test_tune_bench_measures_a_running_server(tmp_path):
     header, *rows = done.stdout.strip().splitlines()
     assert header.split()[:4] == ["concurrency", "completed", "failed", "output_throughput"]
     assert [r.split()[:3] for r in rows] == [["2", "8", "0"], ["4", "8", "0"]]
-    table = list(csv.DictReader(open(tmp_path / "b.csv")))
+    with open(tmp_path / "b.csv") as f:
+        table = list(csv.DictReader(f))
     assert [(int(r["concurrency"]), int(r["completed"])) for r in table] == [(2, 8), (4, 8)]
     assert all(float(r["output_throughput"]) > 0 and int(r["total_output_tokens"]) == 64 for r in table)
 

@@ -56,7 +56,7 @@ def test_failure_is_classified_quickly_and_cleaned_up(tmp_path, unique_study, fi
         )
         wrapper.chmod(0o755)
         extra["launcher"] = {"command": [str(wrapper)]}
-    run, done, elapsed = run_one(
+    run, done, _elapsed = run_one(
         tmp_path,
         unique_study,
         fixed,
@@ -81,7 +81,7 @@ def test_failure_is_classified_quickly_and_cleaned_up(tmp_path, unique_study, fi
 
 
 def test_hanging_server_ends_at_its_startup_timeout(tmp_path, unique_study):
-    run, done, elapsed = run_one(tmp_path, unique_study, faults="hang:", launcher={"startup_timeout_s": 2})
+    run, done, _elapsed = run_one(tmp_path, unique_study, faults="hang:", launcher={"startup_timeout_s": 2})
     assert done.returncode == 0, done.stderr
     trial = load_existing_study(load_config(run)).trials[0]
     assert trial.user_attrs["failure_class"] == "startup_timeout"

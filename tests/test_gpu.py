@@ -234,7 +234,8 @@ def test_peak_mean_and_after_startup_arithmetic(tmp_path):
     assert [d["gpu"] for d in rec["gpu_devices"]] == [0, 1] and rec["gpu_devices"][1]["peak_used_mib"] == 1900
 
     stats.write_csv(tmp_path / "gpu.csv")
-    rows = list(csv.DictReader(open(tmp_path / "gpu.csv")))
+    with open(tmp_path / "gpu.csv") as f:
+        rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["t_s", "phase", "gpu", "used_mib", "total_mib", "util_pct", "power_w"]
     assert len(rows) == len(samples)
     assert rows[4] == {
@@ -470,7 +471,8 @@ def test_trials_run_one_per_gpu_and_tp2_alone(monkeypatch, tmp_path, unique_stud
         assert a["feasible"] is (mfs < 0.9)
         constraint = t.system_attrs["constraints"][-1]
         assert constraint == pytest.approx(a["gpu_peak_used_fraction"] - 0.9)
-        rows = list(csv.DictReader(open(Path(a["trial_dir"]) / "gpu.csv")))
+        with open(Path(a["trial_dir"]) / "gpu.csv") as f:
+            rows = list(csv.DictReader(f))
         assert {int(r["gpu"]) for r in rows} == set(a["gpus"])
         assert {r["phase"] for r in rows} >= {"startup", "benchmark"}
         assert max(float(r["used_mib"]) for r in rows) == pytest.approx(a["gpu_peak_used_mib"], abs=0.1)

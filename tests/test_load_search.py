@@ -161,7 +161,7 @@ def test_tune_start_finds_the_rate_where_the_standin_breaks_its_slo(tmp_path, un
     assert rates_seen[: first_fail + 1] == [4.0 * 2**i for i in range(first_fail + 1)]  # the ramp up to the break
     assert len(curve) == first_fail + 1 + 2  # then two bisections
     assert base.user_attrs["feasible"]
-    passing = [r for r, ok in zip(rates_seen, verdicts) if ok]
+    passing = [r for r, ok in zip(rates_seen, verdicts, strict=True) if ok]
     assert base.user_attrs["max_rate"] == max(passing) < 512
     chosen = curve[rates_seen.index(max(passing))]
     assert base.values[0] == pytest.approx(chosen["request_goodput"], rel=1e-3) and base.values[0] > 0
@@ -176,7 +176,7 @@ def test_tune_start_finds_the_rate_where_the_standin_breaks_its_slo(tmp_path, un
     assert slow.values == [0.0] and not slow.user_attrs["feasible"]
     assert [lv["request_rate"] for lv in slow.user_attrs["levels"]] == [4.0]
     assert slow.user_attrs["slo_broken"].startswith("SLO broken at 4 req/s: p99_tpot_ms ")
-    constraints = dict(zip(study.user_attrs["constraint_names"], slow.system_attrs["constraints"]))
+    constraints = dict(zip(study.user_attrs["constraint_names"], slow.system_attrs["constraints"], strict=True))
     tpot_excess = constraints["slo:p99_tpot_ms"]  # by how much the first rate broke the limit
     assert constraints["launch_ok"] == 0 and tpot_excess > 0
     assert tpot_excess == pytest.approx(slow.user_attrs["levels"][0]["p99_tpot_ms"] - 8, abs=0.01)

@@ -167,7 +167,7 @@ def test_every_latency_statistic_is_bench_servings():
     samples (numpy's linear percentiles, like bench_serving), on requests whose statistics all differ."""
     rng = np.random.default_rng(7)
     recs = []
-    for i in range(23):
+    for _ in range(23):
         ttft = float(rng.uniform(0.05, 0.5))
         gaps = [float(g) for g in rng.uniform(0.005, 0.05, size=int(rng.integers(2, 9)))]
         recs.append(rec(ttft, gaps, out=len(gaps) + 1))
@@ -217,7 +217,7 @@ def test_errors_are_summarized_most_common_first():
         RequestRecord(100, 5, error=e)
         for e in ["HTTP 500: boom\ntraceback"] * 3 + ["ReadTimeout"] * 2 + [""] + [f"e{i}" for i in range(5)]
     ]
-    r = compute_level_result(LV, failed + [rec(0.1, [0.01] * 4)], 1.0)
+    r = compute_level_result(LV, [*failed, rec(0.1, [0.01] * 4)], 1.0)
     assert r.errors == "3x HTTP 500: boom; 2x ReadTimeout; 1x unknown error; 1x e0; 1x e1"
     long = compute_level_result(LV, [RequestRecord(100, 5, error="x" * 300)], 1.0)
     assert long.errors == "1x " + "x" * 200

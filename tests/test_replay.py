@@ -133,7 +133,7 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
     done = tune("start", "-c", str(replay))
     assert done.returncode == 0, done.stderr
     replayed = load_existing_study(load_config(replay)).trials
-    for real_t, rep_t in zip(recorded.trials, replayed):
+    for real_t, rep_t in zip(recorded.trials, replayed, strict=True):
         assert rep_t.params == real_t.params
         assert rep_t.user_attrs["failure_class"] == real_t.user_attrs["failure_class"]
         assert rep_t.values == real_t.values
@@ -295,7 +295,7 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
     assert done.returncode == 0, done.stderr
     replayed = load_existing_study(load_config(replay)).trials
     assert len(replayed) == len(recorded)
-    for real_t, rep_t in zip(recorded, replayed):
+    for real_t, rep_t in zip(recorded, replayed, strict=True):
         assert rep_t.params == real_t.params
         assert rep_t.values == real_t.values
         assert rep_t.system_attrs["constraints"] == real_t.system_attrs["constraints"]
@@ -355,7 +355,10 @@ def test_curve_rates_between_beyond_and_outside_the_recorded_levels_by_hand():
         curve_level(4, 6.0, completed=40, request_goodput=4.0),
         curve_level(16, 30.0, completed=160, request_goodput=15.0),
     ]
-    row = lambda n, levels: Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)  # noqa: E731
+
+    def row(n, levels):
+        return Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)
+
     answer = Answer(row(0, a), [], None, "", 1, 1, 1, None, (0, 1), True, ((1.0, row(0, a)), (3.0, row(1, b))))
     lv, how = answer.at_rate(search.level(template, 8.0), slo)  # a: 20 (recorded); b: 6 + 4/12 * 24 = 14
     assert lv.p99_tpot_ms == pytest.approx((20.0 + 3 * 14.0) / 4) and lv.completed == 80
@@ -373,11 +376,14 @@ def test_neighbours_that_broke_the_slo_on_different_metrics_do_not_average_to_a_
     ttft = [curve_level(8, 20.0, p99_ttft_ms=3000.0, request_goodput=1.0)]  # broke on TTFT
     tpot = [curve_level(8, 50.0, request_goodput=2.0)]  # broke on TPOT
     good = [curve_level(8, 10.0, request_goodput=7.0)]
-    row = lambda n, levels: Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)  # noqa: E731
+
+    def row(n, levels):
+        return Row(trial=n, flags={}, levels=levels, startup_s=1, benchmark_s=1, stop_s=1)
+
     rows = (row(0, ttft), row(1, tpot), row(2, good))
 
     def answer(weights):
-        return Answer(rows[0], [], None, "", 1, 1, 1, None, (0, 1, 2), True, tuple(zip(weights, rows)))
+        return Answer(rows[0], [], None, "", 1, 1, 1, None, (0, 1, 2), True, tuple(zip(weights, rows, strict=True)))
 
     lv, how = answer((1.0, 2.0, 1.5)).at_rate(search.level(template, 8.0), slo)  # 3 of 4.5 broke
     assert broken(lv, slo) and lv.p99_tpot_ms == 50.0 and lv.request_rate == 8.0

@@ -89,7 +89,8 @@ def test_with_allow_shared_gpu_every_trial_records_who_else_held_it(one_gpu, tmp
     assert "shared GPU: trials 0, 1" in (tmp_path / "report" / "report.html").read_text()
 
 
-def test_without_nvml_no_trial_waits_for_a_gpu(no_nvml, tmp_path, unique_study):  # noqa: F811
+@pytest.mark.usefixtures("no_nvml")
+def test_without_nvml_no_trial_waits_for_a_gpu(tmp_path, unique_study):
     class Phases:
         def __init__(self):
             self.seen: list[str] = []

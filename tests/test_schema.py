@@ -23,7 +23,7 @@ def test_committed_schema_is_current(name):
 
 
 @pytest.mark.parametrize(
-    "path", sorted(ROOT.glob("runs/*.yaml")) + [ROOT / "benchmarks" / "standin_surface.yaml"], ids=lambda p: p.name
+    "path", [*sorted(ROOT.glob("runs/*.yaml")), ROOT / "benchmarks" / "standin_surface.yaml"], ids=lambda p: p.name
 )
 def test_run_files_meet_the_schema_and_load(path):
     text = path.read_text()

@@ -259,8 +259,10 @@ def test_a_space_file_read_in_full(tmp_path):
             tmp_path,
             (
                 "description: the seed's\nfixed:\n  attention-backend: triton\n  disable-cuda-graph: true\nparams:\n"
-                "  schedule-policy: {choices: [fcfs, lof]}\n  kv-splits: {choices: [4, 8], when: {attention-backend: triton}}\n"
-                "  bs: {low: 1, high: 64, log: true}\n  mfs: {low: 0.7, high: 0.9, step: 0.01}\n  ints: {low: 1, high: 9, step: 2}\n"
+                "  schedule-policy: {choices: [fcfs, lof]}\n"
+                "  kv-splits: {choices: [4, 8], when: {attention-backend: triton}}\n"
+                "  bs: {low: 1, high: 64, log: true}\n  mfs: {low: 0.7, high: 0.9, step: 0.01}\n"
+                "  ints: {low: 1, high: 9, step: 2}\n"
                 "  steps: {low: 1, high: 4}\n  c: {choices: [1], when: {schedule-policy: [lof, fcfs]}}\n"
             ),
         )

@@ -142,7 +142,7 @@ def test_help_lists_flags_like_argparse():
 
 
 def test_health_503_then_200_and_startup_log(server):
-    proc, base, seen = server
+    _proc, base, seen = server
     assert seen[0] == 503 and seen[-1] == 200
     assert httpx.get(base + "/health_generate").status_code == 200
 

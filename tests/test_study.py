@@ -18,6 +18,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import optuna
 import pytest
@@ -685,7 +686,7 @@ def test_a_resumed_seeded_sampler_is_offset_by_the_trials_already_there(tmp_path
 
 def test_load_existing_study_names_the_studies_there(tmp_path):
     c = sqlite_config(tmp_path)
-    with pytest.raises(SetupError, match="no study 's': .* does not exist"):
+    with pytest.raises(SetupError, match=r"no study 's': .* does not exist"):
         load_existing_study(c)
     open_storage(c)
     with pytest.raises(SetupError) as none:
@@ -731,7 +732,7 @@ def test_a_retry_runs_the_same_parameters_and_keeps_its_role(tmp_path):
     _RetryStale()(study, frozen)
     enqueue_retry(study, plain_trial, reason="why")
     _RetryStale()(study, study.trials[1])
-    queued = [t for t in study.get_trials(states=(TrialState.WAITING,))]
+    queued = list(study.get_trials(states=(TrialState.WAITING,)))
     assert [t.system_attrs["fixed_params"] for t in queued] == [frozen.params, frozen.params, {}, {}]
     assert queued[0].user_attrs == {
         "retry_of": 0,
@@ -1219,7 +1220,7 @@ def test_an_interrupted_trial_is_recorded_failed_and_rerun_on_resume(tmp_path, s
     with pytest.raises(KeyboardInterrupt):
         tuner.run()
     study = load_existing_study(config)
-    base, cut, retry = study.get_trials()
+    _base, cut, retry = study.get_trials()
     assert cut.state == TrialState.FAIL and cut.user_attrs["failure_class"] == "interrupted"
     assert cut.user_attrs["failure_hint"] == failures.INTERRUPTED.hint
     metas = {m.filename: m.mimetype for m in get_all_artifact_meta(cut, storage=study._storage)}
@@ -1443,7 +1444,7 @@ def test_a_real_run_needs_a_model_it_can_find_and_free_ports(tmp_path, surface, 
     tuner, space = machine_tuner(
         tmp_path, surface, gpus=[0, 1], model={"path": "Qwen/Qwen3-8B"}, launcher={"port": 65535}
     )
-    with pytest.raises(SetupError, match="port 65536 on 127.0.0.1 is in use or not a port"):
+    with pytest.raises(SetupError, match=r"port 65536 on 127\.0\.0\.1 is in use or not a port"):
         tuner._check_machine(space)
 
 
@@ -1654,7 +1655,7 @@ def test_prepare_for_a_real_launcher_waits_for_gpus_its_cleanup_freed_and_record
         """The process launcher after a killed run: its cleanup found and stopped two servers of the study (the
         catalog is the recorded SGLang's, so no --help runs)."""
 
-        studies: list[str] = []
+        studies: ClassVar[list[str]] = []  # the class is made per test: what its one launcher cleaned up
 
         def flag_catalog(self):
             return Surface.load(surface).header.flag_catalog()

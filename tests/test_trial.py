@@ -1,5 +1,5 @@
-"""One trial in-process (tuner.trial.runner): TrialRunner against the stand-in launched by the product's ProcessLauncher,
-the Watcher against real /health endpoints, and a trial's record (trial.json, benchmark.csv, gpu.csv).
+"""One trial in-process (tuner.trial.runner): TrialRunner against the stand-in launched by the product's
+ProcessLauncher, the Watcher against real /health endpoints, and a trial's record (trial.json, benchmark.csv, gpu.csv).
 
 In-process on purpose: mutation testing (benchmarks/MUTATION.md) only sees code the pytest process runs, and a
 trial here takes under a second (tiny workloads, the stand-in's fast start).
@@ -154,7 +154,8 @@ def test_a_trial_starts_measures_stops_its_server_and_records_it(tmp_path, uniqu
     assert record["server_info"]["port"] == p.port
     assert record["kv_capacity"] == {"max_total_num_tokens": int(tokens), "max_running_requests": int(running)}
     assert record["gpu_shared"] == [] and "replay" not in record
-    rows = list(csv.DictReader(open(p.trial_dir / "benchmark.csv")))
+    with open(p.trial_dir / "benchmark.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["concurrency"] for r in rows] == ["1", "2"]
     assert not (p.trial_dir / "gpu.csv").exists()  # no NVML here: no samples, no file
 
@@ -206,7 +207,8 @@ def test_a_goodput_trial_records_where_the_slo_broke(tmp_path, unique_study):
     assert record["slo_broken"] == result.benchmark.slo_broken and record["levels"][0]["slo_pass"] is False
 
 
-def test_without_nvml_a_trial_on_a_gpu_neither_waits_nor_says_so_itself(tmp_path, unique_study, no_nvml, caplog):
+@pytest.mark.usefixtures("no_nvml")
+def test_without_nvml_a_trial_on_a_gpu_neither_waits_nor_says_so_itself(tmp_path, unique_study, caplog):
     caplog.set_level(logging.WARNING, logger="tuner.serve.gpu")
     progress = Recorder()
     result = runner(unique_study, progress=progress).run(plan(tmp_path, gpus=(0,)))
@@ -252,7 +254,8 @@ def test_levels_measured_before_the_server_died_are_kept_with_its_class(tmp_path
     assert [(lv.concurrency, lv.completed) for lv in result.levels] == [(1, 4)]
     record = record_of(p)
     assert record["failure_class"] == "died_during_benchmark" and [lv["concurrency"] for lv in record["levels"]] == [1]
-    assert len(list(csv.DictReader(open(p.trial_dir / "benchmark.csv")))) == 1
+    with open(p.trial_dir / "benchmark.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1
 
 
 def test_a_level_over_its_time_budget_is_a_benchmark_timeout(tmp_path, unique_study, monkeypatch):
@@ -394,7 +397,8 @@ def test_a_process_on_the_gpu_at_launch_is_recorded_and_the_gpu_sampled(monkeypa
     record = record_of(p)
     assert record["gpu_shared"] == [holder.record()]
     assert record["gpu"]["gpu_used_mib_after_startup"] == pytest.approx(0.8 * TOTAL_MIB, abs=0.1)
-    rows = list(csv.DictReader(open(p.trial_dir / "gpu.csv")))
+    with open(p.trial_dir / "gpu.csv") as f:
+        rows = list(csv.DictReader(f))
     # The launch sample, the sample once ready (still "startup": the server's loaded footprint), one benchmark.
     assert [r["phase"] for r in rows] == ["startup", "startup", "benchmark"]
     assert float(rows[1]["used_mib"]) == pytest.approx(0.8 * TOTAL_MIB, abs=0.1)

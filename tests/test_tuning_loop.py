@@ -218,5 +218,5 @@ def test_a_trial_that_breaks_its_slo_skips_the_remaining_levels(tmp_path, unique
     assert trial.values == [0.0]  # the objective level was never measured
     # The constraint Optuna's samplers and the dashboard read: launch ok (<= 0), the SLO broken (> 0).
     names = load_existing_study(load_config(run)).user_attrs["constraint_names"]
-    constraints = dict(zip(names, trial.system_attrs["constraints"]))
+    constraints = dict(zip(names, trial.system_attrs["constraints"], strict=True))
     assert constraints["launch_ok"] <= 0 and constraints["slo:p99_ttft_ms"] > 0

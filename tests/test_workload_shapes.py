@@ -143,3 +143,19 @@ def test_shared_prefix_prompts_hit_the_radix_cache(policy):
         ttft[radix] = r.median_ttft_ms
     # uncached: 3 ms + 0.03 ms x 2080 tokens = 65 ms of prefill; cached: the 32-token question, about 4 ms
     assert ttft[True] < 0.5 * ttft[False], ttft
+
+
+@pytest.mark.parametrize(
+    "preset, shape",
+    [
+        ("seed-concurrency", [(1, 128), (5, 128), (10, 128), (20, 128)]),
+        ("seed-response-time", [(1, 10), (1, 50), (1, 100), (1, 500)]),
+    ],
+)
+def test_a_workload_preset_builds_the_seeds_levels(preset, shape):
+    """README's ``preset:`` (build once read .levels off the tuple of levels a preset is, and every run file
+    with one failed to load)."""
+    from tuner.config.run import WorkloadConfig
+
+    levels = WorkloadConfig(preset=preset).build(SLO()).levels
+    assert [(lv.concurrency, lv.output_len) for lv in levels] == shape

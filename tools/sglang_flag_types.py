@@ -1,4 +1,5 @@
-"""Write tuner/sglang/flag_types.py: the value type (int, human_int or float) of each SGLang flag, read from server_args.py.
+"""Write tuner/sglang/flag_types.py: the value type (int, human_int or float) of each SGLang flag, read from
+server_args.py.
 
 SGLang's ``--help`` shows a flag's metavar (MEM_FRACTION_STATIC), never its argparse ``type=``, so the tuner cannot
 learn from it that ``--torch-compile-max-bs`` takes a whole number. This reads the types from the source instead,
@@ -10,14 +11,16 @@ without importing SGLang (which needs torch and a GPU):
 
 It follows sglang/srt/arg_groups/arg_utils.py (``add_cli_args_from_dataclass``): a field ``x_y: A[T, ...]`` becomes
 ``--x-y`` (or ``Arg(cli_name=...)``, plus ``aliases``) with ``type=T`` after Optional is unwrapped;
-``type_parser=human_readable_int`` reads whole numbers or 1k, 2Mi (``human_int``); fields with a custom action, ``nargs`` or a list type are left
-out (their values are not one number). Flags added by hand in ``add_cli_args`` keep their ``type=int|float``.
+``type_parser=human_readable_int`` reads whole numbers or 1k, 2Mi (``human_int``); fields with a custom action,
+``nargs`` or a list type are left out (their values are not one number). Flags added by hand in ``add_cli_args``
+keep their ``type=int|float``.
 """
 
 from __future__ import annotations
 
 import ast
 import sys
+from pathlib import Path
 
 NUMBER_TYPES = {"int": "int", "float": "float", "human_readable_int": "human_int"}
 
@@ -84,7 +87,7 @@ def manual_types(tree: ast.Module) -> dict[str, tuple[str, int]]:
 
 
 def main(path: str, version: str) -> None:
-    tree = ast.parse(open(path).read())
+    tree = ast.parse(Path(path).read_text())
     types = {**field_types(tree), **manual_types(tree)}
     print(f'"""SGLang {version}\'s numeric flags and their argparse types, which its --help does not show.')
     print()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 import typer.core
@@ -19,11 +21,19 @@ _click = getattr(typer.core, "_click", None) or __import__("click")
 class _OneLineUsageErrors(typer.core.TyperGroup):
     """Usage errors (--port abc, an unknown option) as one ``error:`` line too, not a framed box."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+            return super().main(args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra)
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except _click.exceptions.NoArgsIsHelpError as exc:
             exc.show()
             sys.exit(exc.exit_code)
@@ -144,7 +154,7 @@ def start(
         study_obj = _guard(tuner.prepare)
     except KeyboardInterrupt:
         typer.echo("interrupted: stopped while checking the setup, before any trial ran", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     if reporter:
         reporter.resume_from(study_obj)
     for warning in tuner.warnings:
@@ -173,7 +183,7 @@ def start(
             f"study {cfg.study!r}",
             err=True,
         )
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     finally:
         if reporter:
             reporter.close()  # the live status line

@@ -1139,11 +1139,14 @@ class HTTPHandler:
 
     async def route(self, method: str, path: str, body: bytes, w: asyncio.StreamWriter, close: bool) -> None:
         s = self.s
-        send = lambda status, obj=None, ctype="application/json": w.write(  # noqa: E731
-            response_bytes(
-                status, obj if isinstance(obj, bytes) else (b"" if obj is None else json_bytes(obj)), ctype, close
+
+        def send(status, obj=None, ctype="application/json"):
+            w.write(
+                response_bytes(
+                    status, obj if isinstance(obj, bytes) else (b"" if obj is None else json_bytes(obj)), ctype, close
+                )
             )
-        )
+
         if path in ("/health", "/health_generate"):
             if not s.ready:
                 return send(503)
@@ -1545,7 +1548,7 @@ async def startup(server: Server) -> None:
     await asyncio.sleep(startup_s * 0.1)
     if "gpu_busy" in faults:
         exit_with_traceback(
-            SCHED_FRAMES + [("srt/model_executor/model_runner.py", 687, "init_torch_distributed", "raise ValueError(")],
+            [*SCHED_FRAMES, ("srt/model_executor/model_runner.py", 687, "init_torch_distributed", "raise ValueError(")],
             f"ValueError: The memory capacity is unbalanced. Some GPUs may be occupied by other processes. "
             f"min_per_gpu_memory={cap * 0.4:.4f}, local_gpu_memory={cap * 0.99:.4f}, "
             f"local_gpu_memory * 0.9={cap * 0.99 * 0.9:.4f}",
@@ -1579,7 +1582,7 @@ async def startup(server: Server) -> None:
         kill_self()
     if "oom_kv_startup_v055" in faults:
         exit_with_traceback(
-            SCHED_FRAMES + [("srt/model_executor/model_runner.py", 1664, "init_memory_pool", "raise RuntimeError(")],
+            [*SCHED_FRAMES, ("srt/model_executor/model_runner.py", 1664, "init_memory_pool", "raise RuntimeError(")],
             f"RuntimeError: Not enough memory. Please try to increase --mem-fraction-static. "
             f"Current value: self.server_args.mem_fraction_static={mfs}",
         )
@@ -1614,8 +1617,8 @@ async def startup(server: Server) -> None:
         await asyncio.sleep(startup_s * 0.1)
         free_mib = 312.0
         exit_with_traceback(
-            SCHED_FRAMES
-            + [
+            [
+                *SCHED_FRAMES,
                 (
                     "srt/model_executor/model_runner.py",
                     2030,
@@ -1644,7 +1647,7 @@ async def startup(server: Server) -> None:
         await asyncio.sleep(startup_s * 0.05)
         segfault()
     if graph_on:
-        bs = [1, 2, 4, 8] + list(range(16, r["cuda_graph_max_bs_decode"] + 1, 8))
+        bs = [1, 2, 4, 8, *range(16, r["cuda_graph_max_bs_decode"] + 1, 8)]
         bs = [b for b in bs if b <= r["cuda_graph_max_bs_decode"]] or [1]
         log(f"Capture cuda graph bs {bs}")
         t_cap = time.monotonic()

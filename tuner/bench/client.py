@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -165,7 +166,7 @@ class _Client:
         max_c = max(lv.concurrency for lv in workload.levels)
         rt = float(workload.request_timeout_s)
         self.timeout_s = rt
-        common = dict(
+        common: dict[str, Any] = dict(  # keyword arguments for either AsyncClient below
             trust_env=False,
             follow_redirects=False,
             timeout=httpx.Timeout(rt, connect=min(rt, 30.0), pool=None),
@@ -467,7 +468,7 @@ class _Client:
             async with sem:
                 await self.request(b, r)
 
-        tasks = [asyncio.ensure_future(one(b, r)) for b, r in zip(bodies, recs)]
+        tasks = [asyncio.ensure_future(one(b, r)) for b, r in zip(bodies, recs, strict=True)]
         await self._guarded(tasks, self.timeout_s * math.ceil(n / level.concurrency) + LEVEL_SLACK_S)
         if not any(r.success for r in recs):
             reason = await self.confirm_death()

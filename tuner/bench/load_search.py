@@ -14,6 +14,7 @@ passing level; every level is kept, which is the trial's load-vs-latency curve.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 
@@ -55,8 +56,9 @@ def rates(search: LoadSearch) -> Generator[float, bool, None]:
 
 def best_level(levels: tuple[LevelResult, ...], slo_pass: tuple[bool, ...], repeat: int = 0) -> LevelResult | None:
     """The passing level with the highest request rate in one repeat of the search."""
-    passing = [lv for lv, ok in zip(levels, slo_pass) if ok and lv.repeat == repeat]
-    return max(passing, key=lambda lv: lv.request_rate, default=None)
+    passing = [lv for lv, ok in zip(levels, slo_pass, strict=True) if ok and lv.repeat == repeat]
+    # No rate is bench_serving's inf: requests sent as fast as the concurrency allows.
+    return max(passing, key=lambda lv: math.inf if lv.request_rate is None else lv.request_rate, default=None)
 
 
 class Search:

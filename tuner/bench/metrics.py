@@ -24,10 +24,14 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tuner.bench.workload import SLO, Level
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used (summarize_repeats): the run file's check must not pay for it
 
 
 @dataclass
@@ -238,7 +242,7 @@ def summarize_repeats(results, metric: str = "output_throughput") -> pd.DataFram
         mean = float(np.mean(vals))  # a group is never empty
         std = float(np.std(vals, ddof=1)) if n > 1 else float("nan")
         lcb = mean - t95(n - 1) * std / math.sqrt(n) if n > 1 else mean
-        row = dict(zip(keys, key))
+        row = dict(zip(keys, key, strict=True))
         if isinstance(row["request_rate"], float) and math.isnan(row["request_rate"]):
             row["request_rate"] = None
         row.update(

@@ -31,7 +31,7 @@ def error_text(exc: BaseException, timeout_s: float) -> str:
 
 class _Proto(asyncio.Protocol):
     def __init__(self) -> None:
-        self.transport = None
+        self.transport: asyncio.Transport | None = None  # set by connection_made, before any data
         self.chunks: list[bytes] = []
         self.size = 0
         self.eof = False
@@ -54,6 +54,7 @@ class _Proto(asyncio.Protocol):
         self.size += len(data)
         if self.size > 4 * 1024 * 1024 and not self.reading_paused:
             self.reading_paused = True
+            assert self.transport is not None  # asyncio calls connection_made before data_received
             self.transport.pause_reading()
         w = self.waiter
         if w is not None and not w.done():
@@ -335,6 +336,7 @@ class H1Transport(httpx.AsyncBaseTransport):
         conn.request = request
         try:
             # request: head + body (the body is in memory for every request this client makes)
+            assert isinstance(request.stream, httpx.AsyncByteStream)  # an AsyncClient's request streams async
             body = b"".join([part async for part in request.stream])
             head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)]
             has_len = False

@@ -416,7 +416,7 @@ def random_lens(full_len: int, range_ratio: float, n: int, rng: np.random.Genera
     return rng.integers(max(int(full_len * range_ratio), 1), full_len + 1, size=n)
 
 
-def _segments(kind: str, lengths: Sequence[int], rng: np.random.Generator) -> list:
+def _segments(kind: str, lengths: Sequence[int] | np.ndarray, rng: np.random.Generator) -> list:
     """One random ids array or text per length, drawn as one flat stream (fast for 32k-token prompts)."""
     if kind == "ids":
         flat = rng.integers(IDS_LOW, IDS_HIGH, size=int(sum(lengths)), dtype=np.int64)
@@ -437,13 +437,14 @@ def shared_prefix_prompts(workload: Workload, n: int, rng: np.random.Generator) 
     workload, seeded by the workload seed alone), per request a new question; built group by group, then
     shuffled."""
     sp = workload.shared_prefix
+    assert sp is not None, "a shared-prefix workload's prompts"
     kind = workload.prompt_kind
     systems = _segments(kind, [sp.system_prompt_len] * sp.groups, np.random.default_rng([int(workload.seed), 0x5157]))
     per_round = sp.groups * sp.prompts_per_group
     groups = [(k % per_round) // sp.prompts_per_group for k in range(n)]
     questions = _segments(kind, [sp.question_len] * n, rng)
     prompts = []
-    for g, q in zip(groups, questions):
+    for g, q in zip(groups, questions, strict=True):
         body = np.concatenate([systems[g], q]) if kind == "ids" else f"{systems[g]}\n\n{q}"
         prompts.append(_prompt(kind, body, sp.input_len, sp.output_len, g))
     return [prompts[int(i)] for i in rng.permutation(n)]
@@ -466,9 +467,9 @@ def load_sharegpt(path: str | Path) -> list[tuple[str, int]]:
         first, second = conv[0], conv[1]
         prompt = first.get("value", first.get("content", "")) if isinstance(first, dict) else str(first)
         reply = second.get("value", second.get("content", "")) if isinstance(second, dict) else str(second)
-        if not prompt:
-            continue
-        out.append((prompt, max(1, len(reply.split()))))
+        if not prompt or not isinstance(prompt, str):
+            continue  # no text to send (a JSON null, or content parts)
+        out.append((prompt, max(1, len(reply.split()) if isinstance(reply, str) else 1)))
     if not out:
         raise ValueError(f"{path}: no conversation with at least two turns")
     return out
@@ -491,7 +492,7 @@ def build_prompts(workload: Workload, level: Level, *, warmup: bool = False, n: 
         else:
             ins = random_lens(level.input_len, workload.range_ratio, n, rng)
             outs = random_lens(level.output_len, workload.range_ratio, n, rng)
-        return [_prompt(kind, b, int(i), int(o)) for b, i, o in zip(_segments(kind, ins, rng), ins, outs)]
+        return [_prompt(kind, b, int(i), int(o)) for b, i, o in zip(_segments(kind, ins, rng), ins, outs, strict=True)]
     # dataset
     key = str(workload.dataset)
     if key not in _DATASET_CACHE:

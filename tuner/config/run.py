@@ -13,7 +13,7 @@ import dataclasses
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
@@ -29,18 +29,30 @@ class ConfigError(TunerError, ValueError):
     pass
 
 
-# bench_serving's numbers per level, the names objectives and SLOs are given in.
-Metric = Literal[
-    tuple(  # type: ignore[valid-type]
-        f.name
-        for f in dataclasses.fields(LevelResult)
-        if f.name not in ("concurrency", "input_len", "output_len", "request_rate", "repeat", "num_prompts", "errors")
-    )
-]
-# The SLO-goodput objective: request_goodput at the highest request rate that holds the SLO (tuner/bench/load_search.py).
+# The SLO-goodput objective: request_goodput at the highest request rate that holds the SLO
+# (tuner/bench/load_search.py).
 GOODPUT = "goodput"
-ObjectiveMetric = Literal[(GOODPUT, *Metric.__args__)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # a Literal computed from LevelResult's fields is pydantic's to check; to mypy each is a str
+    Metric = str
+    ObjectiveMetric = str
+else:
+    # bench_serving's numbers per level, the names objectives and SLOs are given in.
+    Metric = Literal[
+        tuple(
+            f.name
+            for f in dataclasses.fields(LevelResult)
+            if f.name
+            not in ("concurrency", "input_len", "output_len", "request_rate", "repeat", "num_prompts", "errors")
+        )
+    ]
+    ObjectiveMetric = Literal[(GOODPUT, *Metric.__args__)]
 PositiveInt = Annotated[int, Field(ge=1)]
+if TYPE_CHECKING:  # to mypy the field holds the dataclass itself, as it does once pydantic has checked its keys
+    SharedPrefixField = SharedPrefix
+    LoadSearchField = LoadSearch
+else:
+    SharedPrefixField = strict_dataclass(SharedPrefix)
+    LoadSearchField = strict_dataclass(LoadSearch)
 
 
 def _command(value: Any) -> Any:
@@ -145,7 +157,7 @@ class WorkloadConfig(Strict):
     dataset: str | None = None  # random (default) | shared-prefix | sharegpt (with path); a file path: sharegpt
     path: str | None = None  # the sharegpt file
     range_ratio: float = Field(1.0, ge=0, le=1)  # bench_serving --random-range-ratio
-    shared_prefix: strict_dataclass(SharedPrefix) | None = None  # type: ignore[valid-type]
+    shared_prefix: SharedPrefixField | None = None
     arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
     warmup_requests: int = Field(2, ge=0)
     flush_cache: bool = True
@@ -177,9 +189,9 @@ class WorkloadConfig(Strict):
                 for c in self.concurrency
             )
         elif self.preset == "seed-response-time":
-            levels = wl.seed_response_time().levels
+            levels = wl.seed_response_time()
         elif self.preset == "seed-concurrency":
-            levels = wl.seed_concurrency(self.input_len, self.output_len).levels
+            levels = wl.seed_concurrency(self.input_len, self.output_len)
         else:
             levels = tuple(
                 Level(c, self.input_len, self.output_len, self.num_prompts or default_prompts(c), self.request_rate)
@@ -223,7 +235,7 @@ class ObjectiveConfig(Strict):
     slo: dict[Metric, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     max_gpu_memory_fraction: Annotated[float, Field(gt=0, le=1)] | None = None  # peak used / total, e.g. 0.97
     early_stop: bool = True  # skip later levels once an SLO is broken or the config is clearly worse
-    load_search: strict_dataclass(LoadSearch) | None = None  # type: ignore[valid-type]  # with metrics [goodput]
+    load_search: LoadSearchField | None = None  # with metrics [goodput]
 
     @model_validator(mode="after")
     def _consistent(self) -> ObjectiveConfig:
@@ -234,8 +246,10 @@ class ObjectiveConfig(Strict):
                 raise ValueError("metrics: goodput is a single objective: metrics: [goodput]")
             if not self.slo:
                 raise ValueError("slo: goodput needs an SLO, e.g. slo: {p99_ttft_ms: 2000, p99_tpot_ms: 50}")
+            search = self.search
+            assert search is not None  # the objective is goodput
             try:
-                self.search.validate()
+                search.validate()
             except ValueError as exc:
                 raise ValueError(f"load_search: {exc}") from None
         elif self.load_search is not None:
@@ -400,7 +414,8 @@ def _beside(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
         *parents, leaf = keys
         node = raw
         for p in parents:
-            node = node.get(p) if isinstance(node.get(p), dict) else {}
+            child = node.get(p)
+            node = child if isinstance(child, dict) else {}
         value = node.get(leaf)
         if not isinstance(value, str) or not value or (leaf == "dataset" and value in DATASETS):
             continue
@@ -418,13 +433,16 @@ def _join(folder: Path, relative: str) -> str:
     return os.path.normpath(folder / relative)
 
 
-def direction(metric: str) -> str:
+Direction = Literal["minimize", "maximize"]
+
+
+def direction(metric: str) -> Direction:
     return "minimize" if metric.endswith("_ms") else "maximize"
 
 
 def _check(c: RunConfig) -> None:
     """What a run needs beyond a well-formed file: a model, and files that exist."""
-    if c.launcher.kind == "replay" and not Path(c.launcher.surface).is_file():
+    if c.launcher.kind == "replay" and not (c.launcher.surface and Path(c.launcher.surface).is_file()):
         raise ConfigError(f"launcher.surface: {c.launcher.surface}: no such file")
     if not c.model.path and c.launcher.kind != "replay":  # a replay serves the surface's model
         raise ConfigError("model.path: which model to serve? (--model or model: {path: ...} in the run file)")

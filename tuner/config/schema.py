@@ -2,8 +2,8 @@
 
 Every model here refuses keys it does not know (a typo is an error, with the key it probably meant) and values of
 the wrong type (YAML's ``yes`` is not a trial count, ``1.5`` is not a port). A pydantic error becomes
-``file:line: key.path[i]: what is wrong``. ``python -m tuner.config.jsonschemas`` writes the JSON Schemas in schemas/ that
-editors use to complete and check these files as they are typed.
+``file:line: key.path[i]: what is wrong``. ``python -m tuner.config.jsonschemas`` writes the JSON Schemas in schemas/
+that editors use to complete and check these files as they are typed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pydantic import (
     WithJsonSchema,
     create_model,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from tuner.config.yamlfile import Loc, YamlDocument
 
@@ -42,7 +42,8 @@ def strict_dataclass(cls: type) -> Any:
     """A field type for one of our frozen dataclasses (workload.SharedPrefix, ...): its keys and types checked like
     any model's, the value the dataclass itself."""
     hints = typing.get_type_hints(cls)
-    fields = {
+    # Any: create_model's **field_definitions share their type with its own keywords (__config__, __base__, ...)
+    fields: dict[str, Any] = {
         f.name: (hints[f.name], f.default if f.default is not dataclasses.MISSING else ...)
         for f in dataclasses.fields(cls)
     }
@@ -59,7 +60,7 @@ def _number(value: Any) -> int | float:
 
 
 def _scalar(value: Any) -> str | int | float | bool:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, float)):
         return _number(value)
@@ -139,7 +140,7 @@ def _did_you_mean(word: str, options: list[str]) -> str:
     return f"e.g. {', '.join(options[:4])}"
 
 
-def describe(error: dict, model: type[BaseModel]) -> tuple[Loc, str]:
+def describe(error: ErrorDetails, model: type[BaseModel]) -> tuple[Loc, str]:
     """One pydantic error as (where, what), in the words of this project's other messages."""
     loc = tuple(p for p in error["loc"] if p != "[key]")
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")

@@ -66,40 +66,47 @@ class Param:
     def is_int(self) -> bool:
         return not self.choices and all(isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None)
 
+    @property
+    def bounds(self) -> tuple[float | int, float | int]:
+        """low and high of a range: a param without choices has both (ParamSpec refuses one without)."""
+        assert self.low is not None and self.high is not None, f"{self.name}: a range without low and high"
+        return self.low, self.high
+
     def values_to_check(self) -> list[FlagValue]:
         """The values to validate against SGLang's parser: every choice, or both ends of a range."""
-        return list(self.choices) if self.choices else [self.low, self.high]  # type: ignore[list-item]
+        return list(self.choices) if self.choices else list(self.bounds)
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
         """The Optuna distribution ``suggest`` samples from (what a study remembers of each parameter)."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         if self.choices:
-            return CategoricalDistribution(list(self.choices))  # type: ignore[arg-type]
+            return CategoricalDistribution(list(self.choices))
+        low, high = self.bounds
         if self.is_int:
-            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
+            return IntDistribution(int(low), int(high), step=int(self.step or 1), log=self.log)
+        return FloatDistribution(float(low), float(high), step=self.step, log=self.log)
 
     def takes(self, value: Any) -> bool:
         """Whether the sampler could draw ``value`` here (a bool is no number: True == 1 in Python)."""
         if self.choices:
             return any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in self.choices)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+        low, high = self.bounds
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             return False
         if self.is_int:
-            return isinstance(value, int) and (value - int(self.low)) % int(self.step or 1) == 0
+            return isinstance(value, int) and (value - int(low)) % int(self.step or 1) == 0
         if not self.step:
             return True
-        steps = (value - self.low) / self.step
+        steps = (value - low) / self.step
         return abs(steps - round(steps)) < 1e-6
 
     def offers(self) -> str:
         """What the space offers, for a message: its choices, or its range."""
         if self.choices:
             return "choices " + ", ".join(format_value(c) for c in self.choices)
-        return f"{format_value(self.low)}-{format_value(self.high)}" + (
-            f" by {format_value(self.step)}" if self.step else ""
-        )
+        low, high = self.bounds
+        return f"{format_value(low)}-{format_value(high)}" + (f" by {format_value(self.step)}" if self.step else "")
 
     def keyed_values(self) -> list[tuple[Loc, FlagValue]]:
         """Every value SGLang could be given, with where it is in the file: each choice, or low, high and step."""
@@ -111,11 +118,14 @@ class Param:
 
     def suggest(self, trial: optuna.Trial) -> FlagValue:
         if self.choices:
-            return trial.suggest_categorical(self.name, list(self.choices))  # type: ignore[arg-type]
+            value = trial.suggest_categorical(self.name, list(self.choices))
+            assert value is not None  # one of the choices, each a FlagValue (optuna's choices may also be None)
+            return value
+        low, high = self.bounds
         if self.is_int:
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(self.name, int(low), int(high), step=int(self.step or 1), log=self.log)
         # A stepped float comes back as 0.9299999999999999: record the 0.93 that SGLang is given.
-        return round(trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log), 6)
+        return round(trial.suggest_float(self.name, float(low), float(high), step=self.step, log=self.log), 6)
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,17 @@ def make_launcher(config: RunConfig) -> Launcher:
         from tuner.trial.replay import ReplayLauncher
         from tuner.trial.surface import Surface, SurfaceError
 
+        surface = config.launcher.surface
+        assert surface is not None  # LauncherConfig requires one for a replay
         try:
-            return ReplayLauncher(Surface.load(config.launcher.surface), config.launcher.surface)
+            return ReplayLauncher(Surface.load(surface), surface)
         except SurfaceError as exc:
             raise SetupError(f"launcher.surface: {exc}") from None
     if config.launcher.kind == "docker":
         from tuner.serve.docker import DockerLauncher
 
         lc = config.launcher
+        assert lc.image is not None  # LauncherConfig requires one for docker
         return DockerLauncher(
             image=lc.image,
             command=lc.command,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from tuner.bench.load_search import best_level
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import LoadSearch
-from tuner.config.run import GOODPUT, RunConfig, direction
+from tuner.config.run import GOODPUT, Direction, RunConfig, direction
 from tuner.trial.runner import TrialResult
 
 # A trial is "clearly worse" after its first level when it reaches less than this share of the best trial's
@@ -29,7 +29,7 @@ class Objective:
     kv_constraint: bool = True  # False for studies made before it existed: constraints keep their length
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return [direction(m) for m in self.metrics]
 
     @property

@@ -3,12 +3,14 @@ heartbeats for a running trial, re-queueing stale trials, and writing a trial's 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
 
 from tuner.config.run import RunConfig
@@ -104,11 +106,9 @@ def _sqlite_begin_immediate(storage: RDBStorage) -> None:
 
 def _with_installed_driver(url: str) -> str:
     """``postgresql://`` means psycopg2 to SQLAlchemy; we ship psycopg 3, so use it when psycopg2 is absent."""
-    if url.startswith(("postgresql://", "postgres://")):
-        try:
-            import psycopg2  # noqa: F401 - only whether it is installed
-        except ImportError:
-            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    # Only whether psycopg2 is installed: it is never imported here.
+    if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg2") is None:
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 
 
@@ -149,6 +149,7 @@ class _Heartbeat:
 
     def __enter__(self) -> _Heartbeat:
         if self.interval_s:
+            assert isinstance(self.storage, BaseHeartbeat)  # heartbeat_s opens an RDBStorage, which beats
             self.storage.record_heartbeat(self.trial_id)
             self._thread.start()
         return self
@@ -159,6 +160,7 @@ class _Heartbeat:
             self._thread.join(timeout=5)
 
     def _beat(self) -> None:
+        assert isinstance(self.storage, BaseHeartbeat)  # started by __enter__ only where it is one
         while not self._stop.wait(self.interval_s):
             try:
                 self.storage.record_heartbeat(self.trial_id)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -47,7 +49,8 @@ from tuner.serve.launcher import Launcher, LaunchError
 from tuner.sglang import failures
 from tuner.sglang.catalog import FlagCatalog, FlagCatalogError
 from tuner.sglang.feasibility import Feasibility, ModelFacts, Prediction, launch_env
-from tuner.sglang.flags import ServerFlags, resolved_flags
+from tuner.sglang.flags import FlagValue, ServerFlags, resolved_flags
+from tuner.trial.replay import ReplayLauncher
 from tuner.trial.runner import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
 
 log = logging.getLogger(__name__)
@@ -210,7 +213,7 @@ class Tuner:
         self.config = config
         self.on_record = on_record
         self.launcher = launcher or make_launcher(config)
-        if self.launcher.replays and not config.model.path:
+        if isinstance(self.launcher, ReplayLauncher) and not config.model.path:
             config.model.path = self.launcher.surface.header.model_path
         self.progress = progress
         self.workload = config.workload.build(config.objective.request_slo())
@@ -316,7 +319,7 @@ class Tuner:
     def _check_reference_flags(self, catalog: FlagCatalog) -> None:
         """Each reference's flags as SGLang will parse them (names, switches, choices, number types), like the
         space's: else a reference SGLang refuses is found only at its launch."""
-        for i, (given, ref) in enumerate(zip(self.config.references, self.references.values())):
+        for i, (given, ref) in enumerate(zip(self.config.references, self.references.values(), strict=True)):
             for name, value in ref.flags.values:
                 if problem := catalog.check(name, value):
                     where = f"references[{i}].flags.{name}" if given.flags else f"references[{i}] ({ref.name})"
@@ -324,18 +327,20 @@ class Tuner:
 
     def _check_replay(self, space: SearchSpace) -> None:
         """What a replay can answer: the surface's workload levels; the space's flags, warned where unrecorded."""
-        h = self.launcher.surface.header
+        launcher = self.launcher
+        assert isinstance(launcher, ReplayLauncher)  # checked where launcher.replays
+        h = launcher.surface.header
         if self.config.model.path not in (h.model, h.model_path):
             raise SetupError(
-                f"model.path {self.config.model.path!r}: {self.launcher.path} recorded {h.model} "
+                f"model.path {self.config.model.path!r}: {launcher.path} recorded {h.model} "
                 f"({h.model_path}); leave model out of a replay's run file"
             )
-        problem = self.launcher.check_objective(
-            self.objective.slo, self.objective.load_search
-        ) or self.launcher.check_workload(self.config.to_dict()["workload"])
+        problem = launcher.check_objective(self.objective.slo, self.objective.load_search) or launcher.check_workload(
+            self.config.to_dict()["workload"]
+        )
         if problem:
             raise SetupError(problem)
-        self.warnings += self.launcher.coverage_warnings({p.name for p in space.params})
+        self.warnings += launcher.coverage_warnings({p.name for p in space.params})
 
     def _check_gpus(self, space: SearchSpace) -> None:
         have = len(self.config.gpus)
@@ -617,7 +622,7 @@ class Tuner:
 
     def plan(self, number: int, tuned: ServerFlags, gpus: tuple[int, ...], port: int) -> TrialPlan:
         c = self.config
-        base = {"model-path": c.model.path, "host": c.launcher.host, "port": port}
+        base: dict[str, FlagValue] = {"model-path": c.model.path, "host": c.launcher.host, "port": port}
         if c.model.served_name:
             base["served-model-name"] = c.model.served_name
         flags = ServerFlags.of(base).merged(tuned)
@@ -809,8 +814,10 @@ def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None
 def _describe(dist: optuna.distributions.BaseDistribution) -> str:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return f"choices {list(dist.choices)}"
+    if not isinstance(dist, (optuna.distributions.IntDistribution, optuna.distributions.FloatDistribution)):
+        return repr(dist)  # no other kind is suggested here
     kind = "an integer" if isinstance(dist, optuna.distributions.IntDistribution) else "a float"
-    return f"{kind} range {dist.low:g}..{dist.high:g}{' (log)' if getattr(dist, 'log', False) else ''}"
+    return f"{kind} range {dist.low:g}..{dist.high:g}{' (log)' if dist.log else ''}"
 
 
 def _baseline_refused(config: RunConfig, detail: str) -> str:
@@ -848,7 +855,7 @@ class _signals_set:
 
     def __init__(self, cancel: threading.Event):
         self.cancel = cancel
-        self.saved: dict[int, object] = {}
+        self.saved: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}  # signal.signal's
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():

@@ -40,7 +40,7 @@ def container_name(study: str, trial: int) -> str:
 
 @dataclass
 class DockerServer(Server):
-    container: Container | None = field(default=None, repr=False)
+    container: Container = field(kw_only=True, repr=False)  # required: kw_only, after the base's defaulted ident
     log_thread: threading.Thread | None = field(default=None, repr=False)
     _exit: int | None = field(default=None, repr=False)
     _checked_at: float = field(default=0.0, repr=False)
@@ -272,7 +272,7 @@ class DockerLauncher(Launcher):
             target=_follow_logs, args=(container, spec.log_path), name=f"logs-{kwargs['name']}", daemon=True
         )
         thread.start()
-        return DockerServer(spec=spec, ident=container.name, container=container, log_thread=thread)
+        return DockerServer(spec=spec, ident=container.name or kwargs["name"], container=container, log_thread=thread)
 
     def _create(self, image: str, kwargs: dict[str, Any], spec: LaunchSpec) -> Container:
         containers = self.client.containers

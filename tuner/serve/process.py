@@ -37,7 +37,7 @@ def exit_status(returncode: int | None) -> int | None:
 
 @dataclass
 class ProcessServer(Server):
-    proc: subprocess.Popen | None = field(default=None, repr=False)
+    proc: subprocess.Popen = field(kw_only=True, repr=False)  # required: kw_only, after the base's defaulted ident
 
     def exit_code(self) -> int | None:
         return exit_status(self.proc.poll())

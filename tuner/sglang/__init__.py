@@ -1,1 +1,2 @@
-"""SGLang's vocabulary: flag values and its --help catalog, flag types, failure classes, feasibility before launch, KV capacity."""
+"""SGLang's vocabulary: flag values and its --help catalog, flag types, failure classes, feasibility before launch, KV
+capacity."""

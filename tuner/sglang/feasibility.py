@@ -234,6 +234,7 @@ class Feasibility:
         kv = self.kv_estimate(flags)
         if kv is None:
             return None
+        assert self.gpu_mib is not None  # kv_estimate answers only where the GPU's total is known
         if kv.rest_gib_bound <= 0:
             return Prediction(
                 failures.PREDICTED_OOM_KV,

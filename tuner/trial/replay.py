@@ -201,6 +201,7 @@ class ReplayRunner(TrialRunner):
         modelled: list[float] = []
         lines = []
         for level in state.levels():
+            assert level.request_rate is not None  # the search's levels are its rates
             lv, how = a.at_rate(level, self.slo)
             state.add(lv)
             if how != "recorded":

@@ -20,6 +20,7 @@ from tuner.bench.load_search import run_load_search
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import LoadSearch, Workload
 from tuner.serve import gpu
+from tuner.serve.gpu import Holder  # by name: in TrialResult, `gpu` is the field above gpu_shared
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.readiness import NotReady, healthy, wait_ready
 from tuner.sglang import failures
@@ -105,7 +106,7 @@ class TrialResult:
     gpu: gpu.GpuStats
     server_info: dict
     gpu_busy_before: bool = False
-    gpu_shared: tuple[gpu.Holder, ...] = ()  # other processes on the trial's GPUs when it launched
+    gpu_shared: tuple[Holder, ...] = ()  # other processes on the trial's GPUs when it launched
     kv: KvCapacity = field(default_factory=KvCapacity)
     replayed: Replayed | None = None
 

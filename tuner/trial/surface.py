@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
@@ -197,7 +197,7 @@ class Surface(_Model):
         near = _nearest(point, rows, _scales([r.flags for r in rows] + [point]), fw)
         weights = [1.0 / d**2 for d, _ in near]
         total = sum(weights)
-        failed_weight = sum(w for w, (_, r) in zip(weights, near) if not r.ok)
+        failed_weight = sum(w for w, (_, r) in zip(weights, near, strict=True) if not r.ok)
         sources = tuple(r.trial for _, r in near)
         if failed_weight > total / 2:
             first = next(r for _, r in near if not r.ok)
@@ -217,7 +217,7 @@ class Surface(_Model):
                 sources,
                 True,
             )
-        good = [(w, r) for w, (_, r) in zip(weights, near) if r.ok]
+        good = [(w, r) for w, (_, r) in zip(weights, near, strict=True) if r.ok]
         # A load search's levels are rates, not concurrencies: they are answered per rate (Answer.at_rate).
         levels = _blend_levels(good) if self.header.objective.load_search is None else []
         gw = [(w, r.gpu_peak_used_mib) for w, r in good if r.gpu_peak_used_mib is not None]
@@ -246,7 +246,6 @@ class Surface(_Model):
         if exclude is None and self._weights is not None:
             return self._weights
         rows = [r for r in self.rows if r.trial != exclude]
-        metric, at = self.header.objective.metrics[0], self.header.objective.at_concurrency
         scales = _scales([r.flags for r in rows])
         points = [point_of(r.flags) for r in rows]
         values = [self.value(r) for r in rows]
@@ -259,14 +258,14 @@ class Surface(_Model):
                 near = sorted(((_distance(p, q, scales, w), r, v) for q, r, v in others), key=lambda x: x[0])
                 near = near[:NEIGHBOURS]
                 ws = [1.0 / d**2 for d, _, _ in near]
-                predicted_fail = sum(x for x, (_, r, _) in zip(ws, near) if not r.ok) > sum(ws) / 2
+                predicted_fail = sum(x for x, (_, r, _) in zip(ws, near, strict=True) if not r.ok) > sum(ws) / 2
                 if predicted_fail != (not rows[i].ok):
                     total += 1.0
-                elif rows[i].ok and values[i]:
-                    good = [(x, v) for x, (_, r, v) in zip(ws, near) if r.ok and v]
+                elif rows[i].ok and (actual := values[i]):
+                    good = [(x, v) for x, (_, r, v) in zip(ws, near, strict=True) if r.ok and v]
                     if good:
                         pred = sum(x * v for x, v in good) / sum(x for x, _ in good)
-                        total += min(1.0, abs(math.log(pred / values[i])))
+                        total += min(1.0, abs(math.log(pred / actual)))
             return total
 
         w = dict.fromkeys(names, 1.0)
@@ -330,8 +329,8 @@ class Answer:
         if unmeasured is not None:
             return unmeasured, "not measured by a neighbour: fails"
         verdicts = [broken(lv, slo) is not None for _, _, lv, _ in answers]
-        broke = [a for a, b in zip(answers, verdicts) if b]
-        passing = [a for a, b in zip(answers, verdicts) if not b]
+        broke = [a for a, b in zip(answers, verdicts, strict=True) if b]
+        passing = [a for a, b in zip(answers, verdicts, strict=True) if not b]
         if 2 * sum(w for w, *_ in broke) >= sum(w for w, *_ in answers):
             _, row, lv, how = max(broke, key=lambda a: a[0])
             return _with_numbers(lv, level, {}), (
@@ -391,7 +390,7 @@ def curve_at(levels: list[LevelResult], level: Level, slo: dict[str, float]) -> 
 
 def _with_numbers(base: LevelResult | None, level: Level, values: dict[str, float]) -> LevelResult:
     """``base`` as the search's ``level`` (rate, size, concurrency) with ``values`` for its measured numbers."""
-    out = {f.name: getattr(base, f.name) if base else 0 for f in fields(LevelResult)}
+    out: dict[str, Any] = {f.name: getattr(base, f.name) if base else 0 for f in fields(LevelResult)}
     out.update(
         concurrency=level.concurrency,
         input_len=level.input_len,
@@ -415,7 +414,7 @@ def point_of(flags: dict[str, FlagValue]) -> dict[str, FlagValue]:
     return out
 
 
-def _numeric(v) -> bool:
+def _numeric(v: object) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -455,7 +454,7 @@ def _nearest(point: dict, rows: list[Row], scales: dict, weights: dict[str, floa
 
 
 def _mean(near, weights, attr: str) -> float:
-    return sum(w * getattr(r, attr) for w, (_, r) in zip(weights, near)) / sum(weights)
+    return sum(w * getattr(r, attr) for w, (_, r) in zip(weights, near, strict=True)) / sum(weights)
 
 
 _INT_FIELDS = {f.name for f in fields(LevelResult) if f.type in ("int", int)}
@@ -494,7 +493,7 @@ def read_levels(path: Path) -> list[LevelResult]:
     out = []
     with open(path, newline="") as f:
         for rec in csv.DictReader(f):
-            values = {}
+            values: dict[str, Any] = {}
             for name, kind in kinds.items():
                 raw = rec.get(name, "")
                 if kind in ("int", int):

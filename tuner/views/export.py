@@ -96,14 +96,14 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
             {
                 "study": study.study_name,
                 "trial": best.number,
-                "metrics": dict(zip(study.user_attrs.get("metrics", []), best.values)),
+                "metrics": dict(zip(study.user_attrs.get("metrics", []), best.values, strict=False)),
                 "argv": best.user_attrs.get("argv"),
                 "flags": best.user_attrs.get("flags"),
                 "params": best.params,
                 "levels": best.user_attrs.get("levels", []),
                 "baseline": {
                     "trial": base.number,
-                    "metrics": dict(zip(study.user_attrs.get("metrics", []), base.values)),
+                    "metrics": dict(zip(study.user_attrs.get("metrics", []), base.values, strict=False)),
                     "levels": base.user_attrs.get("levels", []),
                 }
                 if base
@@ -112,7 +112,7 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
                     name: {
                         "trial": t.number,
                         "feasible": t.user_attrs.get("feasible", False),
-                        "metrics": dict(zip(study.user_attrs.get("metrics", []), t.values)),
+                        "metrics": dict(zip(study.user_attrs.get("metrics", []), t.values, strict=False)),
                         "flags": t.user_attrs.get("flags"),
                     }
                     for name, t in reference_trials(study).items()

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
@@ -16,6 +17,9 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from tuner.sglang.flags import format_value
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go  # imported where figures are made: a report without them does not pay for it
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -117,7 +121,7 @@ def shared_gpu_note(study: optuna.Study) -> str | None:
 def _fixed_flags(study: optuna.Study) -> set[str]:
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("baseline"):
-            return {k for k in t.user_attrs.get("flags", {})}
+            return set(t.user_attrs.get("flags", {}))
     return set()
 
 
@@ -233,7 +237,7 @@ def levels_frame(study: optuna.Study) -> pd.DataFrame:
     if not frame.empty:
         frame["output_change_pct"] = [
             round(100.0 * (n / o - 1.0), 1) if pd.notna(o) and o and pd.notna(n) else None
-            for o, n in zip(frame["baseline_output_tok_s"], frame["best_output_tok_s"])
+            for o, n in zip(frame["baseline_output_tok_s"], frame["best_output_tok_s"], strict=True)
         ]
     return frame
 
@@ -272,7 +276,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
     head = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns) + "|"
     body = [
-        "| " + " | ".join(_cell(v, c).replace("|", "\\|") for v, c in zip(row, frame.columns)) + " |"
+        "| " + " | ".join(_cell(v, c).replace("|", "\\|") for v, c in zip(row, frame.columns, strict=True)) + " |"
         for row in frame.itertuples(index=False)
     ]
     return "\n".join([head, rule, *body]) + "\n"
@@ -308,7 +312,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)  # figures that could not be drawn, with the reason
 
 
-def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
+def _figures(study: optuna.Study) -> tuple[list[tuple[str, go.Figure]], list[str]]:
     import plotly.graph_objects as go
     from optuna import visualization as vis
 
@@ -317,7 +321,7 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, object]], list[str]]:
     target = (lambda t: t.values[0]) if multi else None
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     with_params = [t for t in complete if t.params]
-    figs: list[tuple[str, object]] = []
+    figs: list[tuple[str, go.Figure]] = []
     skipped: list[str] = []
 
     def add(title: str, make, need: str | None = None) -> None:
@@ -518,10 +522,10 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         f"<h1>Study <code>{html.escape(study.study_name)}</code></h1>",
         f"<p class='replay'>{html.escape(notice)}</p>" if notice else "",
         "<p>Objectives: "
-        + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions))
+        + ", ".join(f"{html.escape(m)} ({d.name.lower()})" for m, d in zip(metrics, study.directions, strict=False))
         + f" {html.escape(_where(study))}. "
         + f"Trials: {len(trials)} ("
-        + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+        + ", ".join(f"{n} {str(s).lower()}" for s, n in states.items())
         + "). "
         + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
     ]
@@ -558,7 +562,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     for title, fig in figs:
         fig_html[title] = fig.to_html(
             full_html=False,
-            include_plotlyjs=True if first else False,
+            include_plotlyjs=first,
             config={"displaylogo": False},
             default_height="460px",
         )
