@@ -634,7 +634,9 @@ class Tuner:
             for w in workers:
                 while w.is_alive():
                     w.join(0.2)
-            if not self._errors and not self.cancel.is_set() and not self._budget_left(study):
+            # Without a confirm: section, scipy (seconds to import on a loaded machine) is not imported at all.
+            if not self._errors and not self.cancel.is_set() and not self._budget_left(study) \
+                    and self.config.confirm is not None:
                 from tuner.confirm import confirm_study  # it imports this module
 
                 try:
