@@ -1,10 +1,10 @@
-"""A test of the tests: plant each bug of issue 16 in a copy of the repository and expect the tests to fail.
+"""A test of the tests: plant each bug of issues 16 and 20 in a copy of the repository and expect the tests to fail.
 
 Each bug is one small edit of the product code (a string replaced once); only the tests that name the behaviour
 run, so the whole table takes a few minutes on two cores. Exit status 1 when a bug survives (no test failed).
-Not part of CI's pytest run: it runs the relevant tests eight times over.
+Not part of CI's pytest run: it runs the relevant tests ten times over.
 
-    python benchmarks/planted_bugs.py            # all eight
+    python benchmarks/planted_bugs.py            # all ten
     python benchmarks/planted_bugs.py tpot busy  # some, by name
 
 Results (2 shared cores, 2026-12-02; Docker and PostgreSQL running): see benchmarks/RESULTS.md, "Planted bugs".
@@ -70,7 +70,7 @@ BUGS = (
     Bug(
         "heartbeat",
         "the heartbeat thread stops after the first failed beat",
-        "tuner/search/study.py",
+        "tuner/search/storage.py",
         'log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)',
         'log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)\n                return',
         ("tests/test_claims.py::test_heartbeat_goes_on_after_a_failed_beat", "tests/test_postgres.py"),
@@ -87,8 +87,8 @@ BUGS = (
         "constraints",
         "the constraints system attribute is not written",
         "tuner/search/study.py",
-        'system={"constraints": constraints})',
-        "system={})",
+        'system={"constraints": constraints}',
+        "system={}",
         ("tests/test_tuning_loop.py::test_a_trial_that_breaks_its_slo_skips_the_remaining_levels",),
     ),
     Bug(
@@ -98,6 +98,23 @@ BUGS = (
         "    if _OOM.search(log):\n        return OOM_RUNTIME",
         "    if _OOM.search(log):\n        return CRASHED",
         ("tests/test_failures.py",),
+    ),
+    # Issue 20: two bugs no test caught.
+    Bug(
+        "slo-limit",
+        "a level whose p99 equals an SLO limit fails the load search (< instead of <=)",
+        "tuner/bench/load_search.py",
+        "if not value <= limit:",
+        "if not value < limit:",
+        ("tests/test_load_search.py",),
+    ),
+    Bug(
+        "interpolated",
+        "a replayed level interpolated between recorded rates is not marked modelled",
+        "tuner/trial/replay.py",
+        'if how != "recorded":',
+        'if how != "recorded" and not how.startswith("interpolated"):',
+        ("tests/test_replay.py",),
     ),
 )
 

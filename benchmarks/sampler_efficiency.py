@@ -1,7 +1,7 @@
 """How fast each sampler setting reaches a good config on recorded surfaces, over many seeds.
 
 Each (surface, setting, seed) is a study of ``--trials`` trials through the tuner's own code: its sampler
-(tuner.study.make_sampler), search space sampling, the replay runner (tuner.launcher.replay: the same TrialResult,
+(tuner.search.study.make_sampler), search space sampling, the replay runner (tuner.trial.replay: the same TrialResult,
 early stopping and phase seconds as a real trial), and the values, constraints and attributes a real study
 records (Objective.values/constraints, trial_attrs), in an in-memory Optuna storage: no artifacts store, notes or
 SQLite, which only cost time here. Per setting it writes down, medians over seeds:

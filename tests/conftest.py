@@ -98,7 +98,7 @@ def tune(*args: str, cwd: Path | None = None, timeout: float = 180, **kwargs) ->
     )
 
 
-def wait_healthy(url: str, timeout: float = 15) -> None:
+def wait_healthy(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -110,13 +110,15 @@ def wait_healthy(url: str, timeout: float = 15) -> None:
     pytest.fail(f"{url}/health never answered 200")
 
 
-def servers_of(study: str) -> list[int]:
-    """PIDs of live processes that carry this study's mark: a server or one of its children."""
-    needle = f"SGLANG_TUNER_STUDY={study}".encode()
+def servers_of(study: str, trial: int | None = None) -> list[int]:
+    """PIDs of live processes that carry this study's mark (and this trial's): a server or one of its children."""
+    needles = {f"SGLANG_TUNER_STUDY={study}".encode()} | (
+        {f"SGLANG_TUNER_TRIAL={trial}".encode()} if trial is not None else set()
+    )
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            if needles <= set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")):
                 state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
                 if state != "Z":
                     found.append(int(pid))

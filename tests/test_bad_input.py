@@ -1177,20 +1177,34 @@ def _children_running_help(pid: int) -> bool:
     return False
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C in a terminal reaches a process whose SIGINT is at its default. A test run started in the background
+    (``pytest &``, nohup, some CI runners) ignores SIGINT, and an ignored signal stays ignored across exec: Python
+    then installs no KeyboardInterrupt handler, so the tuner would never see this Ctrl-C and run its whole study."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_before_the_first_trial(tmp_path) -> None:
-    run = write_run(tmp_path, launcher={"env": {"SGLANG_STANDIN_IMPORT_DELAY": "3"}})  # a slow `--help`
+    # `--help` printing nothing for 25 s (SGLang's slow imports, slowed down): the Ctrl-C lands inside it however
+    # late a loaded machine lets this test see it, and the tuner stops it rather than waiting it out. (Past the
+    # tuner's own 30 s of silence, --help would be given up on as not SGLang's.)
+    run = write_run(tmp_path, launcher={"env": {"SGLANG_STANDIN_IMPORT_DELAY": "25"}})
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI, "start", "-c", str(run), "--quiet"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     )
-    deadline = time.monotonic() + 60
-    while not _children_running_help(proc.pid) and time.monotonic() < deadline:  # inside the server's --help
+    deadline = time.monotonic() + 120
+    while not _children_running_help(proc.pid):  # inside the server's --help
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the tuner never ran the server's --help: {proc.communicate()}")
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert err.strip().splitlines() == ["interrupted: stopped while checking the setup, before any trial ran"]
 

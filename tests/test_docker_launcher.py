@@ -72,7 +72,7 @@ def make_spec(tmp_path: Path, study: str, trial: int = 0, env: dict | None = Non
     )
 
 
-def wait_exit(server, timeout: float = 15) -> int:
+def wait_exit(server, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while (code := server.exit_code()) is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -210,7 +210,7 @@ def test_cleanup_orphans_after_the_tuner_was_killed_with_sigkill(tmp_path, study
         wait_healthy(spec.base_url)
     finally:
         tuner.send_signal(signal.SIGKILL)
-        tuner.wait(5)
+        tuner.wait(30)
     # A container is no child of the tuner: it outlives it, and only the labels find it again.
     assert containers_of(study) == [name]
     httpx.get(f"{spec.base_url}/health", timeout=2).raise_for_status()

@@ -250,15 +250,23 @@ def test_peak_mean_and_after_startup_arithmetic(tmp_path):
     assert gpu.stats_of([]).record() == {}
 
 
+def wait_for_sample(sampler: gpu.GpuSampler, phase: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(s.phase == phase for s in sampler.stats().samples):
+        assert time.monotonic() < deadline, f"the sampler's thread took no {phase} sample in {timeout} s"
+        time.sleep(0.01)
+
+
 def test_sampler_tags_phases_with_fake_nvml(fake_nvml):
     sampler = gpu.GpuSampler((0, 1), interval_s=0.02)
     # GPU 0 holds 2000 MiB while starting and 6000 MiB under load; GPU 1 stays idle.
     fake_nvml.used = lambda h: IDLE_MIB + ((6000 if sampler.phase == "benchmark" else 2000) if h[1] == 0 else 0)
     with sampler:
-        time.sleep(0.15)
+        wait_for_sample(sampler, "startup")  # the thread's own, not only the one taken at the phase change
         sampler.sample_now()
-        sampler.phase = "benchmark"
-        time.sleep(0.15)
+        with sampler._lock:  # between two rounds, as a trial changes phase: no round reads one and tags the other
+            sampler.phase = "benchmark"
+        wait_for_sample(sampler, "benchmark")
     stats = sampler.stats()
     assert {s.phase for s in stats.samples} == {"startup", "benchmark"}
     assert {s.gpu for s in stats.samples} == {0, 1}
@@ -331,15 +339,23 @@ def test_pool_serves_a_waiting_two_gpu_trial_before_later_one_gpu_trials():
 
     big = threading.Thread(target=want, args=(2, "tp2"))
     big.start()
-    time.sleep(0.1)
+    wait_queued(pool, 1)
     small = threading.Thread(target=want, args=(1, "tp1"))  # GPU 1 is free, but tp2 asked first
     small.start()
-    time.sleep(0.1)
+    wait_queued(pool, 2)
     assert order == []
     pool.release(first)
-    big.join(2)
-    small.join(2)
+    big.join(60)
+    small.join(60)
     assert order == [("tp2", (0, 1)), ("tp1", (0,))]
+
+
+def wait_queued(pool: GpuPool, n: int, timeout: float = 60) -> None:
+    """Until n callers wait in the pool's queue: the order they asked in, whatever a loaded machine's threads do."""
+    deadline = time.monotonic() + timeout
+    while len(pool._queue) < n:
+        assert time.monotonic() < deadline, f"{len(pool._queue)} of {n} callers queued after {timeout} s"
+        time.sleep(0.005)
 
 
 def test_sqlite_storage_takes_several_threads(tmp_path):

@@ -2,6 +2,7 @@
 by hand, and one study through `tune start` against the stand-in, whose latency grows with the request rate."""
 
 import csv
+import dataclasses
 import math
 
 import optuna
@@ -97,6 +98,36 @@ def test_goodput_and_verdict_at_a_level_by_hand():
     assert broken(failed, {"p99_ttft_ms": 1000}) == "1 of 4 requests failed"
     nothing = compute_level_result(lv, [rec(0, 0, 11, success=False)], 2.0)
     assert math.isnan(nothing.p99_ttft_ms) and broken(nothing, {"p99_ttft_ms": 1e9}) is not None
+
+
+def test_a_level_exactly_at_a_limit_passes_and_the_search_goes_on_past_it():
+    """A limit is the most a level may show (``p99_ttft_ms <= 2000``), as a request exactly at the limit is good
+    (metrics.is_good): a level whose p99 equals it holds the SLO, and the ramp goes on to the next rate."""
+    lv = Level(concurrency=4, input_len=10, output_len=11, num_prompts=4, request_rate=2.0)
+    # Binary fractions, so every latency is exact: TTFT 250 ms, TPOT 7.8125 ms.
+    at_limit = compute_level_result(
+        lv, [rec(0.25, 0.25 + 10 * 0.0078125, 11)] * 4, duration_s=2.0, slo=SLO(ttft_ms=250, tpot_ms=7.8125)
+    )
+    assert (at_limit.p99_ttft_ms, at_limit.p99_tpot_ms) == (250.0, 7.8125)
+    limits = {"p99_ttft_ms": 250.0, "p99_tpot_ms": 7.8125}
+    assert at_limit.request_goodput == pytest.approx(2.0)  # each request is within the per-request SLO too
+    assert broken(at_limit, limits) is None
+    assert broken(at_limit, {**limits, "p99_tpot_ms": math.nextafter(at_limit.p99_tpot_ms, 0)}).startswith(
+        "p99_tpot_ms "
+    )
+
+    # Through the search: the level at its first rate is at the limit, passes, and the next rate is asked for.
+    from tuner.bench.load_search import Search
+    from tuner.bench.workload import Workload
+
+    search = Search(Workload(levels=(lv,)), LoadSearch(start_rate=2, max_rate=4, bisect_steps=0), limits)
+    asked = []
+    for level in search.levels():
+        asked.append(level.request_rate)
+        search.add(dataclasses.replace(at_limit, request_rate=level.request_rate))
+    assert asked == [2.0, 4.0] and search.verdicts == [True, True]
+    result = search.result()
+    assert result.slo_pass == (True, True) and result.slo_broken is None
 
 
 def test_best_level_is_the_highest_passing_rate_of_its_repeat():

@@ -367,6 +367,47 @@ def test_curve_rates_between_beyond_and_outside_the_recorded_levels_by_hand():
     assert math.isnan(lv.p99_tpot_ms) and broken(lv, slo)
 
 
+def test_a_rate_between_a_recorded_configs_own_rates_makes_its_trial_modelled(tmp_path):
+    """A recorded config's own curve answers a rate it never ran by interpolating between its neighbours: that
+    level is modelled, so the trial is marked modelled with the rate named, never passed off as recorded."""
+    from tuner.bench.workload import Workload
+    from tuner.sglang.flags import ServerFlags
+    from tuner.trial.replay import ReplayLauncher, ReplayRunner
+    from tuner.trial.runner import TrialPlan
+
+    surface = Surface.load(CHAT)
+    h = surface.header
+    row = next(r for r in surface.rows if r.trial == 0)  # SGLang's defaults: held the SLO at 4, 8, 16, 24, 28
+    assert {8.0, 16.0} <= {lv.request_rate for lv in row.levels} and 12.0 not in {lv.request_rate for lv in row.levels}
+    template = Level(concurrency=1, input_len=h.workload.input_len, output_len=h.workload.output_len, num_prompts=1)
+
+    def replay(rate: float, folder: str):
+        runner = ReplayRunner(
+            ReplayLauncher(surface, CHAT),
+            Workload(levels=(template,)),
+            h.model_path,
+            "s",
+            load_search=LoadSearch(start_rate=rate, max_rate=rate),
+            slo=h.objective.slo,
+        )
+        flags = ServerFlags.of({**row.flags, "model-path": h.model_path, "host": "127.0.0.1", "port": 30000})
+        plan = TrialPlan(0, flags, (), "127.0.0.1", 30000, tmp_path / folder, 600)
+        return runner.run(plan), (tmp_path / folder / "server.log").read_text()
+
+    result, log = replay(12.0, "between")
+    assert [(lv.request_rate, ok) for lv, ok in zip(result.levels, result.benchmark.slo_pass, strict=True)] == [
+        (12.0, True)
+    ]
+    assert result.replayed.sources == (0,)
+    assert result.replayed.modelled is True and result.replayed.modelled_rates == (12.0,)
+    assert result.replayed.record()["modelled_rates"] == [12.0]
+    assert "# 12 req/s: interpolated between 8 and 16 req/s" in log
+    # The same config at a rate it recorded: that level is the measurement itself, not modelled.
+    result, log = replay(16.0, "recorded")
+    assert result.replayed.modelled is False and result.replayed.modelled_rates == ()
+    assert "# 16 req/s: recorded" in log
+
+
 def test_neighbours_that_broke_the_slo_on_different_metrics_do_not_average_to_a_pass():
     """Seen on the H200 chat surface: one neighbour broke on p99 TTFT, another on p99 TPOT, and the weighted
     mean of their p99s passed both limits. The neighbours vote by weight; a pass is blended from passing ones."""

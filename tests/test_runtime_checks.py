@@ -243,13 +243,16 @@ exec {sys.executable} {STANDIN} "$@"
 
 
 def test_levels_measured_before_the_server_died_are_kept(tmp_path, unique_study):
-    # The stand-in's scripted OOM fires once more than 8 requests run: c=1 and c=4 complete, c=16 kills it.
+    # The stand-in's scripted OOM fires once more than 8 requests run: c=1 and c=4 complete, c=16 kills it. At the
+    # stand-in's real pace a request lasts about 0.3 s, and c=16's 64 requests keep 16 in flight for seconds: a
+    # client slowed down by a loaded machine still has 9 at once. (With 16 requests of a few ms each, they could
+    # all finish one by one as a slow client sent them, and the OOM never fire.)
     run = write_run(
         tmp_path,
         study=unique_study,
         trials=1,
-        env={"SGLANG_STANDIN_FAULTS": "oom_under_load:"},
-        workload={"concurrency": [1, 4, 16], "num_prompts": 16},
+        env={"SGLANG_STANDIN_FAULTS": "oom_under_load:", "SGLANG_STANDIN_SPEED": "1.0"},
+        workload={"concurrency": [1, 4, 16], "num_prompts": None, "output_len": 64},
     )
     assert tune("start", "-c", str(run)).returncode == 0
     [t] = _read(run).trials

@@ -49,7 +49,7 @@ def launch(*flags: str, faults: str | None = None, startup_s: float = 0.3, **env
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 10) -> list[int]:
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60) -> list[int]:
     """Poll /health until 200; return the status codes seen."""
     seen: list[int] = []
     deadline = time.monotonic() + timeout
@@ -70,7 +70,7 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 10) -> list[i
 def stop(proc: subprocess.Popen) -> str:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=5)
+    out, _ = proc.communicate(timeout=30)
     return out
 
 
@@ -117,7 +117,7 @@ def test_bad_flag_exits_2_with_argparse_line():
         [sys.executable, str(STANDIN), "--model-path", MODEL, "--schedule-policy", "bogus"],
         capture_output=True,
         text=True,
-        timeout=10,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -128,13 +128,13 @@ def test_bad_flag_exits_2_with_argparse_line():
         [sys.executable, str(STANDIN), "--model-path", MODEL, "--cuda-graph-max-bs-d", "8", "--cuda-graph", "8"],
         capture_output=True,
         text=True,
-        timeout=10,
+        timeout=60,
     )
     assert proc.returncode == 2 and "ambiguous option: --cuda-graph could match" in proc.stderr
 
 
 def test_help_lists_flags_like_argparse():
-    out = subprocess.run([sys.executable, str(STANDIN), "--help"], capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run([sys.executable, str(STANDIN), "--help"], capture_output=True, text=True, timeout=60).stdout
     assert "  --schedule-policy {lpm,random,fcfs,dfs-weight,lof,priority,routing-key}" in out
     assert "  --port PORT" in out
     assert "  --tp-size TP_SIZE, --tensor-parallel-size TP_SIZE" in out
@@ -216,9 +216,9 @@ def test_sigterm_exits_0_and_child_is_gone():
     kids = child_pids(proc.pid)
     assert len(kids) == 1 and alive(kids[0])
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=2)
+    out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 30
     while alive(kids[0]) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not alive(kids[0])
@@ -226,20 +226,20 @@ def test_sigterm_exits_0_and_child_is_gone():
 
 def test_segfault_fault_is_a_real_segfault():
     proc, _ = launch("--enable-torch-compile", faults="segfault:enable-torch-compile==true")
-    out, _ = proc.communicate(timeout=10)
+    out, _ = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGSEGV, out
     assert "Capture cuda graph begin" in out
 
 
 def test_low_mem_fraction_is_oom_kv_startup_and_sigkill():
     proc, _ = launch("--mem-fraction-static", "0.1")  # default rules: oom_kv_startup below 0.2
-    out, _ = proc.communicate(timeout=10)
+    out, _ = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, out
     assert "ValueError: Loaded weights leave no GPU memory for the KV cache under --mem-fraction-static=0.1." in out
     assert "Received sigquit from a child process. It usually means the child failed." in out
     assert "The server is fired up" not in out
     # like SGLang's kill_process_tree, the scheduler-like child goes down with the launcher
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 30
     while standin_children_of(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not standin_children_of(proc.pid)
@@ -247,12 +247,17 @@ def test_low_mem_fraction_is_oom_kv_startup_and_sigkill():
 
 def test_hang_keeps_health_503():
     proc, base = launch(faults="hang:")
+    before = []
     try:
-        time.sleep(0.8)
-        assert proc.poll() is None
-        assert httpx.get(base + "/health", timeout=2).status_code == 503
+        for line in proc.stdout:  # up to the point where it hangs, however long a loaded machine takes to get there
+            before.append(line)
+            if "Capture cuda graph begin" in line:
+                break
+        time.sleep(0.8)  # longer than the rest of a healthy startup (0.3 s in all)
+        assert proc.poll() is None, "".join(before)
+        assert httpx.get(base + "/health", timeout=30).status_code == 503
     finally:
-        out = stop(proc)
+        out = "".join(before) + stop(proc)
     # It hung in startup (never ready) and still shut down cleanly on SIGTERM, as SGLang does.
     assert "fired up and ready to roll" not in out
     assert "Received SIGTERM. Shutting down." in out
@@ -275,7 +280,7 @@ def test_oom_under_load_kills_mid_stream():
 
     with client, concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(one, range(16)))
-    out, _ = proc.communicate(timeout=5)
+    out, _ = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert "torch.OutOfMemoryError: CUDA out of memory." in out
     assert -1 in results

@@ -538,10 +538,13 @@ def test_gpu_pool_hands_out_the_lowest_free_gpus_and_stops_waiting_when_cancelle
     got = []
     waiter = threading.Thread(target=lambda: got.append(pool.acquire(2, threading.Event())))
     waiter.start()
-    time.sleep(0.05)
+    deadline = time.monotonic() + 60
+    while not pool._queue:  # it asked, and waits
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
     assert not got  # one GPU free, two asked for
     pool.release((1,))
-    waiter.join(2)
+    waiter.join(60)
     assert got == [(1, 2)]
 
 
@@ -761,8 +764,11 @@ def test_heartbeat_is_recorded_while_a_trial_runs_and_stops_after(tmp_path, capl
     trial = study.ask()
     with caplog.at_level("WARNING", logger="tuner.search.study"), _Heartbeat(study, trial, 0.05) as hb:
         assert beats == [trial._trial_id]  # at once, before the first interval
-        time.sleep(0.3)
-        assert len(beats) >= 4 and hb._thread.is_alive()  # a failed beat is logged; the next ones go on
+        deadline = time.monotonic() + 60
+        while len(beats) < 4:  # a failed beat is logged; the next ones go on
+            assert time.monotonic() < deadline and hb._thread.is_alive(), beats
+            time.sleep(0.01)
+        assert hb._thread.is_alive()
     assert set(beats) == {trial._trial_id}
     assert [r.getMessage() for r in caplog.records] == [
         f"heartbeat for trial id {trial._trial_id} failed: database is locked"

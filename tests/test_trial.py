@@ -32,7 +32,6 @@ from tuner.serve.process import ProcessLauncher
 from tuner.serve.readiness import wait_ready
 from tuner.sglang import failures
 from tuner.sglang.flags import ServerFlags
-from tuner.trial import runner as trial
 from tuner.trial.runner import (
     Cancelled,
     PhaseTimes,
@@ -43,6 +42,7 @@ from tuner.trial.runner import (
     Watcher,
     write_artifacts,
 )
+from tuner.trial.runner import runner as trial
 
 MODEL = "standin/qwen3-8b"
 NUMBER = 3  # not 0: a record that drops the trial's number shows
@@ -407,24 +407,53 @@ def test_a_process_on_the_gpu_at_launch_is_recorded_and_the_gpu_sampled(monkeypa
 # -- the watcher
 
 
+class Polls:
+    """The watcher's /health polls as each one ends (True: answered 200 in time), through trial.healthy. The
+    watcher polls one at a time and settles a poll before the next one starts: once n + 1 have ended, it has
+    counted the first n."""
+
+    def __init__(self, monkeypatch):
+        self.results: list[bool] = []
+        self._cond = threading.Condition()
+        real = trial.healthy
+
+        def counted(*args, **kwargs):
+            ok = real(*args, **kwargs)
+            with self._cond:
+                self.results.append(ok)
+                self._cond.notify_all()
+            return ok
+
+        monkeypatch.setattr(trial, "healthy", counted)
+
+    def wait_for(self, n: int, timeout: float = 60) -> list[bool]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.results) >= n, timeout), f"{n} polls: {self.results}"
+            return list(self.results)
+
+
 def test_the_watcher_says_why_the_benchmark_must_stop(tmp_path, unique_study, monkeypatch):
-    monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.05)
+    # A poll waits 2 x 0.25 s for its answer: a loaded machine may delay the stand-in's, not by that much 3 times.
+    monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.25)
+    polls = Polls(monkeypatch)
     p = plan(tmp_path)
     launcher = runner(unique_study).launcher
     server = launcher.launch(LaunchSpec(p.flags, {}, tmp_path / "server.log", p.host, p.port, (), unique_study, 0))
     try:
-        wait_ready(server, 20)
+        wait_ready(server, 60)
         cancel = threading.Event()
         with Watcher(server, cancel) as watcher:
-            time.sleep(0.3)
+            polls.wait_for(trial.UNHEALTHY_AFTER + 1)
             assert watcher.reason() is None and not watcher.unhealthy
             cancel.set()
             assert watcher.reason() == "interrupted"
             cancel.clear()
             os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait(5)
+            server.proc.wait(30)
             assert watcher.reason() == "server exited with status 137"
-            time.sleep(0.3)  # /health fails now, but the server's exit is the reason, not its health
+            # /health fails now, but the server's exit is the reason, not its health.
+            dead = len(polls.results) + 1  # the poll under way may have had its answer before the kill
+            assert polls.wait_for(dead + trial.UNHEALTHY_AFTER + 1)[dead:] == [False] * (trial.UNHEALTHY_AFTER + 1)
             assert not watcher.unhealthy
             cancel.set()
             assert watcher.reason() == "interrupted"  # stopping the tuner comes first
@@ -461,22 +490,25 @@ def health_server(tmp_path: Path, answer) -> tuple[ThreadingHTTPServer, LaunchSp
 
 
 def test_health_counts_as_failed_only_three_polls_in_a_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.03)
+    # Each scripted answer must come within the poll's 2 x 0.25 s, or it counts as a failure: margin for a loaded
+    # machine, where a few tens of ms would do on an idle one.
+    monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.25)
     script = [503, 503, 200, 503, 503, 200, 503, 503, 503]
     seen: list[bool] = []  # watcher.unhealthy as each poll arrives: the verdict on the polls before it
+    enough = threading.Event()
     watcher: Watcher | None = None
 
     def answer() -> int:
         seen.append(watcher.unhealthy)
+        if len(seen) >= len(script) + 2:
+            enough.set()
         return script[len(seen) - 1] if len(seen) <= len(script) else 200
 
     httpd, spec = health_server(tmp_path, answer)
     try:
         watcher = Watcher(Running(spec), threading.Event())
         with watcher:
-            deadline = time.monotonic() + 10
-            while len(seen) < len(script) + 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            assert enough.wait(60), seen
         assert seen[: len(script) + 1] == [False] * len(script) + [True]
         assert watcher.reason() == "/health failed 3 times in a row"
         polls = len(seen)
@@ -487,23 +519,20 @@ def test_health_counts_as_failed_only_three_polls_in_a_row(tmp_path, monkeypatch
 
 
 def test_a_slow_health_answer_within_twice_the_poll_interval_is_healthy(tmp_path, monkeypatch):
-    """A loaded server may answer /health late: up to 2 x HEALTH_EVERY_S (here 0.4 s) still counts as an answer."""
-    monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.2)
-    polls: list[float] = []
+    """A loaded server may answer /health late: up to 2 x HEALTH_EVERY_S (here 1 s) still counts as an answer.
+    Each answer here takes 0.6 s, longer than the interval, and 0.4 s inside the limit for this machine's own load."""
+    monkeypatch.setattr(trial, "HEALTH_EVERY_S", 0.5)
+    polls = Polls(monkeypatch)
 
     def answer() -> int:
-        polls.append(time.monotonic())
-        time.sleep(0.3)
+        time.sleep(0.6)
         return 200
 
     httpd, spec = health_server(tmp_path, answer)
     try:
         with Watcher(Running(spec), threading.Event()) as watcher:
-            deadline = time.monotonic() + 10
-            while len(polls) < 4 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(0.35)  # the fourth answer arrives
-            assert len(polls) >= 4 and not watcher.unhealthy
+            assert polls.wait_for(trial.UNHEALTHY_AFTER) == [True] * trial.UNHEALTHY_AFTER
+            assert not watcher.unhealthy
     finally:
         httpd.shutdown()
 

@@ -47,12 +47,7 @@ import httpx
 import pandas as pd
 
 from tuner.bench.metrics import LevelResult, RequestRecord, compute_level_result
-from tuner.bench.transport import (
-    ARRIVED,
-    CONN_ERRORS,
-    H1Transport,
-    error_text,
-)
+from tuner.bench.transport import ARRIVED, CONN_ERRORS, H1Transport, error_text
 from tuner.bench.workload import Level, Prompt, Workload, arrival_times, build_prompts
 from tuner.errors import TunerError
 

@@ -34,16 +34,9 @@ from tuner.config.references import Reference, resolve
 from tuner.config.run import RunConfig
 from tuner.config.space import SearchSpace, SpaceError, load_space
 from tuner.errors import SetupError
-from tuner.search.confirm import confirm_study
 from tuner.search.launchers import looks_like_model_path, make_launcher
 from tuner.search.objective import CLEARLY_WORSE, Objective, objective_for
-from tuner.search.storage import (
-    _Heartbeat,
-    _redact,
-    enqueue_retry,
-    open_storage,
-    set_trial_attrs,
-)
+from tuner.search.storage import _Heartbeat, _redact, enqueue_retry, open_storage, set_trial_attrs
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher, LaunchError
 from tuner.sglang import failures
@@ -457,7 +450,15 @@ class Tuner:
             for w in workers:
                 while w.is_alive():
                     w.join(0.2)
-            if not self._errors and not self.cancel.is_set() and not self._budget_left(study):
+            # Without a confirm: section, scipy (seconds to import on a loaded machine) is not imported at all.
+            if (
+                not self._errors
+                and not self.cancel.is_set()
+                and not self._budget_left(study)
+                and self.config.confirm is not None
+            ):
+                from tuner.search.confirm import confirm_study
+
                 try:
                     confirm_study(self)
                 except KeyboardInterrupt:
