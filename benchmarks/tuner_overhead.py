@@ -48,7 +48,8 @@ from tuner.config.run import load_config
 from tuner.search import study as study_mod
 from tuner.serve.process import ProcessLauncher
 from tuner.sglang.flags import ServerFlags
-from tuner.trial.runner import TrialPlan, TrialRunner, runner
+from tuner.trial import runner
+from tuner.trial.runner import TrialPlan, TrialRunner
 
 
 def loadavg() -> str:

@@ -32,6 +32,7 @@ from tuner.serve.process import ProcessLauncher
 from tuner.serve.readiness import wait_ready
 from tuner.sglang import failures
 from tuner.sglang.flags import ServerFlags
+from tuner.trial import runner as trial
 from tuner.trial.runner import (
     Cancelled,
     PhaseTimes,
@@ -42,7 +43,6 @@ from tuner.trial.runner import (
     Watcher,
     write_artifacts,
 )
-from tuner.trial.runner import runner as trial
 
 MODEL = "standin/qwen3-8b"
 NUMBER = 3  # not 0: a record that drops the trial's number shows
