@@ -4,6 +4,9 @@
 # database, the trial folders and `tune status` under $OUT. Run from the repository root with .gpu and .whl
 # carried (benchmarks/h200/prepare.sh), and studies/ carried when the machine may be fresh:
 #   bash benchmarks/h200/study.sh runs/h200-qwen3-8b-chat.yaml 540
+# SGLang's own default attention on Hopper (fa3) needs ../shared/gpu/fa3 staged first on the same warm machine:
+# one call with the kit (.gpu) to run .gpu/setup.sh, then three calls back to back, each carrying one part in .fa3
+# with stage.sh and the checksums, each running `bash .fa3/stage.sh` (the machine keeps /tmp 30 s between calls).
 set -uo pipefail
 run=$1
 budget=${2:-540}
@@ -26,12 +29,25 @@ fi
 left=$((budget - (SECONDS - t0)))
 python3 -m tuner start -c "$run" &
 tuner=$!
+# A machine can stop answering mid-call, and what is under $OUT comes back even then: copy the study database
+# there whenever it changes (SQLite's online backup: a consistent copy while the tuner writes), so that every
+# finished trial survives the call.
+db=studies/"$study".db
+( last=""; while kill -0 $tuner 2>/dev/null; do
+    now=$(stat -c %Y "$db" 2>/dev/null || true)
+    if [ -n "$now" ] && [ "$now" != "$last" ]; then
+      python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
+        "$db" "$OUT/$study.db" && last=$now
+    fi
+    sleep 5
+  done ) &
+saver=$!
 # Ends only the tuner, by PID: it stops its own server (never pkill -f: it can match this script's shell).
 ( sleep "$left"; kill -INT $tuner 2>/dev/null ) &
 timer=$!
 wait $tuner
 echo "tune start exited $?"
-kill $timer 2>/dev/null
+kill $timer $saver 2>/dev/null
 python3 -m tuner status -c "$run" > "$OUT/status.txt" 2>&1
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv >> "$OUT/status.txt"
 tar czf "$OUT/$study.tgz" --exclude=artifacts studies/"$study".db trials/"$study"

@@ -32,7 +32,7 @@ from tuner.config.schema import Number, Scalar, Strict, first_problem, loc_text
 from tuner.config.yamlfile import Loc, YamlFileError, load_yaml
 from tuner.errors import TunerError
 from tuner.sglang.catalog import FlagCatalog
-from tuner.sglang.flags import TUNER_FLAGS, FlagValue, ServerFlags, format_value
+from tuner.sglang.flags import NUMERICS_FLAGS, TUNER_FLAGS, FlagValue, ServerFlags, format_value
 
 if TYPE_CHECKING:
     import optuna
@@ -136,6 +136,12 @@ class SearchSpace:
     params: tuple[Param, ...]
     gpus_per_trial: str | None = None
     lines: Mapping[Loc, int] = field(default_factory=dict, compare=False, repr=False)  # key path -> line
+    changes_numerics: bool = False  # the space tunes or fixes a flag of NUMERICS_FLAGS, on purpose
+
+    def numerics_flags(self) -> list[str]:
+        """The flags of this space that change the model's answers (views name them beside every result)."""
+        names = [*self.fixed.as_dict(), *(p.name for p in self.params)]
+        return [n for n in names if n in NUMERICS_FLAGS]
 
     @property
     def name(self) -> str:
@@ -310,9 +316,19 @@ class SpaceFile(Strict):
     )
     params: Annotated[dict[FlagName, ParamSpec], Field(min_length=1)]
     gpus_per_trial: str | None = None
+    # The opt-in for flags that change the model's answers (KV-cache dtype, quantization): see NUMERICS_FLAGS.
+    changes_numerics: bool = False
 
     @model_validator(mode="after")
     def _references(self) -> SpaceFile:
+        if not self.changes_numerics:
+            for where, names in (("fixed", self.fixed), ("params", self.params)):
+                for name in names:
+                    if name in NUMERICS_FLAGS:
+                        raise ValueError(
+                            f"{where}.{name}: --{name} changes the model's numerics (its answers, not only its "
+                            f"speed): set changes_numerics: true in the space to tune it on purpose"
+                        )
         known = set(self.fixed)
         for name, spec in self.params.items():
             if name in self.fixed:
@@ -361,7 +377,13 @@ def load_space(path: str | Path) -> SearchSpace:
         for name, p in spec.params.items()
     )
     return SearchSpace(
-        path, spec.description, ServerFlags(tuple(spec.fixed.items())), params, spec.gpus_per_trial, lines=doc.lines
+        path,
+        spec.description,
+        ServerFlags(tuple(spec.fixed.items())),
+        params,
+        spec.gpus_per_trial,
+        lines=doc.lines,
+        changes_numerics=spec.changes_numerics,
     )
 
 

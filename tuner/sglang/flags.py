@@ -104,3 +104,17 @@ def format_value(value: FlagValue) -> str:
         # 0.8700000000000001 from a float step must read as the 0.87 a user would type.
         return repr(round(value, 6))
     return str(value)
+
+
+# Flags that change what the model computes, not only how fast: a config tuned with them answers differently, so a
+# space may tune or fix them only when it says so (``changes_numerics: true``), and every view names them.
+NUMERICS_FLAGS = (
+    "dtype",
+    "quantization",
+    "quantization-param-path",
+    "kv-cache-dtype",
+    "modelopt-quant",
+    "torchao-config",
+    "enable-fp32-lm-head",
+    "fp8-gemm-backend",
+)
