@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conftest import ROOT
-
 from tuner.sglang.decode_log import DecodeGraphs
 
 H200_LOG = ROOT / "tests" / "data" / "sglang-0.5.17-h200-healthy.log"
