@@ -1301,6 +1301,9 @@ def _markdown() -> str:
         "free GPUs`, and the trials run (the stand-in tests rely on it) |",
         "| Ctrl-C before the first trial | `tune start -c run.yaml`, then Ctrl-C | `interrupted: stopped while "
         "checking the setup, before any trial ran` (exit 130) |",
+        "| the terminal or ssh session closed mid-trial (SIGHUP) | `tune start -c run.yaml`, then close the terminal "
+        "| not an error: like Ctrl-C, the server is stopped and the trial recorded `interrupted` and queued to run "
+        "again (exit 130); nothing more is written to the closed terminal |",
         "",
         "GPU indices are checked against NVML when NVML is there: on a GPU machine, an index it does not have is",
         "an error before any launch (the `gpu-index` and `gpu-none` rows fake a one-GPU and a no-GPU NVML). Without",

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -121,7 +122,7 @@ def wait_for_server(study, timeout=20):
     pytest.fail("no server came up")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_stops_the_server_records_the_trial_and_resume_reruns_it(tmp_path, unique_study, sig):
     # The first server hangs in startup, so the signal lands mid-trial.
     space = write_space(tmp_path / "space.yaml")
@@ -261,3 +262,51 @@ def test_two_workers_recovering_one_stale_trial_queue_one_rerun(tmp_path, unique
     trials = load_existing_study(config).trials
     assert trials[0].state == TrialState.FAIL
     assert [t.state for t in trials[1:]] == [TrialState.WAITING]
+
+
+def test_terminal_closed_mid_trial_stops_the_server_and_records_the_trial(tmp_path, unique_study):
+    """The terminal (or the ssh session) goes away: the kernel hangs up the tuner's terminal and sends SIGHUP.
+    Like Ctrl-C: the server is stopped, the trial recorded interrupted and re-queued, and the exit is non-zero,
+    though nothing can be written to the terminal any more."""
+    import pty
+
+    run = write_run(tmp_path, study=unique_study, trials=2, env={"SGLANG_STANDIN_FAULTS": "hang:"})
+    pid, master = pty.fork()  # the child leads a new session whose controlling terminal is the pty
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)])
+    shown = []  # what the terminal showed, read as it comes (an unread pty blocks its writer)
+    reader = threading.Thread(target=_drain, args=(master, shown), daemon=True)
+    reader.start()
+    done = (0, 0)
+    try:
+        wait_for_server(unique_study)
+        t0 = time.monotonic()
+        os.close(master)  # the terminal closes: SIGHUP to the session, EIO on every later write
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert done[0] == pid, "the tuner outlived its terminal"
+    status = done[1]
+    assert time.monotonic() - t0 < 10
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 130, status  # as after Ctrl-C
+    deadline = time.monotonic() + 3
+    while servers_of(unique_study) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert servers_of(unique_study) == []
+    study = load_existing_study(load_config(run))
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["failure_class"] == "interrupted"
+    assert [t.state for t in study.trials[1:]] == [TrialState.WAITING]  # its re-run, queued
+
+
+def _drain(fd: int, into: list) -> None:
+    try:
+        while chunk := os.read(fd, 4096):
+            into.append(chunk)
+    except OSError:
+        pass

@@ -844,18 +844,41 @@ def _alive(pid: int) -> bool:
 
 
 class _signals_set:
-    """SIGINT and SIGTERM set the cancel event: the running trial stops its server and is recorded."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal or ssh session closed) set the cancel event: the running trial
+    stops its server and is recorded."""
 
     def __init__(self, cancel: threading.Event):
         self.cancel = cancel
         self.saved: dict[int, object] = {}
+        self.terminals: list[int] = []
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.saved[sig] = signal.signal(sig, lambda *_: self.cancel.set())
+            # Asked now: once hung up, a terminal no longer answers isatty.
+            self.terminals = [fd for fd in (1, 2) if os.isatty(fd)]
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self.saved[sig] = signal.signal(sig, self._hangup if sig == signal.SIGHUP else self._stop)
         return self
+
+    def _stop(self, *_) -> None:
+        self.cancel.set()
+
+    def _hangup(self, *_) -> None:
+        # A hung-up terminal fails every later write (EIO): what would have gone there goes nowhere, so that
+        # stopping the server and recording the trial never trips on a progress line.
+        _detach(self.terminals)
+        self.cancel.set()
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
+
+
+def _detach(fds: list[int]) -> None:
+    """Point these file descriptors (stdout, stderr: a terminal gone) at /dev/null."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)
