@@ -3,6 +3,7 @@ heartbeats for a running trial, re-queueing stale trials, and writing a trial's 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -197,3 +198,45 @@ def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system
         trial.set_user_attr(key, value)
     for key, value in system.items():
         study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+# Seeds tried after a taken one: first + k * SEED_STRIDE, far from the trial-count offsets of one study.
+SEED_STRIDE = 1_000_003
+_SEED_KEY = "tuner:sampler_seed:"
+
+
+def claim_seed(study: optuna.Study, first: int, worker: str) -> int:
+    """A sampler seed no other worker of this study has had: ``first`` when it is free, else the next free one of
+    first + k * SEED_STRIDE, so workers that open one study at the same moment (same history, same ``first``)
+    never share a random stream, while a lone worker keeps drawing what ``first`` draws.
+
+    The claim is a study system attribute inserted, not upserted: the storage's unique (study, key) constraint
+    (and SQLite's BEGIN IMMEDIATE) lets exactly one worker have each seed, on one host or many.
+    """
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, RDBStorage):
+        return first
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy.exc import IntegrityError
+
+    for k in range(100_000):
+        seed = (first + k * SEED_STRIDE) % 2**32
+        try:
+            with _create_scoped_session(backend.scoped_session) as session:
+                taken = (
+                    session.query(models.StudySystemAttributeModel)
+                    .filter_by(study_id=study._study_id, key=f"{_SEED_KEY}{seed}")
+                    .one_or_none()
+                )
+                if taken is not None:
+                    continue
+                session.add(
+                    models.StudySystemAttributeModel(
+                        study_id=study._study_id, key=f"{_SEED_KEY}{seed}", value_json=json.dumps(worker)
+                    )
+                )
+            return seed
+        except IntegrityError:  # another worker inserted it between our read and our write
+            continue
+    raise SetupError(f"study {study.study_name!r}: no free sampler seed left (100000 sessions)")

@@ -38,6 +38,7 @@ from tuner.search.objective import CLEARLY_WORSE, Objective, objective_for
 from tuner.search.storage import (
     _Heartbeat,
     _redact,
+    claim_seed,
     enqueue_retry,
     open_storage,
     set_trial_attrs,
@@ -117,12 +118,11 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
     study.set_user_attr("run_config", config.to_dict())
     # A seeded sampler made anew on resume would replay the same random startup draws (seen on the H200:
     # trial 4 repeated trial 1). Offset the seed by the trials already there: still reproducible from the same
-    # history; on a shared storage, also by the worker, whose peers start from the same history.
+    # history. Workers that open the study at the same moment see the same history: each claims its own seed
+    # in the storage (the first one gets this one), so no two draw the same flags, on one host or several.
     seed = config.sampler.seed
     if seed is not None:
-        seed += len(study.trials)
-        if not config.storage_url.startswith("sqlite"):
-            seed += os.getpid()
+        seed = claim_seed(study, seed + len(study.trials), WORKER)
     study.sampler = make_sampler(config, seed)
     return study
 
