@@ -451,6 +451,13 @@ CASES = [
         ("objective.slo", "goodput", "p99_ttft_ms"),
     ),
     Case(
+        "slo-higher-is-better",
+        "an SLO limit on a higher-is-better metric",
+        "tune start -c run.yaml  # objective: {slo: {output_throughput: 100}}",
+        _start(objective={"slo": {"output_throughput": 100}}),
+        ("objective.slo.output_throughput", "maximum", "higher-is-better", "metrics"),
+    ),
+    Case(
         "goodput-fixed-rate",
         "a fixed request rate with the goodput objective",
         "tune start -c run.yaml  # workload: {request_rate: 8}, objective: {metrics: [goodput], slo: {...}}",
@@ -1107,9 +1114,14 @@ def run_case(case: Case, tmp: Path) -> tuple[subprocess.CompletedProcess, float]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """All cases at once: each is a fresh interpreter, mostly import time."""
-    todo = [c for c in CASES if c.needs is None or c.needs()]
+def results(request, tmp_path_factory):
+    """All the selected cases at once: each is a fresh interpreter, mostly import time."""
+    chosen = {
+        item.callspec.params["case"].id
+        for item in request.session.items
+        if "case" in getattr(getattr(item, "callspec", None), "params", {})
+    }
+    todo = [c for c in CASES if c.id in chosen and (c.needs is None or c.needs())]
     with ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1)) as pool:
         futures = {c.id: pool.submit(run_case, c, tmp_path_factory.mktemp(c.id)) for c in todo}
         out = {cid: f.result()[0] for cid, f in futures.items()}
