@@ -541,6 +541,13 @@ CASES = [
         ("references[0]", "'mine' has no flags", "seed-balanced-v2"),
     ),
     Case(
+        "reference-builtin-with-flags",
+        "a built-in reference's name given flags",
+        "tune start -c run.yaml  # references: [{name: seed-balanced-v2, flags: {schedule-policy: fcfs}}]",
+        _start(references=[{"name": "seed-balanced-v2", "flags": {"schedule-policy": "fcfs"}}]),
+        ("references[0].name", "seed-balanced-v2", "built-in", "another name", "drop flags"),
+    ),
+    Case(
         "reference-flag-dashes",
         "a reference flag written with dashes",
         "tune start -c run.yaml  # references: [{name: x, flags: {--schedule-policy: lof}}]",
