@@ -112,6 +112,24 @@ def _file(tmp: Path) -> Path:
     return tmp / "notes.txt"
 
 
+def _other_app_db(tmp: Path) -> Path:
+    """Another application's SQLite database: tables, none of them Optuna's."""
+    import sqlite3
+
+    with sqlite3.connect(tmp / "app.db") as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER)")
+    db.close()
+    return tmp / "app.db"
+
+
+def _config_twice(tmp: Path) -> list[str]:
+    run = write_run(tmp)
+    other = tmp / "other.yaml"
+    other.write_text(run.read_text())
+    return ["start", "-c", str(run), "-c", str(other)]
+
+
 def _module_missing(name: str) -> Callable[[], bool]:
     def check() -> bool:
         import importlib.util
@@ -274,6 +292,13 @@ CASES = [
         "tune start -c nope.yaml",
         lambda tmp: ["start", "-c", str(tmp / "nope.yaml")],
         ("nope.yaml", "no such run file"),
+    ),
+    Case(
+        "run-twice",
+        "`-c` given twice",
+        "tune start -c run.yaml -c other.yaml",
+        _config_twice,
+        ("-c given twice", "run.yaml, then", "other.yaml"),
     ),
     Case(
         "run-not-yaml",
@@ -845,6 +870,13 @@ CASES = [
         ("--storage sqlite:////sys/x.db", "cannot open it"),
     ),
     Case(
+        "storage-other-app",
+        "SQLite storage that is another application's database",
+        "tune start -c run.yaml --storage sqlite:///app.db  # app.db: tables users, orders",
+        lambda tmp: ["start", "-c", str(write_run(tmp)), "--storage", f"sqlite:///{_other_app_db(tmp).name}"],
+        ("--storage sqlite:///app.db", "not an optuna", "orders, users", "another file"),
+    ),
+    Case(
         "storage-mysql-driver",
         "MySQL storage without its driver",
         "tune status --study t --storage mysql://tuner:pw@127.0.0.1/db",
@@ -1049,6 +1081,13 @@ CASES = [
         "tune status --storage sqlite:///new/dir/x.db",
         lambda tmp: ["status", "--storage", "sqlite:///new/dir/x.db"],
         ("no study", "new/dir/x.db does not exist"),
+    ),
+    Case(
+        "confirm-no-study",
+        "`tune confirm` before any `tune start`",
+        "tune confirm -c run.yaml  # no tune start yet",
+        lambda tmp: ["confirm", "-c", str(write_run(tmp))],
+        ("no study 't'", "does not exist"),
     ),
     Case(
         "export-out-unwritable",
@@ -1269,6 +1308,21 @@ def test_reading_a_study_creates_nothing(tmp_path) -> None:
     assert tune("status", "--storage", "sqlite:///new/dir/x.db").returncode != 0
     assert tune("dashboard", "--storage", "sqlite:///new/dir/x.db").returncode != 0
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_refusals_create_and_touch_nothing(tmp_path) -> None:
+    """`tune confirm` before `tune start`, another application's database as storage, -c twice: no file made,
+    and the other application's database is left byte for byte as it was."""
+    for case_id in ("confirm-no-study", "storage-other-app", "run-twice"):
+        case = next(c for c in CASES if c.id == case_id)
+        tmp = tmp_path / case_id
+        tmp.mkdir()
+        args = case.setup(tmp)
+        before = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+        done = subprocess.run([sys.executable, "-c", CLI, *args], cwd=tmp, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and done.stderr.startswith("error: "), (case_id, done.stderr)
+        after = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+        assert after == before, (case_id, sorted(set(after) - set(before)))
 
 
 def _markdown() -> str:

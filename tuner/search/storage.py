@@ -45,6 +45,7 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
                 f"no study {config.study!r}: {file} does not exist (a run file's relative paths are "
                 f"relative to its folder; --storage is relative to the current one)"
             )
+        _refuse_foreign_sqlite(url, file)
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -67,6 +68,28 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
     except Exception as exc:  # SQLAlchemy's errors for bad URLs and unreachable servers are many
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SetupError(f"--storage {_redact(config.storage_url)}: cannot open it ({first})") from None
+
+
+def _refuse_foreign_sqlite(url: str, file: Path) -> None:
+    """Optuna adds its tables to any database it opens: never to another application's (read, not written)."""
+    if not file.is_file() or file.stat().st_size == 0:
+        return
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return  # not a database at all: RDBStorage says so below
+    if tables and "studies" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise SetupError(
+            f"--storage {url}: {file} is not an Optuna study database (its tables: {shown}); "
+            f"point --storage (or storage:) at another file, e.g. sqlite:///studies/NAME.db"
+        )
 
 
 def _missing_driver(url: str, exc: ImportError) -> str:
