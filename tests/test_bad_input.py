@@ -870,6 +870,27 @@ CASES = [
         ("--storage sqlite:////sys/x.db", "cannot open it"),
     ),
     Case(
+        "storage-sqlite-nofile",
+        "SQLite storage without a file",
+        "tune start -c run.yaml --storage sqlite://",
+        _start_args("--storage", "sqlite://"),
+        ("--storage sqlite://", "in memory", "file", "server"),
+    ),
+    Case(
+        "storage-sqlite-memory",
+        "SQLite storage in memory",
+        "tune start -c run.yaml --storage sqlite:///:memory:",
+        _start_args("--storage", "sqlite:///:memory:"),
+        ("--storage sqlite:///:memory:", "in memory", "file", "server"),
+    ),
+    Case(
+        "status-sqlite-memory",
+        "`tune status` on an SQLite storage in memory",
+        "tune status --storage sqlite:///:memory:",
+        lambda tmp: ["status", "--storage", "sqlite:///:memory:"],
+        ("--storage sqlite:///:memory:", "in memory", "file", "server"),
+    ),
+    Case(
         "storage-other-app",
         "SQLite storage that is another application's database",
         "tune start -c run.yaml --storage sqlite:///app.db  # app.db: tables users, orders",

@@ -36,6 +36,11 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
     url = config.storage_url
     if "://" not in url:
         raise SetupError(f"--storage {url!r} is not a database URL (sqlite:///studies/x.db, postgresql://...)")
+    if url.startswith("sqlite:") and _in_memory(url):
+        raise SetupError(
+            f"--storage {url} is an SQLite database in memory, gone when the tuner exits and seen by no other "
+            f"command: a study must be a file (sqlite:///studies/{config.study}.db) or a server (postgresql://...)"
+        )
     url = _with_installed_driver(url)
     kwargs: dict = {}
     if url.startswith("sqlite:///"):
@@ -68,6 +73,12 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
     except Exception as exc:  # SQLAlchemy's errors for bad URLs and unreachable servers are many
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SetupError(f"--storage {_redact(config.storage_url)}: cannot open it ({first})") from None
+
+
+def _in_memory(url: str) -> bool:
+    """SQLAlchemy's in-memory SQLite: no path (sqlite://), :memory:, or a URI with mode=memory."""
+    path = url.split("://", 1)[1] if "://" in url else ""
+    return path in ("", "/") or path.lstrip("/").split("?")[0] == ":memory:" or "mode=memory" in path
 
 
 def _refuse_foreign_sqlite(url: str, file: Path) -> None:
