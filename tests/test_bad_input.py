@@ -1398,6 +1398,15 @@ def _markdown() -> str:
         "| the terminal or ssh session closed mid-trial (SIGHUP) | `tune start -c run.yaml`, then close the terminal "
         "| not an error: like Ctrl-C, the server is stopped and the trial recorded `interrupted` and queued to run "
         "again (exit 130); nothing more is written to the closed terminal |",
+        "| the trials folder's disk fills mid-study (ENOSPC) | `tune start -c run.yaml  # trials_dir on a disk that "
+        "fills during trial 0` | error: trial 0: cannot write its files to trials/t/0 (No space left on device): it "
+        "is recorded in the study without them; free space there (or set trials_dir / artifacts elsewhere) and run "
+        "the same command to resume (exit 2; the server stopped, the trial kept with its numbers and "
+        "`artifacts_missing`, no file half-written) |",
+        "| the study's SQLite disk fills mid-trial | `tune start -c run.yaml  # storage on a disk that fills during "
+        "trial 0` | error: the study's storage sqlite:///studies/t.db cannot be written (database or disk is full): "
+        "the running trial was stopped, not recorded; free space on its disk, then run the same command to resume "
+        "(the trial is run again) (exit 2) |",
         "",
         "GPU indices are checked against NVML when NVML is there: on a GPU machine, an index it does not have is",
         "an error before any launch (the `gpu-index` and `gpu-none` rows fake a one-GPU and a no-GPU NVML). Without",

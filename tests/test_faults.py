@@ -1,6 +1,7 @@
 """Fault injection with real processes: each failure class produced for real, classified within seconds,
 and no server left behind; the tuner's own death by SIGINT, SIGTERM and SIGKILL loses no trial."""
 
+import json
 import os
 import signal
 import subprocess
@@ -310,3 +311,92 @@ def _drain(fd: int, into: list) -> None:
             into.append(chunk)
     except OSError:
         pass
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (root only): a filesystem that can really fill up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk):
+    """Take every free byte of ``disk``; returns the filler file (delete it to free the space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 4096, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    return filler
+
+
+def fill_mid_trial(run, study, disk):
+    """Start the tuner, and fill ``disk`` once the first server is up (the trial is measuring)."""
+    tuner = start_tuner(run)
+    wait_for_server(study)
+    filler = fill(disk)
+    _, err = tuner.communicate(timeout=60)
+    return tuner.returncode, err, filler
+
+
+def test_trials_dir_filling_up_mid_study_records_the_trial_and_stops(tmp_path, unique_study, small_disk):
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        trials=2,
+        trials_dir=str(small_disk / "trials"),
+        env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": ""},
+    )
+    code, err, filler = fill_mid_trial(run, unique_study, small_disk)
+    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: trial 0: cannot write its files"), err
+    assert "No space left on device" in lines[0] and "run the same command to resume" in lines[0]
+    assert servers_of(unique_study) == []
+    trial = load_existing_study(load_config(run)).trials[0]
+    # Measured, so recorded with its numbers; only its files are missing, and the record says so.
+    assert trial.state == TrialState.COMPLETE and trial.values, trial.user_attrs
+    assert trial.user_attrs.get("output_throughput", 0) > 0, {k: v for k, v in trial.user_attrs.items() if "fail" in k}
+    assert "No space left on device" in trial.user_attrs["artifacts_missing"]
+    # Nothing half-written: every file there is whole (or absent), no temporary file is left.
+    for path in (small_disk / "trials").rglob("*"):
+        assert not path.name.endswith(".tmp"), path
+        if path.name == "trial.json":
+            json.loads(path.read_text())
+    filler.unlink()
+    again = tune("start", "-c", str(run))
+    assert again.returncode == 0, again.stderr
+    assert len(load_existing_study(load_config(run)).get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+def test_storage_filling_up_mid_trial_stops_the_server_and_says_so(tmp_path, unique_study, small_disk):
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        trials=2,
+        storage=f"sqlite:///{small_disk}/studies/{unique_study}.db",
+        env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": ""},
+    )
+    code, err, filler = fill_mid_trial(run, unique_study, small_disk)
+    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith(f"error: the study's storage sqlite:///{small_disk}"), err
+    assert "database or disk is full" in lines[0] and "free space" in lines[0], lines[0]
+    assert servers_of(unique_study) == []
+    filler.unlink()
+    again = tune("start", "-c", str(run))
+    assert again.returncode == 0, again.stderr
+    study = load_existing_study(load_config(run))
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2

@@ -250,8 +250,11 @@ def env_float(name: str, default: float) -> float:
 
 
 def log(msg: str) -> None:
-    sys.stdout.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}\n")
+        sys.stdout.flush()
+    except OSError:  # like SGLang's logging module: a line that cannot be written (a full disk) is dropped
+        pass
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ list-format ``constraints`` system attribute, the one the Optuna dashboard reads
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -458,7 +461,7 @@ class Tuner:
                 except KeyboardInterrupt:
                     self.cancel.set()
         if self._errors:
-            raise self._errors[0]
+            raise _unwritable(self._errors[0], self.config) or self._errors[0]
         if self.cancel.is_set():
             raise KeyboardInterrupt
         return study
@@ -689,7 +692,16 @@ class Tuner:
         set_trial_attrs(
             study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)}, system={"constraints": constraints}
         )
-        self._upload(artifacts, trial, result.plan.trial_dir)
+        missing = result.artifacts_error or self._upload(artifacts, trial, result.plan.trial_dir)
+        if missing:  # measured all the same: recorded with its numbers, saying its files are missing
+            trial.set_user_attr("artifacts_missing", missing)
+            self._errors.append(
+                SetupError(
+                    f"trial {trial.number}: {missing}: it is recorded in the study without them; free space "
+                    f"there (or set trials_dir / artifacts elsewhere) and run the same command to resume"
+                )
+            )
+            self.cancel.set()
         if self.on_record:  # before tell: a finished trial's attributes can no longer be written
             self.on_record(trial, attrs)
         study.tell(trial, self.objective.values(result))
@@ -712,9 +724,10 @@ class Tuner:
     def _artifact_store(self) -> FileSystemArtifactStore:
         path = Path(self.config.artifacts or self.config.study_dir / "artifacts")
         path.mkdir(parents=True, exist_ok=True)
-        return FileSystemArtifactStore(str(path))
+        return _WholeFileStore(str(path))
 
-    def _upload(self, store: FileSystemArtifactStore, trial: optuna.Trial, trial_dir: Path) -> None:
+    def _upload(self, store: FileSystemArtifactStore, trial: optuna.Trial, trial_dir: Path) -> str:
+        """The trial's files as Optuna artifacts; '' when done, else why not (the store's disk is full)."""
         # While the trial is RUNNING: Optuna refuses uploads to finished trials.
         for name, mimetype in (
             ("server.log", "text/plain"),
@@ -724,7 +737,27 @@ class Tuner:
         ):
             path = trial_dir / name
             if path.is_file():
-                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
+                try:
+                    upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
+                except OSError as exc:
+                    return f"cannot copy its files to the artifact store {store._base_path} ({exc.strerror or exc})"
+        return ""
+
+
+class _WholeFileStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, where an artifact is whole or absent: written beside, then renamed
+    (Optuna's own leaves a truncated file when the disk fills)."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        path = self._get_filepath(artifact_id)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                shutil.copyfileobj(content_body, f)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None = None) -> dict:
@@ -804,6 +837,36 @@ def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None
         if key in result.server_info:
             attrs[f"server_{key}"] = result.server_info[key]
     return attrs
+
+
+def _unwritable(exc: BaseException, config: RunConfig) -> SetupError | None:
+    """A full disk under the study's storage or a trial's files, as one line saying what to do; else None.
+
+    The server was stopped on the way out; a trial the storage could not record stays RUNNING there, and the
+    next start fails it and runs it again (``_recover_stale``)."""
+    if isinstance(exc, SetupError):  # already one line
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        said = str(getattr(cause, "orig", None) or cause)
+        database = type(cause).__module__.split(".")[0] in ("sqlite3", "sqlalchemy", "psycopg", "psycopg2", "optuna")
+        # SQLite's words, and PostgreSQL's ("could not extend file ...: No space left on device")
+        if database and ("database or disk is full" in said or "No space left on device" in said):
+            return SetupError(
+                f"the study's storage {_redact(config.storage_url)} cannot be written ({said.splitlines()[0]}): "
+                f"the running trial was stopped, not recorded; free space on its disk, then run the same "
+                f"command to resume (the trial is run again)"
+            )
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            where = f" {cause.filename}" if cause.filename else ""
+            return SetupError(
+                f"cannot write{where} ({cause.strerror}): the running trial was stopped and is run again on "
+                f"resume; free space there (or set trials_dir / artifacts elsewhere), then run the same command"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _describe(dist: optuna.distributions.BaseDistribution) -> str:
