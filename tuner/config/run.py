@@ -231,7 +231,7 @@ class ObjectiveConfig(Strict):
     def _consistent(self) -> ObjectiveConfig:
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"metrics: {self.metrics[0]} twice; one metric, or two different ones for a Pareto front")
-        for metric in self.slo:
+        for metric in map(str, self.slo):
             # A limit is a maximum, checked at every level (and the load search assumes more load only makes it
             # harder to hold): a minimum on a throughput would fail at the lowest load by design, so refuse it.
             if not (metric.endswith("_ms") or metric in LOWER_IS_BETTER):
