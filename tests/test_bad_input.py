@@ -898,6 +898,20 @@ CASES = [
         ("--storage sqlite:///app.db", "not an optuna", "orders, users", "another file"),
     ),
     Case(
+        "trials-dir-unwritable",
+        "a trials folder that cannot be created",
+        "tune start -c run.yaml  # trials_dir: /proc/nope",
+        _start(trials_dir="/proc/nope"),
+        ("trials_dir", "/proc/nope", "cannot create"),
+    ),
+    Case(
+        "artifacts-unwritable",
+        "an artifacts folder that cannot be created",
+        "tune start -c run.yaml  # artifacts: /proc/nope",
+        _start(artifacts="/proc/nope"),
+        ("artifacts", "/proc/nope", "cannot create"),
+    ),
+    Case(
         "storage-mysql-driver",
         "MySQL storage without its driver",
         "tune status --study t --storage mysql://tuner:pw@127.0.0.1/db",
@@ -1332,9 +1346,9 @@ def test_reading_a_study_creates_nothing(tmp_path) -> None:
 
 
 def test_refusals_create_and_touch_nothing(tmp_path) -> None:
-    """`tune confirm` before `tune start`, another application's database as storage, -c twice: no file made,
-    and the other application's database is left byte for byte as it was."""
-    for case_id in ("confirm-no-study", "storage-other-app", "run-twice"):
+    """`tune confirm` before `tune start`, another application's database as storage, -c twice, a trials folder
+    that cannot be made: no file made, and the other application's database is left byte for byte as it was."""
+    for case_id in ("confirm-no-study", "storage-other-app", "run-twice", "trials-dir-unwritable"):
         case = next(c for c in CASES if c.id == case_id)
         tmp = tmp_path / case_id
         tmp.mkdir()

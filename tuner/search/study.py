@@ -273,6 +273,16 @@ class Tuner:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
         if not self.launcher.replays:
             self._check_gpus_idle(wait_s=30.0 if stopped else 0.0)
+        for what, folder in (
+            ("trials_dir", self.config.study_dir),
+            ("artifacts", Path(self.config.artifacts or self.config.study_dir / "artifacts")),
+        ):
+            try:  # before the study exists: nothing is made for a run that cannot keep its files
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SetupError(
+                    f"{what} {folder}: cannot create this folder ({exc.strerror}): point {what} at a writable one"
+                ) from None
         self.study = open_study(self.config)
         if "kv_capacity" not in self.study.user_attrs.get("constraint_names", ["kv_capacity"]):
             self.objective = dataclasses.replace(self.objective, kv_constraint=False)
@@ -280,7 +290,6 @@ class Tuner:
         self._check_baseline_flags(self.study)
         self._recover_stale(self.study)
         self._enqueue_references(self.study)
-        self.config.study_dir.mkdir(parents=True, exist_ok=True)
         # What the GPUs hold before we launch anything (idle, or what the user agreed to share them with):
         # "free" for every later trial means back to this.
         self.idle_mib = {} if self.launcher.replays else gpu.used_mib(tuple(self.config.gpus))
