@@ -1412,6 +1412,8 @@ def _markdown() -> str:
         "| the terminal or ssh session closed mid-trial (SIGHUP) | `tune start -c run.yaml`, then close the terminal "
         "| not an error: like Ctrl-C, the server is stopped and the trial recorded `interrupted` and queued to run "
         "again (exit 130); nothing more is written to the closed terminal |",
+        "| the terminal closed under `nohup` | `nohup tune start -c run.yaml`, then close the terminal | not an "
+        "error: SIGHUP stays ignored as nohup asked, and the study runs on |",
         "| the trials folder's disk fills mid-study (ENOSPC) | `tune start -c run.yaml  # trials_dir on a disk that "
         "fills during trial 0` | error: trial 0: cannot write its files to trials/t/0 (No space left on device): it "
         "is recorded in the study without them; free space there (or set trials_dir / artifacts elsewhere) and run "

@@ -400,3 +400,23 @@ def test_storage_filling_up_mid_trial_stops_the_server_and_says_so(tmp_path, uni
     assert again.returncode == 0, again.stderr
     study = load_existing_study(load_config(run))
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+def test_under_nohup_a_hangup_changes_nothing(tmp_path, unique_study):
+    """`nohup tune start ...` ignores SIGHUP on purpose: the study runs on after the terminal closes."""
+    run = write_run(tmp_path, study=unique_study, trials=1, env={"SGLANG_STANDIN_SPEED": "0.3"})
+    tuner = subprocess.Popen(
+        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # what nohup does
+    )
+    wait_for_server(unique_study)
+    tuner.send_signal(signal.SIGHUP)
+    _, err = tuner.communicate(timeout=60)
+    assert tuner.returncode == 0, err
+    trial = load_existing_study(load_config(run)).trials[0]
+    assert trial.state == TrialState.COMPLETE and "failure_class" in trial.user_attrs
+    assert trial.user_attrs["failure_class"] == "none"

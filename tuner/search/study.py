@@ -929,6 +929,8 @@ class _signals_set:
             # Asked now: once hung up, a terminal no longer answers isatty.
             self.terminals = [fd for fd in (1, 2) if os.isatty(fd)]
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # nohup: the user asked to run on after the terminal closes
                 self.saved[sig] = signal.signal(sig, self._hangup if sig == signal.SIGHUP else self._stop)
         return self
 
