@@ -1,5 +1,6 @@
 """Fault injection with real processes: each failure class produced for real, classified within seconds,
-and no server left behind; the tuner's own death by SIGINT, SIGTERM and SIGKILL loses no trial."""
+and no server left behind; the tuner's own death by SIGINT, SIGTERM, SIGHUP (its terminal closed) and SIGKILL,
+and a disk that fills under its files or its study, lose no trial."""
 
 import json
 import os
