@@ -358,7 +358,7 @@ def test_trials_dir_filling_up_mid_study_records_the_trial_and_stops(tmp_path, u
         study=unique_study,
         trials=2,
         trials_dir=str(small_disk / "trials"),
-        env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": ""},
+        env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": "", "SGLANG_STANDIN_STARTUP_S": "2"},
     )
     code, err, filler = fill_mid_trial(run, unique_study, small_disk)
     lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
@@ -388,7 +388,7 @@ def test_storage_filling_up_mid_trial_stops_the_server_and_says_so(tmp_path, uni
         study=unique_study,
         trials=2,
         storage=f"sqlite:///{small_disk}/studies/{unique_study}.db",
-        env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": ""},
+        env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": "", "SGLANG_STANDIN_STARTUP_S": "2"},
     )
     code, err, filler = fill_mid_trial(run, unique_study, small_disk)
     lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
