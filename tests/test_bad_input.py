@@ -116,6 +116,24 @@ def _file(tmp: Path) -> Path:
     return tmp / "notes.txt"
 
 
+def _other_app_db(tmp: Path) -> Path:
+    """Another application's SQLite database: tables, none of them Optuna's."""
+    import sqlite3
+
+    with sqlite3.connect(tmp / "app.db") as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER)")
+    db.close()
+    return tmp / "app.db"
+
+
+def _config_twice(tmp: Path) -> list[str]:
+    run = write_run(tmp)
+    other = tmp / "other.yaml"
+    other.write_text(run.read_text())
+    return ["start", "-c", str(run), "-c", str(other)]
+
+
 def _module_missing(name: str) -> Callable[[], bool]:
     def check() -> bool:
         import importlib.util
@@ -278,6 +296,13 @@ CASES = [
         "tune start -c nope.yaml",
         lambda tmp: ["start", "-c", str(tmp / "nope.yaml")],
         ("nope.yaml", "no such run file"),
+    ),
+    Case(
+        "run-twice",
+        "`-c` given twice",
+        "tune start -c run.yaml -c other.yaml",
+        _config_twice,
+        ("-c given twice", "run.yaml, then", "other.yaml"),
     ),
     Case(
         "run-not-yaml",
@@ -455,6 +480,13 @@ CASES = [
         ("objective.slo", "goodput", "p99_ttft_ms"),
     ),
     Case(
+        "slo-higher-is-better",
+        "an SLO limit on a higher-is-better metric",
+        "tune start -c run.yaml  # objective: {slo: {output_throughput: 100}}",
+        _start(objective={"slo": {"output_throughput": 100}}),
+        ("objective.slo.output_throughput", "maximum", "higher-is-better", "metrics"),
+    ),
+    Case(
         "goodput-fixed-rate",
         "a fixed request rate with the goodput objective",
         "tune start -c run.yaml  # workload: {request_rate: 8}, objective: {metrics: [goodput], slo: {...}}",
@@ -537,6 +569,13 @@ CASES = [
         "tune start -c run.yaml  # references: [{name: mine}]",
         _start(references=[{"name": "mine"}]),
         ("references[0]", "'mine' has no flags", "seed-balanced-v2"),
+    ),
+    Case(
+        "reference-builtin-with-flags",
+        "a built-in reference's name given flags",
+        "tune start -c run.yaml  # references: [{name: seed-balanced-v2, flags: {schedule-policy: fcfs}}]",
+        _start(references=[{"name": "seed-balanced-v2", "flags": {"schedule-policy": "fcfs"}}]),
+        ("references[0].name", "seed-balanced-v2", "built-in", "another name", "drop flags"),
     ),
     Case(
         "reference-flag-dashes",
@@ -836,6 +875,48 @@ CASES = [
         ("--storage sqlite:////sys/x.db", "cannot open it"),
     ),
     Case(
+        "storage-sqlite-nofile",
+        "SQLite storage without a file",
+        "tune start -c run.yaml --storage sqlite://",
+        _start_args("--storage", "sqlite://"),
+        ("--storage sqlite://", "in memory", "file", "server"),
+    ),
+    Case(
+        "storage-sqlite-memory",
+        "SQLite storage in memory",
+        "tune start -c run.yaml --storage sqlite:///:memory:",
+        _start_args("--storage", "sqlite:///:memory:"),
+        ("--storage sqlite:///:memory:", "in memory", "file", "server"),
+    ),
+    Case(
+        "status-sqlite-memory",
+        "`tune status` on an SQLite storage in memory",
+        "tune status --storage sqlite:///:memory:",
+        lambda tmp: ["status", "--storage", "sqlite:///:memory:"],
+        ("--storage sqlite:///:memory:", "in memory", "file", "server"),
+    ),
+    Case(
+        "storage-other-app",
+        "SQLite storage that is another application's database",
+        "tune start -c run.yaml --storage sqlite:///app.db  # app.db: tables users, orders",
+        lambda tmp: ["start", "-c", str(write_run(tmp)), "--storage", f"sqlite:///{_other_app_db(tmp).name}"],
+        ("--storage sqlite:///app.db", "not an optuna", "orders, users", "another file"),
+    ),
+    Case(
+        "trials-dir-unwritable",
+        "a trials folder that cannot be created",
+        "tune start -c run.yaml  # trials_dir: /proc/nope",
+        _start(trials_dir="/proc/nope"),
+        ("trials_dir", "/proc/nope", "cannot create"),
+    ),
+    Case(
+        "artifacts-unwritable",
+        "an artifacts folder that cannot be created",
+        "tune start -c run.yaml  # artifacts: /proc/nope",
+        _start(artifacts="/proc/nope"),
+        ("artifacts", "/proc/nope", "cannot create"),
+    ),
+    Case(
         "storage-mysql-driver",
         "MySQL storage without its driver",
         "tune status --study t --storage mysql://tuner:pw@127.0.0.1/db",
@@ -1042,6 +1123,13 @@ CASES = [
         ("no study", "new/dir/x.db does not exist"),
     ),
     Case(
+        "confirm-no-study",
+        "`tune confirm` before any `tune start`",
+        "tune confirm -c run.yaml  # no tune start yet",
+        lambda tmp: ["confirm", "-c", str(write_run(tmp))],
+        ("no study 't'", "does not exist"),
+    ),
+    Case(
         "export-out-unwritable",
         "`tune export --out` where no folder can be made",
         "tune export --out /proc/nope",
@@ -1112,9 +1200,14 @@ def run_case(case: Case, tmp: Path) -> tuple[subprocess.CompletedProcess, float]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """All cases at once: each is a fresh interpreter, mostly import time."""
-    todo = [c for c in CASES if c.needs is None or c.needs()]
+def results(request, tmp_path_factory):
+    """All the selected cases at once: each is a fresh interpreter, mostly import time."""
+    chosen = {
+        item.callspec.params["case"].id
+        for item in request.session.items
+        if "case" in getattr(getattr(item, "callspec", None), "params", {})
+    }
+    todo = [c for c in CASES if c.id in chosen and (c.needs is None or c.needs())]
     with ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1)) as pool:
         futures = {c.id: pool.submit(run_case, c, tmp_path_factory.mktemp(c.id)) for c in todo}
         out = {cid: f.result()[0] for cid, f in futures.items()}
@@ -1271,6 +1364,21 @@ def test_reading_a_study_creates_nothing(tmp_path) -> None:
     assert sorted(tmp_path.rglob("*")) == before
 
 
+def test_refusals_create_and_touch_nothing(tmp_path) -> None:
+    """`tune confirm` before `tune start`, another application's database as storage, -c twice, a trials folder
+    that cannot be made: no file made, and the other application's database is left byte for byte as it was."""
+    for case_id in ("confirm-no-study", "storage-other-app", "run-twice", "trials-dir-unwritable"):
+        case = next(c for c in CASES if c.id == case_id)
+        tmp = tmp_path / case_id
+        tmp.mkdir()
+        args = case.setup(tmp)
+        before = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+        done = subprocess.run([sys.executable, "-c", CLI, *args], cwd=tmp, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and done.stderr.startswith("error: "), (case_id, done.stderr)
+        after = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+        assert after == before, (case_id, sorted(set(after) - set(before)))
+
+
 def _markdown() -> str:
     """The table of docs/bad-inputs.md, from running every case here."""
     rows = []
@@ -1320,6 +1428,20 @@ def _markdown() -> str:
         "free GPUs`, and the trials run (the stand-in tests rely on it) |",
         "| Ctrl-C before the first trial | `tune start -c run.yaml`, then Ctrl-C | `interrupted: stopped while "
         "checking the setup, before any trial ran` (exit 130) |",
+        "| the terminal or ssh session closed mid-trial (SIGHUP) | `tune start -c run.yaml`, then close the terminal "
+        "| not an error: like Ctrl-C, the server is stopped and the trial recorded `interrupted` and queued to run "
+        "again (exit 130); nothing more is written to the closed terminal |",
+        "| the terminal closed under `nohup` | `nohup tune start -c run.yaml`, then close the terminal | not an "
+        "error: SIGHUP stays ignored as nohup asked, and the study runs on |",
+        "| the trials folder's disk fills mid-study (ENOSPC) | `tune start -c run.yaml  # trials_dir on a disk that "
+        "fills during trial 0` | error: trial 0: cannot write its files to trials/t/0 (No space left on device): it "
+        "is recorded in the study without them; free space there (or set trials_dir / artifacts elsewhere) and run "
+        "the same command to resume (exit 2; the server stopped, the trial kept with its numbers and "
+        "`artifacts_missing`, no file half-written) |",
+        "| the study's SQLite disk fills mid-trial | `tune start -c run.yaml  # storage on a disk that fills during "
+        "trial 0` | error: the study's storage sqlite:///studies/t.db cannot be written (database or disk is full): "
+        "the running trial was stopped, not recorded; free space on its disk, then run the same command to resume "
+        "(the trial is run again) (exit 2) |",
         "",
         "GPU indices are checked against NVML when NVML is there: on a GPU machine, an index it does not have is",
         "an error before any launch (the `gpu-index` and `gpu-none` rows fake a one-GPU and a no-GPU NVML). Without",

@@ -1,10 +1,13 @@
 """Fault injection with real processes: each failure class produced for real, classified within seconds,
-and no server left behind; the tuner's own death by SIGINT, SIGTERM and SIGKILL loses no trial."""
+and no server left behind; the tuner's own death by SIGINT, SIGTERM, SIGHUP (its terminal closed) and SIGKILL,
+and a disk that fills under its files or its study, lose no trial."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -128,7 +131,7 @@ def wait_for_server(study, trial=None, tuner=None, timeout=120):
     pytest.fail(f"no server of trial {trial} came up in {timeout} s")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_stops_the_server_records_the_trial_and_resume_reruns_it(tmp_path, unique_study, sig):
     # The first server hangs in startup, so the signal lands mid-trial.
     space = write_space(tmp_path / "space.yaml")
@@ -260,3 +263,160 @@ def test_two_workers_recovering_one_stale_trial_queue_one_rerun(tmp_path, unique
     trials = load_existing_study(config).trials
     assert trials[0].state == TrialState.FAIL
     assert [t.state for t in trials[1:]] == [TrialState.WAITING]
+
+
+def test_terminal_closed_mid_trial_stops_the_server_and_records_the_trial(tmp_path, unique_study):
+    """The terminal (or the ssh session) goes away: the kernel hangs up the tuner's terminal and sends SIGHUP.
+    Like Ctrl-C: the server is stopped, the trial recorded interrupted and re-queued, and the exit is non-zero,
+    though nothing can be written to the terminal any more."""
+    import pty
+
+    run = write_run(tmp_path, study=unique_study, trials=2, env={"SGLANG_STANDIN_FAULTS": "hang:"})
+    pid, master = pty.fork()  # the child leads a new session whose controlling terminal is the pty
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)])
+    shown = []  # what the terminal showed, read as it comes (an unread pty blocks its writer)
+    reader = threading.Thread(target=_drain, args=(master, shown), daemon=True)
+    reader.start()
+    done = (0, 0)
+    try:
+        wait_for_server(unique_study)
+        t0 = time.monotonic()
+        os.close(master)  # the terminal closes: SIGHUP to the session, EIO on every later write
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert done[0] == pid, "the tuner outlived its terminal"
+    status = done[1]
+    assert time.monotonic() - t0 < 10
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 130, status  # as after Ctrl-C
+    deadline = time.monotonic() + 3
+    while servers_of(unique_study) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert servers_of(unique_study) == []
+    study = load_existing_study(load_config(run))
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["failure_class"] == "interrupted"
+    assert [t.state for t in study.trials[1:]] == [TrialState.WAITING]  # its re-run, queued
+
+
+def _drain(fd: int, into: list) -> None:
+    try:
+        while chunk := os.read(fd, 4096):
+            into.append(chunk)
+    except OSError:
+        pass
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (root only): a filesystem that can really fill up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk):
+    """Take every free byte of ``disk``; returns the filler file (delete it to free the space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 4096, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    return filler
+
+
+def fill_mid_trial(run, study, disk):
+    """Start the tuner, and fill ``disk`` once the first server is up (the trial is measuring)."""
+    tuner = start_tuner(run)
+    wait_for_server(study)
+    filler = fill(disk)
+    _, err = tuner.communicate(timeout=60)
+    return tuner.returncode, err, filler
+
+
+def test_trials_dir_filling_up_mid_study_records_the_trial_and_stops(tmp_path, unique_study, small_disk):
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        trials=2,
+        trials_dir=str(small_disk / "trials"),
+        env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": "", "SGLANG_STANDIN_STARTUP_S": "2"},
+    )
+    code, err, filler = fill_mid_trial(run, unique_study, small_disk)
+    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: trial 0: cannot write its files"), err
+    assert "No space left on device" in lines[0] and "run the same command to resume" in lines[0]
+    assert servers_of(unique_study) == []
+    trial = load_existing_study(load_config(run)).trials[0]
+    # Measured, so recorded with its numbers; only its files are missing, and the record says so.
+    assert trial.state == TrialState.COMPLETE and trial.values, trial.user_attrs
+    assert trial.user_attrs.get("output_throughput", 0) > 0, {k: v for k, v in trial.user_attrs.items() if "fail" in k}
+    assert "No space left on device" in trial.user_attrs["artifacts_missing"]
+    # Nothing half-written: every file there is whole (or absent), no temporary file is left.
+    for path in (small_disk / "trials").rglob("*"):
+        assert not path.name.endswith(".tmp"), path
+        if path.name == "trial.json":
+            json.loads(path.read_text())
+    filler.unlink()
+    again = tune("start", "-c", str(run))
+    assert again.returncode == 0, again.stderr
+    assert len(load_existing_study(load_config(run)).get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+def test_storage_filling_up_mid_trial_stops_the_server_and_says_so(tmp_path, unique_study, small_disk):
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        trials=2,
+        storage=f"sqlite:///{small_disk}/studies/{unique_study}.db",
+        env={"SGLANG_STANDIN_SPEED": "0.3", "SGLANG_STANDIN_FAULTS": "", "SGLANG_STANDIN_STARTUP_S": "2"},
+    )
+    code, err, filler = fill_mid_trial(run, unique_study, small_disk)
+    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith(f"error: the study's storage sqlite:///{small_disk}"), err
+    assert "database or disk is full" in lines[0] and "free space" in lines[0], lines[0]
+    assert servers_of(unique_study) == []
+    filler.unlink()
+    again = tune("start", "-c", str(run))
+    assert again.returncode == 0, again.stderr
+    study = load_existing_study(load_config(run))
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+def test_under_nohup_a_hangup_changes_nothing(tmp_path, unique_study):
+    """`nohup tune start ...` ignores SIGHUP on purpose: the study runs on after the terminal closes."""
+    run = write_run(tmp_path, study=unique_study, trials=1, env={"SGLANG_STANDIN_SPEED": "0.3"})
+    tuner = subprocess.Popen(
+        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # what nohup does
+    )
+    wait_for_server(unique_study)
+    tuner.send_signal(signal.SIGHUP)
+    _, err = tuner.communicate(timeout=60)
+    assert tuner.returncode == 0, err
+    trial = load_existing_study(load_config(run)).trials[0]
+    assert trial.state == TrialState.COMPLETE and "failure_class" in trial.user_attrs
+    assert trial.user_attrs["failure_class"] == "none"

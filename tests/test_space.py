@@ -243,7 +243,7 @@ def test_gpus_per_trial(tmp_path):
         ("params: [1]\n", ":1: params: expected a mapping, got [1]"),
         (
             "params:\n  x: {choices: [1]}\n  y: {choices: [a], when: {x: [1, 2]}}\nbogus: 1\n",
-            ":4: bogus: unknown key (expected one of description, fixed, params, gpus_per_trial)",
+            ":4: bogus: unknown key (expected one of description, fixed, params, gpus_per_trial, changes_numerics)",
         ),
     ],
 )
@@ -455,7 +455,7 @@ def test_each_param_has_the_distribution_it_samples_from(tmp_path):
         ),
         (
             "params:\n  x: {choices: [1]}\ncolour: red\n",
-            ":3: colour: unknown key (expected one of description, fixed, params, gpus_per_trial)",
+            ":3: colour: unknown key (expected one of description, fixed, params, gpus_per_trial, changes_numerics)",
         ),
         (
             "params:\n  x: {choices: [1], colour: red}\n",

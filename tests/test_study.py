@@ -687,6 +687,76 @@ def test_a_resumed_seeded_sampler_is_offset_by_the_trials_already_there(tmp_path
     assert isinstance(unseeded.sampler, optuna.samplers.RandomSampler)
 
 
+_OPEN_AND_DRAW = """
+import json, pathlib, sys, time
+from tuner.config.run import RunConfig
+from tuner.search.study import open_study
+config = RunConfig.model_validate(json.loads(sys.argv[1]))
+here, n, me = pathlib.Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+while not (here / "go").exists():
+    time.sleep(0.001)
+study = open_study(config)
+(here / f"opened-{me}").touch()
+while len(list(here.glob("opened-*"))) < n:  # every worker has opened the study before any asks
+    time.sleep(0.01)
+print(study.ask().suggest_float("x", 0, 1))
+"""
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_workers_opening_one_study_at_once_never_share_a_random_stream(tmp_path, db):
+    """Several `tune start` opening one seeded study at the same moment see the same history: each still draws
+    its own flags, and the first worker of a fresh study draws what a lone one draws (reproducible). The same
+    for workers on several hosts sharing a PostgreSQL study."""
+    c = sqlite_config(tmp_path, sampler={"name": "random", "seed": 5})
+    lone = sqlite_config(tmp_path / "lone", sampler={"name": "random", "seed": 5})
+    if db == "postgresql":
+        import psycopg
+
+        from tests.test_postgres import PG
+
+        try:
+            psycopg.connect(PG, connect_timeout=3).close()
+        except psycopg.OperationalError as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"PostgreSQL is not reachable in CI ({exc})")
+            pytest.skip(f"PostgreSQL not reachable: run bash tests/services.sh ({exc})")
+        name = f"seeds-{os.getpid()}-{time.time_ns()}"
+        c = c.model_copy(update={"storage": PG, "study": name})
+        lone = lone.model_copy(update={"storage": PG, "study": f"{name}-lone"})
+    lone = open_study(lone)
+    alone = lone.ask().suggest_float("x", 0, 1)
+    open_storage(c)
+    n = 4
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _OPEN_AND_DRAW,
+                json.dumps(c.model_dump(mode="json")),
+                str(tmp_path),
+                str(n),
+                str(i),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
+    time.sleep(3)  # imported and waiting
+    (tmp_path / "go").touch()
+    draws = []
+    for w in workers:
+        out, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+        draws.append(float(out))
+    assert len(set(draws)) == n, draws
+    assert alone in draws
+
+
 def test_load_existing_study_names_the_studies_there(tmp_path):
     c = sqlite_config(tmp_path)
     with pytest.raises(SetupError, match=r"no study 's': .* does not exist"):

@@ -32,6 +32,10 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra)
+        twice = self._given_twice(list(sys.argv[1:] if args is None else args))
+        if twice:
+            typer.echo(f"error: {twice}", err=True)
+            sys.exit(2)
         try:
             code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except _click.exceptions.NoArgsIsHelpError as exc:
@@ -45,6 +49,38 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
         except typer.Abort:
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def _given_twice(self, args: list[str]) -> str | None:
+        """An option that takes one value given twice (``-c a.yaml -c b.yaml``): click keeps the last silently."""
+        command = self.commands.get(args[0]) if args else None
+        if command is None:
+            return None
+        options = {
+            name: param
+            for param in command.params
+            if param.param_type_name == "option"
+            and not (getattr(param, "is_flag", False) or param.multiple or getattr(param, "count", False))
+            for name in param.opts
+        }
+        seen: dict[object, str] = {}
+        tokens = iter(args[1:])
+        for token in tokens:
+            if token == "--":
+                break
+            name, value = token, None
+            if token.startswith("--") and "=" in token:
+                name, value = token.split("=", 1)
+            elif not token.startswith("--") and len(token) > 2 and token[:2] in options:  # -crun.yaml
+                name, value = token[:2], token[2:]
+            param = options.get(name)
+            if param is None:
+                continue
+            if value is None:
+                value = next(tokens, "")
+            if param in seen:
+                return f"{name} given twice ({seen[param]}, then {value}): give it once"
+            seen[param] = value
+        return None
 
 
 app = typer.Typer(
@@ -450,6 +486,9 @@ def confirm(
     if top < 1 or repeats < 2:
         _fail("--top must be at least 1 and --repeats at least 2 (a bound needs two runs)")
     cfg = _config(config, {})
+    from tuner.search.study import load_existing_study
+
+    _guard(load_existing_study, cfg)  # confirms what `tune start` ran: never a new, empty study
     tuner = _guard(Tuner, cfg, on_record=note_for)
     _guard(tuner.prepare)
     try:

@@ -250,8 +250,11 @@ def env_float(name: str, default: float) -> float:
 
 
 def log(msg: str) -> None:
-    sys.stdout.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}\n")
+        sys.stdout.flush()
+    except OSError:  # like SGLang's logging module: a line that cannot be written (a full disk) is dropped
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,6 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=ATTENTION_BACKENDS,
         help="Choose the kernels for attention layers.",
+    )
+    a(
+        "--decode-attention-backend",
+        type=str,
+        default=None,
+        choices=ATTENTION_BACKENDS,
+        help="Choose the kernels for decode attention layers (have priority over --attention-backend).",
+    )
+    a(
+        "--prefill-attention-backend",
+        type=str,
+        default=None,
+        choices=ATTENTION_BACKENDS,
+        help="Choose the kernels for prefill attention layers (have priority over --attention-backend).",
     )
     a("--sampling-backend", type=str, default=None, help="Choose the kernels for sampling layers.")
     a(

@@ -24,6 +24,11 @@ class ReferenceConfig(Strict):
 
     @model_validator(mode="after")
     def _flag_names(self) -> ReferenceConfig:
+        if self.flags and self.name in BUILTIN:  # else these flags would run under the built-in's name
+            raise ValueError(
+                f"name: {self.name!r} is a built-in reference with flags of its own: give yours another name, "
+                f"or drop flags to run the built-in"
+            )
         for name in self.flags:
             if name.startswith("-"):
                 raise ValueError(f"flags.{name}: a flag name without dashes, e.g. {name.lstrip('-')}")

@@ -29,6 +29,8 @@ class ConfigError(TunerError, ValueError):
     pass
 
 
+# Metrics without _ms whose lower values are better: an SLO may limit them too.
+LOWER_IS_BETTER = ("failed", "short_outputs", "duration_s")
 # The SLO-goodput objective: request_goodput at the highest request rate that holds the SLO
 # (tuner/bench/load_search.py).
 GOODPUT = "goodput"
@@ -241,6 +243,15 @@ class ObjectiveConfig(Strict):
     def _consistent(self) -> ObjectiveConfig:
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"metrics: {self.metrics[0]} twice; one metric, or two different ones for a Pareto front")
+        for metric in map(str, self.slo):
+            # A limit is a maximum, checked at every level (and the load search assumes more load only makes it
+            # harder to hold): a minimum on a throughput would fail at the lowest load by design, so refuse it.
+            if not (metric.endswith("_ms") or metric in LOWER_IS_BETTER):
+                raise ValueError(
+                    f"slo.{metric}: an SLO limit is a maximum, and {metric} is higher-is-better (a minimum would "
+                    f"fail at the lowest load level); limit a latency instead (p99_ttft_ms, median_tpot_ms, ...) "
+                    f"and put {metric} in objective.metrics to maximise it"
+                )
         if GOODPUT in self.metrics:
             if len(self.metrics) != 1:
                 raise ValueError("metrics: goodput is a single objective: metrics: [goodput]")

@@ -4,6 +4,7 @@ heartbeats for a running trial, re-queueing stale trials, and writing a trial's 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import threading
 from pathlib import Path
@@ -37,6 +38,11 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
     url = config.storage_url
     if "://" not in url:
         raise SetupError(f"--storage {url!r} is not a database URL (sqlite:///studies/x.db, postgresql://...)")
+    if url.startswith("sqlite:") and _in_memory(url):
+        raise SetupError(
+            f"--storage {url} is an SQLite database in memory, gone when the tuner exits and seen by no other "
+            f"command: a study must be a file (sqlite:///studies/{config.study}.db) or a server (postgresql://...)"
+        )
     url = _with_installed_driver(url)
     kwargs: dict = {}
     if url.startswith("sqlite:///"):
@@ -46,6 +52,7 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
                 f"no study {config.study!r}: {file} does not exist (a run file's relative paths are "
                 f"relative to its folder; --storage is relative to the current one)"
             )
+        _refuse_foreign_sqlite(url, file)
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -68,6 +75,34 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
     except Exception as exc:  # SQLAlchemy's errors for bad URLs and unreachable servers are many
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SetupError(f"--storage {_redact(config.storage_url)}: cannot open it ({first})") from None
+
+
+def _in_memory(url: str) -> bool:
+    """SQLAlchemy's in-memory SQLite: no path (sqlite://), :memory:, or a URI with mode=memory."""
+    path = url.split("://", 1)[1] if "://" in url else ""
+    return path in ("", "/") or path.lstrip("/").split("?")[0] == ":memory:" or "mode=memory" in path
+
+
+def _refuse_foreign_sqlite(url: str, file: Path) -> None:
+    """Optuna adds its tables to any database it opens: never to another application's (read, not written)."""
+    if not file.is_file() or file.stat().st_size == 0:
+        return
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return  # not a database at all: RDBStorage says so below
+    if tables and "studies" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise SetupError(
+            f"--storage {url}: {file} is not an Optuna study database (its tables: {shown}); "
+            f"point --storage (or storage:) at another file, e.g. sqlite:///studies/NAME.db"
+        )
 
 
 def _missing_driver(url: str, exc: ImportError) -> str:
@@ -199,3 +234,45 @@ def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system
         trial.set_user_attr(key, value)
     for key, value in system.items():
         study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+# Seeds tried after a taken one: first + k * SEED_STRIDE, far from the trial-count offsets of one study.
+SEED_STRIDE = 1_000_003
+_SEED_KEY = "tuner:sampler_seed:"
+
+
+def claim_seed(study: optuna.Study, first: int, worker: str) -> int:
+    """A sampler seed no other worker of this study has had: ``first`` when it is free, else the next free one of
+    first + k * SEED_STRIDE, so workers that open one study at the same moment (same history, same ``first``)
+    never share a random stream, while a lone worker keeps drawing what ``first`` draws.
+
+    The claim is a study system attribute inserted, not upserted: the storage's unique (study, key) constraint
+    (and SQLite's BEGIN IMMEDIATE) lets exactly one worker have each seed, on one host or many.
+    """
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, RDBStorage):
+        return first
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy.exc import IntegrityError
+
+    for k in range(100_000):
+        seed = (first + k * SEED_STRIDE) % 2**32
+        try:
+            with _create_scoped_session(backend.scoped_session) as session:
+                taken = (
+                    session.query(models.StudySystemAttributeModel)
+                    .filter_by(study_id=study._study_id, key=f"{_SEED_KEY}{seed}")
+                    .one_or_none()
+                )
+                if taken is not None:
+                    continue
+                session.add(
+                    models.StudySystemAttributeModel(
+                        study_id=study._study_id, key=f"{_SEED_KEY}{seed}", value_json=json.dumps(worker)
+                    )
+                )
+            return seed
+        except IntegrityError:  # another worker inserted it between our read and our write
+            continue
+    raise SetupError(f"study {study.study_name!r}: no free sampler seed left (100000 sessions)")

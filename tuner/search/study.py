@@ -8,9 +8,11 @@ list-format ``constraints`` system attribute, the one the Optuna dashboard reads
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -36,7 +38,14 @@ from tuner.config.space import SearchSpace, SpaceError, load_space
 from tuner.errors import SetupError
 from tuner.search.launchers import looks_like_model_path, make_launcher
 from tuner.search.objective import CLEARLY_WORSE, Objective, objective_for
-from tuner.search.storage import _Heartbeat, _redact, enqueue_retry, open_storage, set_trial_attrs
+from tuner.search.storage import (
+    _Heartbeat,
+    _redact,
+    claim_seed,
+    enqueue_retry,
+    open_storage,
+    set_trial_attrs,
+)
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher, LaunchError
 from tuner.sglang import failures
@@ -113,12 +122,11 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
     study.set_user_attr("run_config", config.to_dict())
     # A seeded sampler made anew on resume would replay the same random startup draws (seen on the H200:
     # trial 4 repeated trial 1). Offset the seed by the trials already there: still reproducible from the same
-    # history; on a shared storage, also by the worker, whose peers start from the same history.
+    # history. Workers that open the study at the same moment see the same history: each claims its own seed
+    # in the storage (the first one gets this one), so no two draw the same flags, on one host or several.
     seed = config.sampler.seed
     if seed is not None:
-        seed += len(study.trials)
-        if not config.storage_url.startswith("sqlite"):
-            seed += os.getpid()
+        seed = claim_seed(study, seed + len(study.trials), WORKER)
     study.sampler = make_sampler(config, seed)
     return study
 
@@ -266,6 +274,16 @@ class Tuner:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
         if not self.launcher.replays:
             self._check_gpus_idle(wait_s=30.0 if stopped else 0.0)
+        for what, folder in (
+            ("trials_dir", self.config.study_dir),
+            ("artifacts", Path(self.config.artifacts or self.config.study_dir / "artifacts")),
+        ):
+            try:  # before the study exists: nothing is made for a run that cannot keep its files
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SetupError(
+                    f"{what} {folder}: cannot create this folder ({exc.strerror}): point {what} at a writable one"
+                ) from None
         self.study = open_study(self.config)
         if "kv_capacity" not in self.study.user_attrs.get("constraint_names", ["kv_capacity"]):
             self.objective = dataclasses.replace(self.objective, kv_constraint=False)
@@ -273,7 +291,6 @@ class Tuner:
         self._check_baseline_flags(self.study)
         self._recover_stale(self.study)
         self._enqueue_references(self.study)
-        self.config.study_dir.mkdir(parents=True, exist_ok=True)
         # What the GPUs hold before we launch anything (idle, or what the user agreed to share them with):
         # "free" for every later trial means back to this.
         self.idle_mib = {} if self.launcher.replays else gpu.used_mib(tuple(self.config.gpus))
@@ -464,7 +481,7 @@ class Tuner:
                 except KeyboardInterrupt:
                     self.cancel.set()
         if self._errors:
-            raise self._errors[0]
+            raise _unwritable(self._errors[0], self.config) or self._errors[0]
         if self.cancel.is_set():
             raise KeyboardInterrupt
         return study
@@ -695,7 +712,16 @@ class Tuner:
         set_trial_attrs(
             study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)}, system={"constraints": constraints}
         )
-        self._upload(artifacts, trial, result.plan.trial_dir)
+        missing = result.artifacts_error or self._upload(artifacts, trial, result.plan.trial_dir)
+        if missing:  # measured all the same: recorded with its numbers, saying its files are missing
+            trial.set_user_attr("artifacts_missing", missing)
+            self._errors.append(
+                SetupError(
+                    f"trial {trial.number}: {missing}: it is recorded in the study without them; free space "
+                    f"there (or set trials_dir / artifacts elsewhere) and run the same command to resume"
+                )
+            )
+            self.cancel.set()
         if self.on_record:  # before tell: a finished trial's attributes can no longer be written
             self.on_record(trial, attrs)
         study.tell(trial, self.objective.values(result))
@@ -718,9 +744,10 @@ class Tuner:
     def _artifact_store(self) -> FileSystemArtifactStore:
         path = Path(self.config.artifacts or self.config.study_dir / "artifacts")
         path.mkdir(parents=True, exist_ok=True)
-        return FileSystemArtifactStore(str(path))
+        return _WholeFileStore(str(path))
 
-    def _upload(self, store: FileSystemArtifactStore, trial: optuna.Trial, trial_dir: Path) -> None:
+    def _upload(self, store: FileSystemArtifactStore, trial: optuna.Trial, trial_dir: Path) -> str:
+        """The trial's files as Optuna artifacts; '' when done, else why not (the store's disk is full)."""
         # While the trial is RUNNING: Optuna refuses uploads to finished trials.
         for name, mimetype in (
             ("server.log", "text/plain"),
@@ -730,7 +757,27 @@ class Tuner:
         ):
             path = trial_dir / name
             if path.is_file():
-                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
+                try:
+                    upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
+                except OSError as exc:
+                    return f"cannot copy its files to the artifact store {store._base_path} ({exc.strerror or exc})"
+        return ""
+
+
+class _WholeFileStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, where an artifact is whole or absent: written beside, then renamed
+    (Optuna's own leaves a truncated file when the disk fills)."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        path = self._get_filepath(artifact_id)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                shutil.copyfileobj(content_body, f)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None = None) -> dict:
@@ -812,6 +859,36 @@ def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None
     return attrs
 
 
+def _unwritable(exc: BaseException, config: RunConfig) -> SetupError | None:
+    """A full disk under the study's storage or a trial's files, as one line saying what to do; else None.
+
+    The server was stopped on the way out; a trial the storage could not record stays RUNNING there, and the
+    next start fails it and runs it again (``_recover_stale``)."""
+    if isinstance(exc, SetupError):  # already one line
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        said = str(getattr(cause, "orig", None) or cause)
+        database = type(cause).__module__.split(".")[0] in ("sqlite3", "sqlalchemy", "psycopg", "psycopg2", "optuna")
+        # SQLite's words, and PostgreSQL's ("could not extend file ...: No space left on device")
+        if database and ("database or disk is full" in said or "No space left on device" in said):
+            return SetupError(
+                f"the study's storage {_redact(config.storage_url)} cannot be written ({said.splitlines()[0]}): "
+                f"the running trial was stopped, not recorded; free space on its disk, then run the same "
+                f"command to resume (the trial is run again)"
+            )
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            where = f" {cause.filename}" if cause.filename else ""
+            return SetupError(
+                f"cannot write{where} ({cause.strerror}): the running trial was stopped and is run again on "
+                f"resume; free space there (or set trials_dir / artifacts elsewhere), then run the same command"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _describe(dist: optuna.distributions.BaseDistribution) -> str:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return f"choices {list(dist.choices)}"
@@ -852,18 +929,43 @@ def _alive(pid: int) -> bool:
 
 
 class _signals_set:
-    """SIGINT and SIGTERM set the cancel event: the running trial stops its server and is recorded."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal or ssh session closed) set the cancel event: the running trial
+    stops its server and is recorded."""
 
     def __init__(self, cancel: threading.Event):
         self.cancel = cancel
         self.saved: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}  # signal.signal's
+        self.terminals: list[int] = []
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.saved[sig] = signal.signal(sig, lambda *_: self.cancel.set())
+            # Asked now: once hung up, a terminal no longer answers isatty.
+            self.terminals = [fd for fd in (1, 2) if os.isatty(fd)]
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # nohup: the user asked to run on after the terminal closes
+                self.saved[sig] = signal.signal(sig, self._hangup if sig == signal.SIGHUP else self._stop)
         return self
+
+    def _stop(self, *_) -> None:
+        self.cancel.set()
+
+    def _hangup(self, *_) -> None:
+        # A hung-up terminal fails every later write (EIO): what would have gone there goes nowhere, so that
+        # stopping the server and recording the trial never trips on a progress line.
+        _detach(self.terminals)
+        self.cancel.set()
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
+
+
+def _detach(fds: list[int]) -> None:
+    """Point these file descriptors (stdout, stderr: a terminal gone) at /dev/null."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)

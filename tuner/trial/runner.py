@@ -6,6 +6,7 @@ The server is stopped in every path out of here, exceptions and cancellation inc
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -109,6 +110,7 @@ class TrialResult:
     gpu_shared: tuple[Holder, ...] = ()  # other processes on the trial's GPUs when it launched
     kv: KvCapacity = field(default_factory=KvCapacity)
     replayed: Replayed | None = None
+    artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
 
     @property
     def ok(self) -> bool:
@@ -221,7 +223,11 @@ class TrialRunner:
         server = self.launcher.launch(spec)
         times.launch_s = time.monotonic() - t_launch
         if self.on_launch:
-            self.on_launch(server)
+            try:
+                self.on_launch(server)
+            except BaseException:  # e.g. the storage cannot be written: no server is left running
+                server.stop(self.stop_grace_s)
+                raise
 
         failure: FailureClass | None = None
         detail = ""
@@ -345,12 +351,34 @@ class TrialRunner:
 
 
 def write_artifacts(result: TrialResult) -> None:
-    """benchmark.csv, gpu.csv and trial.json next to server.log: the trial readable without the database."""
+    """benchmark.csv, gpu.csv and trial.json next to server.log: the trial readable without the database.
+
+    Each file is whole or absent: written beside and renamed. One that cannot be written (the disk is full)
+    is left out, and ``result.artifacts_error`` says why, for the trial's record."""
+    try:
+        _write_artifacts(result)
+    except OSError as exc:
+        result.artifacts_error = f"cannot write its files to {result.plan.trial_dir} ({exc.strerror or exc})"
+
+
+def _whole(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary path)``, then renamed to ``path``: never a half-written file, even on a full disk."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_artifacts(result: TrialResult) -> None:
     d = result.plan.trial_dir
-    if result.benchmark and result.benchmark.levels:
-        result.benchmark.to_csv(d / "benchmark.csv")
+    bench = result.benchmark
+    if bench and bench.levels:
+        _whole(d / "benchmark.csv", bench.to_csv)
     if result.gpu.samples:
-        result.gpu.write_csv(d / "gpu.csv")
+        _whole(d / "gpu.csv", result.gpu.write_csv)
     record = {
         "trial": result.plan.number,
         "argv": result.plan.flags.argv(),
@@ -369,4 +397,5 @@ def write_artifacts(result: TrialResult) -> None:
         "gpu_shared": [h.record() for h in result.gpu_shared],
         **({"replay": result.replayed.record()} if result.replayed else {}),
     }
-    (d / "trial.json").write_text(json.dumps(record, indent=2, default=str))
+    text = json.dumps(record, indent=2, default=str)
+    _whole(d / "trial.json", lambda tmp: tmp.write_text(text))
