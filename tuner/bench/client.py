@@ -54,6 +54,7 @@ from tuner.bench.transport import (
 )
 from tuner.bench.workload import Level, Prompt, Workload, arrival_times, build_prompts
 from tuner.errors import TunerError
+from tuner.sglang import endpoints
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +158,7 @@ class _Client:
         self.wl = workload
         self.check_server = check_server
         self.endpoint = workload.endpoint
-        self.url = {
-            "completions": self.base + "/v1/completions",
-            "chat": self.base + "/v1/chat/completions",
-            "generate": self.base + "/generate",
-        }[self.endpoint]
+        self.url = self.base + endpoints.BY_NAME[self.endpoint]
         max_c = max(lv.concurrency for lv in workload.levels)
         rt = float(workload.request_timeout_s)
         self.timeout_s = rt
@@ -398,7 +395,7 @@ class _Client:
             await asyncio.sleep(WATCH_INTERVAL_S)
 
     async def flush_cache(self) -> None:
-        url = self.base + "/flush_cache"
+        url = self.base + endpoints.FLUSH_CACHE
         deadline = perf_counter() + FLUSH_MAX_S
         while True:
             try:

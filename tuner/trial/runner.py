@@ -22,7 +22,7 @@ from tuner.bench.workload import LoadSearch, Workload
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.readiness import NotReady, healthy, wait_ready
-from tuner.sglang import failures
+from tuner.sglang import endpoints, failures
 from tuner.sglang.failures import FailureClass, Phase
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
@@ -158,7 +158,7 @@ class Watcher:
         if code is not None:
             return f"server exited with status {code}"
         if self.unhealthy:
-            return f"/health failed {UNHEALTHY_AFTER} times in a row"
+            return f"{endpoints.HEALTH} failed {UNHEALTHY_AFTER} times in a row"
         return None
 
 
