@@ -351,7 +351,7 @@ def record(
     catalog = FlagCatalog.from_help(sglang_help.read_text(), str(sglang_help))
     if "port" not in catalog.flags:
         _fail(f"--sglang-help {sglang_help}: lists no --port; is it SGLang's launch_server --help?")
-    versions = {r.sglang_version for r in records(st)} - {None}
+    versions = {v for r in records(st) if (v := r.sglang_version)}
     try:
         surface = from_study(
             st,

@@ -538,7 +538,7 @@ def from_study(
                 f"study {study.study_name!r} is a replay (trial {r.number} is replayed): "
                 f"record only studies of real trials"
             )
-        if r.failure is None or r.failure.name == "too_many_gpus":
+        if r.failure is None or r.failure.name == "too_many_gpus" or r.number is None:
             continue  # never launched on this machine
         trial_dir = r.trial_dir
         if trials_dir is not None:

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -35,7 +36,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for r in trials:
         cls = r.failure_class or ("-" if r.state == TrialState.RUNNING else "none")
-        row = {
+        row: dict[str, Any] = {
             "trial": r.number,
             "state": r.state.name if r.state is not None else None,
             # A measured trial that broke a limit (its KV pool) says which, like a failure class.
