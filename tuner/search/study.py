@@ -514,13 +514,13 @@ class Tuner:
             set_trial_attrs(study, trial, TrialRecord(failure=Verdict(OVER_BUDGET)).attrs())
             study.tell(trial, state=TrialState.FAIL)
             if fixed is not None:  # a re-run handed to us from the queue: leave it for a later run
-                r = _live_record(trial)
+                r = TrialRecord.of(trial)
                 study.enqueue_trial(
                     fixed,
                     user_attrs=TrialRecord(retry_of=r.retry_of, baseline=r.baseline, reference=r.reference).attrs(),
                 )
             return
-        queued = _live_record(trial)
+        queued = TrialRecord.of(trial)
         reference = self.references.get(queued.reference or "")
         baseline = self.config.baseline and not reference and (trial.number == 0 or queued.is_baseline)
         assert self.space is not None
@@ -683,7 +683,7 @@ class Tuner:
         self, study: optuna.Study, trial: optuna.Trial, result: TrialResult, artifacts: FileSystemArtifactStore
     ) -> None:
         attrs = trial_attrs(result, self.objective, self.workload_record)
-        baseline = _live_record(trial).is_baseline
+        baseline = TrialRecord.of(trial).is_baseline
         if baseline and result.server_info and self.space is not None:
             # A space that cannot draw what SGLang chose for itself searches only elsewhere (the H200 chat
             # study's first space: every running-request cap below SGLang's 4096): say it while it runs.
@@ -712,7 +712,7 @@ class Tuner:
     def _record_interrupted(self, study: optuna.Study, trial: optuna.Trial) -> None:
         interrupted = Verdict(failures.INTERRUPTED.name, hint=failures.INTERRUPTED.hint)
         set_trial_attrs(study, trial, TrialRecord(failure=interrupted).attrs())
-        trial_dir = _live_record(trial).trial_dir
+        trial_dir = TrialRecord.of(trial).trial_dir
         if trial_dir:  # what the server logged before it was stopped
             self._upload(self._artifact_store(), trial, trial_dir)
         study.tell(trial, state=TrialState.FAIL)
@@ -773,11 +773,6 @@ def best_levels(study: optuna.Study) -> dict[int, float]:
         for lv in r.measured_levels:
             best[lv.concurrency] = max(best.get(lv.concurrency, 0.0), lv.output_throughput or 0.0)
     return best
-
-
-def _live_record(trial: optuna.Trial) -> TrialRecord:
-    """The record of a running trial, as far as it is written."""
-    return TrialRecord.from_attrs(trial.user_attrs, number=trial.number)
 
 
 def _list(values: tuple | None) -> list | None:

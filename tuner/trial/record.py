@@ -423,13 +423,14 @@ class TrialRecord:
 
     # -- the reader
     @classmethod
-    def of(cls, trial: FrozenTrial) -> TrialRecord:
-        """A stored trial's record (absent keys read as None)."""
+    def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+        """A stored trial's record, or a running trial's as far as it is written (absent keys read as None)."""
+        values = getattr(trial, "values", None)  # a running trial has no state or values yet
         return cls.from_attrs(
             trial.user_attrs,
             number=trial.number,
-            state=trial.state,
-            values=tuple(trial.values) if trial.values is not None else None,
+            state=getattr(trial, "state", None),
+            values=tuple(values) if values is not None else None,
             params=dict(trial.params),
         )
 
