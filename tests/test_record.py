@@ -26,6 +26,9 @@ from tuner.trial.record import (
     RecordedLevel,
     ReplayMark,
     ServerSettled,
+    Compared,
+    ConfirmationRound,
+    ConfirmedTrial,
     StudyRecord,
     TrialRecord,
     Verdict,
@@ -107,7 +110,7 @@ def test_every_field_survives_writer_storage_reader(tmp_path):
     assert _without_optuna_fields(read) == written
     assert read.attrs() == stored.user_attrs  # and writing what was read stores the same attributes
     assert isinstance(read.flags, ServerFlags) and read.flags.as_dict()["mem-fraction-static"] == 0.87
-    assert read.levels is not None and read.levels[1].slo_pass is False and read.levels[0].get("p99_ttft_ms") == 60.5
+    assert read.levels is not None and read.levels[1].slo_pass is False and read.levels[0].p99_ttft_ms == 60.5
 
 
 def test_a_record_written_in_parts_reads_as_one(tmp_path):
@@ -153,6 +156,33 @@ def test_absent_keys_read_as_not_recorded():
     assert empty.failure_class is None and empty.flag_values == {} and empty.measured_levels == ()
     assert empty.gpu == GpuUse() and empty.kv == KvCapacity() and not empty.is_feasible and empty.role == "top"
     assert StudyRecord.of(optuna.create_study()) == StudyRecord()
+
+
+def test_the_study_record_survives_writer_storage_reader(tmp_path):
+    written = StudyRecord(
+        metrics=("goodput",),
+        constraint_names=("launch_ok", "kv_capacity", "slo:p99_ttft_ms"),
+        at_concurrency=64,
+        slo={"p99_ttft_ms": 100.0},
+        load_search={"start_rate": 4.0, "max_rate": 64.0},
+        space="search_spaces/x.yaml",
+        run_config={"model": {"path": "m"}, "launcher": {"env": {"A": "1"}}},
+        confirmations={
+            3: ConfirmedTrial("goodput", (4.0, 4.5), 3.9, "top", 4.25, 0.35, 3.1, None),
+            0: ConfirmedTrial("goodput", (), float("-inf"), "baseline", None, None, None, "oom_kv"),
+        },
+        confirmation=ConfirmationRound(
+            2, "goodput", 12, (Compared("best (trial 3)", "x", "goodput", 1.0, 0.5, 1.5, 3.0, False, "better"),)
+        ),
+    )
+    assert None not in vars(written).values()  # every field is exercised
+    url = f"sqlite:///{tmp_path}/study.db"
+    written.write(optuna.create_study(storage=url, study_name="s"))
+    stored = optuna.load_study(study_name="s", storage=url)
+    read = StudyRecord.of(stored)
+    assert read == written and read.attrs() == stored.user_attrs
+    assert list(read.confirmations or {}) == [3, 0]  # best bound first, as written
+    assert read.confirmed(3) == written.confirmed(3) and read.comparisons[0].statement == "better"
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from tuner.bench.workload import Workload
 from tuner.config.run import RunConfig, direction
 from tuner.search.objective import Objective
 from tuner.sglang.flags import ServerFlags
-from tuner.trial.record import StudyRecord, TrialRecord, records
+from tuner.trial.record import Compared, ConfirmationRound, ConfirmedTrial, StudyRecord, TrialRecord, records
 from tuner.trial.runner import TrialPlan, TrialRunner
 
 
@@ -82,20 +82,20 @@ class Confirmation:
         half = float(stats.t.ppf(0.95, len(self.runs) - 1)) * self.std / math.sqrt(len(self.runs))
         return self.mean - half if direction(self.metric) == "maximize" else self.mean + half
 
-    def record(self) -> dict:
+    def record(self) -> ConfirmedTrial:
         def finite(x: float) -> float | None:
             return None if math.isnan(x) else x
 
-        return {
-            "metric": self.metric,
-            "role": self.role,
-            "runs": list(self.runs),
-            "mean": finite(self.mean),
-            "std": finite(self.std),
-            "ci95": finite(self.half_width),
-            "bound": self.bound,
-            "failure": self.failure,
-        }
+        return ConfirmedTrial(
+            metric=self.metric,
+            runs=self.runs,
+            bound=self.bound,
+            role=self.role,
+            mean=finite(self.mean),
+            std=finite(self.std),
+            ci95=finite(self.half_width),
+            failure=self.failure,
+        )
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,8 @@ class Comparison:
             return f"{head}: the difference is inside the noise (the interval includes 0)"
         return f"{head}: {'better' if better else 'worse'}, outside the noise"
 
-    def record(self) -> dict:
-        return {**dataclasses.asdict(self), "within_noise": self.within_noise, "statement": self.statement()}
+    def record(self) -> Compared:
+        return Compared(**dataclasses.asdict(self), within_noise=self.within_noise, statement=self.statement())
 
 
 def welch(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, float]:
@@ -205,13 +205,13 @@ def confirm_top(tuner: Rerunner, k: int = 3, repeats: int = 3) -> list[Confirmat
     results.sort(key=lambda c: -sign * c.bound)
     comparisons = compare(results)
     StudyRecord(
-        confirmations={str(c.trial): c.record() for c in results},
-        confirmation={
-            "repeats": repeats,
-            "metric": metric,
-            "after_trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-            "comparisons": [c.record() for c in comparisons],
-        },
+        confirmations={c.trial: c.record() for c in results},
+        confirmation=ConfirmationRound(
+            repeats=repeats,
+            metric=metric,
+            after_trials=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+            comparisons=tuple(c.record() for c in comparisons),
+        ),
     ).write(study)
     return results
 
@@ -236,6 +236,7 @@ def confirm_study(tuner: Rerunner) -> list[Confirmation] | None:
     if c is None or c.top < 1 or study is None:
         return None
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if (StudyRecord.of(study).confirmation or {}).get("after_trials") == done or not top_trials(study, 1):
+    last = StudyRecord.of(study).confirmation
+    if (last is not None and last.after_trials == done) or not top_trials(study, 1):
         return None
     return confirm_top(tuner, c.top, c.repeats)

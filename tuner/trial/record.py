@@ -203,11 +203,6 @@ class RecordedLevel:
         defaults = cls()
         return cls(**{f.name: d.get(f.name, getattr(defaults, f.name)) for f in fields(cls)})
 
-    def get(self, name: str, default: Any = None) -> Any:
-        """A number by its bench_serving name (tables pick columns by name)."""
-        value = getattr(self, name, None)
-        return default if value is None else value
-
 
 @dataclass(frozen=True)
 class ServerSettled:
@@ -547,6 +542,93 @@ def replay_notice(records: Iterable[TrialRecord]) -> str | None:
 
 
 @dataclass(frozen=True)
+class ConfirmedTrial:
+    """One trial re-run by ``tune confirm`` (search.confirm.Confirmation): its runs of the first metric, mean
+    ± 95% CI and the one-sided bound it is ranked by (None where one run gives no spread; +-inf when it failed)."""
+
+    metric: str
+    runs: tuple[float, ...]
+    bound: float | None
+    role: str = "top"  # top | baseline | reference <name>
+    mean: float | None = None
+    std: float | None = None
+    ci95: float | None = None
+    failure: str | None = None
+
+    def write(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "role": self.role,
+            "runs": list(self.runs),
+            "mean": self.mean,
+            "std": self.std,
+            "ci95": self.ci95,
+            "bound": self.bound,
+            "failure": self.failure,
+        }
+
+    @classmethod
+    def read(cls, d: Mapping[str, Any]) -> ConfirmedTrial:
+        return cls(
+            d["metric"],
+            tuple(d["runs"]),
+            d.get("bound"),
+            d.get("role", "top"),
+            d.get("mean"),
+            d.get("std"),
+            d.get("ci95"),
+            d.get("failure"),
+        )
+
+
+@dataclass(frozen=True)
+class Compared:
+    """The confirmed winner ``a`` against ``b`` (the defaults, a reference): difference of means, its Welch 95%
+    interval, and the sentence that says it (search.confirm.Comparison)."""
+
+    a: str
+    b: str
+    metric: str
+    diff: float
+    low: float
+    high: float
+    b_mean: float
+    within_noise: bool
+    statement: str
+
+    def write(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def read(cls, d: Mapping[str, Any]) -> Compared:
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class ConfirmationRound:
+    """When confirmation last ran (after how many completed trials), with how many repeats, and its comparisons."""
+
+    repeats: int
+    metric: str
+    after_trials: int
+    comparisons: tuple[Compared, ...] = ()
+
+    def write(self) -> dict[str, Any]:
+        return {
+            "repeats": self.repeats,
+            "metric": self.metric,
+            "after_trials": self.after_trials,
+            "comparisons": [c.write() for c in self.comparisons],
+        }
+
+    @classmethod
+    def read(cls, d: Mapping[str, Any]) -> ConfirmationRound:
+        return cls(
+            d["repeats"], d["metric"], d["after_trials"], tuple(Compared.read(c) for c in d.get("comparisons", []))
+        )
+
+
+@dataclass(frozen=True)
 class StudyRecord:
     """What a study stores about itself: its objective (set once, at creation), the latest run file, and the
     confirmations of ``tune confirm``."""
@@ -558,24 +640,44 @@ class StudyRecord:
     load_search: Mapping[str, Any] | None = None  # vars(bench.workload.LoadSearch): a goodput study
     space: str | None = None
     run_config: Mapping[str, Any] | None = None  # RunConfig.to_dict() of the latest run
-    confirmations: Mapping[str, Mapping[str, Any]] | None = None  # by trial number, best bound first
-    confirmation: Mapping[str, Any] | None = None  # the comparisons and when they were made
+    confirmations: Mapping[int, ConfirmedTrial] | None = None  # by trial number, best bound first
+    confirmation: ConfirmationRound | None = None
 
     def attrs(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("metrics", "constraint_names"):
-            if out[name] is not None:
-                out[name] = list(out[name])
-        return _drop_none(out)
+        return _drop_none(
+            {
+                "metrics": list(self.metrics) if self.metrics is not None else None,
+                "constraint_names": list(self.constraint_names) if self.constraint_names is not None else None,
+                "at_concurrency": self.at_concurrency,
+                "slo": self.slo,
+                "load_search": self.load_search,
+                "space": self.space,
+                "run_config": self.run_config,
+                "confirmations": {str(n): c.write() for n, c in self.confirmations.items()}
+                if self.confirmations is not None
+                else None,
+                "confirmation": self.confirmation.write() if self.confirmation is not None else None,
+            }
+        )
 
     @classmethod
     def of(cls, study: Any) -> StudyRecord:
         """A study's (or a study summary's) record."""
         a = study.user_attrs
+        confirmations = a.get("confirmations")
+        confirmation = a.get("confirmation")
         return cls(
-            **{f.name: a.get(f.name) for f in fields(cls) if f.name not in ("metrics", "constraint_names")},
             metrics=_tuple(a.get("metrics")),
             constraint_names=_tuple(a.get("constraint_names")),
+            at_concurrency=a.get("at_concurrency"),
+            slo=a.get("slo"),
+            load_search=a.get("load_search"),
+            space=a.get("space"),
+            run_config=a.get("run_config"),
+            confirmations={int(n): ConfirmedTrial.read(c) for n, c in confirmations.items()}
+            if confirmations is not None
+            else None,
+            confirmation=ConfirmationRound.read(confirmation) if confirmation is not None else None,
         )
 
     def write(self, study: optuna.Study) -> None:
@@ -595,12 +697,12 @@ class StudyRecord:
         """The SLO: the study's, else the latest run file's."""
         return dict(self.slo or self.run.get("objective", {}).get("slo") or {})
 
-    def confirmed(self, number: int) -> Mapping[str, Any] | None:
-        return (self.confirmations or {}).get(str(number))
+    def confirmed(self, number: int) -> ConfirmedTrial | None:
+        return (self.confirmations or {}).get(number)
 
     @property
-    def comparisons(self) -> list[Mapping[str, Any]]:
-        return list((self.confirmation or {}).get("comparisons", []))
+    def comparisons(self) -> tuple[Compared, ...]:
+        return self.confirmation.comparisons if self.confirmation is not None else ()
 
 
 # -- the trials a view compares ---------------------------------------------------------------------------------
@@ -627,7 +729,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     """
     import optuna
 
-    confirmed = [int(n) for n, c in (StudyRecord.of(study).confirmations or {}).items() if not c.get("failure")]
+    confirmed = [n for n, c in (StudyRecord.of(study).confirmations or {}).items() if not c.failure]
     if confirmed:
         # Stored sorted by bound, best first (search.confirm).
         return study.trials[confirmed[0]]

@@ -87,7 +87,7 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
                     }
                     for name, t in reference_records(study).items()
                 },
-                "confirmation": sr.confirmation,
+                "confirmation": sr.confirmation.write() if sr.confirmation is not None else None,
                 "launcher": best.launcher,
                 "gpu_peak_used_mib": best.gpu.peak_used_mib,
                 **(
@@ -162,12 +162,12 @@ def _header(study: optuna.Study, best: TrialRecord) -> str:
             line += f" ({100 * (goodput / base.goodput - 1):+.1f}% vs SGLang defaults)"
         lines.append(line)
     confirmed = sr.confirmed(best.number) if best.number is not None else None
-    if confirmed and confirmed.get("ci95") is not None:
+    if confirmed and confirmed.ci95 is not None and confirmed.mean is not None:
         lines.append(
-            f"# Confirmed: {confirmed['metric']} {confirmed['mean']:.1f} ± {confirmed['ci95']:.1f} "
-            f"(mean ± 95% CI over {len(confirmed['runs'])} re-runs)"
+            f"# Confirmed: {confirmed.metric} {confirmed.mean:.1f} ± {confirmed.ci95:.1f} "
+            f"(mean ± 95% CI over {len(confirmed.runs)} re-runs)"
         )
-    lines += [f"# {c['statement']}" for c in sr.comparisons if c["a"].endswith(f"(trial {best.number})")]
+    lines += [f"# {c.statement}" for c in sr.comparisons if c.a.endswith(f"(trial {best.number})")]
     lines += ["set -euo pipefail", ""]
     return "\n".join(lines) + "\n"
 

@@ -193,7 +193,7 @@ def curves_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for label, t in curve_trials(study):
         for lv in sorted(t.measured_levels, key=lambda lv: (lv.repeat, lv.request_rate or 0, lv.concurrency)):
-            rows.append({"config": label, "trial": t.number, **{c: lv.get(c) for c in CURVE_COLUMNS[2:]}})
+            rows.append({"config": label, "trial": t.number, **{c: getattr(lv, c) for c in CURVE_COLUMNS[2:]}})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
@@ -425,14 +425,14 @@ def confirmation_frame(study: optuna.Study) -> pd.DataFrame:
     for number, c in (StudyRecord.of(study).confirmations or {}).items():
         rows.append(
             {
-                "trial": int(number),
-                "role": c.get("role", "top"),
-                "metric": c["metric"],
-                "runs": len(c["runs"]),
-                "mean": c.get("mean"),
-                "ci95": c.get("ci95"),
-                "bound_95": c["bound"] if c["bound"] is not None and math.isfinite(c["bound"]) else None,
-                "failure": c.get("failure") or "",
+                "trial": number,
+                "role": c.role,
+                "metric": c.metric,
+                "runs": len(c.runs),
+                "mean": c.mean,
+                "ci95": c.ci95,
+                "bound_95": c.bound if c.bound is not None and math.isfinite(c.bound) else None,
+                "failure": c.failure or "",
             }
         )
     return pd.DataFrame(rows, columns=["trial", "role", "metric", "runs", "mean", "ci95", "bound_95", "failure"])
@@ -451,7 +451,7 @@ def confirmation_lines(study: optuna.Study) -> list[str]:
             lines.append(
                 f"{what}: {r.metric} {r['mean']:.2f} ± {r.ci95:.2f} (95% CI over {r.runs} runs), bound {r.bound_95:.2f}"
             )
-    lines += [c["statement"] for c in StudyRecord.of(study).comparisons]
+    lines += [c.statement for c in StudyRecord.of(study).comparisons]
     return lines
 
 
