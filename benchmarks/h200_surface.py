@@ -27,7 +27,16 @@ sys.path.insert(0, str(ROOT))
 
 from tuner.config.run import RunConfig
 from tuner.sglang.catalog import FlagCatalog
-from tuner.trial.surface import SHAPE_KEYS, Header, Objective, Row, Surface, Workload, point_of, read_levels
+from tuner.trial.surface import (
+    SHAPE_KEYS,
+    Header,
+    RecordedObjective,
+    RecordedWorkload,
+    Row,
+    Surface,
+    point_of,
+    read_levels,
+)
 
 OUT = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 FIXED = {
@@ -90,7 +99,7 @@ def main() -> None:
         gpu_memory_mib=143771.0,
         sglang_version="0.5.17",
         command=["python3", "-m", "sglang.launch_server"],
-        workload=Workload(
+        workload=RecordedWorkload(
             input_len=512,
             output_len=128,
             concurrency=[1, 16, 64],
@@ -98,7 +107,7 @@ def main() -> None:
             description="random token ids, ignore_eos, 8/64/256 prompts per level, 2 warm-up "
             "requests and a cache flush before each level",
         ),
-        objective=Objective(metrics=["output_throughput"], at_concurrency=64),
+        objective=RecordedObjective(metrics=["output_throughput"], at_concurrency=64),
         date="2026-11-28",
         source="study h200-qwen3-8b (docs/h200.md)",
         space="search_spaces/h200-qwen3-8b.yaml",

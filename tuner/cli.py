@@ -131,9 +131,9 @@ def _guard(fn, *args, **kwargs):
 
 
 def _say_replay(study) -> None:
-    from tuner.trial.surface import replay_notice
+    from tuner.trial.record import records, replay_notice
 
-    notice = replay_notice(study.get_trials(deepcopy=False))
+    notice = replay_notice(records(study))
     if notice:
         typer.echo(notice)
 
@@ -282,12 +282,13 @@ def export(
     """Write deploy-best.sh and best.json for the best feasible trial."""
     from tuner.search.launchers import make_launcher
     from tuner.search.study import load_existing_study
-    from tuner.views.export import best_trial, export_best
+    from tuner.trial.record import StudyRecord, best_record
+    from tuner.views.export import export_best
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
     st = _guard(load_existing_study, cfg)
     out = _out_dir(out)
-    run = st.user_attrs.get("run_config")
+    run = StudyRecord.of(st).run_config
     if run and config is None:
         cfg = _config(
             None,
@@ -299,7 +300,7 @@ def export(
             },
         )
     # The image that was measured, not whatever its tag points to now.
-    digest = _guard(best_trial, st).user_attrs.get("launcher", {}).get("image_digest")
+    digest = (_guard(best_record, st).launcher or {}).get("image_digest")
     if cfg.launcher.kind == "docker" and digest:
         cfg.launcher.image = digest
     done = _guard(export_best, st, _guard(make_launcher, cfg), out)
@@ -386,6 +387,7 @@ def record(
     """Turn a finished study's real trials into a surface file that `launcher: {kind: replay}` replays."""
     from tuner.search.study import load_existing_study
     from tuner.sglang.catalog import FlagCatalog
+    from tuner.trial.record import records
     from tuner.trial.surface import SurfaceError, from_study
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
@@ -395,9 +397,7 @@ def record(
     catalog = FlagCatalog.from_help(sglang_help.read_text(), str(sglang_help))
     if "port" not in catalog.flags:
         _fail(f"--sglang-help {sglang_help}: lists no --port; is it SGLang's launch_server --help?")
-    versions = {
-        t.user_attrs.get("server_version") or t.user_attrs.get("launcher", {}).get("sglang_version") for t in st.trials
-    } - {None}
+    versions = {v for r in records(st) if (v := r.sglang_version)}
     try:
         surface = from_study(
             st,

@@ -50,6 +50,7 @@ from tuner.bench.metrics import LevelResult, RequestRecord, compute_level_result
 from tuner.bench.transport import ARRIVED, CONN_ERRORS, H1Transport, error_text
 from tuner.bench.workload import Level, Prompt, Workload, arrival_times, build_prompts
 from tuner.errors import TunerError
+from tuner.sglang import endpoints
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,7 @@ class _Client:
         self.wl = workload
         self.check_server = check_server
         self.endpoint = workload.endpoint
-        self.url = {
-            "completions": self.base + "/v1/completions",
-            "chat": self.base + "/v1/chat/completions",
-            "generate": self.base + "/generate",
-        }[self.endpoint]
+        self.url = self.base + endpoints.BY_NAME[self.endpoint]
         max_c = max(lv.concurrency for lv in workload.levels)
         rt = float(workload.request_timeout_s)
         self.timeout_s = rt
@@ -394,7 +391,7 @@ class _Client:
             await asyncio.sleep(WATCH_INTERVAL_S)
 
     async def flush_cache(self) -> None:
-        url = self.base + "/flush_cache"
+        url = self.base + endpoints.FLUSH_CACHE
         deadline = perf_counter() + FLUSH_MAX_S
         while True:
             try:

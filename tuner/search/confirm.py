@@ -19,13 +19,14 @@ from typing import Protocol
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from scipy import stats
 
 from tuner.bench.workload import Workload
 from tuner.config.run import RunConfig, direction
 from tuner.search.objective import Objective
 from tuner.sglang.flags import ServerFlags
+from tuner.trial.record import Compared, ConfirmationRound, ConfirmedTrial, StudyRecord, TrialRecord, records
 from tuner.trial.runner import TrialPlan, TrialRunner
 
 
@@ -81,20 +82,20 @@ class Confirmation:
         half = float(stats.t.ppf(0.95, len(self.runs) - 1)) * self.std / math.sqrt(len(self.runs))
         return self.mean - half if direction(self.metric) == "maximize" else self.mean + half
 
-    def record(self) -> dict:
+    def record(self) -> ConfirmedTrial:
         def finite(x: float) -> float | None:
             return None if math.isnan(x) else x
 
-        return {
-            "metric": self.metric,
-            "role": self.role,
-            "runs": list(self.runs),
-            "mean": finite(self.mean),
-            "std": finite(self.std),
-            "ci95": finite(self.half_width),
-            "bound": self.bound,
-            "failure": self.failure,
-        }
+        return ConfirmedTrial(
+            metric=self.metric,
+            runs=self.runs,
+            bound=self.bound,
+            role=self.role,
+            mean=finite(self.mean),
+            std=finite(self.std),
+            ci95=finite(self.half_width),
+            failure=self.failure,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,8 @@ class Comparison:
             return f"{head}: the difference is inside the noise (the interval includes 0)"
         return f"{head}: {'better' if better else 'worse'}, outside the noise"
 
-    def record(self) -> dict:
-        return {**dataclasses.asdict(self), "within_noise": self.within_noise, "statement": self.statement()}
+    def record(self) -> Compared:
+        return Compared(**dataclasses.asdict(self), within_noise=self.within_noise, statement=self.statement())
 
 
 def welch(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, float]:
@@ -139,16 +140,12 @@ def welch(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, flo
     return diff, float(ci.low), float(ci.high)
 
 
-def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+def top_trials(study: optuna.Study, k: int) -> list[TrialRecord]:
     """The k best feasible trials by the first objective, one per distinct flag set."""
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("feasible") and t.values
-    ]
+    done = [r for r in records(study, (TrialState.COMPLETE,)) if r.is_feasible and r.values]
     seen, out = set(), []
-    for t in sorted(done, key=lambda t: -sign * t.values[0]):
+    for t in sorted(done, key=lambda t: -sign * (t.values or (0.0,))[0]):
         key = _key(t)
         if key not in seen:
             seen.add(key)
@@ -156,16 +153,8 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     return out[:k]
 
 
-def _key(t: FrozenTrial) -> tuple:
-    return tuple(sorted((k, str(v)) for k, v in t.user_attrs.get("flags", {}).items() if k != "port"))
-
-
-def _role(t: FrozenTrial) -> str:
-    if t.user_attrs.get("baseline"):
-        return "baseline"
-    if t.user_attrs.get("reference"):
-        return f"reference {t.user_attrs['reference']}"
-    return "top"
+def _key(t: TrialRecord) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in t.flag_values.items() if k != "port"))
 
 
 def _label(c: Confirmation) -> str:
@@ -181,16 +170,17 @@ def confirm_top(tuner: Rerunner, k: int = 3, repeats: int = 3) -> list[Confirmat
     chosen = top_trials(study, k)
     others = [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if _role(t) != "top" and t.user_attrs.get("launched", True) and t.user_attrs.get("flags")
+        for t in records(study, (TrialState.COMPLETE,))
+        if t.role != "top" and t.launched is not False and t.flag_values
     ]
     for t in others:  # the latest run of each baseline/reference, unless it is among the top already
         if _key(t) not in {_key(c) for c in chosen}:
-            chosen = [c for c in chosen if _role(c) != _role(t)] + [t]
+            chosen = [c for c in chosen if c.role != t.role] + [t]
     results = []
     for trial in chosen:
-        flags = ServerFlags(tuple(trial.user_attrs["flags"].items()))
-        gpus = tuple(trial.user_attrs.get("gpus") or tuner.config.gpus[:1])
+        assert trial.flags is not None and trial.number is not None
+        flags = trial.flags
+        gpus = tuple(trial.gpus or tuner.config.gpus[:1])
         plan = tuner.plan(trial.number, flags, gpus, int(flags.as_dict().get("port", tuner.config.launcher.port)))
         plan = dataclasses.replace(plan, trial_dir=plan.trial_dir.with_name(f"{trial.number}-confirm"))
         result = tuner.runner(study, None, workload).run(plan)
@@ -209,21 +199,20 @@ def confirm_top(tuner: Rerunner, k: int = 3, repeats: int = 3) -> list[Confirmat
                 getattr(lv, metric) for lv in result.levels if lv.concurrency == tuner.objective.at_concurrency
             )
         results.append(
-            Confirmation(trial.number, metric, runs, result.failure.name if result.failure else None, _role(trial))
+            Confirmation(trial.number, metric, runs, result.failure.name if result.failure else None, trial.role)
         )
     sign = 1 if direction(metric) == "maximize" else -1
     results.sort(key=lambda c: -sign * c.bound)
     comparisons = compare(results)
-    study.set_user_attr("confirmations", {str(c.trial): c.record() for c in results})
-    study.set_user_attr(
-        "confirmation",
-        {
-            "repeats": repeats,
-            "metric": metric,
-            "after_trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-            "comparisons": [c.record() for c in comparisons],
-        },
-    )
+    StudyRecord(
+        confirmations={c.trial: c.record() for c in results},
+        confirmation=ConfirmationRound(
+            repeats=repeats,
+            metric=metric,
+            after_trials=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+            comparisons=tuple(c.record() for c in comparisons),
+        ),
+    ).write(study)
     return results
 
 
@@ -247,6 +236,7 @@ def confirm_study(tuner: Rerunner) -> list[Confirmation] | None:
     if c is None or c.top < 1 or study is None:
         return None
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if study.user_attrs.get("confirmation", {}).get("after_trials") == done or not top_trials(study, 1):
+    last = StudyRecord.of(study).confirmation
+    if (last is not None and last.after_trials == done) or not top_trials(study, 1):
         return None
     return confirm_top(tuner, c.top, c.repeats)

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.config.run import RunConfig
 from tuner.errors import SetupError
+from tuner.trial.record import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +163,15 @@ class _RetryStale:
     """A trial whose worker stopped heartbeating is failed by Optuna; run its parameters again."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        enqueue_retry(study, trial, reason=f"worker {trial.user_attrs.get('worker', '?')} stopped heartbeating")
+        enqueue_retry(study, trial, reason=f"worker {TrialRecord.of(trial).worker or '?'} stopped heartbeating")
 
 
 def enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str = "interrupted") -> None:
-    attrs = {"retry_of": trial.number, "retry_reason": reason}
-    if trial.user_attrs.get("baseline"):
-        attrs["baseline"] = True
-    if trial.user_attrs.get("reference"):
-        attrs["reference"] = trial.user_attrs["reference"]
-    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+    r = TrialRecord.of(trial)
+    again = TrialRecord(
+        retry_of=trial.number, retry_reason=reason, baseline=r.baseline or None, reference=r.reference or None
+    )
+    study.enqueue_trial(dict(trial.params), user_attrs=again.attrs())
 
 
 class _Heartbeat:

@@ -52,6 +52,7 @@ from tuner.sglang import failures
 from tuner.sglang.catalog import FlagCatalog, FlagCatalogError
 from tuner.sglang.feasibility import Feasibility, ModelFacts, Prediction, launch_env
 from tuner.sglang.flags import FlagValue, ServerFlags, resolved_flags
+from tuner.trial.record import OVER_BUDGET, SAMPLING_ERROR, StudyRecord, TrialRecord, Verdict, records
 from tuner.trial.replay import ReplayLauncher
 from tuner.trial.runner import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
 
@@ -106,20 +107,22 @@ def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.S
         )
     if [d.name.lower() for d in study.directions] != objective.directions:
         raise SetupError(
-            f"study {config.study!r} already exists with objectives {study.user_attrs.get('metrics')}: "
+            f"study {config.study!r} already exists with objectives {_list(StudyRecord.of(study).metrics)}: "
             f"use another --study name for {list(objective.metrics)}"
         )
-    if "metrics" not in study.user_attrs:
-        study.set_user_attr("metrics", list(objective.metrics))
-        study.set_user_attr("constraint_names", objective.constraint_names)
-        study.set_user_attr("at_concurrency", objective.at_concurrency)
-        if objective.load_search is not None:
-            study.set_user_attr("slo", objective.slo)
-            study.set_user_attr("load_search", vars(objective.load_search))
-        study.set_user_attr("space", str(config.space))
+    if StudyRecord.of(study).metrics is None:
+        searched = objective.load_search is not None
+        StudyRecord(
+            metrics=tuple(objective.metrics),
+            constraint_names=tuple(objective.constraint_names),
+            at_concurrency=objective.at_concurrency,
+            slo=objective.slo if searched else None,
+            load_search=vars(objective.load_search) if searched else None,
+            space=str(config.space),
+        ).write(study)
         study.set_metric_names(list(objective.metrics))
     # The latest run's settings: export rebuilds the launcher (command, env, image) from them.
-    study.set_user_attr("run_config", config.to_dict())
+    StudyRecord(run_config=config.to_dict()).write(study)
     # A seeded sampler made anew on resume would replay the same random startup draws (seen on the H200:
     # trial 4 repeated trial 1). Offset the seed by the trials already there: still reproducible from the same
     # history. Workers that open the study at the same moment see the same history: each claims its own seed
@@ -285,7 +288,7 @@ class Tuner:
                     f"{what} {folder}: cannot create this folder ({exc.strerror}): point {what} at a writable one"
                 ) from None
         self.study = open_study(self.config)
-        if "kv_capacity" not in self.study.user_attrs.get("constraint_names", ["kv_capacity"]):
+        if "kv_capacity" not in (StudyRecord.of(self.study).constraint_names or ["kv_capacity"]):
             self.objective = dataclasses.replace(self.objective, kv_constraint=False)
         self._check_space_matches(self.study, self.space)
         self._check_baseline_flags(self.study)
@@ -399,9 +402,9 @@ class Tuner:
 
     def _check_baseline_flags(self, study: optuna.Study) -> None:
         """A baseline SGLang refused (invalid_flag) means every trial of the study gets the same fixed flags."""
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("baseline") and t.user_attrs.get("failure_class") == failures.INVALID_FLAG.name:
-                raise SetupError(_baseline_refused(self.config, t.user_attrs.get("failure_detail", "")))
+        for r in records(study, (TrialState.COMPLETE,)):
+            if r.baseline and r.failure_class == failures.INVALID_FLAG.name:
+                raise SetupError(_baseline_refused(self.config, (r.failure and r.failure.detail) or ""))
 
     def _feasibility(self) -> Feasibility:
         """The facts failures are predicted from; each missing one is said once, and its checks skipped."""
@@ -422,17 +425,18 @@ class Tuner:
         """The baseline, then each reference not yet in the study, ahead of any sampled trial."""
         if not self.references:
             return
-        queued = {t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False)}
+        queued = {r.reference for r in records(study)}
         if not study.trials and self.config.baseline:
-            study.enqueue_trial({}, user_attrs={"baseline": True})  # else a queued reference would be trial 0
+            # else a queued reference would be trial 0
+            study.enqueue_trial({}, user_attrs=TrialRecord(baseline=True).attrs())
         for name in self.references:
             if name not in queued:
-                study.enqueue_trial({}, user_attrs={"reference": name})
+                study.enqueue_trial({}, user_attrs=TrialRecord(reference=name).attrs())
 
     def _recover_stale(self, study: optuna.Study) -> None:
         """RUNNING trials of a dead worker on this host (kill -9): fail them and run their parameters again."""
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = t.user_attrs.get("worker", "")
+            worker = TrialRecord.of(t).worker or ""
             host, _, pid = worker.rpartition(":")
             if host != HOST or not pid.isdigit() or _alive(int(pid)):
                 continue
@@ -442,7 +446,7 @@ class Tuner:
                 set_trial_attrs(
                     study,
                     optuna.Trial(study, t._trial_id),
-                    {"failure_class": failures.INTERRUPTED.name, "failure_detail": f"worker {worker} died"},
+                    TrialRecord(failure=Verdict(failures.INTERRUPTED.name, detail=f"worker {worker} died")).attrs(),
                 )
                 if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                     continue
@@ -505,10 +509,7 @@ class Tuner:
 
     @staticmethod
     def trials_interrupted(study: optuna.Study) -> int:
-        return sum(
-            t.user_attrs.get("failure_class") == failures.INTERRUPTED.name
-            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        )
+        return sum(r.failure_class == failures.INTERRUPTED.name for r in records(study, (TrialState.FAIL,)))
 
     def _budget_left(self, study: optuna.Study) -> bool:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
@@ -516,7 +517,8 @@ class Tuner:
 
     def _one_trial(self, study: optuna.Study, pool: GpuPool, artifacts: FileSystemArtifactStore) -> None:
         trial = study.ask()
-        study._storage.set_trial_user_attr(trial._trial_id, "worker", WORKER)
+        for key, value in TrialRecord(worker=WORKER).attrs().items():
+            study._storage.set_trial_user_attr(trial._trial_id, key, value)
         with _Heartbeat(study, trial, self.config.heartbeat_s):
             self._run_asked(study, trial, pool, artifacts)
 
@@ -532,20 +534,18 @@ class Tuner:
         ]
         if len(ahead) >= self.config.trials:
             fixed = study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
-            trial.set_user_attr("failure_class", "over_budget")
+            set_trial_attrs(study, trial, TrialRecord(failure=Verdict(OVER_BUDGET)).attrs())
             study.tell(trial, state=TrialState.FAIL)
             if fixed is not None:  # a re-run handed to us from the queue: leave it for a later run
+                r = TrialRecord.of(trial)
                 study.enqueue_trial(
                     fixed,
-                    user_attrs={
-                        k: v for k, v in trial.user_attrs.items() if k in ("retry_of", "baseline", "reference")
-                    },
+                    user_attrs=TrialRecord(retry_of=r.retry_of, baseline=r.baseline, reference=r.reference).attrs(),
                 )
             return
-        reference = self.references.get(trial.user_attrs.get("reference", ""))
-        baseline = (
-            self.config.baseline and not reference and (trial.number == 0 or bool(trial.user_attrs.get("baseline")))
-        )
+        queued = TrialRecord.of(trial)
+        reference = self.references.get(queued.reference or "")
+        baseline = self.config.baseline and not reference and (trial.number == 0 or queued.is_baseline)
         assert self.space is not None
         try:
             if reference:
@@ -554,8 +554,11 @@ class Tuner:
                 tuned = self.space.fixed if baseline else self.space.sample(trial)
         except BaseException as exc:
             # Never left RUNNING: a resume would re-queue it and fail the same way for ever.
-            trial.set_user_attr("failure_class", "sampling_error")
-            trial.set_user_attr("failure_detail", f"{type(exc).__name__}: {exc}")
+            set_trial_attrs(
+                study,
+                trial,
+                TrialRecord(failure=Verdict(SAMPLING_ERROR, detail=f"{type(exc).__name__}: {exc}")).attrs(),
+            )
             study.tell(trial, state=TrialState.FAIL)
             if isinstance(exc, ValueError):
                 raise SetupError(f"trial {trial.number}: Optuna refused to sample the space: {exc}") from None
@@ -581,20 +584,20 @@ class Tuner:
             set_trial_attrs(
                 study,
                 trial,
-                {
-                    "started_at": started_at,
-                    "baseline": baseline,
-                    "host": HOST,
-                    "gpus": list(gpus),
-                    "flags": plan.flags.as_dict(),
-                    "argv": plan.flags.argv(),
-                    "trial_dir": str(plan.trial_dir),
-                    "launcher": self.launcher.describe(),
-                },
+                TrialRecord(
+                    started_at=started_at,
+                    baseline=baseline,
+                    host=HOST,
+                    gpus=gpus,
+                    flags=plan.flags,
+                    argv=tuple(plan.flags.argv()),
+                    trial_dir=plan.trial_dir,
+                    launcher=self.launcher.describe(),
+                ).attrs(),
             )
             runner = self.runner(study, trial)
             result = runner.run(plan)
-            trial.set_user_attr("ended_at", datetime.now().isoformat())
+            set_trial_attrs(study, trial, TrialRecord(ended_at=datetime.now().isoformat()).attrs())
         except (Cancelled, KeyboardInterrupt):
             self._record_interrupted(study, trial)
             self.cancel.set()
@@ -623,16 +626,16 @@ class Tuner:
         set_trial_attrs(
             study,
             trial,
-            {
-                "baseline": baseline,
-                "host": HOST,
-                "gpus": [],
-                "gpus_needed": needed,
-                "flags": plan.flags.as_dict(),
-                "argv": plan.flags.argv(),
-                "trial_dir": str(plan.trial_dir),
-                "launched": False,
-            },
+            TrialRecord(
+                baseline=baseline,
+                host=HOST,
+                gpus=(),
+                gpus_needed=needed,
+                flags=plan.flags,
+                argv=tuple(plan.flags.argv()),
+                trial_dir=plan.trial_dir,
+                launched=False,
+            ).attrs(),
         )
         result = TrialResult(plan, predicted.failure, predicted.detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
         write_artifacts(result)
@@ -670,7 +673,9 @@ class Tuner:
             else None,
             progress=self.progress,
             cancel=self.cancel,
-            on_launch=(lambda server: trial.set_user_attr("server", server.ident)) if trial else None,
+            on_launch=(lambda server: set_trial_attrs(study, trial, TrialRecord(server=server.ident).attrs()))
+            if trial
+            else None,
             load_search=self.objective.load_search,
             slo=self.objective.slo,
         )
@@ -701,16 +706,20 @@ class Tuner:
         self, study: optuna.Study, trial: optuna.Trial, result: TrialResult, artifacts: FileSystemArtifactStore
     ) -> None:
         attrs = trial_attrs(result, self.objective, self.workload_record)
-        if trial.user_attrs.get("baseline") and result.server_info and self.space is not None:
+        baseline = TrialRecord.of(trial).is_baseline
+        if baseline and result.server_info and self.space is not None:
             # A space that cannot draw what SGLang chose for itself searches only elsewhere (the H200 chat
             # study's first space: every running-request cap below SGLang's 4096): say it while it runs.
             unreachable = self.space.unreachable(resolved_flags(result.server_info, result.kv.max_running_requests))
             if unreachable:
-                attrs["defaults_outside_space"] = unreachable
+                attrs.update(TrialRecord(defaults_outside_space=tuple(unreachable)).attrs())
                 log.warning("SGLang's defaults lie outside the space: %s", "; ".join(unreachable))
         constraints = self.objective.constraints(result)
         set_trial_attrs(
-            study, trial, {**attrs, "feasible": all(c <= 0 for c in constraints)}, system={"constraints": constraints}
+            study,
+            trial,
+            {**attrs, **TrialRecord(feasible=all(c <= 0 for c in constraints)).attrs()},
+            system={"constraints": constraints},
         )
         missing = result.artifacts_error or self._upload(artifacts, trial, result.plan.trial_dir)
         if missing:  # measured all the same: recorded with its numbers, saying its files are missing
@@ -727,17 +736,17 @@ class Tuner:
         study.tell(trial, self.objective.values(result))
         if self.progress and hasattr(self.progress, "trial_done"):
             self.progress.trial_done(study, result)
-        if result.failure == failures.INVALID_FLAG and trial.user_attrs.get("baseline"):
+        if result.failure == failures.INVALID_FLAG and baseline:
             said = failures.argparse_error(failures.log_tail(result.plan.trial_dir / "server.log"))
             self._errors.append(SetupError(_baseline_refused(self.config, said or result.failure_detail)))
             self.cancel.set()
 
     def _record_interrupted(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        trial.set_user_attr("failure_class", failures.INTERRUPTED.name)
-        trial.set_user_attr("failure_hint", failures.INTERRUPTED.hint)
-        trial_dir = trial.user_attrs.get("trial_dir")
+        interrupted = Verdict(failures.INTERRUPTED.name, hint=failures.INTERRUPTED.hint)
+        set_trial_attrs(study, trial, TrialRecord(failure=interrupted).attrs())
+        trial_dir = TrialRecord.of(trial).trial_dir
         if trial_dir:  # what the server logged before it was stopped
-            self._upload(self._artifact_store(), trial, Path(trial_dir))
+            self._upload(self._artifact_store(), trial, trial_dir)
         study.tell(trial, state=TrialState.FAIL)
         enqueue_retry(study, study._storage.get_trial(trial._trial_id))
 
@@ -781,82 +790,15 @@ class _WholeFileStore(FileSystemArtifactStore):
 
 
 def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None = None) -> dict:
-    """What a trial's record holds beyond its values: flat, JSON-friendly, named like SGLang and bench_serving."""
-    t = result.times
-    attrs: dict = {
-        "failure_class": result.failure.name if result.failure else "none",
-        # A healthy server's status is our own SIGKILL at stop (137): only a failed one's says something.
-        **({"exit_code": result.exit_code} if result.failure else {}),
-        "startup_s": round(t.startup_s, 3),
-        "benchmark_s": round(t.benchmark_s, 3),
-        "stop_s": round(t.stop_s, 3),
-        "total_s": round(t.total_s, 3),
-        "overhead_s": round(t.overhead_s, 3),
-        **result.gpu.record(),
-        **({"workload": workload} if workload else {}),
-        **(result.replayed.record() if result.replayed else {}),
-    }
-    if result.gpu_shared:
-        attrs["gpu_shared"] = [h.record() for h in result.gpu_shared]
-    if result.failure:
-        attrs["failure_explanation"] = result.failure.explanation
-        attrs["failure_hint"] = result.failure.hint
-        attrs["failure_detail"] = result.failure_detail
-    if result.benchmark and result.benchmark.stopped_early:
-        attrs["stopped_early"] = result.benchmark.stopped_early
-    attrs.update(result.kv.record())
+    """What a trial's end adds to its record (trial.record.TrialRecord), as the user attributes it is stored as."""
     short = result.kv.shortfall(objective.kv_tokens_needed) if result.ok and objective.kv_constraint else None
-    if short:  # measured, kept, and infeasible through the kv_capacity constraint
-        limit = failures.KV_POOL_TOO_SMALL
-        attrs.update(
-            limit_class=limit.name, limit_explanation=limit.explanation, limit_hint=limit.hint, limit_detail=short
-        )
-    level = objective.level(result) if result.ok else None
-    if level:
-        for name in (
-            "output_throughput",
-            "request_throughput",
-            "total_throughput",
-            "median_ttft_ms",
-            "p99_ttft_ms",
-            "median_tpot_ms",
-            "p99_tpot_ms",
-            "median_itl_ms",
-            "median_e2e_latency_ms",
-            "completed",
-            "failed",
-            "short_outputs",
-        ):
-            attrs[name] = round(getattr(level, name), 3)
-    if objective.load_search is not None:
-        # The value's level, named for the search: bench_serving's goodput and the rate that reached it.
-        attrs["goodput"] = round(level.request_goodput, 3) if level else 0.0
-        attrs["max_rate"] = level.request_rate if level else 0.0
-        if result.benchmark and result.benchmark.slo_broken:
-            attrs["slo_broken"] = result.benchmark.slo_broken
-    slo_pass = result.benchmark.slo_pass if result.benchmark else ()
-    attrs["levels"] = [
-        {
-            "concurrency": lv.concurrency,
-            "request_rate": lv.request_rate,
-            "repeat": lv.repeat,
-            "output_throughput": round(lv.output_throughput, 2),
-            "request_throughput": round(lv.request_throughput, 3),
-            "request_goodput": round(lv.request_goodput, 3),
-            "median_ttft_ms": round(lv.median_ttft_ms, 2),
-            "p99_ttft_ms": round(lv.p99_ttft_ms, 2),
-            "median_tpot_ms": round(lv.median_tpot_ms, 3),
-            "p99_tpot_ms": round(lv.p99_tpot_ms, 3),
-            "failed": lv.failed,
-            **({"slo_pass": slo_pass[i]} if slo_pass else {}),
-        }
-        for i, lv in enumerate(result.levels)
-    ]
-    # KV capacity is recorded above as max_total_num_tokens / max_running_requests (log line first).
-    for key in ("version", "mem_fraction_static", "chunked_prefill_size", "cuda_graph_max_bs", "attention_backend"):
-        if key in result.server_info:
-            attrs[f"server_{key}"] = result.server_info[key]
-    return attrs
+    return TrialRecord.measured(
+        result,
+        objective.level(result) if result.ok else None,
+        kv_shortfall=short,
+        load_search=objective.load_search is not None,
+        workload=workload,
+    ).attrs()
 
 
 def _unwritable(exc: BaseException, config: RunConfig) -> SetupError | None:
@@ -910,12 +852,16 @@ def _baseline_refused(config: RunConfig, detail: str) -> str:
 def best_levels(study: optuna.Study) -> dict[int, float]:
     """Per concurrency, the best output tokens/s any feasible trial reached (for early stopping)."""
     best: dict[int, float] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if not t.user_attrs.get("feasible"):
+    for r in records(study, (TrialState.COMPLETE,)):
+        if not r.is_feasible:
             continue
-        for lv in t.user_attrs.get("levels", []):
-            best[lv["concurrency"]] = max(best.get(lv["concurrency"], 0.0), lv["output_throughput"])
+        for lv in r.measured_levels:
+            best[lv.concurrency] = max(best.get(lv.concurrency, 0.0), lv.output_throughput or 0.0)
     return best
+
+
+def _list(values: tuple | None) -> list | None:
+    return list(values) if values is not None else None
 
 
 def _alive(pid: int) -> bool:

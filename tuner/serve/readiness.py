@@ -9,6 +9,7 @@ import httpx
 
 from tuner.errors import TunerError
 from tuner.serve.launcher import Server
+from tuner.sglang import endpoints
 
 POLL_S = 0.1
 
@@ -40,7 +41,7 @@ def wait_ready(server: Server, timeout_s: float, on_tick=None) -> Ready:
             if elapsed > timeout_s:
                 raise NotReady(f"server not healthy after {timeout_s:.0f} s", None)
             try:
-                if client.get(f"{url}/health").status_code == 200:
+                if client.get(url + endpoints.HEALTH).status_code == 200:
                     return Ready(time.monotonic() - start, server_info(client, url))
             except httpx.HTTPError:
                 pass
@@ -51,7 +52,7 @@ def wait_ready(server: Server, timeout_s: float, on_tick=None) -> Ready:
 
 def server_info(client: httpx.Client, url: str) -> dict:
     """The resolved arguments (mem_fraction_static, chunked_prefill_size ... as SGLang settled them)."""
-    for path in ("/get_server_info", "/server_info"):
+    for path in (endpoints.SERVER_INFO, endpoints.SERVER_INFO_OLD):
         try:
             response = client.get(url + path)
             if response.status_code == 200:
@@ -63,6 +64,6 @@ def server_info(client: httpx.Client, url: str) -> dict:
 
 def healthy(client: httpx.Client, url: str) -> bool:
     try:
-        return client.get(f"{url}/health").status_code == 200
+        return client.get(url + endpoints.HEALTH).status_code == 200
     except httpx.HTTPError:
         return False

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tuner.sglang import endpoints
+
 
 class Phase(StrEnum):
     LAUNCH = "launch"
@@ -85,7 +87,7 @@ DIED = _c(
 )
 UNHEALTHY = _c(
     "unhealthy",
-    "The server stayed up but /health failed during the benchmark.",
+    f"The server stayed up but {endpoints.HEALTH} failed during the benchmark.",
     "The server hung under load; see server.log for the detokenizer/scheduler state.",
 )
 REQUESTS_FAILED = _c(

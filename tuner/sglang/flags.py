@@ -7,13 +7,14 @@ the trial records and deploy-best.sh all speak the vocabulary a SGLang user alre
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 FlagValue = str | int | float | bool
 
-# Flags every trial's command line gets from the run (model, launcher, port of its slot), never from a space.
+# Flags every trial's command line gets from the run (model, launcher, port of its slot), never from a space or a
+# reference: where a server runs, not how. Views leave them out, and a surface's points too.
 TUNER_FLAGS = ("model-path", "model", "host", "port", "served-model-name")
 
 
@@ -48,6 +49,16 @@ class ServerFlags:
 
     def shell(self) -> str:
         return " ".join(shlex.quote(a) for a in self.argv())
+
+    def text(self, skip: Collection[str] = ()) -> str:
+        """The flags as tables and notes show them (``--chunked-prefill-size 4096 --enable-x``): those the tuner
+        sets itself (``TUNER_FLAGS``) and those in ``skip`` left out, switches bare, switches left off dropped.
+        Empty for SGLang's defaults."""
+        return " ".join(
+            f"--{name}" if value is True else f"--{name} {format_value(value)}"
+            for name, value in self.values
+            if name not in TUNER_FLAGS and name not in skip and value is not False and value is not None
+        )
 
 
 def resolved_flags(server_info: Mapping[str, Any], max_running_requests: int | None) -> dict[str, FlagValue]:

@@ -24,7 +24,7 @@ from tuner.serve import gpu
 from tuner.serve.gpu import Holder  # by name: in TrialResult, `gpu` is the field above gpu_shared
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.readiness import NotReady, healthy, wait_ready
-from tuner.sglang import failures
+from tuner.sglang import endpoints, failures
 from tuner.sglang.failures import FailureClass, Phase
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
@@ -161,7 +161,7 @@ class Watcher:
         if code is not None:
             return f"server exited with status {code}"
         if self.unhealthy:
-            return f"/health failed {UNHEALTHY_AFTER} times in a row"
+            return f"{endpoints.HEALTH} failed {UNHEALTHY_AFTER} times in a row"
         return None
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +38,8 @@ from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import Level, LoadSearch
 from tuner.errors import TunerError
 from tuner.sglang.catalog import FlagCatalog, FlagInfo
-from tuner.sglang.flags import FlagValue, format_value
+from tuner.sglang.flags import TUNER_FLAGS, FlagValue, format_value
+from tuner.trial.record import StudyRecord, records
 
 if TYPE_CHECKING:
     import optuna
@@ -56,8 +58,6 @@ SHAPE_KEYS = (
     "shared_prefix",
     "arrival",
 )
-# Flags that name where a server runs, not how: never part of a surface point.
-PLACE_FLAGS = ("model-path", "host", "port", "served-model-name")
 NEIGHBOURS = 3
 # Recorded numeric values spanning more than this ratio (cuda-graph batch sizes, chunk sizes) are compared on a
 # log scale: 16 -> 32 is as far as 2048 -> 4096, and much farther than 128 -> 160.
@@ -75,7 +75,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
 
-class Workload(_Model):
+class RecordedWorkload(_Model):
+    """The workload a surface's trials measured (bench.workload.Workload is the one a study runs)."""
+
     input_len: int
     output_len: int
     concurrency: list[int]
@@ -84,7 +86,9 @@ class Workload(_Model):
     shape: dict[str, Any] = {}
 
 
-class Objective(_Model):
+class RecordedObjective(_Model):
+    """The objective a surface's trials were scored by (search.objective.Objective is the one a study uses)."""
+
     metrics: list[str]
     at_concurrency: int
     # The SLO-goodput objective's search and SLO: a replay must use the same ones (its verdicts are these).
@@ -99,8 +103,8 @@ class Header(_Model):
     gpu_memory_mib: float
     sglang_version: str
     command: list[str]  # how the recorded servers were started: deploy-best.sh of a replay uses it
-    workload: Workload
-    objective: Objective
+    workload: RecordedWorkload
+    objective: RecordedObjective
     date: str  # when the trials ran (ISO date)
     source: str  # the study (or document) the rows come from
     space: str = ""  # the search-space file the study sampled (benchmarks/sampler_efficiency.py samples it again)
@@ -408,7 +412,7 @@ def point_of(flags: dict[str, FlagValue]) -> dict[str, FlagValue]:
     """A config as a surface point: place flags dropped, switches left off dropped, floats as typed."""
     out: dict[str, FlagValue] = {}
     for name, value in flags.items():
-        if name in PLACE_FLAGS or value is False or value is None:
+        if name in TUNER_FLAGS or value is False or value is None:
             continue
         out[name] = float(format_value(value)) if isinstance(value, float) else value
     return out
@@ -522,53 +526,52 @@ def from_study(
     nothing about their config). Levels come from each trial's benchmark.csv; ``trials_dir`` if it moved."""
     from optuna.trial import TrialState
 
-    run = study.user_attrs.get("run_config") or {}
+    sr = StudyRecord.of(study)
+    run = sr.run
     if not run:
         raise SurfaceError(f"study {study.study_name!r} has no recorded run config: not a tuner study")
     rows = []
     dates = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        a = t.user_attrs
-        if a.get("replayed"):
+    for r in records(study, (TrialState.COMPLETE,)):
+        if r.replay:
             raise SurfaceError(
-                f"study {study.study_name!r} is a replay (trial {t.number} is replayed): "
+                f"study {study.study_name!r} is a replay (trial {r.number} is replayed): "
                 f"record only studies of real trials"
             )
-        if "failure_class" not in a or a["failure_class"] == "too_many_gpus":
+        if r.failure is None or r.failure.name == "too_many_gpus" or r.number is None:
             continue  # never launched on this machine
-        trial_dir = Path(a["trial_dir"]) if "trial_dir" in a else None
+        trial_dir = r.trial_dir
         if trials_dir is not None:
-            trial_dir = trials_dir / str(t.number)
-        failed = a["failure_class"] != "none"
+            trial_dir = trials_dir / str(r.number)
         levels: list[LevelResult] = []
-        if a.get("levels"):
+        if r.levels:
             csv_path = trial_dir / "benchmark.csv" if trial_dir else None
             if csv_path is None or not csv_path.is_file():
                 raise SurfaceError(
-                    f"trial {t.number}: {csv_path} is missing (pass --trials-dir where "
+                    f"trial {r.number}: {csv_path} is missing (pass --trials-dir where "
                     f"trials/{study.study_name}/ is now)"
                 )
             levels = read_levels(csv_path)
-        if a.get("started_at"):
-            dates.append(a["started_at"][:10])
+        if r.started_at:
+            dates.append(r.started_at[:10])
         rows.append(
             Row(
-                trial=t.number,
-                baseline=bool(a.get("baseline")),
-                flags=point_of(a.get("flags", {})),
+                trial=r.number,
+                baseline=r.is_baseline,
+                flags=point_of(r.flag_values),
                 levels=levels,
-                failure_class=a["failure_class"] if failed else None,
-                failure_detail=a.get("failure_detail", ""),
-                stopped_early=a.get("stopped_early"),
-                startup_s=a.get("startup_s", 0.0),
-                benchmark_s=a.get("benchmark_s", 0.0),
-                stop_s=a.get("stop_s", 0.0),
-                gpu_peak_used_mib=a.get("gpu_peak_used_mib"),
+                failure_class=r.failure.name if r.failed else None,
+                failure_detail=r.failure.detail or "",
+                stopped_early=r.stopped_early,
+                startup_s=r.times.startup_s or 0.0,
+                benchmark_s=r.times.benchmark_s or 0.0,
+                stop_s=r.times.stop_s or 0.0,
+                gpu_peak_used_mib=r.gpu.peak_used_mib,
             )
         )
     if not rows:
         raise SurfaceError(f"study {study.study_name!r} has no finished real trial to record")
-    totals = [t.user_attrs["gpu_total_mib"] for t in study.trials if "gpu_total_mib" in t.user_attrs]
+    totals = [r.gpu.total_mib for r in records(study) if r.gpu.total_mib is not None]
     wl = run.get("workload", {})
     launcher = run.get("launcher", {})
     header = Header(
@@ -578,18 +581,18 @@ def from_study(
         gpu_memory_mib=max(totals) if totals else 0.0,
         sglang_version=sglang_version,
         command=launcher.get("command") or ["python", "-m", "sglang.launch_server"],
-        workload=Workload(
+        workload=RecordedWorkload(
             input_len=wl.get("input_len", 0),
             output_len=wl.get("output_len", 0),
             concurrency=list(wl.get("concurrency", [])),
-            description=_describe_workload(wl, study.user_attrs.get("load_search")),
+            description=_describe_workload(wl, sr.load_search),
             shape={k: wl[k] for k in SHAPE_KEYS if k in wl},
         ),
-        objective=Objective(
-            metrics=list(study.user_attrs.get("metrics", [])),
-            at_concurrency=int(study.user_attrs.get("at_concurrency", 0)),
-            slo=study.user_attrs.get("slo", {}) if study.user_attrs.get("load_search") else {},
-            load_search=LoadSearch(**study.user_attrs["load_search"]) if study.user_attrs.get("load_search") else None,
+        objective=RecordedObjective(
+            metrics=list(sr.metrics or ()),
+            at_concurrency=int(sr.at_concurrency or 0),
+            slo=dict(sr.slo or {}) if sr.load_search else {},
+            load_search=LoadSearch(**sr.load_search) if sr.load_search else None,
         ),
         date=min(dates) if dates else datetime.now(UTC).date().isoformat(),
         source=f"study {study.study_name}",
@@ -600,7 +603,7 @@ def from_study(
     return Surface(header=header, rows=rows)
 
 
-def _describe_workload(wl: dict, search: dict | None) -> str:
+def _describe_workload(wl: Mapping[str, Any], search: Mapping[str, Any] | None) -> str:
     prompts = wl.get("dataset") or ("random token ids" if wl.get("prompt_kind", "ids") == "ids" else "random text")
     size = (
         f"max({search['min_prompts']}, rate x {search['level_duration_s']:g} s) prompts per load-search level"
@@ -613,30 +616,3 @@ def _describe_workload(wl: dict, search: dict | None) -> str:
         f"{', cache flush' if wl.get('flush_cache', True) else ''} before each level"
         f"{', Poisson rate ' + str(wl['request_rate']) if wl.get('request_rate') else ''}"
     )
-
-
-# -- saying so ------------------------------------------------------------------------------------------------
-
-
-def replay_notice(trials) -> str | None:
-    """One sentence for a study some of whose trials were replayed (None for a study of real trials only):
-    every view of such a study says it, so a replayed number is never read as a measurement."""
-    replayed = [t for t in trials if t.user_attrs.get("replayed")]
-    if not replayed:
-        return None
-    modelled = sum(bool(t.user_attrs.get("modelled")) for t in replayed)
-    launcher = replayed[0].user_attrs.get("launcher", {})
-    return (
-        f"REPLAY of recorded trials, not a measurement: {len(replayed)} of {len(trials)} trials answered from "
-        f"{launcher.get('surface', 'a surface')} ({launcher.get('recorded', '?')}, {launcher.get('gpu', '?')}, "
-        f"SGLang {launcher.get('sglang_version', '?')}), {modelled} of them modelled from the nearest "
-        f"recorded trials."
-    )
-
-
-def replay_mark(attrs: dict) -> str:
-    """A trial's replay mark for tables: '' (measured), 'trial N' (its recorded row) or 'modelled (N, M, K)'."""
-    if not attrs.get("replayed"):
-        return ""
-    sources = ", ".join(map(str, attrs.get("replay_of", [])))
-    return f"modelled ({sources})" if attrs.get("modelled") else f"trial {sources}"

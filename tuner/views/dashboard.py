@@ -10,18 +10,19 @@ import io
 import logging
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
 from tuner.errors import TunerError
+from tuner.sglang.flags import ServerFlags
+from tuner.trial.record import StudyRecord, TrialRecord
 
 log = logging.getLogger(__name__)
-
-HIDDEN_FLAGS = ("model-path", "host", "port", "served-model-name")
 
 
 class DashboardMissing(TunerError):
@@ -31,7 +32,7 @@ class DashboardMissing(TunerError):
 # -- notes ------------------------------------------------------------------------------------------------
 
 
-def note_for(trial: optuna.Trial, result_attrs: dict) -> None:
+def note_for(trial: optuna.Trial, result_attrs: Mapping[str, Any]) -> None:
     """Attach a short Markdown note to a live trial (the dashboard shows it on the trial's page).
 
     Never raises: a note is a convenience, the trial's record matters more.
@@ -41,8 +42,7 @@ def note_for(trial: optuna.Trial, result_attrs: dict) -> None:
     except ImportError:
         return
     try:
-        attrs = {**trial.user_attrs, **result_attrs}
-        save_note(trial, trial_note(trial.number, attrs))
+        save_note(trial, trial_note(trial.number, {**trial.user_attrs, **result_attrs}))
     except Exception as exc:
         log.debug("no dashboard note for trial %s: %s", trial.number, exc)
 
@@ -54,24 +54,14 @@ def fill_missing_notes(study: optuna.Study) -> int:
 
     written = 0
     for frozen in study.get_trials(deepcopy=False):
-        if not frozen.state.is_finished() or "failure_class" not in frozen.user_attrs:
+        record = TrialRecord.of(frozen)
+        if not frozen.state.is_finished() or record.failure is None:
             continue
         trial = optuna.Trial(study, frozen._trial_id)
         if not get_note(trial):
-            save_note(trial, trial_note(frozen.number, frozen.user_attrs))
+            save_note(trial, trial_note(frozen.number, record))
             written += 1
     return written
-
-
-def flags_text(flags: dict, *, skip: set[str] | frozenset = frozenset()) -> str:
-    from tuner.sglang.flags import format_value
-
-    parts = []
-    for k, v in flags.items():
-        if k in HIDDEN_FLAGS or k in skip or v is False or v is None:
-            continue
-        parts.append(f"--{k}" if v is True else f"--{k} {format_value(v)}")
-    return " ".join(parts)
 
 
 def _num(value, fmt: str, unit: str = "") -> str:
@@ -80,72 +70,64 @@ def _num(value, fmt: str, unit: str = "") -> str:
     return f"{value:{fmt}}{unit}"
 
 
-def trial_note(number: int, attrs: dict) -> str:
-    cls = attrs.get("failure_class", "none")
-    baseline = bool(attrs.get("baseline"))
+def trial_note(number: int, record: TrialRecord | Mapping[str, Any]) -> str:
+    """A trial's note, from its record (or the user attributes it is stored as)."""
+    r = record if isinstance(record, TrialRecord) else TrialRecord.from_attrs(record)
+    cls = r.failure_class or "none"
     title = f"## Trial {number}" + (
         " — baseline (SGLang defaults)"
-        if baseline
-        else f" — reference {attrs['reference']} (hand-tuned)"
-        if attrs.get("reference")
+        if r.baseline
+        else f" — reference {r.reference} (hand-tuned)"
+        if r.reference
         else ""
     )
-    status = "ok" if cls in ("none", None) else f"**{cls}**"
-    if cls in ("none", None) and attrs.get("feasible") is False:
+    status = "ok" if not r.failed else f"**{cls}**"
+    if not r.failed and r.feasible is False:
         status = "**infeasible** (a constraint is violated)"
     lines = [title, ""]
-    if attrs.get("replayed"):
-        from tuner.trial.surface import replay_mark
-
-        launcher = attrs.get("launcher", {})
+    if r.replay:
+        launcher = r.launcher or {}
         lines += [
-            f"**REPLAYED, not measured**: {replay_mark(attrs)} of {attrs.get('replay_surface')} "
+            f"**REPLAYED, not measured**: {r.replay.text()} of {r.replay.surface} "
             f"({launcher.get('recorded', '?')}, {launcher.get('gpu', '?')}, "
             f"SGLang {launcher.get('sglang_version', '?')})"
             + (
                 ": no recorded trial had these flags, the numbers are modelled from the nearest ones"
-                if attrs.get("modelled")
+                if r.replay.modelled
                 else ""
             ),
             "",
         ]
-    lines += [
-        f"Outcome: {status}" + (f" — stopped early: {attrs['stopped_early']}" if attrs.get("stopped_early") else "")
-    ]
-    flags = flags_text(attrs.get("flags", {}))
+    lines += [f"Outcome: {status}" + (f" — stopped early: {r.stopped_early}" if r.stopped_early else "")]
+    flags = (r.flags or ServerFlags()).text()
     lines += ["", f"Flags: `{flags}`" if flags else "Flags: SGLang defaults"]
-    if cls not in ("none", None):
-        if attrs.get("failure_explanation"):
-            lines += ["", attrs["failure_explanation"]]
-        if attrs.get("failure_detail"):
-            lines += ["", f"Detail: `{attrs['failure_detail']}`"]
-        if attrs.get("failure_hint"):
-            lines += ["", f"Hint: {attrs['failure_hint']}"]
-    if attrs.get("limit_class"):
+    if r.failed and r.failure is not None:
+        if r.failure.explanation:
+            lines += ["", r.failure.explanation]
+        if r.failure.detail:
+            lines += ["", f"Detail: `{r.failure.detail}`"]
+        if r.failure.hint:
+            lines += ["", f"Hint: {r.failure.hint}"]
+    if r.limit:
         lines += [
             "",
-            f"Limit: **{attrs['limit_class']}**: {attrs.get('limit_detail', '')}",
+            f"Limit: **{r.limit.name}**: {r.limit.detail or ''}",
             "",
-            attrs.get("limit_explanation", ""),
+            r.limit.explanation or "",
             "",
-            f"Hint: {attrs.get('limit_hint', '')}",
+            f"Hint: {r.limit.hint or ''}",
         ]
-    if attrs.get("max_total_num_tokens") is not None:
-        lines += [
-            "",
-            f"KV pool: {attrs['max_total_num_tokens']} tokens, "
-            f"max_running_requests {attrs.get('max_running_requests', '?')}",
-        ]
-    if attrs.get("gpu_shared"):
+    if r.kv.max_total_num_tokens is not None:
+        running = r.kv.max_running_requests if r.kv.max_running_requests is not None else "?"
+        lines += ["", f"KV pool: {r.kv.max_total_num_tokens} tokens, max_running_requests {running}"]
+    if r.gpu_shared:
         lines += [
             "",
             "Shared GPU: "
-            + ", ".join(
-                f"GPU {h['gpu']} pid {h['pid']} {h.get('name') or ''} ({_num(h.get('mib'), '.0f', ' MiB')})"
-                for h in attrs["gpu_shared"]
-            ),
+            + ", ".join(f"GPU {h.gpu} pid {h.pid} {h.name or ''} ({_num(h.mib, '.0f', ' MiB')})" for h in r.gpu_shared),
         ]
-    gpu = attrs.get("gpu_peak_used_mib")
+    gpu = r.gpu.peak_used_mib
+    h = r.headline
     lines += [
         "",
         "| output tok/s | request/s | median TTFT | p99 TTFT | median TPOT | startup | GPU peak |",
@@ -153,24 +135,24 @@ def trial_note(number: int, attrs: dict) -> str:
         "| "
         + " | ".join(
             [
-                _num(attrs.get("output_throughput"), ".1f"),
-                _num(attrs.get("request_throughput"), ".2f"),
-                _num(attrs.get("median_ttft_ms"), ".1f", " ms"),
-                _num(attrs.get("p99_ttft_ms"), ".1f", " ms"),
-                _num(attrs.get("median_tpot_ms"), ".2f", " ms"),
-                _num(attrs.get("startup_s"), ".1f", " s"),
+                _num(h.output_throughput, ".1f"),
+                _num(h.request_throughput, ".2f"),
+                _num(h.median_ttft_ms, ".1f", " ms"),
+                _num(h.p99_ttft_ms, ".1f", " ms"),
+                _num(h.median_tpot_ms, ".2f", " ms"),
+                _num(r.times.startup_s, ".1f", " s"),
                 _num(gpu / 1024 if gpu else None, ".1f", " GiB"),
             ]
         )
         + " |",
     ]
-    levels = attrs.get("levels") or []
+    levels = r.measured_levels
     if len(levels) > 1:
         lines += ["", "| concurrency | output tok/s | median TTFT | p99 TTFT |", "|---:|---:|---:|---:|"]
         for lv in levels:
             lines.append(
-                f"| {lv['concurrency']} | {lv['output_throughput']:.1f} | {lv['median_ttft_ms']:.1f} ms "
-                f"| {lv['p99_ttft_ms']:.1f} ms |"
+                f"| {lv.concurrency} | {lv.output_throughput:.1f} | {lv.median_ttft_ms:.1f} ms "
+                f"| {lv.p99_ttft_ms:.1f} ms |"
             )
     lines += ["", "The server log, benchmark.csv, gpu.csv and trial.json are under Artifacts, below."]
     return "\n".join(lines) + "\n"
@@ -220,7 +202,7 @@ def artifact_dirs(storage, first: Path | None = None) -> list[Path]:
     """The artifact folder of every study in the storage (from its recorded run config), ``first`` first."""
     found: list[Path] = [first.resolve()] if first else []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        run = summary.user_attrs.get("run_config") or {}
+        run = StudyRecord.of(summary).run
         if run.get("artifacts"):
             path = Path(run["artifacts"])
         elif run.get("trials_dir"):

@@ -4,84 +4,49 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
-from tuner.errors import TunerError
 from tuner.serve.launcher import Launcher, LaunchSpec
-from tuner.sglang.flags import ServerFlags
+from tuner.sglang import endpoints
+from tuner.trial.record import (
+    NothingToExport,
+    StudyRecord,
+    TrialRecord,
+    baseline_record,
+    best_record,
+    best_trial,
+    reference_records,
+)
 
-
-class NothingToExport(TunerError):
-    pass
+__all__ = ["Exported", "NothingToExport", "best_trial", "export_best"]
 
 
 @dataclass(frozen=True)
 class Exported:
-    trial: FrozenTrial
+    trial: TrialRecord
     script: Path
     record: Path
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The best feasible trial; with two objectives, the Pareto trial best on the first one.
-
-    After ``tune confirm`` the winner is the confirmed trial with the best confidence bound instead.
-    """
-    confirmed = [int(n) for n, c in study.user_attrs.get("confirmations", {}).items() if not c.get("failure")]
-    if confirmed:
-        # Stored sorted by bound, best first (tuner.confirm).
-        return study.trials[confirmed[0]]
-    try:
-        if len(study.directions) == 1:
-            best = study.best_trial
-        else:
-            front = study.best_trials
-            if not front:
-                raise ValueError
-            sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
-            best = max(front, key=lambda t: sign * t.values[0])
-    except ValueError:
-        best = None
-    if best is None or not best.user_attrs.get("feasible", False):
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        raise NothingToExport(f"study {study.study_name!r} has no feasible trial yet ({done} completed)")
-    return best
-
-
-def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("baseline"):
-            return t
-    return None
-
-
-def reference_trials(study: optuna.Study) -> dict[str, FrozenTrial]:
-    """Each reference's completed trial by name (the latest, if it was re-run)."""
-    return {
-        t.user_attrs["reference"]: t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("reference")
-    }
-
-
 def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".")) -> Exported:
-    best = best_trial(study)
-    flags = ServerFlags(tuple(best.user_attrs["flags"].items()))
-    gpus = tuple(best.user_attrs.get("gpus", ()))
-    run = study.user_attrs.get("run_config", {})
-    env = dict(run.get("launcher", {}).get("env", {}))
+    best = best_record(study)
+    sr = StudyRecord.of(study)
+    assert best.flags is not None and best.number is not None
+    flags = best.flags
+    env = dict(sr.run.get("launcher", {}).get("env", {}))
     spec = LaunchSpec(
         flags=flags,
         env=env,
         log_path=Path("server.log"),
         host=str(flags.as_dict().get("host", "127.0.0.1")),
         port=int(flags.as_dict().get("port", 30000)),
-        gpus=gpus,
+        gpus=best.gpus or (),
         study=study.study_name,
         trial=best.number,
     )
@@ -90,44 +55,49 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
     script.write_text(_header(study, best) + launcher.deploy_script(spec))
     os.chmod(script, 0o755)
     record = out_dir / "best.json"
-    base = baseline_trial(study)
+    base = baseline_record(study)
+    metrics = list(sr.metrics or ())
+
+    def levels(r: TrialRecord) -> list[dict]:
+        return [lv.write() for lv in r.measured_levels]
+
     record.write_text(
         json.dumps(
             {
                 "study": study.study_name,
                 "trial": best.number,
-                "metrics": dict(zip(study.user_attrs.get("metrics", []), best.values, strict=False)),
-                "argv": best.user_attrs.get("argv"),
-                "flags": best.user_attrs.get("flags"),
-                "params": best.params,
-                "levels": best.user_attrs.get("levels", []),
+                "metrics": dict(zip(metrics, best.values or (), strict=False)),
+                "argv": list(best.argv) if best.argv is not None else None,
+                "flags": best.flag_values,
+                "params": dict(best.params),
+                "levels": levels(best),
                 "baseline": {
                     "trial": base.number,
-                    "metrics": dict(zip(study.user_attrs.get("metrics", []), base.values, strict=False)),
-                    "levels": base.user_attrs.get("levels", []),
+                    "metrics": dict(zip(metrics, base.values or (), strict=False)),
+                    "levels": levels(base),
                 }
                 if base
                 else None,
                 "references": {
                     name: {
                         "trial": t.number,
-                        "feasible": t.user_attrs.get("feasible", False),
-                        "metrics": dict(zip(study.user_attrs.get("metrics", []), t.values, strict=False)),
-                        "flags": t.user_attrs.get("flags"),
+                        "feasible": t.is_feasible,
+                        "metrics": dict(zip(metrics, t.values or (), strict=False)),
+                        "flags": t.flags.as_dict() if t.flags is not None else None,
                     }
-                    for name, t in reference_trials(study).items()
+                    for name, t in reference_records(study).items()
                 },
-                "confirmation": study.user_attrs.get("confirmation"),
-                "launcher": best.user_attrs.get("launcher"),
-                "gpu_peak_used_mib": best.user_attrs.get("gpu_peak_used_mib"),
+                "confirmation": sr.confirmation.write() if sr.confirmation is not None else None,
+                "launcher": best.launcher,
+                "gpu_peak_used_mib": best.gpu.peak_used_mib,
                 **(
                     {
                         "replayed": True,
-                        "modelled": bool(best.user_attrs.get("modelled")),
-                        "replay_of": best.user_attrs.get("replay_of"),
-                        "replay_surface": best.user_attrs.get("replay_surface"),
+                        "modelled": best.replay.modelled,
+                        "replay_of": list(best.replay.sources),
+                        "replay_surface": best.replay.surface,
                     }
-                    if best.user_attrs.get("replayed")
+                    if best.replay
                     else {}
                 ),
                 "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -138,79 +108,71 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
     return Exported(best, script, record)
 
 
-def _header(study: optuna.Study, best: FrozenTrial) -> str:
-    a = best.user_attrs
-    run = study.user_attrs.get("run_config", {})
-    wl = run.get("workload", {})
-    launcher = a.get("launcher", {})
+def _header(study: optuna.Study, best: TrialRecord) -> str:
+    sr = StudyRecord.of(study)
+    wl = sr.run.get("workload", {})
+    launcher = best.launcher or {}
     lines = [
         "#!/usr/bin/env bash",
         f"# deploy-best.sh: the best feasible config of study {study.study_name!r} (trial {best.number}),",
         f"# exported by sglang-tuner on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         f"# Launcher: {', '.join(f'{k}={v}' for k, v in launcher.items())}",
     ]
-    if a.get("replayed"):
-        from tuner.trial.surface import replay_mark
-
+    if best.replay:
         lines += [
             "# REPLAY: the numbers below are replayed from recorded trials, never measured by this study:",
-            f"#   {replay_mark(a)} of {a.get('replay_surface')} ({launcher.get('recorded')}),",
+            f"#   {best.replay.text()} of {best.replay.surface} ({launcher.get('recorded')}),",
             f"#   {launcher.get('gpu')}, SGLang {launcher.get('sglang_version')}"
-            + ("; no recorded trial had these flags: modelled from the nearest ones" if a.get("modelled") else "")
+            + ("; no recorded trial had these flags: modelled from the nearest ones" if best.replay.modelled else "")
             + ". Measure it before relying on it: tune bench on the server this script starts.",
         ]
-    if a.get("server_version"):
-        lines.append(f"# SGLang version (from /get_server_info): {a['server_version']}")
-    peak = f", GPU peak {a['gpu_peak_used_mib']:.0f} MiB" if "gpu_peak_used_mib" in a else ""
+    if best.settled.version:
+        lines.append(f"# SGLang version (from {endpoints.SERVER_INFO}): {best.settled.version}")
+    peak = f", GPU peak {best.gpu.peak_used_mib:.0f} MiB" if best.gpu.peak_used_mib is not None else ""
     lines.append(
-        f"# {'Replayed' if a.get('replayed') else 'Measured'} with {_workload_words(a.get('workload'), wl)}, "
-        f"startup {a.get('startup_s', 0):.1f} s{peak}:"
+        f"# {'Replayed' if best.replay else 'Measured'} with {_workload_words(best.workload, wl)}, "
+        f"startup {best.times.startup_s or 0:.1f} s{peak}:"
     )
-    base = baseline_trial(study)
+    base = baseline_record(study)
     is_base = base is not None and base.number == best.number
-    rated = any(lv.get("request_rate") is not None for lv in a.get("levels", []))
+    rated = any(lv.request_rate is not None for lv in best.measured_levels)
     key = "request_rate" if rated else "concurrency"
-    base_levels = {lv[key]: lv for lv in base.user_attrs.get("levels", [])} if base else {}
-    for lv in a.get("levels", []):
+    base_levels = {getattr(lv, key): lv for lv in base.measured_levels} if base else {}
+    for lv in best.measured_levels:
         if rated:
             line = (
-                f"#   {lv['request_rate']:6.2f} req/s: goodput {lv['request_goodput']:7.2f} req/s, "
-                f"p99 TTFT {lv['p99_ttft_ms']:8.1f} ms, p99 TPOT {lv['p99_tpot_ms']:7.2f} ms, "
-                f"{'SLO held' if lv.get('slo_pass') else 'SLO broken'}"
+                f"#   {lv.request_rate:6.2f} req/s: goodput {lv.request_goodput:7.2f} req/s, "
+                f"p99 TTFT {lv.p99_ttft_ms:8.1f} ms, p99 TPOT {lv.p99_tpot_ms:7.2f} ms, "
+                f"{'SLO held' if lv.slo_pass else 'SLO broken'}"
             )
         else:
             line = (
-                f"#   concurrency {lv['concurrency']:>3}: {lv['output_throughput']:9.1f} output tok/s, "
-                f"median TTFT {lv['median_ttft_ms']:8.1f} ms, median TPOT {lv['median_tpot_ms']:7.2f} ms"
+                f"#   concurrency {lv.concurrency:>3}: {lv.output_throughput:9.1f} output tok/s, "
+                f"median TTFT {lv.median_ttft_ms:8.1f} ms, median TPOT {lv.median_tpot_ms:7.2f} ms"
             )
-        ref = base_levels.get(lv[key])
-        if not rated and ref and ref["output_throughput"] and not is_base:
-            line += f" ({100 * (lv['output_throughput'] / ref['output_throughput'] - 1):+.1f}% vs SGLang defaults)"
+        ref = base_levels.get(getattr(lv, key))
+        if not rated and ref and ref.output_throughput and not is_base:
+            line += f" ({100 * ((lv.output_throughput or 0) / ref.output_throughput - 1):+.1f}% vs SGLang defaults)"
         lines.append(line)
-    if rated and a.get("max_rate") is not None:
-        slo = ", ".join(f"{k} <= {v:g}" for k, v in (a.get("workload") or {}).get("slo", {}).items())
-        line = (
-            f"# Highest rate holding the SLO ({slo}): {a['max_rate']:g} req/s, goodput {a.get('goodput', 0):.2f} req/s"
-        )
-        if base is not None and not is_base and base.user_attrs.get("goodput"):
-            line += f" ({100 * (a.get('goodput', 0) / base.user_attrs['goodput'] - 1):+.1f}% vs SGLang defaults)"
+    if rated and best.max_rate is not None:
+        slo = ", ".join(f"{k} <= {v:g}" for k, v in (best.workload or {}).get("slo", {}).items())
+        goodput = best.goodput or 0
+        line = f"# Highest rate holding the SLO ({slo}): {best.max_rate:g} req/s, goodput {goodput:.2f} req/s"
+        if base is not None and not is_base and base.goodput:
+            line += f" ({100 * (goodput / base.goodput - 1):+.1f}% vs SGLang defaults)"
         lines.append(line)
-    confirmed = study.user_attrs.get("confirmations", {}).get(str(best.number))
-    if confirmed and confirmed.get("ci95") is not None:
+    confirmed = sr.confirmed(best.number) if best.number is not None else None
+    if confirmed and confirmed.ci95 is not None and confirmed.mean is not None:
         lines.append(
-            f"# Confirmed: {confirmed['metric']} {confirmed['mean']:.1f} ± {confirmed['ci95']:.1f} "
-            f"(mean ± 95% CI over {len(confirmed['runs'])} re-runs)"
+            f"# Confirmed: {confirmed.metric} {confirmed.mean:.1f} ± {confirmed.ci95:.1f} "
+            f"(mean ± 95% CI over {len(confirmed.runs)} re-runs)"
         )
-    lines += [
-        f"# {c['statement']}"
-        for c in study.user_attrs.get("confirmation", {}).get("comparisons", [])
-        if c["a"].endswith(f"(trial {best.number})")
-    ]
+    lines += [f"# {c.statement}" for c in sr.comparisons if c.a.endswith(f"(trial {best.number})")]
     lines += ["set -euo pipefail", ""]
     return "\n".join(lines) + "\n"
 
 
-def _workload_words(described: dict | None, configured: dict) -> str:
+def _workload_words(described: Mapping[str, Any] | None, configured: Mapping[str, Any]) -> str:
     """The trial's own workload record in words; studies older than that record name the run file's lengths."""
     d = described or {}
     arrival = f", {d['arrival']} arrivals" if d.get("load_search") else ""

@@ -20,6 +20,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from tuner.trial.record import StudyRecord, baseline_record, best_or_none
 from tuner.trial.runner import TrialResult
 
 HEARTBEAT_S = 10.0
@@ -246,7 +247,7 @@ def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:
             else ": the SLO broke at the first rate"
         )
         return text + (f" ({result.benchmark.slo_broken})" if result.benchmark.slo_broken else "")
-    at = study.user_attrs.get("at_concurrency")
+    at = StudyRecord.of(study).at_concurrency
     level = next((lv for lv in result.levels if lv.concurrency == at), result.levels[-1] if result.levels else None)
     if level is not None:
         text += (
@@ -260,17 +261,14 @@ def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:
 
 
 def best_line(study: optuna.Study) -> str:
-    from tuner.views.export import NothingToExport, baseline_trial, best_trial
-
-    try:
-        best = best_trial(study)
-    except NothingToExport:
+    best = best_or_none(study)
+    if best is None or not best.values:
         return "no feasible trial yet"
-    metric = study.user_attrs.get("metrics", ["value"])[0]
+    metric = (StudyRecord.of(study).metrics or ("value",))[0]
     text = f"best: trial {best.number}, {metric} {best.values[0]:.1f}"
-    if best.user_attrs.get("replayed"):
-        text += " (replayed" + (", modelled)" if best.user_attrs.get("modelled") else ")")
-    base = baseline_trial(study)
-    if base and base.values and base.values[0] and base.user_attrs.get("feasible"):
+    if best.replay:
+        text += " (replayed" + (", modelled)" if best.replay.modelled else ")")
+    base = baseline_record(study)
+    if base and base.values and base.values[0] and base.is_feasible:
         text += f" ({100 * (best.values[0] / base.values[0] - 1):+.1f}% vs baseline)"
     return text

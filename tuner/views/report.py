@@ -9,14 +9,22 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from tuner.sglang.flags import format_value
+from tuner.sglang.flags import ServerFlags
+from tuner.trial.record import (
+    StudyRecord,
+    TrialRecord,
+    baseline_record,
+    best_or_none,
+    records,
+    replay_notice,
+)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go  # imported where figures are made: a report without them does not pay for it
@@ -24,43 +32,31 @@ if TYPE_CHECKING:
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, failure class, objective values, key numbers and the tuned flags."""
-    from tuner.trial.surface import replay_mark
-
-    metrics = study.user_attrs.get("metrics", ["value"])
+    metrics = StudyRecord.of(study).metrics or ("value",)
     fixed = _fixed_flags(study)
-    trials = study.get_trials(deepcopy=False)
-    replay = any(t.user_attrs.get("replayed") for t in trials)
+    trials = records(study)
+    replay = any(r.replay for r in trials)
     rows = []
-    for t in trials:
-        a = t.user_attrs
-        cls = a.get("failure_class", "-" if t.state == TrialState.RUNNING else "none")
-        row = {
-            "trial": t.number,
-            "state": t.state.name,
+    for r in trials:
+        cls = r.failure_class or ("-" if r.state == TrialState.RUNNING else "none")
+        row: dict[str, Any] = {
+            "trial": r.number,
+            "state": r.state.name if r.state is not None else None,
             # A measured trial that broke a limit (its KV pool) says which, like a failure class.
-            "class": a.get("limit_class", cls) if cls == "none" else cls,
-            "feasible": a.get("feasible", False),
+            "class": (r.limit.name if r.limit else cls) if cls == "none" else cls,
+            "feasible": r.is_feasible,
         }
         for i, m in enumerate(metrics):
-            row[m] = round(t.values[i], 2) if t.values else None
-        row["startup_s"] = a.get("startup_s")
-        row["gpu_peak_mib"] = a.get("gpu_peak_used_mib")
-        row["kv_tokens"] = a.get("max_total_num_tokens")
-        row["max_running"] = a.get("max_running_requests")
+            row[m] = round(r.values[i], 2) if r.values else None
+        row["startup_s"] = r.times.startup_s
+        row["gpu_peak_mib"] = r.gpu.peak_used_mib
+        row["kv_tokens"] = r.kv.max_total_num_tokens
+        row["max_running"] = r.kv.max_running_requests
         if replay:
-            row["replayed"] = replay_mark(a) or "no (measured)"
-        flags = a.get("flags", {})
-        row["flags"] = (
-            "baseline (SGLang defaults)"
-            if a.get("baseline")
-            else " ".join(
-                f"--{k}" + ("" if v is True else f" {format_value(v)}")
-                for k, v in flags.items()
-                if k not in fixed and k not in ("model-path", "host", "port", "served-model-name") and v is not False
-            )
-        )
-        if a.get("reference"):
-            row["flags"] = f"reference {a['reference']}: {row['flags']}"
+            row["replayed"] = r.replay.text() if r.replay else "no (measured)"
+        row["flags"] = "baseline (SGLang defaults)" if r.baseline else (r.flags or ServerFlags()).text(skip=fixed)
+        if r.reference:
+            row["flags"] = f"reference {r.reference}: {row['flags']}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -84,12 +80,12 @@ def terminal_table(frame: pd.DataFrame, title: str):
 
 def defaults_note(study: optuna.Study) -> str | None:
     """The flags whose value SGLang chose for the baseline (trial 0) the space cannot draw."""
-    base = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("defaults_outside_space")), None)
-    if base is None:
+    base = next((r for r in records(study) if r.defaults_outside_space), None)
+    if base is None or base.defaults_outside_space is None:
         return None
     return (
         f"SGLang's defaults lie outside the space (trial {base.number}): "
-        + "; ".join(base.user_attrs["defaults_outside_space"])
+        + "; ".join(base.defaults_outside_space)
         + ". No sampled config runs what the defaults ran there: widen those choices to include it"
     )
 
@@ -101,14 +97,14 @@ def study_notes(study: optuna.Study) -> list[str]:
 
 def shared_gpu_note(study: optuna.Study) -> str | None:
     """Which trials ran beside other processes on their GPUs (--allow-shared-gpu), and what those were."""
-    shared = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("gpu_shared")]
+    shared = [r for r in records(study) if r.gpu_shared]
     if not shared:
         return None
-    seen = {(h["gpu"], h["pid"]): h for t in shared for h in t.user_attrs["gpu_shared"]}
+    seen = {(h.gpu, h.pid): h for r in shared for h in r.gpu_shared or ()}
     who = ", ".join(
-        f"GPU {h['gpu']}: pid {h['pid']}{' ' + h['name'] if h.get('name') else ''} ({h['mib']:.0f} MiB)"
-        if h.get("mib") is not None
-        else f"GPU {h['gpu']}: pid {h['pid']}"
+        f"GPU {h.gpu}: pid {h.pid}{' ' + h.name if h.name else ''} ({h.mib:.0f} MiB)"
+        if h.mib is not None
+        else f"GPU {h.gpu}: pid {h.pid}"
         for h in seen.values()
     )
     numbers = ", ".join(str(t.number) for t in shared)
@@ -119,9 +115,9 @@ def shared_gpu_note(study: optuna.Study) -> str | None:
 
 
 def _fixed_flags(study: optuna.Study) -> set[str]:
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("baseline"):
-            return set(t.user_attrs.get("flags", {}))
+    for r in records(study):
+        if r.baseline:
+            return set(r.flag_values)
     return set()
 
 
@@ -140,14 +136,8 @@ COMPARED = (
 )
 
 
-def _best_and_baseline(study: optuna.Study):
-    from tuner.views.export import NothingToExport, baseline_trial, best_trial
-
-    try:
-        best = best_trial(study)
-    except NothingToExport:
-        best = None
-    return best, baseline_trial(study)
+def _best_and_baseline(study: optuna.Study) -> tuple[TrialRecord | None, TrialRecord | None]:
+    return best_or_none(study), baseline_record(study)
 
 
 def comparison_frame(study: optuna.Study) -> pd.DataFrame:
@@ -155,8 +145,8 @@ def comparison_frame(study: optuna.Study) -> pd.DataFrame:
     best, base = _best_and_baseline(study)
     rows = []
     for label, key, better in COMPARED:
-        b = base.user_attrs.get(key) if base is not None and base.user_attrs.get("feasible") else None
-        v = best.user_attrs.get(key) if best is not None else None
+        b = base.number_at(key) if base is not None and base.is_feasible else None
+        v = best.number_at(key) if best is not None else None
         if key in ("gpu_peak_used_mib", "goodput", "max_rate") and b is None and v is None:
             continue  # no NVML where the study ran; not a load-search study
         change = round(100.0 * (v / b - 1.0), 1) if isinstance(b, (int, float)) and b and v is not None else None
@@ -165,13 +155,11 @@ def comparison_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def is_load_search(study: optuna.Study) -> bool:
-    return "load_search" in study.user_attrs
+    return StudyRecord.of(study).is_load_search
 
 
 def slo_limits(study: optuna.Study) -> dict[str, float]:
-    return (
-        study.user_attrs.get("slo") or (study.user_attrs.get("run_config") or {}).get("objective", {}).get("slo") or {}
-    )
+    return StudyRecord.of(study).slo_limits
 
 
 CURVE_COLUMNS = [
@@ -189,7 +177,7 @@ CURVE_COLUMNS = [
 ]
 
 
-def curve_trials(study: optuna.Study) -> list[tuple[str, optuna.trial.FrozenTrial]]:
+def curve_trials(study: optuna.Study) -> list[tuple[str, TrialRecord]]:
     """(label, trial) for the best, the baseline and every reference trial (user attribute ``reference``)."""
     best, base = _best_and_baseline(study)
     out = []
@@ -197,9 +185,9 @@ def curve_trials(study: optuna.Study) -> list[tuple[str, optuna.trial.FrozenTria
         out.append((f"baseline (trial {base.number})", base))
     if best is not None and (base is None or best.number != base.number):
         out.append((f"best (trial {best.number})", best))
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("reference"):
-            out.append((f"{t.user_attrs['reference']} (trial {t.number})", t))
+    for r in records(study, (TrialState.COMPLETE,)):
+        if r.reference:
+            out.append((f"{r.reference} (trial {r.number})", r))
     return out
 
 
@@ -207,11 +195,8 @@ def curves_frame(study: optuna.Study) -> pd.DataFrame:
     """The load-vs-latency curve of each compared config: one row per measured level, in load order."""
     rows = []
     for label, t in curve_trials(study):
-        levels = t.user_attrs.get("levels") or []
-        for lv in sorted(
-            levels, key=lambda lv: (lv.get("repeat", 0), lv.get("request_rate") or 0, lv.get("concurrency", 0))
-        ):
-            rows.append({"config": label, "trial": t.number, **{c: lv.get(c) for c in CURVE_COLUMNS[2:]}})
+        for lv in sorted(t.measured_levels, key=lambda lv: (lv.repeat, lv.request_rate or 0, lv.concurrency)):
+            rows.append({"config": label, "trial": t.number, **{c: getattr(lv, c) for c in CURVE_COLUMNS[2:]}})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
@@ -225,11 +210,11 @@ def levels_frame(study: optuna.Study) -> pd.DataFrame:
     for who, t in (("baseline", base), ("best", best)):
         if t is None:
             continue
-        for lv in t.user_attrs.get("levels") or []:
-            row = by_c.setdefault(lv["concurrency"], {"concurrency": lv["concurrency"]})
-            row[f"{who}_output_tok_s"] = lv.get("output_throughput")
-            row[f"{who}_median_ttft_ms"] = lv.get("median_ttft_ms")
-            row[f"{who}_p99_ttft_ms"] = lv.get("p99_ttft_ms")
+        for lv in t.measured_levels:
+            row = by_c.setdefault(lv.concurrency, {"concurrency": lv.concurrency})
+            row[f"{who}_output_tok_s"] = lv.output_throughput
+            row[f"{who}_median_ttft_ms"] = lv.median_ttft_ms
+            row[f"{who}_p99_ttft_ms"] = lv.p99_ttft_ms
     cols = ["concurrency"] + [
         f"{w}_{m}" for m in ("output_tok_s", "median_ttft_ms", "p99_ttft_ms") for w in ("baseline", "best")
     ]
@@ -245,12 +230,12 @@ def levels_frame(study: optuna.Study) -> pd.DataFrame:
 def failures_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per failure class seen: how many trials, which, and the hint."""
     rows: dict[str, dict] = {}
-    for t in study.get_trials(deepcopy=False):
-        cls = t.user_attrs.get("failure_class")
-        if cls in (None, "none", "over_budget"):
+    for r in records(study):
+        if r.failure is None or r.failure.name in ("none", "over_budget"):
             continue
-        row = rows.setdefault(cls, {"class": cls, "trials": [], "hint": t.user_attrs.get("failure_hint", "")})
-        row["trials"].append(t.number)
+        cls = r.failure.name
+        row = rows.setdefault(cls, {"class": cls, "trials": [], "hint": r.failure.hint or ""})
+        row["trials"].append(r.number)
     return pd.DataFrame(
         [{**r, "count": len(r["trials"]), "trials": ", ".join(map(str, r["trials"]))} for r in rows.values()],
         columns=["class", "count", "trials", "hint"],
@@ -316,7 +301,7 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, go.Figure]], list[str
     import plotly.graph_objects as go
     from optuna import visualization as vis
 
-    metrics = study.user_attrs.get("metrics") or [f"objective {i}" for i in range(len(study.directions))]
+    metrics = StudyRecord.of(study).metrics or [f"objective {i}" for i in range(len(study.directions))]
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -440,17 +425,17 @@ def confirmation_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per confirmed trial (tune confirm, or confirm: at the end of a study): mean ± 95% CI over its
     re-runs and the one-sided bound it is ranked by, best bound first."""
     rows = []
-    for number, c in study.user_attrs.get("confirmations", {}).items():
+    for number, c in (StudyRecord.of(study).confirmations or {}).items():
         rows.append(
             {
-                "trial": int(number),
-                "role": c.get("role", "top"),
-                "metric": c["metric"],
-                "runs": len(c["runs"]),
-                "mean": c.get("mean"),
-                "ci95": c.get("ci95"),
-                "bound_95": c["bound"] if c["bound"] is not None and math.isfinite(c["bound"]) else None,
-                "failure": c.get("failure") or "",
+                "trial": number,
+                "role": c.role,
+                "metric": c.metric,
+                "runs": len(c.runs),
+                "mean": c.mean,
+                "ci95": c.ci95,
+                "bound_95": c.bound if c.bound is not None and math.isfinite(c.bound) else None,
+                "failure": c.failure or "",
             }
         )
     return pd.DataFrame(rows, columns=["trial", "role", "metric", "runs", "mean", "ci95", "bound_95", "failure"])
@@ -469,16 +454,14 @@ def confirmation_lines(study: optuna.Study) -> list[str]:
             lines.append(
                 f"{what}: {r.metric} {r['mean']:.2f} ± {r.ci95:.2f} (95% CI over {r.runs} runs), bound {r.bound_95:.2f}"
             )
-    lines += [c["statement"] for c in study.user_attrs.get("confirmation", {}).get("comparisons", [])]
+    lines += [c.statement for c in StudyRecord.of(study).comparisons]
     return lines
 
 
 def build_report(study: optuna.Study, out_dir: Path) -> Report:
     """report.html (self-contained: plotly.js inline, opens offline), comparison.csv and comparison.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    from tuner.views.dashboard import flags_text
-
-    metrics = study.user_attrs.get("metrics") or ["value"]
+    metrics = StudyRecord.of(study).metrics or ("value",)
     comp = comparison_frame(study)
     levels = levels_frame(study)
     trials = trials_frame(study)
@@ -488,14 +471,12 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
 
     csv_path, md_path, html_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "report.html"
     comp.to_csv(csv_path, index=False)
-    from tuner.trial.surface import replay_notice
-
-    notice = replay_notice(study.get_trials(deepcopy=False))
+    notice = replay_notice(records(study))
     md = [f"# Study {study.study_name}: best vs baseline", ""]
     if notice:
         md += [f"**{notice}**", ""]
     if best is not None:
-        best_flags = flags_text(best.user_attrs.get("flags", {}))
+        best_flags = (best.flags or ServerFlags()).text()
         md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
     where = _where(study)
     md += [f"{where[0].upper()}{where[1:]}.", ""]
@@ -534,14 +515,13 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if best is None:
         parts.append("<p class='bad'>No feasible trial yet.</p>")
     else:
-        flags = flags_text(best.user_attrs.get("flags", {})) or "SGLang defaults"
+        flags = (best.flags or ServerFlags()).text() or "SGLang defaults"
         parts.append(f"<p>Best: trial {best.number}: <code>{html.escape(flags)}</code></p>")
     if base is None:
         parts.append("<p class='muted'>No completed baseline trial (trial 0 with SGLang defaults).</p>")
-    elif not base.user_attrs.get("feasible"):
+    elif not base.is_feasible:
         parts.append(
-            f"<p class='bad'>The baseline (trial {base.number}) failed: "
-            f"{html.escape(str(base.user_attrs.get('failure_class')))}.</p>"
+            f"<p class='bad'>The baseline (trial {base.number}) failed: {html.escape(str(base.failure_class))}.</p>"
         )
     parts.append(html_table(comp))
     if confirmed:
@@ -588,7 +568,8 @@ def _where(study: optuna.Study) -> str:
     if is_load_search(study):
         slo = ", ".join(f"{k} <= {v:g}" for k, v in slo_limits(study).items())
         return f"at the highest request rate meeting the SLO ({slo})"
-    return f"at concurrency {study.user_attrs.get('at_concurrency', '?')}"
+    at = StudyRecord.of(study).at_concurrency
+    return f"at concurrency {at if at is not None else '?'}"
 
 
 def _tuned_only(study: optuna.Study, trials: list) -> optuna.Study:
