@@ -4,7 +4,6 @@ heartbeats for a running trial, re-queueing stale trials, and writing a trial's 
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import optuna
@@ -13,6 +12,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.config.run import RunConfig
 from tuner.errors import SetupError
+from tuner.serve.poller import Poller
 
 log = logging.getLogger(__name__)
 
@@ -139,31 +139,24 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str = "interr
     study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
 
-class _Heartbeat:
+class _Heartbeat(Poller):
     """Records the trial's heartbeat while it runs, so other workers can tell this one is alive."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial, interval_s: float | None):
-        self.storage, self.trial_id, self.interval_s = study._storage, trial._trial_id, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        super().__init__("heartbeat", interval_s or 0.0, join_s=5)
+        self.storage, self.trial_id = study._storage, trial._trial_id
 
     def __enter__(self) -> _Heartbeat:
         if self.interval_s:
             self.storage.record_heartbeat(self.trial_id)
-            self._thread.start()
+            self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception as exc:
-                log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)
+    def tick(self) -> None:
+        try:
+            self.storage.record_heartbeat(self.trial_id)
+        except Exception as exc:
+            log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)
 
 
 def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system: dict | None = None) -> None:

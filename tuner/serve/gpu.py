@@ -19,6 +19,7 @@ from pathlib import Path
 import pynvml
 
 from tuner.errors import TunerError
+from tuner.serve.poller import Poller
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -245,33 +246,25 @@ def read(gpu: int) -> tuple[float, float, float, float]:
     return mem.used / MIB, mem.total / MIB, util, power
 
 
-class GpuSampler:
+class GpuSampler(Poller):
     """Samples the trial's GPUs in a thread from launch to stop; ``phase`` tags each sample."""
 
     def __init__(self, gpus: tuple[int, ...], interval_s: float = 0.1):
+        super().__init__("nvml-sampler", interval_s, join_s=2)
         self.gpus = tuple(gpus) if gpus and nvml_available() else ()
-        self.interval_s = interval_s
         self.phase = "startup"
         self._samples: list[Sample] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
         self._t0 = time.monotonic()
 
     def __enter__(self) -> GpuSampler:
         if self.gpus:
-            self._thread.start()
+            self.sample_now()  # the launch sample, not one interval later
+            self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample_now()
-            self._stop.wait(self.interval_s)
+    def tick(self) -> None:
+        self.sample_now()
 
     def sample_now(self) -> None:
         """One sample of each GPU, tagged with the phase as it is now (the trial calls this at phase changes)."""
