@@ -34,13 +34,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from surface_files import default_surfaces
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def default_surfaces() -> list[Path]:
-    """Recorded GPU surfaces (surfaces/), then the stand-in's (benchmarks/surfaces/)."""
-    return sorted((ROOT / "surfaces").glob("*.json")) + sorted((ROOT / "benchmarks" / "surfaces").glob("*.json"))
 
 
 OUT = ROOT / "benchmarks" / "SAMPLERS.md"
