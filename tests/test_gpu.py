@@ -26,7 +26,7 @@ from tests.conftest import write_run
 from tuner.config.run import load_config
 from tuner.config.space import load_space
 from tuner.search.storage import open_storage
-from tuner.search.study import GpuPool, Tuner
+from tuner.search.study import Tuner
 from tuner.serve import gpu
 from tuner.sglang.flags import ServerFlags
 
@@ -319,7 +319,7 @@ def test_gpus_needed_follows_tp_and_dp(tmp_path):
 
 
 def test_pool_serves_a_waiting_two_gpu_trial_before_later_one_gpu_trials():
-    pool, cancel, order = GpuPool([0, 1]), threading.Event(), []
+    pool, cancel, order = gpu.GpuPool([0, 1]), threading.Event(), []
     first = pool.acquire(1, cancel)
 
     def want(n: int, name: str) -> None:

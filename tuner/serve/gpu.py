@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pynvml
 
-from tuner.errors import TunerError
+from tuner.errors import Cancelled, SetupError, TunerError
 from tuner.serve.poller import Poller
 
 log = logging.getLogger(__name__)
@@ -282,6 +282,46 @@ class GpuSampler(Poller):
         with self._lock:
             samples = list(self._samples)
         return stats_of(samples)
+
+
+@dataclass
+class GpuPool:
+    """Hands out disjoint sets of GPUs: one trial per GPU, or all of a tp x dp trial's GPUs at once.
+
+    First come, first served: while a trial waits for two GPUs, a later one-GPU trial does not take the GPU
+    that frees first (else the two-GPU trial could wait for ever).
+    """
+
+    gpus: list[int]
+    _free: set[int] = field(default_factory=set)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _queue: list[object] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._free = set(self.gpus)
+
+    def acquire(self, n: int, cancel: threading.Event) -> tuple[int, ...]:
+        if n > len(self.gpus):  # callers record such trials as infeasible before asking
+            raise SetupError(f"a trial needs {n} GPUs but --gpus gives {len(self.gpus)}")
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                while self._queue[0] is not ticket or len(self._free) < n:
+                    if cancel.is_set():
+                        raise Cancelled()
+                    self._cond.wait(0.2)
+                chosen = tuple(sorted(self._free)[:n])
+                self._free -= set(chosen)
+                return chosen
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self, gpus: tuple[int, ...]) -> None:
+        with self._cond:
+            self._free |= set(gpus)
+            self._cond.notify_all()
 
 
 def _mean(values) -> float:

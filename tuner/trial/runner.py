@@ -19,6 +19,7 @@ from tuner.bench.client import BenchmarkError, BenchmarkResult, BenchmarkTimeout
 from tuner.bench.load_search import run_load_search
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import LoadSearch, Workload
+from tuner.errors import Cancelled
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.poller import Poller
@@ -117,10 +118,6 @@ class TrialResult:
     @property
     def levels(self) -> tuple[LevelResult, ...]:
         return self.benchmark.levels if self.benchmark else ()
-
-
-class Cancelled(Exception):  # control flow like KeyboardInterrupt, not an error: no TunerError
-    """The tuner is stopping (Ctrl-C, SIGTERM): the trial ends as interrupted."""
 
 
 class Watcher(Poller):
