@@ -95,8 +95,8 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
 
     from tuner.config.run import load_config
     from tuner.config.space import load_space
-    from tuner.search.storage import set_trial_attrs
-    from tuner.search.study import Tuner, make_sampler, trial_attrs
+    from tuner.search.storage import make_sampler, set_trial_attrs
+    from tuner.search.study import Tuner, trial_attrs
     from tuner.trial.replay import ReplayLauncher
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -39,7 +39,10 @@ from tuner.search.storage import (
     _RetryStale,
     _with_installed_driver,
     enqueue_retry,
+    load_existing_study,
+    make_sampler,
     open_storage,
+    open_study,
     set_trial_attrs,
 )
 from tuner.search.study import (
@@ -49,9 +52,6 @@ from tuner.search.study import (
     Tuner,
     _alive,
     best_levels,
-    load_existing_study,
-    make_sampler,
-    open_study,
     startup_timeout,
     trial_attrs,
 )
@@ -618,14 +618,14 @@ def test_make_sampler_builds_the_run_files_sampler_with_its_options(tmp_path, mo
     rnd = make_sampler(cfg(name="random"), 5)
     assert isinstance(rnd, optuna.samplers.RandomSampler)
     assert rnd._rng.rng.random_sample() == optuna.samplers.RandomSampler(seed=5)._rng.rng.random_sample()
-    from tuner.search import study
+    from tuner.search import storage
 
-    real = study.importlib.util.find_spec
-    monkeypatch.setattr(study.importlib.util, "find_spec", lambda n, *a: True if n == "torch" else real(n, *a))
+    real = storage.importlib.util.find_spec
+    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda n, *a: True if n == "torch" else real(n, *a))
     gp = make_sampler(cfg(name="gp", n_startup_trials=2), 5)
     assert isinstance(gp, optuna.samplers.GPSampler) and gp._n_startup_trials == 2
     assert gp._rng.rng.random_sample() == optuna.samplers.GPSampler(seed=5)._rng.rng.random_sample()
-    monkeypatch.setattr(study.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
+    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
     with pytest.raises(
         SetupError, match=r"^sampler gp needs torch \(pip install torch\), or set sampler: \{name: tpe\}$"
     ):
@@ -755,7 +755,7 @@ def test_heartbeat_is_recorded_while_a_trial_runs_and_stops_after(tmp_path, capl
 
     storage.record_heartbeat = beat
     trial = study.ask()
-    with caplog.at_level("WARNING", logger="tuner.search.study"), _Heartbeat(study, trial, 0.05) as hb:
+    with caplog.at_level("WARNING", logger="tuner.search.storage"), _Heartbeat(study, trial, 0.05) as hb:
         assert beats == [trial._trial_id]  # at once, before the first interval
         time.sleep(0.3)
         assert len(beats) >= 4 and hb._thread.is_alive()  # a failed beat is logged; the next ones go on

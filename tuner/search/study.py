@@ -8,20 +8,17 @@ list-format ``constraints`` system attribute, the one the Optuna dashboard reads
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import os
 import signal
 import socket
 import threading
-import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from tuner.bench.metrics import LevelResult
@@ -34,13 +31,7 @@ from tuner.search.checks import Preflight, baseline_refused, port_free
 from tuner.search.confirm import confirm_study
 from tuner.search.launchers import make_launcher
 from tuner.search.objective import CLEARLY_WORSE, Objective, objective_for
-from tuner.search.storage import (
-    _Heartbeat,
-    _redact,
-    enqueue_retry,
-    open_storage,
-    set_trial_attrs,
-)
+from tuner.search.storage import _Heartbeat, enqueue_retry, open_study, set_trial_attrs
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher
 from tuner.sglang import failures
@@ -49,91 +40,9 @@ from tuner.sglang.flags import ServerFlags, resolved_flags
 from tuner.trial.runner import PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
 
 log = logging.getLogger(__name__)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 
 HOST = socket.gethostname()
 WORKER = f"{HOST}:{os.getpid()}"
-
-
-def make_sampler(config: RunConfig, seed: int | None) -> optuna.samplers.BaseSampler:
-    s = config.sampler
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.name == "gp":
-        # GPSampler imports torch only once its startup trials are done: say so before any launch.
-        if importlib.util.find_spec("torch") is None:
-            raise SetupError("sampler gp needs torch (pip install torch), or set sampler: {name: tpe}")
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
-    # Our spaces are conditional (torch-compile-max-bs only with torch compile): multivariate grouped TPE
-    # models the branches jointly instead of falling back to independent sampling.
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=s.n_startup_trials,
-        multivariate=True,
-        group=True,
-        constant_liar=True,
-    )
-
-
-def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.Study:
-    storage = storage or open_storage(config)
-    objective = objective_for(config)
-    try:
-        study = optuna.create_study(
-            storage=storage,
-            study_name=config.study,
-            directions=objective.directions,
-            sampler=make_sampler(config, config.sampler.seed),
-            load_if_exists=True,
-        )
-    except ValueError as exc:
-        raise SetupError(f"study {config.study!r}: {exc}") from None
-    if config.sampler.name == "gp" and (config.baseline or config.references):
-        # GPSampler models only the params every finished trial has; the baseline and references have none
-        # (benchmarks/SAMPLERS.md: with the baseline first it draws exactly what random search draws).
-        log.warning(
-            "sampler gp with the baseline or references samples at random (they have no params): "
-            "set baseline: false and no references, or use sampler: {name: tpe}"
-        )
-    if [d.name.lower() for d in study.directions] != objective.directions:
-        raise SetupError(
-            f"study {config.study!r} already exists with objectives {study.user_attrs.get('metrics')}: "
-            f"use another --study name for {list(objective.metrics)}"
-        )
-    if "metrics" not in study.user_attrs:
-        study.set_user_attr("metrics", list(objective.metrics))
-        study.set_user_attr("constraint_names", objective.constraint_names)
-        study.set_user_attr("at_concurrency", objective.at_concurrency)
-        if objective.load_search is not None:
-            study.set_user_attr("slo", objective.slo)
-            study.set_user_attr("load_search", vars(objective.load_search))
-        study.set_user_attr("space", str(config.space))
-        study.set_metric_names(list(objective.metrics))
-    # The latest run's settings: export rebuilds the launcher (command, env, image) from them.
-    study.set_user_attr("run_config", config.to_dict())
-    # A seeded sampler made anew on resume would replay the same random startup draws (seen on the H200:
-    # trial 4 repeated trial 1). Offset the seed by the trials already there: still reproducible from the same
-    # history; on a shared storage, also by the worker, whose peers start from the same history.
-    seed = config.sampler.seed
-    if seed is not None:
-        seed += len(study.trials)
-        if not config.storage_url.startswith("sqlite"):
-            seed += os.getpid()
-    study.sampler = make_sampler(config, seed)
-    return study
-
-
-def load_existing_study(config: RunConfig) -> optuna.Study:
-    storage = open_storage(config, create=False)
-    try:
-        return optuna.load_study(study_name=config.study, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise SetupError(
-            f"no study {config.study!r} in {_redact(config.storage_url)} (studies there: {', '.join(names) or 'none'})"
-        ) from None
 
 
 def startup_timeout(config: RunConfig, flags: ServerFlags) -> float:
