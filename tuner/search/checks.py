@@ -170,13 +170,14 @@ class Preflight:
             old = seen.get(param.name)
             if old is None:
                 continue
+            new = param.distribution()
             try:
-                optuna.distributions.check_distribution_compatibility(old, param.distribution())
+                optuna.distributions.check_distribution_compatibility(old, new)
             except ValueError:
                 raise SetupError(
-                    f"{space.path}:{param.line}: {param.name} is {describe_distribution(param.distribution())} here but "
-                    f"{describe_distribution(old)} in study {self.config.study!r}'s trials: use a new --study name for the "
-                    f"new space, or keep the old kind of {param.name}"
+                    f"{space.path}:{param.line}: {param.name} is {describe_distribution(new)} here but "
+                    f"{describe_distribution(old)} in study {self.config.study!r}'s trials: use a new --study name "
+                    f"for the new space, or keep the old kind of {param.name}"
                 ) from None
 
     def check_baseline_flags(self, study: optuna.Study) -> None:
