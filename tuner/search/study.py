@@ -100,7 +100,7 @@ class Tuner:
 
     def prepare(self) -> optuna.Study:
         checks = self.preflight()
-        self.warnings = checks.warnings
+        self.warnings = checks.warnings  # one list: what the checks warn about, then what comes below
         self.space = checks.space()
         self.feasibility = checks.feasibility()
         stopped = self.launcher.cleanup_orphans(self.config.study)
