@@ -180,7 +180,7 @@ def main() -> None:
     cfg = load_config(args.config, {"study": study_name, "trials": args.trials, "gpus": args.gpus})
 
     if args.compare_only:
-        from tuner.search.study import load_existing_study
+        from tuner.search.storage import load_existing_study
 
         study = load_existing_study(cfg)
     else:

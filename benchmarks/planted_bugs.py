@@ -72,7 +72,7 @@ BUGS = (
         "the heartbeat thread stops after the first failed beat",
         "tuner/search/storage.py",
         'log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)',
-        'log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)\n                return',
+        'log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)\n            self._stop.set()',
         ("tests/test_claims.py::test_heartbeat_goes_on_after_a_failed_beat", "tests/test_postgres.py"),
     ),
     Bug(

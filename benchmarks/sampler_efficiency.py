@@ -1,7 +1,7 @@
 """How fast each sampler setting reaches a good config on recorded surfaces, over many seeds.
 
 Each (surface, setting, seed) is a study of ``--trials`` trials through the tuner's own code: its sampler
-(tuner.search.study.make_sampler), search space sampling, the replay runner (tuner.trial.replay: the same TrialResult,
+(tuner.search.storage.make_sampler), search space sampling, the replay runner (tuner.trial.replay: the same TrialResult,
 early stopping and phase seconds as a real trial), and the values, constraints and attributes a real study
 records (Objective.values/constraints, trial_attrs), in an in-memory Optuna storage: no artifacts store, notes or
 SQLite, which only cost time here. Per setting it writes down, medians over seeds:
@@ -34,13 +34,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from surface_files import default_surfaces
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def default_surfaces() -> list[Path]:
-    """Recorded GPU surfaces (surfaces/), then the stand-in's (benchmarks/surfaces/)."""
-    return sorted((ROOT / "surfaces").glob("*.json")) + sorted((ROOT / "benchmarks" / "surfaces").glob("*.json"))
 
 
 OUT = ROOT / "benchmarks" / "SAMPLERS.md"
@@ -98,8 +95,8 @@ def run_study(surface_path: str, space: str, setting: Setting, seed: int, trials
 
     from tuner.config.run import load_config
     from tuner.config.space import load_space
-    from tuner.search.storage import set_trial_attrs
-    from tuner.search.study import Tuner, make_sampler, trial_attrs
+    from tuner.search.storage import make_sampler, set_trial_attrs
+    from tuner.search.study import Tuner, trial_attrs
     from tuner.trial.replay import ReplayLauncher
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

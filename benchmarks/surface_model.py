@@ -15,14 +15,10 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from surface_files import default_surfaces
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def default_surfaces() -> list[Path]:
-    """Recorded GPU surfaces (surfaces/), then the stand-in's (benchmarks/surfaces/)."""
-    return sorted((ROOT / "surfaces").glob("*.json")) + sorted((ROOT / "benchmarks" / "surfaces").glob("*.json"))
-
 
 from tuner.trial.surface import Surface, point_of
 

@@ -19,8 +19,8 @@ from conftest import FAST_ENV, STANDIN, free_port, tune, wait_healthy, write_run
 from tuner.bench.workload import SLO
 from tuner.config.run import load_config
 from tuner.errors import SetupError
-from tuner.search.storage import _Heartbeat
-from tuner.search.study import Tuner, make_sampler, open_study
+from tuner.search.storage import _Heartbeat, make_sampler, open_study
+from tuner.search.study import Tuner
 
 
 def test_heartbeat_goes_on_after_a_failed_beat(tmp_path, monkeypatch):
@@ -70,10 +70,10 @@ def test_the_run_files_sampler_is_the_one_used(tmp_path, name, cls):
 def test_gp_without_torch_is_refused_before_any_launch(tmp_path, monkeypatch):
     import importlib.util
 
-    from tuner.search import study
+    from tuner.search import storage
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(study.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
+    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
     config = load_config(write_run(tmp_path, sampler={"name": "gp"}))
     with pytest.raises(SetupError, match="sampler gp needs torch"):
         make_sampler(config, 0)
@@ -83,12 +83,12 @@ def test_gp_without_torch_is_refused_before_any_launch(tmp_path, monkeypatch):
 def test_gp_with_the_baseline_is_warned_it_samples_at_random(tmp_path, monkeypatch, caplog, baseline, warned):
     import importlib.util
 
-    from tuner.search import study
+    from tuner.search import storage
 
     real = importlib.util.find_spec  # GPSampler is built without torch; only its fitting needs it
-    monkeypatch.setattr(study.importlib.util, "find_spec", lambda n, *a: True if n == "torch" else real(n, *a))
+    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda n, *a: True if n == "torch" else real(n, *a))
     config = load_config(write_run(tmp_path, sampler={"name": "gp"}, baseline=baseline))
-    with caplog.at_level("WARNING", logger="tuner.search.study"):
+    with caplog.at_level("WARNING", logger="tuner.search.storage"):
         open_study(config)
     assert ("sampler gp with the baseline or references samples at random" in caplog.text) is warned
 

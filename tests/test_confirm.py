@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import servers_of, tune, write_run, write_space
 from tuner.config.run import load_config
 from tuner.search.confirm import Comparison, Confirmation, welch
-from tuner.search.study import load_existing_study
+from tuner.search.storage import load_existing_study
 
 
 def test_welch_interval_equal_sizes_by_hand():

@@ -290,7 +290,7 @@ def test_gpus_without_an_nvidia_runtime_is_a_clear_error(tmp_path, study):
 
 def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique_study, request):
     from tuner.config.run import load_config
-    from tuner.search.study import load_existing_study
+    from tuner.search.storage import load_existing_study
 
     # Trial 0 is the baseline (SGLang's defaults); the sampler then picks; the fault rules make a low
     # --mem-fraction-static run out of KV memory and lof segfault otherwise: each trial's class follows from its flags.

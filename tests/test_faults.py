@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from conftest import ROOT, STANDIN, servers_of, tune, write_run, write_space
 from tuner.config.run import load_config
-from tuner.search.study import load_existing_study
+from tuner.search.storage import load_existing_study
 
 
 def run_one(tmp_path, study, fixed=None, faults="", **extra):
@@ -234,7 +234,8 @@ def test_two_workers_recovering_one_stale_trial_queue_one_rerun(tmp_path, unique
     """Workers starting together (or one by heartbeat) may find the same dead worker's trial: one re-run."""
     import threading
 
-    from tuner.search.study import HOST, Tuner, open_study
+    from tuner.search.storage import open_study
+    from tuner.search.study import HOST, Tuner
 
     config = load_config(write_run(tmp_path, study=unique_study, trials=2))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -26,7 +26,7 @@ from tests.conftest import write_run
 from tuner.config.run import load_config
 from tuner.config.space import load_space
 from tuner.search.storage import open_storage
-from tuner.search.study import GpuPool, Tuner
+from tuner.search.study import Tuner
 from tuner.serve import gpu
 from tuner.sglang.flags import ServerFlags
 
@@ -328,7 +328,7 @@ def test_gpus_needed_follows_tp_and_dp(tmp_path):
 
 
 def test_pool_serves_a_waiting_two_gpu_trial_before_later_one_gpu_trials():
-    pool, cancel, order = GpuPool([0, 1]), threading.Event(), []
+    pool, cancel, order = gpu.GpuPool([0, 1]), threading.Event(), []
     first = pool.acquire(1, cancel)
 
     def want(n: int, name: str) -> None:
@@ -350,7 +350,7 @@ def test_pool_serves_a_waiting_two_gpu_trial_before_later_one_gpu_trials():
     assert order == [("tp2", (0, 1)), ("tp1", (0,))]
 
 
-def wait_queued(pool: GpuPool, n: int, timeout: float = 60) -> None:
+def wait_queued(pool: gpu.GpuPool, n: int, timeout: float = 60) -> None:
     """Until n callers wait in the pool's queue: the order they asked in, whatever a loaded machine's threads do."""
     deadline = time.monotonic() + timeout
     while len(pool._queue) < n:

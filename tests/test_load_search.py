@@ -13,7 +13,7 @@ from tuner.bench.load_search import best_level, broken, rates
 from tuner.bench.metrics import RequestRecord, compute_level_result
 from tuner.bench.workload import SLO, Level, LoadSearch
 from tuner.config.run import load_config
-from tuner.search.study import load_existing_study
+from tuner.search.storage import load_existing_study
 
 
 def drive(search: LoadSearch, passes) -> list[tuple[float, bool]]:

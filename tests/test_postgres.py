@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from conftest import ROOT, free_port, servers_of, tune, write_run
 from tuner.config.run import load_config
-from tuner.search.study import load_existing_study
+from tuner.search.storage import load_existing_study
 
 PG = os.environ.get("SGLANG_TUNER_TEST_PG", "postgresql://tuner:tuner@127.0.0.1:5432/tuner")
 

@@ -19,7 +19,7 @@ from tuner.bench.load_search import broken
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import Level, LoadSearch
 from tuner.config.run import load_config
-from tuner.search.study import load_existing_study
+from tuner.search.storage import load_existing_study
 from tuner.trial.surface import Answer, Row, Surface, curve_at
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"

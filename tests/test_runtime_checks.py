@@ -20,7 +20,8 @@ from tests.test_gpu import FakeNvml, no_nvml  # noqa: F401 - no_nvml is a fixtur
 from tests.test_views import CHROMIUM, needs_chromium
 from tuner.config.run import load_config
 from tuner.errors import SetupError
-from tuner.search.study import Tuner, load_existing_study
+from tuner.search.storage import load_existing_study
+from tuner.search.study import Tuner
 from tuner.serve import gpu
 from tuner.sglang.kv import KvCapacity
 

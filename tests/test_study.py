@@ -30,6 +30,7 @@ from tuner.bench.client import BenchmarkResult
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import LoadSearch
 from tuner.config.run import RunConfig
+from tuner.search.checks import Preflight, baseline_refused, describe_distribution, port_free
 from tuner.search.launchers import looks_like_model_path, make_launcher
 from tuner.search.objective import Objective, objective_for
 from tuner.search.storage import (
@@ -39,23 +40,19 @@ from tuner.search.storage import (
     _RetryStale,
     _with_installed_driver,
     enqueue_retry,
+    load_existing_study,
+    make_sampler,
     open_storage,
+    open_study,
     set_trial_attrs,
 )
 from tuner.search.study import (
     HOST,
     WORKER,
-    GpuPool,
     SetupError,
     Tuner,
     _alive,
-    _baseline_refused,
-    _describe,
     best_levels,
-    load_existing_study,
-    make_sampler,
-    open_study,
-    port_free,
     startup_timeout,
     trial_attrs,
 )
@@ -428,9 +425,9 @@ def test_best_levels_are_the_best_throughput_of_feasible_complete_trials():
 
 def test_describe_names_a_parameters_kind():
     D = optuna.distributions
-    assert _describe(D.CategoricalDistribution(["a", 1])) == "choices ['a', 1]"
-    assert _describe(D.IntDistribution(1, 64, log=True)) == "an integer range 1..64 (log)"
-    assert _describe(D.FloatDistribution(0.5, 0.95)) == "a float range 0.5..0.95"
+    assert describe_distribution(D.CategoricalDistribution(["a", 1])) == "choices ['a', 1]"
+    assert describe_distribution(D.IntDistribution(1, 64, log=True)) == "an integer range 1..64 (log)"
+    assert describe_distribution(D.FloatDistribution(0.5, 0.95)) == "a float range 0.5..0.95"
 
 
 def test_redact_hides_credentials():
@@ -516,7 +513,7 @@ def test_alive_and_model_paths(tmp_path):
 
 
 def test_gpu_pool_hands_out_the_lowest_free_gpus_and_stops_waiting_when_cancelled():
-    pool = GpuPool([3, 1, 2])
+    pool = gpu.GpuPool([3, 1, 2])
     cancel = threading.Event()
     assert pool.acquire(2, cancel) == (1, 2)
     with pytest.raises(SetupError, match="a trial needs 4 GPUs but --gpus gives 3"):
@@ -625,14 +622,14 @@ def test_make_sampler_builds_the_run_files_sampler_with_its_options(tmp_path, mo
     rnd = make_sampler(cfg(name="random"), 5)
     assert isinstance(rnd, optuna.samplers.RandomSampler)
     assert rnd._rng.rng.random_sample() == optuna.samplers.RandomSampler(seed=5)._rng.rng.random_sample()
-    from tuner.search import study
+    from tuner.search import storage
 
-    real = study.importlib.util.find_spec
-    monkeypatch.setattr(study.importlib.util, "find_spec", lambda n, *a: True if n == "torch" else real(n, *a))
+    real = storage.importlib.util.find_spec
+    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda n, *a: True if n == "torch" else real(n, *a))
     gp = make_sampler(cfg(name="gp", n_startup_trials=2), 5)
     assert isinstance(gp, optuna.samplers.GPSampler) and gp._n_startup_trials == 2
     assert gp._rng.rng.random_sample() == optuna.samplers.GPSampler(seed=5)._rng.rng.random_sample()
-    monkeypatch.setattr(study.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
+    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
     with pytest.raises(
         SetupError, match=r"^sampler gp needs torch \(pip install torch\), or set sampler: \{name: tpe\}$"
     ):
@@ -690,7 +687,7 @@ def test_a_resumed_seeded_sampler_is_offset_by_the_trials_already_there(tmp_path
 _OPEN_AND_DRAW = """
 import json, pathlib, sys, time
 from tuner.config.run import RunConfig
-from tuner.search.study import open_study
+from tuner.search.storage import open_study
 config = RunConfig.model_validate(json.loads(sys.argv[1]))
 here, n, me = pathlib.Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 while not (here / "go").exists():
@@ -832,7 +829,7 @@ def test_heartbeat_is_recorded_while_a_trial_runs_and_stops_after(tmp_path, capl
 
     storage.record_heartbeat = beat
     trial = study.ask()
-    with caplog.at_level("WARNING", logger="tuner.search.study"), _Heartbeat(study, trial, 0.05) as hb:
+    with caplog.at_level("WARNING", logger="tuner.search.storage"), _Heartbeat(study, trial, 0.05) as hb:
         assert beats == [trial._trial_id]  # at once, before the first interval
         deadline = time.monotonic() + 60
         while len(beats) < 4:  # a failed beat is logged; the next ones go on
@@ -1326,17 +1323,17 @@ def test_a_trial_numbered_past_the_budget_is_given_back(tmp_path, surface):
     ref_study = reference.run()
     enqueue_retry(ref_study, ref_study.trials[1])
     reference.config.trials = 2
-    reference._run_asked(ref_study, ref_study.ask(), GpuPool([0]), reference._artifact_store())
+    reference._run_asked(ref_study, ref_study.ask(), gpu.GpuPool([0]), reference._artifact_store())
     [again] = ref_study.get_trials(states=(TrialState.WAITING,))
     assert again.user_attrs == {"retry_of": 1, "reference": "hand"}
     tuner = Tuner(config)
     study = tuner.run()
     plain = study.ask()
-    tuner._run_asked(study, plain, GpuPool([0]), tuner._artifact_store())
+    tuner._run_asked(study, plain, gpu.GpuPool([0]), tuner._artifact_store())
     assert study.trials[1].state == TrialState.FAIL and study.trials[1].user_attrs["failure_class"] == "over_budget"
     assert not study.get_trials(states=(TrialState.WAITING,))
     enqueue_retry(study, study.trials[0])
-    tuner._run_asked(study, study.ask(), GpuPool([0]), tuner._artifact_store())
+    tuner._run_asked(study, study.ask(), gpu.GpuPool([0]), tuner._artifact_store())
     given_back = study.trials[2]
     assert given_back.state == TrialState.FAIL and given_back.user_attrs["failure_class"] == "over_budget"
     # A re-run handed over from the queue goes back to it, with what makes it a re-run (not why it was given back).
@@ -1356,7 +1353,7 @@ def test_a_trial_runs_on_the_gpu_it_got_and_that_gpus_port(tmp_path, surface):
     )
     tuner = Tuner(config)
     study = tuner.prepare()
-    pool = GpuPool([1, 2])
+    pool = gpu.GpuPool([1, 2])
     pool.acquire(1, threading.Event())  # GPU 1 busy with another slot's trial
     tuner._run_asked(study, study.ask(), pool, tuner._artifact_store())
     t = study.trials[0]
@@ -1436,7 +1433,7 @@ def nvml_gpus(monkeypatch):
     gpu.reset()
 
 
-def machine_tuner(tmp_path, surface, space_fixed=None, space_params=None, **extra) -> tuple[Tuner, object]:
+def machine_tuner(tmp_path, surface, space_fixed=None, space_params=None, **extra) -> tuple[Preflight, object]:
     from tuner.config.space import load_space
 
     extra = {"model": {"path": "Qwen/Qwen3-8B"}, **extra}
@@ -1444,26 +1441,26 @@ def machine_tuner(tmp_path, surface, space_fixed=None, space_params=None, **extr
     config = replay_config(tmp_path, surface, **extra)
     write_space(Path(config.space), fixed=space_fixed, params=space_params)
     tuner = Tuner(config, launcher=ProcessLauncher(["python", "-m", "sglang.launch_server"]))
-    return tuner, load_space(config.space)
+    return tuner.preflight(), load_space(config.space)
 
 
 def test_the_gpus_must_hold_the_fixed_flags_and_exist(tmp_path, surface, nvml_gpus):
-    tuner, space = machine_tuner(tmp_path, surface, space_fixed={"tp-size": 2}, gpus=[0])
+    checks, space = machine_tuner(tmp_path, surface, space_fixed={"tp-size": 2}, gpus=[0])
     with pytest.raises(SetupError) as err:
-        tuner._check_gpus(space)
+        checks.check_gpus(space)
     assert str(err.value) == "the space's fixed flags need 2 GPUs per trial (tp x dp) but --gpus gives 1"
-    tuner, space = machine_tuner(tmp_path, surface, space_fixed={"tp-size": 2}, gpus=[0, 1])
-    tuner._check_gpus(space)
-    assert tuner.warnings == []
-    tuner, space = machine_tuner(tmp_path, surface, space_params={"tp-size": {"choices": [1, 2]}}, gpus=[1])
-    tuner._check_gpus(space)
-    assert tuner.warnings == [
+    checks, space = machine_tuner(tmp_path, surface, space_fixed={"tp-size": 2}, gpus=[0, 1])
+    checks.check_gpus(space)
+    assert checks.warnings == []
+    checks, space = machine_tuner(tmp_path, surface, space_params={"tp-size": {"choices": [1, 2]}}, gpus=[1])
+    checks.check_gpus(space)
+    assert checks.warnings == [
         "the space allows trials needing up to 2 GPUs but --gpus gives 1: those are recorded "
         "infeasible (too_many_gpus) without launching"
     ]
-    tuner, space = machine_tuner(tmp_path, surface, gpus=[0, 5])
+    checks, space = machine_tuner(tmp_path, surface, gpus=[0, 5])
     with pytest.raises(SetupError, match="5"):
-        tuner._check_gpus(space)
+        checks.check_gpus(space)
 
 
 def test_without_nvml_the_gpu_checks_say_what_is_not_checked(tmp_path, surface, monkeypatch, caplog):
@@ -1474,18 +1471,18 @@ def test_without_nvml_the_gpu_checks_say_what_is_not_checked(tmp_path, surface, 
     gpu.reset()
     monkeypatch.setattr(pynvml, "nvmlInit", _no_nvml_library)
     try:
-        tuner, space = machine_tuner(tmp_path, surface, gpus=[0, 3])
+        checks, space = machine_tuner(tmp_path, surface, gpus=[0, 3])
         with caplog.at_level("WARNING"):
-            tuner._check_gpus(space)
+            checks.check_gpus(space)
         assert not caplog.records  # said once, as the tuner's warning, not logged by tuner.serve.gpu as well
-        [said] = tuner.warnings
+        [said] = checks.warnings
         assert said.startswith("NVML is not available (") and said.endswith(
             "): --gpus 0,3 not checked, no GPU memory numbers, no wait for free GPUs"
         )
         assert gpu.unavailable_reason() in said
-        tuner, space = machine_tuner(tmp_path, surface, objective={"max_gpu_memory_fraction": 0.9})
-        tuner._check_gpus(space)
-        assert tuner.warnings[0].endswith(
+        checks, space = machine_tuner(tmp_path, surface, objective={"max_gpu_memory_fraction": 0.9})
+        checks.check_gpus(space)
+        assert checks.warnings[0].endswith(
             "no wait for free GPUs, and objective.max_gpu_memory_fraction cannot be checked (every trial passes it)"
         )
     finally:
@@ -1493,51 +1490,51 @@ def test_without_nvml_the_gpu_checks_say_what_is_not_checked(tmp_path, surface, 
 
 
 def test_a_real_run_needs_a_model_it_can_find_and_free_ports(tmp_path, surface, nvml_gpus):
-    tuner, space = machine_tuner(tmp_path, surface, model={"path": "no-such-model"})
+    checks, space = machine_tuner(tmp_path, surface, model={"path": "no-such-model"})
     with pytest.raises(SetupError) as err:
-        tuner._check_machine(space)
+        checks.check_machine(space)
     assert str(err.value) == "model.path 'no-such-model': no such folder, and not a hub id (org/name)"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         taken = s.getsockname()[1]
         # The slot of GPU 1 serves on port + 1: that one is taken.
-        tuner, space = machine_tuner(
+        checks, space = machine_tuner(
             tmp_path, surface, gpus=[1, 2], model={"path": "Qwen/Qwen3-8B"}, launcher={"port": taken - 1}
         )
         with pytest.raises(SetupError) as err:
-            tuner._check_machine(space)
+            checks.check_machine(space)
         assert str(err.value) == (
             f"port {taken} on 127.0.0.1 is in use or not a port: stop what holds it or pass another --port"
         )
-        tuner, space = machine_tuner(
+        checks, space = machine_tuner(
             tmp_path, surface, gpus=[1], model={"path": "Qwen/Qwen3-8B"}, launcher={"port": taken - 1}
         )
-        tuner._check_machine(space)  # one slot: only the launcher's port
+        checks.check_machine(space)  # one slot: only the launcher's port
     if os.geteuid() == 0 and port_free("127.0.0.1", 1):  # the lowest port is a port (root may bind it)
-        tuner, space = machine_tuner(tmp_path, surface, launcher={"port": 1})
-        tuner._check_machine(space)
-    tuner, space = machine_tuner(
+        checks, space = machine_tuner(tmp_path, surface, launcher={"port": 1})
+        checks.check_machine(space)
+    checks, space = machine_tuner(
         tmp_path, surface, gpus=[0, 1], model={"path": "Qwen/Qwen3-8B"}, launcher={"port": 65535}
     )
     with pytest.raises(SetupError, match=r"port 65536 on 127\.0\.0\.1 is in use or not a port"):
-        tuner._check_machine(space)
+        checks.check_machine(space)
 
 
 def test_a_gpu_someone_else_holds_is_refused_unless_shared_and_waited_for_after_cleanup(tmp_path, surface, nvml_gpus):
-    tuner, _ = machine_tuner(tmp_path, surface, gpus=[0, 1])
-    tuner._check_gpus_idle(0.0)
+    checks, _ = machine_tuner(tmp_path, surface, gpus=[0, 1])
+    checks.check_gpus_idle(0.0)
     nvml_gpus.holders[1] = [(4242, 30000.0)]
     nvml_gpus.extra[1] = 30000.0
     with pytest.raises(SetupError) as err:
-        tuner._check_gpus_idle(0.0)
+        checks.check_gpus_idle(0.0)
     assert str(err.value) == (
         "GPU 1: 30500 MiB used by pid 4242 (30000 MiB): measured beside it, a server gets what is left (a smaller KV "
         "pool, shared compute); stop it, choose other --gpus, or pass --allow-shared-gpu (gpus_shared: true) to "
         "measure anyway"
     )
     shared, _ = machine_tuner(tmp_path, surface, gpus=[0, 1], gpus_shared=True)
-    shared._check_gpus_idle(0.0)
+    shared.check_gpus_idle(0.0)
     assert shared.warnings == [
         "shared GPU (GPU 1: 30500 MiB used by pid 4242 (30000 MiB)): every trial records what else held its GPUs"
     ]
@@ -1551,7 +1548,7 @@ def test_a_gpu_someone_else_holds_is_refused_unless_shared_and_waited_for_after_
     nvml_gpus.extra[0] = 20000.0
     t0 = time.monotonic()
     with pytest.raises(SetupError) as err:
-        tuner._check_gpus_idle(0.6)  # still held after the wait
+        checks.check_gpus_idle(0.6)  # still held after the wait
     assert time.monotonic() - t0 >= 0.5
     assert str(err.value).startswith(
         "GPU 0: 20500 MiB used by pid 4343 (20000 MiB); GPU 1: 30500 MiB used by pid "
@@ -1559,19 +1556,19 @@ def test_a_gpu_someone_else_holds_is_refused_unless_shared_and_waited_for_after_
     )
     threading.Thread(target=let_go).start()
     t0 = time.monotonic()
-    tuner._check_gpus_idle(5.0)  # a server cleanup_orphans just stopped lets go of its GPU
+    checks.check_gpus_idle(5.0)  # a server cleanup_orphans just stopped lets go of its GPU
     assert time.monotonic() - t0 < 3.0
 
 
 def test_feasibility_facts_come_from_the_model_folder_and_nvml(tmp_path, surface, nvml_gpus):
     model = ROOT / "tests" / "data" / "models" / "qwen3-8b"
-    tuner, _ = machine_tuner(tmp_path, surface, gpus=[1], model={"path": str(model)}, launcher={"env": {"X": "1"}})
-    f = tuner._feasibility()
+    checks, _ = machine_tuner(tmp_path, surface, gpus=[1], model={"path": str(model)}, launcher={"env": {"X": "1"}})
+    f = checks.feasibility()
     assert f.model is not None and f.gpu_mib == 80 * 1024 and f.gpus == (1,) and f.longest_request == 176
     assert f.env["X"] == "1" and f.env.get("PATH") == os.environ.get("PATH")  # a process inherits our environment
-    assert tuner.warnings == []
+    assert checks.warnings == []
     hub, _ = machine_tuner(tmp_path, surface, model={"path": "Qwen/Qwen3-8B"})
-    assert hub._feasibility().model is None
+    assert hub.feasibility().model is None
     assert hub.warnings == [
         "model.path Qwen/Qwen3-8B: no local config.json, so only too_many_gpus is predicted "
         "before launch (memory, heads and context are checked by SGLang)"
@@ -1587,16 +1584,16 @@ def test_without_nvml_no_kv_failure_is_predicted(tmp_path, surface, monkeypatch)
     monkeypatch.setattr(pynvml, "nvmlInit", _no_nvml_library)
     try:
         model = ROOT / "tests" / "data" / "models" / "qwen3-8b"
-        tuner, _ = machine_tuner(tmp_path, surface, model={"path": str(model)})
-        assert tuner._feasibility().gpu_mib is None
-        assert tuner.warnings == ["no GPU memory from NVML: KV-pool failures are not predicted before launch"]
+        checks, _ = machine_tuner(tmp_path, surface, model={"path": str(model)})
+        assert checks.feasibility().gpu_mib is None
+        assert checks.warnings == ["no GPU memory from NVML: KV-pool failures are not predicted before launch"]
     finally:
         gpu.reset()
 
 
 def test_baseline_refused_without_a_detail():
     c = RunConfig.model_validate({"space": "s.yaml"})
-    assert _baseline_refused(c, "").startswith(
+    assert baseline_refused(c, "").startswith(
         "the baseline (trial 0: the space's fixed flags only) failed as invalid_flag: SGLang refuses a fixed flag"
     )
 
@@ -1712,10 +1709,10 @@ def test_a_port_taken_since_the_check_stops_a_real_trial_before_its_launch(tmp_p
             tmp_path / "real", surface, model={"path": "Qwen/Qwen3-8B"}, launcher={"kind": "process", "port": port}
         )
         tuner = Tuner(config, launcher=ProcessLauncher([sys.executable, "-c", "raise SystemExit(9)"]))
-        tuner.space, tuner.feasibility = load_space(config.space), tuner._feasibility()
+        tuner.space, tuner.feasibility = load_space(config.space), tuner.preflight().feasibility()
         study = open_study(config)
         with pytest.raises(SetupError) as err:
-            tuner._run_asked(study, study.ask(), GpuPool([0]), tuner._artifact_store())
+            tuner._run_asked(study, study.ask(), gpu.GpuPool([0]), tuner._artifact_store())
     assert str(err.value) == f"port {port} on 127.0.0.1 is in use: stop what holds it or pass --port"
     cut = study.trials[0]
     assert cut.state == TrialState.FAIL and cut.user_attrs["failure_class"] == "interrupted"

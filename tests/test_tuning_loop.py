@@ -15,7 +15,7 @@ import scipy.stats
 
 from conftest import ROOT, servers_of, tune, wait_healthy, write_run, write_space
 from tuner.config.run import load_config
-from tuner.search.study import load_existing_study
+from tuner.search.storage import load_existing_study
 
 
 def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, unique_study):

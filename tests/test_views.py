@@ -229,7 +229,7 @@ def test_report_offline(study_run: Path, tmp_path: Path) -> None:
     ]
     # The numbers are the baseline's (trial 0) and the best trial's, and the change between them.
     from tuner.config.run import load_config
-    from tuner.search.study import load_existing_study
+    from tuner.search.storage import load_existing_study
     from tuner.views.export import best_trial
 
     study = load_existing_study(load_config(study_run))

@@ -130,6 +130,14 @@ def _guard(fn, *args, **kwargs):
         _fail(str(exc))
 
 
+def _existing_study(config: Path | None, study: str | None, storage: str | None):
+    """The run config (no model needed) and the study of a command that only reads one, which must exist."""
+    from tuner.search.storage import load_existing_study
+
+    cfg = _config(config, {"study": study, "storage": storage}, check=False)
+    return cfg, _guard(load_existing_study, cfg)
+
+
 def _say_replay(study) -> None:
     from tuner.trial.record import records, replay_notice
 
@@ -240,11 +248,9 @@ def start(
 @app.command()
 def status(config: Path | None = ConfigOpt, study: str | None = StudyOpt, storage: str | None = StorageOpt) -> None:
     """Trials so far: state, class, objective, startup time and flags."""
-    from tuner.search.study import load_existing_study
     from tuner.views.report import trials_frame
 
-    cfg = _config(config, {"study": study, "storage": storage}, check=False)
-    st = _guard(load_existing_study, cfg)
+    cfg, st = _existing_study(config, study, storage)
     frame = trials_frame(st)
     if frame.empty:
         typer.echo(f"study {cfg.study!r} has no trials yet")
@@ -281,12 +287,10 @@ def export(
 ) -> None:
     """Write deploy-best.sh and best.json for the best feasible trial."""
     from tuner.search.launchers import make_launcher
-    from tuner.search.study import load_existing_study
     from tuner.trial.record import StudyRecord, best_record
     from tuner.views.export import export_best
 
-    cfg = _config(config, {"study": study, "storage": storage}, check=False)
-    st = _guard(load_existing_study, cfg)
+    cfg, st = _existing_study(config, study, storage)
     out = _out_dir(out)
     run = StudyRecord.of(st).run_config
     if run and config is None:
@@ -319,8 +323,7 @@ def dashboard(
 ) -> None:
     """Serve optuna-dashboard on the study's storage, with each trial's server.log, CSVs and notes."""
     from tuner.errors import SetupError
-    from tuner.search.storage import open_storage
-    from tuner.search.study import load_existing_study
+    from tuner.search.storage import load_existing_study, open_storage
     from tuner.views.dashboard import DashboardMissing, artifact_dirs, serve
 
     cfg = _config(config, {"study": study, "storage": storage}, check=False)
@@ -334,8 +337,7 @@ def dashboard(
 
         names = [s.study_name for s in optuna.get_all_study_summaries(_guard(open_storage, cfg, create=False))]
         if len(names) == 1:  # the storage's only study: open its page
-            cfg = _config(None, {"study": names[0], "storage": cfg.storage}, check=False)
-            st = _guard(load_existing_study, cfg)
+            cfg, st = _existing_study(None, names[0], cfg.storage)
     if st is not None:
         _say_replay(st)
     first = artifacts or Path(cfg.artifacts or cfg.study_dir / "artifacts")
@@ -358,11 +360,9 @@ def report(
     ),
 ) -> None:
     """Write a self-contained HTML report (opens offline) plus the best-vs-baseline table as CSV and Markdown."""
-    from tuner.search.study import load_existing_study
     from tuner.views.report import build_report
 
-    cfg = _config(config, {"study": study, "storage": storage}, check=False)
-    st = _guard(load_existing_study, cfg)
+    cfg, st = _existing_study(config, study, storage)
     done = build_report(st, _out_dir(out or Path("reports") / cfg.study))
     typer.echo(f"wrote {done.html} ({len(done.figures)} figures), {done.csv}, {done.markdown}")
     _say_replay(st)
@@ -385,13 +385,11 @@ def record(
     trials_dir: Path | None = typer.Option(None, "--trials-dir", help="Where trials/<study>/ is now, if it moved."),
 ) -> None:
     """Turn a finished study's real trials into a surface file that `launcher: {kind: replay}` replays."""
-    from tuner.search.study import load_existing_study
     from tuner.sglang.catalog import FlagCatalog
     from tuner.trial.record import records
     from tuner.trial.surface import SurfaceError, from_study
 
-    cfg = _config(config, {"study": study, "storage": storage}, check=False)
-    st = _guard(load_existing_study, cfg)
+    cfg, st = _existing_study(config, study, storage)
     if not sglang_help.is_file():
         _fail(f"--sglang-help {sglang_help}: no such file (save `python -m sglang.launch_server --help` there)")
     catalog = FlagCatalog.from_help(sglang_help.read_text(), str(sglang_help))
@@ -486,7 +484,7 @@ def confirm(
     if top < 1 or repeats < 2:
         _fail("--top must be at least 1 and --repeats at least 2 (a bound needs two runs)")
     cfg = _config(config, {})
-    from tuner.search.study import load_existing_study
+    from tuner.search.storage import load_existing_study
 
     _guard(load_existing_study, cfg)  # confirms what `tune start` ran: never a new, empty study
     tuner = _guard(Tuner, cfg, on_record=note_for)

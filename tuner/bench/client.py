@@ -114,20 +114,39 @@ def level_budget_s(level: Level, request_timeout_s: float) -> float:
     return budget
 
 
-# ---------------------------------------------------------------------------------------------- transport
-#
-# httpx's default transport costs too much per streamed chunk for this job on one core: httpcore's
-# AsyncConnectionPool re-scans every connection (a getpeername() syscall per idle one) at each request start and
-# end, O(connections x requests), its anyio stream opens a cancel scope per read, and h11 turns every HTTP chunk
-# into an event that climbs five async-generator layers. Measured with benchmarks/client_ceiling.py, the pool
-# alone cost seconds of TTFT at 64 streams. So the client keeps httpx.AsyncClient (requests, headers, timeouts,
-# exceptions) with its own HTTP/1.1 transport: an asyncio protocol per connection, a LIFO pool, and a chunked
-# decoder that hands over everything that arrived in one socket read as one piece. A client that falls behind
-# therefore pays per read, not per token; all events in one read get the same arrival time, taken in the
-# protocol's read callback.
+class _SSE:
+    """Server-sent-event framing over raw reads: ``feed`` returns the payloads of the ``data:`` lines that a read
+    completed, ``[DONE]`` included. A line is stripped of surrounding whitespace (CRLF endings, stray blanks),
+    then of the one optional space after ``data:``; comments and the other SSE fields are skipped."""
 
+    __slots__ = ("buf",)
 
-# When the bytes a _Body just yielded reached this process; 0.0 from transports that do not stamp them.
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.buf:
+            data = self.buf + data
+        lines = data.split(b"\n")
+        self.buf = lines.pop()
+        # The payloads overwrite the list's own front: no second list per read, on the client's hottest path.
+        n = 0
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            if line[:5] != b"data:":
+                if line[:1] == b":" or line[:6] in (b"event:", b"retry:") or line[:3] == b"id:":
+                    continue
+                raise _MalformedStream(f"not an SSE field: {line[:80]!r}")
+            lines[n] = line[6:] if line[5:6] == b" " else line[5:]
+            n += 1
+        del lines[n:]
+        return lines
+
+    def end(self) -> None:
+        if self.buf.strip():
+            raise _MalformedStream(f"stream ended inside a line: {self.buf[:80]!r}")
 
 
 def _finish(rec: RequestRecord, out: int, chunks: int, ttft: float, done_t: float, st: float) -> None:
@@ -242,10 +261,10 @@ class _Client:
             rec.error = error_text(e, self.timeout_s)
 
     async def _read_oai(self, resp: httpx.Response, rec: RequestRecord, st: float, key: bytes) -> None:
-        """Parse an OpenAI-style SSE stream from raw bytes. A chunk carries text when ``key`` ("text": or
-        "content":) is followed by a non-empty string; only the usage chunk is JSON-decoded."""
+        """An OpenAI-style stream. A chunk carries text when ``key`` ("text": or "content":) is followed by a
+        non-empty string; only the usage chunk is JSON-decoded."""
         klen = len(key)
-        buf = b""
+        sse = _SSE()
         ttft = 0.0
         last = st
         itl = rec.itl
@@ -254,22 +273,7 @@ class _Client:
         usage = None
         async for data in resp.aiter_raw():
             t = ARRIVED.get() or perf_counter()
-            if buf:
-                data = buf + data
-            lines = data.split(b"\n")
-            buf = lines.pop()
-            for line in lines:
-                if not line:
-                    continue
-                if line[-1:] == b"\r":
-                    line = line[:-1]
-                    if not line:
-                        continue
-                if line[:5] != b"data:":
-                    if line[:1] == b":" or line[:6] in (b"event:", b"retry:") or line[:3] == b"id:":
-                        continue
-                    raise _MalformedStream(f"not an SSE field: {line[:80]!r}")
-                payload = line[6:] if line[5:6] == b" " else line[5:]
+            for payload in sse.feed(data):
                 if payload[:1] != b"{" or payload[-1:] != b"}":
                     if payload == b"[DONE]":
                         done_t = t
@@ -291,8 +295,7 @@ class _Client:
                         chunks += 1
                 if b'"usage":{' in payload or b'"usage": {' in payload:
                     usage = payload
-        if buf.strip():
-            raise _MalformedStream(f"stream ended inside a line: {buf[:80]!r}")
+        sse.end()
         rec.chunks = chunks
         out = chunks
         if usage is not None:
@@ -310,7 +313,7 @@ class _Client:
         """SGLang's native /generate stream: every data line is JSON with the cumulative text and
         ``meta_info.completion_tokens``. Like bench_serving, a chunk that brings k new tokens contributes k
         equal ITL gaps."""
-        buf = b""
+        sse = _SSE()
         ttft = 0.0
         last = st
         itl = rec.itl
@@ -320,19 +323,7 @@ class _Client:
         loads = json.loads
         async for data in resp.aiter_raw():
             t = ARRIVED.get() or perf_counter()
-            if buf:
-                data = buf + data
-            lines = data.split(b"\n")
-            buf = lines.pop()
-            for line in lines:
-                line = line.strip()
-                if not line:
-                    continue
-                if line[:5] != b"data:":
-                    if line[:1] == b":" or line[:6] in (b"event:", b"retry:") or line[:3] == b"id:":
-                        continue
-                    raise _MalformedStream(f"not an SSE field: {line[:80]!r}")
-                payload = line[5:].strip()
+            for payload in sse.feed(data):
                 if payload == b"[DONE]":
                     done_t = t
                     continue
@@ -361,6 +352,7 @@ class _Client:
                     last = t
                     out = n
                     chunks += 1
+        sse.end()
         rec.chunks = chunks
         _finish(rec, out, chunks, ttft, done_t, st)
 

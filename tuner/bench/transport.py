@@ -13,6 +13,16 @@ import time
 
 import httpx
 
+# httpx's default transport costs too much per streamed chunk for this job on one core: httpcore's
+# AsyncConnectionPool re-scans every connection (a getpeername() syscall per idle one) at each request start and
+# end, O(connections x requests), its anyio stream opens a cancel scope per read, and h11 turns every HTTP chunk
+# into an event that climbs five async-generator layers. Measured with benchmarks/client_ceiling.py, the pool
+# alone cost seconds of TTFT at 64 streams. So the client keeps httpx.AsyncClient (requests, headers, timeouts,
+# exceptions) with its own HTTP/1.1 transport: an asyncio protocol per connection, a LIFO pool, and a chunked
+# decoder that hands over everything that arrived in one socket read as one piece. A client that falls behind
+# therefore pays per read, not per token; all events in one read get the same arrival time, taken in the
+# protocol's read callback.
+
 perf_counter = time.perf_counter
 # When the bytes a read returns first arrived (perf_counter), set by the transport for the reading coroutine.
 ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived", default=0.0)

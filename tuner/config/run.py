@@ -15,13 +15,13 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import SLO, Level, LoadSearch, SharedPrefix, Workload
 from tuner.config.references import BUILTIN, ReferenceConfig
-from tuner.config.schema import Strict, first_problem, strict_dataclass
-from tuner.config.yamlfile import YamlDocument, YamlFileError, load_yaml
+from tuner.config.schema import Strict, strict_dataclass, validated
+from tuner.config.yamlfile import YamlDocument, load_mapping
 from tuner.errors import TunerError
 
 
@@ -377,20 +377,15 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if path.is_dir():
-            raise ConfigError(
-                f"{path}: is a directory, not a run file (give the run file's path, e.g. {path / 'run.yaml'})"
-            )
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such run file")
-        try:
-            doc = load_yaml(path)
-        except YamlFileError as exc:
-            raise ConfigError(str(exc)) from None
-        raw = doc.data if doc.data is not None else {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a run file is a mapping (study, model, launcher, space, workload, ...)")
-        raw = _beside(raw, path.parent)
+        doc = load_mapping(
+            path,
+            ConfigError,
+            "run file",
+            "a run file is a mapping (study, model, launcher, space, workload, ...)",
+            directory_hint=f"give the run file's path, e.g. {path / 'run.yaml'}",
+            empty_is_mapping=True,  # every key may come from the command line
+        )
+        raw = _beside(doc.data, path.parent)
     given = [tuple(dotted.split(".")) for dotted, value in (overrides or {}).items() if value is not None]
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -400,14 +395,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         for p in parents:
             node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
         node[leaf] = value
-    try:
-        config = RunConfig.model_validate(raw)
-    except ValidationError as exc:
 
-        def from_file(loc) -> bool:
-            return not any(loc[: len(o)] == o for o in given)
+    def from_file(loc) -> bool:
+        return not any(loc[: len(o)] == o for o in given)
 
-        raise ConfigError(first_problem(exc, RunConfig, doc, from_file)) from None
+    config = validated(RunConfig, raw, doc, ConfigError, from_file)
     if path is not None:  # a run file's study and trials live beside it unless it says otherwise
         if config.storage is None:
             config.storage = "sqlite:///" + _join(path.parent, f"studies/{config.study}.db")

@@ -30,6 +30,9 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from tuner.config.yamlfile import Loc, YamlDocument
+from tuner.errors import TunerError
+
+M = typing.TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
@@ -201,3 +204,17 @@ def first_problem(
     line = doc.line(loc)
     prefix = f"{doc.path}:{line}" if line else str(doc.path)
     return f"{prefix}: {where}: {message}" if where else f"{prefix}: {message}"
+
+
+def validated(
+    model: type[M],
+    data: Any,
+    doc: YamlDocument | None,
+    error: type[TunerError],
+    from_file: typing.Callable[[Loc], bool] = lambda loc: True,
+) -> M:
+    """``data`` as ``model``, or ``error`` with the first problem as first_problem words it."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(first_problem(exc, model, doc, from_file)) from None

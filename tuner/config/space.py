@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 
-from tuner.config.schema import Number, Scalar, Strict, first_problem, loc_text
-from tuner.config.yamlfile import Loc, YamlFileError, load_yaml
+from tuner.config.schema import Number, Scalar, Strict, loc_text, validated
+from tuner.config.yamlfile import Loc, load_mapping
 from tuner.errors import TunerError
 from tuner.sglang.catalog import FlagCatalog
 from tuner.sglang.flags import NUMERICS_FLAGS, TUNER_FLAGS, FlagValue, ServerFlags, format_value
@@ -349,20 +349,15 @@ class SpaceFile(Strict):
 
 def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
-    if path.is_dir():
-        raise SpaceError(f"{path}: is a directory, not a search-space file (see search_spaces/ for examples)")
-    if not path.is_file():
-        raise SpaceError(f"{path}: no such search-space file (see search_spaces/ for examples)")
-    try:
-        doc = load_yaml(path)
-    except YamlFileError as exc:
-        raise SpaceError(str(exc)) from None
-    if not isinstance(doc.data, dict):
-        raise SpaceError(f"{path}: a search space is a mapping with 'fixed' and 'params'")
-    try:
-        spec = SpaceFile.model_validate(doc.data)
-    except ValidationError as exc:
-        raise SpaceError(first_problem(exc, SpaceFile, doc)) from None
+    doc = load_mapping(
+        path,
+        SpaceError,
+        "search-space file",
+        "a search space is a mapping with 'fixed' and 'params'",
+        directory_hint="see search_spaces/ for examples",
+        missing_hint="see search_spaces/ for examples",
+    )
+    spec = validated(SpaceFile, doc.data, doc, SpaceError)
     params = tuple(
         Param(
             name,

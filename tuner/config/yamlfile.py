@@ -7,7 +7,7 @@ repeated key is an error naming both lines, and every key's line is kept so that
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,33 @@ def load_yaml(path: Path) -> YamlDocument:
     if node is not None:
         _lines(node, (), lines)
     return YamlDocument(path, data, lines)
+
+
+def load_mapping(
+    path: Path,
+    error: type[TunerError],
+    what: str,
+    shape: str,
+    *,
+    directory_hint: str,
+    missing_hint: str = "",
+    empty_is_mapping: bool = False,
+) -> YamlDocument:
+    """A file people write that must hold a mapping (``what``: "run file", ...); each problem is one line that names
+    the file, raised as ``error``; ``shape`` says what the mapping holds."""
+    if path.is_dir():
+        raise error(f"{path}: is a directory, not a {what} ({directory_hint})")
+    if not path.is_file():
+        raise error(f"{path}: no such {what}" + (f" ({missing_hint})" if missing_hint else ""))
+    try:
+        doc = load_yaml(path)
+    except YamlFileError as exc:
+        raise error(str(exc)) from None
+    if doc.data is None and empty_is_mapping:
+        return replace(doc, data={})
+    if not isinstance(doc.data, dict):
+        raise error(f"{path}: {shape}")
+    return doc
 
 
 def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:

@@ -1,12 +1,15 @@
 """Optuna storage plumbing: database URLs and their drivers, SQLite locking, redaction of passwords in messages,
-heartbeats for a running trial, re-queueing stale trials, and writing a trial's attributes in one commit."""
+heartbeats for a running trial, re-queueing stale trials, and writing a trial's attributes in one commit; and the
+study on it, opened (or created) with its sampler and the objective it was created for."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import logging
-import threading
+import os
+import socket
+import warnings
 from pathlib import Path
 
 import optuna
@@ -16,9 +19,18 @@ from optuna.trial import FrozenTrial
 
 from tuner.config.run import RunConfig
 from tuner.errors import SetupError
-from tuner.trial.record import TrialRecord
+from tuner.search.objective import objective_for
+from tuner.serve.poller import Poller
+from tuner.trial.record import StudyRecord, TrialRecord
 
 log = logging.getLogger(__name__)
+
+# Who this tuner is among the workers of a study (several processes, on one host or many).
+HOST = socket.gethostname()
+WORKER = f"{HOST}:{os.getpid()}"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 
 # The module SQLAlchemy's dialect imports -> what to pip install for it.
 DRIVER_PACKAGES = {
@@ -174,33 +186,26 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str = "interr
     study.enqueue_trial(dict(trial.params), user_attrs=again.attrs())
 
 
-class _Heartbeat:
+class _Heartbeat(Poller):
     """Records the trial's heartbeat while it runs, so other workers can tell this one is alive."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial, interval_s: float | None):
-        self.storage, self.trial_id, self.interval_s = study._storage, trial._trial_id, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        super().__init__("heartbeat", interval_s or 0.0, join_s=5)
+        self.storage, self.trial_id = study._storage, trial._trial_id
 
     def __enter__(self) -> _Heartbeat:
         if self.interval_s:
             assert isinstance(self.storage, BaseHeartbeat)  # heartbeat_s opens an RDBStorage, which beats
             self.storage.record_heartbeat(self.trial_id)
-            self._thread.start()
+            self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
+    def tick(self) -> None:
         assert isinstance(self.storage, BaseHeartbeat)  # started by __enter__ only where it is one
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception as exc:
-                log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)
+        try:
+            self.storage.record_heartbeat(self.trial_id)
+        except Exception as exc:
+            log.warning("heartbeat for trial id %s failed: %s", self.trial_id, exc)
 
 
 def set_trial_attrs(study: optuna.Study, trial: optuna.Trial, user: dict, system: dict | None = None) -> None:
@@ -276,3 +281,87 @@ def claim_seed(study: optuna.Study, first: int, worker: str) -> int:
         except IntegrityError:  # another worker inserted it between our read and our write
             continue
     raise SetupError(f"study {study.study_name!r}: no free sampler seed left (100000 sessions)")
+
+
+def make_sampler(config: RunConfig, seed: int | None) -> optuna.samplers.BaseSampler:
+    s = config.sampler
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s.name == "gp":
+        # GPSampler imports torch only once its startup trials are done: say so before any launch.
+        if importlib.util.find_spec("torch") is None:
+            raise SetupError("sampler gp needs torch (pip install torch), or set sampler: {name: tpe}")
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
+    # Our spaces are conditional (torch-compile-max-bs only with torch compile): multivariate grouped TPE
+    # models the branches jointly instead of falling back to independent sampling.
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=s.n_startup_trials,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
+    )
+
+
+def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.Study:
+    storage = storage or open_storage(config)
+    objective = objective_for(config)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=config.study,
+            directions=objective.directions,
+            sampler=make_sampler(config, config.sampler.seed),
+            load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise SetupError(f"study {config.study!r}: {exc}") from None
+    if config.sampler.name == "gp" and (config.baseline or config.references):
+        # GPSampler models only the params every finished trial has; the baseline and references have none
+        # (benchmarks/SAMPLERS.md: with the baseline first it draws exactly what random search draws).
+        log.warning(
+            "sampler gp with the baseline or references samples at random (they have no params): "
+            "set baseline: false and no references, or use sampler: {name: tpe}"
+        )
+    if [d.name.lower() for d in study.directions] != objective.directions:
+        raise SetupError(
+            f"study {config.study!r} already exists with objectives {_list(StudyRecord.of(study).metrics)}: "
+            f"use another --study name for {list(objective.metrics)}"
+        )
+    if StudyRecord.of(study).metrics is None:
+        searched = objective.load_search is not None
+        StudyRecord(
+            metrics=tuple(objective.metrics),
+            constraint_names=tuple(objective.constraint_names),
+            at_concurrency=objective.at_concurrency,
+            slo=objective.slo if searched else None,
+            load_search=vars(objective.load_search) if searched else None,
+            space=str(config.space),
+        ).write(study)
+        study.set_metric_names(list(objective.metrics))
+    # The latest run's settings: export rebuilds the launcher (command, env, image) from them.
+    StudyRecord(run_config=config.to_dict()).write(study)
+    # A seeded sampler made anew on resume would replay the same random startup draws (seen on the H200:
+    # trial 4 repeated trial 1). Offset the seed by the trials already there: still reproducible from the same
+    # history. Workers that open the study at the same moment see the same history: each claims its own seed
+    # in the storage (the first one gets this one), so no two draw the same flags, on one host or several.
+    seed = config.sampler.seed
+    if seed is not None:
+        seed = claim_seed(study, seed + len(study.trials), WORKER)
+    study.sampler = make_sampler(config, seed)
+    return study
+
+
+def load_existing_study(config: RunConfig) -> optuna.Study:
+    storage = open_storage(config, create=False)
+    try:
+        return optuna.load_study(study_name=config.study, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise SetupError(
+            f"no study {config.study!r} in {_redact(config.storage_url)} (studies there: {', '.join(names) or 'none'})"
+        ) from None
+
+
+def _list(values: tuple | None) -> list | None:
+    return list(values) if values is not None else None

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import importlib.util
 import logging
 import os
 import shutil
 import signal
-import socket
 import threading
-import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -27,122 +22,28 @@ from typing import Any, BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import Workload
 from tuner.config.references import Reference, resolve
 from tuner.config.run import RunConfig
-from tuner.config.space import SearchSpace, SpaceError, load_space
-from tuner.errors import SetupError
-from tuner.search.launchers import looks_like_model_path, make_launcher
+from tuner.config.space import SearchSpace
+from tuner.errors import Cancelled, SetupError
+from tuner.search.checks import Preflight, baseline_refused, port_free
+from tuner.search.launchers import make_launcher
 from tuner.search.objective import CLEARLY_WORSE, Objective, objective_for
-from tuner.search.storage import (
-    _Heartbeat,
-    _redact,
-    claim_seed,
-    enqueue_retry,
-    open_storage,
-    set_trial_attrs,
-)
+from tuner.search.storage import HOST, WORKER, _Heartbeat, _redact, enqueue_retry, open_study, set_trial_attrs
 from tuner.serve import gpu
-from tuner.serve.launcher import Launcher, LaunchError
+from tuner.serve.launcher import Launcher
 from tuner.sglang import failures
-from tuner.sglang.catalog import FlagCatalog, FlagCatalogError
-from tuner.sglang.feasibility import Feasibility, ModelFacts, Prediction, launch_env
+from tuner.sglang.feasibility import Feasibility, Prediction
 from tuner.sglang.flags import FlagValue, ServerFlags, resolved_flags
 from tuner.trial.record import OVER_BUDGET, SAMPLING_ERROR, StudyRecord, TrialRecord, Verdict, records
 from tuner.trial.replay import ReplayLauncher
-from tuner.trial.runner import Cancelled, PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
+from tuner.trial.runner import PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
 
 log = logging.getLogger(__name__)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-
-HOST = socket.gethostname()
-WORKER = f"{HOST}:{os.getpid()}"
-
-
-def make_sampler(config: RunConfig, seed: int | None) -> optuna.samplers.BaseSampler:
-    s = config.sampler
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.name == "gp":
-        # GPSampler imports torch only once its startup trials are done: say so before any launch.
-        if importlib.util.find_spec("torch") is None:
-            raise SetupError("sampler gp needs torch (pip install torch), or set sampler: {name: tpe}")
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
-    # Our spaces are conditional (torch-compile-max-bs only with torch compile): multivariate grouped TPE
-    # models the branches jointly instead of falling back to independent sampling.
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=s.n_startup_trials,
-        multivariate=True,
-        group=True,
-        constant_liar=True,
-    )
-
-
-def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.Study:
-    storage = storage or open_storage(config)
-    objective = objective_for(config)
-    try:
-        study = optuna.create_study(
-            storage=storage,
-            study_name=config.study,
-            directions=objective.directions,
-            sampler=make_sampler(config, config.sampler.seed),
-            load_if_exists=True,
-        )
-    except ValueError as exc:
-        raise SetupError(f"study {config.study!r}: {exc}") from None
-    if config.sampler.name == "gp" and (config.baseline or config.references):
-        # GPSampler models only the params every finished trial has; the baseline and references have none
-        # (benchmarks/SAMPLERS.md: with the baseline first it draws exactly what random search draws).
-        log.warning(
-            "sampler gp with the baseline or references samples at random (they have no params): "
-            "set baseline: false and no references, or use sampler: {name: tpe}"
-        )
-    if [d.name.lower() for d in study.directions] != objective.directions:
-        raise SetupError(
-            f"study {config.study!r} already exists with objectives {_list(StudyRecord.of(study).metrics)}: "
-            f"use another --study name for {list(objective.metrics)}"
-        )
-    if StudyRecord.of(study).metrics is None:
-        searched = objective.load_search is not None
-        StudyRecord(
-            metrics=tuple(objective.metrics),
-            constraint_names=tuple(objective.constraint_names),
-            at_concurrency=objective.at_concurrency,
-            slo=objective.slo if searched else None,
-            load_search=vars(objective.load_search) if searched else None,
-            space=str(config.space),
-        ).write(study)
-        study.set_metric_names(list(objective.metrics))
-    # The latest run's settings: export rebuilds the launcher (command, env, image) from them.
-    StudyRecord(run_config=config.to_dict()).write(study)
-    # A seeded sampler made anew on resume would replay the same random startup draws (seen on the H200:
-    # trial 4 repeated trial 1). Offset the seed by the trials already there: still reproducible from the same
-    # history. Workers that open the study at the same moment see the same history: each claims its own seed
-    # in the storage (the first one gets this one), so no two draw the same flags, on one host or several.
-    seed = config.sampler.seed
-    if seed is not None:
-        seed = claim_seed(study, seed + len(study.trials), WORKER)
-    study.sampler = make_sampler(config, seed)
-    return study
-
-
-def load_existing_study(config: RunConfig) -> optuna.Study:
-    storage = open_storage(config, create=False)
-    try:
-        return optuna.load_study(study_name=config.study, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise SetupError(
-            f"no study {config.study!r} in {_redact(config.storage_url)} (studies there: {', '.join(names) or 'none'})"
-        ) from None
 
 
 def startup_timeout(config: RunConfig, flags: ServerFlags) -> float:
@@ -150,56 +51,6 @@ def startup_timeout(config: RunConfig, flags: ServerFlags) -> float:
     d = flags.as_dict()
     extra = sum(s for name, s in config.launcher.startup_timeout_extra_s.items() if d.get(name) not in (None, False))
     return config.launcher.startup_timeout_s + extra
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
-@dataclass
-class GpuPool:
-    """Hands out disjoint sets of GPUs: one trial per GPU, or all of a tp x dp trial's GPUs at once.
-
-    First come, first served: while a trial waits for two GPUs, a later one-GPU trial does not take the GPU
-    that frees first (else the two-GPU trial could wait for ever).
-    """
-
-    gpus: list[int]
-    _free: set[int] = field(default_factory=set)
-    _cond: threading.Condition = field(default_factory=threading.Condition)
-    _queue: list[object] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._free = set(self.gpus)
-
-    def acquire(self, n: int, cancel: threading.Event) -> tuple[int, ...]:
-        if n > len(self.gpus):  # callers record such trials as infeasible before asking
-            raise SetupError(f"a trial needs {n} GPUs but --gpus gives {len(self.gpus)}")
-        ticket = object()
-        with self._cond:
-            self._queue.append(ticket)
-            try:
-                while self._queue[0] is not ticket or len(self._free) < n:
-                    if cancel.is_set():
-                        raise Cancelled()
-                    self._cond.wait(0.2)
-                chosen = tuple(sorted(self._free)[:n])
-                self._free -= set(chosen)
-                return chosen
-            finally:
-                self._queue.remove(ticket)
-                self._cond.notify_all()
-
-    def release(self, gpus: tuple[int, ...]) -> None:
-        with self._cond:
-            self._free |= set(gpus)
-            self._cond.notify_all()
 
 
 class Tuner:
@@ -245,38 +96,19 @@ class Tuner:
         self._errors: list[BaseException] = []
 
     # -- preparation: everything that can be checked is checked before the first launch
+    def preflight(self) -> Preflight:
+        return Preflight(self.config, self.launcher, self.objective, self.workload, self.references)
+
     def prepare(self) -> optuna.Study:
-        try:
-            self.space = load_space(self.config.space)
-        except SpaceError as exc:
-            raise SetupError(str(exc)) from None
-        try:
-            catalog = self.launcher.flag_catalog()
-        except (FlagCatalogError, LaunchError) as exc:
-            raise SetupError(str(exc)) from None
-        for flag in ("model-path", "host", "port"):
-            if flag not in catalog.flags:
-                raise SetupError(f"{catalog.source} --help lists no --{flag}: is this SGLang's launch_server?")
-        try:
-            self.space.validate(catalog)
-        except SpaceError as exc:
-            raise SetupError(str(exc)) from None
-        self._check_reference_flags(catalog)
-        self.warnings = self.space.no_op_warnings() + [
-            f"--{name} is deprecated in this SGLang"
-            for name, _ in self.space.fixed.values
-            if catalog.flags.get(name) and catalog.flags[name].deprecated
-        ]
-        if self.launcher.replays:
-            self._check_replay(self.space)
-        else:
-            self._check_machine(self.space)
-        self.feasibility = self._feasibility()
+        checks = self.preflight()
+        self.warnings = checks.warnings  # one list: what the checks warn about, then what comes below
+        self.space = checks.space()
+        self.feasibility = checks.feasibility()
         stopped = self.launcher.cleanup_orphans(self.config.study)
         if stopped:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
         if not self.launcher.replays:
-            self._check_gpus_idle(wait_s=30.0 if stopped else 0.0)
+            checks.check_gpus_idle(wait_s=30.0 if stopped else 0.0)
         for what, folder in (
             ("trials_dir", self.config.study_dir),
             ("artifacts", Path(self.config.artifacts or self.config.study_dir / "artifacts")),
@@ -290,136 +122,13 @@ class Tuner:
         self.study = open_study(self.config)
         if "kv_capacity" not in (StudyRecord.of(self.study).constraint_names or ["kv_capacity"]):
             self.objective = dataclasses.replace(self.objective, kv_constraint=False)
-        self._check_space_matches(self.study, self.space)
-        self._check_baseline_flags(self.study)
+        checks.resumed(self.study, self.space)
         self._recover_stale(self.study)
         self._enqueue_references(self.study)
         # What the GPUs hold before we launch anything (idle, or what the user agreed to share them with):
         # "free" for every later trial means back to this.
         self.idle_mib = {} if self.launcher.replays else gpu.used_mib(tuple(self.config.gpus))
         return self.study
-
-    def _check_gpus_idle(self, wait_s: float) -> None:
-        """Nothing but this tuner may hold the trial GPUs, unless the user opted in to sharing them."""
-        gpus = tuple(self.config.gpus)
-        deadline = time.monotonic() + wait_s  # servers just stopped by cleanup_orphans take a moment to let go
-        busy = gpu.in_use(gpus)
-        while busy and time.monotonic() < deadline:
-            time.sleep(0.5)
-            busy = gpu.in_use(gpus)
-        if not busy:
-            return
-        what = "; ".join(map(str, busy))
-        if not self.config.gpus_shared:
-            raise SetupError(
-                f"{what}: measured beside it, a server gets what is left (a smaller KV pool, "
-                f"shared compute); stop it, choose other --gpus, or pass --allow-shared-gpu "
-                f"(gpus_shared: true) to measure anyway"
-            )
-        self.warnings.append(f"shared GPU ({what}): every trial records what else held its GPUs")
-
-    def _check_machine(self, space: SearchSpace) -> None:
-        self._check_gpus(space)
-        if self.launcher.kind == "process" and not looks_like_model_path(self.config.model.path):
-            raise SetupError(f"model.path {self.config.model.path!r}: no such folder, and not a hub id (org/name)")
-        lc = self.config.launcher
-        for port in sorted({lc.port + g - min(self.config.gpus) for g in self.config.gpus}):
-            if not 1 <= port <= 65535 or not port_free(lc.host, port):
-                raise SetupError(
-                    f"port {port} on {lc.host} is in use or not a port: stop what holds it or pass another --port"
-                )
-
-    def _check_reference_flags(self, catalog: FlagCatalog) -> None:
-        """Each reference's flags as SGLang will parse them (names, switches, choices, number types), like the
-        space's: else a reference SGLang refuses is found only at its launch."""
-        for i, (given, ref) in enumerate(zip(self.config.references, self.references.values(), strict=True)):
-            for name, value in ref.flags.values:
-                if problem := catalog.check(name, value):
-                    where = f"references[{i}].flags.{name}" if given.flags else f"references[{i}] ({ref.name})"
-                    raise SetupError(f"{where}: {problem}")
-
-    def _check_replay(self, space: SearchSpace) -> None:
-        """What a replay can answer: the surface's workload levels; the space's flags, warned where unrecorded."""
-        launcher = self.launcher
-        assert isinstance(launcher, ReplayLauncher)  # checked where launcher.replays
-        h = launcher.surface.header
-        if self.config.model.path not in (h.model, h.model_path):
-            raise SetupError(
-                f"model.path {self.config.model.path!r}: {launcher.path} recorded {h.model} "
-                f"({h.model_path}); leave model out of a replay's run file"
-            )
-        problem = launcher.check_objective(self.objective.slo, self.objective.load_search) or launcher.check_workload(
-            self.config.to_dict()["workload"]
-        )
-        if problem:
-            raise SetupError(problem)
-        self.warnings += launcher.coverage_warnings({p.name for p in space.params})
-
-    def _check_gpus(self, space: SearchSpace) -> None:
-        have = len(self.config.gpus)
-        base = space.gpus_needed(space.fixed)
-        if base > have:
-            raise SetupError(f"the space's fixed flags need {base} GPUs per trial (tp x dp) but --gpus gives {have}")
-        top = space.most_gpus()
-        if top > have:
-            self.warnings.append(
-                f"the space allows trials needing up to {top} GPUs but --gpus gives {have}: those "
-                f"are recorded infeasible (too_many_gpus) without launching"
-            )
-        if not gpu.nvml_available(quiet=True):  # said once, here, rather than logged by tuner.gpu
-            what = (
-                f"--gpus {','.join(map(str, self.config.gpus))} not checked, no GPU memory numbers, "
-                f"no wait for free GPUs"
-            )
-            if self.config.objective.max_gpu_memory_fraction is not None:
-                what += ", and objective.max_gpu_memory_fraction cannot be checked (every trial passes it)"
-            self.warnings.append(f"NVML is not available ({gpu.unavailable_reason()}): {what}")
-            return
-        try:
-            gpu.check_indices(tuple(self.config.gpus))
-        except gpu.GpuError as exc:
-            raise SetupError(str(exc)) from None
-
-    def _check_space_matches(self, study: optuna.Study, space: SearchSpace) -> None:
-        """A resumed study's parameters keep their kind: Optuna refuses, at the first trial, a parameter whose
-        distribution changed kind (a range that became a list of choices, other choices, log on or off)."""
-        seen: dict[str, optuna.distributions.BaseDistribution] = {}
-        for t in study.get_trials(deepcopy=False):
-            for name, dist in t.distributions.items():
-                seen.setdefault(name, dist)
-        for param in space.params:
-            old = seen.get(param.name)
-            if old is None:
-                continue
-            try:
-                optuna.distributions.check_distribution_compatibility(old, param.distribution())
-            except ValueError:
-                raise SetupError(
-                    f"{space.path}:{param.line}: {param.name} is {_describe(param.distribution())} here but "
-                    f"{_describe(old)} in study {self.config.study!r}'s trials: use a new --study name for the "
-                    f"new space, or keep the old kind of {param.name}"
-                ) from None
-
-    def _check_baseline_flags(self, study: optuna.Study) -> None:
-        """A baseline SGLang refused (invalid_flag) means every trial of the study gets the same fixed flags."""
-        for r in records(study, (TrialState.COMPLETE,)):
-            if r.baseline and r.failure_class == failures.INVALID_FLAG.name:
-                raise SetupError(_baseline_refused(self.config, (r.failure and r.failure.detail) or ""))
-
-    def _feasibility(self) -> Feasibility:
-        """The facts failures are predicted from; each missing one is said once, and its checks skipped."""
-        c = self.config
-        model = ModelFacts.from_folder(c.model.path) if Path(c.model.path).expanduser().is_dir() else None
-        if model is None and not self.launcher.replays:  # a replay's surface says what failed
-            self.warnings.append(
-                f"model.path {c.model.path}: no local config.json, so only too_many_gpus is "
-                f"predicted before launch (memory, heads and context are checked by SGLang)"
-            )
-        total = gpu.total_mib(tuple(c.gpus)) if model else None
-        if model and total is None:
-            self.warnings.append("no GPU memory from NVML: KV-pool failures are not predicted before launch")
-        longest = None if self.workload.dataset else max(lv.input_len + lv.output_len for lv in self.workload.levels)
-        return Feasibility(model, total, tuple(c.gpus), longest, launch_env(c.launcher.kind, c.launcher.env))
 
     def _enqueue_references(self, study: optuna.Study) -> None:
         """The baseline, then each reference not yet in the study, ahead of any sampled trial."""
@@ -458,7 +167,7 @@ class Tuner:
     # -- the loop
     def run(self) -> optuna.Study:
         study = self.study or self.prepare()
-        pool = GpuPool(list(self.config.gpus))
+        pool = gpu.GpuPool(list(self.config.gpus))
         artifacts = self._artifact_store()
         slots = len(self.config.gpus)
         workers = [
@@ -490,7 +199,7 @@ class Tuner:
             raise KeyboardInterrupt
         return study
 
-    def _worker(self, study: optuna.Study, pool: GpuPool, artifacts: FileSystemArtifactStore) -> None:
+    def _worker(self, study: optuna.Study, pool: gpu.GpuPool, artifacts: FileSystemArtifactStore) -> None:
         try:
             while not self.cancel.is_set():
                 # Another host's dead worker: fail its trial and queue its parameters (RDB heartbeat only).
@@ -515,7 +224,7 @@ class Tuner:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         return len(done) < self.config.trials
 
-    def _one_trial(self, study: optuna.Study, pool: GpuPool, artifacts: FileSystemArtifactStore) -> None:
+    def _one_trial(self, study: optuna.Study, pool: gpu.GpuPool, artifacts: FileSystemArtifactStore) -> None:
         trial = study.ask()
         for key, value in TrialRecord(worker=WORKER).attrs().items():
             study._storage.set_trial_user_attr(trial._trial_id, key, value)
@@ -523,7 +232,7 @@ class Tuner:
             self._run_asked(study, trial, pool, artifacts)
 
     def _run_asked(
-        self, study: optuna.Study, trial: optuna.Trial, pool: GpuPool, artifacts: FileSystemArtifactStore
+        self, study: optuna.Study, trial: optuna.Trial, pool: gpu.GpuPool, artifacts: FileSystemArtifactStore
     ) -> None:
         # Budget across workers: trial numbers are handed out atomically, so whoever got a number past the
         # budget gives it back; the study never runs more trials than asked for.
@@ -738,7 +447,7 @@ class Tuner:
             self.progress.trial_done(study, result)
         if result.failure == failures.INVALID_FLAG and baseline:
             said = failures.argparse_error(failures.log_tail(result.plan.trial_dir / "server.log"))
-            self._errors.append(SetupError(_baseline_refused(self.config, said or result.failure_detail)))
+            self._errors.append(SetupError(baseline_refused(self.config, said or result.failure_detail)))
             self.cancel.set()
 
     def _record_interrupted(self, study: optuna.Study, trial: optuna.Trial) -> None:
@@ -831,24 +540,6 @@ def _unwritable(exc: BaseException, config: RunConfig) -> SetupError | None:
     return None
 
 
-def _describe(dist: optuna.distributions.BaseDistribution) -> str:
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return f"choices {list(dist.choices)}"
-    if not isinstance(dist, (optuna.distributions.IntDistribution, optuna.distributions.FloatDistribution)):
-        return repr(dist)  # no other kind is suggested here
-    kind = "an integer" if isinstance(dist, optuna.distributions.IntDistribution) else "a float"
-    return f"{kind} range {dist.low:g}..{dist.high:g}{' (log)' if dist.log else ''}"
-
-
-def _baseline_refused(config: RunConfig, detail: str) -> str:
-    why = f" ({detail})" if detail else ""
-    return (
-        f"the baseline (trial 0: the space's fixed flags only) failed as invalid_flag{why}: SGLang refuses a "
-        f"fixed flag, so every later trial would fail too; fix `fixed:` in {config.space} (see the trial's "
-        f"server.log) and start a new study (--study NAME)"
-    )
-
-
 def best_levels(study: optuna.Study) -> dict[int, float]:
     """Per concurrency, the best output tokens/s any feasible trial reached (for early stopping)."""
     best: dict[int, float] = {}
@@ -858,10 +549,6 @@ def best_levels(study: optuna.Study) -> dict[int, float]:
         for lv in r.measured_levels:
             best[lv.concurrency] = max(best.get(lv.concurrency, 0.0), lv.output_throughput or 0.0)
     return best
-
-
-def _list(values: tuple | None) -> list | None:
-    return list(values) if values is not None else None
 
 
 def _alive(pid: int) -> bool:

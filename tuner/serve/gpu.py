@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pynvml
 
-from tuner.errors import TunerError
+from tuner.errors import Cancelled, SetupError, TunerError
+from tuner.serve.poller import Poller
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -245,33 +246,25 @@ def read(gpu: int) -> tuple[float, float, float, float]:
     return mem.used / MIB, mem.total / MIB, util, power
 
 
-class GpuSampler:
+class GpuSampler(Poller):
     """Samples the trial's GPUs in a thread from launch to stop; ``phase`` tags each sample."""
 
     def __init__(self, gpus: tuple[int, ...], interval_s: float = 0.1):
+        super().__init__("nvml-sampler", interval_s, join_s=2)
         self.gpus = tuple(gpus) if gpus and nvml_available() else ()
-        self.interval_s = interval_s
         self.phase = "startup"
         self._samples: list[Sample] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
         self._t0 = time.monotonic()
 
     def __enter__(self) -> GpuSampler:
         if self.gpus:
-            self._thread.start()
+            self.sample_now()  # the launch sample, not one interval later
+            self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample_now()
-            self._stop.wait(self.interval_s)
+    def tick(self) -> None:
+        self.sample_now()
 
     def sample_now(self) -> None:
         """One sample of each GPU, tagged with the phase as it is now (the trial calls this at phase changes)."""
@@ -289,6 +282,46 @@ class GpuSampler:
         with self._lock:
             samples = list(self._samples)
         return stats_of(samples)
+
+
+@dataclass
+class GpuPool:
+    """Hands out disjoint sets of GPUs: one trial per GPU, or all of a tp x dp trial's GPUs at once.
+
+    First come, first served: while a trial waits for two GPUs, a later one-GPU trial does not take the GPU
+    that frees first (else the two-GPU trial could wait for ever).
+    """
+
+    gpus: list[int]
+    _free: set[int] = field(default_factory=set)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _queue: list[object] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._free = set(self.gpus)
+
+    def acquire(self, n: int, cancel: threading.Event) -> tuple[int, ...]:
+        if n > len(self.gpus):  # callers record such trials as infeasible before asking
+            raise SetupError(f"a trial needs {n} GPUs but --gpus gives {len(self.gpus)}")
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                while self._queue[0] is not ticket or len(self._free) < n:
+                    if cancel.is_set():
+                        raise Cancelled()
+                    self._cond.wait(0.2)
+                chosen = tuple(sorted(self._free)[:n])
+                self._free -= set(chosen)
+                return chosen
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self, gpus: tuple[int, ...]) -> None:
+        with self._cond:
+            self._free |= set(gpus)
+            self._cond.notify_all()
 
 
 def _mean(values) -> float:

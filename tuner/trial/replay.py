@@ -16,12 +16,13 @@ from pathlib import Path
 from tuner.bench.client import BenchmarkResult
 from tuner.bench.load_search import Search
 from tuner.bench.workload import LoadSearch
+from tuner.errors import Cancelled
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.process import ProcessLauncher
 from tuner.sglang import failures
 from tuner.sglang.catalog import FlagCatalog
-from tuner.trial.runner import Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult, TrialRunner, write_artifacts
+from tuner.trial.runner import PhaseTimes, Replayed, TrialPlan, TrialResult, TrialRunner, write_artifacts
 from tuner.trial.surface import Answer, Surface
 
 

@@ -20,9 +20,11 @@ from tuner.bench.client import BenchmarkError, BenchmarkResult, BenchmarkTimeout
 from tuner.bench.load_search import run_load_search
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import LoadSearch, Workload
+from tuner.errors import Cancelled
 from tuner.serve import gpu
 from tuner.serve.gpu import Holder  # by name: in TrialResult, `gpu` is the field above gpu_shared
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
+from tuner.serve.poller import Poller
 from tuner.serve.readiness import NotReady, healthy, wait_ready
 from tuner.sglang import endpoints, failures
 from tuner.sglang.failures import FailureClass, Phase
@@ -121,37 +123,28 @@ class TrialResult:
         return self.benchmark.levels if self.benchmark else ()
 
 
-class Cancelled(Exception):  # control flow like KeyboardInterrupt, not an error: no TunerError
-    """The tuner is stopping (Ctrl-C, SIGTERM): the trial ends as interrupted."""
-
-
-class Watcher:
+class Watcher(Poller):
     """Watches a running server during the benchmark: its process, and /health every second."""
 
     def __init__(self, server: Server, cancel: threading.Event):
+        # A /health request in flight ends within its timeout, twice the interval: stop() waits that long.
+        super().__init__("health-watch", HEALTH_EVERY_S, join_s=HEALTH_EVERY_S * 2 + 1)
         self.server = server
         self.cancel = cancel
         self.unhealthy = False
         self._fails = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll_health, name="health-watch", daemon=True)
-
-    def __enter__(self) -> Watcher:
-        self._thread.start()
-        return self
+        self._client = httpx.Client(timeout=httpx.Timeout(HEALTH_EVERY_S * 2, connect=0.5))
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=3)
+        self.stop()
+        self._client.close()
 
-    def _poll_health(self) -> None:
-        with httpx.Client(timeout=httpx.Timeout(HEALTH_EVERY_S * 2, connect=0.5)) as client:
-            while not self._stop.wait(HEALTH_EVERY_S):
-                if healthy(client, self.server.spec.base_url):
-                    self._fails = 0
-                elif self.server.exit_code() is None:
-                    self._fails += 1
-                    self.unhealthy = self._fails >= UNHEALTHY_AFTER
+    def tick(self) -> None:
+        if healthy(self._client, self.server.spec.base_url):
+            self._fails = 0
+        elif self.server.exit_code() is None:
+            self._fails += 1
+            self.unhealthy = self._fails >= UNHEALTHY_AFTER
 
     def reason(self) -> str | None:
         """Polled by the benchmark every 100 ms; any answer aborts the level at once."""
