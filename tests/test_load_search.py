@@ -3,13 +3,14 @@ by hand, and one study through `tune start` against the stand-in, whose latency 
 
 import csv
 import math
+from dataclasses import replace
 
 import optuna
 import pytest
 
 from conftest import tune, write_run, write_space
-from tuner.bench.load_search import best_level, broken, rates
-from tuner.bench.metrics import RequestRecord, compute_level_result
+from tuner.bench.load_search import Incumbent, Search, best_level, broken, rates
+from tuner.bench.metrics import LevelResult, RequestRecord, compute_level_result
 from tuner.bench.workload import SLO, Level, LoadSearch
 from tuner.config.run import load_config
 from tuner.search.study import load_existing_study
@@ -27,6 +28,69 @@ def drive(search: LoadSearch, passes) -> list[tuple[float, bool]]:
             rate = steps.send(ok)
         except StopIteration:
             return seen
+
+
+def drive_stop(search: LoadSearch, passes, incumbent=None, outcome=None):
+    """The measured (rate, passed) sequence and the plan's Stop (None: its plain end); ``outcome(rate, ok)``
+    gives what is sent back (default: the bare verdict)."""
+    seen = []
+    steps = rates(search, incumbent)
+    rate = next(steps)
+    while True:
+        ok = passes(rate)
+        seen.append((rate, ok))
+        try:
+            rate = steps.send(outcome(rate, ok) if outcome else ok)
+        except StopIteration as end:
+            return seen, end.value
+
+
+T, F = True, False
+CHAT = LoadSearch(start_rate=4, max_rate=64, factor=2, bisect_steps=2, level_duration_s=15, min_prompts=48)
+
+
+def test_a_trial_starts_below_the_incumbents_rate_and_stops_where_it_cannot_beat_it():
+    inc = Incumbent(trial=0, rate=28.0)  # the H200 chat study's defaults held 28 req/s
+    # One grid level below the incumbent's rate (the curve's low side), then that rate: broken there, stopped.
+    seen, stop = drive_stop(CHAT, lambda r: r <= 20, inc)
+    assert seen == [(16, T), (28, F)] and stop.cannot_beat
+    assert stop.reason.startswith("stopped at 28 req/s, the highest rate trial 0 (the best so far) held")
+    seen, stop = drive_stop(CHAT, lambda r: r <= 12, inc)
+    assert seen == [(16, F)] and stop.cannot_beat and "below the 28 req/s that trial 0" in stop.reason
+    # Holding it: up the ramp's grid, refined on the grid the plain search bisects on (none left in 28..32).
+    assert drive_stop(CHAT, lambda r: r <= 30, inc) == ([(16, T), (28, T), (32, F)], None)
+    assert drive_stop(CHAT, lambda r: r <= 50, inc) == ([(16, T), (28, T), (32, T), (64, F), (48, T), (56, F)], None)
+    # Switched off, no incumbent (the baseline) or one at start_rate: the plain ramp from start_rate.
+    plain = [(4, T), (8, T), (16, T), (32, F), (24, T), (28, T)]
+    assert drive_stop(replace(CHAT, from_incumbent=False), lambda r: r <= 30, inc) == (plain, None)
+    assert drive_stop(CHAT, lambda r: r <= 30) == (plain, None)
+    assert drive_stop(CHAT, lambda r: r <= 30, Incumbent(0, 4.0)) == (plain, None)
+
+
+def chat_level(rate, p99_tpot_ms, completed=None, duration_s=15.0, **kw):
+    values = dict.fromkeys(LevelResult.__dataclass_fields__, 0)
+    values.update(errors="", request_rate=rate, p99_ttft_ms=100.0, p99_tpot_ms=p99_tpot_ms, duration_s=duration_s)
+    values.update(completed=completed if completed is not None else int(rate * duration_s))
+    values.update(request_throughput=values["completed"] / duration_s, request_goodput=values["completed"] / duration_s)
+    values.update(kw)
+    return LevelResult(**values)
+
+
+def test_a_search_stopped_against_the_incumbent_keeps_what_it_measured_and_says_why():
+    from tuner.bench.workload import Workload
+
+    wl = Workload(levels=(Level(concurrency=1, input_len=64, output_len=16, num_prompts=1),))
+    state = Search(wl, CHAT, {"p99_tpot_ms": 40.0}, Incumbent(trial=3, rate=28.0))
+    for lv in state.levels():
+        state.add(chat_level(lv.request_rate, 20.0 if lv.request_rate < 20 else 45.0))
+    res = state.result()
+    assert [lv.request_rate for lv in res.levels] == [16.0, 28.0] and res.slo_pass == (True, False)
+    assert res.cannot_beat == 1 and "cannot beat trial 3" in res.stopped_early
+    assert res.slo_broken == "SLO broken at 28 req/s: p99_tpot_ms 45.0 > 40"
+    plain = Search(wl, CHAT, {"p99_tpot_ms": 40.0})
+    for lv in plain.levels():
+        plain.add(chat_level(lv.request_rate, 20.0 if lv.request_rate < 20 else 45.0))
+    assert plain.result().cannot_beat is None and plain.result().stopped_early is None
 
 
 def test_ramp_doubles_until_the_first_break_then_bisects():

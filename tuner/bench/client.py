@@ -75,6 +75,9 @@ class BenchmarkResult:
     # the SLO first broke, and why.
     slo_pass: tuple[bool, ...] = ()
     slo_broken: str | None = None
+    # A load search stopped because the trial cannot beat the study's incumbent (tuner/bench/load_search.py):
+    # the index in ``levels`` of the level that broke the SLO at or below the incumbent's rate.
+    cannot_beat: int | None = None
 
     def to_frame(self) -> pd.DataFrame:
         cols = [f.name for f in fields(LevelResult)]

@@ -10,12 +10,12 @@ asks for answered from the recorded curves (Answer.at_rate); a rate no curve rec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tuner.bench.client import BenchmarkResult
 from tuner.bench.load_search import Search
-from tuner.bench.workload import LoadSearch
+from tuner.bench.workload import SEARCH_STRATEGY, LoadSearch
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.process import ProcessLauncher
@@ -118,8 +118,11 @@ class ReplayLauncher(Launcher):
                 f"objective.metrics: {self.path} recorded an SLO-goodput load search ({recorded}): replay it "
                 f"with metrics: [goodput] and that slo and load_search"
             )
-        if search != o.load_search or slo != o.slo:
-            which = "objective.slo" if search == o.load_search else "objective.load_search"
+        # Which rates the search spends its levels on may differ (each rate is answered from the curves); what a
+        # level measures (its duration, size, concurrency) and the SLO may not.
+        same = replace(search, **{k: getattr(o.load_search, k) for k in SEARCH_STRATEGY}) == o.load_search
+        if not same or slo != o.slo:
+            which = "objective.slo" if same else "objective.load_search"
             return (
                 f"{which}: {self.path} recorded {recorded}; a replay answers only that search: set "
                 f"objective.slo and objective.load_search to those"
@@ -197,7 +200,7 @@ class ReplayRunner(TrialRunner):
         not recorded levels of the answering trial (interpolated, beyond the curve, blended), in order. Each
         level's provenance is appended to the trial's server.log."""
         assert self.load_search is not None
-        state = Search(self.workload, self.load_search, self.slo)
+        state = Search(self.workload, self.load_search, self.slo, self.incumbent)
         modelled: list[float] = []
         lines = []
         for level in state.levels():
