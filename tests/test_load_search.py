@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from conftest import tune, write_run, write_space
-from tuner.bench.load_search import Incumbent, Search, best_level, broken, rates
+from tuner.bench.load_search import Incumbent, Outcome, Search, best_level, broken, rates
 from tuner.bench.metrics import LevelResult, RequestRecord, compute_level_result
 from tuner.bench.workload import SLO, Level, LoadSearch
 from tuner.config.run import load_config
@@ -91,6 +91,64 @@ def test_a_search_stopped_against_the_incumbent_keeps_what_it_measured_and_says_
     for lv in plain.levels():
         plain.add(chat_level(lv.request_rate, 20.0 if lv.request_rate < 20 else 45.0))
     assert plain.result().cannot_beat is None and plain.result().stopped_early is None
+
+
+def test_rising_stops_where_completed_requests_stop_following_the_offered_rate():
+    """Every level passes, but the server completes at most ~9 req/s: from 8 to 16 offered, completed requests/s
+    rose 25% for 100% more offered (less than half of it), so rising stops there, without a failing level."""
+
+    def served(rate, ok):
+        return Outcome(ok, throughput=0.9 * min(rate, 10.0), ratio=0.5)
+
+    seen, stop = drive_stop(CHAT, lambda r: True, outcome=served)
+    assert seen == [(4, T), (8, T), (16, T)] and not stop.cannot_beat
+    assert stop.reason.startswith("saturated: from 8 to 16 req/s offered, completed requests/s rose only from 7.20")
+    # 8 -> 16 offered, 7.2 -> 10.8 completed: +50% for +100%, exactly half: still rising.
+    assert drive_stop(CHAT, lambda r: r <= 16, outcome=lambda r, ok: Outcome(ok, 0.9 * min(r, 12.0), 0.5))[0][:4] == [
+        (4, T),
+        (8, T),
+        (16, T),
+        (32, F),
+    ]
+    seen, stop = drive_stop(replace(CHAT, saturation_stop=False), lambda r: True, outcome=served)
+    assert seen == [(4, T), (8, T), (16, T), (32, T), (64, T)] and stop is None
+
+
+# The H200 chat study's recorded verdicts and ratios (the binding limit's p99 / limit), docs/h200-chat.md.
+RATIO = {
+    0: {4: 0.18, 8: 0.21, 16: 0.33, 32: 1.14, 24: 0.50, 28: 0.67},
+    7: {4: 0.17, 8: 0.22, 16: 0.34, 32: 9.78, 24: 5.58, 20: 4.00},
+    10: {4: 0.17, 8: 0.25, 16: 7.33, 12: 0.62, 14: 2.81},
+}
+
+
+def test_refinement_probes_the_estimated_slo_crossing_on_the_bisection_grid():
+    """Trial 0: the crossing estimated from 16 and 32 is 30.3, on the grid 28: it passes, done (bisection took
+    24 and 28). Trial 7: estimated 21.1, grid 20, broken; from 16 and 20 the estimate is 17.7, no grid point
+    above 16: done at 16 as bisection was, after one broken level instead of two. Trial 10, the one where it
+    ends lower: estimated 11.3, grid 10 passes (bisection: 12 passed, 14 broke)."""
+
+    def drive_curve(search, trial):
+        curve = RATIO[trial]
+
+        def ratio(rate):
+            if rate in curve:
+                return curve[rate]
+            lo, hi = max(r for r in curve if r < rate), min(r for r in curve if r > rate)
+            return curve[lo] + (rate - lo) / (hi - lo) * (curve[hi] - curve[lo])
+
+        return drive_stop(search, lambda r: ratio(r) <= 1, outcome=lambda r, ok: Outcome(ok, r, ratio(r)))[0]
+
+    assert drive_curve(CHAT, 0) == [(4, T), (8, T), (16, T), (32, F), (28, T)]
+    assert drive_curve(CHAT, 7) == [(4, T), (8, T), (16, T), (32, F), (20, F)]
+    assert drive_curve(CHAT, 10) == [(4, T), (8, T), (16, F), (10, T)]
+    bisect = replace(CHAT, interpolate=False)
+    assert drive_curve(bisect, 0) == [(4, T), (8, T), (16, T), (32, F), (24, T), (28, T)]
+    assert drive_curve(bisect, 7) == [(4, T), (8, T), (16, T), (32, F), (24, F), (20, F)]
+    assert drive_curve(bisect, 10) == [(4, T), (8, T), (16, F), (12, T), (14, F)]
+    # Failed requests give no ratio: bisection.
+    failed = drive_stop(CHAT, lambda r: r <= 20, outcome=lambda r, ok: Outcome(ok, r, 0.5 if ok else math.inf))
+    assert failed[0][-2:] == [(24, F), (20, T)]
 
 
 def test_ramp_doubles_until_the_first_break_then_bisects():
