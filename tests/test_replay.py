@@ -255,6 +255,9 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
             "schedule-policy": {"choices": ["fcfs", "lof"]},
         },
     )
+    # A ramp past saturation and bisections (the stand-in completes ~4 req/s, so the saturation stop would end
+    # at 8 and the interpolated probe skip the bisection): every kind of level to replay, cut ones included.
+    goodput = {**GOODPUT, "load_search": {**GOODPUT["load_search"], "interpolate": False, "saturation_stop": False}}
     workload = {"input_len": 64, "output_len": 64, "num_prompts": None, "warmup_requests": 1, "request_timeout_s": 20}
     real = write_run(
         tmp_path,
@@ -262,7 +265,7 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
         space=space,
         trials=3,
         workload=workload,
-        objective=GOODPUT,
+        objective=goodput,
         env={"SGLANG_STANDIN_SPEED": "1.5", "SGLANG_STANDIN_FAULTS": ""},
     )
     assert tune("start", "-c", str(real)).returncode == 0
@@ -290,7 +293,7 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
             launcher={"kind": "replay", "surface": str(out)},
         )
 
-    replay = replay_run(tmp_path / "replay", unique_study + "-r", GOODPUT)
+    replay = replay_run(tmp_path / "replay", unique_study + "-r", goodput)
     done = tune("start", "-c", str(replay))
     assert done.returncode == 0, done.stderr
     replayed = load_existing_study(load_config(replay)).trials
@@ -395,7 +398,8 @@ def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
     env = demo_checkout(tmp_path)
     run = tmp_path / "runs" / "demo-chat.yaml"
     plain = run.read_text().replace(
-        "min_prompts: 48}", "min_prompts: 48,\n    from_incumbent: false, saturation_stop: false, interpolate: false}"
+        "min_prompts: 48}",
+        "min_prompts: 48,\n    from_incumbent: false, saturation_stop: false, interpolate: false, cut_short: false}",
     )
     assert plain != run.read_text()
     (tmp_path / "runs" / "demo-chat-plain.yaml").write_text(plain.replace("study: demo-chat-replay", "study: plain"))

@@ -18,19 +18,60 @@ import math
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 
-from tuner.bench.client import BenchmarkError, BenchmarkResult, run_benchmark
-from tuner.bench.metrics import LevelResult
+from tuner.bench.client import CUT_SHORT, BenchmarkError, BenchmarkResult, run_benchmark
+from tuner.bench.metrics import LevelResult, RequestRecord
 from tuner.bench.workload import Level, LoadSearch, Workload
 
 
 def broken(level: LevelResult, slo: dict[str, float]) -> str | None:
     """Why a level fails the search (None: it passes). A statistic with no sample (NaN) fails."""
+    if level.errors.startswith(CUT_SHORT):  # settled before its end: failed, whatever its finished requests show
+        return level.errors.split("; ")[0]
     if level.failed:
         return f"{level.failed} of {level.num_prompts} requests failed"
     for metric, limit in slo.items():
         value = getattr(level, metric)
         if not value <= limit:
             return f"{metric} {value:.1f} > {limit:g}"
+    return None
+
+
+_QUANTILES = {"median": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+# A request still waiting for its first token counts past a TTFT limit only this long after it: the client sees
+# the first token's time when the second arrives, so a request just under the limit is not cut by mistake.
+TTFT_GRACE_S = 0.5
+
+
+def settled(slo: dict[str, float], records: list[RequestRecord], now: float) -> str | None:
+    """Why the level being measured already breaks ``slo``, or None while its verdict is open. A percentile
+    limit over the level's N requests is broken once k of them are past it with k >= N - floor(q (N - 1))
+    (numpy's linear percentile then lies between two values past the limit; for p99 over 420 requests, 6).
+    Past means: finished past it (TTFT, TPOT, end-to-end latency), or still in flight longer than the limit
+    (TTFT without a first token, end-to-end). A request that failed settles it too. Other metrics wait for the
+    level's end. ``now`` is the perf_counter time of the check."""
+    n = len(records)
+    for r in records:
+        if r.error and r.error != "cancelled" and not r.success:
+            return f"a request failed: {r.error[:120]}"
+    for metric, limit in slo.items():
+        stat, _, kind = metric.removesuffix("_ms").partition("_")
+        q = _QUANTILES.get(stat)
+        if q is None or not metric.endswith("_ms") or kind not in ("ttft", "tpot", "e2e_latency"):
+            continue
+        need = n - math.floor(q * (n - 1))
+        lim = limit / 1000.0
+        past = 0
+        for r in records:
+            if r.success:
+                value = {"ttft": r.ttft, "tpot": r.tpot, "e2e_latency": r.latency}[kind]
+                past += value is not None and value > lim
+            elif r.start and not r.error:  # in flight
+                waited = now - r.start
+                past += (kind == "ttft" and not r.itl and waited > lim + TTFT_GRACE_S) or (
+                    kind == "e2e_latency" and waited > lim
+                )
+        if past >= need:
+            return f"{metric}: {past} of {n} requests past {limit:g} ms (its {stat} is past it from {need})"
     return None
 
 
@@ -288,6 +329,7 @@ def run_load_search(
             check_server=check_server,
             on_level=collect,
             levels=state.levels(),
+            settle=(lambda recs, now: settled(slo, recs, now)) if search.cut_short else None,
         )
     except BenchmarkError as exc:  # a server that died at 64 req/s still held the SLO up to 32: keep that curve
         if exc.measured is not None:

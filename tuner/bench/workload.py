@@ -315,7 +315,7 @@ class Workload:
 
 # LoadSearch fields that choose which rates a search spends its levels on, not what a level measures: a replay of
 # a recorded search may change them (tuner/trial/replay.py), and the records say which were on.
-SEARCH_STRATEGY = ("from_incumbent", "saturation_stop", "interpolate")
+SEARCH_STRATEGY = ("from_incumbent", "saturation_stop", "interpolate", "cut_short")
 
 
 @dataclass(frozen=True)
@@ -339,6 +339,10 @@ class LoadSearch:
     # interpolate: between the last passing and the first failing rate, probe where the binding limit's ratio,
     # log-linear in the rate, crosses 1 (snapped down to the bisections' grid) instead of the midpoint.
     interpolate: bool = True
+    # cut_short: a level ends once its verdict is settled, when enough requests are already past a percentile
+    # limit that the level's statistic must be past it too; in-flight requests are cancelled (load_search.settled).
+    # A level that holds runs to its end.
+    cut_short: bool = True
 
     def validate(self) -> None:
         if not 0 < self.start_rate <= self.max_rate:
