@@ -140,8 +140,8 @@ def _grid(search: LoadSearch, rate: float, above: bool) -> float:
 def crossing(lo: tuple[float, Outcome], hi: tuple[float, Outcome]) -> float | None:
     """Where the binding limit's ratio crosses 1 between a passing and a failing level, log-linear in the rate
     (p99 latency grows about exponentially towards saturation, a hockey stick; on the H200 chat curves the
-    log-linear estimate from the ramp's two levels fell within the bisections' grid step of the crossing for
-    7 of 8 trials, benchmarks/GPU_SECONDS.md). None where either ratio is unusable."""
+    log-linear estimate from the ramp's two levels, snapped to the bisection grid, gave the plain search's
+    highest rate for 7 of 8 trials, benchmarks/GPU_SECONDS.md). None where either ratio is unusable."""
     (r0, o0), (r1, o1) = lo, hi
     if not (0 < o0.ratio < 1 < o1.ratio < math.inf):
         return None
