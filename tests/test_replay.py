@@ -428,3 +428,29 @@ def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
         assert f"# {first} req/s: " in log and modelled.user_attrs["levels"][0]["request_rate"] == first
         for t in trials:  # a modelled level never claims a pass its neighbours' verdicts did not give
             assert t.user_attrs["max_rate"] <= 28.0, (t.number, t.user_attrs["max_rate"])
+        # Broken levels cut short (their seconds estimated, said in the log) only with cut_short on.
+        logs = [(tmp_path / "trials" / name / str(t.number) / "server.log").read_text() for t in trials]
+        assert any("(estimated: replayed)" in text for text in logs) == (name != "plain")
+
+
+def test_a_recorded_broken_level_is_cut_short_where_its_violations_settle_it():
+    """The replay's estimate of LoadSearch.cut_short on recorded levels: the recorded numbers, a shorter duration.
+    Trial 7 at 32 req/s (p99 TTFT 19.6 s, 70% of requests past a limit): the 6th of its 480 requests past it is
+    sent at (480 - 338 + 6) / 480 of 15 s and seen 2.5 s later, 7.4 s against the 36.2 s recorded. Trial 3 at 8
+    (p99 TPOT only, seen when requests finish) would be cut no earlier than it ended: kept as recorded."""
+    from tuner.bench.client import CUT_SHORT
+    from tuner.trial.replay import cut_short
+
+    surface = Surface.load(CHAT)
+    slo = surface.header.objective.slo
+    rows = {r.trial: r for r in surface.rows}
+    (broke,) = [lv for lv in rows[7].levels if lv.request_rate == 32.0]
+    cut = cut_short(broke, slo)
+    assert cut.duration_s == pytest.approx(15 * (480 - 338.1 + 6) / 480 + 2.5 + 0.25, abs=0.1)
+    assert cut.errors.startswith(f"{CUT_SHORT}p99_ttft_ms settled past 2000 ms; cut short at 7.4 s of the recorded")
+    assert broken(cut, slo).startswith(CUT_SHORT) and cut.p99_ttft_ms == broke.p99_ttft_ms
+    (tpot_only,) = [lv for lv in rows[3].levels if lv.request_rate == 8.0]
+    assert cut_short(tpot_only, slo) is tpot_only
+    held = rows[0].levels[0]
+    assert cut_short(held, slo) is held and cut_short(dataclasses.replace(broke, failed=3), slo).failed == 3
+    assert cut_short(dataclasses.replace(broke, failed=3), slo).duration_s == broke.duration_s
