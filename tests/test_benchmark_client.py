@@ -29,6 +29,8 @@ class FakeServer:
         self.flush_calls = 0
         self.log: list[tuple[float, str, dict]] = []  # (perf_counter at request, path, body)
         self.n = 0
+        self.active = 0  # streams being written ("serial" mode: one at a time, the others queued)
+        self._serial: asyncio.Lock | None = None
         self._ready = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
@@ -123,6 +125,17 @@ class FakeServer:
         prompt_tokens = len(prompt) if isinstance(prompt, list) else 7
         if mode == "error500" or (mode == "flaky" and self.n % 3 == 0):
             return await self._plain(writer, 500, "boom")
+        if mode == "serial":  # one request at a time: above its pace, requests queue and TTFT grows
+            self._serial = self._serial or asyncio.Lock()
+            async with self._serial:
+                self.active += 1
+                try:
+                    return await self._stream_body(path, body, writer, "normal", max_tokens, prompt_tokens)
+                finally:
+                    self.active -= 1
+        return await self._stream_body(path, body, writer, mode, max_tokens, prompt_tokens)
+
+    async def _stream_body(self, path, body, writer, mode, max_tokens, prompt_tokens) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         chat = path.endswith("chat/completions")
         n_tok = max_tokens // 2 if mode == "short" else max_tokens
@@ -345,6 +358,32 @@ def test_early_stop_skips_remaining_levels_and_on_level_sees_each():
         )
     assert res.stopped_early == "enough"
     assert [r.concurrency for r in res.levels] == [1, 2] == [r.concurrency for r in seen]
+
+
+def test_a_level_whose_verdict_is_settled_is_cut_short_and_leaves_the_server_idle():
+    """A server serving one request at a time (20 tokens x 10 ms) offered 20 req/s: requests queue, and once 2
+    of the 40 wait past 300 ms + the grace for their first token, p99 TTFT over the 40 must be past 300 ms: the
+    level stops there, cancels what is in flight and sends no more; the server is idle again at once. The same
+    level at a pace the server keeps runs to its end."""
+    from tuner.bench.load_search import settled
+
+    slo = {"p99_ttft_ms": 300.0}
+    lv = Level(concurrency=40, input_len=8, output_len=20, num_prompts=40, request_rate=20.0)
+    with FakeServer(token_delay=0.01) as srv:
+        t = time.perf_counter()
+        res = run_benchmark(srv.url, "serial", wl(lv), settle=lambda recs, now: settled(slo, recs, now))
+        took = time.perf_counter() - t
+        time.sleep(0.3)
+        assert srv.active == 0
+        sent = len(srv.measured())
+    (r,) = res.levels
+    assert r.errors.startswith("cut short: p99_ttft_ms: ") and "of 40 requests past 300 ms" in r.errors
+    assert took < 3.0 and r.duration_s < 2.5, (took, r.errors)  # uncut: 40 x 0.2 s = 8 s
+    assert "not sent" in r.errors and sent < 40 and r.failed == 0 and r.completed < 40
+    slow = Level(concurrency=40, input_len=8, output_len=20, num_prompts=6, request_rate=2.0)
+    with FakeServer(token_delay=0.01) as srv:
+        held = run_benchmark(srv.url, "serial", wl(slow), settle=lambda recs, now: settled(slo, recs, now))
+    assert held.levels[0].completed == 6 and held.levels[0].errors == ""
 
 
 def test_repeats_and_summary(tmp_path):

@@ -255,6 +255,9 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
             "schedule-policy": {"choices": ["fcfs", "lof"]},
         },
     )
+    # A ramp past saturation and bisections (the stand-in completes ~4 req/s, so the saturation stop would end
+    # at 8 and the interpolated probe skip the bisection): every kind of level to replay, cut ones included.
+    goodput = {**GOODPUT, "load_search": {**GOODPUT["load_search"], "interpolate": False, "saturation_stop": False}}
     workload = {"input_len": 64, "output_len": 64, "num_prompts": None, "warmup_requests": 1, "request_timeout_s": 20}
     real = write_run(
         tmp_path,
@@ -262,7 +265,7 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
         space=space,
         trials=3,
         workload=workload,
-        objective=GOODPUT,
+        objective=goodput,
         env={"SGLANG_STANDIN_SPEED": "1.5", "SGLANG_STANDIN_FAULTS": ""},
     )
     assert tune("start", "-c", str(real)).returncode == 0
@@ -290,7 +293,7 @@ def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path,
             launcher={"kind": "replay", "surface": str(out)},
         )
 
-    replay = replay_run(tmp_path / "replay", unique_study + "-r", GOODPUT)
+    replay = replay_run(tmp_path / "replay", unique_study + "-r", goodput)
     done = tune("start", "-c", str(replay))
     assert done.returncode == 0, done.stderr
     replayed = load_existing_study(load_config(replay)).trials
@@ -435,27 +438,66 @@ def test_neighbours_that_broke_the_slo_on_different_metrics_do_not_average_to_a_
 
 
 def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
-    """runs/demo-chat.yaml: the real H200 chat study's load search on its surface; the baseline and the reference
-    get their recorded curves exactly, every other config a modelled one, marked so."""
+    """runs/demo-chat.yaml: the real H200 chat study's load search on its surface. With the search's strategy
+    switches off, the baseline and the reference get their recorded curves exactly; with the defaults, a subset
+    of them (the interpolated probe lands on a recorded rate) at the same highest rate, and each sampled trial
+    starts below the baseline's 28 req/s. Every other config gets a modelled curve, marked so."""
     env = demo_checkout(tmp_path)
-    done = tune("start", "-c", "runs/demo-chat.yaml", cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr
-    rows = {r.trial: r for r in Surface.load(CHAT).rows}
-    study = optuna.load_study(
-        study_name="demo-chat-replay", storage=f"sqlite:///{tmp_path}/studies/demo-chat-replay.db"
+    run = tmp_path / "runs" / "demo-chat.yaml"
+    plain = run.read_text().replace(
+        "min_prompts: 48}",
+        "min_prompts: 48,\n    from_incumbent: false, saturation_stop: false, interpolate: false, cut_short: false}",
     )
-    trials = study.trials
-    for t in trials[:2]:  # SGLang's defaults, then seed-balanced-v2: recorded rows
-        row = rows[t.number]
-        assert t.user_attrs["modelled"] is False and t.user_attrs["replay_of"] == [row.trial]
-        assert [lv["request_rate"] for lv in t.user_attrs["levels"]] == [lv.request_rate for lv in row.levels]
-        assert t.values[0] == Surface.load(CHAT).value(row)
-    assert trials[0].user_attrs["max_rate"] == 28.0 and trials[1].user_attrs["max_rate"] == 6.0  # as on the H200
-    # The same sampler seed as the real study: its first sampled config is the real trial 3 (a re-run of 2).
-    assert trials[2].user_attrs["modelled"] is False and trials[2].user_attrs["replay_of"] == [3]
-    modelled = trials[3]
-    assert modelled.user_attrs["modelled"] is True and modelled.user_attrs["modelled_rates"]
-    log = (tmp_path / "trials" / "demo-chat-replay" / "3" / "server.log").read_text()
-    assert "# 4 req/s: weighted mean of trials " in log
-    for t in trials:  # a modelled level never claims a pass its neighbours' verdicts did not give
-        assert t.user_attrs["max_rate"] <= 28.0, (t.number, t.user_attrs["max_rate"])
+    assert plain != run.read_text()
+    (tmp_path / "runs" / "demo-chat-plain.yaml").write_text(plain.replace("study: demo-chat-replay", "study: plain"))
+    rows = {r.trial: r for r in Surface.load(CHAT).rows}
+    for name, run_file in (("plain", "runs/demo-chat-plain.yaml"), ("demo-chat-replay", "runs/demo-chat.yaml")):
+        done = tune("start", "-c", run_file, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/studies/demo-chat-replay.db")
+        trials = study.trials
+        for t in trials[:2]:  # SGLang's defaults, then seed-balanced-v2: recorded rows
+            row = rows[t.number]
+            assert t.user_attrs["modelled"] is False and t.user_attrs["replay_of"] == [row.trial]
+            recorded = [lv.request_rate for lv in row.levels]
+            measured = [lv["request_rate"] for lv in t.user_attrs["levels"]]
+            assert measured == recorded if name == "plain" else set(measured) < set(recorded), measured
+            assert t.values[0] == Surface.load(CHAT).value(row)
+        assert trials[0].user_attrs["max_rate"] == 28.0 and trials[1].user_attrs["max_rate"] == 6.0  # as on the H200
+        # The same sampler seed as the real study: its first sampled config is the real trial 3 (a re-run of 2).
+        # From 16 req/s it gets trial 3's recorded break at 8 "beyond" its curve: a modelled level.
+        assert trials[2].user_attrs["replay_of"] == [3]
+        assert trials[2].user_attrs.get("modelled_rates", []) == ([] if name == "plain" else [16.0])
+        modelled = trials[3]
+        assert modelled.user_attrs["modelled"] is True and modelled.user_attrs["modelled_rates"]
+        log = (tmp_path / "trials" / name / "3" / "server.log").read_text()
+        first = 4 if name == "plain" else 16
+        assert f"# {first} req/s: " in log and modelled.user_attrs["levels"][0]["request_rate"] == first
+        for t in trials:  # a modelled level never claims a pass its neighbours' verdicts did not give
+            assert t.user_attrs["max_rate"] <= 28.0, (t.number, t.user_attrs["max_rate"])
+        # Broken levels cut short (their seconds estimated, said in the log) only with cut_short on.
+        logs = [(tmp_path / "trials" / name / str(t.number) / "server.log").read_text() for t in trials]
+        assert any("(estimated: replayed)" in text for text in logs) == (name != "plain")
+
+
+def test_a_recorded_broken_level_is_cut_short_where_its_violations_settle_it():
+    """The replay's estimate of LoadSearch.cut_short on recorded levels: the recorded numbers, a shorter duration.
+    Trial 7 at 32 req/s (p99 TTFT 19.6 s, 70% of requests past a limit): the 6th of its 480 requests past it is
+    sent at (480 - 338 + 6) / 480 of 15 s and seen 2.5 s later, 7.4 s against the 36.2 s recorded. Trial 3 at 8
+    (p99 TPOT only, seen when requests finish) would be cut no earlier than it ended: kept as recorded."""
+    from tuner.bench.client import CUT_SHORT
+    from tuner.trial.replay import cut_short
+
+    surface = Surface.load(CHAT)
+    slo = surface.header.objective.slo
+    rows = {r.trial: r for r in surface.rows}
+    (broke,) = [lv for lv in rows[7].levels if lv.request_rate == 32.0]
+    cut = cut_short(broke, slo)
+    assert cut.duration_s == pytest.approx(15 * (480 - 338.1 + 6) / 480 + 2.5 + 0.25, abs=0.1)
+    assert cut.errors.startswith(f"{CUT_SHORT}p99_ttft_ms settled past 2000 ms; cut short at 7.4 s of the recorded")
+    assert broken(cut, slo).startswith(CUT_SHORT) and cut.p99_ttft_ms == broke.p99_ttft_ms
+    (tpot_only,) = [lv for lv in rows[3].levels if lv.request_rate == 8.0]
+    assert cut_short(tpot_only, slo) is tpot_only
+    held = rows[0].levels[0]
+    assert cut_short(held, slo) is held and cut_short(dataclasses.replace(broke, failed=3), slo).failed == 3
+    assert cut_short(dataclasses.replace(broke, failed=3), slo).duration_s == broke.duration_s

@@ -7,6 +7,7 @@ mutmut only sees code that runs in the pytest process, so nothing here goes thro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -265,6 +266,28 @@ def test_search_constraints_hold_at_the_highest_passing_rate_and_measure_a_first
     small = objective(("goodput",), slo={"p99_tpot_ms": 0.5}, search=SEARCH)
     assert small.constraints(result([], failures.OOM_KV)) == [1.0, 1.0, 1.0]
     assert small.constraints(result([])) == [1.0, 0.0, 1.0]
+
+
+def test_a_goodput_search_stopped_against_the_incumbent_is_infeasible_with_what_it_measured():
+    """It held 16 req/s and broke at 28, the incumbent's rate: its value is what it measured (goodput at 16),
+    its constraints are those of the level that broke, so it is never the best; the sampler sees by how much."""
+    o = objective(("goodput",), slo={"p99_ttft_ms": 100.0, "p99_tpot_ms": 20.0}, search=SEARCH)
+    levels = [
+        level(16, request_rate=16.0, p99_ttft_ms=60.0, p99_tpot_ms=15.0, request_goodput=14.0),
+        level(28, request_rate=28.0, p99_ttft_ms=90.0, p99_tpot_ms=26.0, request_goodput=20.0),
+    ]
+    stopped = result(levels, slo_pass=(True, False), stopped_early="stopped at 28 req/s, ...: cannot beat trial 0")
+    stopped = dataclasses.replace(stopped, benchmark=dataclasses.replace(stopped.benchmark, cannot_beat=1))
+    assert o.values(stopped) == [14.0]
+    assert o.constraints(stopped) == [0.0, 0.0, 0.0, 6.0]
+    attrs = trial_attrs(stopped, o)
+    assert attrs["goodput"] == 14.0 and attrs["max_rate"] == 16.0 and "cannot beat trial 0" in attrs["stopped_early"]
+    # The same levels from a search that was not stopped: feasible at 16 (its own first failing rate was 28).
+    assert o.constraints(result(levels, slo_pass=(True, False))) == [0.0, 0.0, -40.0, -5.0]
+    # Broken at the check level below the incumbent's rate: value 0, constraints of that level.
+    low = result(levels[1:], slo_pass=(False,))
+    low = dataclasses.replace(low, benchmark=dataclasses.replace(low.benchmark, cannot_beat=0))
+    assert o.values(low) == [0.0] and o.constraints(low) == [0.0, 0.0, 0.0, 6.0]
 
 
 def test_objective_for_reads_the_run_config(tmp_path):
@@ -1648,6 +1671,50 @@ def test_a_goodput_study_replays_its_load_search_and_records_the_rate(tmp_path):
     assert base.system_attrs["constraints"][:2] == [0.0, 0.0]
     assert study.user_attrs["load_search"] == vars(run.objective.load_search)
     assert base.user_attrs["workload"]["load_search"]["start_rate"] == 4.0
+
+
+def chat_replay(tmp_path, name: str, trials: int, **load_search):
+    from tuner.config.run import load_config
+
+    recorded = {"start_rate": 4, "max_rate": 64, "factor": 2, "bisect_steps": 2, "level_duration_s": 15}
+    return load_config(
+        ROOT / "runs" / "demo-chat.yaml",
+        {
+            "trials": trials,
+            "storage": f"sqlite:///{db_dir(tmp_path)}/{name}.db",
+            "trials_dir": str(tmp_path / name),
+            "objective": {
+                "metrics": ["goodput"],
+                "slo": {"p99_ttft_ms": 2000, "p99_tpot_ms": 40},
+                "load_search": {**recorded, "min_prompts": 48, **load_search},
+                "max_gpu_memory_fraction": 0.99,
+            },
+        },
+    )
+
+
+def test_a_goodput_search_starts_at_the_incumbents_rate_and_the_stopped_trials_are_never_best(tmp_path):
+    """The replayed H200 chat study: the baseline and the reference search from start_rate (their whole curves);
+    each sampled trial starts one grid level below the best trial's 28 req/s and stops where it breaks the SLO,
+    recorded COMPLETE and infeasible with what it measured; switched off, each searches from start_rate."""
+    study = Tuner(chat_replay(tmp_path, "on", 5)).run()
+    base, ref, *sampled = study.trials
+    assert base.user_attrs["max_rate"] == 28.0 and base.user_attrs["levels"][0]["request_rate"] == 4.0
+    assert ref.user_attrs["levels"][0]["request_rate"] == 4.0 and "stopped_early" not in ref.user_attrs
+    assert study.best_trial.number == 0
+    for t in sampled:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["feasible"] is False
+        assert t.user_attrs["levels"][0]["request_rate"] == 16.0 and len(t.user_attrs["levels"]) <= 2
+        assert "cannot beat trial 0" in t.user_attrs["stopped_early"]
+        assert any(c > 0 for c in t.system_attrs["constraints"])
+        assert t.values[0] == pytest.approx(t.user_attrs["goodput"], abs=1e-3)
+    on_s = sum(t.user_attrs["benchmark_s"] for t in sampled)
+
+    off = Tuner(chat_replay(tmp_path, "off", 5, from_incumbent=False)).run()
+    assert [t.params for t in off.trials[:3]] == [t.params for t in study.trials[:3]]  # the same first draw
+    for t in off.trials[2:]:
+        assert t.user_attrs["levels"][0]["request_rate"] == 4.0 and "stopped_early" not in t.user_attrs
+    assert on_s < 0.5 * sum(t.user_attrs["benchmark_s"] for t in off.trials[2:])
 
 
 def test_a_space_optuna_refuses_to_sample_fails_the_trial_and_stops_the_study(tmp_path, surface):

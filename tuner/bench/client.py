@@ -39,7 +39,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 perf_counter = time.perf_counter
 
 WATCH_INTERVAL_S = 0.1
+# A level may be cut short once its verdict is settled (tuner/bench/load_search.py ``settled``): asked this often.
+SETTLE_INTERVAL_S = 0.25
+# What a cut level's ``errors`` starts with: it failed for that reason, whatever its finished requests show.
+CUT_SHORT = "cut short: "
+Settle = Callable[[list[RequestRecord], float], str | None]
 FLUSH_RETRY_S = 0.2
 FLUSH_MAX_S = 10.0
 LEVEL_SLACK_S = 30.0
@@ -72,6 +77,9 @@ class BenchmarkResult:
     # the SLO first broke, and why.
     slo_pass: tuple[bool, ...] = ()
     slo_broken: str | None = None
+    # A load search stopped because the trial cannot beat the study's incumbent (tuner/bench/load_search.py):
+    # the index in ``levels`` of the level that broke the SLO at or below the incumbent's rate.
+    cannot_beat: int | None = None
 
     def to_frame(self) -> pd.DataFrame:
         cols = [f.name for f in fields(LevelResult)]
@@ -407,19 +415,26 @@ class _Client:
 
     # ------------------------------------------------------------------ running a level
 
-    async def _guarded(self, coro_tasks: list[asyncio.Task], budget_s: float | None) -> None:
-        """Wait for all tasks while watching the server; on death or budget overrun cancel them all."""
+    async def _guarded(
+        self, coro_tasks: list[asyncio.Task], budget_s: float | None, stop: asyncio.Task | None = None
+    ) -> None:
+        """Wait for all tasks while watching the server; on death or budget overrun cancel them all. ``stop``
+        finishing first (a level whose verdict is settled) cancels them too, without an error."""
         gathered = asyncio.gather(*coro_tasks)
         watcher = asyncio.ensure_future(self.watch()) if self.check_server is not None else None
-        waiting = {gathered} | ({watcher} if watcher else set())
+        waiting = {gathered} | ({watcher} if watcher else set()) | ({stop} if stop else set())
         try:
             done, _ = await asyncio.wait(waiting, timeout=budget_s, return_when=asyncio.FIRST_COMPLETED)
             if watcher is not None and watcher in done:
                 watcher.result()  # raises ServerDied
+            if stop is not None and stop in done and gathered not in done:
+                return  # the finally below cancels what is in flight and what was not sent yet
             if gathered not in done:
                 raise BenchmarkTimeout(f"level did not finish within its budget of {budget_s:.1f} s")
             gathered.result()
         finally:
+            if stop is not None:
+                stop.cancel()
             if watcher is not None:
                 watcher.cancel()
             if not gathered.done():
@@ -460,7 +475,11 @@ class _Client:
                 raise ServerDied(reason)
             raise BenchmarkError(f"all {n} warm-up requests failed: {recs[0].error}")
 
-    async def measure(self, level: Level, bodies: list[bytes], prompts: list[Prompt]) -> tuple[list, float]:
+    async def measure(
+        self, level: Level, bodies: list[bytes], prompts: list[Prompt], settle: Settle | None = None
+    ) -> tuple[list, float, str | None]:
+        """The level's records and duration, and why it was cut short (None: it ran to its end). ``settle``
+        (records, perf_counter now) is asked every SETTLE_INTERVAL_S whether the level's verdict is settled."""
         recs = [RequestRecord(p.prompt_len, p.output_len) for p in prompts]
         arrivals = arrival_times(level, self.wl.seed, self.wl.burstiness)
         sem = asyncio.Semaphore(level.concurrency)
@@ -474,10 +493,21 @@ class _Client:
             async with sem:
                 await self.request(bodies[i], recs[i])
 
+        cut: list[str] = []
+
+        async def check() -> None:
+            assert settle is not None
+            while not cut:
+                await asyncio.sleep(SETTLE_INTERVAL_S)
+                reason = settle(recs, perf_counter())
+                if reason:
+                    cut.append(reason)
+
         tasks = [asyncio.ensure_future(one(i)) for i in range(len(bodies))]
-        await self._guarded(tasks, level_budget_s(level, self.timeout_s))
+        stop = asyncio.ensure_future(check()) if settle is not None else None
+        await self._guarded(tasks, level_budget_s(level, self.timeout_s), stop)
         duration = perf_counter() - t0
-        return recs, duration
+        return recs, duration, cut[0] if cut else None
 
 
 async def _run(
@@ -488,6 +518,7 @@ async def _run(
     early_stop,
     on_level,
     levels,
+    settle=None,
 ) -> BenchmarkResult:
     workload.validate()
     c = _Client(base_url, model, workload, check_server)
@@ -502,12 +533,20 @@ async def _run(
                 await c.warmup(level)
                 if workload.flush_cache:
                     await c.flush_cache()
-                recs, duration = await c.measure(level, bodies, prompts)
+                recs, duration, cut = await c.measure(level, bodies, prompts, settle)
                 if any(r.connection_error for r in recs):
                     reason = await c.confirm_death()
                     if reason:
                         raise ServerDied(reason)
-                lr = compute_level_result(level, recs, duration, workload.slo, repeat=rep)
+                if cut:  # numbers of the requests that finished; the verdict is the cut's
+                    done = [r for r in recs if r.success or (r.error and r.error != "cancelled")]
+                    lr = compute_level_result(level, done, duration, workload.slo, repeat=rep)
+                    sent = sum(1 for r in recs if r.start)
+                    note = f"{CUT_SHORT}{cut}; after {duration:.1f} s: {len(done)} finished, "
+                    note += f"{sent - len(done)} cancelled in flight, {len(recs) - sent} not sent"
+                    lr = replace(lr, errors=note + (f"; {lr.errors}" if lr.errors else ""))
+                else:
+                    lr = compute_level_result(level, recs, duration, workload.slo, repeat=rep)
                 results.append(lr)
                 records.append(tuple(recs))
                 if on_level is not None:
@@ -535,11 +574,14 @@ def run_benchmark(
     early_stop: Callable[[LevelResult], str | None] | None = None,
     on_level: Callable[[LevelResult], None] | None = None,
     levels: Iterable[Level] | None = None,
+    settle: Settle | None = None,
 ) -> BenchmarkResult:
     """Run every level of ``workload`` (each ``workload.repeats`` times) and return the measurements.
 
     ``levels`` replaces ``workload.levels``: an iterator is advanced only after the previous level's result
-    went to ``on_level``, so it can choose the next level from it (the load search does).
+    went to ``on_level``, so it can choose the next level from it (the load search does). ``settle`` ends a
+    level early once it says the level's verdict is settled: what is in flight is cancelled (the connection
+    closed, so SGLang aborts it), what was not sent is not, and the level's ``errors`` start with CUT_SHORT.
 
     Raises ServerDied when ``check_server`` reports a reason during a level (in-flight requests are cancelled
     at once) or after connection errors; BenchmarkTimeout when a level overruns ``level_budget_s``;
@@ -552,12 +594,12 @@ def run_benchmark(
     except RuntimeError:
         in_loop = False
     if not in_loop:
-        return asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels))
+        return asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels, settle))
     box: dict = {}
 
     def target():
         try:
-            box["r"] = asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels))
+            box["r"] = asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels, settle))
         except BaseException as e:
             box["e"] = e
 

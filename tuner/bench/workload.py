@@ -313,6 +313,11 @@ class Workload:
                 raise ValueError(f"{lv}: request_rate must be > 0 or None")
 
 
+# LoadSearch fields that choose which rates a search spends its levels on, not what a level measures: a replay of
+# a recorded search may change them (tuner/trial/replay.py), and the records say which were on.
+SEARCH_STRATEGY = ("from_incumbent", "saturation_stop", "interpolate", "cut_short")
+
+
 @dataclass(frozen=True)
 class LoadSearch:
     """The SLO-goodput load search's rates and level sizes (run by tuner/bench/load_search.py)."""
@@ -324,6 +329,20 @@ class LoadSearch:
     level_duration_s: float = 20.0
     min_prompts: int = 32
     max_concurrency: int | None = None
+    # How the search spends its levels (issue 22); each off gives the plain ramp-and-bisect of before.
+    # from_incumbent: start a trial near the highest rate the study's best feasible trial held (one grid level
+    # below it first), and stop a trial that breaks the SLO there: it cannot beat the incumbent.
+    from_incumbent: bool = True
+    # saturation_stop: stop rising once completed requests/s stop rising with the offered rate (see
+    # load_search.saturated): a higher rate cannot raise goodput, which is at most that.
+    saturation_stop: bool = True
+    # interpolate: between the last passing and the first failing rate, probe where the binding limit's ratio,
+    # log-linear in the rate, crosses 1 (snapped down to the bisections' grid) instead of the midpoint.
+    interpolate: bool = True
+    # cut_short: a level ends once its verdict is settled, when enough requests are already past a percentile
+    # limit that the level's statistic must be past it too; in-flight requests are cancelled (load_search.settled).
+    # A level that holds runs to its end.
+    cut_short: bool = True
 
     def validate(self) -> None:
         if not 0 < self.start_rate <= self.max_rate:

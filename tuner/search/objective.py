@@ -78,10 +78,15 @@ class Objective:
     def _search_constraints(self, result: TrialResult) -> list[float]:
         """Load search: the SLO as measured at the highest passing rate (<= 0 by construction). When even the
         first rate broke it, that level's excess over each limit; a level broken only by failed requests
-        violates every limit by 1, so the trial is never feasible."""
+        violates every limit by 1, so the trial is never feasible. A search stopped because the trial cannot beat
+        the incumbent (``cannot_beat``, tuner/bench/load_search.py) is judged like that, at the level that broke:
+        what it measured is kept (its value, its curve), and it is infeasible, so never the best; a COMPLETE
+        infeasible trial, not PRUNED, because GP ignores PRUNED trials and TPE ranks infeasible ones by how far
+        they broke the SLO, and the budget counts COMPLETE trials."""
         out = []
-        chosen = self.level(result) if result.ok else None
-        first = result.levels[0] if result.ok and result.levels else None
+        stop = result.benchmark.cannot_beat if result.ok and result.benchmark else None
+        chosen = self.level(result) if result.ok and stop is None else None
+        first = result.levels[stop or 0] if result.ok and result.levels else None
         for metric, limit in self.slo.items():
             if chosen is not None:
                 out.append(getattr(chosen, metric) - limit)

@@ -24,6 +24,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
+from tuner.bench.load_search import Incumbent
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import Workload
 from tuner.config.references import Reference, resolve
@@ -387,7 +388,13 @@ class Tuner:
             else None,
             load_search=self.objective.load_search,
             slo=self.objective.slo,
+            incumbent=incumbent(study) if trial and not workload and self._searched_from_incumbent(trial) else None,
         )
+
+    def _searched_from_incumbent(self, trial: optuna.Trial) -> bool:
+        """The baseline and the references get their whole curve: they are what every report compares against."""
+        attrs = trial.user_attrs
+        return self.objective.load_search is not None and not (attrs.get("baseline") or attrs.get("reference"))
 
     def _early_stop(self, study: optuna.Study) -> Callable[[LevelResult], str | None]:
         best = best_levels(study)
@@ -538,6 +545,16 @@ def _unwritable(exc: BaseException, config: RunConfig) -> SetupError | None:
             )
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+def incumbent(study: optuna.Study) -> Incumbent | None:
+    """The best feasible trial so far of a goodput study, and the highest rate it held (its ``max_rate``)."""
+    best = None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        ok = t.user_attrs.get("feasible") and t.user_attrs.get("max_rate") and t.values
+        if ok and (best is None or t.values[0] > best.values[0]):
+            best = t
+    return Incumbent(best.number, float(best.user_attrs["max_rate"])) if best else None
 
 
 def best_levels(study: optuna.Study) -> dict[int, float]:

@@ -10,12 +10,14 @@ asks for answered from the recorded curves (Answer.at_rate); a rate no curve rec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tuner.bench.client import BenchmarkResult
-from tuner.bench.load_search import Search
-from tuner.bench.workload import LoadSearch
+from tuner.bench.client import CUT_SHORT, SETTLE_INTERVAL_S, BenchmarkResult
+from tuner.bench.load_search import TTFT_GRACE_S, Search, broken
+from tuner.bench.metrics import LevelResult
+from tuner.bench.workload import SEARCH_STRATEGY, LoadSearch
 from tuner.errors import Cancelled
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
@@ -119,8 +121,11 @@ class ReplayLauncher(Launcher):
                 f"objective.metrics: {self.path} recorded an SLO-goodput load search ({recorded}): replay it "
                 f"with metrics: [goodput] and that slo and load_search"
             )
-        if search != o.load_search or slo != o.slo:
-            which = "objective.slo" if search == o.load_search else "objective.load_search"
+        # Which rates the search spends its levels on may differ (each rate is answered from the curves); what a
+        # level measures (its duration, size, concurrency) and the SLO may not.
+        same = replace(search, **{k: getattr(o.load_search, k) for k in SEARCH_STRATEGY}) == o.load_search
+        if not same or slo != o.slo:
+            which = "objective.slo" if same else "objective.load_search"
             return (
                 f"{which}: {self.path} recorded {recorded}; a replay answers only that search: set "
                 f"objective.slo and objective.load_search to those"
@@ -198,15 +203,19 @@ class ReplayRunner(TrialRunner):
         not recorded levels of the answering trial (interpolated, beyond the curve, blended), in order. Each
         level's provenance is appended to the trial's server.log."""
         assert self.load_search is not None
-        state = Search(self.workload, self.load_search, self.slo)
+        state = Search(self.workload, self.load_search, self.slo, self.incumbent)
         modelled: list[float] = []
         lines = []
         for level in state.levels():
             assert level.request_rate is not None  # the search's levels are its rates
             lv, how = a.at_rate(level, self.slo)
-            state.add(lv)
             if how != "recorded":
                 modelled.append(level.request_rate)
+            if self.load_search.cut_short:  # its numbers as answered, its seconds estimated
+                lv = cut_short(lv, self.slo)
+                if lv.errors.startswith(CUT_SHORT):
+                    how += f"; {lv.errors.split('; ')[1]}"
+            state.add(lv)
             lines.append(f"# {level.request_rate:g} req/s: {how}\n")
             self._phase(
                 plan,
@@ -238,3 +247,35 @@ class ReplayRunner(TrialRunner):
                 if stopped:
                     break
         return BenchmarkResult(tuple(done), stopped_early=stopped)
+
+
+def cut_short(lv: LevelResult, slo: dict[str, float]) -> LevelResult:
+    """A recorded broken level as LoadSearch.cut_short would have ended it on the GPU: its recorded numbers, and
+    a duration estimated from them, since a surface keeps no per-request times. Of its N requests, (1 - SLO
+    attainment) x N were past a limit (bench_serving's per-request goodput limits are the SLO's); they are taken
+    to be the last ones sent (a queue that grows through the level: the latest the cut can come), so the k-th
+    of them, k = N - floor(q (N - 1)) (load_search.settled), is sent at (N - past + k) / N of the arrivals and
+    is seen past the limit a TTFT limit plus TTFT_GRACE_S later (TTFT), or once it finishes, at the level's p90
+    end-to-end latency (TPOT). A level broken by failed requests, or with too few requests past the limit,
+    keeps its recorded duration (when those happened is not recorded)."""
+    why = broken(lv, slo)
+    if why is None or lv.failed or lv.errors.startswith(CUT_SHORT) or not lv.request_rate:
+        return lv
+    n = lv.num_prompts
+    for metric, limit in slo.items():
+        stat, _, kind = metric.removesuffix("_ms").partition("_")
+        q = {"median": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}.get(stat)
+        if q is None or kind not in ("ttft", "tpot") or not getattr(lv, metric) > limit:
+            continue
+        past = (1.0 - lv.slo_attainment) * n
+        need = n - math.floor(q * (n - 1))
+        if past < need:
+            continue
+        sent = n / lv.request_rate * (n - past + need) / n
+        seen = limit / 1000 + TTFT_GRACE_S if kind == "ttft" else lv.p90_e2e_latency_ms / 1000
+        at = sent + seen + SETTLE_INTERVAL_S
+        if at >= lv.duration_s:
+            return lv
+        note = f"cut short at {at:.1f} s of the recorded {lv.duration_s:.1f} s (estimated: replayed)"
+        return replace(lv, duration_s=at, errors=f"{CUT_SHORT}{metric} settled past {limit:g} ms; {note}")
+    return lv

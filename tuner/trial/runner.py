@@ -17,7 +17,7 @@ from typing import Protocol
 import httpx
 
 from tuner.bench.client import BenchmarkError, BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
-from tuner.bench.load_search import run_load_search
+from tuner.bench.load_search import Incumbent, run_load_search
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import LoadSearch, Workload
 from tuner.errors import Cancelled
@@ -174,6 +174,7 @@ class TrialRunner:
         on_launch: Callable[[Server], None] | None = None,
         load_search: LoadSearch | None = None,
         slo: dict[str, float] | None = None,
+        incumbent: Incumbent | None = None,
     ):
         self.launcher = launcher
         self.workload = workload
@@ -187,6 +188,7 @@ class TrialRunner:
         self.on_launch = on_launch
         self.load_search = load_search  # instead of the workload's fixed levels: the SLO-goodput search
         self.slo = slo or {}
+        self.incumbent = incumbent  # the study's best feasible trial so far, where the search starts (or None)
 
     def _phase(self, plan: TrialPlan, name: str, detail: str = "") -> None:
         if self.progress:
@@ -295,6 +297,7 @@ class TrialRunner:
                 self.workload,
                 self.load_search,
                 self.slo,
+                incumbent=self.incumbent,
                 check_server=watcher.reason,
                 on_level=lambda lv: self._phase(
                     plan,
