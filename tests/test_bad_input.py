@@ -247,6 +247,65 @@ def _not_a_surface(tmp: Path) -> list[str]:
     return _start(launcher={"kind": "replay", "surface": "surface.json"})(tmp)
 
 
+def _recordable_study(tmp: Path) -> str:
+    """A finished real study `tune record` can turn into a surface: one trial that failed at startup."""
+    import optuna
+
+    storage = f"sqlite:///{tmp}/studies.db"
+    study = optuna.create_study(storage=storage, study_name="t", direction="maximize")
+    study.set_user_attr("run_config", {"model": {"path": "m"}, "workload": {"input_len": 8, "output_len": 8}})
+    study.set_user_attr("metrics", ["output_throughput"])
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.0,
+            user_attrs={"feasible": False, "failure_class": "oom_kv_startup", "flags": {"schedule-policy": "lof"}},
+        )
+    )
+    return storage
+
+
+def _record(
+    out: Callable[[Path], str], sglang_help: Callable[[Path], Path] | None = None
+) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        if sglang_help is None:
+            help_file = tmp / "help.txt"
+            help_file.write_text(
+                subprocess.run(
+                    [sys.executable, str(ROOT / "tests" / "standin" / "sglang_standin.py"), "--help"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                ).stdout
+            )
+        else:
+            help_file = sglang_help(tmp)
+        storage = _recordable_study(tmp)
+        return [
+            "record",
+            "--study",
+            "t",
+            "--storage",
+            storage,
+            "--out",
+            out(tmp),
+            "--gpu-name",
+            "g",
+            "--sglang-help",
+            str(help_file),
+        ]
+
+    return setup
+
+
+def _binary(tmp: Path) -> Path:
+    """A binary file where a text one belongs: an Optuna SQLite database (what `studies/t.db` is)."""
+    import optuna
+
+    optuna.create_study(storage=f"sqlite:///{tmp}/t.db", study_name="t")
+    return tmp / "t.db"
+
+
 def _resumed(
     setup: Callable[[Path], list[str]], trial: Callable[[], optuna.trial.FrozenTrial]
 ) -> Callable[[Path], list[str]]:
@@ -1128,6 +1187,41 @@ CASES = [
         "tune confirm -c run.yaml  # no tune start yet",
         lambda tmp: ["confirm", "-c", str(write_run(tmp))],
         ("no study 't'", "does not exist"),
+    ),
+    Case(
+        "record-out-no-folder",
+        "`tune record --out` where no folder can be made",
+        "tune record --out /proc/nope/s.json",
+        _record(lambda tmp: "/proc/nope/s.json"),
+        ("--out /proc/nope/s.json", "cannot write the surface", "nothing written"),
+    ),
+    Case(
+        "record-out-folder",
+        "`tune record --out` naming a folder",
+        "tune record --out surfaces/",
+        _record(lambda tmp: str(tmp)),
+        ("is a folder", "surface.json"),
+    ),
+    Case(
+        "record-out-device",
+        "`tune record --out` naming a device",
+        "tune record --out /dev/full",
+        _record(lambda tmp: "/dev/full"),
+        ("--out /dev/full", "not a regular file"),
+    ),
+    Case(
+        "record-help-binary",
+        "`tune record --sglang-help` given a binary file",
+        "tune record --sglang-help studies/t.db",
+        _record(lambda tmp: str(tmp / "s.json"), _binary),
+        ("--sglang-help", "binary file", "launch_server --help"),
+    ),
+    Case(
+        "run-binary",
+        "run file that is a binary file",
+        "tune start -c studies/t.db",
+        lambda tmp: ["start", "-c", str(_binary(tmp))],
+        ("t.db", "a binary file, not a run file", "give the yaml run file"),
     ),
     Case(
         "export-out-unwritable",

@@ -389,10 +389,24 @@ def record(
     from tuner.trial.record import records
     from tuner.trial.surface import SurfaceError, from_study
 
+    if out.is_dir():
+        _fail(f"--out {out}: is a folder; give the surface file's path, e.g. {out / 'surface.json'}")
+    if out.exists() and not out.is_file():
+        _fail(f"--out {out}: not a regular file; give the surface file's path, e.g. surfaces/my-gpu-model.json")
     cfg, st = _existing_study(config, study, storage)
     if not sglang_help.is_file():
         _fail(f"--sglang-help {sglang_help}: no such file (save `python -m sglang.launch_server --help` there)")
-    catalog = FlagCatalog.from_help(sglang_help.read_text(), str(sglang_help))
+    try:
+        help_text = sglang_help.read_bytes().decode()
+    except UnicodeDecodeError:
+        help_text = "\0"
+    except OSError as exc:
+        _fail(f"--sglang-help {sglang_help}: cannot read it ({exc.strerror})")
+    if "\0" in help_text:
+        _fail(
+            f"--sglang-help {sglang_help}: a binary file, not text; save `python -m sglang.launch_server --help` there"
+        )
+    catalog = FlagCatalog.from_help(help_text, str(sglang_help))
     if "port" not in catalog.flags:
         _fail(f"--sglang-help {sglang_help}: lists no --port; is it SGLang's launch_server --help?")
     versions = {v for r in records(st) if (v := r.sglang_version)}
@@ -408,7 +422,10 @@ def record(
         )
     except SurfaceError as exc:
         _fail(str(exc))
-    surface.save(out)
+    try:
+        surface.save(out)
+    except OSError as exc:
+        _fail(f"--out {out}: cannot write the surface ({exc.strerror or exc}); nothing written, give another path")
     failed = sum(not r.ok for r in surface.rows)
     typer.echo(f"wrote {out}: {len(surface.rows)} trials ({failed} failed) of study {cfg.study!r}")
 

@@ -39,6 +39,7 @@ from tuner.bench.workload import Level, LoadSearch
 from tuner.errors import TunerError
 from tuner.sglang.catalog import FlagCatalog, FlagInfo
 from tuner.sglang.flags import TUNER_FLAGS, FlagValue, format_value
+from tuner.trial.files import write_whole
 from tuner.trial.record import StudyRecord, records
 
 if TYPE_CHECKING:
@@ -164,8 +165,7 @@ class Surface(_Model):
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.model_dump_json(indent=1) + "\n")
-        return path
+        return write_whole(path, self.model_dump_json(indent=1) + "\n")
 
     # -- the model
     def answer(
