@@ -218,6 +218,33 @@ def _replay(surface: str, **run) -> Callable[[Path], list[str]]:
     return setup
 
 
+def _replay_edited(surface: str, edit: Callable[[dict], None], **run) -> Callable[[Path], list[str]]:
+    """``_replay`` of the surface as ``edit`` changes it (its JSON, in place)."""
+    import json
+
+    def setup(tmp: Path) -> list[str]:
+        args = _replay(surface, **run)(tmp)
+        path = tmp / "surfaces" / surface
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+        return args
+
+    return setup
+
+
+def _set(*path_value) -> Callable[[dict], None]:
+    *path, value = path_value
+
+    def edit(data: dict) -> None:
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
 RANDOM, CHAT = "h200-qwen3-8b-random.json", "h200-qwen3-8b-chat.json"  # fixed concurrency; an SLO-goodput search
 REPLAY_SPACE = {RANDOM: "search_spaces/h200-qwen3-8b.yaml", CHAT: "search_spaces/h200-qwen3-8b-chat.yaml"}
 RANDOM_WORKLOAD = {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64]}
@@ -245,6 +272,14 @@ CHAT_OBJECTIVE = {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000, "p99_tpot
 def _not_a_surface(tmp: Path) -> list[str]:
     (tmp / "surface.json").write_text('{"format": 1, "header": {}}')
     return _start(launcher={"kind": "replay", "surface": "surface.json"})(tmp)
+
+
+def _sharegpt(text: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "chats.json").write_text(text)
+        return ["start", "-c", str(write_run(tmp, workload={"dataset": "sharegpt", "path": "chats.json"}))]
+
+    return setup
 
 
 def _recordable_study(tmp: Path) -> str:
@@ -502,6 +537,20 @@ CASES = [
         "tune start -c run.yaml  # workload: {dataset: sharegpt}",
         _start(workload={"dataset": "sharegpt"}),
         ("workload.path", "sharegpt"),
+    ),
+    Case(
+        "sharegpt-plain-text",
+        "ShareGPT file that is plain text",
+        "tune start -c run.yaml  # workload: {dataset: sharegpt, path: chats.json}, chats.json: hello there",
+        _sharegpt("hello there\nhow are you\n"),
+        ("workload.path", "chats.json:1: not json", "one json record a line", '"messages"'),
+    ),
+    Case(
+        "sharegpt-empty-list",
+        "ShareGPT file that is an empty list",
+        "tune start -c run.yaml  # workload: {dataset: sharegpt, path: chats.json}, chats.json: []",
+        _sharegpt("[]"),
+        ("workload.path", "chats.json: no conversation with a prompt and a reply", '"conversations"', '"messages"'),
     ),
     Case(
         "shared-prefix-no-shape",
@@ -1093,6 +1142,34 @@ CASES = [
         'tune start -c run.yaml  # launcher: {kind: replay, surface: surface.json}  # {"format": 1, "header": {}}',
         _not_a_surface,
         ("surface.json", "not a surface file", "header.model"),
+    ),
+    Case(
+        "replay-no-gpu-memory",
+        "a surface recorded without GPU memory, replayed with a memory-fraction objective",
+        "tune start -c run.yaml  # objective: {max_gpu_memory_fraction: 0.9}, surface header gpu_memory_mib: 0",
+        _replay_edited(
+            RANDOM,
+            _set("header", "gpu_memory_mib", 0),
+            workload=RANDOM_WORKLOAD,
+            objective={"max_gpu_memory_fraction": 0.9},
+        ),
+        ("objective.max_gpu_memory_fraction", "gpu_memory_mib: 0", "remove max_gpu_memory_fraction"),
+    ),
+    Case(
+        "replay-nan",
+        "a surface with NaN where a measurement belongs",
+        "tune start -c run.yaml  # surface rows[0].levels[0].output_throughput: NaN",
+        _replay_edited(
+            RANDOM, _set("rows", 0, "levels", 0, "output_throughput", float("nan")), workload=RANDOM_WORKLOAD
+        ),
+        ("rows[0] (trial 0).levels[0].output_throughput", "got NaN", "fix or drop that row"),
+    ),
+    Case(
+        "replay-negative",
+        "a surface with a negative number",
+        "tune start -c run.yaml  # surface rows[2].startup_s: -3",
+        _replay_edited(RANDOM, _set("rows", 2, "startup_s", -3.0), workload=RANDOM_WORKLOAD),
+        ("rows[2] (trial", ".startup_s", ">= 0, got -3"),
     ),
     Case(
         "replay-model",
