@@ -1550,6 +1550,51 @@ def test_refusals_create_and_touch_nothing(tmp_path) -> None:
         assert after == before, (case_id, sorted(set(after) - set(before)))
 
 
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs, filled: every write there fails with ENOSPC (a real mount: root's writes ignore modes)."""
+    disk = tmp_path / "full"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with open(disk / "filler", "wb", buffering=0) as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_export_and_report_onto_a_full_disk(tmp_path, full_disk, command) -> None:
+    """No 0-byte or half-written file: each is written under a temporary name and renamed; one line says why."""
+    before = sorted(p.name for p in full_disk.iterdir())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            command,
+            "--study",
+            "t",
+            "--storage",
+            _feasible_study(tmp_path),
+            "--out",
+            str(full_disk),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: --out {full_disk}: cannot write ") and "(No space left on device)" in line, line
+    assert "no file was left half-written: free space there or give another --out" in line
+    assert sorted(p.name for p in full_disk.iterdir()) == before  # nothing left behind, not even a temporary file
+
+
 def _markdown() -> str:
     """The table of docs/bad-inputs.md, from running every case here."""
     rows = []
@@ -1609,6 +1654,10 @@ def _markdown() -> str:
         "is recorded in the study without them; free space there (or set trials_dir / artifacts elsewhere) and run "
         "the same command to resume (exit 2; the server stopped, the trial kept with its numbers and "
         "`artifacts_missing`, no file half-written) |",
+        "| `tune export` / `tune report` onto a full disk | `tune export --out full/` | error: --out full: cannot "
+        "write deploy-best.sh there (No space left on device); no file was left half-written: free space there or "
+        "give another --out (`tune report`: the same, naming comparison.csv; every file is written under a "
+        "temporary name and renamed, so none is left 0-byte) |",
         "| the study's SQLite disk fills mid-trial | `tune start -c run.yaml  # storage on a disk that fills during "
         "trial 0` | error: the study's storage sqlite:///studies/t.db cannot be written (database or disk is full): "
         "the running trial was stopped, not recorded; free space on its disk, then run the same command to resume "

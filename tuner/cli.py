@@ -122,6 +122,14 @@ def _out_dir(path: Path) -> Path:
     return path
 
 
+def _unwritable(folder: Path, exc: OSError) -> str:
+    name = f" {Path(exc.filename).name}" if exc.filename else ""
+    return (
+        f"--out {folder}: cannot write{name} there ({exc.strerror or exc}); no file was left half-written: "
+        f"free space there or give another --out"
+    )
+
+
 def _guard(fn, *args, **kwargs):
     """Every expected failure (a TunerError) becomes one line and exit status 2, never a traceback."""
     try:
@@ -307,7 +315,10 @@ def export(
     digest = (_guard(best_record, st).launcher or {}).get("image_digest")
     if cfg.launcher.kind == "docker" and digest:
         cfg.launcher.image = digest
-    done = _guard(export_best, st, _guard(make_launcher, cfg), out)
+    try:
+        done = _guard(export_best, st, _guard(make_launcher, cfg), out)
+    except OSError as exc:
+        _fail(_unwritable(out, exc))
     typer.echo(f"trial {done.trial.number}: wrote {done.script} and {done.record}")
     _say_replay(st)
 
@@ -363,7 +374,11 @@ def report(
     from tuner.views.report import build_report
 
     cfg, st = _existing_study(config, study, storage)
-    done = build_report(st, _out_dir(out or Path("reports") / cfg.study))
+    folder = _out_dir(out or Path("reports") / cfg.study)
+    try:
+        done = build_report(st, folder)
+    except OSError as exc:
+        _fail(_unwritable(folder, exc))
     typer.echo(f"wrote {done.html} ({len(done.figures)} figures), {done.csv}, {done.markdown}")
     _say_replay(st)
     for why in done.skipped:
