@@ -130,6 +130,12 @@ def _unwritable(folder: Path, exc: OSError) -> str:
     )
 
 
+def _confirmation_due(cfg: RunConfig, study) -> bool:
+    from tuner.search.confirm import confirmation_due
+
+    return confirmation_due(cfg, study)
+
+
 def _guard(fn, *args, **kwargs):
     """Every expected failure (a TunerError) becomes one line and exit status 2, never a traceback."""
     try:
@@ -212,7 +218,12 @@ def start(
     for warning in tuner.warnings:
         typer.echo(f"warning: {warning}", err=True)
     done = tuner.trials_done(study_obj)
-    if done >= cfg.trials:
+    confirming = done >= cfg.trials and cfg.confirm is not None and _confirmation_due(cfg, study_obj)
+    if confirming:
+        typer.echo(
+            f"study {cfg.study!r} has its {done} trials; its end-of-study confirmation has not finished: running it"
+        )
+    elif done >= cfg.trials:
         typer.echo(
             f"study {cfg.study!r} already has {done} trials; budget {cfg.trials} reached: "
             f"pass --trials N > {done} to run more"
@@ -230,6 +241,13 @@ def start(
     except KeyboardInterrupt:
         if reporter:
             reporter.close()
+        if tuner.confirm_interrupted:
+            typer.echo(
+                f"interrupted during the end-of-study confirmation: none of it recorded; run the same command to "
+                f"confirm study {cfg.study!r}",
+                err=True,
+            )
+            raise typer.Exit(130) from None
         typer.echo(
             f"interrupted: the running trial was stopped and recorded; run the same command to resume "
             f"study {cfg.study!r}",

@@ -95,6 +95,7 @@ class Tuner:
         self.warnings: list[str] = []
         self.idle_mib: dict[int, float] = {}
         self._errors: list[BaseException] = []
+        self.confirm_interrupted = False  # Ctrl-C during the end-of-study confirmation
 
     # -- preparation: everything that can be checked is checked before the first launch
     def preflight(self) -> Preflight:
@@ -192,7 +193,8 @@ class Tuner:
 
                 try:
                     confirm_study(self)
-                except KeyboardInterrupt:
+                except (KeyboardInterrupt, Cancelled):
+                    self.confirm_interrupted = True  # nothing recorded: the next run of the command confirms
                     self.cancel.set()
         if self._errors:
             raise _unwritable(self._errors[0], self.config) or self._errors[0]
