@@ -1566,6 +1566,69 @@ def full_disk(tmp_path):
         subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A tmpfs, writable until ``read_only()`` remounts it read-only: a real EROFS (root ignores modes)."""
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+
+    def read_only() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+
+    try:
+        yield disk, read_only
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _start_quietly(tmp: Path, run: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", CLI, "start", "-c", str(run), "--quiet"],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if not line.startswith("warning: ")]
+    assert line.startswith("error: "), line
+    return line
+
+
+def test_resuming_a_study_on_a_read_only_disk(tmp_path, read_only_disk) -> None:
+    """The study's SQLite file on a read-only disk: refused before any launch, the study untouched."""
+    disk, read_only = read_only_disk
+    made = f"import optuna; optuna.create_study(storage='sqlite:///{disk}/t.db', study_name='t', direction='maximize')"
+    subprocess.run([sys.executable, "-c", made], check=True, capture_output=True, timeout=120)  # and closed
+    read_only()
+    before = (disk / "t.db").read_bytes()
+    line = _one_error(_start_quietly(tmp_path, write_run(tmp_path, storage=f"sqlite:///{disk}/t.db")))
+    assert line == (
+        f"error: --storage sqlite:///{disk}/t.db: cannot write {disk}/t.db (Read-only file system): tune start "
+        f"records every trial there; copy the study to a writable disk and point --storage at it (tune status, "
+        f"report and export only read it)"
+    )
+    assert (disk / "t.db").read_bytes() == before and not (tmp_path / "trials").exists()
+
+
+def test_trials_dir_on_a_read_only_disk(tmp_path, read_only_disk) -> None:
+    """trials_dir whose study folder is there already, on a read-only disk: refused before the study is made."""
+    disk, read_only = read_only_disk
+    (disk / "t").mkdir()
+    read_only()
+    line = _one_error(_start_quietly(tmp_path, write_run(tmp_path, trials_dir=str(disk))))
+    assert line == (
+        f"error: trials_dir {disk}/t: cannot write in this folder (Read-only file system): point trials_dir at a "
+        f"writable one"
+    )
+    assert not list(tmp_path.rglob("*.db"))  # no empty study left behind
+
+
 @pytest.mark.parametrize("command", ["export", "report"])
 def test_export_and_report_onto_a_full_disk(tmp_path, full_disk, command) -> None:
     """No 0-byte or half-written file: each is written under a temporary name and renamed; one line says why."""
@@ -1654,6 +1717,18 @@ def _markdown() -> str:
         "is recorded in the study without them; free space there (or set trials_dir / artifacts elsewhere) and run "
         "the same command to resume (exit 2; the server stopped, the trial kept with its numbers and "
         "`artifacts_missing`, no file half-written) |",
+        "| the study's SQLite file on a read-only disk, resumed | `tune start -c run.yaml  # storage: "
+        "sqlite:////mnt/ro/t.db, mounted read-only` | error: --storage sqlite:////mnt/ro/t.db: cannot write "
+        "/mnt/ro/t.db (Read-only file system): tune start records every trial there; copy the study to a "
+        "writable disk and point --storage at it (tune status, report and export only read it) (exit 2, before "
+        "any launch; the study untouched) |",
+        "| trials_dir on a read-only disk | `tune start -c run.yaml  # trials_dir: /mnt/ro, mounted read-only` "
+        "| error: trials_dir /mnt/ro/t: cannot write in this folder (Read-only file system): point trials_dir "
+        "at a writable one (exit 2; no study created) |",
+        "| Ctrl-C during the end-of-study confirmation | `tune start -c run.yaml  # confirm: {top: 1}, then "
+        "Ctrl-C while it confirms` | `interrupted during the end-of-study confirmation: none of it recorded; "
+        "run the same command to confirm study 't'` (exit 130); the same command then says `study 't' has its "
+        "N trials; its end-of-study confirmation has not finished: running it` and runs it |",
         "| `tune export` / `tune report` onto a full disk | `tune export --out full/` | error: --out full: cannot "
         "write deploy-best.sh there (No space left on device); no file was left half-written: free space there or "
         "give another --out (`tune report`: the same, naming comparison.csv; every file is written under a "
