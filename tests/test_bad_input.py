@@ -638,6 +638,13 @@ CASES = [
         ("is a directory", "not a run file"),
     ),
     Case(
+        "run-binary",
+        "run file that is a binary file",
+        "tune start -c studies/t.db",
+        lambda tmp: ["start", "-c", str(_binary(tmp))],
+        ("t.db", "a binary file, not a run file", "give the yaml run file"),
+    ),
+    Case(
         "slo-negative",
         "a negative SLO limit",
         "tune start -c run.yaml  # objective: {slo: {p99_ttft_ms: -5}}",
@@ -1292,13 +1299,6 @@ CASES = [
         "tune record --sglang-help studies/t.db",
         _record(lambda tmp: str(tmp / "s.json"), _binary),
         ("--sglang-help", "binary file", "launch_server --help"),
-    ),
-    Case(
-        "run-binary",
-        "run file that is a binary file",
-        "tune start -c studies/t.db",
-        lambda tmp: ["start", "-c", str(_binary(tmp))],
-        ("t.db", "a binary file, not a run file", "give the yaml run file"),
     ),
     Case(
         "export-out-unwritable",
