@@ -218,6 +218,33 @@ def _replay(surface: str, **run) -> Callable[[Path], list[str]]:
     return setup
 
 
+def _replay_edited(surface: str, edit: Callable[[dict], None], **run) -> Callable[[Path], list[str]]:
+    """``_replay`` of the surface as ``edit`` changes it (its JSON, in place)."""
+    import json
+
+    def setup(tmp: Path) -> list[str]:
+        args = _replay(surface, **run)(tmp)
+        path = tmp / "surfaces" / surface
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+        return args
+
+    return setup
+
+
+def _set(*path_value) -> Callable[[dict], None]:
+    *path, value = path_value
+
+    def edit(data: dict) -> None:
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
 RANDOM, CHAT = "h200-qwen3-8b-random.json", "h200-qwen3-8b-chat.json"  # fixed concurrency; an SLO-goodput search
 REPLAY_SPACE = {RANDOM: "search_spaces/h200-qwen3-8b.yaml", CHAT: "search_spaces/h200-qwen3-8b-chat.yaml"}
 RANDOM_WORKLOAD = {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64]}
@@ -245,6 +272,73 @@ CHAT_OBJECTIVE = {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000, "p99_tpot
 def _not_a_surface(tmp: Path) -> list[str]:
     (tmp / "surface.json").write_text('{"format": 1, "header": {}}')
     return _start(launcher={"kind": "replay", "surface": "surface.json"})(tmp)
+
+
+def _sharegpt(text: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "chats.json").write_text(text)
+        return ["start", "-c", str(write_run(tmp, workload={"dataset": "sharegpt", "path": "chats.json"}))]
+
+    return setup
+
+
+def _recordable_study(tmp: Path) -> str:
+    """A finished real study `tune record` can turn into a surface: one trial that failed at startup."""
+    import optuna
+
+    storage = f"sqlite:///{tmp}/studies.db"
+    study = optuna.create_study(storage=storage, study_name="t", direction="maximize")
+    study.set_user_attr("run_config", {"model": {"path": "m"}, "workload": {"input_len": 8, "output_len": 8}})
+    study.set_user_attr("metrics", ["output_throughput"])
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.0,
+            user_attrs={"feasible": False, "failure_class": "oom_kv_startup", "flags": {"schedule-policy": "lof"}},
+        )
+    )
+    return storage
+
+
+def _record(
+    out: Callable[[Path], str], sglang_help: Callable[[Path], Path] | None = None
+) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        if sglang_help is None:
+            help_file = tmp / "help.txt"
+            help_file.write_text(
+                subprocess.run(
+                    [sys.executable, str(ROOT / "tests" / "standin" / "sglang_standin.py"), "--help"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                ).stdout
+            )
+        else:
+            help_file = sglang_help(tmp)
+        storage = _recordable_study(tmp)
+        return [
+            "record",
+            "--study",
+            "t",
+            "--storage",
+            storage,
+            "--out",
+            out(tmp),
+            "--gpu-name",
+            "g",
+            "--sglang-help",
+            str(help_file),
+        ]
+
+    return setup
+
+
+def _binary(tmp: Path) -> Path:
+    """A binary file where a text one belongs: an Optuna SQLite database (what `studies/t.db` is)."""
+    import optuna
+
+    optuna.create_study(storage=f"sqlite:///{tmp}/t.db", study_name="t")
+    return tmp / "t.db"
 
 
 def _resumed(
@@ -445,6 +539,20 @@ CASES = [
         ("workload.path", "sharegpt"),
     ),
     Case(
+        "sharegpt-plain-text",
+        "ShareGPT file that is plain text",
+        "tune start -c run.yaml  # workload: {dataset: sharegpt, path: chats.json}, chats.json: hello there",
+        _sharegpt("hello there\nhow are you\n"),
+        ("workload.path", "chats.json:1: not json", "one json record a line", '"messages"'),
+    ),
+    Case(
+        "sharegpt-empty-list",
+        "ShareGPT file that is an empty list",
+        "tune start -c run.yaml  # workload: {dataset: sharegpt, path: chats.json}, chats.json: []",
+        _sharegpt("[]"),
+        ("workload.path", "chats.json: no conversation with a prompt and a reply", '"conversations"', '"messages"'),
+    ),
+    Case(
         "shared-prefix-no-shape",
         "shared-prefix dataset without its shape",
         "tune start -c run.yaml  # workload: {dataset: shared-prefix}",
@@ -528,6 +636,13 @@ CASES = [
         "tune start -c runs/",
         lambda tmp: ["start", "-c", str(tmp)],
         ("is a directory", "not a run file"),
+    ),
+    Case(
+        "run-binary",
+        "run file that is a binary file",
+        "tune start -c studies/t.db",
+        lambda tmp: ["start", "-c", str(_binary(tmp))],
+        ("t.db", "a binary file, not a run file", "give the yaml run file"),
     ),
     Case(
         "slo-negative",
@@ -1036,6 +1151,34 @@ CASES = [
         ("surface.json", "not a surface file", "header.model"),
     ),
     Case(
+        "replay-no-gpu-memory",
+        "a surface recorded without GPU memory, replayed with a memory-fraction objective",
+        "tune start -c run.yaml  # objective: {max_gpu_memory_fraction: 0.9}, surface header gpu_memory_mib: 0",
+        _replay_edited(
+            RANDOM,
+            _set("header", "gpu_memory_mib", 0),
+            workload=RANDOM_WORKLOAD,
+            objective={"max_gpu_memory_fraction": 0.9},
+        ),
+        ("objective.max_gpu_memory_fraction", "gpu_memory_mib: 0", "remove max_gpu_memory_fraction"),
+    ),
+    Case(
+        "replay-nan",
+        "a surface with NaN where a measurement belongs",
+        "tune start -c run.yaml  # surface rows[0].levels[0].output_throughput: NaN",
+        _replay_edited(
+            RANDOM, _set("rows", 0, "levels", 0, "output_throughput", float("nan")), workload=RANDOM_WORKLOAD
+        ),
+        ("rows[0] (trial 0).levels[0].output_throughput", "got NaN", "fix or drop that row"),
+    ),
+    Case(
+        "replay-negative",
+        "a surface with a negative number",
+        "tune start -c run.yaml  # surface rows[2].startup_s: -3",
+        _replay_edited(RANDOM, _set("rows", 2, "startup_s", -3.0), workload=RANDOM_WORKLOAD),
+        ("rows[2] (trial", ".startup_s", ">= 0, got -3"),
+    ),
+    Case(
         "replay-model",
         "a model the surface did not record",
         "tune start -c run.yaml  # model: {path: other/model}, surface h200-qwen3-8b-random.json",
@@ -1128,6 +1271,34 @@ CASES = [
         "tune confirm -c run.yaml  # no tune start yet",
         lambda tmp: ["confirm", "-c", str(write_run(tmp))],
         ("no study 't'", "does not exist"),
+    ),
+    Case(
+        "record-out-no-folder",
+        "`tune record --out` where no folder can be made",
+        "tune record --out /proc/nope/s.json",
+        _record(lambda tmp: "/proc/nope/s.json"),
+        ("--out /proc/nope/s.json", "cannot write the surface", "nothing written"),
+    ),
+    Case(
+        "record-out-folder",
+        "`tune record --out` naming a folder",
+        "tune record --out surfaces/",
+        _record(lambda tmp: str(tmp)),
+        ("is a folder", "surface.json"),
+    ),
+    Case(
+        "record-out-device",
+        "`tune record --out` naming a device",
+        "tune record --out /dev/full",
+        _record(lambda tmp: "/dev/full"),
+        ("--out /dev/full", "not a regular file"),
+    ),
+    Case(
+        "record-help-binary",
+        "`tune record --sglang-help` given a binary file",
+        "tune record --sglang-help studies/t.db",
+        _record(lambda tmp: str(tmp / "s.json"), _binary),
+        ("--sglang-help", "binary file", "launch_server --help"),
     ),
     Case(
         "export-out-unwritable",
@@ -1397,6 +1568,114 @@ def test_refusals_create_and_touch_nothing(tmp_path) -> None:
         assert after == before, (case_id, sorted(set(after) - set(before)))
 
 
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs, filled: every write there fails with ENOSPC (a real mount: root's writes ignore modes)."""
+    disk = tmp_path / "full"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with open(disk / "filler", "wb", buffering=0) as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A tmpfs, writable until ``read_only()`` remounts it read-only: a real EROFS (root ignores modes)."""
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+
+    def read_only() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+
+    try:
+        yield disk, read_only
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _start_quietly(tmp: Path, run: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", CLI, "start", "-c", str(run), "--quiet"],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if not line.startswith("warning: ")]
+    assert line.startswith("error: "), line
+    return line
+
+
+def test_resuming_a_study_on_a_read_only_disk(tmp_path, read_only_disk) -> None:
+    """The study's SQLite file on a read-only disk: refused before any launch, the study untouched."""
+    disk, read_only = read_only_disk
+    made = f"import optuna; optuna.create_study(storage='sqlite:///{disk}/t.db', study_name='t', direction='maximize')"
+    subprocess.run([sys.executable, "-c", made], check=True, capture_output=True, timeout=120)  # and closed
+    read_only()
+    before = (disk / "t.db").read_bytes()
+    line = _one_error(_start_quietly(tmp_path, write_run(tmp_path, storage=f"sqlite:///{disk}/t.db")))
+    assert line == (
+        f"error: --storage sqlite:///{disk}/t.db: cannot write {disk}/t.db (Read-only file system): tune start "
+        f"records every trial there; copy the study to a writable disk and point --storage at it (tune status, "
+        f"report and export only read it)"
+    )
+    assert (disk / "t.db").read_bytes() == before and not (tmp_path / "trials").exists()
+
+
+def test_trials_dir_on_a_read_only_disk(tmp_path, read_only_disk) -> None:
+    """trials_dir whose study folder is there already, on a read-only disk: refused before the study is made."""
+    disk, read_only = read_only_disk
+    (disk / "t").mkdir()
+    read_only()
+    line = _one_error(_start_quietly(tmp_path, write_run(tmp_path, trials_dir=str(disk))))
+    assert line == (
+        f"error: trials_dir {disk}/t: cannot write in this folder (Read-only file system): point trials_dir at a "
+        f"writable one"
+    )
+    assert not list(tmp_path.rglob("*.db"))  # no empty study left behind
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_export_and_report_onto_a_full_disk(tmp_path, full_disk, command) -> None:
+    """No 0-byte or half-written file: each is written under a temporary name and renamed; one line says why."""
+    before = sorted(p.name for p in full_disk.iterdir())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            command,
+            "--study",
+            "t",
+            "--storage",
+            _feasible_study(tmp_path),
+            "--out",
+            str(full_disk),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: --out {full_disk}: cannot write ") and "(No space left on device)" in line, line
+    assert "no file was left half-written: free space there or give another --out" in line
+    assert sorted(p.name for p in full_disk.iterdir()) == before  # nothing left behind, not even a temporary file
+
+
 def _markdown() -> str:
     """The table of docs/bad-inputs.md, from running every case here."""
     rows = []
@@ -1456,6 +1735,22 @@ def _markdown() -> str:
         "is recorded in the study without them; free space there (or set trials_dir / artifacts elsewhere) and run "
         "the same command to resume (exit 2; the server stopped, the trial kept with its numbers and "
         "`artifacts_missing`, no file half-written) |",
+        "| the study's SQLite file on a read-only disk, resumed | `tune start -c run.yaml  # storage: "
+        "sqlite:////mnt/ro/t.db, mounted read-only` | error: --storage sqlite:////mnt/ro/t.db: cannot write "
+        "/mnt/ro/t.db (Read-only file system): tune start records every trial there; copy the study to a "
+        "writable disk and point --storage at it (tune status, report and export only read it) (exit 2, before "
+        "any launch; the study untouched) |",
+        "| trials_dir on a read-only disk | `tune start -c run.yaml  # trials_dir: /mnt/ro, mounted read-only` "
+        "| error: trials_dir /mnt/ro/t: cannot write in this folder (Read-only file system): point trials_dir "
+        "at a writable one (exit 2; no study created) |",
+        "| Ctrl-C during the end-of-study confirmation | `tune start -c run.yaml  # confirm: {top: 1}, then "
+        "Ctrl-C while it confirms` | `interrupted during the end-of-study confirmation: none of it recorded; "
+        "run the same command to confirm study 't'` (exit 130); the same command then says `study 't' has its "
+        "N trials; its end-of-study confirmation has not finished: running it` and runs it |",
+        "| `tune export` / `tune report` onto a full disk | `tune export --out full/` | error: --out full: cannot "
+        "write deploy-best.sh there (No space left on device); no file was left half-written: free space there or "
+        "give another --out (`tune report`: the same, naming comparison.csv; every file is written under a "
+        "temporary name and renamed, so none is left 0-byte) |",
         "| the study's SQLite disk fills mid-trial | `tune start -c run.yaml  # storage on a disk that fills during "
         "trial 0` | error: the study's storage sqlite:///studies/t.db cannot be written (database or disk is full): "
         "the running trial was stopped, not recorded; free space on its disk, then run the same command to resume "

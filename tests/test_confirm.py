@@ -113,3 +113,52 @@ def test_bad_reference_is_one_line(tmp_path, references, words):
     done = tune("start", "-c", str(run))
     assert done.returncode != 0 and words in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_during_the_confirmation_resumes_it(tmp_path, unique_study):
+    """Ctrl-C while the end-of-study confirmation runs: one line and exit 130, nothing of it recorded; the same
+    command then runs the confirmation (the budget is reached, but the confirmation is not done)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    space = write_space(tmp_path / "space.yaml", params={"schedule-policy": {"choices": ["fcfs", "lpm"]}})
+    run = write_run(
+        tmp_path,
+        study=unique_study,
+        space=space,
+        trials=2,
+        env={"SGLANG_STANDIN_SPEED": "0.05", "SGLANG_STANDIN_FAULTS": ""},
+        confirm={"top": 1, "repeats": 2},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "trials").glob("*/*-confirm")):  # the first confirmation run has started
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the confirmation never started: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    assert proc.returncode == 130 and [line for line in err.splitlines() if not line.startswith("warning: ")] == [
+        f"interrupted during the end-of-study confirmation: none of it recorded; run the same command to "
+        f"confirm study {unique_study!r}"
+    ], err
+    study = load_existing_study(load_config(run))
+    assert "confirmation" not in study.user_attrs and len(study.trials) == 2
+
+    again = tune("start", "-c", str(run), "--quiet", timeout=240)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert "its end-of-study confirmation has not finished: running it" in again.stdout
+    after = load_existing_study(load_config(run))
+    assert after.user_attrs["confirmation"]["after_trials"] == 2 and len(after.trials) == 2
+    assert all(len(c["runs"]) == 2 for c in after.user_attrs["confirmations"].values())
+    assert servers_of(unique_study) == []

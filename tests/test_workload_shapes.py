@@ -116,7 +116,7 @@ def test_the_run_file_shape_builds_these_workloads(tmp_path):
     assert plain.objective.search is None and plain.workload.build(SLO()).describe()["dataset"] == "random"
     # a ShareGPT file named by dataset, as earlier run files did, is still read as one
     data = tmp_path / "d.json"
-    data.write_text("[]")
+    data.write_text('[{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]')
     legacy = load_config(None, {"model.path": "m", "workload.dataset": str(data)})
     new = load_config(None, {"model.path": "m", "workload.dataset": "sharegpt", "workload.path": str(data)})
     assert legacy.workload.build(SLO()).dataset == new.workload.build(SLO()).dataset == str(data)

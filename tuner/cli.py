@@ -122,6 +122,20 @@ def _out_dir(path: Path) -> Path:
     return path
 
 
+def _unwritable(folder: Path, exc: OSError) -> str:
+    name = f" {Path(exc.filename).name}" if exc.filename else ""
+    return (
+        f"--out {folder}: cannot write{name} there ({exc.strerror or exc}); no file was left half-written: "
+        f"free space there or give another --out"
+    )
+
+
+def _confirmation_due(cfg: RunConfig, study) -> bool:
+    from tuner.search.confirm import confirmation_due
+
+    return confirmation_due(cfg, study)
+
+
 def _guard(fn, *args, **kwargs):
     """Every expected failure (a TunerError) becomes one line and exit status 2, never a traceback."""
     try:
@@ -204,7 +218,12 @@ def start(
     for warning in tuner.warnings:
         typer.echo(f"warning: {warning}", err=True)
     done = tuner.trials_done(study_obj)
-    if done >= cfg.trials:
+    confirming = done >= cfg.trials and cfg.confirm is not None and _confirmation_due(cfg, study_obj)
+    if confirming:
+        typer.echo(
+            f"study {cfg.study!r} has its {done} trials; its end-of-study confirmation has not finished: running it"
+        )
+    elif done >= cfg.trials:
         typer.echo(
             f"study {cfg.study!r} already has {done} trials; budget {cfg.trials} reached: "
             f"pass --trials N > {done} to run more"
@@ -222,6 +241,13 @@ def start(
     except KeyboardInterrupt:
         if reporter:
             reporter.close()
+        if tuner.confirm_interrupted:
+            typer.echo(
+                f"interrupted during the end-of-study confirmation: none of it recorded; run the same command to "
+                f"confirm study {cfg.study!r}",
+                err=True,
+            )
+            raise typer.Exit(130) from None
         typer.echo(
             f"interrupted: the running trial was stopped and recorded; run the same command to resume "
             f"study {cfg.study!r}",
@@ -307,7 +333,10 @@ def export(
     digest = (_guard(best_record, st).launcher or {}).get("image_digest")
     if cfg.launcher.kind == "docker" and digest:
         cfg.launcher.image = digest
-    done = _guard(export_best, st, _guard(make_launcher, cfg), out)
+    try:
+        done = _guard(export_best, st, _guard(make_launcher, cfg), out)
+    except OSError as exc:
+        _fail(_unwritable(out, exc))
     typer.echo(f"trial {done.trial.number}: wrote {done.script} and {done.record}")
     _say_replay(st)
 
@@ -363,7 +392,11 @@ def report(
     from tuner.views.report import build_report
 
     cfg, st = _existing_study(config, study, storage)
-    done = build_report(st, _out_dir(out or Path("reports") / cfg.study))
+    folder = _out_dir(out or Path("reports") / cfg.study)
+    try:
+        done = build_report(st, folder)
+    except OSError as exc:
+        _fail(_unwritable(folder, exc))
     typer.echo(f"wrote {done.html} ({len(done.figures)} figures), {done.csv}, {done.markdown}")
     _say_replay(st)
     for why in done.skipped:
@@ -389,10 +422,24 @@ def record(
     from tuner.trial.record import records
     from tuner.trial.surface import SurfaceError, from_study
 
+    if out.is_dir():
+        _fail(f"--out {out}: is a folder; give the surface file's path, e.g. {out / 'surface.json'}")
+    if out.exists() and not out.is_file():
+        _fail(f"--out {out}: not a regular file; give the surface file's path, e.g. surfaces/my-gpu-model.json")
     cfg, st = _existing_study(config, study, storage)
     if not sglang_help.is_file():
         _fail(f"--sglang-help {sglang_help}: no such file (save `python -m sglang.launch_server --help` there)")
-    catalog = FlagCatalog.from_help(sglang_help.read_text(), str(sglang_help))
+    try:
+        help_text = sglang_help.read_bytes().decode()
+    except UnicodeDecodeError:
+        help_text = "\0"
+    except OSError as exc:
+        _fail(f"--sglang-help {sglang_help}: cannot read it ({exc.strerror})")
+    if "\0" in help_text:
+        _fail(
+            f"--sglang-help {sglang_help}: a binary file, not text; save `python -m sglang.launch_server --help` there"
+        )
+    catalog = FlagCatalog.from_help(help_text, str(sglang_help))
     if "port" not in catalog.flags:
         _fail(f"--sglang-help {sglang_help}: lists no --port; is it SGLang's launch_server --help?")
     versions = {v for r in records(st) if (v := r.sglang_version)}
@@ -408,7 +455,10 @@ def record(
         )
     except SurfaceError as exc:
         _fail(str(exc))
-    surface.save(out)
+    try:
+        surface.save(out)
+    except OSError as exc:
+        _fail(f"--out {out}: cannot write the surface ({exc.strerror or exc}); nothing written, give another path")
     failed = sum(not r.ok for r in surface.rows)
     typer.echo(f"wrote {out}: {len(surface.rows)} trials ({failed} failed) of study {cfg.study!r}")
 

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tuner.errors import TunerError
+
 # Token ids for prompt_kind "ids": inside every common vocabulary (>= 32k) and above the special/byte tokens.
 IDS_LOW = 1000
 IDS_HIGH = 30000
@@ -469,32 +471,85 @@ def shared_prefix_prompts(workload: Workload, n: int, rng: np.random.Generator) 
     return [prompts[int(i)] for i in rng.permutation(n)]
 
 
+class DatasetError(TunerError, ValueError):
+    """A ShareGPT dataset file that cannot be read as one; the message names the file (and line) and what to fix."""
+
+
+_SHAPES = (
+    'ShareGPT {"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]} or OpenAI '
+    '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}'
+)
+_PROMPT_ROLES = ("human", "user")
+
+
+def _text(turn: object) -> object:
+    return turn.get("value", turn.get("content", "")) if isinstance(turn, dict) else str(turn)
+
+
+def _role(turn: object) -> object:
+    return turn.get("from", turn.get("role")) if isinstance(turn, dict) else None
+
+
+def _exchange(rec: object) -> tuple[str, int] | None:
+    """(prompt, reference output length in words) of a record's first prompt and its reply; None if it has none."""
+    if not isinstance(rec, dict):
+        return None
+    conv = rec.get("conversations", rec.get("conversation", rec.get("messages")))
+    if not isinstance(conv, list) or len(conv) < 2:
+        return None
+    start = 0
+    if any(_role(t) is not None for t in conv):  # the first user turn (a system prompt may come before it)
+        start = next((i for i, t in enumerate(conv) if _role(t) in _PROMPT_ROLES), len(conv))
+    if start + 1 >= len(conv):
+        return None
+    prompt, reply = _text(conv[start]), _text(conv[start + 1])
+    if not prompt or not isinstance(prompt, str):
+        return None  # no text to send (a JSON null, or content parts)
+    return prompt, max(1, len(reply.split()) if isinstance(reply, str) else 1)
+
+
 def load_sharegpt(path: str | Path) -> list[tuple[str, int]]:
-    """(prompt, reference output length in words) for every conversation with at least two turns."""
+    """(prompt, reference output length in words) for every conversation with a prompt and a reply: ShareGPT
+    records (``conversations``) or OpenAI chat records (``messages``), as a JSON list or JSONL. Raises
+    ``DatasetError``, one line, for a file that is none of these."""
     p = Path(path)
-    raw = p.read_text(encoding="utf-8")
-    stripped = raw.lstrip()
-    if stripped.startswith("["):
-        records = json.loads(raw)
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not text (a binary file?); expected a JSON or JSONL file of {_SHAPES}") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read it ({exc.strerror})") from None
+    if raw.lstrip().startswith("["):
+        try:
+            records = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     else:
-        records = [json.loads(line) for line in raw.splitlines() if line.strip()]
-    out: list[tuple[str, int]] = []
-    for rec in records:
-        conv = rec.get("conversations", rec.get("conversation")) if isinstance(rec, dict) else None
-        if not conv or len(conv) < 2:
-            continue
-        first, second = conv[0], conv[1]
-        prompt = first.get("value", first.get("content", "")) if isinstance(first, dict) else str(first)
-        reply = second.get("value", second.get("content", "")) if isinstance(second, dict) else str(second)
-        if not prompt or not isinstance(prompt, str):
-            continue  # no text to send (a JSON null, or content parts)
-        out.append((prompt, max(1, len(reply.split()) if isinstance(reply, str) else 1)))
+        records = []
+        for n, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DatasetError(
+                    f"{path}:{n}: not JSON ({exc.msg}); a dataset is a JSON list, or one JSON record a line, of "
+                    f"{_SHAPES}"
+                ) from None
+    out = [e for rec in (records if isinstance(records, list) else [records]) if (e := _exchange(rec))]
     if not out:
-        raise ValueError(f"{path}: no conversation with at least two turns")
+        raise DatasetError(f"{path}: no conversation with a prompt and a reply; expected records of {_SHAPES}")
     return out
 
 
 _DATASET_CACHE: dict[str, list[tuple[str, int]]] = {}
+
+
+def read_dataset(path: str) -> list[tuple[str, int]]:
+    """``load_sharegpt(path)``, read once per process."""
+    if path not in _DATASET_CACHE:
+        _DATASET_CACHE[path] = load_sharegpt(path)
+    return _DATASET_CACHE[path]
 
 
 def build_prompts(workload: Workload, level: Level, *, warmup: bool = False, n: int | None = None) -> list[Prompt]:
@@ -513,10 +568,7 @@ def build_prompts(workload: Workload, level: Level, *, warmup: bool = False, n: 
             outs = random_lens(level.output_len, workload.range_ratio, n, rng)
         return [_prompt(kind, b, int(i), int(o)) for b, i, o in zip(_segments(kind, ins, rng), ins, outs, strict=True)]
     # dataset
-    key = str(workload.dataset)
-    if key not in _DATASET_CACHE:
-        _DATASET_CACHE[key] = load_sharegpt(key)
-    data = _DATASET_CACHE[key]
+    data = read_dataset(str(workload.dataset))
     order = rng.permutation(len(data))
     prompts = []
     for i in range(n):

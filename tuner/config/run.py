@@ -450,6 +450,13 @@ def _check(c: RunConfig) -> None:
     if not c.model.path and c.launcher.kind != "replay":  # a replay serves the surface's model
         raise ConfigError("model.path: which model to serve? (--model or model: {path: ...} in the run file)")
     path = c.workload.sharegpt_path
+    where = "workload.path" if c.workload.dataset == "sharegpt" else "workload.dataset"
     if path and not Path(path).is_file():
-        where = "workload.path" if c.workload.dataset == "sharegpt" else "workload.dataset"
         raise ConfigError(f"{where}: {path}: no such file (workload.dataset is random, shared-prefix or sharegpt)")
+    if path:
+        from tuner.bench.workload import DatasetError, read_dataset
+
+        try:
+            read_dataset(path)  # read and checked now, before any launch; kept for the trials
+        except DatasetError as exc:
+            raise ConfigError(f"{where}: {exc}") from None

@@ -356,6 +356,7 @@ def load_space(path: str | Path) -> SearchSpace:
         "a search space is a mapping with 'fixed' and 'params'",
         directory_hint="see search_spaces/ for examples",
         missing_hint="see search_spaces/ for examples",
+        example="see search_spaces/ for examples",
     )
     spec = validated(SpaceFile, doc.data, doc, SpaceError)
     params = tuple(

@@ -87,6 +87,7 @@ def load_mapping(
     *,
     directory_hint: str,
     missing_hint: str = "",
+    example: str = "e.g. run.yaml",
     empty_is_mapping: bool = False,
 ) -> YamlDocument:
     """A file people write that must hold a mapping (``what``: "run file", ...); each problem is one line that names
@@ -95,6 +96,8 @@ def load_mapping(
         raise error(f"{path}: is a directory, not a {what} ({directory_hint})")
     if not path.is_file():
         raise error(f"{path}: no such {what}" + (f" ({missing_hint})" if missing_hint else ""))
+    if _is_binary(path):
+        raise error(f"{path}: a binary file, not a {what}; give the YAML {what} ({example})")
     try:
         doc = load_yaml(path)
     except YamlFileError as exc:
@@ -104,6 +107,21 @@ def load_mapping(
     if not isinstance(doc.data, dict):
         raise error(f"{path}: {shape}")
     return doc
+
+
+def _is_binary(path: Path) -> bool:
+    """A file that is no text (a SQLite database, an executable): a NUL byte, or bytes that are not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False  # load_yaml says what stands in the way
+    if b"\0" in data[:65536]:
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:

@@ -136,6 +136,12 @@ class Preflight:
         )
         if problem:
             raise SetupError(problem)
+        if self.objective.max_gpu_memory_fraction is not None and not h.gpu_memory_mib > 0:
+            raise SetupError(
+                f"objective.max_gpu_memory_fraction: {launcher.path} records no GPU memory size "
+                f"(gpu_memory_mib: {h.gpu_memory_mib:g}, recorded without NVML): remove max_gpu_memory_fraction "
+                f"to replay it"
+            )
         self.warnings += launcher.coverage_warnings({p.name for p in space.params})
 
     def check_gpus(self, space: SearchSpace) -> None:

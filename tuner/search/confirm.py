@@ -232,11 +232,17 @@ def compare(results: list[Confirmation]) -> list[Comparison]:
 def confirm_study(tuner: Rerunner) -> list[Confirmation] | None:
     """At the end of a study (``confirm:`` in the run file): confirm once per set of completed trials."""
     c = tuner.config.confirm
-    study = tuner.study
-    if c is None or c.top < 1 or study is None:
-        return None
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    last = StudyRecord.of(study).confirmation
-    if (last is not None and last.after_trials == done) or not top_trials(study, 1):
+    if c is None or tuner.study is None or not confirmation_due(tuner.config, tuner.study):
         return None
     return confirm_top(tuner, c.top, c.repeats)
+
+
+def confirmation_due(config: RunConfig, study: optuna.Study) -> bool:
+    """Whether the run file asks for a confirmation this study's completed trials have not had yet (none ran,
+    or one was interrupted: it records nothing until it ends)."""
+    c = config.confirm
+    if c is None or c.top < 1:
+        return False
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    last = StudyRecord.of(study).confirmation
+    return not (last is not None and last.after_trials == done) and bool(top_trials(study, 1))

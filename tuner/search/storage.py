@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -70,6 +71,8 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
             file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SetupError(f"--storage {url}: cannot create its folder {file.parent} ({exc.strerror})") from None
+        if create:
+            _check_writable(url, file)
         # Several slots of one tuner write to one SQLite file: wait for the lock instead of failing.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if config.heartbeat_s:
@@ -88,6 +91,32 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
     except Exception as exc:  # SQLAlchemy's errors for bad URLs and unreachable servers are many
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SetupError(f"--storage {_redact(config.storage_url)}: cannot open it ({first})") from None
+
+
+def check_writable(config: RunConfig) -> None:
+    """Before anything is made for a run: an SQLite study there already, on a disk that cannot be written, is
+    refused (``open_storage`` checks it again, and makes what is missing)."""
+    url = config.storage_url
+    if url.startswith("sqlite:///") and not _in_memory(url):
+        file = Path(url[len("sqlite:///") :])
+        if file.parent.is_dir():
+            _check_writable(url, file)
+
+
+def _check_writable(url: str, file: Path) -> None:
+    """The study's SQLite file and its folder (SQLite writes its journal beside it) can be written: a study on a
+    read-only disk is refused before anything is recorded, not at its first write."""
+    try:
+        if file.exists():
+            os.close(os.open(file, os.O_RDWR))
+        with tempfile.TemporaryFile(dir=file.parent):
+            pass
+    except OSError as exc:
+        raise SetupError(
+            f"--storage {url}: cannot write {file if file.exists() else file.parent} ({exc.strerror}): tune start "
+            f"records every trial there; copy the study to a writable disk and point --storage at it "
+            f"(tune status, report and export only read it)"
+        ) from None
 
 
 def _in_memory(url: str) -> bool:

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -34,7 +35,16 @@ from tuner.errors import Cancelled, SetupError
 from tuner.search.checks import Preflight, baseline_refused, port_free
 from tuner.search.launchers import make_launcher
 from tuner.search.objective import CLEARLY_WORSE, Objective, objective_for
-from tuner.search.storage import HOST, WORKER, _Heartbeat, _redact, enqueue_retry, open_study, set_trial_attrs
+from tuner.search.storage import (
+    HOST,
+    WORKER,
+    _Heartbeat,
+    _redact,
+    check_writable,
+    enqueue_retry,
+    open_study,
+    set_trial_attrs,
+)
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher
 from tuner.sglang import failures
@@ -95,6 +105,7 @@ class Tuner:
         self.warnings: list[str] = []
         self.idle_mib: dict[int, float] = {}
         self._errors: list[BaseException] = []
+        self.confirm_interrupted = False  # Ctrl-C during the end-of-study confirmation
 
     # -- preparation: everything that can be checked is checked before the first launch
     def preflight(self) -> Preflight:
@@ -110,13 +121,20 @@ class Tuner:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
         if not self.launcher.replays:
             checks.check_gpus_idle(wait_s=30.0 if stopped else 0.0)
+        check_writable(self.config)
         for what, folder in (
             ("trials_dir", self.config.study_dir),
             ("artifacts", Path(self.config.artifacts or self.config.study_dir / "artifacts")),
         ):
             try:  # before the study exists: nothing is made for a run that cannot keep its files
                 folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder):  # there already, but on a read-only disk
+                    pass
             except OSError as exc:
+                if folder.is_dir():
+                    raise SetupError(
+                        f"{what} {folder}: cannot write in this folder ({exc.strerror}): point {what} at a writable one"
+                    ) from None
                 raise SetupError(
                     f"{what} {folder}: cannot create this folder ({exc.strerror}): point {what} at a writable one"
                 ) from None
@@ -192,7 +210,8 @@ class Tuner:
 
                 try:
                     confirm_study(self)
-                except KeyboardInterrupt:
+                except (KeyboardInterrupt, Cancelled):
+                    self.confirm_interrupted = True  # nothing recorded: the next run of the command confirms
                     self.cancel.set()
         if self._errors:
             raise _unwritable(self._errors[0], self.config) or self._errors[0]

@@ -376,7 +376,7 @@ class TrialRecord:
         if result.replayed:
             r = result.replayed
             replay = ReplayMark(r.surface, tuple(r.sources), r.modelled, tuple(r.modelled_rates) or None)
-            if r.gpu_peak_used_mib is not None:  # what the recorded trial used
+            if r.gpu_peak_used_mib is not None and r.gpu_total_mib:  # what the recorded trial used
                 gpu = GpuUse(
                     **{
                         **vars(gpu),

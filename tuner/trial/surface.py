@@ -39,6 +39,7 @@ from tuner.bench.workload import Level, LoadSearch
 from tuner.errors import TunerError
 from tuner.sglang.catalog import FlagCatalog, FlagInfo
 from tuner.sglang.flags import TUNER_FLAGS, FlagValue, format_value
+from tuner.trial.files import write_whole
 from tuner.trial.record import StudyRecord, records
 
 if TYPE_CHECKING:
@@ -159,13 +160,35 @@ class Surface(_Model):
             raise SurfaceError(f"{path}: surface format {surface.format}, this tuner reads format {FORMAT}")
         if not surface.rows:
             raise SurfaceError(f"{path}: the surface has no rows")
+        if problem := surface.bad_number():
+            raise SurfaceError(f"{path}: {problem}; fix or drop that row (a surface is `tune record`'s output)")
         return surface
+
+    def bad_number(self) -> str | None:
+        """The first number no measurement can give (negative, NaN where a statistic always has a value, infinite),
+        named by its row and field; None when every number is one a run can record."""
+        h = self.header
+        if not (math.isfinite(h.gpu_memory_mib) and h.gpu_memory_mib >= 0):
+            return f"header.gpu_memory_mib: must be a number >= 0, got {h.gpu_memory_mib}"
+        for i, row in enumerate(self.rows):
+            where = f"rows[{i}] (trial {row.trial})"
+            for name in ("startup_s", "benchmark_s", "stop_s", "gpu_peak_used_mib"):
+                if (problem := _bad(getattr(row, name), nan_ok=False)) is not None:
+                    return f"{where}.{name}: {problem}"
+            for j, level in enumerate(row.levels):
+                for f in fields(level):
+                    value = getattr(level, f.name)
+                    if f.name == "request_rate" and value is not None and math.isinf(value) and value > 0:
+                        continue  # every request at once
+                    # a latency statistic with no sample (no request completed, one-token outputs) is NaN
+                    if (problem := _bad(value, nan_ok=f.name.endswith("_ms"))) is not None:
+                        return f"{where}.levels[{j}].{f.name}: {problem}"
+        return None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.model_dump_json(indent=1) + "\n")
-        return path
+        return write_whole(path, self.model_dump_json(indent=1) + "\n")
 
     # -- the model
     def answer(
@@ -353,6 +376,17 @@ class Answer:
 
 # LevelResult fields that say which level it is, not what it measured: a modelled level takes them from the search.
 _IDENTITY = ("concurrency", "input_len", "output_len", "request_rate", "num_prompts", "repeat")
+
+
+def _bad(value: object, *, nan_ok: bool) -> str | None:
+    """Why ``value`` is no recorded measurement, or None (not a number at all is pydantic's to say)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if math.isnan(value):
+        return None if nan_ok else "must be a number, got NaN"
+    if math.isinf(value) or value < 0:
+        return f"must be a finite number >= 0, got {value}"
+    return None
 
 
 def _is_number(f) -> bool:

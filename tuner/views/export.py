@@ -14,6 +14,7 @@ import optuna
 
 from tuner.serve.launcher import Launcher, LaunchSpec
 from tuner.sglang import endpoints
+from tuner.trial.files import write_whole
 from tuner.trial.record import (
     NothingToExport,
     StudyRecord,
@@ -52,7 +53,7 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     script = out_dir / "deploy-best.sh"
-    script.write_text(_header(study, best) + launcher.deploy_script(spec))
+    write_whole(script, _header(study, best) + launcher.deploy_script(spec))
     os.chmod(script, 0o755)
     record = out_dir / "best.json"
     base = baseline_record(study)
@@ -61,7 +62,8 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
     def levels(r: TrialRecord) -> list[dict]:
         return [lv.write() for lv in r.measured_levels]
 
-    record.write_text(
+    write_whole(
+        record,
         json.dumps(
             {
                 "study": study.study_name,
@@ -103,7 +105,7 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
                 "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             },
             indent=2,
-        )
+        ),
     )
     return Exported(best, script, record)
 

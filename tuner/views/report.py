@@ -17,6 +17,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from tuner.sglang.flags import ServerFlags
+from tuner.trial.files import write_whole
 from tuner.trial.record import (
     StudyRecord,
     TrialRecord,
@@ -470,7 +471,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     figs, skipped = _figures(study)
 
     csv_path, md_path, html_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "report.html"
-    comp.to_csv(csv_path, index=False)
+    write_whole(csv_path, comp.to_csv(index=False))
     notice = replay_notice(records(study))
     md = [f"# Study {study.study_name}: best vs baseline", ""]
     if notice:
@@ -493,7 +494,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         md += ["", "## Load vs latency", "", markdown_table(curves)]
     if not fails.empty:
         md += ["", "## Failures", "", markdown_table(fails)]
-    md_path.write_text("\n".join(md))
+    write_whole(md_path, "\n".join(md))
 
     states = trials["state"].value_counts().to_dict() if not trials.empty else {}
     parts = [
@@ -560,7 +561,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         return "" if row.get("feasible") else "infeasible"
 
     parts += ["<h2>Trials</h2>", html_table(trials, row_class), "</body></html>"]
-    html_path.write_text("\n".join(parts), encoding="utf-8")
+    write_whole(html_path, "\n".join(parts))
     return Report(html_path, csv_path, md_path, [t for t, _ in figs], skipped)
 
 
