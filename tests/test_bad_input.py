@@ -1459,11 +1459,11 @@ def _children_running_help(pid: int) -> bool:
     return False
 
 
-def _as_from_a_terminal() -> None:
-    """Ctrl-C in a terminal reaches a process whose SIGINT is at its default. A test run started in the background
-    (``pytest &``, nohup, some CI runners) ignores SIGINT, and an ignored signal stays ignored across exec: Python
-    then installs no KeyboardInterrupt handler, so the tuner would never see this Ctrl-C and run its whole study."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# Ctrl-C in a terminal reaches a process whose SIGINT is at its default. A test run started in the background
+# (``pytest &``, nohup, some CI runners) ignores SIGINT, and an ignored signal stays ignored across exec: Python then
+# installs no KeyboardInterrupt handler, so the tuner would never see this Ctrl-C and run its whole study. The
+# tuner is given the handler Python installs for a terminal's process.
+AS_FROM_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
 
 
 def test_ctrl_c_before_the_first_trial(tmp_path) -> None:
@@ -1472,12 +1472,11 @@ def test_ctrl_c_before_the_first_trial(tmp_path) -> None:
     # tuner's own 30 s of silence, --help would be given up on as not SGLang's.)
     run = write_run(tmp_path, launcher={"env": {"SGLANG_STANDIN_IMPORT_DELAY": "25"}})
     proc = subprocess.Popen(
-        [sys.executable, "-c", CLI, "start", "-c", str(run), "--quiet"],
+        [sys.executable, "-c", AS_FROM_A_TERMINAL + CLI, "start", "-c", str(run), "--quiet"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_as_from_a_terminal,
     )
     deadline = time.monotonic() + 120
     while not _children_running_help(proc.pid):  # inside the server's --help

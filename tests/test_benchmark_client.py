@@ -38,12 +38,12 @@ class FakeServer:
     # -- lifecycle
     def __enter__(self):
         self._thread.start()
-        self._ready.wait(5)
+        assert self._ready.wait(60), "the fake server never listened"
         return self
 
     def __exit__(self, *exc):
         self.loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
+        self._thread.join(60)
 
     @property
     def url(self) -> str:

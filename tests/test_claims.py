@@ -108,7 +108,7 @@ def test_tune_bench_measures_a_running_server(tmp_path):
         done = tune("bench", "-c", str(run), "--url", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "b.csv"))
     finally:
         server.terminate()
-        server.wait(10)
+        server.wait(30)
     assert done.returncode == 0, done.stderr
     header, *rows = done.stdout.strip().splitlines()
     assert header.split()[:4] == ["concurrency", "completed", "failed", "output_throughput"]

@@ -20,12 +20,14 @@ from tuner.search.storage import load_existing_study
 
 def run_one(tmp_path, study, fixed=None, faults="", **extra):
     space = write_space(tmp_path / "space.yaml", fixed=fixed)
+    # The stand-in's real pace: its OOM and segfault under load need 9 requests at once, and 48 requests of 0.3 s
+    # at c=16 keep that many in flight for a second, however late a loaded machine lets the client send them.
     run = write_run(
         tmp_path,
         study=study,
         space=space,
         trials=1,
-        env={"SGLANG_STANDIN_FAULTS": faults, "SGLANG_STANDIN_SPEED": "0.3"},
+        env={"SGLANG_STANDIN_FAULTS": faults, "SGLANG_STANDIN_SPEED": "1.0"},
         **extra,
     )
     t0 = time.monotonic()
