@@ -1572,6 +1572,7 @@ async def startup(server: Server) -> None:
         )
     log("Init torch distributed ends. mem usage=0.00 GB")
     log("Load Config: " + args.model_path)
+    log(f"Load weight begin. avail mem={cap:.2f} GB")
     await asyncio.sleep(startup_s * 0.35)
     avail = cap - r["weights_gb"]
     log(

@@ -23,6 +23,7 @@ from tuner.serve.gpu import Holder
 from tuner.sglang.failures import KV_POOL_TOO_SMALL, FailureClass
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
+from tuner.sglang.startup_log import StartupPhases
 
 if TYPE_CHECKING:
     import optuna
@@ -294,6 +295,7 @@ class TrialRecord:
     stopped_early: str | None = None
     slo_broken: str | None = None
     times: PhaseSeconds = field(default_factory=PhaseSeconds)
+    startup: StartupPhases = field(default_factory=StartupPhases)  # the startup's phases, from SGLang's log
     gpu: GpuUse = field(default_factory=GpuUse)
     gpu_shared: tuple[Holder, ...] | None = None  # other processes on its GPUs (--allow-shared-gpu)
     kv: KvCapacity = field(default_factory=KvCapacity)
@@ -334,6 +336,8 @@ class TrialRecord:
         if self.exit_code is not None:
             out["exit_code"] = self.exit_code
         out.update(_drop_none(vars(self.times)))
+        if self.startup.record():
+            out["startup_phases"] = self.startup.record()
         out.update(self.gpu.write())
         if self.workload is not None:
             out["workload"] = dict(self.workload)
@@ -398,6 +402,7 @@ class TrialRecord:
                 total_s=round(t.total_s, 3),
                 overhead_s=round(t.overhead_s, 3),
             ),
+            startup=result.startup,
             gpu=gpu,
             workload=dict(workload) if workload else None,
             replay=replay,
@@ -459,6 +464,7 @@ class TrialRecord:
             stopped_early=a.get("stopped_early"),
             slo_broken=a.get("slo_broken"),
             times=PhaseSeconds(**{f.name: a.get(f.name) for f in fields(PhaseSeconds)}),
+            startup=StartupPhases.read(a.get("startup_phases")),
             gpu=GpuUse.read(a),
             gpu_shared=tuple(Holder(**h) for h in a["gpu_shared"]) if a.get("gpu_shared") is not None else None,
             kv=kv,

@@ -30,6 +30,7 @@ from tuner.sglang import endpoints, failures
 from tuner.sglang.failures import FailureClass, Phase
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
+from tuner.sglang.startup_log import StartupPhases
 
 HEALTH_EVERY_S = 1.0
 UNHEALTHY_AFTER = 3  # consecutive failed /health polls (a loaded server may be slow to answer one)
@@ -112,6 +113,7 @@ class TrialResult:
     gpu_shared: tuple[Holder, ...] = ()  # other processes on the trial's GPUs when it launched
     kv: KvCapacity = field(default_factory=KvCapacity)
     replayed: Replayed | None = None
+    startup: StartupPhases = field(default_factory=StartupPhases)  # where its startup seconds went (its log)
     artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
 
     @property
@@ -229,6 +231,7 @@ class TrialRunner:
         bench: BenchmarkResult | None = None
         info: dict = {}
         kv = KvCapacity()
+        startup = StartupPhases()
         exit_code: int | None = None
         sampler = gpu.GpuSampler(plan.gpus)
         try:
@@ -248,6 +251,7 @@ class TrialRunner:
                         self._classify(server, Phase.STARTUP, log_path, busy_before, timed_out=exc.exit_code is None),
                         str(exc),
                     )
+                startup = _startup_phases(log_path, times.startup_s)
                 if failure is None:
                     sampler.sample_now()
                     sampler.phase = "benchmark"
@@ -286,6 +290,7 @@ class TrialRunner:
         result = TrialResult(
             plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before, shared, kv
         )
+        result.startup = startup
         write_artifacts(result)
         return result
 
@@ -346,6 +351,19 @@ class TrialRunner:
         )
 
 
+STARTUP_LOG_BYTES = 4 << 20  # the startup lines come first; a server's later decode lines are not needed here
+
+
+def _startup_phases(log_path: Path, startup_s: float) -> StartupPhases:
+    """Where the startup went, from the server log's first lines (SGLang's own timestamps)."""
+    try:
+        with open(log_path, "rb") as f:
+            text = f.read(STARTUP_LOG_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return StartupPhases()
+    return StartupPhases.of(text, startup_s)
+
+
 def write_artifacts(result: TrialResult) -> None:
     """benchmark.csv, gpu.csv and trial.json next to server.log: the trial readable without the database.
 
@@ -390,6 +408,7 @@ def _write_artifacts(result: TrialResult) -> None:
         "levels": result.benchmark.to_frame().to_dict("records") if result.benchmark else [],
         "server_info": result.server_info,
         "kv_capacity": result.kv.record(),
+        "startup_phases": result.startup.record(),
         "gpu_shared": [h.record() for h in result.gpu_shared],
         **({"replay": result.replayed.record()} if result.replayed else {}),
     }

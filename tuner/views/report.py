@@ -49,6 +49,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for i, m in enumerate(metrics):
             row[m] = round(r.values[i], 2) if r.values else None
         row["startup_s"] = r.times.startup_s
+        row["startup"] = r.startup.summary() or None
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
         row["max_running"] = r.kv.max_running_requests
@@ -57,6 +58,22 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["flags"] = "baseline (SGLang defaults)" if r.baseline else (r.flags or ServerFlags()).text(skip=fixed)
         if r.reference:
             row["flags"] = f"reference {r.reference}: {row['flags']}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def startup_frame(study: optuna.Study) -> pd.DataFrame:
+    """Seconds of each startup phase per launched trial, as SGLang's log shows them (tuner.sglang.startup_log)."""
+    from tuner.sglang.startup_log import PHASES
+
+    rows = []
+    for r in records(study):
+        if not r.startup:
+            continue
+        row: dict[str, Any] = {"trial": r.number, "startup_s": r.times.startup_s}
+        for name, _, long in PHASES:
+            row[long] = getattr(r.startup, name)
+        row["reached"] = r.startup.reached
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -466,6 +483,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     levels = levels_frame(study)
     trials = trials_frame(study)
     fails = failures_frame(study)
+    startup = startup_frame(study)
     best, base = _best_and_baseline(study)
     figs, skipped = _figures(study)
 
@@ -491,6 +509,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     curves = curves_frame(study)
     if not curves.empty:
         md += ["", "## Load vs latency", "", markdown_table(curves)]
+    if not startup.empty:
+        md += ["", "## Startup phases (s)", "", markdown_table(startup)]
     if not fails.empty:
         md += ["", "## Failures", "", markdown_table(fails)]
     md_path.write_text("\n".join(md))
@@ -536,6 +556,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         parts += ["<h3>Per concurrency</h3>", html_table(levels)]
     if not curves.empty:
         parts += ["<h3>Load vs latency</h3>", html_table(curves)]
+    if not startup.empty:
+        parts += ["<h3>Startup phases (s)</h3>", html_table(startup)]
 
     first = True
     fig_html: dict[str, str] = {}
