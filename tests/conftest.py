@@ -65,6 +65,7 @@ def write_run(
             "startup_timeout_s": 20,
             "startup_timeout_extra_s": {"enable-torch-compile": 10},
             "stop_grace_s": 5,
+            "compile_cache_dir": str(tmp_path / "compile-cache"),  # never the user's own
         },
         "workload": {
             "input_len": 64,

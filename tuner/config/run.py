@@ -103,6 +103,9 @@ class ModelConfig(Strict):
     served_name: str | None = None
 
 
+COMPILE_CACHE_DIR = "~/.cache/sglang-tuner/compile"
+
+
 class LauncherConfig(Strict):
     kind: Literal["process", "docker", "replay"] = "process"
     # The command that starts SGLang; another venv's python or a wrapper script works too.
@@ -119,6 +122,10 @@ class LauncherConfig(Strict):
     )
     # SGLang spends ~6 s draining on SIGTERM; a trial server holds nothing worth draining, so kill it sooner.
     stop_grace_s: float = Field(0.5, ge=0)
+    # One folder of compiled kernels (triton, flashinfer, inductor, tvm-ffi JIT) shared by every trial on this
+    # machine (tuner/serve/compile_cache.py); a variable launcher.env sets wins. Mounted at the same path in Docker.
+    compile_cache: bool = True
+    compile_cache_dir: str = COMPILE_CACHE_DIR
     # Docker only
     image: str | None = None
     volumes: list[str] = Field(default_factory=list)

@@ -296,6 +296,7 @@ class TrialRecord:
     slo_broken: str | None = None
     times: PhaseSeconds = field(default_factory=PhaseSeconds)
     startup: StartupPhases = field(default_factory=StartupPhases)  # the startup's phases, from SGLang's log
+    compile_cache_warm: bool | None = None  # the shared compile cache held kernels when it launched
     gpu: GpuUse = field(default_factory=GpuUse)
     gpu_shared: tuple[Holder, ...] | None = None  # other processes on its GPUs (--allow-shared-gpu)
     kv: KvCapacity = field(default_factory=KvCapacity)
@@ -338,6 +339,8 @@ class TrialRecord:
         out.update(_drop_none(vars(self.times)))
         if self.startup.record():
             out["startup_phases"] = self.startup.record()
+        if self.compile_cache_warm is not None:
+            out["compile_cache_warm"] = self.compile_cache_warm
         out.update(self.gpu.write())
         if self.workload is not None:
             out["workload"] = dict(self.workload)
@@ -403,6 +406,7 @@ class TrialRecord:
                 overhead_s=round(t.overhead_s, 3),
             ),
             startup=result.startup,
+            compile_cache_warm=result.compile_cache_warm,
             gpu=gpu,
             workload=dict(workload) if workload else None,
             replay=replay,
@@ -465,6 +469,7 @@ class TrialRecord:
             slo_broken=a.get("slo_broken"),
             times=PhaseSeconds(**{f.name: a.get(f.name) for f in fields(PhaseSeconds)}),
             startup=StartupPhases.read(a.get("startup_phases")),
+            compile_cache_warm=a.get("compile_cache_warm"),
             gpu=GpuUse.read(a),
             gpu_shared=tuple(Holder(**h) for h in a["gpu_shared"]) if a.get("gpu_shared") is not None else None,
             kv=kv,

@@ -114,6 +114,7 @@ class TrialResult:
     kv: KvCapacity = field(default_factory=KvCapacity)
     replayed: Replayed | None = None
     startup: StartupPhases = field(default_factory=StartupPhases)  # where its startup seconds went (its log)
+    compile_cache_warm: bool | None = None  # the shared compile cache held kernels at launch (None: none shared)
     artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
 
     @property
@@ -216,6 +217,7 @@ class TrialRunner:
 
         spec = LaunchSpec(plan.flags, plan.env, log_path, plan.host, plan.port, plan.gpus, self.study, plan.number)
         self._phase(plan, "launching")
+        cache_warm = self.launcher.compile_cache_warm(spec)
         t_launch = time.monotonic()
         server = self.launcher.launch(spec)
         times.launch_s = time.monotonic() - t_launch
@@ -290,7 +292,7 @@ class TrialRunner:
         result = TrialResult(
             plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before, shared, kv
         )
-        result.startup = startup
+        result.startup, result.compile_cache_warm = startup, cache_warm
         write_artifacts(result)
         return result
 
@@ -409,6 +411,7 @@ def _write_artifacts(result: TrialResult) -> None:
         "server_info": result.server_info,
         "kv_capacity": result.kv.record(),
         "startup_phases": result.startup.record(),
+        "compile_cache_warm": result.compile_cache_warm,
         "gpu_shared": [h.record() for h in result.gpu_shared],
         **({"replay": result.replayed.record()} if result.replayed else {}),
     }

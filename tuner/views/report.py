@@ -49,7 +49,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for i, m in enumerate(metrics):
             row[m] = round(r.values[i], 2) if r.values else None
         row["startup_s"] = r.times.startup_s
-        row["startup"] = r.startup.summary() or None
+        row["startup"] = (r.startup.summary() + _cache_word(r.compile_cache_warm)) or None
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
         row["max_running"] = r.kv.max_running_requests
@@ -74,8 +74,13 @@ def startup_frame(study: optuna.Study) -> pd.DataFrame:
         for name, _, long in PHASES:
             row[long] = getattr(r.startup, name)
         row["reached"] = r.startup.reached
+        row["compile cache"] = None if r.compile_cache_warm is None else "warm" if r.compile_cache_warm else "cold"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _cache_word(warm: bool | None) -> str:
+    return "" if warm is None else " (caches warm)" if warm else " (caches cold)"
 
 
 def terminal_table(frame: pd.DataFrame, title: str):
