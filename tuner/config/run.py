@@ -169,6 +169,11 @@ class WorkloadConfig(Strict):
     shared_prefix: SharedPrefixField | None = None
     arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
     warmup_requests: int = Field(2, ge=0)
+    # Before the first measured level: bursts at its batch size until two bursts' median TTFT and ITL agree
+    # within warmup_tolerance, at most warmup_max_s (kernels built on first use are built before measuring).
+    warmup_until_stable: bool = True
+    warmup_tolerance: float = Field(0.2, gt=0)
+    warmup_max_s: float = Field(60.0, gt=0)
     flush_cache: bool = True
     seed: int = 1
     request_timeout_s: float = Field(300.0, gt=0)
@@ -213,6 +218,9 @@ class WorkloadConfig(Strict):
             dataset=self.sharegpt_path,
             seed=self.seed,
             warmup_requests=self.warmup_requests,
+            stable_warmup=wl.StableWarmup(self.warmup_tolerance, self.warmup_max_s)
+            if self.warmup_until_stable
+            else None,
             flush_cache=self.flush_cache,
             slo=slo,
             request_timeout_s=self.request_timeout_s,

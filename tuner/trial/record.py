@@ -297,6 +297,10 @@ class TrialRecord:
     times: PhaseSeconds = field(default_factory=PhaseSeconds)
     startup: StartupPhases = field(default_factory=StartupPhases)  # the startup's phases, from SGLang's log
     compile_cache_warm: bool | None = None  # the shared compile cache held kernels when it launched
+    # the warm-up until stable latencies before its first level (part of benchmark_s): seconds, bursts, settled
+    warmup_s: float | None = None
+    warmup_bursts: int | None = None
+    warmup_stable: bool | None = None
     gpu: GpuUse = field(default_factory=GpuUse)
     gpu_shared: tuple[Holder, ...] | None = None  # other processes on its GPUs (--allow-shared-gpu)
     kv: KvCapacity = field(default_factory=KvCapacity)
@@ -341,6 +345,11 @@ class TrialRecord:
             out["startup_phases"] = self.startup.record()
         if self.compile_cache_warm is not None:
             out["compile_cache_warm"] = self.compile_cache_warm
+        out.update(
+            _drop_none(
+                {"warmup_s": self.warmup_s, "warmup_bursts": self.warmup_bursts, "warmup_stable": self.warmup_stable}
+            )
+        )
         out.update(self.gpu.write())
         if self.workload is not None:
             out["workload"] = dict(self.workload)
@@ -394,6 +403,7 @@ class TrialRecord:
                 )
         slo_pass = result.benchmark.slo_pass if result.benchmark else ()
         bench = result.benchmark
+        warm = bench.warmup if bench else None
         return cls(
             # A healthy server's status is our own SIGKILL at stop (137): only a failed one's says something.
             failure=Verdict.of(result.failure, result.failure_detail) if result.failure else Verdict(NO_FAILURE),
@@ -407,6 +417,9 @@ class TrialRecord:
             ),
             startup=result.startup,
             compile_cache_warm=result.compile_cache_warm,
+            warmup_s=round(warm.seconds, 3) if warm else None,
+            warmup_bursts=warm.bursts if warm else None,
+            warmup_stable=warm.stable if warm else None,
             gpu=gpu,
             workload=dict(workload) if workload else None,
             replay=replay,
@@ -470,6 +483,9 @@ class TrialRecord:
             times=PhaseSeconds(**{f.name: a.get(f.name) for f in fields(PhaseSeconds)}),
             startup=StartupPhases.read(a.get("startup_phases")),
             compile_cache_warm=a.get("compile_cache_warm"),
+            warmup_s=a.get("warmup_s"),
+            warmup_bursts=a.get("warmup_bursts"),
+            warmup_stable=a.get("warmup_stable"),
             gpu=GpuUse.read(a),
             gpu_shared=tuple(Holder(**h) for h in a["gpu_shared"]) if a.get("gpu_shared") is not None else None,
             kv=kv,

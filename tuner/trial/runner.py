@@ -412,6 +412,7 @@ def _write_artifacts(result: TrialResult) -> None:
         "kv_capacity": result.kv.record(),
         "startup_phases": result.startup.record(),
         "compile_cache_warm": result.compile_cache_warm,
+        "warmup": result.benchmark.warmup.record() if result.benchmark and result.benchmark.warmup else None,
         "gpu_shared": [h.record() for h in result.gpu_shared],
         **({"replay": result.replayed.record()} if result.replayed else {}),
     }

@@ -49,7 +49,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for i, m in enumerate(metrics):
             row[m] = round(r.values[i], 2) if r.values else None
         row["startup_s"] = r.times.startup_s
-        row["startup"] = (r.startup.summary() + _cache_word(r.compile_cache_warm)) or None
+        row["startup"] = (r.startup.summary() + _cache_word(r.compile_cache_warm) + _warmup_word(r)) or None
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
         row["max_running"] = r.kv.max_running_requests
@@ -75,12 +75,22 @@ def startup_frame(study: optuna.Study) -> pd.DataFrame:
             row[long] = getattr(r.startup, name)
         row["reached"] = r.startup.reached
         row["compile cache"] = None if r.compile_cache_warm is None else "warm" if r.compile_cache_warm else "cold"
+        row["warm-up until stable (s)"] = r.warmup_s
+        row["warm-up bursts"] = (
+            None if r.warmup_s is None else f"{r.warmup_bursts}{'' if r.warmup_stable else ' (not stable)'}"
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _cache_word(warm: bool | None) -> str:
     return "" if warm is None else " (caches warm)" if warm else " (caches cold)"
+
+
+def _warmup_word(r: TrialRecord) -> str:
+    if r.warmup_s is None:
+        return ""
+    return f"; warm-up {r.warmup_s:.0f} s" + ("" if r.warmup_stable else " (not stable)")
 
 
 def terminal_table(frame: pd.DataFrame, title: str):
