@@ -108,4 +108,4 @@ def test_tune_start_records_the_warm_up(tmp_path, unique_study):
     rec = TrialRecord.of(trial)
     assert rec.warmup_s is not None and 0 < rec.warmup_s <= (rec.times.benchmark_s or 0)
     assert (rec.warmup_bursts or 0) >= 2 or not rec.warmup_stable
-    assert re.search(r"warm-up \d+ s", tune("status", "-c", str(run)).stdout)
+    assert re.search(r"warm-up [\d.]+ s", tune("status", "-c", str(run)).stdout)

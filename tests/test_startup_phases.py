@@ -81,4 +81,4 @@ def test_tune_start_records_the_stand_ins_startup_phases(tmp_path, unique_study)
     assert status.returncode == 0 and re.search(r"weights \d\.\d / KV pool \d", status.stdout), status.stdout
     assert tune("report", "-c", str(run), "--out", str(tmp_path / "rep")).returncode == 0
     md = (tmp_path / "rep" / "comparison.md").read_text()
-    assert "## Startup phases (s)" in md and "CUDA-graph capture" in md
+    assert "## Startup phases (s)" in md and "graphs: CUDA-graph capture" in md and "| KV pool |" in md

@@ -62,6 +62,17 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _startup_legend() -> str:
+    from tuner.sglang.startup_log import PHASES
+
+    return "; ".join(f"{short}: {long}" for _, short, long in PHASES) + (
+        ". From SGLang's log (whole-second timestamps); the warm-up until stable runs after startup, in the benchmark."
+    )
+
+
+STARTUP_LEGEND = _startup_legend()
+
+
 def startup_frame(study: optuna.Study) -> pd.DataFrame:
     """Seconds of each startup phase per launched trial, as SGLang's log shows them (tuner.sglang.startup_log)."""
     from tuner.sglang.startup_log import PHASES
@@ -71,8 +82,8 @@ def startup_frame(study: optuna.Study) -> pd.DataFrame:
         if not r.startup:
             continue
         row: dict[str, Any] = {"trial": r.number, "startup_s": r.times.startup_s}
-        for name, _, long in PHASES:
-            row[long] = getattr(r.startup, name)
+        for name, short, _ in PHASES:
+            row[short] = getattr(r.startup, name)
         row["reached"] = r.startup.reached
         row["compile cache"] = None if r.compile_cache_warm is None else "warm" if r.compile_cache_warm else "cold"
         row["warm-up until stable (s)"] = r.warmup_s
@@ -90,7 +101,8 @@ def _cache_word(warm: bool | None) -> str:
 def _warmup_word(r: TrialRecord) -> str:
     if r.warmup_s is None:
         return ""
-    return f"; warm-up {r.warmup_s:.0f} s" + ("" if r.warmup_stable else " (not stable)")
+    secs = f"{r.warmup_s:.1f}" if r.warmup_s < 10 else f"{r.warmup_s:.0f}"
+    return f"; warm-up {secs} s" + ("" if r.warmup_stable else " (not stable)")
 
 
 def terminal_table(frame: pd.DataFrame, title: str):
@@ -525,7 +537,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if not curves.empty:
         md += ["", "## Load vs latency", "", markdown_table(curves)]
     if not startup.empty:
-        md += ["", "## Startup phases (s)", "", markdown_table(startup)]
+        md += ["", "## Startup phases (s)", "", STARTUP_LEGEND, "", markdown_table(startup)]
     if not fails.empty:
         md += ["", "## Failures", "", markdown_table(fails)]
     md_path.write_text("\n".join(md))
@@ -572,7 +584,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if not curves.empty:
         parts += ["<h3>Load vs latency</h3>", html_table(curves)]
     if not startup.empty:
-        parts += ["<h3>Startup phases (s)</h3>", html_table(startup)]
+        parts += ["<h3>Startup phases (s)</h3>", f"<p>{html.escape(STARTUP_LEGEND)}</p>", html_table(startup)]
 
     first = True
     fig_html: dict[str, str] = {}
