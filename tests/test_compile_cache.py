@@ -130,3 +130,13 @@ def test_docker_mounts_the_folder_at_the_same_paths_and_deploy_best_leaves_it_ou
     assert (tmp_path / "cc" / "triton" / "standin-kernels.bin").exists()
     assert launcher.compile_cache_warm(spec) is True
     assert root not in launcher.deploy_script(spec)
+
+
+def test_the_folder_is_beside_the_run_file_when_relative_and_in_the_home_by_default(tmp_path):
+    (tmp_path / "space.yaml").write_text("params: {}\n")
+    run = tmp_path / "run.yaml"
+    run.write_text("study: x\nspace: space.yaml\nmodel: {path: m}\nlauncher: {compile_cache_dir: cc}\n")
+    assert load_config(run, check=False).launcher.compile_cache_dir == str(tmp_path / "cc")
+    run.write_text("study: x\nspace: space.yaml\nmodel: {path: m}\n")
+    launcher = load_config(run, check=False).launcher
+    assert launcher.compile_cache and launcher.compile_cache_dir == "~/.cache/sglang-tuner/compile"

@@ -382,6 +382,7 @@ PATH_KEYS = (
     ("workload", "dataset"),
     ("workload", "path"),
     ("launcher", "hf_cache"),
+    ("launcher", "compile_cache_dir"),
     ("launcher", "surface"),
 )
 
