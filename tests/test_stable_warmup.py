@@ -81,8 +81,11 @@ def test_only_before_the_first_level(monkeypatch):
     monkeypatch.setattr(client._Client, "flush_cache", nothing)
     monkeypatch.setattr(client._Client, "measure", measure)
     two = (LEVEL, Level(8, 16, 16, 8))
-    result = client.run_benchmark("http://127.0.0.1:9", "m", Workload(levels=two, stable_warmup=StableWarmup()))
-    assert calls == [LEVEL] and result.warmup == client.WarmupResult(1.5, 2, True)
+    heard: list[client.WarmupResult] = []
+    result = client.run_benchmark(
+        "http://127.0.0.1:9", "m", Workload(levels=two, stable_warmup=StableWarmup()), on_warmup=heard.append
+    )
+    assert calls == [LEVEL] and result.warmup == client.WarmupResult(1.5, 2, True) and heard == [result.warmup]
     off = client.run_benchmark("http://127.0.0.1:9", "m", Workload(levels=two))
     assert len(calls) == 1 and off.warmup is None
 
@@ -102,8 +105,9 @@ def test_tune_start_records_the_warm_up(tmp_path, unique_study):
             "warmup_max_s": 5,
         },
     )
-    done = tune("start", "-c", str(run), "--quiet")
+    done = tune("start", "-c", str(run), "--progress")
     assert done.returncode == 0, done.stderr
+    assert re.search(r"benchmarking: warmed up in [\d.]+ s \(\d+ bursts", done.stdout + done.stderr), done.stdout
     (trial,) = load_existing_study(load_config(run)).trials
     rec = TrialRecord.of(trial)
     assert rec.warmup_s is not None and 0 < rec.warmup_s <= (rec.times.benchmark_s or 0)

@@ -580,6 +580,7 @@ async def _run(
     on_level,
     levels,
     settle=None,
+    on_warmup=None,
 ) -> BenchmarkResult:
     workload.validate()
     c = _Client(base_url, model, workload, check_server)
@@ -593,6 +594,8 @@ async def _run(
             bodies = [c.body(p) for p in prompts]
             if workload.stable_warmup is not None and warm is None:
                 warm = await c.warm_until_stable(level, workload.stable_warmup)
+                if on_warmup is not None:
+                    on_warmup(warm)
             for rep in range(workload.repeats):
                 await c.warmup(level)
                 if workload.flush_cache:
@@ -639,6 +642,7 @@ def run_benchmark(
     on_level: Callable[[LevelResult], None] | None = None,
     levels: Iterable[Level] | None = None,
     settle: Settle | None = None,
+    on_warmup: Callable[[WarmupResult], None] | None = None,
 ) -> BenchmarkResult:
     """Run every level of ``workload`` (each ``workload.repeats`` times) and return the measurements.
 
@@ -658,12 +662,16 @@ def run_benchmark(
     except RuntimeError:
         in_loop = False
     if not in_loop:
-        return asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels, settle))
+        return asyncio.run(
+            _run(base_url, model, workload, check_server, early_stop, on_level, levels, settle, on_warmup)
+        )
     box: dict = {}
 
     def target():
         try:
-            box["r"] = asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels, settle))
+            box["r"] = asyncio.run(
+                _run(base_url, model, workload, check_server, early_stop, on_level, levels, settle, on_warmup)
+            )
         except BaseException as e:
             box["e"] = e
 

@@ -311,6 +311,7 @@ def run_load_search(
     check_server: Callable[[], str | None] | None = None,
     on_level: Callable[[LevelResult], None] | None = None,
     incumbent: Incumbent | None = None,
+    on_warmup: Callable[[WarmupResult], None] | None = None,
 ) -> BenchmarkResult:
     """The search against ``slo`` (LevelResult metric -> upper limit) on a running server, measured by
     run_benchmark (see ``Search``). Raises what run_benchmark raises."""
@@ -332,6 +333,7 @@ def run_load_search(
             on_level=collect,
             levels=state.levels(),
             settle=(lambda recs, now: settled(slo, recs, now)) if search.cut_short else None,
+            on_warmup=on_warmup,
         )
     except BenchmarkError as exc:  # a server that died at 64 req/s still held the SLO up to 32: keep that curve
         if exc.measured is not None:

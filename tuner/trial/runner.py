@@ -16,7 +16,14 @@ from typing import Protocol
 
 import httpx
 
-from tuner.bench.client import BenchmarkError, BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
+from tuner.bench.client import (
+    BenchmarkError,
+    BenchmarkResult,
+    BenchmarkTimeout,
+    ServerDied,
+    WarmupResult,
+    run_benchmark,
+)
 from tuner.bench.load_search import Incumbent, run_load_search
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import LoadSearch, Workload
@@ -306,6 +313,7 @@ class TrialRunner:
                 self.slo,
                 incumbent=self.incumbent,
                 check_server=watcher.reason,
+                on_warmup=lambda w: self._warmed(plan, w),
                 on_level=lambda lv: self._phase(
                     plan,
                     "benchmarking",
@@ -317,11 +325,16 @@ class TrialRunner:
             self.model,
             self.workload,
             check_server=watcher.reason,
+            on_warmup=lambda w: self._warmed(plan, w),
             early_stop=self.early_stop,
             on_level=lambda lv: self._phase(
                 plan, "benchmarking", f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"
             ),
         )
+
+    def _warmed(self, plan: TrialPlan, w: WarmupResult) -> None:
+        settled = "" if w.stable else ", latencies still moving"
+        self._phase(plan, "benchmarking", f"warmed up in {w.seconds:.1f} s ({w.bursts} bursts{settled})")
 
     def _starting_tick(self, plan: TrialPlan, elapsed: float, log_path: Path) -> None:
         self._check_cancel()
