@@ -65,6 +65,7 @@ def write_run(
             "startup_timeout_s": 20,
             "startup_timeout_extra_s": {"enable-torch-compile": 10},
             "stop_grace_s": 5,
+            "compile_cache_dir": str(tmp_path / "compile-cache"),  # never the user's own
         },
         "workload": {
             "input_len": 64,
@@ -73,6 +74,8 @@ def write_run(
             "num_prompts": 16,
             "warmup_requests": 1,
             "request_timeout_s": 20,
+            # Off in the stand-in's studies: its latencies never need kernels built; the tests of it turn it on.
+            "warmup_until_stable": False,
         },
         "sampler": {"seed": 0, "n_startup_trials": 4},
         "confirm": None,  # re-runs at the end cost seconds per test; tests of confirmation turn it on

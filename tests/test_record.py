@@ -19,6 +19,7 @@ from tuner.serve.gpu import Holder
 from tuner.sglang import failures
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
+from tuner.sglang.startup_log import StartupPhases
 from tuner.trial.record import (
     Compared,
     ConfirmationRound,
@@ -66,6 +67,11 @@ def _every_field_set() -> TrialRecord:
         stopped_early="clearly worse",
         slo_broken="p99_ttft_ms 150 > 100",
         times=PhaseSeconds(10.5, 20.25, 1.5, 33.0, 0.75),
+        startup=StartupPhases(14.0, 31.0, 0.11, 4.0, 10.2, 1.0, "fired up"),
+        compile_cache_warm=False,
+        warmup_s=12.5,
+        warmup_bursts=3,
+        warmup_stable=True,
         gpu=GpuUse(80.0, 79.0, 70.5, 60.0, 100.0, 0.8, 55.5, 300.0, ({"gpu": 0, "peak_used_mib": 80.0},)),
         gpu_shared=(Holder(0, 42, "python", 1000.0), Holder(1, 43, "", None)),
         kv=KvCapacity(5000, 16),

@@ -105,6 +105,7 @@ import subprocess
 import sys
 import time
 import zlib
+from pathlib import Path
 
 VERSION = "0.5.17"
 FAULT_NAMES = (
@@ -1572,6 +1573,7 @@ async def startup(server: Server) -> None:
         )
     log("Init torch distributed ends. mem usage=0.00 GB")
     log("Load Config: " + args.model_path)
+    log(f"Load weight begin. avail mem={cap:.2f} GB")
     await asyncio.sleep(startup_s * 0.35)
     avail = cap - r["weights_gb"]
     log(
@@ -1668,6 +1670,15 @@ async def startup(server: Server) -> None:
         bs = [b for b in bs if b <= r["cuda_graph_max_bs_decode"]] or [1]
         log(f"Capture cuda graph bs {bs}")
         t_cap = time.monotonic()
+        # Kernels built on first use, as triton's are: paid once per TRITON_CACHE_DIR, then read from it.
+        kernels = (
+            Path(os.environ["TRITON_CACHE_DIR"]) / "standin-kernels.bin" if os.environ.get("TRITON_CACHE_DIR") else None
+        )
+        if kernels is None or not kernels.exists():
+            await asyncio.sleep(env_float("SGLANG_STANDIN_JIT_S", 0.0))
+            if kernels is not None:
+                kernels.parent.mkdir(parents=True, exist_ok=True)
+                kernels.write_bytes(b"standin")
         await asyncio.sleep(startup_s * 0.3 + compile_s)
         log(
             f"Capture cuda graph end. Time elapsed: {time.monotonic() - t_cap:.2f} s. mem usage={r['graph_mem']:.2f} "

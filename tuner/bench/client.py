@@ -48,7 +48,7 @@ import pandas as pd
 
 from tuner.bench.metrics import LevelResult, RequestRecord, compute_level_result
 from tuner.bench.transport import ARRIVED, CONN_ERRORS, H1Transport, error_text
-from tuner.bench.workload import Level, Prompt, Workload, arrival_times, build_prompts
+from tuner.bench.workload import Level, Prompt, StableWarmup, Workload, arrival_times, build_prompts
 from tuner.errors import TunerError
 from tuner.sglang import endpoints
 
@@ -68,6 +68,20 @@ LEVEL_SLACK_S = 30.0
 
 
 @dataclass(frozen=True)
+class WarmupResult:
+    """The warm-up until stable latencies (workload.StableWarmup): how long, how many bursts, whether the last
+    two agreed (False: it ran out of time), and each burst's median TTFT and ITL in ms."""
+
+    seconds: float
+    bursts: int
+    stable: bool
+    medians_ms: tuple[tuple[float, float], ...] = ()
+
+    def record(self) -> dict:
+        return {"warmup_s": round(self.seconds, 3), "warmup_bursts": self.bursts, "warmup_stable": self.stable}
+
+
+@dataclass(frozen=True)
 class BenchmarkResult:
     levels: tuple[LevelResult, ...]
     stopped_early: str | None = None
@@ -80,6 +94,7 @@ class BenchmarkResult:
     # A load search stopped because the trial cannot beat the study's incumbent (tuner/bench/load_search.py):
     # the index in ``levels`` of the level that broke the SLO at or below the incumbent's rate.
     cannot_beat: int | None = None
+    warmup: WarmupResult | None = None  # the warm-up until stable latencies, before the first level
 
     def to_frame(self) -> pd.DataFrame:
         cols = [f.name for f in fields(LevelResult)]
@@ -475,6 +490,41 @@ class _Client:
                 raise ServerDied(reason)
             raise BenchmarkError(f"all {n} warm-up requests failed: {recs[0].error}")
 
+    async def warm_until_stable(self, level: Level, how: StableWarmup) -> WarmupResult:
+        """Bursts of ``min(level.concurrency, level.num_prompts, how.max_burst)`` requests at once until two
+        consecutive bursts' median TTFT and median ITL agree within ``how.tolerance``, or ``how.max_s`` passed
+        (then the last burst still ends: a burst is never cut)."""
+        n = max(1, min(level.concurrency, level.num_prompts, how.max_burst))
+        t0 = perf_counter()
+        medians: list[tuple[float, float]] = []
+        stable = False
+        burst = 0
+        while True:
+            prompts = build_prompts(self.wl, level, warmup=True, n=n + burst)[burst:]  # fresh prompts each burst
+            out = max(2, min(how.output_len, min(p.output_len for p in prompts)))
+            recs = [RequestRecord(p.prompt_len, out) for p in prompts]
+            tasks = [
+                asyncio.ensure_future(self.request(self.body(p, out), r)) for p, r in zip(prompts, recs, strict=True)
+            ]
+            await self._guarded(tasks, self.timeout_s + LEVEL_SLACK_S)
+            burst += n
+            ok = [r for r in recs if r.success]
+            if not ok:
+                reason = await self.confirm_death()
+                if reason:
+                    raise ServerDied(reason)
+                raise BenchmarkError(f"all {n} warm-up requests failed: {recs[0].error}")
+            itls = [x for r in ok for x in r.itl]
+            medians.append((1000 * _median([r.ttft for r in ok]), 1000 * _median(itls) if itls else 0.0))
+            if len(medians) >= 2 and all(
+                _agree(a, b, how.tolerance) for a, b in zip(medians[-2], medians[-1], strict=True)
+            ):
+                stable = True
+                break
+            if perf_counter() - t0 >= how.max_s:
+                break
+        return WarmupResult(perf_counter() - t0, len(medians), stable, tuple(medians))
+
     async def measure(
         self, level: Level, bodies: list[bytes], prompts: list[Prompt], settle: Settle | None = None
     ) -> tuple[list, float, str | None]:
@@ -510,6 +560,17 @@ class _Client:
         return recs, duration, cut[0] if cut else None
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    k = len(xs) // 2
+    return xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
+
+
+def _agree(a: float, b: float, tolerance: float) -> bool:
+    """Two medians within ``tolerance`` of the larger (both about 0 agree: no ITL with one-token outputs)."""
+    return abs(a - b) <= tolerance * max(abs(a), abs(b)) + 1e-9
+
+
 async def _run(
     base_url: str,
     model: str,
@@ -519,16 +580,22 @@ async def _run(
     on_level,
     levels,
     settle=None,
+    on_warmup=None,
 ) -> BenchmarkResult:
     workload.validate()
     c = _Client(base_url, model, workload, check_server)
     results: list[LevelResult] = []
     records: list[tuple[RequestRecord, ...]] = []
     stopped = None
+    warm: WarmupResult | None = None
     try:
         for level in workload.levels if levels is None else levels:
             prompts = build_prompts(workload, level)
             bodies = [c.body(p) for p in prompts]
+            if workload.stable_warmup is not None and warm is None:
+                warm = await c.warm_until_stable(level, workload.stable_warmup)
+                if on_warmup is not None:
+                    on_warmup(warm)
             for rep in range(workload.repeats):
                 await c.warmup(level)
                 if workload.flush_cache:
@@ -558,11 +625,11 @@ async def _run(
             if stopped:
                 break
     except BenchmarkError as exc:
-        exc.measured = BenchmarkResult(levels=tuple(results), records=tuple(records))
+        exc.measured = BenchmarkResult(levels=tuple(results), records=tuple(records), warmup=warm)
         raise
     finally:
         await c.http.aclose()
-    return BenchmarkResult(levels=tuple(results), stopped_early=stopped or None, records=tuple(records))
+    return BenchmarkResult(levels=tuple(results), stopped_early=stopped or None, records=tuple(records), warmup=warm)
 
 
 def run_benchmark(
@@ -575,6 +642,7 @@ def run_benchmark(
     on_level: Callable[[LevelResult], None] | None = None,
     levels: Iterable[Level] | None = None,
     settle: Settle | None = None,
+    on_warmup: Callable[[WarmupResult], None] | None = None,
 ) -> BenchmarkResult:
     """Run every level of ``workload`` (each ``workload.repeats`` times) and return the measurements.
 
@@ -594,12 +662,16 @@ def run_benchmark(
     except RuntimeError:
         in_loop = False
     if not in_loop:
-        return asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels, settle))
+        return asyncio.run(
+            _run(base_url, model, workload, check_server, early_stop, on_level, levels, settle, on_warmup)
+        )
     box: dict = {}
 
     def target():
         try:
-            box["r"] = asyncio.run(_run(base_url, model, workload, check_server, early_stop, on_level, levels, settle))
+            box["r"] = asyncio.run(
+                _run(base_url, model, workload, check_server, early_stop, on_level, levels, settle, on_warmup)
+            )
         except BaseException as e:
             box["e"] = e
 

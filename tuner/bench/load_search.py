@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 
-from tuner.bench.client import CUT_SHORT, BenchmarkError, BenchmarkResult, run_benchmark
+from tuner.bench.client import CUT_SHORT, BenchmarkError, BenchmarkResult, WarmupResult, run_benchmark
 from tuner.bench.metrics import LevelResult, RequestRecord
 from tuner.bench.workload import Level, LoadSearch, Workload
 
@@ -287,7 +287,7 @@ class Search:
             if self.stopped is not None and self.stopped.cannot_beat:
                 return
 
-    def result(self, records: tuple = ()) -> BenchmarkResult:
+    def result(self, records: tuple = (), warmup: WarmupResult | None = None) -> BenchmarkResult:
         n = len(self.verdicts)  # levels whose verdict is in; a level cut short by an error has none
         stop = self.stopped
         return BenchmarkResult(
@@ -297,6 +297,7 @@ class Search:
             slo_broken=self.first_break[0] if self.first_break else None,
             stopped_early=stop.reason if stop else None,
             cannot_beat=n - 1 if stop and stop.cannot_beat else None,
+            warmup=warmup,
         )
 
 
@@ -310,6 +311,7 @@ def run_load_search(
     check_server: Callable[[], str | None] | None = None,
     on_level: Callable[[LevelResult], None] | None = None,
     incumbent: Incumbent | None = None,
+    on_warmup: Callable[[WarmupResult], None] | None = None,
 ) -> BenchmarkResult:
     """The search against ``slo`` (LevelResult metric -> upper limit) on a running server, measured by
     run_benchmark (see ``Search``). Raises what run_benchmark raises."""
@@ -331,9 +333,10 @@ def run_load_search(
             on_level=collect,
             levels=state.levels(),
             settle=(lambda recs, now: settled(slo, recs, now)) if search.cut_short else None,
+            on_warmup=on_warmup,
         )
     except BenchmarkError as exc:  # a server that died at 64 req/s still held the SLO up to 32: keep that curve
         if exc.measured is not None:
-            exc.measured = state.result(exc.measured.records)
+            exc.measured = state.result(exc.measured.records, exc.measured.warmup)
         raise
-    return state.result(bench.records)
+    return state.result(bench.records, bench.warmup)

@@ -232,6 +232,19 @@ class SharedPrefix:
 
 
 @dataclass(frozen=True)
+class StableWarmup:
+    """Before the first measured level, bursts of requests at the level's batch size until two consecutive
+    bursts' median TTFT and median ITL agree within ``tolerance`` (relative), or ``max_s`` has passed: kernels
+    built on first use (triton, flashinfer, tvm-ffi JIT; 215 s on a fresh H200 with flashinfer, and its first
+    measured level still compiling: docs/h200-chat.md) are built before anything is measured."""
+
+    tolerance: float = 0.2
+    max_s: float = 60.0
+    max_burst: int = 64  # requests per burst at most (the level's concurrency, when smaller)
+    output_len: int = 32  # tokens per warm-up request: enough for an ITL
+
+
+@dataclass(frozen=True)
 class Workload:
     levels: tuple[Level, ...]
     endpoint: str = "completions"  # completions | chat | generate
@@ -246,6 +259,7 @@ class Workload:
     range_ratio: float = 1.0  # bench_serving --random-range-ratio: lengths uniform in [len * ratio, len]
     burstiness: float = 1.0  # bench_serving --burstiness: gamma shape of the arrival gaps; 1 = Poisson
     shared_prefix: SharedPrefix | None = None
+    stable_warmup: StableWarmup | None = None  # None: only ``warmup_requests`` before each level
 
     def tokens_in_flight(self) -> int:
         """The most tokens the requests hold at once: at each level, concurrency x (input + output); a KV pool

@@ -103,6 +103,9 @@ class ModelConfig(Strict):
     served_name: str | None = None
 
 
+COMPILE_CACHE_DIR = "~/.cache/sglang-tuner/compile"
+
+
 class LauncherConfig(Strict):
     kind: Literal["process", "docker", "replay"] = "process"
     # The command that starts SGLang; another venv's python or a wrapper script works too.
@@ -119,6 +122,10 @@ class LauncherConfig(Strict):
     )
     # SGLang spends ~6 s draining on SIGTERM; a trial server holds nothing worth draining, so kill it sooner.
     stop_grace_s: float = Field(0.5, ge=0)
+    # One folder of compiled kernels (triton, flashinfer, inductor, tvm-ffi JIT) shared by every trial on this
+    # machine (tuner/serve/compile_cache.py); a variable launcher.env sets wins. Mounted at the same path in Docker.
+    compile_cache: bool = True
+    compile_cache_dir: str = COMPILE_CACHE_DIR
     # Docker only
     image: str | None = None
     volumes: list[str] = Field(default_factory=list)
@@ -162,6 +169,11 @@ class WorkloadConfig(Strict):
     shared_prefix: SharedPrefixField | None = None
     arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
     warmup_requests: int = Field(2, ge=0)
+    # Before the first measured level: bursts at its batch size until two bursts' median TTFT and ITL agree
+    # within warmup_tolerance, at most warmup_max_s (kernels built on first use are built before measuring).
+    warmup_until_stable: bool = True
+    warmup_tolerance: float = Field(0.2, gt=0)
+    warmup_max_s: float = Field(60.0, gt=0)
     flush_cache: bool = True
     seed: int = 1
     request_timeout_s: float = Field(300.0, gt=0)
@@ -206,6 +218,9 @@ class WorkloadConfig(Strict):
             dataset=self.sharegpt_path,
             seed=self.seed,
             warmup_requests=self.warmup_requests,
+            stable_warmup=wl.StableWarmup(self.warmup_tolerance, self.warmup_max_s)
+            if self.warmup_until_stable
+            else None,
             flush_cache=self.flush_cache,
             slo=slo,
             request_timeout_s=self.request_timeout_s,
@@ -367,6 +382,7 @@ PATH_KEYS = (
     ("workload", "dataset"),
     ("workload", "path"),
     ("launcher", "hf_cache"),
+    ("launcher", "compile_cache_dir"),
     ("launcher", "surface"),
 )
 

@@ -20,6 +20,11 @@ def make_launcher(config: RunConfig) -> Launcher:
             return ReplayLauncher(Surface.load(surface), surface)
         except SurfaceError as exc:
             raise SetupError(f"launcher.surface: {exc}") from None
+    cache = None
+    if config.launcher.compile_cache:
+        from tuner.serve.compile_cache import CompileCache
+
+        cache = CompileCache.at(config.launcher.compile_cache_dir)
     if config.launcher.kind == "docker":
         from tuner.serve.docker import DockerLauncher
 
@@ -33,10 +38,11 @@ def make_launcher(config: RunConfig) -> Launcher:
             volumes=lc.volumes,
             shm_size=lc.shm_size,
             gpu_runtime=lc.gpu_runtime,
+            compile_cache=cache,
         )
     from tuner.serve.process import ProcessLauncher
 
-    return ProcessLauncher(config.launcher.command, config.launcher.env)
+    return ProcessLauncher(config.launcher.command, config.launcher.env, compile_cache=cache)
 
 
 def looks_like_model_path(model: str) -> bool:

@@ -17,6 +17,7 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 
+from tuner.serve.compile_cache import CompileCache
 from tuner.serve.launcher import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
 from tuner.sglang.catalog import FlagCatalog, FlagCatalogError
 from tuner.sglang.flags import ServerFlags, deploy_defaults, one_per_line, shell_args
@@ -126,6 +127,7 @@ class DockerLauncher(Launcher):
         gpu_runtime: bool = False,
         init: bool = True,
         base_url: str | None = None,
+        compile_cache: CompileCache | None = None,
     ):
         self.image = image
         self.command = list(command)
@@ -138,6 +140,7 @@ class DockerLauncher(Launcher):
         self.gpu_runtime = gpu_runtime
         self.init = init
         self.base_url = base_url
+        self.compile_cache = compile_cache  # mounted at the same path, its variables pointed there (None: off)
         self._client: docker.DockerClient | None = None
         self._image_ref: str | None = None
         self._describe: dict[str, str] | None = None
@@ -196,13 +199,23 @@ class DockerLauncher(Launcher):
             return spec.flags
         return spec.flags.merged(ServerFlags.of({"host": "0.0.0.0"}))
 
-    def _environment(self, spec: LaunchSpec) -> dict[str, str]:
-        env = {**self.env, **spec.env}
+    def _cache_env(self, spec: LaunchSpec) -> dict[str, str]:
+        # A container inherits nothing of the tuner's environment: only launcher.env can set them instead.
+        return self.compile_cache.env({**self.env, **spec.env}, inherited={}) if self.compile_cache else {}
+
+    def compile_cache_warm(self, spec: LaunchSpec) -> bool | None:
+        return self.compile_cache.warm() if self.compile_cache and self._cache_env(spec) else None
+
+    def _environment(self, spec: LaunchSpec, *, cache: bool = False) -> dict[str, str]:
+        env = {**(self._cache_env(spec) if cache else {}), **self.env, **spec.env}
         env.setdefault("PYTHONUNBUFFERED", "1")  # lines reach server.log as they are written
         return env
 
-    def _binds(self) -> list[str]:
+    def _binds(self, spec: LaunchSpec | None = None) -> list[str]:
+        """The volumes; with ``spec``, the shared compile cache too (trials only, never deploy-best.sh)."""
         binds = [f"{self.hf_cache}:{HF_CACHE_IN_CONTAINER}"] if self.hf_cache else []
+        if spec is not None and self.compile_cache and self._cache_env(spec):
+            binds.append(f"{self.compile_cache.root}:{self.compile_cache.root}")
         return binds + self.volumes
 
     def _labels(self, spec: LaunchSpec) -> dict[str, str]:
@@ -212,9 +225,9 @@ class DockerLauncher(Launcher):
         kwargs: dict[str, Any] = dict(
             name=container_name(spec.study, spec.trial),
             command=[*self.command, *self._flags(spec).argv()],
-            environment=self._environment(spec),
+            environment=self._environment(spec, cache=True),
             labels=self._labels(spec),
-            volumes=self._binds(),
+            volumes=self._binds(spec),
             shm_size=self.shm_size,
             ipc_mode=self.ipc_mode,
             network_mode=self.network,
@@ -228,25 +241,26 @@ class DockerLauncher(Launcher):
             kwargs["device_requests"] = [docker.types.DeviceRequest(device_ids=device_ids, capabilities=[["gpu"]])]
         return kwargs
 
-    def docker_run_options(self, spec: LaunchSpec, name: str) -> list[str]:
-        """The options of `docker run -d` with the same settings as launch(), one per SDK argument."""
+    def docker_run_options(self, spec: LaunchSpec, name: str, *, cache: bool = False) -> list[str]:
+        """The options of `docker run -d` with the same settings as launch(), one per SDK argument (``cache``:
+        with the shared compile cache, as a trial has it)."""
         options = ["-d", "--name", name]
         if self.init:
             options.append("--init")
         options += [f"--ipc={self.ipc_mode}", "--shm-size", self.shm_size, "--network", self.network]
         if self.network != "host":
             options += ["-p", f"{spec.host}:{spec.port}:{spec.port}"]
-        for key, value in self._environment(spec).items():
+        for key, value in self._environment(spec, cache=cache).items():
             options += ["-e", f"{key}={value}"]
         if self.gpu_runtime and spec.gpus:
             options += ["--gpus", f'"device={",".join(map(str, spec.gpus))}"']
-        for bind in self._binds():
+        for bind in self._binds(spec if cache else None):
             options += ["-v", bind]
         return options
 
     def docker_run_argv(self, spec: LaunchSpec) -> list[str]:
         """What launch() does, as one `docker run`: the first line of every trial's server.log."""
-        options = self.docker_run_options(spec, container_name(spec.study, spec.trial))
+        options = self.docker_run_options(spec, container_name(spec.study, spec.trial), cache=True)
         return ["docker", "run", *options, self.image_ref(), *self.command, *self._flags(spec).argv()]
 
     # --- Launcher -----------------------------------------------------------------------------------
@@ -257,6 +271,8 @@ class DockerLauncher(Launcher):
         if "device_requests" in kwargs:
             self._check_gpu_runtime()
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.compile_cache:  # made by us, not by the daemon (as root)
+            self.compile_cache.prepare(self._cache_env(spec))
         with open(spec.log_path, "ab") as log:
             log.write(f"# {shlex.join(self.docker_run_argv(spec))}\n".encode())
         container = self._create(image, kwargs, spec)

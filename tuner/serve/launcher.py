@@ -77,6 +77,11 @@ class Launcher(ABC):
     def describe(self) -> dict[str, str]:
         """What to record with every trial (SGLang version, image digest, command)."""
 
+    def compile_cache_warm(self, spec: LaunchSpec) -> bool | None:
+        """Whether the shared compile cache (serve/compile_cache.py) held kernels when ``spec`` launches: None
+        where this launcher shares none (switched off, every variable set by the user, a replay)."""
+        return None
+
     @abstractmethod
     def deploy_script(self, spec: LaunchSpec) -> str:
         """The body of deploy-best.sh: starts this exact server the way this launcher did."""

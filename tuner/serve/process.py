@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuner.serve.compile_cache import CompileCache
 from tuner.serve.launcher import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
 from tuner.sglang.catalog import FlagCatalog, read_catalog
 from tuner.sglang.flags import deploy_defaults, one_per_line, shell_args
@@ -87,15 +88,27 @@ def _live_members(pgid: int) -> bool:
 class ProcessLauncher(Launcher):
     kind = "process"
 
-    def __init__(self, command: list[str] | tuple[str, ...] = DEFAULT_COMMAND, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        command: list[str] | tuple[str, ...] = DEFAULT_COMMAND,
+        env: dict[str, str] | None = None,
+        compile_cache: CompileCache | None = None,
+    ):
         self.command = list(command)
         self.env = dict(env or {})
+        self.compile_cache = compile_cache  # one folder of compiled kernels for every trial (None: off)
+
+    def _cache_env(self, spec: LaunchSpec) -> dict[str, str]:
+        return self.compile_cache.env({**self.env, **spec.env}) if self.compile_cache else {}
+
+    def compile_cache_warm(self, spec: LaunchSpec) -> bool | None:
+        return self.compile_cache.warm() if self.compile_cache and self._cache_env(spec) else None
 
     def flag_catalog(self) -> FlagCatalog:
         return read_catalog(self.command, {**os.environ, **self.env})
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
-        env = {**os.environ, **self.env, **spec.env, **spec.marks()}
+        env = {**os.environ, **self._cache_env(spec), **self.env, **spec.env, **spec.marks()}
         if spec.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpus))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -104,6 +117,8 @@ class ProcessLauncher(Launcher):
     def launch(self, spec: LaunchSpec) -> ProcessServer:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [*self.command, *spec.flags.argv()]
+        if self.compile_cache:
+            self.compile_cache.prepare(self._cache_env(spec))
         with open(spec.log_path, "ab") as log:
             log.write(f"# {shlex.join(argv)}\n".encode())
             log.flush()

@@ -23,6 +23,7 @@ from tuner.serve.gpu import Holder
 from tuner.sglang.failures import KV_POOL_TOO_SMALL, FailureClass
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
+from tuner.sglang.startup_log import StartupPhases
 
 if TYPE_CHECKING:
     import optuna
@@ -294,6 +295,12 @@ class TrialRecord:
     stopped_early: str | None = None
     slo_broken: str | None = None
     times: PhaseSeconds = field(default_factory=PhaseSeconds)
+    startup: StartupPhases = field(default_factory=StartupPhases)  # the startup's phases, from SGLang's log
+    compile_cache_warm: bool | None = None  # the shared compile cache held kernels when it launched
+    # the warm-up until stable latencies before its first level (part of benchmark_s): seconds, bursts, settled
+    warmup_s: float | None = None
+    warmup_bursts: int | None = None
+    warmup_stable: bool | None = None
     gpu: GpuUse = field(default_factory=GpuUse)
     gpu_shared: tuple[Holder, ...] | None = None  # other processes on its GPUs (--allow-shared-gpu)
     kv: KvCapacity = field(default_factory=KvCapacity)
@@ -334,6 +341,15 @@ class TrialRecord:
         if self.exit_code is not None:
             out["exit_code"] = self.exit_code
         out.update(_drop_none(vars(self.times)))
+        if self.startup.record():
+            out["startup_phases"] = self.startup.record()
+        if self.compile_cache_warm is not None:
+            out["compile_cache_warm"] = self.compile_cache_warm
+        out.update(
+            _drop_none(
+                {"warmup_s": self.warmup_s, "warmup_bursts": self.warmup_bursts, "warmup_stable": self.warmup_stable}
+            )
+        )
         out.update(self.gpu.write())
         if self.workload is not None:
             out["workload"] = dict(self.workload)
@@ -387,6 +403,7 @@ class TrialRecord:
                 )
         slo_pass = result.benchmark.slo_pass if result.benchmark else ()
         bench = result.benchmark
+        warm = bench.warmup if bench else None
         return cls(
             # A healthy server's status is our own SIGKILL at stop (137): only a failed one's says something.
             failure=Verdict.of(result.failure, result.failure_detail) if result.failure else Verdict(NO_FAILURE),
@@ -398,6 +415,11 @@ class TrialRecord:
                 total_s=round(t.total_s, 3),
                 overhead_s=round(t.overhead_s, 3),
             ),
+            startup=result.startup,
+            compile_cache_warm=result.compile_cache_warm,
+            warmup_s=round(warm.seconds, 3) if warm else None,
+            warmup_bursts=warm.bursts if warm else None,
+            warmup_stable=warm.stable if warm else None,
             gpu=gpu,
             workload=dict(workload) if workload else None,
             replay=replay,
@@ -459,6 +481,11 @@ class TrialRecord:
             stopped_early=a.get("stopped_early"),
             slo_broken=a.get("slo_broken"),
             times=PhaseSeconds(**{f.name: a.get(f.name) for f in fields(PhaseSeconds)}),
+            startup=StartupPhases.read(a.get("startup_phases")),
+            compile_cache_warm=a.get("compile_cache_warm"),
+            warmup_s=a.get("warmup_s"),
+            warmup_bursts=a.get("warmup_bursts"),
+            warmup_stable=a.get("warmup_stable"),
             gpu=GpuUse.read(a),
             gpu_shared=tuple(Holder(**h) for h in a["gpu_shared"]) if a.get("gpu_shared") is not None else None,
             kv=kv,

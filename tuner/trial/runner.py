@@ -16,7 +16,14 @@ from typing import Protocol
 
 import httpx
 
-from tuner.bench.client import BenchmarkError, BenchmarkResult, BenchmarkTimeout, ServerDied, run_benchmark
+from tuner.bench.client import (
+    BenchmarkError,
+    BenchmarkResult,
+    BenchmarkTimeout,
+    ServerDied,
+    WarmupResult,
+    run_benchmark,
+)
 from tuner.bench.load_search import Incumbent, run_load_search
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import LoadSearch, Workload
@@ -30,6 +37,7 @@ from tuner.sglang import endpoints, failures
 from tuner.sglang.failures import FailureClass, Phase
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
+from tuner.sglang.startup_log import StartupPhases
 
 HEALTH_EVERY_S = 1.0
 UNHEALTHY_AFTER = 3  # consecutive failed /health polls (a loaded server may be slow to answer one)
@@ -112,6 +120,8 @@ class TrialResult:
     gpu_shared: tuple[Holder, ...] = ()  # other processes on the trial's GPUs when it launched
     kv: KvCapacity = field(default_factory=KvCapacity)
     replayed: Replayed | None = None
+    startup: StartupPhases = field(default_factory=StartupPhases)  # where its startup seconds went (its log)
+    compile_cache_warm: bool | None = None  # the shared compile cache held kernels at launch (None: none shared)
     artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
 
     @property
@@ -214,6 +224,7 @@ class TrialRunner:
 
         spec = LaunchSpec(plan.flags, plan.env, log_path, plan.host, plan.port, plan.gpus, self.study, plan.number)
         self._phase(plan, "launching")
+        cache_warm = self.launcher.compile_cache_warm(spec)
         t_launch = time.monotonic()
         server = self.launcher.launch(spec)
         times.launch_s = time.monotonic() - t_launch
@@ -229,6 +240,7 @@ class TrialRunner:
         bench: BenchmarkResult | None = None
         info: dict = {}
         kv = KvCapacity()
+        startup = StartupPhases()
         exit_code: int | None = None
         sampler = gpu.GpuSampler(plan.gpus)
         try:
@@ -248,6 +260,7 @@ class TrialRunner:
                         self._classify(server, Phase.STARTUP, log_path, busy_before, timed_out=exc.exit_code is None),
                         str(exc),
                     )
+                startup = _startup_phases(log_path, times.startup_s)
                 if failure is None:
                     sampler.sample_now()
                     sampler.phase = "benchmark"
@@ -286,6 +299,7 @@ class TrialRunner:
         result = TrialResult(
             plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before, shared, kv
         )
+        result.startup, result.compile_cache_warm = startup, cache_warm
         write_artifacts(result)
         return result
 
@@ -299,6 +313,7 @@ class TrialRunner:
                 self.slo,
                 incumbent=self.incumbent,
                 check_server=watcher.reason,
+                on_warmup=lambda w: self._warmed(plan, w),
                 on_level=lambda lv: self._phase(
                     plan,
                     "benchmarking",
@@ -310,11 +325,16 @@ class TrialRunner:
             self.model,
             self.workload,
             check_server=watcher.reason,
+            on_warmup=lambda w: self._warmed(plan, w),
             early_stop=self.early_stop,
             on_level=lambda lv: self._phase(
                 plan, "benchmarking", f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"
             ),
         )
+
+    def _warmed(self, plan: TrialPlan, w: WarmupResult) -> None:
+        settled = "" if w.stable else ", latencies still moving"
+        self._phase(plan, "benchmarking", f"warmed up in {w.seconds:.1f} s ({w.bursts} bursts{settled})")
 
     def _starting_tick(self, plan: TrialPlan, elapsed: float, log_path: Path) -> None:
         self._check_cancel()
@@ -344,6 +364,19 @@ class TrialRunner:
             unhealthy=unhealthy,
             gpu_busy_before=busy_before,
         )
+
+
+STARTUP_LOG_BYTES = 4 << 20  # the startup lines come first; a server's later decode lines are not needed here
+
+
+def _startup_phases(log_path: Path, startup_s: float) -> StartupPhases:
+    """Where the startup went, from the server log's first lines (SGLang's own timestamps)."""
+    try:
+        with open(log_path, "rb") as f:
+            text = f.read(STARTUP_LOG_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return StartupPhases()
+    return StartupPhases.of(text, startup_s)
 
 
 def write_artifacts(result: TrialResult) -> None:
@@ -390,6 +423,9 @@ def _write_artifacts(result: TrialResult) -> None:
         "levels": result.benchmark.to_frame().to_dict("records") if result.benchmark else [],
         "server_info": result.server_info,
         "kv_capacity": result.kv.record(),
+        "startup_phases": result.startup.record(),
+        "compile_cache_warm": result.compile_cache_warm,
+        "warmup": result.benchmark.warmup.record() if result.benchmark and result.benchmark.warmup else None,
         "gpu_shared": [h.record() for h in result.gpu_shared],
         **({"replay": result.replayed.record()} if result.replayed else {}),
     }

@@ -50,6 +50,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for i, m in enumerate(metrics):
             row[m] = round(r.values[i], 2) if r.values else None
         row["startup_s"] = r.times.startup_s
+        row["startup"] = (r.startup.summary() + _cache_word(r.compile_cache_warm) + _warmup_word(r)) or None
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
         row["max_running"] = r.kv.max_running_requests
@@ -60,6 +61,49 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             row["flags"] = f"reference {r.reference}: {row['flags']}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _startup_legend() -> str:
+    from tuner.sglang.startup_log import PHASES
+
+    return "; ".join(f"{short}: {long}" for _, short, long in PHASES) + (
+        ". From SGLang's log (whole-second timestamps); the warm-up until stable runs after startup, in the benchmark."
+    )
+
+
+STARTUP_LEGEND = _startup_legend()
+
+
+def startup_frame(study: optuna.Study) -> pd.DataFrame:
+    """Seconds of each startup phase per launched trial, as SGLang's log shows them (tuner.sglang.startup_log)."""
+    from tuner.sglang.startup_log import PHASES
+
+    rows = []
+    for r in records(study):
+        if not r.startup:
+            continue
+        row: dict[str, Any] = {"trial": r.number, "startup_s": r.times.startup_s}
+        for name, short, _ in PHASES:
+            row[short] = getattr(r.startup, name)
+        row["reached"] = r.startup.reached
+        row["compile cache"] = None if r.compile_cache_warm is None else "warm" if r.compile_cache_warm else "cold"
+        row["warm-up until stable (s)"] = r.warmup_s
+        row["warm-up bursts"] = (
+            None if r.warmup_s is None else f"{r.warmup_bursts}{'' if r.warmup_stable else ' (not stable)'}"
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cache_word(warm: bool | None) -> str:
+    return "" if warm is None else " (caches warm)" if warm else " (caches cold)"
+
+
+def _warmup_word(r: TrialRecord) -> str:
+    if r.warmup_s is None:
+        return ""
+    secs = f"{r.warmup_s:.1f}" if r.warmup_s < 10 else f"{r.warmup_s:.0f}"
+    return f"; warm-up {secs} s" + ("" if r.warmup_stable else " (not stable)")
 
 
 def terminal_table(frame: pd.DataFrame, title: str):
@@ -467,6 +511,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     levels = levels_frame(study)
     trials = trials_frame(study)
     fails = failures_frame(study)
+    startup = startup_frame(study)
     best, base = _best_and_baseline(study)
     figs, skipped = _figures(study)
 
@@ -492,6 +537,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     curves = curves_frame(study)
     if not curves.empty:
         md += ["", "## Load vs latency", "", markdown_table(curves)]
+    if not startup.empty:
+        md += ["", "## Startup phases (s)", "", STARTUP_LEGEND, "", markdown_table(startup)]
     if not fails.empty:
         md += ["", "## Failures", "", markdown_table(fails)]
     write_whole(md_path, "\n".join(md))
@@ -537,6 +584,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         parts += ["<h3>Per concurrency</h3>", html_table(levels)]
     if not curves.empty:
         parts += ["<h3>Load vs latency</h3>", html_table(curves)]
+    if not startup.empty:
+        parts += ["<h3>Startup phases (s)</h3>", f"<p>{html.escape(STARTUP_LEGEND)}</p>", html_table(startup)]
 
     first = True
     fig_html: dict[str, str] = {}
