@@ -17,6 +17,7 @@ from tuner.search.storage import set_trial_attrs
 from tuner.search.study import trial_attrs
 from tuner.serve.gpu import Holder
 from tuner.sglang import failures
+from tuner.sglang.decode_log import DecodeGraphs
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
 from tuner.trial.record import (
@@ -79,6 +80,7 @@ def _every_field_set() -> TrialRecord:
         settled=ServerSettled("0.5.17", 0.8, 8192, 64, "fa3"),
         workload={"dataset": "random", "input_len": 128, "output_len": 64},
         replay=ReplayMark("s.json", (4, 7), True, (16.0,)),
+        decode_graphs=DecodeGraphs(40, 12, "2026-01-01 10:01:00", 65, 80, 64),
         defaults_outside_space=("max-running-requests 4096 (choices 64..512)",),
     )
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import TunerError
 from tuner.serve.gpu import Holder
+from tuner.sglang.decode_log import DecodeGraphs
 from tuner.sglang.failures import KV_POOL_TOO_SMALL, FailureClass
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
@@ -304,6 +305,7 @@ class TrialRecord:
     settled: ServerSettled = field(default_factory=ServerSettled)
     workload: Mapping[str, Any] | None = None  # what was measured (bench.workload's description, the search)
     replay: ReplayMark | None = None
+    decode_graphs: DecodeGraphs | None = None  # its decode log lines on CUDA graphs (key ``decode_graphs``)
     defaults_outside_space: tuple[str, ...] | None = None  # the baseline's flags the space cannot draw
 
     # -- the writer
@@ -351,6 +353,8 @@ class TrialRecord:
         if self.levels is not None:
             out["levels"] = [lv.write() for lv in self.levels]
         out.update({f"server_{k}": v for k, v in _drop_none(vars(self.settled)).items()})
+        if self.decode_graphs is not None:
+            out["decode_graphs"] = self.decode_graphs.record()
         if self.defaults_outside_space is not None:
             out["defaults_outside_space"] = list(self.defaults_outside_space)
         if self.feasible is not None:
@@ -414,6 +418,7 @@ class TrialRecord:
             slo_broken=(bench.slo_broken or None) if load_search and bench else None,
             levels=tuple(RecordedLevel.of(lv, slo_pass[i] if slo_pass else None) for i, lv in enumerate(result.levels)),
             settled=ServerSettled.of(result.server_info),
+            decode_graphs=result.decode_graphs,
         )
 
     # -- the reader
@@ -469,6 +474,7 @@ class TrialRecord:
             settled=ServerSettled(**{f.name: a.get(f"server_{f.name}") for f in fields(ServerSettled)}),
             workload=a.get("workload"),
             replay=ReplayMark.read(a),
+            decode_graphs=DecodeGraphs.read(a["decode_graphs"]) if a.get("decode_graphs") is not None else None,
             defaults_outside_space=_tuple(a.get("defaults_outside_space")),
         )
 

@@ -27,6 +27,7 @@ from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.poller import Poller
 from tuner.serve.readiness import NotReady, healthy, wait_ready
 from tuner.sglang import endpoints, failures
+from tuner.sglang.decode_log import DecodeGraphs
 from tuner.sglang.failures import FailureClass, Phase
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
@@ -112,6 +113,7 @@ class TrialResult:
     gpu_shared: tuple[Holder, ...] = ()  # other processes on the trial's GPUs when it launched
     kv: KvCapacity = field(default_factory=KvCapacity)
     replayed: Replayed | None = None
+    decode_graphs: DecodeGraphs | None = None  # what its decode log lines said of CUDA graphs (None: not benchmarked)
     artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
 
     @property
@@ -286,6 +288,11 @@ class TrialRunner:
         result = TrialResult(
             plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before, shared, kv
         )
+        if bench is not None:
+            # Read once the server has stopped, so every line it wrote during the benchmark is in the file. A
+            # running batch past the largest captured graph decodes eagerly (sgl-project/sglang issue 33483): the
+            # score shows only the slowdown, these lines show the cause.
+            result.decode_graphs = DecodeGraphs.of_file(log_path)
         write_artifacts(result)
         return result
 
@@ -390,6 +397,7 @@ def _write_artifacts(result: TrialResult) -> None:
         "levels": result.benchmark.to_frame().to_dict("records") if result.benchmark else [],
         "server_info": result.server_info,
         "kv_capacity": result.kv.record(),
+        "decode_graphs": result.decode_graphs.record() if result.decode_graphs else None,
         "gpu_shared": [h.record() for h in result.gpu_shared],
         **({"replay": result.replayed.record()} if result.replayed else {}),
     }

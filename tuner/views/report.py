@@ -36,6 +36,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     fixed = _fixed_flags(study)
     trials = records(study)
     replay = any(r.replay for r in trials)
+    graphless = any(r.decode_graphs and r.decode_graphs.graphless for r in trials)
     rows = []
     for r in trials:
         cls = r.failure_class or ("-" if r.state == TrialState.RUNNING else "none")
@@ -52,6 +53,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
         row["max_running"] = r.kv.max_running_requests
+        if graphless:  # only then: the column costs width at 80 columns
+            row["no_graph"] = r.decode_graphs.brief() if r.decode_graphs else None
         if replay:
             row["replayed"] = r.replay.text() if r.replay else "no (measured)"
         row["flags"] = "baseline (SGLang defaults)" if r.baseline else (r.flags or ServerFlags()).text(skip=fixed)
@@ -91,8 +94,19 @@ def defaults_note(study: optuna.Study) -> str | None:
 
 
 def study_notes(study: optuna.Study) -> list[str]:
-    """What a reader must know before trusting the numbers: a shared GPU, defaults outside the space."""
-    return [note for note in (shared_gpu_note(study), defaults_note(study)) if note]
+    """What a reader must know before trusting the numbers: a shared GPU, defaults outside the space, decode steps
+    without a CUDA graph."""
+    notes = [shared_gpu_note(study), defaults_note(study), *graphless_notes(study)]
+    return [note for note in notes if note]
+
+
+def graphless_notes(study: optuna.Study) -> list[str]:
+    """One line per trial whose decode ran without a CUDA graph: its score may hide a cliff, not a flag's cost."""
+    return [
+        f"trial {r.number}: {r.decode_graphs.summary()}"
+        for r in records(study)
+        if r.decode_graphs and r.decode_graphs.graphless
+    ]
 
 
 def shared_gpu_note(study: optuna.Study) -> str | None:
