@@ -287,7 +287,7 @@ def export(
 ) -> None:
     """Write deploy-best.sh and best.json for the best feasible trial."""
     from tuner.search.launchers import make_launcher
-    from tuner.trial.record import StudyRecord, best_record
+    from tuner.trial.record import StudyRecord, export_choice
     from tuner.views.export import export_best
 
     cfg, st = _existing_study(config, study, storage)
@@ -304,11 +304,13 @@ def export(
             },
         )
     # The image that was measured, not whatever its tag points to now.
-    digest = (_guard(best_record, st).launcher or {}).get("image_digest")
+    digest = (_guard(export_choice, st).chosen.launcher or {}).get("image_digest")
     if cfg.launcher.kind == "docker" and digest:
         cfg.launcher.image = digest
     done = _guard(export_best, st, _guard(make_launcher, cfg), out)
     typer.echo(f"trial {done.trial.number}: wrote {done.script} and {done.record}")
+    if done.choice.why:
+        typer.echo(done.choice.why)
     _say_replay(st)
 
 

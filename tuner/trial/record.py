@@ -22,7 +22,7 @@ from tuner.errors import TunerError
 from tuner.serve.gpu import Holder
 from tuner.sglang.decode_log import DecodeGraphs
 from tuner.sglang.failures import KV_POOL_TOO_SMALL, FailureClass
-from tuner.sglang.flags import ServerFlags
+from tuner.sglang.flags import TUNER_FLAGS, ServerFlags
 from tuner.sglang.kv import KvCapacity
 
 if TYPE_CHECKING:
@@ -776,3 +776,66 @@ def baseline_record(study: optuna.Study) -> TrialRecord | None:
 def reference_records(study: optuna.Study) -> dict[str, TrialRecord]:
     """Each reference's completed trial by name (the latest, if it was re-run)."""
     return {r.reference: r for r in records(study, _complete()) if r.reference}
+
+
+# -- what export deploys ----------------------------------------------------------------------------------------
+
+SIMPLEST_RULE = (
+    "among the confirmed configs whose mean lies within the winner's 95% interval (mean ± CI), the one that "
+    "overrides the fewest of SGLang's defaults, ties to the better bound"
+)
+
+
+@dataclass(frozen=True)
+class ExportChoice:
+    """The trial export deploys: the winner, or a simpler confirmed config the re-runs cannot tell from it."""
+
+    chosen: TrialRecord
+    winner: TrialRecord
+    why: str | None = None  # why ``chosen`` stands in for ``winner`` (None: it is the winner)
+
+
+def overridden(r: TrialRecord, defaults: Mapping[str, Any]) -> list[str]:
+    """The flags ``r`` sets otherwise than SGLang's defaults (``defaults``: the baseline's flags, i.e. the
+    space's fixed ones); the tuner's own flags and switches left off do not count."""
+    return [
+        name
+        for name, value in r.flag_values.items()
+        if name not in TUNER_FLAGS and value != defaults.get(name, False if value is False else None)
+    ]
+
+
+def export_choice(study: optuna.Study) -> ExportChoice:
+    """The config to deploy. Without confirmation, the best trial. After it, by vLLM's recipe sweeps' rule: a config
+    whose re-runs fall within the winner's 95% interval is as good as the re-runs can tell, and every flag it does
+    not override is one less thing to carry across SGLang versions, so the one overriding the fewest flags is
+    deployed (the winner itself when nothing simpler qualifies)."""
+    winner = best_record(study)
+    sr = StudyRecord.of(study)
+    won = sr.confirmed(winner.number) if winner.number is not None else None
+    if won is None or won.failure or won.mean is None or won.ci95 is None:
+        return ExportChoice(winner, winner)
+    low, high = won.mean - won.ci95, won.mean + won.ci95
+    base = baseline_record(study)
+    defaults = base.flag_values if base is not None else {}
+    # Confirmations are stored best bound first: the position breaks a tie in favour of the better bound.
+    candidates = []
+    for position, (number, c) in enumerate((sr.confirmations or {}).items()):
+        if c.failure or c.mean is None or not low <= c.mean <= high:
+            continue
+        r = TrialRecord.of(study.trials[number])
+        if r.is_feasible and r.flags is not None:
+            candidates.append((len(overridden(r, defaults)), position, r, c))
+    simplest = min(candidates, key=lambda x: x[:2], default=None)
+    if simplest is None or simplest[2].number == winner.number:
+        return ExportChoice(winner, winner)
+    count, _, chosen, c = simplest
+    assert c.mean is not None
+    kept = ", ".join(overridden(chosen, defaults)) or "none: SGLang's defaults"
+    why = (
+        f"trial {chosen.number} ({chosen.role}) stands in for the winner, trial {winner.number}: its confirmed "
+        f"{c.metric} {c.mean:.2f} lies within the winner's 95% interval {low:.2f} to {high:.2f} "
+        f"({won.mean:.2f} ± {won.ci95:.2f}), and it overrides {count} flag(s) ({kept}) where the winner overrides "
+        f"{len(overridden(winner, defaults))} ({', '.join(overridden(winner, defaults))}). Rule: {SIMPLEST_RULE}."
+    )
+    return ExportChoice(chosen, winner, why)
