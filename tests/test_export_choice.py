@@ -14,6 +14,7 @@ from tuner.serve.process import ProcessLauncher
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.record import NO_FAILURE, StudyRecord, TrialRecord, Verdict, export_choice, overridden
 from tuner.views.export import export_best
+from tuner.views.report import build_report
 
 BASE = {"model-path": "m", "host": "127.0.0.1", "port": 30000, "tp-size": 1}
 METRIC = "output_throughput"
@@ -66,6 +67,8 @@ def test_a_simpler_config_within_the_winners_interval_is_exported(tmp_path) -> N
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["trial"] == 2 and best["simplest"]["winner"] == 1 and "95% interval" in best["simplest"]["why"]
     assert done.trial.number == 2
+    report = build_report(study, tmp_path / "report").markdown.read_text()
+    assert "tune export deploys trial 2: trial 2 (top) stands in for the winner, trial 1" in report
 
 
 @pytest.mark.parametrize("confirmed", [True, False])
@@ -79,3 +82,4 @@ def test_the_winner_is_exported_when_nothing_simpler_is_within_its_interval(tmp_
     assert "SIMPLEST" not in script and "the best feasible config of study 's' (trial 1)" in script
     assert "--mem-fraction-static 0.9" in script
     assert json.loads((tmp_path / "best.json").read_text())["simplest"] is None
+    assert "tune export deploys" not in build_report(study, tmp_path / "report").markdown.read_text()

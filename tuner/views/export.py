@@ -15,6 +15,7 @@ import optuna
 
 from tuner.serve.launcher import Launcher, LaunchSpec
 from tuner.sglang import endpoints
+from tuner.sglang.flags import ServerFlags
 from tuner.trial.record import (
     ExportChoice,
     NothingToExport,
@@ -128,6 +129,9 @@ def _header(study: optuna.Study, choice: ExportChoice) -> str:
         f"# exported by sglang-tuner on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         f"# Launcher: {', '.join(f'{k}={v}' for k, v in launcher.items())}",
     ]
+    warning = (best.flags or ServerFlags()).numerics_warning()
+    if warning:
+        lines += [f"# {line}" for line in textwrap.wrap(warning, 110)]
     if choice.why:
         lines += [
             f"# SIMPLEST WITHIN THE WINNER'S INTERVAL: trial {best.number}, not the confirmed winner (trial "

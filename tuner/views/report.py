@@ -18,10 +18,12 @@ from optuna.trial import TrialState
 
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.record import (
+    NothingToExport,
     StudyRecord,
     TrialRecord,
     baseline_record,
     best_or_none,
+    export_choice,
     records,
     replay_notice,
 )
@@ -166,6 +168,20 @@ def comparison_frame(study: optuna.Study) -> pd.DataFrame:
         change = round(100.0 * (v / b - 1.0), 1) if isinstance(b, (int, float)) and b and v is not None else None
         rows.append({"metric": label, "baseline": b, "best": v, "change_pct": change, "better": better})
     return pd.DataFrame(rows, columns=["metric", "baseline", "best", "change_pct", "better"])
+
+
+def export_notes(study: optuna.Study) -> list[str]:
+    """What ``tune export`` deploys, when it is a simpler config than the best shown, and whether its flags change
+    the model's answers."""
+    try:
+        choice = export_choice(study)
+    except NothingToExport:
+        return []
+    notes = [f"tune export deploys trial {choice.chosen.number}: {choice.why}"] if choice.why else []
+    warning = (choice.chosen.flags or ServerFlags()).numerics_warning()
+    if warning:
+        notes.append(f"The exported config (trial {choice.chosen.number}) {warning}")
+    return notes
 
 
 def is_load_search(study: optuna.Study) -> bool:
@@ -492,6 +508,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if best is not None:
         best_flags = (best.flags or ServerFlags()).text()
         md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
+    exported = export_notes(study)
+    md += [f"**{note}**\n" for note in exported]
     where = _where(study)
     md += [f"{where[0].upper()}{where[1:]}.", ""]
     for note in study_notes(study):
@@ -531,6 +549,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     else:
         flags = (best.flags or ServerFlags()).text() or "SGLang defaults"
         parts.append(f"<p>Best: trial {best.number}: <code>{html.escape(flags)}</code></p>")
+    parts += [f"<p class='bad'>{html.escape(note)}</p>" for note in exported]
     if base is None:
         parts.append("<p class='muted'>No completed baseline trial (trial 0 with SGLang defaults).</p>")
     elif not base.is_feasible:
