@@ -21,7 +21,7 @@ def test_graphless_decode_is_recorded_and_shown(tmp_path, graph_bs: int, graphle
         tmp_path,
         space=space,
         trials=1,
-        workload={"concurrency": [8], "output_len": 64, "num_prompts": 32},
+        workload={"concurrency": [1, 8], "output_len": 64, "num_prompts": 32},
     )
     started = tune("start", "--config", str(run))
     assert started.returncode == 0, started.stderr + started.stdout
@@ -29,6 +29,10 @@ def test_graphless_decode_is_recorded_and_shown(tmp_path, graph_bs: int, graphle
     trial = optuna.load_study(study_name="t", storage=storage).trials[0]
     graphs = trial.user_attrs["decode_graphs"]
     assert graphs["logged"] > 0
+    # Each level's own lines: one request at a time always fits the graph.
+    levels = trial.user_attrs["levels"]
+    assert [lv["concurrency"] for lv in levels] == [1, 8] and all(lv["decode_logged"] > 0 for lv in levels)
+    assert levels[0]["decode_graphless"] == 0 and (levels[1]["decode_graphless"] > 0) is graphless
 
     status = tune("status", "--config", str(run))
     assert status.returncode == 0, status.stderr
@@ -42,6 +46,8 @@ def test_graphless_decode_is_recorded_and_shown(tmp_path, graph_bs: int, graphle
         assert "trial 0: decode ran without a CUDA graph" in status.stdout
         assert "--cuda-graph-max-bs-decode" in status.stdout
         assert "**without a CUDA graph**" in note
+        by_level = f"by level: c=1 0/{levels[0]['decode_logged']}, c=8 {levels[1]['decode_graphless']}/"
+        assert by_level in status.stdout and by_level in note
     else:
         assert graphs["graphless"] == 0 and graphs["first_graphless_at"] is None
         assert "no_graph" not in status.stdout and "without a CUDA graph" not in status.stdout

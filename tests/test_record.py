@@ -74,7 +74,7 @@ def _every_field_set() -> TrialRecord:
         goodput=3.988,
         max_rate=4.0,
         levels=(
-            RecordedLevel(4, 4.0, 0, 100.5, 1.5, 1.25, 30.5, 60.5, 8.5, 9.5, 0, True),
+            RecordedLevel(4, 4.0, 0, 100.5, 1.5, 1.25, 30.5, 60.5, 8.5, 9.5, 0, True, 8, 5),
             RecordedLevel(8, 8.0, 1, 200.5, 2.5, 0.5, 90.5, 160.5, 18.5, 19.5, 1, False),
         ),
         settled=ServerSettled("0.5.17", 0.8, 8192, 64, "fa3"),

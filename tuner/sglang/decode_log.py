@@ -9,6 +9,7 @@ throughput (token/s): 2358.64, #queue-req: 0``. A score alone hides such a cliff
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -66,6 +67,17 @@ class DecodeGraphs:
             return cls.of(path.read_text(errors="replace"))
         except FileNotFoundError:
             return cls()
+
+    @classmethod
+    def between(cls, path: Path, marks: list[int]) -> tuple[DecodeGraphs, ...]:
+        """One per span of the log between consecutive byte offsets (``marks``: where each span begins, then
+        where the last ends). A line being written at a mark is split and lost to both spans: a count, not a
+        census."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return ()
+        return tuple(cls.of(data[a:b].decode(errors="replace")) for a, b in itertools.pairwise(marks))
 
     def record(self) -> dict[str, Any]:
         return asdict(self)

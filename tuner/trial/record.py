@@ -175,9 +175,13 @@ class RecordedLevel:
     p99_tpot_ms: float | None = None
     failed: int | None = None
     slo_pass: bool | None = None  # a load search's verdict; None (not written) otherwise
+    # Its decode log lines (its warm-up's included): how many, and how many without a CUDA graph; None (not
+    # written) where the log was not read.
+    decode_logged: int | None = None
+    decode_graphless: int | None = None
 
     @classmethod
-    def of(cls, lv: LevelResult, slo_pass: bool | None = None) -> RecordedLevel:
+    def of(cls, lv: LevelResult, slo_pass: bool | None = None, graphs: DecodeGraphs | None = None) -> RecordedLevel:
         return cls(
             concurrency=lv.concurrency,
             request_rate=lv.request_rate,
@@ -191,13 +195,22 @@ class RecordedLevel:
             p99_tpot_ms=round(lv.p99_tpot_ms, 3),
             failed=lv.failed,
             slo_pass=slo_pass,
+            decode_logged=graphs.logged if graphs else None,
+            decode_graphless=graphs.graphless if graphs else None,
         )
 
     def write(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.slo_pass is None:
-            del out["slo_pass"]
-        return out
+        optional = ("slo_pass", "decode_logged", "decode_graphless")
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in optional or getattr(self, f.name) is not None
+        }
+
+    @property
+    def label(self) -> str:
+        """``8 req/s`` for a load search's level, ``c=8`` otherwise."""
+        return f"{self.request_rate:g} req/s" if self.request_rate is not None else f"c={self.concurrency}"
 
     @classmethod
     def read(cls, d: Mapping[str, Any]) -> RecordedLevel:
@@ -416,7 +429,14 @@ class TrialRecord:
             goodput=(round(level.request_goodput, 3) if level else 0.0) if load_search else None,
             max_rate=(level.request_rate if level else 0.0) if load_search else None,
             slo_broken=(bench.slo_broken or None) if load_search and bench else None,
-            levels=tuple(RecordedLevel.of(lv, slo_pass[i] if slo_pass else None) for i, lv in enumerate(result.levels)),
+            levels=tuple(
+                RecordedLevel.of(
+                    lv,
+                    slo_pass[i] if slo_pass else None,
+                    result.level_graphs[i] if i < len(result.level_graphs) else None,
+                )
+                for i, lv in enumerate(result.levels)
+            ),
             settled=ServerSettled.of(result.server_info),
             decode_graphs=result.decode_graphs,
         )
@@ -517,6 +537,14 @@ class TrialRecord:
     def sglang_version(self) -> str | None:
         """SGLang's version: from /get_server_info, else what the launcher said."""
         return self.settled.version or (self.launcher or {}).get("sglang_version")
+
+    @property
+    def graphless_by_level(self) -> str | None:
+        """Graphless of logged decode steps per level (``c=1 0/3, c=8 5/6``); None where no level had one."""
+        levels = [lv for lv in self.measured_levels if lv.decode_logged is not None]
+        if not any(lv.decode_graphless for lv in levels):
+            return None
+        return ", ".join(f"{lv.label} {lv.decode_graphless}/{lv.decode_logged}" for lv in levels)
 
     def number_at(self, key: str) -> Any:
         """A recorded number by its stored key (tables of compared configs name their rows by key)."""

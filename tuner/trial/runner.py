@@ -114,6 +114,7 @@ class TrialResult:
     kv: KvCapacity = field(default_factory=KvCapacity)
     replayed: Replayed | None = None
     decode_graphs: DecodeGraphs | None = None  # what its decode log lines said of CUDA graphs (None: not benchmarked)
+    level_graphs: tuple[DecodeGraphs, ...] = ()  # the same, per measured level (its warm-up included)
     artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
 
     @property
@@ -232,6 +233,7 @@ class TrialRunner:
         info: dict = {}
         kv = KvCapacity()
         exit_code: int | None = None
+        marks: list[int] = []  # the log's size when the benchmark began and as each level ended
         sampler = gpu.GpuSampler(plan.gpus)
         try:
             with sampler:
@@ -255,9 +257,10 @@ class TrialRunner:
                     sampler.phase = "benchmark"
                     self._phase(plan, "benchmarking")
                     t_bench = time.monotonic()
+                    marks.append(_size(log_path))
                     with Watcher(server, self.cancel) as watcher:
                         try:
-                            bench = self._benchmark(plan, spec.base_url, watcher)
+                            bench = self._benchmark(plan, spec.base_url, watcher, lambda: marks.append(_size(log_path)))
                         except ServerDied as exc:
                             if self.cancel.is_set():
                                 raise Cancelled() from None
@@ -293,10 +296,25 @@ class TrialRunner:
             # running batch past the largest captured graph decodes eagerly (sgl-project/sglang issue 33483): the
             # score shows only the slowdown, these lines show the cause.
             result.decode_graphs = DecodeGraphs.of_file(log_path)
+            result.level_graphs = DecodeGraphs.between(log_path, marks)
         write_artifacts(result)
         return result
 
-    def _benchmark(self, plan: TrialPlan, base_url: str, watcher: Watcher) -> BenchmarkResult:
+    def _benchmark(
+        self, plan: TrialPlan, base_url: str, watcher: Watcher, level_done: Callable[[], None]
+    ) -> BenchmarkResult:
+        """The benchmark; ``level_done`` is called as each level ends, in the order of the result's levels."""
+
+        def on_level(lv: LevelResult) -> None:
+            level_done()
+            if self.load_search is not None:
+                detail = (
+                    f"{lv.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, p99 TPOT {lv.p99_tpot_ms:.1f} ms"
+                )
+            else:
+                detail = f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"
+            self._phase(plan, "benchmarking", detail)
+
         if self.load_search is not None:
             return run_load_search(
                 base_url,
@@ -306,11 +324,7 @@ class TrialRunner:
                 self.slo,
                 incumbent=self.incumbent,
                 check_server=watcher.reason,
-                on_level=lambda lv: self._phase(
-                    plan,
-                    "benchmarking",
-                    f"{lv.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, p99 TPOT {lv.p99_tpot_ms:.1f} ms",
-                ),
+                on_level=on_level,
             )
         return run_benchmark(
             base_url,
@@ -318,9 +332,7 @@ class TrialRunner:
             self.workload,
             check_server=watcher.reason,
             early_stop=self.early_stop,
-            on_level=lambda lv: self._phase(
-                plan, "benchmarking", f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"
-            ),
+            on_level=on_level,
         )
 
     def _starting_tick(self, plan: TrialPlan, elapsed: float, log_path: Path) -> None:
@@ -351,6 +363,13 @@ class TrialRunner:
             unhealthy=unhealthy,
             gpu_busy_before=busy_before,
         )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def write_artifacts(result: TrialResult) -> None:

@@ -106,6 +106,7 @@ def graphless_notes(study: optuna.Study) -> list[str]:
     """One line per trial whose decode ran without a CUDA graph: its score may hide a cliff, not a flag's cost."""
     return [
         f"trial {r.number}: {r.decode_graphs.summary()}"
+        + (f"; graphless of logged steps by level: {r.graphless_by_level}" if r.graphless_by_level else "")
         for r in records(study)
         if r.decode_graphs and r.decode_graphs.graphless
     ]
