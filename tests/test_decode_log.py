@@ -37,3 +37,19 @@ def test_graphless_steps_are_counted_with_their_batch_sizes_and_first_time() -> 
         "2026-11-28 13:56:47; the largest batch decoded with a graph: 256: raise --cuda-graph-max-bs-decode or "
         "lower --max-running-requests"
     )
+
+
+def test_each_level_reads_only_its_own_span_of_the_log(tmp_path) -> None:
+    line = (
+        "[2026-11-28 13:56:{s:02d}] Decode batch, #running-req: {n}, #token: 1, token usage: 0.04, cuda graph: {g}, "
+        "gen throughput (token/s): 1.00, #queue-req: 0\n"
+    )
+    first = line.format(s=1, n=1, g=True) * 2
+    second = line.format(s=2, n=9, g=False) + line.format(s=3, n=4, g=True)
+    log = tmp_path / "server.log"
+    log.write_text("[2026-11-28 13:56:00] startup\n" + first + second)
+    start = len("[2026-11-28 13:56:00] startup\n")
+    spans = DecodeGraphs.between(log, [start, start + len(first), start + len(first) + len(second)])
+    assert [(g.logged, g.graphless) for g in spans] == [(2, 0), (2, 1)]
+    assert spans[1].first_graphless_at == "2026-11-28 13:56:02" and spans[1].largest_graphed_running == 4
+    assert DecodeGraphs.between(tmp_path / "absent.log", [0, 10]) == ()

@@ -17,6 +17,7 @@ from tuner.search.storage import set_trial_attrs
 from tuner.search.study import trial_attrs
 from tuner.serve.gpu import Holder
 from tuner.sglang import failures
+from tuner.sglang.decode_log import DecodeGraphs
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
 from tuner.sglang.startup_log import StartupPhases
@@ -79,12 +80,13 @@ def _every_field_set() -> TrialRecord:
         goodput=3.988,
         max_rate=4.0,
         levels=(
-            RecordedLevel(4, 4.0, 0, 100.5, 1.5, 1.25, 30.5, 60.5, 8.5, 9.5, 0, True),
+            RecordedLevel(4, 4.0, 0, 100.5, 1.5, 1.25, 30.5, 60.5, 8.5, 9.5, 0, True, 8, 5),
             RecordedLevel(8, 8.0, 1, 200.5, 2.5, 0.5, 90.5, 160.5, 18.5, 19.5, 1, False),
         ),
         settled=ServerSettled("0.5.17", 0.8, 8192, 64, "fa3"),
         workload={"dataset": "random", "input_len": 128, "output_len": 64},
         replay=ReplayMark("s.json", (4, 7), True, (16.0,)),
+        decode_graphs=DecodeGraphs(40, 12, "2026-01-01 10:01:00", 65, 80, 64),
         defaults_outside_space=("max-running-requests 4096 (choices 64..512)",),
     )
 

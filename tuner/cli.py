@@ -313,7 +313,7 @@ def export(
 ) -> None:
     """Write deploy-best.sh and best.json for the best feasible trial."""
     from tuner.search.launchers import make_launcher
-    from tuner.trial.record import StudyRecord, best_record
+    from tuner.trial.record import StudyRecord, export_choice
     from tuner.views.export import export_best
 
     cfg, st = _existing_study(config, study, storage)
@@ -330,7 +330,7 @@ def export(
             },
         )
     # The image that was measured, not whatever its tag points to now.
-    digest = (_guard(best_record, st).launcher or {}).get("image_digest")
+    digest = (_guard(export_choice, st).chosen.launcher or {}).get("image_digest")
     if cfg.launcher.kind == "docker" and digest:
         cfg.launcher.image = digest
     try:
@@ -338,6 +338,8 @@ def export(
     except OSError as exc:
         _fail(_unwritable(out, exc))
     typer.echo(f"trial {done.trial.number}: wrote {done.script} and {done.record}")
+    if done.choice.why:
+        typer.echo(done.choice.why)
     _say_replay(st)
 
 

@@ -9,8 +9,12 @@ throughput (token/s): 2358.64, #queue-req: 0``. A score alone hides such a cliff
 
 from __future__ import annotations
 
+import itertools
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
 
 # "[2026-11-28 13:56:46] Decode batch, ..." or, with TP/DP ranks, "[2026-11-28 13:56:46 TP0] Decode batch (iter 5), ..."
 _LINE = re.compile(
@@ -56,19 +60,51 @@ class DecodeGraphs:
             largest_graphed_running=max(with_graph, default=None),
         )
 
+    @classmethod
+    def of_file(cls, path: Path) -> DecodeGraphs:
+        """The whole log of a trial's server (none yet: nothing logged)."""
+        try:
+            return cls.of(path.read_text(errors="replace"))
+        except FileNotFoundError:
+            return cls()
+
+    @classmethod
+    def between(cls, path: Path, marks: list[int]) -> tuple[DecodeGraphs, ...]:
+        """One per span of the log between consecutive byte offsets (``marks``: where each span begins, then
+        where the last ends). A line being written at a mark is split and lost to both spans: a count, not a
+        census."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return ()
+        return tuple(cls.of(data[a:b].decode(errors="replace")) for a, b in itertools.pairwise(marks))
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, d: Mapping[str, Any]) -> DecodeGraphs:
+        return cls(**{f.name: d.get(f.name, getattr(cls(), f.name)) for f in fields(cls)})
+
+    def brief(self) -> str | None:
+        """A table cell: the graphless running batch sizes and the share of logged steps, e.g. ``65-80 (12/40)``."""
+        return f"{self._batches()} ({self.graphless}/{self.logged})" if self.graphless else None
+
+    def _batches(self) -> str:
+        lo, hi = self.graphless_min_running, self.graphless_max_running
+        return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
     def summary(self) -> str | None:
         """One line for status, the report and the trial note; None when every logged decode step had a graph."""
         if not self.graphless:
             return None
-        lo, hi = self.graphless_min_running, self.graphless_max_running
-        batches = f"{lo}" if lo == hi else f"{lo}-{hi}"
         graphed = (
             f"; the largest batch decoded with a graph: {self.largest_graphed_running}"
             if self.largest_graphed_running is not None
             else ""
         )
         return (
-            f"decode ran without a CUDA graph in {self.graphless} of {self.logged} logged steps, at {batches} "
+            f"decode ran without a CUDA graph in {self.graphless} of {self.logged} logged steps, at {self._batches()} "
             f"running requests, first at {self.first_graphless_at}{graphed}: raise --cuda-graph-max-bs-decode or "
             f"lower --max-running-requests"
         )

@@ -60,6 +60,26 @@ class ServerFlags:
             if name not in TUNER_FLAGS and name not in skip and value is not False and value is not None
         )
 
+    def numerics(self) -> list[str]:
+        """The flags set here that change the model's answers (``NUMERICS_FLAGS``), as ``--name value``."""
+        return [
+            f"--{name}" if value is True else f"--{name} {format_value(value)}"
+            for name, value in self.values
+            if name in NUMERICS_FLAGS and value is not False and value is not None
+        ]
+
+    def numerics_warning(self) -> str | None:
+        """One plain sentence for an exported config that sets such a flag (None when it sets none): a speed-up
+        bought with different answers must never pass for a free one."""
+        named = self.numerics()
+        if not named:
+            return None
+        return (
+            f"CHANGES THE MODEL'S ANSWERS, not only its speed: {', '.join(named)} "
+            f"{'changes' if len(named) == 1 else 'change'} what the model computes. Check the quality of its "
+            f"outputs (an accuracy eval against the unmodified model), not only its throughput, before deploying it."
+        )
+
 
 def resolved_flags(server_info: Mapping[str, Any], max_running_requests: int | None) -> dict[str, FlagValue]:
     """Each flag's value as SGLang settled it, by flag name, from /get_server_info (its ServerArgs). Two it

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import TunerError
 from tuner.serve.gpu import Holder
+from tuner.sglang.decode_log import DecodeGraphs
 from tuner.sglang.failures import KV_POOL_TOO_SMALL, FailureClass
-from tuner.sglang.flags import ServerFlags
+from tuner.sglang.flags import TUNER_FLAGS, ServerFlags
 from tuner.sglang.kv import KvCapacity
 from tuner.sglang.startup_log import StartupPhases
 
@@ -175,9 +176,13 @@ class RecordedLevel:
     p99_tpot_ms: float | None = None
     failed: int | None = None
     slo_pass: bool | None = None  # a load search's verdict; None (not written) otherwise
+    # Its decode log lines (its warm-up's included): how many, and how many without a CUDA graph; None (not
+    # written) where the log was not read.
+    decode_logged: int | None = None
+    decode_graphless: int | None = None
 
     @classmethod
-    def of(cls, lv: LevelResult, slo_pass: bool | None = None) -> RecordedLevel:
+    def of(cls, lv: LevelResult, slo_pass: bool | None = None, graphs: DecodeGraphs | None = None) -> RecordedLevel:
         return cls(
             concurrency=lv.concurrency,
             request_rate=lv.request_rate,
@@ -191,13 +196,22 @@ class RecordedLevel:
             p99_tpot_ms=round(lv.p99_tpot_ms, 3),
             failed=lv.failed,
             slo_pass=slo_pass,
+            decode_logged=graphs.logged if graphs else None,
+            decode_graphless=graphs.graphless if graphs else None,
         )
 
     def write(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.slo_pass is None:
-            del out["slo_pass"]
-        return out
+        optional = ("slo_pass", "decode_logged", "decode_graphless")
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in optional or getattr(self, f.name) is not None
+        }
+
+    @property
+    def label(self) -> str:
+        """``8 req/s`` for a load search's level, ``c=8`` otherwise."""
+        return f"{self.request_rate:g} req/s" if self.request_rate is not None else f"c={self.concurrency}"
 
     @classmethod
     def read(cls, d: Mapping[str, Any]) -> RecordedLevel:
@@ -311,6 +325,7 @@ class TrialRecord:
     settled: ServerSettled = field(default_factory=ServerSettled)
     workload: Mapping[str, Any] | None = None  # what was measured (bench.workload's description, the search)
     replay: ReplayMark | None = None
+    decode_graphs: DecodeGraphs | None = None  # its decode log lines on CUDA graphs (key ``decode_graphs``)
     defaults_outside_space: tuple[str, ...] | None = None  # the baseline's flags the space cannot draw
 
     # -- the writer
@@ -367,6 +382,8 @@ class TrialRecord:
         if self.levels is not None:
             out["levels"] = [lv.write() for lv in self.levels]
         out.update({f"server_{k}": v for k, v in _drop_none(vars(self.settled)).items()})
+        if self.decode_graphs is not None:
+            out["decode_graphs"] = self.decode_graphs.record()
         if self.defaults_outside_space is not None:
             out["defaults_outside_space"] = list(self.defaults_outside_space)
         if self.feasible is not None:
@@ -434,8 +451,16 @@ class TrialRecord:
             goodput=(round(level.request_goodput, 3) if level else 0.0) if load_search else None,
             max_rate=(level.request_rate if level else 0.0) if load_search else None,
             slo_broken=(bench.slo_broken or None) if load_search and bench else None,
-            levels=tuple(RecordedLevel.of(lv, slo_pass[i] if slo_pass else None) for i, lv in enumerate(result.levels)),
+            levels=tuple(
+                RecordedLevel.of(
+                    lv,
+                    slo_pass[i] if slo_pass else None,
+                    result.level_graphs[i] if i < len(result.level_graphs) else None,
+                )
+                for i, lv in enumerate(result.levels)
+            ),
             settled=ServerSettled.of(result.server_info),
+            decode_graphs=result.decode_graphs,
         )
 
     # -- the reader
@@ -496,6 +521,7 @@ class TrialRecord:
             settled=ServerSettled(**{f.name: a.get(f"server_{f.name}") for f in fields(ServerSettled)}),
             workload=a.get("workload"),
             replay=ReplayMark.read(a),
+            decode_graphs=DecodeGraphs.read(a["decode_graphs"]) if a.get("decode_graphs") is not None else None,
             defaults_outside_space=_tuple(a.get("defaults_outside_space")),
         )
 
@@ -538,6 +564,14 @@ class TrialRecord:
     def sglang_version(self) -> str | None:
         """SGLang's version: from /get_server_info, else what the launcher said."""
         return self.settled.version or (self.launcher or {}).get("sglang_version")
+
+    @property
+    def graphless_by_level(self) -> str | None:
+        """Graphless of logged decode steps per level (``c=1 0/3, c=8 5/6``); None where no level had one."""
+        levels = [lv for lv in self.measured_levels if lv.decode_logged is not None]
+        if not any(lv.decode_graphless for lv in levels):
+            return None
+        return ", ".join(f"{lv.label} {lv.decode_graphless}/{lv.decode_logged}" for lv in levels)
 
     def number_at(self, key: str) -> Any:
         """A recorded number by its stored key (tables of compared configs name their rows by key)."""
@@ -797,3 +831,66 @@ def baseline_record(study: optuna.Study) -> TrialRecord | None:
 def reference_records(study: optuna.Study) -> dict[str, TrialRecord]:
     """Each reference's completed trial by name (the latest, if it was re-run)."""
     return {r.reference: r for r in records(study, _complete()) if r.reference}
+
+
+# -- what export deploys ----------------------------------------------------------------------------------------
+
+SIMPLEST_RULE = (
+    "among the confirmed configs whose mean lies within the winner's 95% interval (mean ± CI), the one that "
+    "overrides the fewest of SGLang's defaults, ties to the better bound"
+)
+
+
+@dataclass(frozen=True)
+class ExportChoice:
+    """The trial export deploys: the winner, or a simpler confirmed config the re-runs cannot tell from it."""
+
+    chosen: TrialRecord
+    winner: TrialRecord
+    why: str | None = None  # why ``chosen`` stands in for ``winner`` (None: it is the winner)
+
+
+def overridden(r: TrialRecord, defaults: Mapping[str, Any]) -> list[str]:
+    """The flags ``r`` sets otherwise than SGLang's defaults (``defaults``: the baseline's flags, i.e. the
+    space's fixed ones); the tuner's own flags and switches left off do not count."""
+    return [
+        name
+        for name, value in r.flag_values.items()
+        if name not in TUNER_FLAGS and value != defaults.get(name, False if value is False else None)
+    ]
+
+
+def export_choice(study: optuna.Study) -> ExportChoice:
+    """The config to deploy. Without confirmation, the best trial. After it, by vLLM's recipe sweeps' rule: a config
+    whose re-runs fall within the winner's 95% interval is as good as the re-runs can tell, and every flag it does
+    not override is one less thing to carry across SGLang versions, so the one overriding the fewest flags is
+    deployed (the winner itself when nothing simpler qualifies)."""
+    winner = best_record(study)
+    sr = StudyRecord.of(study)
+    won = sr.confirmed(winner.number) if winner.number is not None else None
+    if won is None or won.failure or won.mean is None or won.ci95 is None:
+        return ExportChoice(winner, winner)
+    low, high = won.mean - won.ci95, won.mean + won.ci95
+    base = baseline_record(study)
+    defaults = base.flag_values if base is not None else {}
+    # Confirmations are stored best bound first: the position breaks a tie in favour of the better bound.
+    candidates = []
+    for position, (number, c) in enumerate((sr.confirmations or {}).items()):
+        if c.failure or c.mean is None or not low <= c.mean <= high:
+            continue
+        r = TrialRecord.of(study.trials[number])
+        if r.is_feasible and r.flags is not None:
+            candidates.append((len(overridden(r, defaults)), position, r, c))
+    simplest = min(candidates, key=lambda x: x[:2], default=None)
+    if simplest is None or simplest[2].number == winner.number:
+        return ExportChoice(winner, winner)
+    count, _, chosen, c = simplest
+    assert c.mean is not None
+    kept = ", ".join(overridden(chosen, defaults)) or "none: SGLang's defaults"
+    why = (
+        f"trial {chosen.number} ({chosen.role}) stands in for the winner, trial {winner.number}: its confirmed "
+        f"{c.metric} {c.mean:.2f} lies within the winner's 95% interval {low:.2f} to {high:.2f} "
+        f"({won.mean:.2f} ± {won.ci95:.2f}), and it overrides {count} flag(s) ({kept}) where the winner overrides "
+        f"{len(overridden(winner, defaults))} ({', '.join(overridden(winner, defaults))}). Rule: {SIMPLEST_RULE}."
+    )
+    return ExportChoice(chosen, winner, why)

@@ -34,6 +34,7 @@ from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.poller import Poller
 from tuner.serve.readiness import NotReady, healthy, wait_ready
 from tuner.sglang import endpoints, failures
+from tuner.sglang.decode_log import DecodeGraphs
 from tuner.sglang.failures import FailureClass, Phase
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
@@ -122,6 +123,8 @@ class TrialResult:
     replayed: Replayed | None = None
     startup: StartupPhases = field(default_factory=StartupPhases)  # where its startup seconds went (its log)
     compile_cache_warm: bool | None = None  # the shared compile cache held kernels at launch (None: none shared)
+    decode_graphs: DecodeGraphs | None = None  # what its decode log lines said of CUDA graphs (None: not benchmarked)
+    level_graphs: tuple[DecodeGraphs, ...] = ()  # the same, per measured level (its warm-up included)
     artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
 
     @property
@@ -242,6 +245,7 @@ class TrialRunner:
         kv = KvCapacity()
         startup = StartupPhases()
         exit_code: int | None = None
+        marks: list[int] = []  # the log's size when the benchmark began and as each level ended
         sampler = gpu.GpuSampler(plan.gpus)
         try:
             with sampler:
@@ -266,9 +270,10 @@ class TrialRunner:
                     sampler.phase = "benchmark"
                     self._phase(plan, "benchmarking")
                     t_bench = time.monotonic()
+                    marks.append(_size(log_path))
                     with Watcher(server, self.cancel) as watcher:
                         try:
-                            bench = self._benchmark(plan, spec.base_url, watcher)
+                            bench = self._benchmark(plan, spec.base_url, watcher, lambda: marks.append(_size(log_path)))
                         except ServerDied as exc:
                             if self.cancel.is_set():
                                 raise Cancelled() from None
@@ -300,10 +305,30 @@ class TrialRunner:
             plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before, shared, kv
         )
         result.startup, result.compile_cache_warm = startup, cache_warm
+        if bench is not None:
+            # Read once the server has stopped, so every line it wrote during the benchmark is in the file. A
+            # running batch past the largest captured graph decodes eagerly (sgl-project/sglang issue 33483): the
+            # score shows only the slowdown, these lines show the cause.
+            result.decode_graphs = DecodeGraphs.of_file(log_path)
+            result.level_graphs = DecodeGraphs.between(log_path, marks)
         write_artifacts(result)
         return result
 
-    def _benchmark(self, plan: TrialPlan, base_url: str, watcher: Watcher) -> BenchmarkResult:
+    def _benchmark(
+        self, plan: TrialPlan, base_url: str, watcher: Watcher, level_done: Callable[[], None]
+    ) -> BenchmarkResult:
+        """The benchmark; ``level_done`` is called as each level ends, in the order of the result's levels."""
+
+        def on_level(lv: LevelResult) -> None:
+            level_done()
+            if self.load_search is not None:
+                detail = (
+                    f"{lv.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, p99 TPOT {lv.p99_tpot_ms:.1f} ms"
+                )
+            else:
+                detail = f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"
+            self._phase(plan, "benchmarking", detail)
+
         if self.load_search is not None:
             return run_load_search(
                 base_url,
@@ -314,11 +339,7 @@ class TrialRunner:
                 incumbent=self.incumbent,
                 check_server=watcher.reason,
                 on_warmup=lambda w: self._warmed(plan, w),
-                on_level=lambda lv: self._phase(
-                    plan,
-                    "benchmarking",
-                    f"{lv.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, p99 TPOT {lv.p99_tpot_ms:.1f} ms",
-                ),
+                on_level=on_level,
             )
         return run_benchmark(
             base_url,
@@ -327,9 +348,7 @@ class TrialRunner:
             check_server=watcher.reason,
             on_warmup=lambda w: self._warmed(plan, w),
             early_stop=self.early_stop,
-            on_level=lambda lv: self._phase(
-                plan, "benchmarking", f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"
-            ),
+            on_level=on_level,
         )
 
     def _warmed(self, plan: TrialPlan, w: WarmupResult) -> None:
@@ -379,6 +398,13 @@ def _startup_phases(log_path: Path, startup_s: float) -> StartupPhases:
     return StartupPhases.of(text, startup_s)
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def write_artifacts(result: TrialResult) -> None:
     """benchmark.csv, gpu.csv and trial.json next to server.log: the trial readable without the database.
 
@@ -426,6 +452,7 @@ def _write_artifacts(result: TrialResult) -> None:
         "startup_phases": result.startup.record(),
         "compile_cache_warm": result.compile_cache_warm,
         "warmup": result.benchmark.warmup.record() if result.benchmark and result.benchmark.warmup else None,
+        "decode_graphs": result.decode_graphs.record() if result.decode_graphs else None,
         "gpu_shared": [h.record() for h in result.gpu_shared],
         **({"replay": result.replayed.record()} if result.replayed else {}),
     }

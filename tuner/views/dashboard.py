@@ -120,6 +120,12 @@ def trial_note(number: int, record: TrialRecord | Mapping[str, Any]) -> str:
     if r.kv.max_total_num_tokens is not None:
         running = r.kv.max_running_requests if r.kv.max_running_requests is not None else "?"
         lines += ["", f"KV pool: {r.kv.max_total_num_tokens} tokens, max_running_requests {running}"]
+    if r.decode_graphs and r.decode_graphs.graphless:
+        lines += ["", f"Decode: **without a CUDA graph**: {r.decode_graphs.summary()}"]
+        if r.graphless_by_level:
+            lines += ["", f"Graphless of logged decode steps by level: {r.graphless_by_level}"]
+    elif r.decode_graphs and r.decode_graphs.logged:
+        lines += ["", f"Decode: every one of {r.decode_graphs.logged} logged steps ran with a CUDA graph"]
     if r.gpu_shared:
         lines += [
             "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,14 +15,16 @@ import optuna
 
 from tuner.serve.launcher import Launcher, LaunchSpec
 from tuner.sglang import endpoints
+from tuner.sglang.flags import ServerFlags
 from tuner.trial.files import write_whole
 from tuner.trial.record import (
+    ExportChoice,
     NothingToExport,
     StudyRecord,
     TrialRecord,
     baseline_record,
-    best_record,
     best_trial,
+    export_choice,
     reference_records,
 )
 
@@ -33,10 +36,12 @@ class Exported:
     trial: TrialRecord
     script: Path
     record: Path
+    choice: ExportChoice
 
 
 def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".")) -> Exported:
-    best = best_record(study)
+    choice = export_choice(study)
+    best = choice.chosen
     sr = StudyRecord.of(study)
     assert best.flags is not None and best.number is not None
     flags = best.flags
@@ -53,7 +58,7 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     script = out_dir / "deploy-best.sh"
-    write_whole(script, _header(study, best) + launcher.deploy_script(spec))
+    write_whole(script, _header(study, choice) + launcher.deploy_script(spec))
     os.chmod(script, 0o755)
     record = out_dir / "best.json"
     base = baseline_record(study)
@@ -90,6 +95,10 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
                     for name, t in reference_records(study).items()
                 },
                 "confirmation": sr.confirmation.write() if sr.confirmation is not None else None,
+                # Which trial was exported and why: null when it is the winner itself.
+                "simplest": {"trial": best.number, "winner": choice.winner.number, "why": choice.why}
+                if choice.why
+                else None,
                 "launcher": best.launcher,
                 "gpu_peak_used_mib": best.gpu.peak_used_mib,
                 **(
@@ -107,19 +116,30 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
             indent=2,
         ),
     )
-    return Exported(best, script, record)
+    return Exported(best, script, record, choice)
 
 
-def _header(study: optuna.Study, best: TrialRecord) -> str:
+def _header(study: optuna.Study, choice: ExportChoice) -> str:
+    best = choice.chosen
     sr = StudyRecord.of(study)
     wl = sr.run.get("workload", {})
     launcher = best.launcher or {}
     lines = [
         "#!/usr/bin/env bash",
-        f"# deploy-best.sh: the best feasible config of study {study.study_name!r} (trial {best.number}),",
+        f"# deploy-best.sh: the {'simplest confirmed' if choice.why else 'best feasible'} config of study "
+        f"{study.study_name!r} (trial {best.number}),",
         f"# exported by sglang-tuner on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         f"# Launcher: {', '.join(f'{k}={v}' for k, v in launcher.items())}",
     ]
+    warning = (best.flags or ServerFlags()).numerics_warning()
+    if warning:
+        lines += [f"# {line}" for line in textwrap.wrap(warning, 110)]
+    if choice.why:
+        lines += [
+            f"# SIMPLEST WITHIN THE WINNER'S INTERVAL: trial {best.number}, not the confirmed winner (trial "
+            f"{choice.winner.number}).",
+            *(f"#   {line}" for line in textwrap.wrap(choice.why, 110)),
+        ]
     if best.replay:
         lines += [
             "# REPLAY: the numbers below are replayed from recorded trials, never measured by this study:",

@@ -19,10 +19,12 @@ from optuna.trial import TrialState
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.files import write_whole
 from tuner.trial.record import (
+    NothingToExport,
     StudyRecord,
     TrialRecord,
     baseline_record,
     best_or_none,
+    export_choice,
     records,
     replay_notice,
 )
@@ -37,6 +39,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     fixed = _fixed_flags(study)
     trials = records(study)
     replay = any(r.replay for r in trials)
+    graphless = any(r.decode_graphs and r.decode_graphs.graphless for r in trials)
     rows = []
     for r in trials:
         cls = r.failure_class or ("-" if r.state == TrialState.RUNNING else "none")
@@ -54,6 +57,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
         row["max_running"] = r.kv.max_running_requests
+        if graphless:  # only then: the column costs width at 80 columns
+            row["no_graph"] = r.decode_graphs.brief() if r.decode_graphs else None
         if replay:
             row["replayed"] = r.replay.text() if r.replay else "no (measured)"
         row["flags"] = "baseline (SGLang defaults)" if r.baseline else (r.flags or ServerFlags()).text(skip=fixed)
@@ -136,8 +141,20 @@ def defaults_note(study: optuna.Study) -> str | None:
 
 
 def study_notes(study: optuna.Study) -> list[str]:
-    """What a reader must know before trusting the numbers: a shared GPU, defaults outside the space."""
-    return [note for note in (shared_gpu_note(study), defaults_note(study)) if note]
+    """What a reader must know before trusting the numbers: a shared GPU, defaults outside the space, decode steps
+    without a CUDA graph."""
+    notes = [shared_gpu_note(study), defaults_note(study), *graphless_notes(study)]
+    return [note for note in notes if note]
+
+
+def graphless_notes(study: optuna.Study) -> list[str]:
+    """One line per trial whose decode ran without a CUDA graph: its score may hide a cliff, not a flag's cost."""
+    return [
+        f"trial {r.number}: {r.decode_graphs.summary()}"
+        + (f"; graphless of logged steps by level: {r.graphless_by_level}" if r.graphless_by_level else "")
+        for r in records(study)
+        if r.decode_graphs and r.decode_graphs.graphless
+    ]
 
 
 def shared_gpu_note(study: optuna.Study) -> str | None:
@@ -197,6 +214,20 @@ def comparison_frame(study: optuna.Study) -> pd.DataFrame:
         change = round(100.0 * (v / b - 1.0), 1) if isinstance(b, (int, float)) and b and v is not None else None
         rows.append({"metric": label, "baseline": b, "best": v, "change_pct": change, "better": better})
     return pd.DataFrame(rows, columns=["metric", "baseline", "best", "change_pct", "better"])
+
+
+def export_notes(study: optuna.Study) -> list[str]:
+    """What ``tune export`` deploys, when it is a simpler config than the best shown, and whether its flags change
+    the model's answers."""
+    try:
+        choice = export_choice(study)
+    except NothingToExport:
+        return []
+    notes = [f"tune export deploys trial {choice.chosen.number}: {choice.why}"] if choice.why else []
+    warning = (choice.chosen.flags or ServerFlags()).numerics_warning()
+    if warning:
+        notes.append(f"The exported config (trial {choice.chosen.number}) {warning}")
+    return notes
 
 
 def is_load_search(study: optuna.Study) -> bool:
@@ -524,6 +555,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if best is not None:
         best_flags = (best.flags or ServerFlags()).text()
         md += [f"Best: trial {best.number}: " + (f"`{best_flags}`" if best_flags else "SGLang defaults"), ""]
+    exported = export_notes(study)
+    md += [f"**{note}**\n" for note in exported]
     where = _where(study)
     md += [f"{where[0].upper()}{where[1:]}.", ""]
     for note in study_notes(study):
@@ -565,6 +598,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     else:
         flags = (best.flags or ServerFlags()).text() or "SGLang defaults"
         parts.append(f"<p>Best: trial {best.number}: <code>{html.escape(flags)}</code></p>")
+    parts += [f"<p class='bad'>{html.escape(note)}</p>" for note in exported]
     if base is None:
         parts.append("<p class='muted'>No completed baseline trial (trial 0 with SGLang defaults).</p>")
     elif not base.is_feasible:
