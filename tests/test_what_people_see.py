@@ -39,3 +39,33 @@ def test_status_reads_at_80_columns_in_a_pipe_and_on_a_terminal(demo):
         assert re.search(r"^ +3 +COMPLETE +none +yes +4,677\.7 +trial 3$", shown.stdout, re.M), shown.stdout
         assert "      --mem-fraction-static 0.7 --cuda-graph-max-bs-decode 128" in lines
         assert not any(line.rstrip().endswith("--") or line.rstrip().endswith("-") for line in lines)
+
+
+def test_progress_of_a_replay_estimates_from_this_machines_clock_and_counts_what_is_done():
+    """A replayed trial says it lasted its recorded 160 s; it took milliseconds here: ~18:27 left was wrong."""
+    import io
+    from types import SimpleNamespace
+
+    from tuner.trial.runner import PhaseTimes
+    from tuner.views.progress import LineProgress, done_line
+
+    study = optuna.create_study()
+    out = io.StringIO()
+    p = LineProgress(20, force=True, stream=out, live=False)
+    for n in range(3):
+        p.phase(n, "starting", "replayed: 140 s recorded")
+        study.tell(study.ask(), 1.0)
+        result = SimpleNamespace(
+            plan=SimpleNamespace(number=n),
+            failure=None,
+            times=PhaseTimes(startup_s=140.0, total_s=160.0),
+            benchmark=None,
+            levels=(),
+            replayed=object(),
+        )
+        p.trial_done(study, result)  # type: ignore[arg-type]
+    p.close()
+    eta = p.eta_s()
+    assert eta is not None and eta < 5, eta  # 17 trials of milliseconds, not of 160 s
+    assert "3/20 done" in p._render().renderables[0].plain  # type: ignore[attr-defined]
+    assert "trial 2 replayed: 160 s recorded (startup 140 s)" in done_line(study, result, 20)  # type: ignore[arg-type]
