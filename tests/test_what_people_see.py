@@ -69,3 +69,18 @@ def test_progress_of_a_replay_estimates_from_this_machines_clock_and_counts_what
     assert eta is not None and eta < 5, eta  # 17 trials of milliseconds, not of 160 s
     assert "3/20 done" in p._render().renderables[0].plain  # type: ignore[attr-defined]
     assert "trial 2 replayed: 160 s recorded (startup 140 s)" in done_line(study, result, 20)  # type: ignore[arg-type]
+
+
+def test_the_report_of_a_replay_does_not_call_its_re_runs_a_confirmation(demo):
+    where, env, study = demo
+    from tuner.views.report import confirmation_lines
+
+    assert confirmation_lines(study) and not any("one run: no interval" in line for line in confirmation_lines(study))
+    assert "trial 3 (top): output_throughput 4677.67 (replayed: each re-run gives the recorded answer)" in (
+        confirmation_lines(study)
+    )
+    done = tune("report", "-c", "runs/demo.yaml", cwd=where, env=env)
+    assert done.returncode == 0, done.stderr
+    for name in ("comparison.md", "report.html"):
+        text = (where / "reports" / "demo-h200-replay" / name).read_text()
+        assert "Confirmed by re-runs" not in text and "Re-runs of a replay: not a confirmation" in text

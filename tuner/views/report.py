@@ -441,13 +441,27 @@ def confirmation_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trial", "role", "metric", "runs", "mean", "ci95", "bound_95", "failure"])
 
 
+def _is_replay(study: optuna.Study) -> bool:
+    return any(r.replay for r in records(study))
+
+
+def confirmation_title(study: optuna.Study) -> str:
+    """The heading of the re-runs: a replay answers each re-run identically, so its re-runs confirm nothing."""
+    if _is_replay(study):
+        return "Re-runs of a replay: not a confirmation (only a real study's re-runs measure the spread)"
+    return "Confirmed by re-runs"
+
+
 def confirmation_lines(study: optuna.Study) -> list[str]:
     """Plain sentences: each confirmed trial's interval, and the winner against the defaults and references."""
     lines = []
+    replay = _is_replay(study)
     for _, r in confirmation_frame(study).iterrows():
         what = f"trial {r.trial} ({r.role})"
         if r.failure:
             lines.append(f"{what}: failed on re-run ({r.failure})")
+        elif replay:  # every re-run is answered from the same recorded row: nothing to spread
+            lines.append(f"{what}: {r.metric} {r['mean']:.2f} (replayed: each re-run gives the recorded answer)")
         elif r.ci95 is None or pd.isna(r.ci95):
             lines.append(f"{what}: {r.metric} {r['mean']:.2f} (one run: no interval)")
         else:
@@ -485,7 +499,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     md += [markdown_table(comp)]
     confirmed = confirmation_lines(study)
     if confirmed:
-        md += ["", "## Confirmed by re-runs", "", *(f"- {line}" for line in confirmed)]
+        md += ["", f"## {confirmation_title(study)}", "", *(f"- {line}" for line in confirmed)]
     if not levels.empty:
         md += ["", "## Per concurrency", "", markdown_table(levels)]
     curves = curves_frame(study)
@@ -526,8 +540,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     parts.append(html_table(comp))
     if confirmed:
         parts += [
-            "<h3>Confirmed by re-runs</h3>",
-            html_table(confirmation_frame(study)),
+            f"<h3>{html.escape(confirmation_title(study))}</h3>",
+            "" if _is_replay(study) else html_table(confirmation_frame(study)),
             "<ul>",
             *(f"<li>{html.escape(line)}</li>" for line in confirmed),
             "</ul>",
