@@ -84,3 +84,18 @@ def test_the_report_of_a_replay_does_not_call_its_re_runs_a_confirmation(demo):
     for name in ("comparison.md", "report.html"):
         text = (where / "reports" / "demo-h200-replay" / name).read_text()
         assert "Confirmed by re-runs" not in text and "Re-runs of a replay: not a confirmation" in text
+
+
+def test_importances_rank_the_flag_that_halves_throughput_first_and_say_how(demo):
+    where, env, study = demo
+    from tuner.views.importance import METHOD, importances
+
+    found = importances(study)
+    top = found[0]
+    assert top.flag == "cuda-graph-max-bs-decode" and top.share > 0.9 and top.low > 0.5, found
+    memory = next(i for i in found if i.flag == "mem-fraction-static")
+    assert memory.share < 0.3 and memory.high > memory.share  # an interval, not a bare number
+    if not (where / "reports" / "demo-h200-replay" / "report.html").is_file():
+        assert tune("report", "-c", "runs/demo.yaml", cwd=where, env=env).returncode == 0
+    html = (where / "reports" / "demo-h200-replay" / "report.html").read_text()
+    assert METHOD in html and "epsilon-squared" in html
