@@ -99,3 +99,31 @@ def test_importances_rank_the_flag_that_halves_throughput_first_and_say_how(demo
         assert tune("report", "-c", "runs/demo.yaml", cwd=where, env=env).returncode == 0
     html = (where / "reports" / "demo-h200-replay" / "report.html").read_text()
     assert METHOD in html and "epsilon-squared" in html
+
+
+def test_deploy_best_of_a_fixed_rate_without_an_slo_does_not_say_slo_broken():
+    from tuner.trial.record import RecordedLevel, best_record
+    from tuner.views.export import _header
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    level = RecordedLevel(8, 4.0, 0, 900.0, 4.0, 3.9, 20.0, 80.0, 9.0, 12.0, 0)  # no slo_pass: none was set
+    trial.set_user_attr("flags", {"mem-fraction-static": 0.8})
+    trial.set_user_attr("levels", [level.write()])
+    trial.set_user_attr("feasible", True)
+    study.tell(trial, 900.0)
+    header = _header(study, best_record(study))
+    assert "4.00 req/s" in header and "SLO broken" not in header and "no SLO set" in header
+
+
+def test_deploy_best_of_a_replay_says_its_dummy_weights_serve_no_real_answers(demo, tmp_path):
+    where, env, _ = demo
+    done = tune("export", "-c", "runs/demo.yaml", "--out", str(tmp_path), cwd=where, env=env)
+    assert done.returncode == 0, done.stderr
+    script = (tmp_path / "deploy-best.sh").read_text()
+    assert "--load-format dummy" in script
+    assert "# WARNING: --load-format dummy: random weights, as the recorded servers ran; this server will not" in (
+        script
+    )
+    assert "model path /tmp/sglrt/model-qwen3-8b is the recording machine's" in script
+    assert "echo 'deploy-best.sh: WARNING: --load-format dummy" in script  # said again when it runs
