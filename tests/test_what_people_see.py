@@ -127,3 +127,41 @@ def test_deploy_best_of_a_replay_says_its_dummy_weights_serve_no_real_answers(de
     )
     assert "model path /tmp/sglrt/model-qwen3-8b is the recording machine's" in script
     assert "echo 'deploy-best.sh: WARNING: --load-format dummy" in script  # said again when it runs
+
+
+def test_notes_and_tables_say_what_a_trial_is_and_has(demo):
+    _, _, study = demo
+    from optuna_dashboard import get_note
+
+    from tuner.views.dashboard import trial_note
+    from tuner.views.report import html_table, trials_frame
+
+    # A replayed trial's note lists the files its folder has: no gpu.csv (it sampled no GPU).
+    note = get_note(optuna.Trial(study, study.trials[4]._trial_id))
+    assert "benchmark.csv and trial.json are under Artifacts" in note and "gpu.csv" not in note
+    # Flags one code span each, so a note wraps between them instead of running off its right edge.
+    assert "`--mem-fraction-static 0.81` `--cuda-graph-max-bs-decode 16`" in note
+    # A trial predicted to fail and never launched is not "measured".
+    skipped = trial_note(5, {"launched": False, "flags": {"mem-fraction-static": 0.99}})
+    assert "gpu.csv" in skipped  # a measured-study trial still names it
+    frame = trials_frame(study)
+    assert "no (measured)" not in set(frame["replayed"])
+    # The trials table breaks between flags, never at a flag name's hyphens.
+    page = html_table(frame.head(2))
+    assert "<span class=flag>--mem-fraction-static 0.84</span> <span class=flag>--cuda-graph" in page
+
+
+def test_a_never_launched_trial_in_a_replayed_study_is_not_labelled_measured():
+    from tuner.trial.record import ReplayMark, TrialRecord
+    from tuner.views.report import trials_frame
+
+    study = optuna.create_study(direction="maximize")
+    for attrs in (
+        TrialRecord(replay=ReplayMark("s.json", (1,), False)).attrs(),
+        TrialRecord(launched=False).attrs(),
+    ):
+        trial = study.ask()
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        study.tell(trial, 1.0)
+    assert list(trials_frame(study)["replayed"]) == ["trial 1", "not launched (predicted to fail)"]

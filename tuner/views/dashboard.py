@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,7 +101,9 @@ def trial_note(number: int, record: TrialRecord | Mapping[str, Any]) -> str:
         ]
     lines += [f"Outcome: {status}" + (f" — stopped early: {r.stopped_early}" if r.stopped_early else "")]
     flags = (r.flags or ServerFlags()).text()
-    lines += ["", f"Flags: `{flags}`" if flags else "Flags: SGLang defaults"]
+    # One code span per flag: a single long span does not wrap, and ran off the note's right edge.
+    spans = " ".join(f"`{f}`" for f in re.split(r" (?=--)", flags))
+    lines += ["", f"Flags: {spans}" if flags else "Flags: SGLang defaults"]
     if r.failed and r.failure is not None:
         if r.failure.explanation:
             lines += ["", r.failure.explanation]
@@ -154,7 +157,13 @@ def trial_note(number: int, record: TrialRecord | Mapping[str, Any]) -> str:
                 f"| {lv.concurrency} | {lv.output_throughput:.1f} | {lv.median_ttft_ms:.1f} ms "
                 f"| {lv.p99_ttft_ms:.1f} ms |"
             )
-    lines += ["", "The server log, benchmark.csv, gpu.csv and trial.json are under Artifacts, below."]
+    # What the trial's folder holds: a replay samples no GPU, so it has no gpu.csv.
+    files = (
+        "The server log, benchmark.csv and trial.json"
+        if r.replay
+        else ("The server log, benchmark.csv, gpu.csv and trial.json")
+    )
+    lines += ["", f"{files} are under Artifacts, below."]
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,7 +54,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["kv_tokens"] = r.kv.max_total_num_tokens
         row["max_running"] = r.kv.max_running_requests
         if replay:
-            row["replayed"] = r.replay.text() if r.replay else "no (measured)"
+            row["replayed"] = (
+                r.replay.text()
+                if r.replay
+                else "not launched (predicted to fail)"
+                if r.launched is False
+                else "no (measured)"
+            )
         row["flags"] = "baseline (SGLang defaults)" if r.baseline else (r.flags or ServerFlags()).text(skip=fixed)
         if r.reference:
             row["flags"] = f"reference {r.reference}: {row['flags']}"
@@ -282,7 +289,10 @@ def html_table(frame: pd.DataFrame, row_class=None) -> str:
         out.append(f"<tr class='{cls}'>" if cls else "<tr>")
         for c in frame.columns:
             num = isinstance(row[c], (int, float, np.number)) and not isinstance(row[c], bool)
-            out.append(f"<td{' class=num' if num else ''}>{html.escape(_cell(row[c], str(c)))}</td>")
+            text = html.escape(_cell(row[c], str(c)))
+            if c == "flags":  # break between flags, never inside --mem-fraction-static at its hyphens
+                text = " ".join(f"<span class=flag>{f}</span>" for f in re.split(r" (?=--)", text))
+            out.append(f"<td{' class=num' if num else ''}>{text}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -423,7 +433,8 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #dd
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px}
 th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.infeasible td{color:#999}tr.failed td{color:#a33}.muted{color:#777}.good{color:#070}.bad{color:#b00}
-code{background:#f5f5f5;padding:1px 4px}.replay{background:#fff4d6;border:1px solid #e0b84a;padding:.5em 1em}
+code{background:#f5f5f5;padding:1px 4px}.flag{white-space:nowrap}
+.replay{background:#fff4d6;border:1px solid #e0b84a;padding:.5em 1em}
 """
 
 
