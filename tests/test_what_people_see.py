@@ -165,3 +165,27 @@ def test_a_never_launched_trial_in_a_replayed_study_is_not_labelled_measured():
             trial.set_user_attr(k, v)
         study.tell(trial, 1.0)
     assert list(trials_frame(study)["replayed"]) == ["trial 1", "not launched (predicted to fail)"]
+
+
+def test_parallel_coordinates_draw_the_worst_trials_in_a_visible_colour(demo):
+    _, _, study = demo
+    from tuner.views.report import _figures
+
+    figs, _ = _figures(study)
+    fig = next(fig for title, fig in figs if title == "Parallel coordinates")
+    trials = [t.line.color for t in fig.data if t.mode == "lines" and str(t.line.color).startswith("rgb")]
+    assert len(trials) == 19  # one line per tuned trial
+    for color in trials:
+        assert sum(float(x) for x in re.findall(r"[\d.]+", color)) < 3 * 200, color  # never near-white
+
+
+def test_the_dashboard_study_page_of_a_replay_says_so(demo):
+    _, _, study = demo
+    from optuna_dashboard import get_note, save_note
+
+    from tuner.views.dashboard import mark_replay
+
+    save_note(study, "kept")
+    assert mark_replay(study) and not mark_replay(study)
+    note = get_note(study)
+    assert note.startswith("**REPLAY of recorded trials, not a measurement") and note.endswith("\n\nkept")

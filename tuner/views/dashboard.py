@@ -65,6 +65,23 @@ def fill_missing_notes(study: optuna.Study) -> int:
     return written
 
 
+def mark_replay(study: optuna.Study) -> bool:
+    """Head the study page's note with the replay notice (a replayed study looked measured there); whatever the
+    note said is kept below it. True when it was written now."""
+    from optuna_dashboard import get_note, save_note
+
+    from tuner.trial.record import records, replay_notice
+
+    notice = replay_notice(records(study))
+    if not notice:
+        return False
+    body = get_note(study)
+    if notice in body:
+        return False
+    save_note(study, f"**{notice}**" + (f"\n\n{body}" if body else ""))
+    return True
+
+
 def _num(value, fmt: str, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -261,6 +278,8 @@ def serve(storage, study: optuna.Study | None, artifact_paths: list[Path], host:
     server = make_dashboard(storage, artifact_paths, host, port)
     if study is not None and (written := fill_missing_notes(study)):
         echo(f"wrote the missing notes of {written} trials")
+    if study is not None:
+        mark_replay(study)
     echo(f"dashboard: {study_url(host, port, study)}  (Ctrl-C to stop)")
     if artifact_paths:
         echo(f"artifacts: {', '.join(map(str, artifact_paths))}")

@@ -357,7 +357,9 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, go.Figure]], list[str
         )
     add(
         "Parallel coordinates",
-        lambda: vis.plot_parallel_coordinate(_tuned_only(study, with_params), target=target, target_name=metrics[0]),
+        lambda: _visible_lines(
+            vis.plot_parallel_coordinate(_tuned_only(study, with_params), target=target, target_name=metrics[0])
+        ),
         None if with_params else "no completed trial with tuned parameters",
     )
 
@@ -601,6 +603,23 @@ def _where(study: optuna.Study) -> str:
         return f"at the highest request rate meeting the SLO ({slo})"
     at = StudyRecord.of(study).at_concurrency
     return f"at concurrency {at if at is not None else '?'}"
+
+
+def _visible_lines(fig):
+    """Optuna colours each trial's line by Blues, whose low end is near-white on the white page: the worst
+    trials vanished. The same position on Viridis instead: dark purple (worst) to yellow (best)."""
+    from plotly.colors import sample_colorscale
+
+    white, dark = 247 + 251 + 255, 8 + 48 + 107  # Blues' two ends
+    for trace in fig.data:
+        color = getattr(getattr(trace, "line", None), "color", None)
+        if isinstance(color, str) and color.startswith("rgb("):
+            total = sum(float(x) for x in color[4:-1].split(","))
+            trace.line.color = sample_colorscale("Viridis", [min(1.0, max(0.0, (white - total) / (white - dark)))])[0]
+        marker = getattr(trace, "marker", None)
+        if marker is not None and marker.colorscale is not None:
+            marker.colorscale = "Viridis"
+    return fig
 
 
 def _tuned_only(study: optuna.Study, trials: list) -> optuna.Study:
