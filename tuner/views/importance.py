@@ -106,6 +106,6 @@ def figure(study: optuna.Study, metric: str):
     fig.update_layout(
         xaxis_title=f"share of {metric}'s variance ({len(trials_for(study))} trials)",
         xaxis_range=[0, 1.15],
-        margin={"l": 260},
+        margin={"l": 220},
     )
     return fig

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -333,7 +334,8 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, go.Figure]], list[str
             skipped.append(f"{title}: {exc}")
             return
         if title == "Parameter importances":  # which evaluator, and that it is one study's few trials
-            fig.update_layout(title=f"{title}<br><sup>{importance.METHOD}</sup>")
+            method = "<br>".join(textwrap.wrap(importance.METHOD, 110))  # within a 1000 px window
+            fig.update_layout(title=f"{title}<br><sup>{method}</sup>", margin={"t": 110})
         else:
             fig.update_layout(title=title)
         figs.append((title, fig))
