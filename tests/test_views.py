@@ -267,7 +267,7 @@ def test_trial_note_and_progress_line(tmp_path: Path) -> None:
             "feasible": False,
         },
     )
-    assert "**oom_kv_startup**" in note and "`--mem-fraction-static 0.5 --enable-x`" in note
+    assert "**oom_kv_startup**" in note and "`--mem-fraction-static 0.5` `--enable-x`" in note
     assert "Hint: lower --mem-fraction-static" in note and "40.0 GiB" in note and "12.5 s" in note
     assert "model-path" not in note
 

@@ -283,25 +283,36 @@ def status(config: Path | None = ConfigOpt, study: str | None = StudyOpt, storag
         return
     from rich.console import Console
 
+    from tuner.trial.record import records, replay_notice
     from tuner.views.progress import best_line
     from tuner.views.report import confirmation_lines, study_notes, terminal_table
 
     console = Console(highlight=False)
-    if console.is_terminal:
-        console.print(terminal_table(frame, f"study {cfg.study!r}"))
-    else:  # plain, unwrapped lines for logs, pipes and tests
-        import pandas as pd
+    table = terminal_table(frame, f"study {cfg.study!r}")
+    from rich.measure import Measurement
 
-        with pd.option_context(
-            "display.max_rows", None, "display.max_columns", None, "display.width", 250, "display.max_colwidth", 80
-        ):
-            typer.echo(frame.to_string(index=False))
+    wide = Measurement.get(console, console.options.update_width(10**4), table).maximum
+    if console.is_terminal and wide <= console.width:
+        console.print(table)
+    else:  # a narrow terminal, a pipe or a log: one short line per trial, its flags wrapped below it
+        import shutil
+
+        from tuner.views.table import compact_lines
+
+        width = console.width if console.is_terminal else shutil.get_terminal_size((80, 24)).columns
+        typer.echo(f"study {cfg.study!r}")
+        for line in compact_lines(frame, max(width, 40)):
+            typer.echo(line)
+    # On a terminal, prose wraps between words; in a pipe each sentence stays one line, for grep.
+    say = (lambda text: console.print(text, markup=False)) if console.is_terminal else typer.echo
     for note in study_notes(st):
-        typer.echo(note)
-    typer.echo(best_line(st))
+        say(note)
+    say(best_line(st))
     for line in confirmation_lines(st):
-        typer.echo(f"  {line}")
-    _say_replay(st)
+        say(f"  {line}")
+    notice = replay_notice(records(st))
+    if notice:
+        say(notice)
 
 
 @app.command()

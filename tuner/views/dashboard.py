@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,6 +65,23 @@ def fill_missing_notes(study: optuna.Study) -> int:
     return written
 
 
+def mark_replay(study: optuna.Study) -> bool:
+    """Head the study page's note with the replay notice (a replayed study looked measured there); whatever the
+    note said is kept below it. True when it was written now."""
+    from optuna_dashboard import get_note, save_note
+
+    from tuner.trial.record import records, replay_notice
+
+    notice = replay_notice(records(study))
+    if not notice:
+        return False
+    body = get_note(study)
+    if notice in body:
+        return False
+    save_note(study, f"**{notice}**" + (f"\n\n{body}" if body else ""))
+    return True
+
+
 def _num(value, fmt: str, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -100,7 +118,9 @@ def trial_note(number: int, record: TrialRecord | Mapping[str, Any]) -> str:
         ]
     lines += [f"Outcome: {status}" + (f" — stopped early: {r.stopped_early}" if r.stopped_early else "")]
     flags = (r.flags or ServerFlags()).text()
-    lines += ["", f"Flags: `{flags}`" if flags else "Flags: SGLang defaults"]
+    # One code span per flag: a single long span does not wrap, and ran off the note's right edge.
+    spans = " ".join(f"`{f}`" for f in re.split(r" (?=--)", flags))
+    lines += ["", f"Flags: {spans}" if flags else "Flags: SGLang defaults"]
     if r.failed and r.failure is not None:
         if r.failure.explanation:
             lines += ["", r.failure.explanation]
@@ -160,7 +180,13 @@ def trial_note(number: int, record: TrialRecord | Mapping[str, Any]) -> str:
                 f"| {lv.concurrency} | {lv.output_throughput:.1f} | {lv.median_ttft_ms:.1f} ms "
                 f"| {lv.p99_ttft_ms:.1f} ms |"
             )
-    lines += ["", "The server log, benchmark.csv, gpu.csv and trial.json are under Artifacts, below."]
+    # What the trial's folder holds: a replay samples no GPU, so it has no gpu.csv.
+    files = (
+        "The server log, benchmark.csv and trial.json"
+        if r.replay
+        else ("The server log, benchmark.csv, gpu.csv and trial.json")
+    )
+    lines += ["", f"{files} are under Artifacts, below."]
     return "\n".join(lines) + "\n"
 
 
@@ -258,6 +284,8 @@ def serve(storage, study: optuna.Study | None, artifact_paths: list[Path], host:
     server = make_dashboard(storage, artifact_paths, host, port)
     if study is not None and (written := fill_missing_notes(study)):
         echo(f"wrote the missing notes of {written} trials")
+    if study is not None:
+        mark_replay(study)
     echo(f"dashboard: {study_url(host, port, study)}  (Ctrl-C to stop)")
     if artifact_paths:
         echo(f"artifacts: {', '.join(map(str, artifact_paths))}")

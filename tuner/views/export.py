@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -165,7 +166,7 @@ def _header(study: optuna.Study, choice: ExportChoice) -> str:
             line = (
                 f"#   {lv.request_rate:6.2f} req/s: goodput {lv.request_goodput:7.2f} req/s, "
                 f"p99 TTFT {lv.p99_ttft_ms:8.1f} ms, p99 TPOT {lv.p99_tpot_ms:7.2f} ms, "
-                f"{'SLO held' if lv.slo_pass else 'SLO broken'}"
+                + ("SLO held" if lv.slo_pass else "SLO broken" if lv.slo_pass is not None else "no SLO set")
             )
         else:
             line = (
@@ -191,7 +192,25 @@ def _header(study: optuna.Study, choice: ExportChoice) -> str:
         )
     lines += [f"# {c.statement}" for c in sr.comparisons if c.a.endswith(f"(trial {best.number})")]
     lines += ["set -euo pipefail", ""]
+    lines += _dummy_weights_warning(best)
     return "\n".join(lines) + "\n"
+
+
+def _dummy_weights_warning(best: TrialRecord) -> list[str]:
+    """--load-format dummy serves random weights: fine for timing, never for answers. Said in the script and, when
+    it runs, on stderr; a replay's model path is the recording machine's."""
+    values = best.flag_values
+    if str(values.get("load-format", "")) != "dummy":
+        return []
+    where = f" {values['model-path']}" if values.get("model-path") else ""
+    said = (
+        "--load-format dummy: random weights, as the "
+        + ("recorded servers" if best.replay else "measured server")
+        + " ran; this server will not give real answers"
+        + (f", and its model path{where} is the recording machine's" if best.replay else "")
+        + ". Drop --load-format dummy and give your model's path to serve."
+    )
+    return [f"# WARNING: {said}", f"echo {shlex.quote('deploy-best.sh: WARNING: ' + said)} >&2", ""]
 
 
 def _workload_words(described: Mapping[str, Any] | None, configured: Mapping[str, Any]) -> str:

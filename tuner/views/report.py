@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import html
 import math
+import re
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,7 +62,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         if graphless:  # only then: the column costs width at 80 columns
             row["no_graph"] = r.decode_graphs.brief() if r.decode_graphs else None
         if replay:
-            row["replayed"] = r.replay.text() if r.replay else "no (measured)"
+            row["replayed"] = (
+                r.replay.text()
+                if r.replay
+                else "not launched (predicted to fail)"
+                if r.launched is False
+                else "no (measured)"
+            )
         row["flags"] = "baseline (SGLang defaults)" if r.baseline else (r.flags or ServerFlags()).text(skip=fixed)
         if r.reference:
             row["flags"] = f"reference {r.reference}: {row['flags']}"
@@ -358,7 +366,10 @@ def html_table(frame: pd.DataFrame, row_class=None) -> str:
         out.append(f"<tr class='{cls}'>" if cls else "<tr>")
         for c in frame.columns:
             num = isinstance(row[c], (int, float, np.number)) and not isinstance(row[c], bool)
-            out.append(f"<td{' class=num' if num else ''}>{html.escape(_cell(row[c], str(c)))}</td>")
+            text = html.escape(_cell(row[c], str(c)))
+            if c == "flags":  # break between flags, never inside --mem-fraction-static at its hyphens
+                text = " ".join(f"<span class=flag>{f}</span>" for f in re.split(r" (?=--)", text))
+            out.append(f"<td{' class=num' if num else ''}>{text}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -376,6 +387,8 @@ class Report:
 def _figures(study: optuna.Study) -> tuple[list[tuple[str, go.Figure]], list[str]]:
     import plotly.graph_objects as go
     from optuna import visualization as vis
+
+    from tuner.views import importance
 
     metrics = StudyRecord.of(study).metrics or [f"objective {i}" for i in range(len(study.directions))]
     multi = len(study.directions) > 1
@@ -396,7 +409,11 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, go.Figure]], list[str
         except Exception as exc:
             skipped.append(f"{title}: {exc}")
             return
-        fig.update_layout(title=title)
+        if title == "Parameter importances":  # which evaluator, and that it is one study's few trials
+            method = "<br>".join(textwrap.wrap(importance.METHOD, 110))  # within a 1000 px window
+            fig.update_layout(title=f"{title}<br><sup>{method}</sup>", margin={"t": 110})
+        else:
+            fig.update_layout(title=title)
         figs.append((title, fig))
 
     add(
@@ -404,10 +421,11 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, go.Figure]], list[str
         lambda: vis.plot_optimization_history(study, target=target, target_name=metrics[0]),
         None if complete else "no completed trial",
     )
+    # Not Optuna's default (PED-ANOVA: what sets the top 10% apart), which ranked the demo's flags upside down.
     add(
         "Parameter importances",
-        lambda: vis.plot_param_importances(study, target=target, target_name=metrics[0]),
-        None if len(with_params) >= 2 else f"needs 2 completed trials with tuned parameters, has {len(with_params)}",
+        lambda: importance.figure(study, metrics[0]),
+        None if len(with_params) >= 3 else f"needs 3 completed trials with tuned parameters, has {len(with_params)}",
     )
     if len(study.directions) in (2, 3):
         add(
@@ -417,7 +435,9 @@ def _figures(study: optuna.Study) -> tuple[list[tuple[str, go.Figure]], list[str
         )
     add(
         "Parallel coordinates",
-        lambda: vis.plot_parallel_coordinate(_tuned_only(study, with_params), target=target, target_name=metrics[0]),
+        lambda: _visible_lines(
+            vis.plot_parallel_coordinate(_tuned_only(study, with_params), target=target, target_name=metrics[0])
+        ),
         None if with_params else "no completed trial with tuned parameters",
     )
 
@@ -493,7 +513,8 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #dd
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px}
 th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.infeasible td{color:#999}tr.failed td{color:#a33}.muted{color:#777}.good{color:#070}.bad{color:#b00}
-code{background:#f5f5f5;padding:1px 4px}.replay{background:#fff4d6;border:1px solid #e0b84a;padding:.5em 1em}
+code{background:#f5f5f5;padding:1px 4px}.flag{white-space:nowrap}
+.replay{background:#fff4d6;border:1px solid #e0b84a;padding:.5em 1em}
 """
 
 
@@ -517,13 +538,27 @@ def confirmation_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trial", "role", "metric", "runs", "mean", "ci95", "bound_95", "failure"])
 
 
+def _is_replay(study: optuna.Study) -> bool:
+    return any(r.replay for r in records(study))
+
+
+def confirmation_title(study: optuna.Study) -> str:
+    """The heading of the re-runs: a replay answers each re-run identically, so its re-runs confirm nothing."""
+    if _is_replay(study):
+        return "Re-runs of a replay: not a confirmation (only a real study's re-runs measure the spread)"
+    return "Confirmed by re-runs"
+
+
 def confirmation_lines(study: optuna.Study) -> list[str]:
     """Plain sentences: each confirmed trial's interval, and the winner against the defaults and references."""
     lines = []
+    replay = _is_replay(study)
     for _, r in confirmation_frame(study).iterrows():
         what = f"trial {r.trial} ({r.role})"
         if r.failure:
             lines.append(f"{what}: failed on re-run ({r.failure})")
+        elif replay:  # every re-run is answered from the same recorded row: nothing to spread
+            lines.append(f"{what}: {r.metric} {r['mean']:.2f} (replayed: each re-run gives the recorded answer)")
         elif r.ci95 is None or pd.isna(r.ci95):
             lines.append(f"{what}: {r.metric} {r['mean']:.2f} (one run: no interval)")
         else:
@@ -564,7 +599,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     md += [markdown_table(comp)]
     confirmed = confirmation_lines(study)
     if confirmed:
-        md += ["", "## Confirmed by re-runs", "", *(f"- {line}" for line in confirmed)]
+        md += ["", f"## {confirmation_title(study)}", "", *(f"- {line}" for line in confirmed)]
     if not levels.empty:
         md += ["", "## Per concurrency", "", markdown_table(levels)]
     curves = curves_frame(study)
@@ -608,8 +643,8 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     parts.append(html_table(comp))
     if confirmed:
         parts += [
-            "<h3>Confirmed by re-runs</h3>",
-            html_table(confirmation_frame(study)),
+            f"<h3>{html.escape(confirmation_title(study))}</h3>",
+            "" if _is_replay(study) else html_table(confirmation_frame(study)),
             "<ul>",
             *(f"<li>{html.escape(line)}</li>" for line in confirmed),
             "</ul>",
@@ -654,6 +689,23 @@ def _where(study: optuna.Study) -> str:
         return f"at the highest request rate meeting the SLO ({slo})"
     at = StudyRecord.of(study).at_concurrency
     return f"at concurrency {at if at is not None else '?'}"
+
+
+def _visible_lines(fig):
+    """Optuna colours each trial's line by Blues, whose low end is near-white on the white page: the worst
+    trials vanished. The same position on Viridis instead: dark purple (worst) to yellow (best)."""
+    from plotly.colors import sample_colorscale
+
+    white, dark = 247 + 251 + 255, 8 + 48 + 107  # Blues' two ends
+    for trace in fig.data:
+        color = getattr(getattr(trace, "line", None), "color", None)
+        if isinstance(color, str) and color.startswith("rgb("):
+            total = sum(float(x) for x in color[4:-1].split(","))
+            trace.line.color = sample_colorscale("Viridis", [min(1.0, max(0.0, (white - total) / (white - dark)))])[0]
+        marker = getattr(trace, "marker", None)
+        if marker is not None and marker.colorscale is not None:
+            marker.colorscale = "Viridis"
+    return fig
 
 
 def _tuned_only(study: optuna.Study, trials: list) -> optuna.Study:
