@@ -108,7 +108,7 @@ def test_importances_rank_the_flag_that_halves_throughput_first_and_say_how(demo
 
 
 def test_deploy_best_of_a_fixed_rate_without_an_slo_does_not_say_slo_broken():
-    from tuner.trial.record import RecordedLevel, best_record
+    from tuner.trial.record import RecordedLevel, export_choice
     from tuner.views.export import _header
 
     study = optuna.create_study(direction="maximize")
@@ -118,7 +118,7 @@ def test_deploy_best_of_a_fixed_rate_without_an_slo_does_not_say_slo_broken():
     trial.set_user_attr("levels", [level.write()])
     trial.set_user_attr("feasible", True)
     study.tell(trial, 900.0)
-    header = _header(study, best_record(study))
+    header = _header(study, export_choice(study))
     assert "4.00 req/s" in header and "SLO broken" not in header and "no SLO set" in header
 
 

@@ -291,7 +291,9 @@ def status(config: Path | None = ConfigOpt, study: str | None = StudyOpt, storag
     table = terminal_table(frame, f"study {cfg.study!r}")
     from rich.measure import Measurement
 
-    wide = Measurement.get(console, console.options.update_width(10**4), table).maximum
+    # Whether the columns fit; the startup phases, a long text, fold within its cell (or go under the row below).
+    fits = terminal_table(frame.drop(columns=["startup"], errors="ignore"), "")
+    wide = Measurement.get(console, console.options.update_width(10**4), fits).maximum
     if console.is_terminal and wide <= console.width:
         console.print(table)
     else:  # a narrow terminal, a pipe or a log: one short line per trial, its flags wrapped below it

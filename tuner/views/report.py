@@ -127,7 +127,10 @@ def terminal_table(frame: pd.DataFrame, title: str):
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column]) and frame[column].dtype != bool
         table.add_column(
-            str(column), justify="right" if numeric else "left", overflow="fold", ratio=3 if column == "flags" else None
+            str(column),
+            justify="right" if numeric else "left",
+            overflow="fold",
+            ratio=3 if column == "flags" else 2 if column == "startup" else None,
         )
     for _, row in frame.iterrows():
         failed = row.get("class") not in ("none", "-", None)

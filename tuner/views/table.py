@@ -10,6 +10,8 @@ import pandas as pd
 # Dropped first when a row does not fit, in this order.
 _OPTIONAL = ("max_running", "gpu_peak_mib", "startup_s", "kv_tokens", "class")
 _INDENT = "      "
+# Long texts printed under a trial's row rather than as columns: its startup phases, then its flags.
+_DETAILS = ("startup", "flags")
 
 
 def _text(value, column: str) -> str:
@@ -35,11 +37,11 @@ def wrap_flags(flags: str, width: int, indent: str = _INDENT) -> list[str]:
 
 def compact_lines(frame: pd.DataFrame, width: int) -> list[str]:
     """The trial table in ``width`` columns: columns with no value are left out, then the least useful ones until a
-    row fits; each trial's flags follow its row, indented."""
+    row fits; each trial's startup phases and flags follow its row, indented."""
     columns = [
         c
         for c in frame.columns
-        if c != "flags" and not (frame[c].isna().all() or (frame[c].astype(str) == "None").all())
+        if c not in _DETAILS and not (frame[c].isna().all() or (frame[c].astype(str) == "None").all())
     ]
     cells = {c: [_text(v, str(c)) for v in frame[c]] for c in columns}
 
@@ -62,6 +64,8 @@ def compact_lines(frame: pd.DataFrame, width: int) -> list[str]:
     out = [line({c: str(c) for c in columns})]
     for i in range(len(frame)):
         out.append(line({c: cells[c][i] for c in columns}))
+        if "startup" in frame.columns and isinstance(frame["startup"].iloc[i], str):
+            out += wrap_flags(f"startup: {frame['startup'].iloc[i]}", width)
         if "flags" in frame.columns and frame["flags"].iloc[i]:
             out += wrap_flags(str(frame["flags"].iloc[i]), width)
     return out
