@@ -987,7 +987,7 @@ CASES = [
         "SQLite in a read-only place",
         "tune start -c run.yaml --storage sqlite:////sys/x.db",
         _start(storage="sqlite:////sys/x.db"),
-        ("--storage sqlite:////sys/x.db", "cannot open it"),
+        ("--storage sqlite:////sys/x.db", "cannot write /sys", "a writable disk"),
     ),
     Case(
         "storage-sqlite-nofile",
