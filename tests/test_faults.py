@@ -107,9 +107,18 @@ def test_startup_timeout_follows_the_flags(tmp_path):
     assert startup_timeout(config, ServerFlags.of({"enable-torch-compile": False})) == 100
 
 
+# A tuner started from a terminal: SIGINT and SIGHUP at their defaults. A suite run in the background (or under
+# nohup) hands its children SIGINT (or SIGHUP) ignored, and Python keeps an ignored signal ignored; the tuner then
+# rightly runs on, as under nohup, and a test of what a signal does would test nothing.
+FROM_A_TERMINAL = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "signal.signal(signal.SIGHUP, signal.SIG_DFL)\n"
+)
+
+
 def start_tuner(run):
     return subprocess.Popen(
-        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
+        [sys.executable, "-c", FROM_A_TERMINAL + "from tuner.cli import app; app()", "start", "-c", str(run)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -293,7 +302,10 @@ def test_terminal_closed_mid_trial_stops_the_server_and_records_the_trial(tmp_pa
     pid, master = pty.fork()  # the child leads a new session whose controlling terminal is the pty
     if pid == 0:
         os.chdir(ROOT)
-        os.execv(sys.executable, [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)])
+        os.execv(
+            sys.executable,
+            [sys.executable, "-c", FROM_A_TERMINAL + "from tuner.cli import app; app()", "start", "-c", str(run)],
+        )
     shown = []  # what the terminal showed, read as it comes (an unread pty blocks its writer)
     reader = threading.Thread(target=_drain, args=(master, shown), daemon=True)
     reader.start()
