@@ -566,27 +566,30 @@ def run_case(case: Case, tmp: Path) -> tuple[subprocess.CompletedProcess, float]
     env = {**os.environ, **case.env}
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, "-c", case.prelude + CLI, *args], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=240)
     return done, time.monotonic() - t0
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """All cases at once: each is a fresh interpreter, mostly import time."""
+    """All cases at once, each a fresh interpreter (mostly import time); each test waits for its own case only.
+    Waiting for the whole table in this fixture made it one test's setup, which a loaded machine took past
+    pytest's per-test timeout: every case then failed at once."""
     todo = [c for c in CASES if c.needs is None or c.needs()]
-    with ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1)) as pool:
-        futures = {c.id: pool.submit(run_case, c, tmp_path_factory.mktemp(c.id)) for c in todo}
-        out = {cid: f.result()[0] for cid, f in futures.items()}
-    for s in _HELD:
-        s.close()
-    return out
+    pool = ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1))
+    try:
+        yield {c.id: pool.submit(run_case, c, tmp_path_factory.mktemp(c.id)) for c in todo}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for s in _HELD:
+            s.close()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gets_one_line(case: Case, results) -> None:
     if case.id not in results:
         pytest.skip(f"{case.id}: not available on this machine")
-    done = results[case.id]
+    done = results[case.id].result()[0]
     lines = done.stderr.strip().splitlines()
     assert done.returncode != 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr

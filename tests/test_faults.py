@@ -113,7 +113,7 @@ def test_signal_stops_the_server_records_the_trial_and_resume_reruns_it(tmp_path
     wait_for_server(unique_study, tuner=tuner)
     t0 = time.monotonic()
     tuner.send_signal(sig)
-    _, err = tuner.communicate(timeout=20)
+    _, err = tuner.communicate(timeout=60)
     assert tuner.returncode == 130, err
     assert time.monotonic() - t0 < 5
     assert "interrupted" in err and "Traceback" not in err
