@@ -62,7 +62,9 @@ def write_run(
             "command": [sys.executable, str(STANDIN)],
             "env": {**FAST_ENV, **(env or {})},
             "port": free_port(),
-            "startup_timeout_s": 20,
+            # A deadline for /health, not a measurement: a loaded machine (a container start, more so) can take
+            # more than 20 s to bring up even the stand-in. Tests of the timeout set their own.
+            "startup_timeout_s": 120,
             "startup_timeout_extra_s": {"enable-torch-compile": 10},
             "stop_grace_s": 5,
             "compile_cache_dir": str(tmp_path / "compile-cache"),  # never the user's own

@@ -1365,7 +1365,7 @@ def run_case(case: Case, tmp: Path) -> tuple[subprocess.CompletedProcess, float]
     env = {**os.environ, **case.env}
     t0 = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", case.prelude + CLI, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", case.prelude + CLI, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=240
     )
     return done, time.monotonic() - t0
 

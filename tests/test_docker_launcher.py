@@ -321,7 +321,7 @@ def test_a_short_study_through_the_cli_with_the_docker_launcher(tmp_path, unique
         sampler={"seed": 3, "n_startup_trials": 4},
         workload={"concurrency": [4], "num_prompts": 8, "output_len": 8, "warmup_requests": 1},
     )
-    done = tune("start", "-c", str(run), timeout=120)
+    done = tune("start", "-c", str(run))
     assert done.returncode == 0, done.stderr + done.stdout
 
     trials = load_existing_study(load_config(run)).trials

@@ -286,7 +286,7 @@ def test_deploy_best_serves_on_the_host_port_and_gpus_the_environment_names(tmp_
         env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "CUDA_VISIBLE_DEVICES": "3"},
     )
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", timeout=20)
+        wait_healthy(f"http://127.0.0.1:{port}")
         info = httpx.get(f"http://127.0.0.1:{port}/get_server_info", timeout=2).json()
         assert info["port"] == port != measured
         environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")

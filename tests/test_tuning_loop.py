@@ -114,7 +114,7 @@ def test_twelve_trials_find_a_config_better_than_sglang_defaults(tmp_path, uniqu
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", timeout=20)
+        wait_healthy(f"http://127.0.0.1:{port}")
         info = httpx.get(f"http://127.0.0.1:{port}/get_server_info", timeout=2).json()
         best_flags = study.best_trial.user_attrs["flags"]
         for name, value in best_flags.items():
