@@ -568,12 +568,13 @@ def _unwritable(exc: BaseException, config: RunConfig) -> SetupError | None:
 
 def incumbent(study: optuna.Study) -> Incumbent | None:
     """The best feasible trial so far of a goodput study, and the highest rate it held (its ``max_rate``)."""
-    best = None
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        ok = t.user_attrs.get("feasible") and t.user_attrs.get("max_rate") and t.values
-        if ok and (best is None or t.values[0] > best.values[0]):
-            best = t
-    return Incumbent(best.number, float(best.user_attrs["max_rate"])) if best else None
+    best: TrialRecord | None = None
+    for r in records(study, (TrialState.COMPLETE,)):
+        if r.is_feasible and r.max_rate and r.values and (best is None or r.values[0] > (best.values or (0.0,))[0]):
+            best = r
+    if best is None or best.number is None or best.max_rate is None:
+        return None
+    return Incumbent(best.number, float(best.max_rate))
 
 
 def best_levels(study: optuna.Study) -> dict[int, float]:
