@@ -49,7 +49,11 @@ def test_each_level_reads_only_its_own_span_of_the_log(tmp_path) -> None:
     log = tmp_path / "server.log"
     log.write_text("[2026-11-28 13:56:00] startup\n" + first + second)
     start = len("[2026-11-28 13:56:00] startup\n")
-    spans = DecodeGraphs.between(log, [start, start + len(first), start + len(first) + len(second)])
-    assert [(g.logged, g.graphless) for g in spans] == [(2, 0), (2, 1)]
+    whole, spans = DecodeGraphs.of_log(log, [start, start + len(first), start + len(first) + len(second)])
+    assert [(g.logged, g.graphless) for g in spans] == [(2, 0), (2, 1)] and (whole.logged, whole.graphless) == (4, 1)
     assert spans[1].first_graphless_at == "2026-11-28 13:56:02" and spans[1].largest_graphed_running == 4
-    assert DecodeGraphs.between(tmp_path / "absent.log", [0, 10]) == ()
+    # A level that ended while its last line was being written keeps that line; the next level starts after it.
+    cut = start + len(first) - 100  # inside the level's last line, before its "cuda graph:"
+    _, spans = DecodeGraphs.of_log(log, [start, cut, start + len(first) + len(second)])
+    assert [(g.logged, g.graphless) for g in spans] == [(2, 0), (2, 1)]
+    assert DecodeGraphs.of_log(tmp_path / "absent.log", [0, 10]) == (DecodeGraphs(), ())

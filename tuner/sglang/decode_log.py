@@ -61,23 +61,24 @@ class DecodeGraphs:
         )
 
     @classmethod
-    def of_file(cls, path: Path) -> DecodeGraphs:
-        """The whole log of a trial's server (none yet: nothing logged)."""
-        try:
-            return cls.of(path.read_text(errors="replace"))
-        except FileNotFoundError:
-            return cls()
-
-    @classmethod
-    def between(cls, path: Path, marks: list[int]) -> tuple[DecodeGraphs, ...]:
-        """One per span of the log between consecutive byte offsets (``marks``: where each span begins, then
-        where the last ends). A line being written at a mark is split and lost to both spans: a count, not a
-        census."""
+    def of_log(cls, path: Path, marks: list[int]) -> tuple[DecodeGraphs, tuple[DecodeGraphs, ...]]:
+        """A trial server's whole log, and one span per level between consecutive byte offsets (``marks``: where
+        each level began, then where the last ended), read once. A line being written at a mark belongs to the span
+        it began in. No log yet: nothing logged."""
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return ()
-        return tuple(cls.of(data[a:b].decode(errors="replace")) for a, b in itertools.pairwise(marks))
+            return cls(), ()
+
+        def line_start(at: int) -> int:
+            if not 0 < at < len(data):
+                return at
+            end = data.find(b"\n", at - 1)
+            return len(data) if end < 0 else end + 1
+
+        starts = [line_start(m) for m in marks]
+        spans = tuple(cls.of(data[a:b].decode(errors="replace")) for a, b in itertools.pairwise(starts))
+        return cls.of(data.decode(errors="replace")), spans
 
     def record(self) -> dict[str, Any]:
         return asdict(self)

@@ -309,8 +309,7 @@ class TrialRunner:
             # Read once the server has stopped, so every line it wrote during the benchmark is in the file. A
             # running batch past the largest captured graph decodes eagerly (sgl-project/sglang issue 33483): the
             # score shows only the slowdown, these lines show the cause.
-            result.decode_graphs = DecodeGraphs.of_file(log_path)
-            result.level_graphs = DecodeGraphs.between(log_path, marks)
+            result.decode_graphs, result.level_graphs = DecodeGraphs.of_log(log_path, marks)
         write_artifacts(result)
         return result
 
