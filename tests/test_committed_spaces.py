@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT
 from tuner.config.references import BUILTIN
-from tuner.config.space import load_space
+from tuner.config.space import SpaceError, load_space
 from tuner.sglang.catalog import FlagCatalog
 
 HELP = ROOT / "benchmarks" / "h200" / "sglang-0.5.17-help.txt"
@@ -35,5 +35,5 @@ def test_builtin_reference_holds_against_sglang_0_5_17(name, catalog) -> None:
 def test_a_flag_sglang_does_not_know_is_caught(tmp_path, catalog) -> None:
     space = tmp_path / "s.yaml"
     space.write_text("params:\n  decode-attention-backend: {choices: [fa3, fa9]}\n")
-    with pytest.raises(Exception, match="fa9"):
+    with pytest.raises(SpaceError, match="fa9"):
         load_space(space).validate(catalog)
