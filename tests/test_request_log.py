@@ -14,9 +14,11 @@ import numpy as np
 import optuna
 import pytest
 import yaml
+from test_standin import launch, stop, wait_ready
 
 from conftest import tune as tune_cli
 from conftest import write_run, write_space
+from tuner.bench.client import run_benchmark
 from tuner.bench.request_log import RequestLogError, log_traffic, read_request_log, traffic
 from tuner.bench.workload import SLO, Level, Workload, build_prompts, level_arrivals
 from tuner.config.run import ConfigError, load_config
@@ -174,8 +176,33 @@ def test_arrivals_keep_the_logs_burstiness_at_a_scaled_rate(tmp_path, scale):
         assert level_gaps.std() / level_gaps.mean() == pytest.approx(log_cv, rel=0.02)  # the log's burstiness
         # the bursts themselves: the gap sequence is the log's, scaled
         assert np.corrcoef(level_gaps[: len(gaps)], gaps)[0, 1] > 0.999
+    # a level shorter than the log replays its start, still at the level's rate
+    part = np.diff(level_arrivals(_workload(tmp_path / "log.jsonl"), Level(64, 1, 1, len(t) // 3 + 7, rate)))
+    assert part.mean() == pytest.approx(1 / rate, rel=1e-9)
+    assert np.corrcoef(part, gaps[: len(part)])[0, 1] > 0.999
     assert log_cv > 3  # a bursty log: Poisson arrivals would have a CV of 1
     assert level_arrivals(_workload(tmp_path / "log.jsonl"), Level(64, 1, 1, 10)) is None  # no rate: no schedule
+
+
+def test_the_client_sends_the_logs_requests_at_its_bursts(tmp_path):
+    """Through the client to the stand-in: each request's sent length is the log's, and the send times are the
+    log's gaps at the level's rate (Poisson sends would have a gap CV near 1)."""
+    log = Log(n=100)
+    w = _workload(log.openai(tmp_path / "log.jsonl"), warmup_requests=1, flush_cache=False)
+    t = log_traffic(str(tmp_path / "log.jsonl"))
+    level = Level(100, w.levels[0].input_len, w.levels[0].output_len, 100, request_rate=50.0)
+    proc, base = launch()
+    try:
+        wait_ready(base, proc)
+        res = run_benchmark(base, "Qwen/Qwen3-8B", w, levels=[level])
+    finally:
+        stop(proc)
+    r = res.levels[0]
+    assert r.failed == 0 and r.completed == 100, r.errors
+    assert r.total_input_tokens == int(t.input_lens.sum())  # the server's usage.prompt_tokens
+    sent = np.diff(sorted(rec.start for rec in res.records[0]))
+    assert sent.std() / sent.mean() > 0.6 * t.gap_cv  # the bursts, blurred only by the client's own timing
+    assert sent.sum() == pytest.approx(99 / 50.0, rel=0.1)
 
 
 def test_sglangs_json_request_log_reads_as_the_same_traffic(tmp_path):
