@@ -308,3 +308,34 @@ def test_tune_start_replays_the_log_against_the_standin(tmp_path, unique_study):
         if "#cached-token: " in line
     ]
     assert sum(cached) > 0.5 * SYSTEM_WORDS * (log.group >= 0).sum()  # the shared system prompts were reused
+    assert tune_cli("export", "-c", str(run), "--out", str(tmp_path / "out")).returncode == 0
+    header = (tmp_path / "out" / "deploy-best.sh").read_text()
+    assert f"with the traffic of {tmp_path / 'traffic.jsonl'} (120 requests at their logged lengths and gaps)" in header
+
+
+def test_a_log_without_prompts_is_replayed_and_tune_start_says_prefix_sharing_is_not_kept(tmp_path, unique_study):
+    log = Log(n=40)
+    log.openai(tmp_path / "counts.jsonl", text=False)
+    run = _run_file(
+        tmp_path,
+        study=unique_study,
+        trials=1,
+        workload={"dataset": "request-log", "path": "counts.jsonl", "num_prompts": None, "concurrency": [4]},
+        objective={
+            "metrics": ["goodput"],
+            "slo": {"p99_ttft_ms": 5000},
+            "load_search": {"start_rate": 40, "max_rate": 40, "level_duration_s": 1, "min_prompts": 40},
+        },
+    )
+    done = tune_cli("start", "-c", str(run))
+    assert done.returncode == 0, done.stderr
+    assert "warning: workload.path " in done.stderr and "prefix sharing unknown for 40 of 40 requests" in done.stderr
+    [trial] = load_existing_study(load_config(run)).trials
+    assert trial.user_attrs["workload"]["prefix_sharing"].startswith("unknown")
+
+
+def test_the_longest_request_is_the_logs_not_the_mean(tmp_path):
+    """Context-length failures are predicted from the longest request (search.checks); a log's is its own."""
+    log = Log(n=100)
+    w = _workload(log.openai(tmp_path / "log.jsonl"))
+    assert w.longest_request() == int((log.input_tokens + log.output).max())

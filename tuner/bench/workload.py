@@ -276,6 +276,15 @@ class Workload:
             (min(lv.concurrency, lv.num_prompts) * (lv.input_len + lv.output_len) for lv in self.levels), default=0
         )
 
+    def longest_request(self) -> int | None:
+        """The most tokens one request holds (prompt and output); None for a dataset, whose are not known in tokens."""
+        if self.dataset:
+            return None
+        if self.request_log is not None:
+            t = log_traffic(self.request_log)
+            return int((t.input_lens + t.output_lens).max())
+        return max(lv.input_len + lv.output_len for lv in self.levels)
+
     def describe(self) -> dict:
         """What a trial record says about the prompts and arrivals (levels are recorded on their own)."""
         if self.shared_prefix is not None:
