@@ -89,6 +89,22 @@ class Log:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    def sglang_metrics(self, path: Path) -> Path:
+        """SGLang's --export-metrics-to-file lines, in finishing order; half of them without request_received_ts
+        (then their end time less e2e_latency)."""
+        with path.open("w") as f:
+            for i in np.random.default_rng(2).permutation(len(self.arrivals)):
+                text = "\n".join(f"{m['role']}\n{m['content']}" for m in self.messages(i))
+                params = {"text": text, "sampling_params": {"max_new_tokens": int(self.output[i])}, "stream": True}
+                meta = {"prompt_tokens": int(self.input_tokens[i]), "completion_tokens": int(self.output[i])}
+                times = (
+                    {"request_received_ts": float(self.arrivals[i])}
+                    if i % 2
+                    else {"e2e_latency": 1.5, "response_sent_to_client_ts": float(self.arrivals[i]) + 1.5}
+                )
+                f.write(json.dumps({"request_parameters": json.dumps(params), "id": f"r{i}", **meta, **times}) + "\n")
+        return path
+
 
 def _run_file(tmp_path: Path, **kw) -> Path:
     """write_run's run file with a request-log workload: without the lengths it sets, which the log gives."""
@@ -205,13 +221,17 @@ def test_the_client_sends_the_logs_requests_at_its_bursts(tmp_path):
     assert sent.sum() == pytest.approx(99 / 50.0, rel=0.1)
 
 
-def test_sglangs_json_request_log_reads_as_the_same_traffic(tmp_path):
+def test_sglangs_request_logs_read_as_the_same_traffic(tmp_path):
     log = Log(n=150)
     a = log_traffic(str(log.openai(tmp_path / "openai.jsonl")))
     b = log_traffic(str(log.sglang(tmp_path / "sglang.log")))
     assert a.input_lens.tolist() == b.input_lens.tolist() and a.output_lens.tolist() == b.output_lens.tolist()
     assert a.parent.tolist() == b.parent.tolist() and a.shared.tolist() == b.shared.tolist()
     assert b.gaps_s == pytest.approx(a.gaps_s, abs=1e-5)  # arrival = finished - e2e_latency
+    m = log_traffic(str(log.sglang_metrics(tmp_path / "sglang-request-metrics-20260101_00.log")))
+    assert m.input_lens.tolist() == a.input_lens.tolist() and m.output_lens.tolist() == a.output_lens.tolist()
+    assert m.parent.tolist() == a.parent.tolist() and m.shared.tolist() == a.shared.tolist()
+    assert m.gaps_s == pytest.approx(a.gaps_s, abs=1e-5)
     # --log-requests-level 2 cuts a long text to its ends: that prefix is unknown, the counts are kept
     events = [json.loads(line) for line in (tmp_path / "sglang.log").read_text().splitlines() if line[:1] == "{"]
     finished = [e for e in events if e["event"] == "request.finished"]  # in arrival order, as generated

@@ -1,6 +1,6 @@
 """A request log (your own traffic) read into typed records, and the traffic shape a workload replays from it.
 
-Two formats, one JSON record a line (blank lines and lines that do not start with ``{`` are skipped, so a server's
+Three formats, one JSON record a line (blank lines and lines that do not start with ``{`` are skipped, so a server's
 stdout with other log lines in it reads too):
 
 - OpenAI-format: a request with its response, as proxies and gateways log them. A time (``timestamp``, or the
@@ -12,6 +12,12 @@ stdout with other log lines in it reads too):
   ``completion_tokens``; the text is ``obj.text``. At ``--log-requests-level`` 0 and 1 SGLang leaves the text out,
   at 2 it cuts texts longer than 2048 characters to their ends (such a text counts as absent here); level 3 logs
   it whole. SGLang's plain-text log (``Receive: obj=GenerateReqInput(...)``, a Python repr) is not read.
+- SGLang's ``--export-metrics-to-file`` (``sglang-request-metrics-*.log`` in ``--export-metrics-to-file-dir``):
+  the request's fields as a JSON string in ``request_parameters`` (its ``text`` whole), then its meta_info at the
+  top level; arrival as above, with ``response_sent_to_client_ts`` as the end time.
+
+SGLang's request dumps (``--dump-requests-folder``, ``--crash-dump-folder``) are Python pickles of its own classes:
+not read (unpickling runs code, and needs SGLang).
 
 What is kept of the traffic (``Traffic``): each request's input and output length in tokens (the server's counts),
 its arrival gap after the previous request, and its shared prefix: the earlier request whose text shares the
@@ -35,7 +41,8 @@ from tuner.errors import TunerError
 
 FORMATS = (
     'OpenAI-format {"timestamp": ..., "messages" or "prompt": ..., "usage": {"prompt_tokens": ..., '
-    '"completion_tokens": ...}} or SGLang --log-requests-format json ("event": "request.finished")'
+    '"completion_tokens": ...}}, SGLang --log-requests-format json ("event": "request.finished") or SGLang '
+    '--export-metrics-to-file ("request_parameters": ..., "prompt_tokens": ..., ...)'
 )
 # SGLang's --log-requests-level 2 keeps a long text's first and last 1024 characters around "...".
 _SGLANG_CUT = 1024
@@ -90,6 +97,13 @@ class _MetaInfo(_Lenient):
     completion_tokens: NonNegativeInt
     e2e_latency: NonNegativeFloat | None = None
     request_received_ts: float | None = None
+
+
+class _SGLangMetricsLine(_MetaInfo):
+    """A line of SGLang's --export-metrics-to-file: the request's fields as a JSON string, then its meta_info."""
+
+    request_parameters: str
+    response_sent_to_client_ts: float | None = None
 
 
 class _SGLangOut(_Lenient):
@@ -188,22 +202,43 @@ def _openai(rec: dict[str, Any], where: str) -> LoggedRequest:
     return LoggedRequest(when.timestamp(), usage.prompt_tokens, usage.completion_tokens, text)
 
 
+def _arrival(meta: _MetaInfo, end: float | None, where: str) -> float:
+    if meta.request_received_ts is not None:
+        return meta.request_received_ts
+    if end is not None and meta.e2e_latency is not None:
+        return end - meta.e2e_latency
+    raise RequestLogError(f"{where}: no meta_info request_received_ts, or end time and e2e_latency: no arrival time")
+
+
+def _whole(text: object) -> str | None:
+    if not isinstance(text, str):
+        return None  # no text logged, or a batch's list
+    if len(text) == 2 * _SGLANG_CUT + 3 and text[_SGLANG_CUT : _SGLANG_CUT + 3] == "...":
+        return None  # cut by --log-requests-level 2: its prefix past the cut is unknown
+    return text
+
+
 def _sglang(rec: dict[str, Any], where: str) -> LoggedRequest:
     try:
         line = _SGLangFinished.model_validate(rec)
     except ValidationError as exc:
         raise RequestLogError(f"{where}: SGLang request.finished event: {_one_line(exc)}") from None
     meta = line.out.meta_info
-    if meta.request_received_ts is not None:
-        arrival = meta.request_received_ts
-    elif meta.e2e_latency is not None:
-        arrival = line.timestamp.timestamp() - meta.e2e_latency
-    else:
-        raise RequestLogError(f"{where}: no out.meta_info.request_received_ts or e2e_latency: no arrival time")
-    text = line.obj.text if isinstance(line.obj.text, str) else None
-    if text is not None and len(text) == 2 * _SGLANG_CUT + 3 and text[_SGLANG_CUT : _SGLANG_CUT + 3] == "...":
-        text = None  # cut by --log-requests-level 2: its prefix past the cut is unknown
-    return LoggedRequest(arrival, meta.prompt_tokens, meta.completion_tokens, text)
+    arrival = _arrival(meta, line.timestamp.timestamp(), where)
+    return LoggedRequest(arrival, meta.prompt_tokens, meta.completion_tokens, _whole(line.obj.text))
+
+
+def _sglang_metrics(rec: dict[str, Any], where: str) -> LoggedRequest:
+    try:
+        line = _SGLangMetricsLine.model_validate(rec)
+        params = json.loads(line.request_parameters)
+    except ValidationError as exc:
+        raise RequestLogError(f"{where}: SGLang --export-metrics-to-file record: {_one_line(exc)}") from None
+    except json.JSONDecodeError as exc:
+        raise RequestLogError(f"{where}: request_parameters: not JSON ({exc.msg})") from None
+    arrival = _arrival(line, line.response_sent_to_client_ts, where)
+    text = params.get("text") if isinstance(params, dict) else None
+    return LoggedRequest(arrival, line.prompt_tokens, line.completion_tokens, _whole(text))
 
 
 def read_request_log(path: str | Path) -> list[LoggedRequest]:
@@ -227,9 +262,13 @@ def read_request_log(path: str | Path) -> list[LoggedRequest]:
             raise RequestLogError(
                 f"{_where(path, n)}: not JSON ({exc.msg}); expected one record a line of {FORMATS}"
             ) from None
+        if not isinstance(rec, dict):
+            raise RequestLogError(f"{_where(path, n)}: not a JSON object; expected one record a line of {FORMATS}")
         if "event" in rec:  # SGLang's JSON request log
             if rec["event"] == "request.finished":
                 out.append(_sglang(rec, _where(path, n)))
+        elif "request_parameters" in rec:
+            out.append(_sglang_metrics(rec, _where(path, n)))
         else:
             out.append(_openai(rec, _where(path, n)))
     if len(out) < 2:
