@@ -215,7 +215,10 @@ class Preflight:
         """What a request-log workload cannot keep of the log, said once before the first launch."""
         sharing = self.workload.describe().get("prefix_sharing")
         if isinstance(sharing, str):
-            self.warnings.append(f"workload.path {self.workload.request_log}: prefix sharing {sharing}: not kept")
+            self.warnings.append(
+                f"workload.path {self.workload.request_log}: prefix sharing {sharing}: those share no prefix in "
+                f"what is sent"
+            )
 
 
 def port_free(host: str, port: int) -> bool:
