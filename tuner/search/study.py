@@ -116,6 +116,7 @@ class Tuner:
         self.warnings = checks.warnings  # one list: what the checks warn about, then what comes below
         self.space = checks.space()
         self.feasibility = checks.feasibility()
+        checks.check_workload()
         stopped = self.launcher.cleanup_orphans(self.config.study)
         if stopped:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
