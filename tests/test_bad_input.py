@@ -1817,6 +1817,12 @@ def _markdown() -> str:
         "trial 0` | error: the study's storage sqlite:///studies/t.db cannot be written (database or disk is full): "
         "the running trial was stopped, not recorded; free space on its disk, then run the same command to resume "
         "(the trial is run again) (exit 2) |",
+        "| a space almost none of whose configs can start here | `tune start -c run.yaml --gpus 0  # space.yaml: "
+        "{tp-size: {choices: [2, 4]}}` | error: the sampler proposed 100 configs in a row that are predicted to fail "
+        "(too_many_gpus 100; the last: needs 4 GPUs (tp x dp) but --gpus 0 gives 1), none launched: most of the "
+        "space cannot start here. Give more --gpus, or narrow tp-size/dp-size in the search space to what this "
+        "machine has. Then run the same command to resume (exit 2; each prediction recorded, nothing launched, "
+        "none of the budget used; tests/test_budget.py) |",
         "",
         "GPU indices are checked against NVML when NVML is there: on a GPU machine, an index it does not have is",
         "an error before any launch (the `gpu-index` and `gpu-none` rows fake a one-GPU and a no-GPU NVML). Without",

@@ -344,7 +344,7 @@ class RunConfig(Strict):
     storage: str | None = None  # default: sqlite:///studies/<study>.db beside the run file
     trials_dir: str = "trials"
     space: str = "search_spaces/default.yaml"
-    trials: PositiveInt = 40
+    trials: PositiveInt = 40  # the budget: launched trials (those predicted to fail before launch take none)
     baseline: bool = True  # trial 0 runs SGLang's defaults (the space's fixed flags only)
     gpus: Annotated[
         list[Annotated[int, Field(ge=0)]], BeforeValidator(_index_list), Field(min_length=1), AfterValidator(_distinct)
