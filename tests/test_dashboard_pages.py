@@ -34,6 +34,16 @@ function measure() {{
       scroll_width: d.documentElement.scrollWidth,
       width: d.documentElement.clientWidth,
       importance_title: title ? getComputedStyle(title, "::after").content : null,
+      // Boxes of the main column that hide part of their text behind a scroll bar.
+      scrolled: [...d.querySelectorAll("main *")]
+        .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== "visible")
+        .map(e => e.className.toString() + ": " + e.innerText.slice(0, 80)),
+      // Boxes of the main column that draw scroll bars whether they need them or not.
+      bars: [...d.querySelectorAll("main *")]
+        .filter(e => getComputedStyle(e).overflowX === "scroll" || getComputedStyle(e).overflowY === "scroll")
+        .map(e => e.innerText.slice(0, 80)),
+      // Each flag of a note: how many pieces it is drawn in.
+      flags: [...d.querySelectorAll("main p code")].map(c => [c.innerText, c.getClientRects().length]),
       text: d.body.innerText,
     }});
   }}, 1000);
@@ -57,6 +67,8 @@ def demo(tmp_path_factory):
         directions=["maximize", "minimize"],
         sampler=optuna.samplers.RandomSampler(seed=0),
     )
+    # A path of no spaces, longer than its table's column is wide.
+    measured.set_user_attr("model", "/models/" + "a-folder-with-a-long-name/" * 8 + "config.json")
     # The first objective moves with x alone, the second with y alone.
     measured.optimize(lambda t: (t.suggest_int("x", 0, 3), t.suggest_int("y", 0, 3)), n_trials=12)
     return storage, where
@@ -109,15 +121,26 @@ def probe(tmp: Path, base: str, *pages: tuple[str, str]) -> list[dict]:
 def test_the_study_page_and_a_trial_page_fit_1000_px(dashboard, tmp_path):
     """A trial's user attributes (argv, flags, levels: up to 750 characters of JSON) made its page 6000 px wide."""
     sid = study_id(dashboard, "demo-h200-replay")
-    study_page, trial_page = probe(
+    studies, study_page, other_study, trial_page = probe(
         tmp_path,
         dashboard,
+        ("/dashboard", "demo-h200-replay"),
         (f"/dashboard/studies/{sid}", "Study User Attributes"),
+        (f"/dashboard/studies/{study_id(dashboard, 'measured')}", "config.json"),
         (f"/dashboard/studies/{sid}/trials?numbers=4", "Outcome"),
     )
-    for page in (study_page, trial_page):
+    for page in (studies, study_page, other_study, trial_page):
         assert page["scroll_width"] <= page["width"], page["scroll_width"]
+    # A study's attributes (a run file of 1500 characters, a long path) wrap in their table, not scrolled sideways.
+    for page in (study_page, other_study):
+        assert not [box for box in page["scrolled"] if "MuiTableContainer" in box], page["scrolled"]
     assert "argv" in trial_page["text"] and "REPLAYED, not measured" in trial_page["text"]
+    # Nothing on the trial page is behind a scroll bar sideways (its dates and attributes wrap), and every flag of
+    # its note is drawn whole: broken at a hyphen, `--mem-` `fraction-static 0.81` reads as two flags.
+    assert trial_page["scrolled"] == [], trial_page["scrolled"]
+    # optuna-dashboard draws both scroll bars around a note, on every trial page, though it never needs them.
+    assert study_page["bars"] == trial_page["bars"] == [], trial_page["bars"]
+    assert len(trial_page["flags"]) == 10 and all(pieces == 1 for _, pieces in trial_page["flags"]), trial_page["flags"]
 
 
 @needs_chromium

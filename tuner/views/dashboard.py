@@ -252,16 +252,18 @@ def artifact_dirs(storage, first: Path | None = None) -> list[Path]:
 
 # -- what the pages show ---------------------------------------------------------------------------------
 
-# optuna-dashboard writes each user attribute (levels, argv, flags: up to 750 characters of JSON) on one line that
-# never breaks, in flex boxes that grow to hold it: a trial page was 6000 px wide. Those lines wrap instead, table
-# cells too, and the boxes of the page's main column may be narrower than their longest line. A flag in a note is
-# one code span, kept whole (a line break at its hyphens reads as two flags), scrolled if wider than the note.
+# optuna-dashboard writes each user attribute (levels, argv, flags: up to 750 characters of JSON) and date on one line
+# that never breaks, in flex boxes that grow to hold it: a trial page was 6000 px wide. Those lines wrap instead, and
+# so does the table of the study's attributes (it was 650 px at least, its run file scrolled sideways). A code span in
+# a note (a flag, a failure's detail) is one box: a flag moves to the next line whole (broken at its hyphens it reads
+# as two flags), a detail wider than the note wraps within it. A card (the note's) draws scroll bars only when it
+# needs them, and one that cut its text off (the best trial's value) can be scrolled instead.
 FIT_CSS = """
-main, main div { min-width: 0; }
+main div[class] { white-space: normal; }
 main p { white-space: pre-wrap; overflow-wrap: anywhere; }
 main .MuiTable-root { min-width: 0; }
-main td { overflow-wrap: break-word; }
-main p code { white-space: nowrap; display: inline-block; max-width: 100%; overflow-x: auto; vertical-align: bottom; }
+main .MuiCard-root { overflow: auto; }
+main p code { display: inline-block; max-width: 100%; white-space: pre-wrap; overflow-wrap: anywhere; }
 """
 # The importance box is answered with the report's importances (below); its title says how they are computed.
 IMPORTANCE_CSS = f"""
