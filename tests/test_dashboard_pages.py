@@ -11,7 +11,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 import optuna
@@ -106,8 +106,6 @@ def study_id(base: str, name: str) -> int:
 
 def probe(tmp: Path, base: str, *pages: tuple[str, str]) -> list[dict]:
     """Each dashboard page (path, text to wait for) as loaded in a 1000 px frame: what /probe measured."""
-    from urllib.parse import urlencode
-
     urls = [(f"{base}/probe?" + urlencode({"target": path, "marker": marker}), "--dump-dom") for path, marker in pages]
     found = []
     for dom in chromium(tmp, *urls, budget_ms=20000, timeout=120):
