@@ -1,4 +1,5 @@
-"""The Optuna dashboard over a study: trial notes, an artifact store that finds every study's files, the server.
+"""The Optuna dashboard over a study: trial notes, an artifact store that finds every study's files, what its pages
+show beyond optuna-dashboard's own (pages that fit the window, the report's importances, a replay's mark), the server.
 
 optuna-dashboard is optional (the ``dashboard`` extra): nothing here imports it at module level, and
 ``note_for`` does nothing without it.
@@ -7,6 +8,7 @@ optuna-dashboard is optional (the ``dashboard`` extra): nothing here imports it 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import re
@@ -22,6 +24,7 @@ import optuna
 from tuner.errors import TunerError
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.record import StudyRecord, TrialRecord
+from tuner.views.importance import METHOD, importances, trials_for
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +250,119 @@ def artifact_dirs(storage, first: Path | None = None) -> list[Path]:
     return [p for p in found if p.is_dir()]
 
 
+# -- what the pages show ---------------------------------------------------------------------------------
+
+# optuna-dashboard writes each user attribute (levels, argv, flags: up to 750 characters of JSON) and date on one line
+# that never breaks, in flex boxes that grow to hold it: a trial page was 6000 px wide. Those lines wrap instead, and
+# so does the table of the study's attributes (it was 650 px at least, its run file scrolled sideways). A code span in
+# a note (a flag, a failure's detail) is one box: a flag moves to the next line whole (broken at its hyphens it reads
+# as two flags), a detail wider than the note wraps within it. A card (the note's) draws scroll bars only when it
+# needs them, and one that cut its text off (the best trial's value) can be scrolled instead.
+FIT_CSS = """
+main div[class] { white-space: normal; }
+main p { white-space: pre-wrap; overflow-wrap: anywhere; }
+main .MuiTable-root { min-width: 0; }
+main .MuiCard-root { overflow: auto; }
+main p code { display: inline-block; max-width: 100%; white-space: pre-wrap; overflow-wrap: anywhere; }
+"""
+# The importance box is answered with the report's importances (below); its title says how they are computed.
+IMPORTANCE_CSS = f"""
+h6:has(+ #graph-hyperparameter-importances)::after {{
+  content: {json.dumps(METHOD[0].upper() + METHOD[1:] + " (after each flag): tune report's importances.")};
+  display: block; font-size: 0.8rem; font-weight: normal;
+}}
+"""
+REPLAY_TITLE = "REPLAY, not measured"
+
+_IMPORTANCES = re.compile(r"/api/studies/(\d+)/param_importances/?")
+_STUDY = re.compile(r"/api/studies/(\d+)/?")
+
+
+class TunerPages:
+    """optuna-dashboard's WSGI app, with what the tuner changes in its pages: the style that fits them in the
+    window, the report's importances in its importance box, and a replayed study's title saying so."""
+
+    def __init__(self, app, storage: optuna.storages.BaseStorage):
+        self.app = app
+        self.storage = storage
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") != "GET":
+            return self.app(environ, start_response)
+        if path.startswith("/dashboard"):
+            # Never "not modified": a browser holding the page from before these styles would keep it.
+            environ.pop("HTTP_IF_MODIFIED_SINCE", None)
+            environ.pop("HTTP_IF_NONE_MATCH", None)
+            return self._rewritten(environ, start_response, self._styled)
+        if m := _IMPORTANCES.fullmatch(path):
+            return self._importances(int(m[1]), start_response)
+        if m := _STUDY.fullmatch(path):
+            return self._rewritten(environ, start_response, lambda body: self._titled(int(m[1]), body))
+        return self.app(environ, start_response)
+
+    def _rewritten(self, environ, start_response, change):
+        seen: list = []
+
+        def hold(status, headers, exc_info=None):
+            seen[:] = [status, headers]
+            return lambda data: None  # optuna-dashboard (bottle) returns its body, it never writes
+
+        chunks = self.app(environ, hold)
+        try:
+            body = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        status, headers = seen
+        if status.startswith("200"):
+            body = change(body)
+            headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "etag", "last-modified")]
+            headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        return [body]
+
+    @staticmethod
+    def _styled(page: bytes) -> bytes:
+        return page.replace(b"</head>", f"<style>{FIT_CSS}{IMPORTANCE_CSS}</style></head>".encode(), 1)
+
+    def _study(self, study_id: int) -> optuna.Study:
+        return optuna.load_study(study_name=self.storage.get_study_name_from_id(study_id), storage=self.storage)
+
+    def _titled(self, study_id: int, body: bytes) -> bytes:
+        from tuner.trial.record import records, replay_notice
+
+        if not replay_notice(records(self._study(study_id))):
+            return body
+        detail = json.loads(body)
+        detail["name"] = f"{detail['name']} ({REPLAY_TITLE})"
+        return json.dumps(detail).encode()
+
+    def _importances(self, study_id: int, start_response):
+        try:
+            study = self._study(study_id)
+        except KeyError:
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [json.dumps({"reason": f"study_id={study_id} is not found"}).encode()]
+        distributions = {n: type(d).__name__ for t in trials_for(study) for n, d in t.distributions.items()}
+        answer = {
+            "param_importances": [
+                [
+                    {
+                        "name": f"{i.flag} ({i.low:.2f}-{i.high:.2f})",
+                        "importance": i.share,
+                        "distribution": distributions[i.flag],
+                    }
+                    for i in importances(study, objective)
+                ]
+                for objective in range(len(study.directions))
+            ]
+        }
+        body = json.dumps(answer).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
 # -- the server -------------------------------------------------------------------------------------------
 
 
@@ -267,7 +383,8 @@ def make_dashboard(storage, artifact_paths: list[Path], host: str, port: int) ->
     except ImportError:
         raise DashboardMissing("optuna-dashboard is not installed: pip install 'sglang-tuner[dashboard]'") from None
     store = MultiDirArtifactStore(artifact_paths) if artifact_paths else None
-    app = wsgi(storage, artifact_store=store)
+    storage = optuna.storages.get_storage(storage)
+    app = TunerPages(wsgi(storage, artifact_store=store), storage)
     try:
         return make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
     except OSError as exc:

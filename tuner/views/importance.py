@@ -61,12 +61,13 @@ def trials_for(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.params and t.values]
 
 
-def importances(study: optuna.Study, seed: int = 0) -> list[Importance]:
-    """Flags by their share of the first objective's variance, largest first; [] with fewer than 3 trials."""
+def importances(study: optuna.Study, objective: int = 0, seed: int = 0) -> list[Importance]:
+    """Flags by their share of one objective's variance (the first: the report's), largest first; [] with fewer
+    than 3 trials."""
     trials = trials_for(study)
     if len(trials) < 3:
         return []
-    y = np.asarray([t.values[0] for t in trials], dtype=float)
+    y = np.asarray([t.values[objective] for t in trials], dtype=float)
     flags = sorted({p for t in trials for p in t.params})
     groups = {f: _groups([t.params.get(f) for t in trials]) for f in flags}
     rng = np.random.default_rng(seed)
