@@ -117,3 +117,17 @@ def test_a_resumed_study_keeps_its_start(tmp_path, name):
     replay(tmp_path, name, 3, name=name, n_startup_trials=4)
     study = replay(tmp_path, name, 6, name=name, n_startup_trials=4)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+
+
+def test_a_resumed_warm_start_measures_each_earlier_config_once(tmp_path):
+    """The warm configs are queued when the study is made: a run stopped after the first one leaves the others
+    queued for the next run, which queues none again (else each resume would spend the budget on them anew)."""
+    starts = warm_start_params(str(CHAT), load_space(SPACE))
+    replay(tmp_path, "warm", 2, warm_start=str(CHAT))
+    study = replay(tmp_path, "warm", 7, warm_start=str(CHAT))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 7
+    for t, params in zip(trials[1:4], starts, strict=True):
+        assert {k: t.params[k] for k in params} == params
+    # Queued once: only those three trials had their params given (Optuna keeps a queued trial's as fixed_params).
+    assert [t.number for t in trials if t.system_attrs.get("fixed_params")] == [1, 2, 3]
