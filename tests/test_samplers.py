@@ -9,9 +9,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import ROOT, tune
+from conftest import ROOT, tune, write_run, write_space
 from tuner.config.space import load_space
-from tuner.search.samplers import start_point, warm_start_params
+from tuner.search.samplers import DefaultsWalk, start_point, warm_start_params
 from tuner.trial.record import TrialRecord
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
@@ -131,3 +131,19 @@ def test_a_resumed_warm_start_measures_each_earlier_config_once(tmp_path):
         assert {k: t.params[k] for k in params} == params
     # Queued once: only those three trials had their params given (Optuna keeps a queued trial's as fixed_params).
     assert [t.number for t in trials if t.system_attrs.get("fixed_params")] == [1, 2, 3]
+
+
+def test_defaults_walk_starts_where_sglang_settled_in_the_baseline(tmp_path):
+    """A real (stand-in) study: the memory fraction SGLang chose for itself in trial 0 (the stand-in's 0.85, from
+    /get_server_info) is where the walk starts, not the space's middle (0.81)."""
+    space = write_space(tmp_path / "space.yaml")
+    assert start_point(load_space(space))["mem-fraction-static"] == 0.81
+    # A seed whose first move is the schedule policy, so trial 1 keeps the memory fraction it starts from.
+    seed = next(s for s in range(20) if DefaultsWalk(load_space(space), s).order[1] == "schedule-policy")
+    run = write_run(tmp_path, trials=2, space=space, sampler={"name": "defaults-walk", "seed": seed}, confirm=None)
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
+    base, first = study.get_trials(states=(TrialState.COMPLETE,))
+    assert TrialRecord.of(base).settled.mem_fraction_static == 0.85
+    assert first.params == {"schedule-policy": "lof", "mem-fraction-static": 0.85}

@@ -8,6 +8,7 @@ import importlib.util
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import optuna
@@ -21,6 +22,7 @@ from tuner.config.space import Param, SearchSpace, load_space
 from tuner.errors import SetupError
 from tuner.sglang.defaults import default_of
 from tuner.sglang.flags import FlagValue
+from tuner.trial.record import TrialRecord
 from tuner.trial.surface import Surface
 
 # How many of an earlier study's best configs a warm start measures first.
@@ -109,8 +111,9 @@ class SobolStart(QMCSampler):
 
 class DefaultsWalk(BaseSampler):
     """From SGLang's defaults, one flag per trial: each trial is the best feasible trial so far (the baseline's
-    point, ``start_point``, while nothing beat it) with one active parameter moved to another value, the
-    parameters taken in a seeded order, round and round. Keeping what improved is the incumbent moving."""
+    point while nothing beat it: ``start_point``, with what SGLang chose for itself in the baseline where it said)
+    with one active parameter moved to another value, the parameters taken in a seeded order, round and round.
+    Keeping what improved is the incumbent moving."""
 
     def __init__(self, space: SearchSpace, seed: int | None):
         self.space = space
@@ -143,7 +146,7 @@ class DefaultsWalk(BaseSampler):
 
     def plan(self, study: Study, trial: FrozenTrial) -> dict[str, FlagValue]:
         """The incumbent's point with one parameter moved."""
-        point = dict(self.start)
+        point = {**self.start, **self.settled(study)}
         best = incumbent(study)
         if best is not None:
             point.update({k: v for k, v in best.params.items() if k in point})
@@ -158,6 +161,17 @@ class DefaultsWalk(BaseSampler):
                 break
         point[param.name] = value
         return point
+
+    def settled(self, study: Study) -> dict[str, FlagValue]:
+        """What SGLang chose for itself when the baseline ran (its /get_server_info: memory fraction, chunk size,
+        CUDA-graph cap, attention backend), as the space's nearest values: SGLang's defaults on this GPU and
+        model, where the start point has only the space's middle. Nothing before the baseline has run."""
+        done = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=False)
+        base = next((r for r in map(TrialRecord.of, done) if r.is_baseline), None)
+        if base is None:
+            return {}
+        chose = {f.name.replace("_", "-"): getattr(base.settled, f.name) for f in fields(base.settled)}
+        return {p.name: _nearest(p, chose[p.name]) for p in self.space.params if chose.get(p.name) is not None}
 
     def active(self, point: dict[str, FlagValue]) -> list[Param]:
         """The parameters in walking order that this point passes to SGLang (their conditions hold)."""
