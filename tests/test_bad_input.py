@@ -274,6 +274,11 @@ def _not_a_surface(tmp: Path) -> list[str]:
     return _start(launcher={"kind": "replay", "surface": "surface.json"})(tmp)
 
 
+def _warm_from_not_a_surface(tmp: Path) -> list[str]:
+    (tmp / "surface.json").write_text('{"format": 1, "header": {}}')
+    return _start(sampler={"warm_start": "surface.json"})(tmp)
+
+
 def _sharegpt(text: str) -> Callable[[Path], list[str]]:
     def setup(tmp: Path) -> list[str]:
         (tmp / "chats.json").write_text(text)
@@ -1212,6 +1217,20 @@ CASES = [
         'tune start -c run.yaml  # launcher: {kind: replay, surface: surface.json}  # {"format": 1, "header": {}}',
         _not_a_surface,
         ("surface.json", "not a surface file", "header.model"),
+    ),
+    Case(
+        "warm-start-missing",
+        "warm-start surface missing",
+        "tune start -c run.yaml  # sampler: {warm_start: nope.json}",
+        _start(sampler={"warm_start": "nope.json"}),
+        ("sampler.warm_start", "nope.json", "no such file"),
+    ),
+    Case(
+        "warm-start-not-a-surface",
+        "warm-start file that is not a surface",
+        'tune start -c run.yaml  # sampler: {warm_start: surface.json}  # {"format": 1, "header": {}}',
+        _warm_from_not_a_surface,
+        ("sampler.warm_start", "surface.json", "not a surface file", "header.model"),
     ),
     Case(
         "replay-no-gpu-memory",

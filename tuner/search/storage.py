@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial
 from tuner.config.run import RunConfig
 from tuner.errors import SetupError
 from tuner.search.objective import objective_for
+from tuner.search.samplers import make_sampler
 from tuner.serve.poller import Poller
 from tuner.trial.record import StudyRecord, TrialRecord
 
@@ -310,26 +311,6 @@ def claim_seed(study: optuna.Study, first: int, worker: str) -> int:
         except IntegrityError:  # another worker inserted it between our read and our write
             continue
     raise SetupError(f"study {study.study_name!r}: no free sampler seed left (100000 sessions)")
-
-
-def make_sampler(config: RunConfig, seed: int | None) -> optuna.samplers.BaseSampler:
-    s = config.sampler
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.name == "gp":
-        # GPSampler imports torch only once its startup trials are done: say so before any launch.
-        if importlib.util.find_spec("torch") is None:
-            raise SetupError("sampler gp needs torch (pip install torch), or set sampler: {name: tpe}")
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
-    # Our spaces are conditional (torch-compile-max-bs only with torch compile): multivariate grouped TPE
-    # models the branches jointly instead of falling back to independent sampling.
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=s.n_startup_trials,
-        multivariate=True,
-        group=True,
-        constant_liar=True,
-    )
 
 
 def open_study(config: RunConfig, storage: RDBStorage | None = None) -> optuna.Study:

@@ -30,12 +30,13 @@ from tuner.bench.load_search import Incumbent
 from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import Workload
 from tuner.config.references import Reference, resolve
-from tuner.config.run import RunConfig
+from tuner.config.run import ConfigError, RunConfig
 from tuner.config.space import SearchSpace
 from tuner.errors import Cancelled, SetupError
 from tuner.search.checks import Preflight, baseline_refused, port_free
 from tuner.search.launchers import make_launcher
 from tuner.search.objective import CLEARLY_WORSE, Objective, objective_for
+from tuner.search.samplers import warm_start_params
 from tuner.search.storage import (
     HOST,
     WORKER,
@@ -54,6 +55,7 @@ from tuner.sglang.flags import FlagValue, ServerFlags, resolved_flags
 from tuner.trial.record import OVER_BUDGET, SAMPLING_ERROR, StudyRecord, TrialRecord, Verdict, records
 from tuner.trial.replay import ReplayLauncher
 from tuner.trial.runner import PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
+from tuner.trial.surface import SurfaceError
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,7 @@ class Tuner:
         self.space: SearchSpace | None = None
         self.feasibility: Feasibility | None = None
         self.references: dict[str, Reference] = {r.name: r for r in resolve(config.references)}
+        self.warm_starts: list[dict[str, FlagValue]] = []  # a new study's first sampled trials (sampler.warm_start)
         self.study: optuna.Study | None = None
         self.warnings: list[str] = []
         self.idle_mib: dict[int, float] = {}
@@ -149,6 +152,11 @@ class Tuner:
                 raise SetupError(
                     f"{what} {folder}: cannot create this folder ({exc.strerror}): point {what} at a writable one"
                 ) from None
+        warm = self.config.sampler.warm_start
+        try:  # read before the study is made: a bad file leaves nothing behind
+            self.warm_starts = warm_start_params(warm, self.space) if warm else []
+        except SurfaceError as exc:
+            raise ConfigError(f"sampler.warm_start: {exc}") from None
         self.study = open_study(self.config)
         if "kv_capacity" not in (StudyRecord.of(self.study).constraint_names or ["kv_capacity"]):
             self.objective = dataclasses.replace(self.objective, kv_constraint=False)
@@ -161,8 +169,11 @@ class Tuner:
         return self.study
 
     def _enqueue_references(self, study: optuna.Study) -> None:
-        """The baseline, then each reference not yet in the study, ahead of any sampled trial."""
-        if not self.references:
+        """The baseline, then each reference not yet in the study, ahead of any sampled trial; then, in a new
+        study, the warm start's configs (sampled trials whose params are given: they count as launches, and the
+        earlier study's results are never this study's)."""
+        starts = self.warm_starts if not study.trials else []
+        if not self.references and not starts:
             return
         queued = {r.reference for r in records(study)}
         if not study.trials and self.config.baseline:
@@ -171,6 +182,8 @@ class Tuner:
         for name in self.references:
             if name not in queued:
                 study.enqueue_trial({}, user_attrs=TrialRecord(reference=name).attrs())
+        for params in starts:
+            study.enqueue_trial(params)
 
     def _recover_stale(self, study: optuna.Study) -> None:
         """RUNNING trials of a dead worker on this host (kill -9): fail them and run their parameters again."""

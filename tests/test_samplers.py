@@ -1,0 +1,149 @@
+"""The starts that use what is known before the first launch (tuner/search/samplers.py), each in a real replayed
+`tune start` on the committed H200 surface (SQLite): the walk from SGLang's defaults, the Sobol start, the warm
+start from an earlier study's surface. Which of them is faster to a good config is benchmarks/SAMPLERS.md's."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from conftest import ROOT, tune, write_run, write_space
+from tuner.config.space import load_space
+from tuner.search.samplers import DefaultsWalk, start_point, warm_start_params
+from tuner.trial.record import TrialRecord
+
+H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
+CHAT = ROOT / "surfaces" / "h200-qwen3-8b-chat.json"
+SPACE = ROOT / "search_spaces" / "h200-qwen3-8b.yaml"
+# The stand-in's surface: SGLang's defaults there are 0.79 of the best, so a walk has something to keep.
+STANDIN = {
+    "space": str(ROOT / "search_spaces" / "default.yaml"),
+    "launcher": {"kind": "replay", "surface": str(ROOT / "benchmarks" / "surfaces" / "standin-default.json")},
+    "workload": {"input_len": 128, "output_len": 48, "concurrency": [4, 16], "num_prompts": 48},
+    "objective": {"metrics": ["output_throughput"], "at_concurrency": 16},
+}
+
+
+def replay(tmp_path, study: str, trials: int, surface: dict | None = None, **sampler) -> optuna.Study:
+    """`tune start` of a replayed study on the H200 surface (or ``surface``'s keys); the finished study."""
+    run = tmp_path / f"{study}.yaml"
+    run.write_text(
+        yaml.safe_dump(
+            {
+                "study": study,
+                "storage": f"sqlite:///{tmp_path}/{study}.db",
+                "trials_dir": str(tmp_path / "trials"),
+                "space": str(SPACE),
+                "trials": trials,
+                "launcher": {"kind": "replay", "surface": str(H200)},
+                "workload": {"input_len": 512, "output_len": 128, "concurrency": [1, 16, 64]},
+                "objective": {"metrics": ["output_throughput"], "at_concurrency": 64},
+                "sampler": {"seed": 3, **sampler},
+                "confirm": None,
+                **(surface or {}),
+            }
+        )
+    )
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 0, done.stderr
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/{study}.db")
+
+
+def test_defaults_walk_starts_from_the_baseline_and_moves_one_flag_per_trial(tmp_path):
+    walk = 8
+    study = replay(tmp_path, "walk", 10, STANDIN, name="defaults-walk", n_startup_trials=walk)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 10 and TrialRecord.of(trials[0]).is_baseline and trials[0].params == {}
+    space = load_space(STANDIN["space"])
+    start = start_point(space)
+    assert start["schedule-policy"] == "fcfs" and start["enable-torch-compile"] is False  # SGLang's own
+    assert start["mem-fraction-static"] == 0.82  # sized by SGLang at startup: the space's middle
+
+    def moved(params: dict, point: dict) -> set[str]:
+        """The flags SGLang runs with differently: a conditional flag passed at SGLang's own default (the max
+        batch size that turning torch compile on brings) is no change."""
+        a, b = space.flags_from_params(params).as_dict(), space.flags_from_params(point).as_dict()
+        return {k for k in a.keys() | b.keys() if a.get(k, start.get(k)) != b.get(k, start.get(k))}
+
+    best_value, best_point, kept = trials[0].values[0], start, 0
+    for t in trials[1:walk]:
+        assert len(moved(t.params, best_point)) == 1, (t.number, t.params, best_point)
+        if TrialRecord.of(t).feasible and t.values[0] > best_value:  # kept: the next move starts from it
+            best_value, best_point, kept = t.values[0], t.params, kept + 1
+    assert kept  # the walk did move on from SGLang's defaults
+    # After the walk, TPE: no longer one flag away from the incumbent.
+    assert any(len(moved(t.params, best_point)) > 1 for t in trials[walk:])
+
+
+def test_sobol_start_covers_each_choice_once_where_random_repeats(tmp_path):
+    """Four Sobol points stratify each dimension into quarters: the four chunk sizes are each drawn once (random
+    draws would repeat one in 9 studies of 10), after the baseline, which has no params."""
+    for seed in (1, 2):
+        study = replay(tmp_path, f"sobol{seed}", 6, name="sobol", n_startup_trials=5, seed=seed)
+        trials = study.get_trials(states=(TrialState.COMPLETE,))
+        assert len(trials) == 6 and trials[0].params == {}
+        assert sorted(t.params["chunked-prefill-size"] for t in trials[1:5]) == [2048, 4096, 8192, 16384]
+
+
+def test_warm_start_measures_the_earlier_studys_best_configs_within_the_budget(tmp_path):
+    starts = warm_start_params(str(CHAT), load_space(SPACE))
+    # The chat study's three best: SGLang's defaults (trial 0), trials 7 and 10, as far as this space goes
+    # (its schedule policies have no dfs-weight; a flag left to SGLang is its default where one is known).
+    assert starts == [
+        {"triton-attention-num-kv-splits": 8, "schedule-policy": "fcfs"},
+        {"cuda-graph-max-bs-decode": 64, "triton-attention-num-kv-splits": 32, "chunked-prefill-size": 8192},
+        {
+            "cuda-graph-max-bs-decode": 64,
+            "triton-attention-num-kv-splits": 16,
+            "chunked-prefill-size": 4096,
+            "schedule-policy": "lpm",
+        },
+    ]
+    study = replay(tmp_path, "warm", 6, warm_start=str(CHAT))
+    trials = study.get_trials()
+    # The budget is this study's launches: the earlier study's trials never enter it, nor its results.
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert TrialRecord.of(trials[0]).is_baseline
+    for t, params in zip(trials[1:], starts, strict=False):
+        assert {k: t.params[k] for k in params} == params
+    assert all(TrialRecord.of(t).replay is not None for t in trials)  # each measured (replayed) here
+
+
+@pytest.mark.parametrize("name", ["defaults-walk", "sobol"])
+def test_a_resumed_study_keeps_its_start(tmp_path, name):
+    """A second `tune start` with a larger budget goes on from the trials there (the hand-over counts them)."""
+    replay(tmp_path, name, 3, name=name, n_startup_trials=4)
+    study = replay(tmp_path, name, 6, name=name, n_startup_trials=4)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+
+
+def test_a_resumed_warm_start_measures_each_earlier_config_once(tmp_path):
+    """The warm configs are queued when the study is made: a run stopped after the first one leaves the others
+    queued for the next run, which queues none again (else each resume would spend the budget on them anew)."""
+    starts = warm_start_params(str(CHAT), load_space(SPACE))
+    replay(tmp_path, "warm", 2, warm_start=str(CHAT))
+    study = replay(tmp_path, "warm", 7, warm_start=str(CHAT))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 7
+    for t, params in zip(trials[1:4], starts, strict=True):
+        assert {k: t.params[k] for k in params} == params
+    # Queued once: only those three trials had their params given (Optuna keeps a queued trial's as fixed_params).
+    assert [t.number for t in trials if t.system_attrs.get("fixed_params")] == [1, 2, 3]
+
+
+def test_defaults_walk_starts_where_sglang_settled_in_the_baseline(tmp_path):
+    """A real (stand-in) study: the memory fraction SGLang chose for itself in trial 0 (the stand-in's 0.85, from
+    /get_server_info) is where the walk starts, not the space's middle (0.81)."""
+    space = write_space(tmp_path / "space.yaml")
+    assert start_point(load_space(space))["mem-fraction-static"] == 0.81
+    # A seed whose first move is the schedule policy, so trial 1 keeps the memory fraction it starts from.
+    seed = next(s for s in range(20) if DefaultsWalk(load_space(space), s).order[1] == "schedule-policy")
+    run = write_run(tmp_path, trials=2, space=space, sampler={"name": "defaults-walk", "seed": seed}, confirm=None)
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/studies/t.db")
+    base, first = study.get_trials(states=(TrialState.COMPLETE,))
+    assert TrialRecord.of(base).settled.mem_fraction_static == 0.85
+    assert first.params == {"schedule-policy": "lof", "mem-fraction-static": 0.85}
