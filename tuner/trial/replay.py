@@ -158,6 +158,10 @@ class ReplayRunner(TrialRunner):
             self.study,
             plan.number,
         )
+        surface = self.launcher.surface
+        if not surface.weights_learned:  # the one step of a replay that takes a while on a large surface
+            self._phase(plan, "launching", f"learning which flags matter from {len(surface.rows)} recorded rows")
+            surface.flag_weights()
         self._phase(plan, "launching")
         server = self.launcher.launch(spec)
         if self.on_launch:
