@@ -97,6 +97,50 @@ def test_the_readme_demo_replays_recorded_h200_trials_and_says_so_everywhere(tmp
     assert "**REPLAYED, not measured**: modelled (" in note and "SGLang 0.5.17" in note
 
 
+def test_with_no_recorded_defaults_row_every_view_compares_with_nothing_and_says_why(tmp_path):
+    env = demo_checkout(tmp_path)
+    surface = Surface.load(H200)
+    foreign = surface.model_copy(update={"rows": [r for r in surface.rows if not r.baseline]})  # as imported data
+    foreign.save(tmp_path / "surfaces" / "h200-qwen3-8b-random.json")
+    done = tune("start", "-c", "runs/demo.yaml", "--trials", "8", "--progress", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    # The one slow step of a large surface's start is named, once.
+    assert done.stderr.count("learning which flags matter from 7 recorded rows") == 1, done.stderr
+    said = done.stdout + done.stderr
+    assert "vs baseline" not in said and "compared with nothing: the surface recorded no trial of SGLang's" in said
+
+    study = optuna.load_study(
+        study_name="demo-h200-replay", storage=f"sqlite:///{tmp_path}/studies/demo-h200-replay.db"
+    )
+    base = study.trials[0]
+    assert base.user_attrs["baseline"] and base.user_attrs["modelled"]  # still run: a config like any other
+    why = base.user_attrs["unrecorded_baseline"]
+    assert "recorded no trial of SGLang's defaults" in why and "modelled from recorded trials" in why
+
+    status = tune("status", "-c", "runs/demo.yaml", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stderr
+    assert f"No baseline comparison: {why}" in status.stdout and "vs baseline" not in status.stdout
+    assert "baseline (SGLang defaults, modelled: none recorded)" in status.stdout
+
+    assert tune("report", "-c", "runs/demo.yaml", cwd=tmp_path, env=env).returncode == 0
+    reports = tmp_path / "reports" / "demo-h200-replay"
+    assert f"No baseline comparison: {why}" in (reports / "comparison.md").read_text()
+    assert "No baseline comparison: " in (reports / "report.html").read_text()
+    compared = (reports / "comparison.csv").read_text().splitlines()[1:]
+    assert all(line.split(",")[1:2] == [""] and line.split(",")[3] == "" for line in compared), compared
+
+    confirmed = tune("confirm", "-c", "runs/demo.yaml", "--top", "2", "--repeats", "2", cwd=tmp_path, env=env)
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert f"not compared with SGLang defaults: {why}" in confirmed.stdout
+    assert "SGLang defaults (trial 0)" not in confirmed.stdout and "(baseline)" not in confirmed.stdout
+
+    assert tune("export", "-c", "runs/demo.yaml", "--out", "out", cwd=tmp_path, env=env).returncode == 0
+    script = (tmp_path / "out" / "deploy-best.sh").read_text()
+    assert "# NO COMPARISON with SGLang defaults:" in script and "vs SGLang defaults" not in script
+    best = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert best["baseline"] is None and best["no_baseline"] == why
+
+
 def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_trials(tmp_path, unique_study):
     space = write_space(tmp_path / "space.yaml")
     real = write_run(

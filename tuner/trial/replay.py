@@ -196,7 +196,13 @@ class ReplayRunner(TrialRunner):
         peak = a.gpu_peak_used_mib
         stats = gpu.GpuStats(peak_used_mib=peak or 0.0, total_mib=total if peak else 0.0)
         replayed = Replayed(
-            self.launcher.path, a.sources, a.modelled or bool(modelled_rates), peak, total, modelled_rates
+            self.launcher.path,
+            a.sources,
+            a.modelled or bool(modelled_rates),
+            peak,
+            total,
+            modelled_rates,
+            not a.modelled,
         )
         result = TrialResult(plan, failure, a.failure_detail, None, times, bench, stats, {}, replayed=replayed)
         write_artifacts(result)
