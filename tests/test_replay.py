@@ -272,6 +272,26 @@ def test_the_model_learns_which_flags_matter_from_the_rows():
     assert answer.levels[-1].output_throughput < 0.5 * best.levels[-1].output_throughput  # the cliff, modelled
 
 
+def test_learned_weights_are_those_of_the_pure_python_learner_on_every_left_out_row():
+    # What Surface.flag_weights learned before it was vectorised (ff8d6b3: a dict walk per pair of rows), summed
+    # per flag over all 48 rows and each row left out: 49 coordinate searches over failures, flags left at
+    # SGLang's default and numeric ties. The numpy learner must pick the same neighbours, in the same tie order.
+    surface = Surface.load(ROOT / "benchmarks" / "surfaces" / "standin-default.json")
+    total: dict[str, float] = {}
+    for exclude in [None, *(r.trial for r in surface.rows)]:
+        for name, w in surface.flag_weights(exclude=exclude).items():
+            total[name] = total.get(name, 0.0) + w
+    assert total == {
+        "attention-backend": 9.75,
+        "enable-torch-compile": 7.25,
+        "mem-fraction-static": 193.0,
+        "num-continuous-decode-steps": 182.5,
+        "schedule-policy": 45.5,
+        "torch-compile-max-bs": 47.0,
+        "triton-attention-num-kv-splits": 55.25,
+    }
+
+
 # -- the SLO-goodput objective: load searches replayed from recorded curves
 
 CHAT = ROOT / "surfaces" / "h200-qwen3-8b-chat.json"
