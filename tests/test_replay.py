@@ -129,7 +129,8 @@ def test_with_no_recorded_defaults_row_every_view_compares_with_nothing_and_says
     compared = (reports / "comparison.csv").read_text().splitlines()[1:]
     assert all(line.split(",")[1:2] == [""] and line.split(",")[3] == "" for line in compared), compared
 
-    confirmed = tune("confirm", "-c", "runs/demo.yaml", "--top", "2", "--repeats", "2", cwd=tmp_path, env=env)
+    # Every trial re-run, the modelled baseline among them: it competes as a config, never as the defaults.
+    confirmed = tune("confirm", "-c", "runs/demo.yaml", "--top", "8", "--repeats", "2", cwd=tmp_path, env=env)
     assert confirmed.returncode == 0, confirmed.stderr
     assert f"not compared with SGLang defaults: {why}" in confirmed.stdout
     assert "SGLang defaults (trial 0)" not in confirmed.stdout and "(baseline)" not in confirmed.stdout
@@ -139,6 +140,12 @@ def test_with_no_recorded_defaults_row_every_view_compares_with_nothing_and_says
     assert "# NO COMPARISON with SGLang defaults:" in script and "vs SGLang defaults" not in script
     best = json.loads((tmp_path / "out" / "best.json").read_text())
     assert best["baseline"] is None and best["no_baseline"] == why
+
+    from optuna_dashboard import get_note
+
+    assert "## Trial 0 — baseline (SGLang defaults, modelled: none recorded)" in get_note(
+        optuna.Trial(study, base._trial_id)
+    )
 
 
 def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_trials(tmp_path, unique_study):
