@@ -88,6 +88,7 @@ def _every_field_set() -> TrialRecord:
         replay=ReplayMark("s.json", (4, 7), True, (16.0,)),
         decode_graphs=DecodeGraphs(40, 12, "2026-01-01 10:01:00", 65, 80, 64),
         defaults_outside_space=("max-running-requests 4096 (choices 64..512)",),
+        unrecorded_baseline="s.json recorded no trial of SGLang's defaults",
     )
 
 

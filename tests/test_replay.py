@@ -97,6 +97,57 @@ def test_the_readme_demo_replays_recorded_h200_trials_and_says_so_everywhere(tmp
     assert "**REPLAYED, not measured**: modelled (" in note and "SGLang 0.5.17" in note
 
 
+def test_with_no_recorded_defaults_row_every_view_compares_with_nothing_and_says_why(tmp_path):
+    env = demo_checkout(tmp_path)
+    surface = Surface.load(H200)
+    foreign = surface.model_copy(update={"rows": [r for r in surface.rows if not r.baseline]})  # as imported data
+    foreign.save(tmp_path / "surfaces" / "h200-qwen3-8b-random.json")
+    done = tune("start", "-c", "runs/demo.yaml", "--trials", "8", "--progress", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    # The one slow step of a large surface's start is named, once.
+    assert done.stderr.count("learning which flags matter from 7 recorded rows") == 1, done.stderr
+    said = done.stdout + done.stderr
+    assert "vs baseline" not in said and "compared with nothing: the surface recorded no trial of SGLang's" in said
+
+    study = optuna.load_study(
+        study_name="demo-h200-replay", storage=f"sqlite:///{tmp_path}/studies/demo-h200-replay.db"
+    )
+    base = study.trials[0]
+    assert base.user_attrs["baseline"] and base.user_attrs["modelled"]  # still run: a config like any other
+    why = base.user_attrs["unrecorded_baseline"]
+    assert "recorded no trial of SGLang's defaults" in why and "modelled from recorded trials" in why
+
+    status = tune("status", "-c", "runs/demo.yaml", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stderr
+    assert f"No baseline comparison: {why}" in status.stdout and "vs baseline" not in status.stdout
+    assert "baseline (SGLang defaults, modelled: none recorded)" in status.stdout
+
+    assert tune("report", "-c", "runs/demo.yaml", cwd=tmp_path, env=env).returncode == 0
+    reports = tmp_path / "reports" / "demo-h200-replay"
+    assert f"No baseline comparison: {why}" in (reports / "comparison.md").read_text()
+    assert "No baseline comparison: " in (reports / "report.html").read_text()
+    compared = (reports / "comparison.csv").read_text().splitlines()[1:]
+    assert all(line.split(",")[1:2] == [""] and line.split(",")[3] == "" for line in compared), compared
+
+    # Every trial re-run, the modelled baseline among them: it competes as a config, never as the defaults.
+    confirmed = tune("confirm", "-c", "runs/demo.yaml", "--top", "8", "--repeats", "2", cwd=tmp_path, env=env)
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert f"not compared with SGLang defaults: {why}" in confirmed.stdout
+    assert "SGLang defaults (trial 0)" not in confirmed.stdout and "(baseline)" not in confirmed.stdout
+
+    assert tune("export", "-c", "runs/demo.yaml", "--out", "out", cwd=tmp_path, env=env).returncode == 0
+    script = (tmp_path / "out" / "deploy-best.sh").read_text()
+    assert "# NO COMPARISON with SGLang defaults:" in script and "vs SGLang defaults" not in script
+    best = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert best["baseline"] is None and best["no_baseline"] == why
+
+    from optuna_dashboard import get_note
+
+    assert "## Trial 0 — baseline (SGLang defaults, modelled: none recorded)" in get_note(
+        optuna.Trial(study, base._trial_id)
+    )
+
+
 def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_trials(tmp_path, unique_study):
     space = write_space(tmp_path / "space.yaml")
     real = write_run(
@@ -226,6 +277,26 @@ def test_the_model_learns_which_flags_matter_from_the_rows():
     answer = surface.answer({**best.flags, "cuda-graph-max-bs-decode": 16})
     assert answer.modelled
     assert answer.levels[-1].output_throughput < 0.5 * best.levels[-1].output_throughput  # the cliff, modelled
+
+
+def test_learned_weights_are_those_of_the_pure_python_learner_on_every_left_out_row():
+    # What Surface.flag_weights learned before it was vectorised (ff8d6b3: a dict walk per pair of rows), summed
+    # per flag over all 48 rows and each row left out: 49 coordinate searches over failures, flags left at
+    # SGLang's default and numeric ties. The numpy learner must pick the same neighbours, in the same tie order.
+    surface = Surface.load(ROOT / "benchmarks" / "surfaces" / "standin-default.json")
+    total: dict[str, float] = {}
+    for exclude in [None, *(r.trial for r in surface.rows)]:
+        for name, w in surface.flag_weights(exclude=exclude).items():
+            total[name] = total.get(name, 0.0) + w
+    assert total == {
+        "attention-backend": 9.75,
+        "enable-torch-compile": 7.25,
+        "mem-fraction-static": 193.0,
+        "num-continuous-decode-steps": 182.5,
+        "schedule-policy": 45.5,
+        "torch-compile-max-bs": 47.0,
+        "triton-attention-num-kv-splits": 55.25,
+    }
 
 
 # -- the SLO-goodput objective: load searches replayed from recorded curves

@@ -168,10 +168,11 @@ def confirm_top(tuner: Rerunner, k: int = 3, repeats: int = 3) -> list[Confirmat
     metric = tuner.objective.metrics[0]
     workload = dataclasses.replace(tuner.workload, repeats=repeats)
     chosen = top_trials(study, k)
+    # A baseline no recorded trial ran is re-answered by the same model: nothing to compare the winner with.
     others = [
         t
         for t in records(study, (TrialState.COMPLETE,))
-        if t.role != "top" and t.launched is not False and t.flag_values
+        if t.role != "top" and t.launched is not False and t.flag_values and not t.unrecorded_baseline
     ]
     for t in others:  # the latest run of each baseline/reference, unless it is among the top already
         if _key(t) not in {_key(c) for c in chosen}:
@@ -198,9 +199,8 @@ def confirm_top(tuner: Rerunner, k: int = 3, repeats: int = 3) -> list[Confirmat
             runs = tuple(
                 getattr(lv, metric) for lv in result.levels if lv.concurrency == tuner.objective.at_concurrency
             )
-        results.append(
-            Confirmation(trial.number, metric, runs, result.failure.name if result.failure else None, trial.role)
-        )
+        role = "top" if trial.unrecorded_baseline else trial.role  # among the best, never compared with as one
+        results.append(Confirmation(trial.number, metric, runs, result.failure.name if result.failure else None, role))
     sign = 1 if direction(metric) == "maximize" else -1
     results.sort(key=lambda c: -sign * c.bound)
     comparisons = compare(results)

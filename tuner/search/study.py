@@ -483,6 +483,14 @@ class Tuner:
             if unreachable:
                 attrs.update(TrialRecord(defaults_outside_space=tuple(unreachable)).attrs())
                 log.warning("SGLang's defaults lie outside the space: %s", "; ".join(unreachable))
+        if baseline and result.replayed and not result.replayed.flags_recorded:
+            # Its numbers are its neighbours' blend: a gain over them would be a gain over a guess.
+            why = (
+                f"{result.replayed.surface} recorded no trial of SGLang's defaults (the space's fixed flags); the "
+                f"baseline, trial {trial.number}, is modelled from recorded trials "
+                f"{', '.join(map(str, result.replayed.sources))}, so no trial is compared with it"
+            )
+            attrs.update(TrialRecord(unrecorded_baseline=why).attrs())
         constraints = self.objective.constraints(result)
         set_trial_attrs(
             study,

@@ -327,6 +327,8 @@ class TrialRecord:
     replay: ReplayMark | None = None
     decode_graphs: DecodeGraphs | None = None  # its decode log lines on CUDA graphs (key ``decode_graphs``)
     defaults_outside_space: tuple[str, ...] | None = None  # the baseline's flags the space cannot draw
+    # A replayed baseline no recorded trial ran: why nothing is compared with its modelled numbers.
+    unrecorded_baseline: str | None = None
 
     # -- the writer
     def attrs(self) -> dict[str, Any]:
@@ -386,6 +388,8 @@ class TrialRecord:
             out["decode_graphs"] = self.decode_graphs.record()
         if self.defaults_outside_space is not None:
             out["defaults_outside_space"] = list(self.defaults_outside_space)
+        if self.unrecorded_baseline is not None:
+            out["unrecorded_baseline"] = self.unrecorded_baseline
         if self.feasible is not None:
             out["feasible"] = self.feasible
         return out
@@ -523,6 +527,7 @@ class TrialRecord:
             replay=ReplayMark.read(a),
             decode_graphs=DecodeGraphs.read(a["decode_graphs"]) if a.get("decode_graphs") is not None else None,
             defaults_outside_space=_tuple(a.get("defaults_outside_space")),
+            unrecorded_baseline=a.get("unrecorded_baseline"),
         )
 
     # -- what readers ask of it
@@ -549,6 +554,11 @@ class TrialRecord:
     @property
     def is_baseline(self) -> bool:
         return bool(self.baseline)
+
+    @property
+    def baseline_words(self) -> str:
+        """How views name the baseline: one no recorded trial ran (a replay's) is said to be modelled."""
+        return f"baseline (SGLang defaults{', modelled: none recorded' if self.unrecorded_baseline else ''})"
 
     @property
     def role(self) -> str:
@@ -855,8 +865,15 @@ def best_or_none(study: optuna.Study) -> TrialRecord | None:
 
 
 def baseline_record(study: optuna.Study) -> TrialRecord | None:
-    """The completed baseline trial (SGLang's defaults), if any."""
-    return next((r for r in records(study, _complete()) if r.baseline), None)
+    """The completed baseline trial (SGLang's defaults) that others are compared with, if any: a replayed
+    baseline no recorded trial ran is modelled, not a baseline (``no_baseline`` says why)."""
+    return next((r for r in records(study, _complete()) if r.baseline and not r.unrecorded_baseline), None)
+
+
+def no_baseline(study: optuna.Study) -> str | None:
+    """Why the study compares its trials with no baseline although it has one (a replayed baseline no recorded
+    trial ran); None otherwise."""
+    return next((r.unrecorded_baseline for r in records(study, _complete()) if r.unrecorded_baseline), None)
 
 
 def reference_records(study: optuna.Study) -> dict[str, TrialRecord]:
@@ -902,7 +919,8 @@ def export_choice(study: optuna.Study) -> ExportChoice:
     if won is None or won.failure or won.mean is None or won.ci95 is None:
         return ExportChoice(winner, winner)
     low, high = won.mean - won.ci95, won.mean + won.ci95
-    base = baseline_record(study)
+    # The baseline's flags are the defaults, whether its numbers were recorded or modelled.
+    base = next((r for r in records(study, _complete()) if r.baseline), None)
     defaults = base.flag_values if base is not None else {}
     # Confirmations are stored best bound first: the position breaks a tie in favour of the better bound.
     candidates = []

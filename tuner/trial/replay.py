@@ -158,6 +158,10 @@ class ReplayRunner(TrialRunner):
             self.study,
             plan.number,
         )
+        surface = self.launcher.surface
+        if not surface.weights_learned:  # the one step of a replay that takes a while on a large surface
+            self._phase(plan, "launching", f"learning which flags matter from {len(surface.rows)} recorded rows")
+            surface.flag_weights()
         self._phase(plan, "launching")
         server = self.launcher.launch(spec)
         if self.on_launch:
@@ -192,7 +196,13 @@ class ReplayRunner(TrialRunner):
         peak = a.gpu_peak_used_mib
         stats = gpu.GpuStats(peak_used_mib=peak or 0.0, total_mib=total if peak else 0.0)
         replayed = Replayed(
-            self.launcher.path, a.sources, a.modelled or bool(modelled_rates), peak, total, modelled_rates
+            self.launcher.path,
+            a.sources,
+            a.modelled or bool(modelled_rates),
+            peak,
+            total,
+            modelled_rates,
+            not a.modelled,
         )
         result = TrialResult(plan, failure, a.failure_detail, None, times, bench, stats, {}, replayed=replayed)
         write_artifacts(result)

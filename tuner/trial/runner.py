@@ -88,6 +88,7 @@ class Replayed:
     gpu_peak_used_mib: float | None
     gpu_total_mib: float
     modelled_rates: tuple[float, ...] = ()  # a load search's rates read off the recorded curves, not recorded levels
+    flags_recorded: bool = True  # a recorded trial ran these very flags (False: modelled from its nearest)
 
     def record(self) -> dict:
         out: dict = {

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from tuner.bench.load_search import best_level, broken
@@ -264,6 +265,11 @@ class Surface(_Model):
             tuple(good),
         )
 
+    @property
+    def weights_learned(self) -> bool:
+        """Whether this surface's flag weights are learned already (the first modelled answer learns them)."""
+        return self._weights is not None
+
     def flag_weights(self, exclude: int | None = None) -> dict[str, float]:
         """How much each flag counts in the distance, learned from the rows: coordinate search over
         ``WEIGHT_STEPS`` (two passes, flags in name order, from all 1) for the least leave-one-out loss, where a
@@ -273,27 +279,16 @@ class Surface(_Model):
         if exclude is None and self._weights is not None:
             return self._weights
         rows = [r for r in self.rows if r.trial != exclude]
-        scales = _scales([r.flags for r in rows])
         points = [point_of(r.flags) for r in rows]
-        values = [self.value(r) for r in rows]
         names = sorted({k for p in points for k in p if len({str(q.get(k)) for q in points}) > 1})
+        # A flag outside ``names`` has one value everywhere: it adds nothing to any distance.
+        gaps = _gaps(points, names, _scales([r.flags for r in rows]))
+        ok = np.array([r.ok for r in rows], dtype=bool)
+        # 0 stands for no value: such a row's error is not counted, nor is it a neighbour's prediction.
+        values = np.array([v or 0.0 for v in map(self.value, rows)], dtype=float)
 
         def loss(w: dict[str, float]) -> float:
-            total = 0.0
-            for i, p in enumerate(points):
-                others = [(points[j], rows[j], values[j]) for j in range(len(rows)) if j != i]
-                near = sorted(((_distance(p, q, scales, w), r, v) for q, r, v in others), key=lambda x: x[0])
-                near = near[:NEIGHBOURS]
-                ws = [1.0 / d**2 for d, _, _ in near]
-                predicted_fail = sum(x for x, (_, r, _) in zip(ws, near, strict=True) if not r.ok) > sum(ws) / 2
-                if predicted_fail != (not rows[i].ok):
-                    total += 1.0
-                elif rows[i].ok and (actual := values[i]):
-                    good = [(x, v) for x, (_, r, v) in zip(ws, near, strict=True) if r.ok and v]
-                    if good:
-                        pred = sum(x * v for x, v in good) / sum(x for x, _ in good)
-                        total += min(1.0, abs(math.log(pred / actual)))
-            return total
+            return _loo_loss(gaps, np.array([w[k] for k in names], dtype=float), ok, values)
 
         w = dict.fromkeys(names, 1.0)
         best = loss(w)
@@ -484,6 +479,46 @@ def _distance(a: dict, b: dict, scales: dict, weights: dict[str, float]) -> floa
         elif x != y:
             total += w
     return max(math.sqrt(total), 1e-9)
+
+
+def _gaps(points: list[dict[str, FlagValue]], names: list[str], scales: dict) -> np.ndarray:
+    """Per flag of ``names``, every pair of points' term of ``_distance`` before weighting: shape (flags, n, n)."""
+    n = len(points)
+    out = np.zeros((len(names), n, n))
+    for f, k in enumerate(names):
+        column = [p.get(k) for p in points]
+        # Codes compare as ``!=`` does (1 == 1.0); None (left at SGLang's default) is a value of its own.
+        codes: dict[object, int] = {}
+        code = np.array([codes.setdefault(v, len(codes)) for v in column])
+        out[f] = code[:, None] != code[None, :]
+        if k in scales:
+            lo, hi, log = scales[k]
+            numeric = np.array([_numeric(v) for v in column])
+            x = np.array([float(v) if _numeric(v) else 0.0 for v in column])
+            x = np.log(x, where=numeric, out=np.zeros(n)) if log else x
+            both = numeric[:, None] & numeric[None, :]
+            span = ((x[:, None] - x[None, :]) / (hi - lo)) ** 2 if hi > lo else np.zeros((n, n))
+            out[f] = np.where(both, span, out[f])
+    return out
+
+
+def _loo_loss(gaps: np.ndarray, weights: np.ndarray, ok: np.ndarray, values: np.ndarray) -> float:
+    """``Surface.flag_weights``' leave-one-out loss of ``weights`` (one per flag of ``gaps``), as ``answer``
+    would predict each row from its ``NEIGHBOURS`` nearest others: the same distances, ties broken alike."""
+    n = len(ok)
+    k = min(NEIGHBOURS, n - 1)
+    dist = np.maximum(np.sqrt(np.tensordot(weights, gaps, axes=1)), 1e-9)
+    np.fill_diagonal(dist, np.inf)
+    near = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    w = 1.0 / np.take_along_axis(dist, near, axis=1) ** 2
+    wrong = ((w * ~ok[near]).sum(axis=1) > w.sum(axis=1) / 2) != ~ok
+    good = ok[near] & (values[near] != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        predicted = np.where(good, w * values[near], 0.0).sum(axis=1) / np.where(good, w, 0.0).sum(axis=1)
+        error = np.minimum(1.0, np.abs(np.log(predicted / values)))
+    scored = ~wrong & ok & (values != 0) & good.any(axis=1)
+    # NaN (a metric with no sample) misses by the most, as min(1.0, nan) did.
+    return float(wrong.sum() + np.where(np.isnan(error), 1.0, error)[scored].sum())
 
 
 def _nearest(point: dict, rows: list[Row], scales: dict, weights: dict[str, float]) -> list[tuple[float, Row]]:

@@ -26,6 +26,7 @@ from tuner.trial.record import (
     baseline_record,
     best_trial,
     export_choice,
+    no_baseline,
     reference_records,
 )
 
@@ -86,6 +87,7 @@ def export_best(study: optuna.Study, launcher: Launcher, out_dir: Path = Path(".
                 }
                 if base
                 else None,
+                "no_baseline": no_baseline(study),
                 "references": {
                     name: {
                         "trial": t.number,
@@ -149,6 +151,9 @@ def _header(study: optuna.Study, choice: ExportChoice) -> str:
             + ("; no recorded trial had these flags: modelled from the nearest ones" if best.replay.modelled else "")
             + ". Measure it before relying on it: tune bench on the server this script starts.",
         ]
+    base = baseline_record(study)
+    if base is None and (why := no_baseline(study)):
+        lines += [f"# {line}" for line in textwrap.wrap(f"NO COMPARISON with SGLang defaults: {why}.", 110)]
     if best.settled.version:
         lines.append(f"# SGLang version (from {endpoints.SERVER_INFO}): {best.settled.version}")
     peak = f", GPU peak {best.gpu.peak_used_mib:.0f} MiB" if best.gpu.peak_used_mib is not None else ""
@@ -156,7 +161,6 @@ def _header(study: optuna.Study, choice: ExportChoice) -> str:
         f"# {'Replayed' if best.replay else 'Measured'} with {_workload_words(best.workload, wl)}, "
         f"startup {best.times.startup_s or 0:.1f} s{peak}:"
     )
-    base = baseline_record(study)
     is_base = base is not None and base.number == best.number
     rated = any(lv.request_rate is not None for lv in best.measured_levels)
     key = "request_rate" if rated else "concurrency"

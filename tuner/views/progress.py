@@ -20,7 +20,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from tuner.trial.record import Budget, StudyRecord, baseline_record, best_or_none
+from tuner.trial.record import Budget, StudyRecord, baseline_record, best_or_none, no_baseline
 from tuner.trial.runner import TrialResult
 
 HEARTBEAT_S = 10.0
@@ -294,4 +294,6 @@ def best_line(study: optuna.Study) -> str:
     base = baseline_record(study)
     if base and base.values and base.values[0] and base.is_feasible:
         text += f" ({100 * (best.values[0] / base.values[0] - 1):+.1f}% vs baseline)"
+    elif base is None and no_baseline(study):
+        text += " (compared with nothing: the surface recorded no trial of SGLang's defaults)"
     return text

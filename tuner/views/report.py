@@ -28,6 +28,7 @@ from tuner.trial.record import (
     baseline_record,
     best_or_none,
     export_choice,
+    no_baseline,
     records,
     replay_notice,
 )
@@ -70,7 +71,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 if r.launched is False
                 else "no (measured)"
             )
-        row["flags"] = "baseline (SGLang defaults)" if r.baseline else (r.flags or ServerFlags()).text(skip=fixed)
+        row["flags"] = r.baseline_words if r.baseline else (r.flags or ServerFlags()).text(skip=fixed)
         if r.reference:
             row["flags"] = f"reference {r.reference}: {row['flags']}"
         rows.append(row)
@@ -140,6 +141,12 @@ def terminal_table(frame: pd.DataFrame, title: str):
     return table
 
 
+def baseline_note(study: optuna.Study) -> str | None:
+    """Why no trial is compared with the baseline, where it is a replay's modelled one."""
+    why = no_baseline(study)
+    return f"No baseline comparison: {why}" if why else None
+
+
 def defaults_note(study: optuna.Study) -> str | None:
     """The flags whose value SGLang chose for the baseline (trial 0) the space cannot draw."""
     base = next((r for r in records(study) if r.defaults_outside_space), None)
@@ -155,7 +162,7 @@ def defaults_note(study: optuna.Study) -> str | None:
 def study_notes(study: optuna.Study) -> list[str]:
     """What a reader must know before trusting the numbers: a shared GPU, defaults outside the space, decode steps
     without a CUDA graph."""
-    notes = [shared_gpu_note(study), defaults_note(study), *graphless_notes(study)]
+    notes = [shared_gpu_note(study), defaults_note(study), baseline_note(study), *graphless_notes(study)]
     return [note for note in notes if note]
 
 
@@ -570,6 +577,8 @@ def confirmation_lines(study: optuna.Study) -> list[str]:
                 f"{what}: {r.metric} {r['mean']:.2f} ± {r.ci95:.2f} (95% CI over {r.runs} runs), bound {r.bound_95:.2f}"
             )
     lines += [c.statement for c in StudyRecord.of(study).comparisons]
+    if lines and (why := no_baseline(study)):
+        lines.append(f"not compared with SGLang defaults: {why}")
     return lines
 
 
@@ -640,7 +649,12 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         parts.append(f"<p>Best: trial {best.number}: <code>{html.escape(flags)}</code></p>")
     parts += [f"<p class='bad'>{html.escape(note)}</p>" for note in exported]
     if base is None:
-        parts.append("<p class='muted'>No completed baseline trial (trial 0 with SGLang defaults).</p>")
+        why = no_baseline(study)
+        parts.append(
+            f"<p class='bad'>No baseline comparison: {html.escape(why)}.</p>"
+            if why
+            else "<p class='muted'>No completed baseline trial (trial 0 with SGLang defaults).</p>"
+        )
     elif not base.is_feasible:
         parts.append(
             f"<p class='bad'>The baseline (trial {base.number}) failed: {html.escape(str(base.failure_class))}.</p>"
