@@ -149,6 +149,8 @@ def _header(study: optuna.Study, choice: ExportChoice) -> str:
             + ("; no recorded trial had these flags: modelled from the nearest ones" if best.replay.modelled else "")
             + ". Measure it before relying on it: tune bench on the server this script starts.",
         ]
+        if launcher.get("absent"):
+            lines.append(f"#   The surface does not record: {launcher['absent']}.")
     if best.settled.version:
         lines.append(f"# SGLang version (from {endpoints.SERVER_INFO}): {best.settled.version}")
     peak = f", GPU peak {best.gpu.peak_used_mib:.0f} MiB" if best.gpu.peak_used_mib is not None else ""
