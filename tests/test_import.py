@@ -11,7 +11,7 @@ import jsonschema
 import optuna
 import yaml
 
-from conftest import tune
+from conftest import ROOT, tune
 from tuner.config.jsonschemas import SCHEMA_DIR
 from tuner.trial.schema import NAME as SURFACE_SCHEMA
 from tuner.trial.surface import Surface
@@ -208,3 +208,18 @@ def test_bench_serving_output_files_import_directly_and_replay(tmp_path):
         done = tune(command, "-c", run, cwd=tmp_path)
         assert done.returncode == 0 and "The surface does not record: model_path, sglang_version" in done.stdout
     assert "--model-path Qwen/Qwen3-8B" in (tmp_path / "deploy-best.sh").read_text()
+
+
+def test_the_committed_public_sweep_is_what_tune_import_makes_of_its_csv(tmp_path):
+    """benchmarks/surfaces/llmsys-hpobench-sglang.json is reproducible from the source's CSV and its mapping file
+    (its failed launches marked only by completed = 0: --failure COLUMN=VALUE)."""
+    mapping = ROOT / "benchmarks/surfaces/llmsys-hpobench/mapping.yaml"
+    done = tune("import", "--mapping", str(mapping), "--out", str(tmp_path / "s.json"))
+    assert done.returncode == 0, done.stderr
+    assert "189 configs (134 failed) from 55 measured levels" in done.stdout
+    committed = (ROOT / "benchmarks/surfaces/llmsys-hpobench-sglang.json").read_text()
+    assert (tmp_path / "s.json").read_text() == committed
+    surface = Surface.load(tmp_path / "s.json")
+    failed = [r for r in surface.rows if not r.ok]
+    assert all(r.flags["context-length"] > 8192 and r.failure_detail.startswith("obj-completed+ = 0") for r in failed)
+    assert all(r.flags["context-length"] <= 8192 and len(r.levels) == 1 for r in surface.rows if r.ok)

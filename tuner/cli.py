@@ -500,7 +500,11 @@ def import_(
     ),
     flag: list[str] = typer.Option([], "--flag", help="COLUMN=FLAG: a column holding an SGLang flag's value."),
     metric: list[str] = typer.Option([], "--metric", help="COLUMN=METRIC: a column of a bench_serving metric."),
-    failure: str | None = typer.Option(None, "--failure", help="The column saying a launch failed (empty: it ran)."),
+    failure: str | None = typer.Option(
+        None,
+        "--failure",
+        help="The column saying a launch failed (empty: it ran), or COLUMN=VALUE: failed where equal.",
+    ),
     concurrency: str | None = typer.Option(None, "--concurrency", help="The concurrency column, or one number."),
     startup_s: str | None = typer.Option(None, "--startup-s", help="The column of startup seconds."),
     benchmark_s: str | None = typer.Option(None, "--benchmark-s", help="The column of benchmark seconds."),

@@ -93,7 +93,7 @@ class ColumnMapping(_Strict):
     runs: list[Run] = []  # files relative to the mapping file; the command line's files come first
     flags: dict[str, str] = {}  # column -> SGLang flag name (no dashes)
     metrics: dict[str, str] = {}  # column -> bench_serving metric (output_throughput, p99_ttft_ms, ...)
-    failure: str | None = None
+    failure: str | None = None  # a column, or COLUMN=VALUE: failed where the column holds VALUE
     concurrency: str | int | None = None
     startup_s: str | None = None
     benchmark_s: str | None = None
@@ -209,11 +209,8 @@ def _check_mapping(
     mapped = [
         *(("--flag", c) for c in mapping.flags),
         *(("--metric", c) for c in mapping.metrics),
-        *(
-            ("--" + opt.replace("_", "-"), c)
-            for opt in ("failure", "startup_s", "benchmark_s")
-            if (c := getattr(mapping, opt))
-        ),
+        *((("--failure", mapping.failure.partition("=")[0]),) if mapping.failure else ()),
+        *(("--" + opt.replace("_", "-"), c) for opt in ("startup_s", "benchmark_s") if (c := getattr(mapping, opt))),
         *((("--concurrency", mapping.concurrency),) if isinstance(mapping.concurrency, str) else ()),
     ]
     source = mapping.runs[0].file
@@ -286,6 +283,17 @@ def _number(raw: Any, where: str) -> float | None:
         raise MappingError(f"{where}: {text!r} is not a number") from None
 
 
+def _line_failure(failure: str, line: _Line) -> tuple[str, str] | None:
+    """(failure class, detail) of a line by the mapping's ``failure``: a column, or COLUMN=VALUE (the launch failed
+    where that column holds that value, for data that marks a failure only by, say, ``completed`` = 0)."""
+    column, sep, value = failure.partition("=")
+    if not sep:
+        return _failure(line.values.get(column))
+    if str(line.values.get(column, "")).strip() == value:
+        return failures.CRASHED.name, f"{column} = {value} (how the source marks a failed launch)"
+    return None
+
+
 def _failure(raw: Any) -> tuple[str, str] | None:
     """(failure class, detail) of a failure cell, None where the launch ran."""
     text = "" if raw is None else str(raw).strip()
@@ -333,7 +341,7 @@ def _build(
                 if seconds_column is not None:
                     seconds = _number(line.values.get(seconds_column), f"{line.where}: column {seconds_column}")
                     out += [seconds] if seconds is not None else []
-            if mapping.failure is not None and (failed := _failure(line.values.get(mapping.failure))):
+            if mapping.failure is not None and (failed := _line_failure(mapping.failure, line)):
                 failure = failure or failed
                 continue
             concurrency = _concurrency(mapping, line, bench_serving)
