@@ -76,6 +76,7 @@ class HeaderFacts(_Strict):
     output_len: int | None = None
     date: str | None = None
     source: str | None = None
+    space: str = ""  # a search space over the data's flags (benchmarks/sampler_efficiency.py samples it)
     notes: str = ""
 
 
@@ -410,6 +411,7 @@ def _build(
         objective=RecordedObjective(metrics=[objective], at_concurrency=at),
         date=facts.date,
         source=facts.source or f"imported from {files}",
+        space=facts.space,
         notes=facts.notes,
         catalog=list(catalog.flags.values()) if catalog is not None else None,
         metrics_recorded=recorded,
