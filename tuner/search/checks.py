@@ -205,7 +205,10 @@ class Preflight:
     def feasibility(self) -> Feasibility:
         """The facts failures are predicted from; each missing one is said once, and its checks skipped."""
         c = self.config
-        model = ModelFacts.from_folder(c.model.path) if Path(c.model.path).expanduser().is_dir() else None
+        # an empty path (a replayed surface that records no model) is no folder, though Path("") is the current one
+        model = (
+            ModelFacts.from_folder(c.model.path) if c.model.path and Path(c.model.path).expanduser().is_dir() else None
+        )
         if model is None and not self.launcher.replays:  # a replay's surface says what failed
             self.warnings.append(
                 f"model.path {c.model.path}: no local config.json, so only too_many_gpus is "
