@@ -445,7 +445,8 @@ def parse_pairs(pairs: list[str], option: str) -> dict[str, str]:
     for pair in pairs:
         column, sep, name = pair.partition("=")
         if not sep or not column or not name:
-            raise MappingError(f"{option} {pair!r}: give COLUMN=NAME, e.g. {option} tput=output_throughput")
+            example = "tput=output_throughput" if option == "--metric" else "chunk=chunked-prefill-size"
+            raise MappingError(f"{option} {pair!r}: give COLUMN=NAME, e.g. {option} {example}")
         out[column] = name
     return out
 
