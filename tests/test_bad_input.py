@@ -328,6 +328,27 @@ def _sharegpt(text: str) -> Callable[[Path], list[str]]:
     return setup
 
 
+def _request_log(text: str | None, **workload) -> Callable[[Path], list[str]]:
+    """A run file with a request-log workload (without write_run's lengths, which the log gives); ``text`` the
+    log's content (None: no file)."""
+
+    def setup(tmp: Path) -> list[str]:
+        if text is not None:
+            (tmp / "log.jsonl").write_text(text)
+        run = write_run(tmp, workload={"dataset": "request-log", "path": "log.jsonl", **workload})
+        raw = yaml.safe_load(run.read_text())
+        for key in ("input_len", "output_len"):
+            if key not in workload:
+                del raw["workload"][key]
+        run.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return ["start", "-c", str(run)]
+
+    return setup
+
+
+_USAGE = '"usage": {"prompt_tokens": 5, "completion_tokens": 2}'
+
+
 def _recordable_study(tmp: Path) -> str:
     """A finished real study `tune record` can turn into a surface: one trial that failed at startup."""
     import optuna
@@ -597,6 +618,48 @@ CASES = [
         "tune start -c run.yaml  # workload: {dataset: sharegpt, path: chats.json}, chats.json: []",
         _sharegpt("[]"),
         ("workload.path", "chats.json: no conversation with a prompt and a reply", '"conversations"', '"messages"'),
+    ),
+    Case(
+        "request-log-no-path",
+        "dataset request-log without its file",
+        "tune start -c run.yaml  # workload: {dataset: request-log}",
+        _start(workload={"dataset": "request-log"}),
+        ("workload.path", "request-log", "requests.jsonl"),
+    ),
+    Case(
+        "request-log-with-lengths",
+        "request-log workload that also sets input_len",
+        "tune start -c run.yaml  # workload: {dataset: request-log, path: log.jsonl, input_len: 512}",
+        _request_log(f'{{"timestamp": 1, {_USAGE}}}\n{{"timestamp": 2, {_USAGE}}}\n', input_len=512),
+        ("workload.input_len", "from the log", "remove input_len"),
+    ),
+    Case(
+        "request-log-missing",
+        "request log missing",
+        "tune start -c run.yaml  # workload: {dataset: request-log, path: log.jsonl}, no log.jsonl",
+        _request_log(None),
+        ("workload.path", "log.jsonl", "no such file"),
+    ),
+    Case(
+        "request-log-plain-text",
+        "request log that is plain text",
+        "tune start -c run.yaml  # workload: {dataset: request-log, path: log.jsonl}, log.jsonl: hello there",
+        _request_log("hello there\n"),
+        ("workload.path", "log.jsonl: 0 requests", "usage", "request.finished"),
+    ),
+    Case(
+        "request-log-no-usage",
+        "request log with a record without token counts",
+        'tune start -c run.yaml  # workload: {dataset: request-log, path: log.jsonl}, line 2: {"timestamp": 2}',
+        _request_log(f'{{"timestamp": 1, {_USAGE}}}\n{{"timestamp": 2}}\n'),
+        ("workload.path", "log.jsonl:2", "no usage"),
+    ),
+    Case(
+        "request-log-sglang-text",
+        "SGLang's plain-text request log",
+        "tune start -c run.yaml  # workload: {dataset: request-log, path: log.jsonl}, log.jsonl: Finish: obj=...",
+        _request_log("[2026-01-01 00:00:00] Finish: obj=GenerateReqInput(text='hi'), out={'text': 'yo'}\n"),
+        ("workload.path", "--log-requests-format json"),
     ),
     Case(
         "shared-prefix-no-shape",
@@ -1860,6 +1923,12 @@ def _markdown() -> str:
         "trial 0` | error: the study's storage sqlite:///studies/t.db cannot be written (database or disk is full): "
         "the running trial was stopped, not recorded; free space on its disk, then run the same command to resume "
         "(the trial is run again) (exit 2) |",
+        "| a space almost none of whose configs can start here | `tune start -c run.yaml --gpus 0  # space.yaml: "
+        "{tp-size: {choices: [2, 4]}}` | error: the sampler proposed 100 configs in a row that are predicted to fail "
+        "(too_many_gpus 100; the last: needs 4 GPUs (tp x dp) but --gpus 0 gives 1), none launched: most of the "
+        "space cannot start here. Give more --gpus, or narrow tp-size/dp-size in the search space to what this "
+        "machine has. Then run the same command to resume (exit 2; each prediction recorded, nothing launched, "
+        "none of the budget used; tests/test_budget.py) |",
         "",
         "GPU indices are checked against NVML when NVML is there: on a GPU machine, an index it does not have is",
         "an error before any launch (the `gpu-index` and `gpu-none` rows fake a one-GPU and a no-GPU NVML). Without",

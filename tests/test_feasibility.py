@@ -179,7 +179,7 @@ def test_predicted_failure_is_recorded_and_never_launched(monkeypatch, tmp_path,
             tmp_path,
             study=unique_study,
             space=space,
-            trials=2,
+            trials=1,  # one launch: the predicted trial takes none of the budget
             baseline=False,
             model={"path": str(model)},
             launcher={"command": [sys.executable, str(wrapper)]},

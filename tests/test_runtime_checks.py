@@ -310,11 +310,12 @@ def test_counts_leave_out_interrupted_trials_and_a_reached_budget_says_so(tmp_pa
     study.tell(interrupted, state=optuna.trial.TrialState.FAIL)
     done = tune("start", "-c", str(run))
     assert done.returncode == 0, done.stderr
-    assert f"study '{unique_study}': 2 trials (1 interrupted and run again)" in done.stdout
+    assert ": 2 launched (budget 2); 1 interrupted and run again; " in done.stdout
     over = tune("start", "-c", str(run), "--trials", "1")
     assert over.returncode == 0
     assert (
-        f"study '{unique_study}' already has 2 trials; budget 1 reached: pass --trials N > 2 to run more" in over.stdout
+        f"study '{unique_study}' already has 2 launched trials; budget 1 reached: pass --trials N > 2 to run more"
+        in over.stdout
     )
     assert len(_read(run).trials) == 3
 

@@ -1103,7 +1103,8 @@ def test_a_trial_needing_more_gpus_is_recorded_infeasible_without_launching(tmp_
     study.enqueue_trial({"schedule-policy": "lpm", "tp-size": 2})
     (tmp_path / "trials" / "r" / "1").mkdir()  # left by a study of that name whose database was deleted
     tuner.run()
-    base, big = study.trials
+    base, big, *_ = study.trials
+    assert Tuner.trials_done(study) == 2  # the prediction took none of the budget: a third trial was drawn
     assert big.user_attrs["failure_class"] == "too_many_gpus" and big.user_attrs["launched"] is False
     assert big.user_attrs["gpus"] == [] and big.user_attrs["gpus_needed"] == 2 and big.user_attrs["baseline"] is False
     assert big.user_attrs["failure_detail"] == "needs 2 GPUs (tp x dp) but --gpus 0 gives 1"

@@ -67,6 +67,7 @@ def test_progress_of_a_replay_estimates_from_this_machines_clock_and_counts_what
             benchmark=None,
             levels=(),
             replayed=object(),
+            launched=True,
         )
         p.trial_done(study, result)  # type: ignore[arg-type]
     p.close()

@@ -167,7 +167,9 @@ def _say_replay(study) -> None:
 @app.command()
 def start(
     config: Path | None = ConfigOpt,
-    trials: int | None = typer.Option(None, "--trials", "-n", help="Total trials in the study (resumes count)."),
+    trials: int | None = typer.Option(
+        None, "--trials", "-n", help="Total launches in the study (resumes count; predicted failures do not)."
+    ),
     study: str | None = StudyOpt,
     storage: str | None = StorageOpt,
     space: str | None = typer.Option(None, "--space", help="Search space YAML (search_spaces/*.yaml)."),
@@ -185,7 +187,7 @@ def start(
         False, "--allow-shared-gpu", help="Measure even if other processes hold the GPUs (recorded per trial)."
     ),
 ) -> None:
-    """Run (or resume) a study until it has --trials trials."""
+    """Run (or resume) a study until it has --trials launched trials."""
     cfg = _config(
         config,
         {
@@ -221,7 +223,10 @@ def start(
         reporter.resume_from(study_obj)
     for warning in tuner.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    done = tuner.trials_done(study_obj)
+    from tuner.trial.record import Budget
+
+    spent = Budget.of(study_obj, cfg.trials)
+    done = spent.launched
     confirming = done >= cfg.trials and cfg.confirm is not None and _confirmation_due(cfg, study_obj)
     if confirming:
         typer.echo(
@@ -229,7 +234,9 @@ def start(
         )
     elif done >= cfg.trials:
         typer.echo(
-            f"study {cfg.study!r} already has {done} trials; budget {cfg.trials} reached: "
+            f"study {cfg.study!r} already has {done} launched trials"
+            + (f" (and {spent.predicted} predicted to fail, not launched)" if spent.predicted else "")
+            + f"; budget {cfg.trials} reached: "
             f"pass --trials N > {done} to run more"
         )
         return
@@ -266,9 +273,9 @@ def start(
     from tuner.views.progress import best_line
 
     interrupted = tuner.trials_interrupted(study_obj)
-    again = f" ({interrupted} interrupted and run again)" if interrupted else ""
+    again = f"; {interrupted} interrupted and run again" if interrupted else ""
     typer.echo(
-        f"study {cfg.study!r}: {tuner.trials_done(study_obj)} trials{again} in {cfg.storage_url}; "
+        f"study {cfg.study!r} in {cfg.storage_url}: {Budget.of(study_obj, cfg.trials).text()}{again}; "
         f"{best_line(study_obj)}"
     )
     from tuner.views.report import confirmation_lines
@@ -289,7 +296,7 @@ def status(config: Path | None = ConfigOpt, study: str | None = StudyOpt, storag
         return
     from rich.console import Console
 
-    from tuner.trial.record import records, replay_notice
+    from tuner.trial.record import Budget, records, replay_notice
     from tuner.views.progress import best_line
     from tuner.views.report import confirmation_lines, study_notes, terminal_table
 
@@ -315,6 +322,7 @@ def status(config: Path | None = ConfigOpt, study: str | None = StudyOpt, storag
     say = (lambda text: console.print(text, markup=False)) if console.is_terminal else typer.echo
     for note in study_notes(st):
         say(note)
+    say(f"trials: {Budget.of(st).text()}")
     say(best_line(st))
     for line in confirmation_lines(st):
         say(f"  {line}")

@@ -48,7 +48,7 @@ import pandas as pd
 
 from tuner.bench.metrics import LevelResult, RequestRecord, compute_level_result
 from tuner.bench.transport import ARRIVED, CONN_ERRORS, H1Transport, error_text
-from tuner.bench.workload import Level, Prompt, StableWarmup, Workload, arrival_times, build_prompts
+from tuner.bench.workload import Level, Prompt, StableWarmup, Workload, build_prompts, level_arrivals
 from tuner.errors import TunerError
 from tuner.sglang import endpoints
 
@@ -531,7 +531,7 @@ class _Client:
         """The level's records and duration, and why it was cut short (None: it ran to its end). ``settle``
         (records, perf_counter now) is asked every SETTLE_INTERVAL_S whether the level's verdict is settled."""
         recs = [RequestRecord(p.prompt_len, p.output_len) for p in prompts]
-        arrivals = arrival_times(level, self.wl.seed, self.wl.burstiness)
+        arrivals = level_arrivals(self.wl, level)
         sem = asyncio.Semaphore(level.concurrency)
         t0 = perf_counter()
 

@@ -23,9 +23,15 @@ Shapes (bench_serving's datasets, for ids and text prompts)
   group and then shuffled, so groups interleave. A level with more requests than ``groups * prompts_per_group``
   cycles through the groups again with new questions.
 
+Your traffic (``request_log``, tuner/bench/request_log.py): a level's k-th request is the log's k-th (again from
+the start past its end), with its input and output length and its shared prefix: a request that shared a prefix
+with an earlier one in the log repeats that request's first tokens (ids or words) exactly, the rest is random.
+Measured and warm-up prompts draw their random parts from different streams, so they share nothing.
+
 Arrivals: with a request rate, gaps are gamma distributed with shape ``burstiness`` and scale
 ``1 / (rate * burstiness)`` (bench_serving's ``--burstiness``; mean gap 1/rate; 1 is a Poisson process, below 1
-burstier, above 1 more regular).
+burstier, above 1 more regular). A request log's arrivals are its own gaps (past the log's end, one mean gap and
+the log's gaps again), scaled so that the level's mean gap is 1/rate: its bursts keep their shape at every rate.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tuner.bench.request_log import Traffic, log_traffic
 from tuner.errors import TunerError
 
 # Token ids for prompt_kind "ids": inside every common vocabulary (>= 32k) and above the special/byte tokens.
@@ -259,6 +266,7 @@ class Workload:
     range_ratio: float = 1.0  # bench_serving --random-range-ratio: lengths uniform in [len * ratio, len]
     burstiness: float = 1.0  # bench_serving --burstiness: gamma shape of the arrival gaps; 1 = Poisson
     shared_prefix: SharedPrefix | None = None
+    request_log: str | None = None  # your traffic: its lengths, shared prefixes and arrival gaps (request_log.py)
     stable_warmup: StableWarmup | None = None  # None: only ``warmup_requests`` before each level
 
     def tokens_in_flight(self) -> int:
@@ -268,10 +276,21 @@ class Workload:
             (min(lv.concurrency, lv.num_prompts) * (lv.input_len + lv.output_len) for lv in self.levels), default=0
         )
 
+    def longest_request(self) -> int | None:
+        """The most tokens one request holds (prompt and output); None for a dataset, whose are not known in tokens."""
+        if self.dataset:
+            return None
+        if self.request_log is not None:
+            t = log_traffic(self.request_log)
+            return int((t.input_lens + t.output_lens).max())
+        return max(lv.input_len + lv.output_len for lv in self.levels)
+
     def describe(self) -> dict:
         """What a trial record says about the prompts and arrivals (levels are recorded on their own)."""
         if self.shared_prefix is not None:
             shape = {"dataset": "shared-prefix", **vars(self.shared_prefix)}
+        elif self.request_log is not None:
+            shape = {"dataset": "request-log", "path": self.request_log, **log_traffic(self.request_log).summary()}
         elif self.prompt_kind == "dataset":
             shape = {"dataset": "sharegpt", "path": self.dataset}
         else:
@@ -287,7 +306,7 @@ class Workload:
             "prompt_kind": self.prompt_kind,
             "endpoint": self.endpoint,
             "seed": self.seed,
-            "arrival": "poisson" if self.burstiness == 1.0 else "gamma",
+            "arrival": "log" if self.request_log else "poisson" if self.burstiness == 1.0 else "gamma",
             "burstiness": self.burstiness,
         }
 
@@ -312,6 +331,13 @@ class Workload:
                 raise ValueError("a shared-prefix workload generates its prompts: use prompt_kind ids or text")
             if min(sp.groups, sp.prompts_per_group, sp.system_prompt_len, sp.question_len, sp.output_len) < 1:
                 raise ValueError(f"{sp}: every shared-prefix number must be at least 1")
+        if self.request_log is not None and (
+            self.prompt_kind == "dataset" or sp is not None or self.range_ratio != 1.0 or self.burstiness != 1.0
+        ):
+            raise ValueError(
+                "a request-log workload takes its lengths, prefixes and arrivals from the log: prompt_kind ids "
+                "or text, and no shared_prefix, range_ratio or burstiness"
+            )
         if self.repeats < 1:
             raise ValueError("repeats must be >= 1")
         if self.request_timeout_s <= 0:
@@ -442,6 +468,29 @@ def arrival_times(level: Level, seed: int, burstiness: float = 1.0) -> np.ndarra
     return np.cumsum(gaps)
 
 
+def level_arrivals(workload: Workload, level: Level) -> np.ndarray | None:
+    """``arrival_times`` of the level, or for a request-log workload the log's gaps at the level's rate."""
+    if workload.request_log is None:
+        return arrival_times(level, workload.seed, workload.burstiness)
+    if level.request_rate is None or math.isinf(level.request_rate):
+        return None
+    return log_arrivals(log_traffic(workload.request_log), level.num_prompts, level.request_rate)
+
+
+def log_arrivals(t: Traffic, n: int, rate: float) -> np.ndarray:
+    """Offsets of ``n`` requests replaying the log's gaps: the k-th request's gap is the log's k-th (after the
+    log's last request, one mean gap, then the log's gaps again), all scaled by one factor so that the level's
+    span is ``(n - 1) / rate``: its offered rate is the level's, whichever part of the log it replays."""
+    gaps = t.gaps_s.copy()
+    gaps[0] = 1.0 / t.rate  # the gap into a repeat of the log
+    gaps = np.resize(gaps, n)
+    gaps[0] = 0.0
+    span = float(gaps.sum())
+    if span > 0:  # else the log sent these n at one instant, and so does the level
+        gaps *= (n - 1) / rate / span
+    return np.cumsum(gaps)
+
+
 def _level_rng(seed: int, level: Level, salt: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), salt, level.input_len, level.output_len, level.num_prompts])
 
@@ -483,6 +532,32 @@ def shared_prefix_prompts(workload: Workload, n: int, rng: np.random.Generator) 
         body = np.concatenate([systems[g], q]) if kind == "ids" else f"{systems[g]}\n\n{q}"
         prompts.append(_prompt(kind, body, sp.input_len, sp.output_len, g))
     return [prompts[int(i)] for i in rng.permutation(n)]
+
+
+def request_log_prompts(workload: Workload, n: int, rng: np.random.Generator) -> list[Prompt]:
+    """The log's requests in order, ``n`` of them (from the start again past the log's end): each its lengths,
+    and the first ``shared`` tokens of its parent's prompt in the same pass over the log, then random ones."""
+    assert workload.request_log is not None, "a request-log workload's prompts"
+    t = log_traffic(workload.request_log)
+    kind = workload.prompt_kind
+    bodies: list = []
+    for start in range(0, n, len(t)):
+        m = min(len(t), n - start)
+        fresh = _segments(kind, t.input_lens[:m] - t.shared[:m], rng)  # ids, or words (split below)
+        this: list = []
+        for i in range(m):
+            body = fresh[i] if kind == "ids" else fresh[i].split()
+            if t.shared[i]:
+                head = this[t.parent[i]][: t.shared[i]]
+                body = np.concatenate([head, body]) if kind == "ids" else head + body
+            this.append(body)
+        bodies += this
+    return [
+        _prompt(
+            kind, b if kind == "ids" else " ".join(b), int(t.input_lens[k % len(t)]), int(t.output_lens[k % len(t)])
+        )
+        for k, b in enumerate(bodies)
+    ]
 
 
 class DatasetError(TunerError, ValueError):
@@ -574,6 +649,8 @@ def build_prompts(workload: Workload, level: Level, *, warmup: bool = False, n: 
     kind = workload.prompt_kind
     if workload.shared_prefix is not None:
         return shared_prefix_prompts(workload, n, rng)
+    if workload.request_log is not None:
+        return request_log_prompts(workload, n, rng)
     if kind in ("ids", "text"):
         if workload.range_ratio == 1.0:  # no draw: the same prompts per seed as fixed-length workloads always had
             ins, outs = np.full(n, level.input_len), np.full(n, level.output_len)

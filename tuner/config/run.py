@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from tuner.bench.metrics import LevelResult
+from tuner.bench.request_log import RequestLogError, log_traffic
 from tuner.bench.workload import SLO, Level, LoadSearch, SharedPrefix, Workload
 from tuner.config.references import BUILTIN, ReferenceConfig
 from tuner.config.schema import Strict, strict_dataclass, validated
@@ -149,7 +150,9 @@ class ArrivalConfig(Strict):
     burstiness: float = Field(1.0, gt=0)
 
 
-DATASETS = ("random", "shared-prefix", "sharegpt")
+DATASETS = ("random", "shared-prefix", "sharegpt", "request-log")
+# What a request-log workload takes from the log instead (tuner/bench/request_log.py): the keys are refused with it.
+FROM_THE_LOG = ("input_len", "output_len", "range_ratio", "preset", "shared_prefix", "arrival")
 
 
 class WorkloadConfig(Strict):
@@ -163,8 +166,9 @@ class WorkloadConfig(Strict):
     preset: Literal["seed-response-time", "seed-concurrency"] | None = None
     endpoint: Literal["completions", "chat", "generate"] = "completions"
     prompt_kind: Literal["ids", "text", "dataset"] = "ids"
-    dataset: str | None = None  # random (default) | shared-prefix | sharegpt (with path); a file path: sharegpt
-    path: str | None = None  # the sharegpt file
+    # random (default) | shared-prefix | sharegpt or request-log (with path); a file path: sharegpt
+    dataset: str | None = None
+    path: str | None = None  # the sharegpt file, or the request log (OpenAI-format JSONL or SGLang's JSON log)
     range_ratio: float = Field(1.0, ge=0, le=1)  # bench_serving --random-range-ratio
     shared_prefix: SharedPrefixField | None = None
     arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
@@ -182,8 +186,22 @@ class WorkloadConfig(Strict):
     def _consistent(self) -> WorkloadConfig:
         if self.dataset == "sharegpt" and not self.path:
             raise ValueError("path: dataset sharegpt needs the file, e.g. path: ShareGPT_V3.json")
+        if self.dataset == "request-log":
+            if not self.path:
+                raise ValueError("path: dataset request-log needs the log, e.g. path: requests.jsonl")
+            given = [k for k in FROM_THE_LOG if k in self.model_fields_set]
+            if given:
+                raise ValueError(
+                    f"{given[0]}: a request-log workload takes lengths and arrivals from the log (rates from "
+                    f"request_rate or the load search): remove {', '.join(given)}"
+                )
+            if self.prompt_kind == "dataset":
+                raise ValueError("prompt_kind: a request-log workload sends token ids or text (ids | text)")
+            # the rest checked as any workload of this prompt kind and endpoint; the log itself before launch
+            self.model_copy(update={"dataset": None, "path": None}).build(SLO()).validate()
+            return self
         if self.path and self.dataset != "sharegpt":
-            raise ValueError("path: only read with dataset: sharegpt")
+            raise ValueError("path: only read with dataset: sharegpt or request-log")
         if (self.dataset == "shared-prefix") != (self.shared_prefix is not None):
             raise ValueError("dataset: shared-prefix goes with a shared_prefix: {groups: ..., ...} mapping")
         if self.arrival.process == "poisson" and self.arrival.burstiness != 1.0:
@@ -200,6 +218,14 @@ class WorkloadConfig(Strict):
             sp = self.shared_prefix
             levels = tuple(
                 Level(c, sp.input_len, sp.output_len, self.num_prompts or default_prompts(c), self.request_rate)
+                for c in self.concurrency
+            )
+        elif self.request_log_path is not None:
+            # a level's nominal lengths (records, the KV check) are the log's means; each request has its own
+            t = log_traffic(self.request_log_path)
+            mean_in, mean_out = round(float(t.input_lens.mean())), round(float(t.output_lens.mean()))
+            levels = tuple(
+                Level(c, mean_in, mean_out, self.num_prompts or default_prompts(c), self.request_rate)
                 for c in self.concurrency
             )
         elif self.preset == "seed-response-time":
@@ -227,6 +253,7 @@ class WorkloadConfig(Strict):
             range_ratio=self.range_ratio,
             burstiness=self.arrival.burstiness,
             shared_prefix=self.shared_prefix,
+            request_log=self.request_log_path,
         )
 
     @property
@@ -235,6 +262,10 @@ class WorkloadConfig(Strict):
         if self.dataset is not None and self.dataset not in DATASETS:
             return self.dataset
         return self.path if self.dataset == "sharegpt" else None
+
+    @property
+    def request_log_path(self) -> str | None:
+        return self.path if self.dataset == "request-log" else None
 
 
 def default_prompts(concurrency: int) -> int:
@@ -313,7 +344,7 @@ class RunConfig(Strict):
     storage: str | None = None  # default: sqlite:///studies/<study>.db beside the run file
     trials_dir: str = "trials"
     space: str = "search_spaces/default.yaml"
-    trials: PositiveInt = 40
+    trials: PositiveInt = 40  # the budget: launched trials (those predicted to fail before launch take none)
     baseline: bool = True  # trial 0 runs SGLang's defaults (the space's fixed flags only)
     gpus: Annotated[
         list[Annotated[int, Field(ge=0)]], BeforeValidator(_index_list), Field(min_length=1), AfterValidator(_distinct)
@@ -476,3 +507,11 @@ def _check(c: RunConfig) -> None:
             read_dataset(path)  # read and checked now, before any launch; kept for the trials
         except DatasetError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+    log = c.workload.request_log_path
+    if log:
+        if not Path(log).is_file():
+            raise ConfigError(f"workload.path: {log}: no such file (the request log of dataset request-log)")
+        try:
+            log_traffic(log)  # read and checked now, before any launch; kept for the trials
+        except RequestLogError as exc:
+            raise ConfigError(f"workload.path: {exc}") from None

@@ -217,8 +217,17 @@ class Preflight:
         total = gpu.total_mib(tuple(c.gpus)) if model else None
         if model and total is None:
             self.warnings.append("no GPU memory from NVML: KV-pool failures are not predicted before launch")
-        longest = None if self.workload.dataset else max(lv.input_len + lv.output_len for lv in self.workload.levels)
+        longest = self.workload.longest_request()
         return Feasibility(model, total, tuple(c.gpus), longest, launch_env(c.launcher.kind, c.launcher.env))
+
+    def check_workload(self) -> None:
+        """What a request-log workload cannot keep of the log, said once before the first launch."""
+        sharing = self.workload.describe().get("prefix_sharing")
+        if isinstance(sharing, str):
+            self.warnings.append(
+                f"workload.path {self.workload.request_log}: prefix sharing {sharing}: those share no prefix in "
+                f"what is sent"
+            )
 
 
 def port_free(host: str, port: int) -> bool:

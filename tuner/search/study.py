@@ -15,6 +15,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -55,6 +56,13 @@ from tuner.trial.replay import ReplayLauncher
 from tuner.trial.runner import PhaseTimes, Progress, TrialPlan, TrialResult, TrialRunner, write_artifacts
 
 log = logging.getLogger(__name__)
+
+# A predicted failure takes no trial of the budget, so a sampler that kept proposing them would never reach it:
+# after this many in a row, with no launch between them, the study stops and says what to narrow. In a row, not
+# per launch: a space where few configs can start still reaches its budget, however many predictions that takes,
+# as long as launches keep coming. Drawn at random from a space 5% of which can start, 100 in a row happen 0.6% of
+# the time; and 100 predictions cost no launch, only an ask and a few small writes each.
+PREDICTED_IN_A_ROW = 100
 
 
 def startup_timeout(config: RunConfig, flags: ServerFlags) -> float:
@@ -107,6 +115,8 @@ class Tuner:
         self.idle_mib: dict[int, float] = {}
         self._errors: list[BaseException] = []
         self.confirm_interrupted = False  # Ctrl-C during the end-of-study confirmation
+        self._predicted_lock = threading.Lock()
+        self._predicted_in_a_row: list[Prediction] = []  # since this run's last launch, on any of its workers
 
     # -- preparation: everything that can be checked is checked before the first launch
     def preflight(self) -> Preflight:
@@ -117,6 +127,7 @@ class Tuner:
         self.warnings = checks.warnings  # one list: what the checks warn about, then what comes below
         self.space = checks.space()
         self.feasibility = checks.feasibility()
+        checks.check_workload()
         stopped = self.launcher.cleanup_orphans(self.config.study)
         if stopped:
             self.warnings.append(f"stopped servers left by an earlier run of this study: {', '.join(stopped)}")
@@ -234,16 +245,18 @@ class Tuner:
 
     @staticmethod
     def trials_done(study: optuna.Study) -> int:
-        """Trials that count against the budget: recorded ones (interrupted and given-back ones do not)."""
-        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        """Trials that count against the budget: recorded launches (interrupted and given-back ones do not, nor
+        those predicted to fail and never launched)."""
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return sum(TrialRecord.uses_budget(t) for t in complete)
 
     @staticmethod
     def trials_interrupted(study: optuna.Study) -> int:
         return sum(r.failure_class == failures.INTERRUPTED.name for r in records(study, (TrialState.FAIL,)))
 
     def _budget_left(self, study: optuna.Study) -> bool:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        return len(done) < self.config.trials
+        taken = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        return sum(TrialRecord.uses_budget(t) for t in taken) < self.config.trials
 
     def _one_trial(self, study: optuna.Study, pool: gpu.GpuPool, artifacts: FileSystemArtifactStore) -> None:
         trial = study.ask()
@@ -260,7 +273,7 @@ class Tuner:
         ahead = [
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-            if t.number < trial.number
+            if t.number < trial.number and TrialRecord.uses_budget(t)
         ]
         if len(ahead) >= self.config.trials:
             fixed = study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
@@ -296,8 +309,14 @@ class Tuner:
         needed = self.space.gpus_needed(tuned)
         assert self.feasibility is not None
         predicted = self.feasibility.predict(tuned, needed)
+        with self._predicted_lock:
+            self._predicted_in_a_row = [*self._predicted_in_a_row, predicted] if predicted else []
+            streak = list(self._predicted_in_a_row)
         if predicted:
             self._record_predicted(study, trial, tuned, needed, baseline, predicted, artifacts)
+            if len(streak) >= PREDICTED_IN_A_ROW:
+                self._errors.append(SetupError(predicted_in_a_row(streak)))
+                self.cancel.set()
             return
         gpus: tuple[int, ...] = ()
         result: TrialResult | None = None
@@ -367,7 +386,9 @@ class Tuner:
                 launched=False,
             ).attrs(),
         )
-        result = TrialResult(plan, predicted.failure, predicted.detail, None, PhaseTimes(), None, gpu.GpuStats(), {})
+        result = TrialResult(
+            plan, predicted.failure, predicted.detail, None, PhaseTimes(), None, gpu.GpuStats(), {}, launched=False
+        )
         write_artifacts(result)
         self._record(study, trial, result, artifacts)
 
@@ -523,6 +544,18 @@ class _WholeFileStore(FileSystemArtifactStore):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def predicted_in_a_row(streak: list[Prediction]) -> str:
+    """Why the study stopped after ``streak`` (predicted failures with no launch between them): which classes,
+    and what to narrow."""
+    classes = Counter(p.failure.name for p in streak)
+    last = streak[-1]
+    return (
+        f"the sampler proposed {len(streak)} configs in a row that are predicted to fail "
+        f"({', '.join(f'{name} {n}' for name, n in classes.most_common())}; the last: {last.detail}), none "
+        f"launched: most of the space cannot start here. {last.failure.hint} Then run the same command to resume"
+    )
 
 
 def trial_attrs(result: TrialResult, objective: Objective, workload: dict | None = None) -> dict:

@@ -526,6 +526,13 @@ class TrialRecord:
         )
 
     # -- what readers ask of it
+    @staticmethod
+    def uses_budget(trial: FrozenTrial) -> bool:
+        """Whether a trial takes one of the study's ``trials``: all but those predicted to fail and never launched
+        (they cost no GPU time). A running trial takes one until it is recorded as predicted. Read without the
+        whole record: the budget is counted before every trial, over every trial of the study."""
+        return trial.user_attrs.get("launched") is not False
+
     @property
     def failure_class(self) -> str | None:
         """The failure class: ``none`` for a trial that measured, None before it ended (or never recorded)."""
@@ -597,6 +604,30 @@ def replay_notice(records: Iterable[TrialRecord]) -> str | None:
         f"SGLang {launcher.get('sglang_version', '?')}), {modelled} of them modelled from the nearest "
         f"recorded trials." + (f" The surface does not record: {launcher['absent']}." if launcher.get("absent") else "")
     )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A study's finished trials as its budget (``trials``, the user's GPU time) counts them: the launched ones
+    (replayed ones stand for launches), and apart from them those predicted to fail, which used no trial of it."""
+
+    launched: int
+    predicted: int
+    total: int | None = None  # the budget of the latest run (None: the study never stored a run file)
+
+    @classmethod
+    def of(cls, study: optuna.Study, total: int | None = None) -> Budget:
+        """``total`` defaults to the ``trials`` of the run file the study was last run with."""
+        complete = study.get_trials(deepcopy=False, states=_complete())
+        launched = sum(TrialRecord.uses_budget(t) for t in complete)
+        if total is None:
+            total = StudyRecord.of(study).run.get("trials")
+        return cls(launched, len(complete) - launched, total)
+
+    def text(self) -> str:
+        """``12 launched (budget 12) + 3 predicted to fail, not launched``"""
+        out = f"{self.launched} launched" + (f" (budget {self.total})" if self.total is not None else "")
+        return out + (f" + {self.predicted} predicted to fail, not launched" if self.predicted else "")
 
 
 # -- the study's record -----------------------------------------------------------------------------------------

@@ -126,6 +126,7 @@ class TrialResult:
     decode_graphs: DecodeGraphs | None = None  # what its decode log lines said of CUDA graphs (None: not benchmarked)
     level_graphs: tuple[DecodeGraphs, ...] = ()  # the same, per measured level (its warm-up included)
     artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
+    launched: bool = True  # False: predicted to fail and never launched (it used no trial of the budget)
 
     @property
     def ok(self) -> bool:

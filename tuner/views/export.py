@@ -224,6 +224,8 @@ def _workload_words(described: Mapping[str, Any] | None, configured: Mapping[str
             f"shared-prefix chat ({d['groups']} groups x {d['prompts_per_group']}, system prompt "
             f"{d['system_prompt_len']}, question {d['question_len']}, output {d['output_len']} tokens{arrival})"
         )
+    if d.get("dataset") == "request-log":
+        return f"the traffic of {d['path']} ({d['requests']} requests at their logged lengths and gaps)"
     if d.get("dataset") == "sharegpt":
         return f"ShareGPT prompts from {d['path']}{arrival}"
     if d.get("dataset") == "random":

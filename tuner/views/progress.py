@@ -20,11 +20,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from tuner.trial.record import StudyRecord, baseline_record, best_or_none
+from tuner.trial.record import Budget, StudyRecord, baseline_record, best_or_none
 from tuner.trial.runner import TrialResult
 
 HEARTBEAT_S = 10.0
-_FINISHED = (optuna.trial.TrialState.COMPLETE,)  # what counts toward the study's trials
 REDRAW_S = 1.0
 
 
@@ -88,7 +87,8 @@ class LineProgress:
         self.t0 = time.monotonic()
         self._active: dict[int, _Active] = {}
         self._durations: list[float] = []
-        self._finished = 0  # COMPLETE trials in the study, as of the last trial_done
+        self._finished = 0  # launched trials in the study (what the budget counts), as of the last trial_done
+        self._predicted = 0  # and those predicted to fail, never launched
         self._last_done = self.t0
         self._best = ""
         self._lock = threading.RLock()
@@ -137,9 +137,11 @@ class LineProgress:
         with self._lock:
             a = self._active.pop(n, None)
             # The estimate is of this machine's wall clock: a replayed trial's recorded 160 s took 0.2 s here.
-            self._durations.append(now - (a.started if a is not None else self._last_done))
+            # A prediction takes no trial of the budget, and its milliseconds say nothing of a launch's time.
+            if result.launched:
+                self._durations.append(now - (a.started if a is not None else self._last_done))
             self._last_done = now
-            self._finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
+            self._count(study)
             self._best = best_line(study)
             if self.enabled:
                 self._line(done_line(study, result, self.total) + f"; {self._best}")
@@ -148,8 +150,17 @@ class LineProgress:
 
     def resume_from(self, study: optuna.Study) -> None:
         """A resumed study: count the trials it already completed, so n/N and the estimate are right."""
-        self._finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
+        self._count(study)
         self._best = best_line(study)
+
+    def _count(self, study: optuna.Study) -> None:
+        spent = Budget.of(study, self.total)
+        self._finished, self._predicted = spent.launched, spent.predicted
+
+    def _done_text(self) -> str:
+        """``3/20 done``, and the trials predicted to fail, apart: they are not among the 20."""
+        text = f"{self._finished}/{self.total} done"
+        return text + (f" + {self._predicted} predicted to fail, not launched" if self._predicted else "")
 
     def close(self) -> None:
         self._stop.set()
@@ -175,9 +186,7 @@ class LineProgress:
         now = time.monotonic()
         with self._lock:
             active = sorted(self._active.values(), key=lambda a: a.number)
-            return " | ".join(
-                [self._head(now), *(a.text(now) for a in active), self._best or f"{self._finished}/{self.total} done"]
-            )
+            return " | ".join([self._head(now), *(a.text(now) for a in active), self._best or self._done_text()])
 
     # -- output
     def _render(self) -> Group:
@@ -187,7 +196,7 @@ class LineProgress:
             active = sorted(self._active.values(), key=lambda a: a.number)
             head = Text.assemble(
                 (self._head(now), "bold"),
-                f" {self._finished}/{self.total} done",
+                f" {self._done_text()}",
                 (f" | {self._best}" if self._best else "", "green"),
             )
             lines = [head, *(Text(f"  {a.text(now)}", style="cyan") for a in active)]
@@ -236,6 +245,11 @@ class LineProgress:
 def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:
     n = result.plan.number
     t = result.times
+    if result.failure and not result.launched:
+        return (
+            f"trial {n} not launched, predicted to fail ({result.failure.name}: {result.failure_detail}); "
+            f"it takes no trial of the budget"
+        )
     if result.failure:
         return (
             f"trial {n} {result.failure.name} after {t.total_s:.0f} s "

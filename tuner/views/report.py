@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.files import write_whole
 from tuner.trial.record import (
+    Budget,
     NothingToExport,
     StudyRecord,
     TrialRecord,
@@ -597,6 +598,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     md += [f"**{note}**\n" for note in exported]
     where = _where(study)
     md += [f"{where[0].upper()}{where[1:]}.", ""]
+    md += [f"Trials: {Budget.of(study).text()}.", ""]
     for note in study_notes(study):
         md += [f"**{note}**", ""]
     md += [markdown_table(comp)]
@@ -626,7 +628,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
         + f" {html.escape(_where(study))}. "
         + f"Trials: {len(trials)} ("
         + ", ".join(f"{n} {str(s).lower()}" for s, n in states.items())
-        + "). "
+        + f"): {html.escape(Budget.of(study).text())}. "
         + f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>",
     ]
     parts += [f"<p class='bad'>{html.escape(note)}</p>" for note in study_notes(study)]

@@ -1,0 +1,105 @@
+"""Issue 22 on the H200: GPU-seconds per trial before and after the trial-cost work, from two real studies.
+
+benchmarks/h200/gpu_seconds.sh runs the same four configs (SGLang's defaults with triton attention, the seed's
+Balanced-v2, trials 4 and 7 of the recorded chat study) as two studies on one H200, one trial of each in turn:
+"before" with every switch of the work off (benchmarks/h200/gpu-seconds-before.yaml: the plain ramp from
+start_rate and two bisections, two warm-up requests, no shared compile cache) and "after" with the defaults
+(gpu-seconds-after.yaml). This reads both study databases and writes, as Markdown on stdout, per config: its
+startup (and phases from SGLang's log), warm-up, load search, stop and whole GPU-seconds, its levels, its verdict
+and goodput, before against after; then the totals, the ratio and whether both studies chose the same best config.
+
+    python benchmarks/h200_gpu_seconds.py [BEFORE.db AFTER.db]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import optuna
+
+from tuner.trial.record import TrialRecord, best_or_none, records
+
+DBS = ROOT / "benchmarks" / "h200" / "gpu-seconds"
+
+
+def _name(r: TrialRecord) -> str:
+    return "defaults (triton attention)" if r.baseline else (r.reference or f"trial {r.number}")
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def _verdict(r: TrialRecord) -> str:
+    if r.failed:
+        return f"failed: {r.failure_class}"
+    if r.stopped_early and "cannot beat" in r.stopped_early:
+        return "stopped: cannot beat the incumbent"
+    return ("feasible" if r.feasible else "infeasible") + (" (stopped early)" if r.stopped_early else "")
+
+
+def _study(path: Path) -> tuple[list[TrialRecord], TrialRecord | None]:
+    storage = f"sqlite:///{path}"
+    name = optuna.study.get_all_study_names(storage)[0]
+    study = optuna.load_study(study_name=name, storage=storage)
+    return records(study, (optuna.trial.TrialState.COMPLETE,)), best_or_none(study)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("before", nargs="?", type=Path, default=DBS / "before.db")
+    ap.add_argument("after", nargs="?", type=Path, default=DBS / "after.db")
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    (before, best_before), (after, best_after) = _study(args.before), _study(args.after)
+    print(
+        "| config | side | startup s | imports / weights / KV / graphs / SGLang warm-up s | our warm-up s "
+        "| load search s | stop s | GPU-s | levels (rate: held?) | verdict | goodput req/s |"
+    )
+    print("|---|---|---:|---|---:|---:|---:|---:|---|---|---:|")
+    totals = {"before": [0.0, 0.0, 0.0, 0], "after": [0.0, 0.0, 0.0, 0]}
+    for b, a in zip(before, after, strict=False):
+        for side, r in (("before", b), ("after", a)):
+            t, p = r.times, r.startup
+            gpu_s = (t.startup_s or 0) + (t.benchmark_s or 0) + (t.stop_s or 0)
+            search_s = (t.benchmark_s or 0) - (r.warmup_s or 0)
+            tot = totals[side]
+            tot[0] += gpu_s
+            tot[1] += t.startup_s or 0
+            tot[2] += t.benchmark_s or 0
+            tot[3] += 1
+            phases = " / ".join(_s(x) for x in (p.imports_s, p.weights_s, p.kv_pool_s, p.cuda_graph_s, p.warmup_s))
+            levels = " ".join(
+                f"{lv.request_rate:g}:{'y' if lv.slo_pass else 'n'}" for lv in r.levels or () if lv.request_rate
+            )
+            print(
+                f"| {_name(r)} | {side} | {_s(t.startup_s)} | {phases} | {_s(r.warmup_s)} | {_s(search_s)} "
+                f"| {_s(t.stop_s)} | {gpu_s:.1f} | {levels} | {_verdict(r)} | {_s(r.goodput)} |"
+            )
+    print()
+    for side, (gpu_s, startup_s, bench_s, n) in totals.items():
+        if n:
+            print(
+                f"- **{side}**: {n} trials, {gpu_s:.0f} GPU-s ({gpu_s / n:.1f} per trial: startup {startup_s / n:.1f}, "
+                f"benchmark {bench_s / n:.1f})"
+            )
+    nb, na = totals["before"][3], totals["after"][3]
+    if nb and na:
+        per_b, per_a = totals["before"][0] / nb, totals["after"][0] / na
+        bench_b, bench_a = totals["before"][2] / nb, totals["after"][2] / na
+        print(f"- per trial: {per_b / per_a:.2f}x fewer GPU-seconds; the benchmark part {bench_b / bench_a:.2f}x fewer")
+    if best_before and best_after:
+        same = (best_before.flags == best_after.flags) if best_before.flags and best_after.flags else None
+        print(
+            f"- best config: before {_name(best_before)} ({_s(best_before.goodput)} req/s), after "
+            f"{_name(best_after)} ({_s(best_after.goodput)} req/s): {'the same' if same else 'different'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
