@@ -146,6 +146,7 @@ def test_a_csv_sweep_imports_replays_and_every_view_says_what_it_did_not_record(
         assert said in done.stdout, (command, done.stdout)
     script = (tmp_path / "deploy-best.sh").read_text()
     assert said in script and "The surface records no server command" in script
+    assert "Replayed with ISL 512 / OSL 128 (the run file's: the surface records none)" in script
     assert '--model-path "${MODEL_PATH:?the surface records no model: set MODEL_PATH}"' in script
 
 

@@ -154,8 +154,10 @@ def _header(study: optuna.Study, choice: ExportChoice) -> str:
     if best.settled.version:
         lines.append(f"# SGLang version (from {endpoints.SERVER_INFO}): {best.settled.version}")
     peak = f", GPU peak {best.gpu.peak_used_mib:.0f} MiB" if best.gpu.peak_used_mib is not None else ""
+    # A surface that records no ISL/OSL answered whatever lengths the run file named: they are the run file's.
+    unrecorded = " (the run file's: the surface records none)" if "ISL/OSL" in launcher.get("absent", "") else ""
     lines.append(
-        f"# {'Replayed' if best.replay else 'Measured'} with {_workload_words(best.workload, wl)}, "
+        f"# {'Replayed' if best.replay else 'Measured'} with {_workload_words(best.workload, wl)}{unrecorded}, "
         f"startup {best.times.startup_s or 0:.1f} s{peak}:"
     )
     base = baseline_record(study)
