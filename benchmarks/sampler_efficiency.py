@@ -142,8 +142,8 @@ def run_study(
                 "baseline": setting.baseline,
                 "launcher": {"kind": "replay", "surface": surface_path},
                 "workload": {
-                    "input_len": h.workload.input_len,
-                    "output_len": h.workload.output_len,
+                    # an imported surface may not record ISL/OSL: the run file's defaults then stand, unchecked
+                    **{k: v for k in ("input_len", "output_len") if (v := getattr(h.workload, k)) is not None},
                     "concurrency": h.workload.concurrency,
                     **h.workload.shape,
                 },
@@ -280,6 +280,7 @@ def main() -> None:
         skipped = "GP rows: not run, Optuna's GPSampler needs torch and this machine has none. "
     settings = [s for s in SETTINGS if s.sampler in wanted and (not args.only or s.label in args.only)]
     os.chdir(ROOT)  # surfaces name their search space relative to the repository
+    from tuner.trial.replay import recorded_words
     from tuner.trial.surface import Surface
 
     paths = args.surfaces or [str(p.relative_to(ROOT)) for p in default_surfaces()]
@@ -317,7 +318,7 @@ def main() -> None:
         lines += [
             f"## {path}",
             "",
-            f"{h.model} on {h.gpu_name}, SGLang {h.sglang_version}: {len(surface.rows)} recorded trials "
+            f"{recorded_words(surface)}: {len(surface.rows)} recorded trials "
             f"({sum(not r.ok for r in surface.rows)} failed) of {h.source}, space {space}; objective "
             f"{h.objective.metrics[0]} at c={h.objective.at_concurrency}, best recorded {best:.1f}"
             + (f"; SGLang's defaults (the baseline) reach {base_frac:.3f} of it" if base_frac else "")

@@ -20,6 +20,7 @@ from surface_files import default_surfaces
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tuner.trial.replay import recorded_words
 from tuner.trial.surface import Surface, point_of
 
 OUT = ROOT / "benchmarks" / "SURFACE_MODEL.md"
@@ -40,8 +41,7 @@ def evaluate(path: Path) -> list[str]:
     lines = [
         f"### {path.relative_to(ROOT)}",
         "",
-        f"{s.header.model} on {s.header.gpu_name}, SGLang {s.header.sglang_version}, {len(s.rows)} rows "
-        f"({sum(not r.ok for r in s.rows)} failed), from {s.header.source}.",
+        f"{recorded_words(s)}, {len(s.rows)} rows ({sum(not r.ok for r in s.rows)} failed), from {s.header.source}.",
         "",
         f"| left out | repeat of another row | answered from | recorded {METRICS[0]} c={at} | predicted | error |",
         "|---:|---|---|---:|---:|---:|",

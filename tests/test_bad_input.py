@@ -279,6 +279,52 @@ def _warm_from_not_a_surface(tmp: Path) -> list[str]:
     return _start(sampler={"warm_start": "surface.json"})(tmp)
 
 
+SWEEP_CSV = "chunk,conc,tput,status\n2048,8,1000,\n4096,8,fast,\n"
+
+
+def _import(*args: str, csv: str = SWEEP_CSV) -> Callable[[Path], list[str]]:
+    """`tune import` of a small CSV sweep (chunk: --chunked-prefill-size, conc, tput, status) with ``args``."""
+
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "sweep.csv").write_text(csv)
+        return ["import", "sweep.csv", "--out", "s.json", *args]
+
+    return setup
+
+
+def _replay_imported(tmp: Path) -> list[str]:
+    """A replay, by a p99-TTFT objective, of a surface imported with output_throughput only."""
+    (tmp / "sweep.csv").write_text("chunk,conc,tput\n2048,8,1000\n4096,8,1100\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            "import",
+            "sweep.csv",
+            "--out",
+            "s.json",
+            "--concurrency",
+            "conc",
+            "--flag",
+            "chunk=chunked-prefill-size",
+            "--metric",
+            "tput=output_throughput",
+        ],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    space = _space(tmp, "params:\n  chunked-prefill-size: {choices: [2048, 4096]}\n")
+    raw = yaml.safe_load(write_run(tmp, space=space, launcher={"kind": "replay", "surface": "s.json"}).read_text())
+    raw.pop("model")
+    raw["workload"] = {"concurrency": [8]}
+    raw["objective"] = {"metrics": ["p99_ttft_ms"], "at_concurrency": 8}
+    (tmp / "run.yaml").write_text(yaml.safe_dump(raw))
+    return ["start", "-c", str(tmp / "run.yaml")]
+
+
 def _sharegpt(text: str) -> Callable[[Path], list[str]]:
     def setup(tmp: Path) -> list[str]:
         (tmp / "chats.json").write_text(text)
@@ -1216,7 +1262,7 @@ CASES = [
         "surface file that is not one",
         'tune start -c run.yaml  # launcher: {kind: replay, surface: surface.json}  # {"format": 1, "header": {}}',
         _not_a_surface,
-        ("surface.json", "not a surface file", "header.model"),
+        ("surface.json", "not a surface file", "header.workload"),
     ),
     Case(
         "warm-start-missing",
@@ -1230,7 +1276,7 @@ CASES = [
         "warm-start file that is not a surface",
         'tune start -c run.yaml  # sampler: {warm_start: surface.json}  # {"format": 1, "header": {}}',
         _warm_from_not_a_surface,
-        ("sampler.warm_start", "surface.json", "not a surface file", "header.model"),
+        ("sampler.warm_start", "surface.json", "not a surface file", "header.workload"),
     ),
     Case(
         "replay-no-gpu-memory",
@@ -1381,6 +1427,66 @@ CASES = [
         "tune record --sglang-help studies/t.db",
         _record(lambda tmp: str(tmp / "s.json"), _binary),
         ("--sglang-help", "binary file", "launch_server --help"),
+    ),
+    Case(
+        "import-unknown-column",
+        "`tune import` mapping a column the data does not have",
+        "tune import sweep.csv --metric throughput=output_throughput ...  # the column is tput",
+        _import(
+            "--flag", "chunk=chunked-prefill-size", "--metric", "throughput=output_throughput", "--concurrency", "conc"
+        ),
+        ("--metric throughput", "no such column in sweep.csv", "it has chunk, conc, status, tput"),
+    ),
+    Case(
+        "import-unknown-flag",
+        "`tune import` mapping a column to a flag SGLang does not have",
+        "tune import sweep.csv --flag chunk=chunked-prefil-size --sglang-help help.txt ...  # SGLang 0.5.17's",
+        lambda tmp: _import(
+            "--flag",
+            "chunk=chunked-prefil-size",
+            "--metric",
+            "tput=output_throughput",
+            "--concurrency",
+            "conc",
+            "--sglang-help",
+            str(shutil.copy(ROOT / "benchmarks/h200/sglang-0.5.17-help.txt", tmp / "help.txt")),
+        )(tmp),
+        ("--flag chunk=chunked-prefil-size", "--chunked-prefil-size is not a flag of this SGLang"),
+    ),
+    Case(
+        "import-flag-underscores",
+        "`tune import` naming a flag as a Python attribute",
+        "tune import sweep.csv --flag chunk=chunked_prefill_size ...",
+        _import("--flag", "chunk=chunked_prefill_size", "--metric", "tput=output_throughput", "--concurrency", "conc"),
+        ("'chunked_prefill_size' is not an SGLang flag name", "chunked-prefill-size"),
+    ),
+    Case(
+        "import-unknown-metric",
+        "`tune import` mapping a column to a metric bench_serving does not have",
+        "tune import sweep.csv --metric tput=output_tput ...",
+        _import("--flag", "chunk=chunked-prefill-size", "--metric", "tput=output_tput", "--concurrency", "conc"),
+        ("--metric tput=output_tput", "not a bench_serving metric", "did you mean output_throughput?"),
+    ),
+    Case(
+        "import-not-a-number",
+        "`tune import` of a metric column holding text",
+        "tune import sweep.csv --metric tput=output_throughput ...  # a line says fast",
+        _import("--flag", "chunk=chunked-prefill-size", "--metric", "tput=output_throughput", "--concurrency", "conc"),
+        ("sweep.csv:3", "column tput", "'fast' is not a number"),
+    ),
+    Case(
+        "import-no-concurrency",
+        "`tune import` with no concurrency mapped",
+        "tune import sweep.csv --flag chunk=chunked-prefill-size --metric tput=output_throughput",
+        _import("--flag", "chunk=chunked-prefill-size", "--metric", "tput=output_throughput"),
+        ("no concurrency", "--concurrency COLUMN", "--concurrency N"),
+    ),
+    Case(
+        "replay-unrecorded-metric",
+        "a replay by a metric the imported surface does not record",
+        "tune start -c run.yaml  # objective: {metrics: [p99_ttft_ms]}, surface imported with output_throughput only",
+        _replay_imported,
+        ("objective.metrics: p99_ttft_ms not recorded in", "s.json (it records output_throughput)"),
     ),
     Case(
         "export-out-unwritable",

@@ -247,7 +247,9 @@ def test_replay_bad_inputs_are_one_line_errors(tmp_path):
     }
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": 1, "header": {}}')
-    cases["not a surface file (header.model: Field required)"] = {"launcher": {"kind": "replay", "surface": str(bad)}}
+    cases["not a surface file (header.workload: Field required)"] = {
+        "launcher": {"kind": "replay", "surface": str(bad)}
+    }
     for i, (message, extra) in enumerate(cases.items()):
         folder = tmp_path / str(i)
         folder.mkdir()

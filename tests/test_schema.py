@@ -12,6 +12,9 @@ import yaml
 from tuner.config.jsonschemas import SCHEMA_DIR, json_schemas, render
 from tuner.config.run import ConfigError, load_config
 from tuner.config.space import load_space
+from tuner.trial.schema import NAME as SURFACE_SCHEMA
+from tuner.trial.schema import surface_schema
+from tuner.trial.surface import Surface
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,6 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_committed_schema_is_current(name):
     committed = (SCHEMA_DIR / name).read_text() if (SCHEMA_DIR / name).exists() else ""
     assert committed == render(json_schemas()[name]), f"schemas/{name} is stale: run python -m tuner.config.jsonschemas"
+
+
+def test_committed_surface_schema_is_current():
+    committed = (SCHEMA_DIR / SURFACE_SCHEMA).read_text() if (SCHEMA_DIR / SURFACE_SCHEMA).exists() else ""
+    assert committed == render(surface_schema()), f"schemas/{SURFACE_SCHEMA} is stale: run python -m tuner.trial.schema"
+
+
+@pytest.mark.parametrize(
+    "path", sorted([*ROOT.glob("surfaces/*.json"), *ROOT.glob("benchmarks/surfaces/*.json")]), ids=lambda p: p.name
+)
+def test_committed_surfaces_meet_the_schema_and_load(path):
+    jsonschema.validate(json.loads(path.read_text()), json.loads((SCHEMA_DIR / SURFACE_SCHEMA).read_text()))
+    Surface.load(path)
 
 
 @pytest.mark.parametrize(

@@ -1799,7 +1799,7 @@ def test_prepare_for_a_real_launcher_waits_for_gpus_its_cleanup_freed_and_record
         studies: ClassVar[list[str]] = []  # the class is made per test: what its one launcher cleaned up
 
         def flag_catalog(self):
-            return Surface.load(surface).header.flag_catalog()
+            return Surface.load(surface).flag_catalog()
 
         def cleanup_orphans(self, study: str) -> list[str]:
             self.studies.append(study)

@@ -6,13 +6,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import typer.core
+from pydantic import ValidationError
 
 from tuner.config.run import ConfigError, RunConfig, load_config
 from tuner.errors import TunerError
+
+if TYPE_CHECKING:
+    from tuner.sglang.catalog import FlagCatalog
 
 # Typer >= 0.22 vendors click as typer._click; older ones use click itself.
 _click = getattr(typer.core, "_click", None) or __import__("click")
@@ -237,10 +241,12 @@ def start(
         )
         return
     if tuner.launcher.replays:
-        h = tuner.launcher.surface.header
+        from tuner.trial.replay import recorded_words
+
+        surface = tuner.launcher.surface
         typer.echo(
-            f"replay: every trial is answered from {tuner.launcher.path} ({len(tuner.launcher.surface.rows)} "
-            f"recorded trials of {h.model} on {h.gpu_name}, SGLang {h.sglang_version}, {h.date}); no GPU or "
+            f"replay: every trial is answered from {tuner.launcher.path} ({len(surface.rows)} "
+            f"recorded trials of {recorded_words(surface)}); no GPU or "
             f"SGLang is used and no number is a new measurement"
         )
     try:
@@ -441,7 +447,6 @@ def record(
     trials_dir: Path | None = typer.Option(None, "--trials-dir", help="Where trials/<study>/ is now, if it moved."),
 ) -> None:
     """Turn a finished study's real trials into a surface file that `launcher: {kind: replay}` replays."""
-    from tuner.sglang.catalog import FlagCatalog
     from tuner.trial.record import records
     from tuner.trial.surface import SurfaceError, from_study
 
@@ -450,21 +455,7 @@ def record(
     if out.exists() and not out.is_file():
         _fail(f"--out {out}: not a regular file; give the surface file's path, e.g. surfaces/my-gpu-model.json")
     cfg, st = _existing_study(config, study, storage)
-    if not sglang_help.is_file():
-        _fail(f"--sglang-help {sglang_help}: no such file (save `python -m sglang.launch_server --help` there)")
-    try:
-        help_text = sglang_help.read_bytes().decode()
-    except UnicodeDecodeError:
-        help_text = "\0"
-    except OSError as exc:
-        _fail(f"--sglang-help {sglang_help}: cannot read it ({exc.strerror})")
-    if "\0" in help_text:
-        _fail(
-            f"--sglang-help {sglang_help}: a binary file, not text; save `python -m sglang.launch_server --help` there"
-        )
-    catalog = FlagCatalog.from_help(help_text, str(sglang_help))
-    if "port" not in catalog.flags:
-        _fail(f"--sglang-help {sglang_help}: lists no --port; is it SGLang's launch_server --help?")
+    catalog = _sglang_help(sglang_help)
     versions = {v for r in records(st) if (v := r.sglang_version)}
     try:
         surface = from_study(
@@ -484,6 +475,116 @@ def record(
         _fail(f"--out {out}: cannot write the surface ({exc.strerror or exc}); nothing written, give another path")
     failed = sum(not r.ok for r in surface.rows)
     typer.echo(f"wrote {out}: {len(surface.rows)} trials ({failed} failed) of study {cfg.study!r}")
+
+
+def _sglang_help(sglang_help: Path) -> FlagCatalog:
+    """The flag catalog of a saved `launch_server --help`, or one line saying why the file is not one."""
+    from tuner.sglang.catalog import FlagCatalog
+
+    if not sglang_help.is_file():
+        _fail(f"--sglang-help {sglang_help}: no such file (save `python -m sglang.launch_server --help` there)")
+    try:
+        help_text = sglang_help.read_bytes().decode()
+    except UnicodeDecodeError:
+        help_text = "\0"
+    except OSError as exc:
+        _fail(f"--sglang-help {sglang_help}: cannot read it ({exc.strerror})")
+    if "\0" in help_text:
+        _fail(
+            f"--sglang-help {sglang_help}: a binary file, not text; save `python -m sglang.launch_server --help` there"
+        )
+    catalog = FlagCatalog.from_help(help_text, str(sglang_help))
+    if "port" not in catalog.flags:
+        _fail(f"--sglang-help {sglang_help}: lists no --port; is it SGLang's launch_server --help?")
+    return catalog
+
+
+@app.command("import")
+def import_(
+    data: list[Path] = typer.Argument(None, help="CSV or JSONL files of launches, or bench_serving --output-file's."),
+    out: Path = typer.Option(..., "--out", help="The surface file to write, e.g. surfaces/my-sweep.json."),
+    mapping_file: Path | None = typer.Option(
+        None, "--mapping", help="A YAML mapping file (docs/surface-format.md); the options below add to it."
+    ),
+    flag: list[str] = typer.Option([], "--flag", help="COLUMN=FLAG: a column holding an SGLang flag's value."),
+    metric: list[str] = typer.Option([], "--metric", help="COLUMN=METRIC: a column of a bench_serving metric."),
+    failure: str | None = typer.Option(
+        None,
+        "--failure",
+        help="The column saying a launch failed (empty: it ran), or COLUMN=VALUE: failed where equal.",
+    ),
+    concurrency: str | None = typer.Option(None, "--concurrency", help="The concurrency column, or one number."),
+    startup_s: str | None = typer.Option(None, "--startup-s", help="The column of startup seconds."),
+    benchmark_s: str | None = typer.Option(None, "--benchmark-s", help="The column of benchmark seconds."),
+    flags: str | None = typer.Option(
+        None, "--flags", help="Server flags every line of DATA ran with, e.g. '--chunked-prefill-size 4096'."
+    ),
+    format: str | None = typer.Option(None, "--format", help="csv, jsonl or bench-serving (default: from the file)."),
+    sglang_help: Path | None = typer.Option(
+        None, "--sglang-help", help="That SGLang's `launch_server --help` output: flags are checked and it is recorded."
+    ),
+    objective: str | None = typer.Option(None, "--objective", help="The surface's first metric."),
+    at_concurrency: int | None = typer.Option(None, "--at-concurrency", help="The concurrency it is read at."),
+    model: str | None = typer.Option(None, "--model", help="The model the launches served."),
+    gpu_name: str | None = typer.Option(None, "--gpu-name", help="The GPU they ran on."),
+    sglang_version: str | None = typer.Option(None, "--sglang-version", help="The SGLang version."),
+    input_len: int | None = typer.Option(None, "--isl", help="The workload's input length (tokens)."),
+    output_len: int | None = typer.Option(None, "--osl", help="The workload's output length (tokens)."),
+    source: str | None = typer.Option(None, "--source", help="Where the data comes from (default: its files)."),
+) -> None:
+    """Turn another tool's results (CSV, JSONL, SGLang bench_serving's --output-file) into a surface file that
+    `launcher: {kind: replay}` replays; what the data does not say is recorded as absent."""
+    from tuner.trial.importer import ColumnMapping, MappingError, import_surface, load_column_mapping, parse_flags
+    from tuner.trial.importer import parse_pairs as pairs
+
+    if out.is_dir():
+        _fail(f"--out {out}: is a folder; give the surface file's path, e.g. {out / 'surface.json'}")
+    catalog = _sglang_help(sglang_help) if sglang_help is not None else None
+    try:
+        base = load_column_mapping(mapping_file) if mapping_file is not None else ColumnMapping()
+        given: dict[str, Any] = {
+            "format": format,
+            "failure": failure,
+            "concurrency": int(concurrency) if concurrency and concurrency.isdigit() else concurrency,
+            "startup_s": startup_s,
+            "benchmark_s": benchmark_s,
+            "objective": objective,
+            "at_concurrency": at_concurrency,
+        }
+        facts = {
+            "model": model,
+            "gpu_name": gpu_name,
+            "sglang_version": sglang_version,
+            "input_len": input_len,
+            "output_len": output_len,
+            "source": source,
+        }
+        run_flags = parse_flags(flags) if flags else {}
+        mapping = ColumnMapping.model_validate(
+            {
+                **base.model_dump(),
+                **{k: v for k, v in given.items() if v is not None},
+                "runs": [{"file": str(f), "flags": run_flags} for f in data or []] + base.model_dump()["runs"],
+                "flags": {**base.flags, **pairs(flag, "--flag")},
+                "metrics": {**base.metrics, **pairs(metric, "--metric")},
+                "header": {**base.header.model_dump(), **{k: v for k, v in facts.items() if v is not None}},
+            }
+        )
+        surface = import_surface(mapping, catalog)
+    except MappingError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:  # --format not one of the three
+        _fail(f"--format {format}: {exc.errors()[0]['msg']}")
+    try:
+        surface.save(out)
+    except OSError as exc:
+        _fail(f"--out {out}: cannot write the surface ({exc.strerror or exc}); nothing written, give another path")
+    failed = sum(not r.ok for r in surface.rows)
+    absent = surface.absent()
+    typer.echo(
+        f"wrote {out}: {len(surface.rows)} configs ({failed} failed) from {sum(len(r.levels) for r in surface.rows)} "
+        f"measured levels; not recorded: {', '.join(absent) if absent else 'nothing'}"
+    )
 
 
 @app.command()

@@ -126,21 +126,27 @@ class Preflight:
         launcher = self.launcher
         assert isinstance(launcher, ReplayLauncher)  # checked where launcher.replays
         h = launcher.surface.header
-        if self.config.model.path not in (h.model, h.model_path):
+        recorded_model = {m for m in (h.model, h.model_path) if m is not None}
+        if recorded_model and self.config.model.path not in recorded_model:
             raise SetupError(
                 f"model.path {self.config.model.path!r}: {launcher.path} recorded {h.model} "
                 f"({h.model_path}); leave model out of a replay's run file"
             )
-        problem = launcher.check_objective(self.objective.slo, self.objective.load_search) or launcher.check_workload(
-            self.config.to_dict()["workload"]
-        )
+        problem = launcher.check_objective(
+            list(self.objective.metrics), self.objective.slo, self.objective.load_search
+        ) or launcher.check_workload(self.config.to_dict()["workload"])
         if problem:
             raise SetupError(problem)
-        if self.objective.max_gpu_memory_fraction is not None and not h.gpu_memory_mib > 0:
+        if self.objective.max_gpu_memory_fraction is not None and not h.gpu_memory_mib:
+            size = "absent" if h.gpu_memory_mib is None else format(h.gpu_memory_mib, "g")
             raise SetupError(
                 f"objective.max_gpu_memory_fraction: {launcher.path} records no GPU memory size "
-                f"(gpu_memory_mib: {h.gpu_memory_mib:g}, recorded without NVML): remove max_gpu_memory_fraction "
-                f"to replay it"
+                f"(gpu_memory_mib: {size}, recorded without NVML): remove max_gpu_memory_fraction to replay it"
+            )
+        if absent := launcher.surface.absent():
+            self.warnings.append(
+                f"{launcher.path} does not record {', '.join(absent)}: the replay checks nothing against them "
+                f"and every view says so"
             )
         self.warnings += launcher.coverage_warnings({p.name for p in space.params})
 
@@ -199,7 +205,10 @@ class Preflight:
     def feasibility(self) -> Feasibility:
         """The facts failures are predicted from; each missing one is said once, and its checks skipped."""
         c = self.config
-        model = ModelFacts.from_folder(c.model.path) if Path(c.model.path).expanduser().is_dir() else None
+        # an empty path (a replayed surface that records no model) is no folder, though Path("") is the current one
+        model = (
+            ModelFacts.from_folder(c.model.path) if c.model.path and Path(c.model.path).expanduser().is_dir() else None
+        )
         if model is None and not self.launcher.replays:  # a replay's surface says what failed
             self.warnings.append(
                 f"model.path {c.model.path}: no local config.json, so only too_many_gpus is "

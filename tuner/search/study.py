@@ -90,7 +90,8 @@ class Tuner:
         self.on_record = on_record
         self.launcher = launcher or make_launcher(config)
         if isinstance(self.launcher, ReplayLauncher) and not config.model.path:
-            config.model.path = self.launcher.surface.header.model_path
+            h = self.launcher.surface.header
+            config.model.path = h.model_path or h.model or ""  # neither recorded: said by the replay's checks
         self.progress = progress
         self.workload = config.workload.build(config.objective.request_slo())
         # A load search's in-flight tokens follow its arrival rates, not a concurrency: its pool is not checked.

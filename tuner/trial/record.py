@@ -612,7 +612,7 @@ def replay_notice(records: Iterable[TrialRecord]) -> str | None:
         f"REPLAY of recorded trials, not a measurement: {len(replayed)} of {len(records)} trials answered from "
         f"{launcher.get('surface', 'a surface')} ({launcher.get('recorded', '?')}, {launcher.get('gpu', '?')}, "
         f"SGLang {launcher.get('sglang_version', '?')}), {modelled} of them modelled from the nearest "
-        f"recorded trials."
+        f"recorded trials." + (f" The surface does not record: {launcher['absent']}." if launcher.get("absent") else "")
     )
 
 

@@ -48,7 +48,7 @@ class ReplayLauncher(Launcher):
         self.path = str(path)
 
     def flag_catalog(self) -> FlagCatalog:
-        return self.surface.header.flag_catalog()
+        return self.surface.flag_catalog()
 
     def launch(self, spec: LaunchSpec) -> ReplayServer:
         answer = self.surface.answer(spec.flags.as_dict())
@@ -62,8 +62,8 @@ class ReplayLauncher(Launcher):
         )
         spec.log_path.write_text(
             f"# REPLAY, not a measurement: {how} of {h.source} ({self.path}),\n"
-            f"# {h.model} on {h.gpu_name} with SGLang {h.sglang_version}, {h.date}.\n"
-            f"# {' '.join(h.command)} {spec.flags.shell()}\n"
+            f"# {recorded_words(self.surface)}.\n"
+            f"# {' '.join(h.command or ['(command not recorded)'])} {spec.flags.shell()}\n"
         )
         return ReplayServer(spec=spec, ident=f"replay of trial {'/'.join(map(str, answer.sources))}", answer=answer)
 
@@ -72,23 +72,34 @@ class ReplayLauncher(Launcher):
 
     def describe(self) -> dict[str, str]:
         h = self.surface.header
+        absent = self.surface.absent()
         return {
             "launcher": "replay",
             "surface": self.path,
-            "recorded": f"{h.source}, {h.date}",
-            "gpu": h.gpu_name,
-            "sglang_version": h.sglang_version,
+            "recorded": f"{h.source}, {h.date or 'date not recorded'}",
+            "gpu": h.gpu_name or "GPU not recorded",
+            "sglang_version": h.sglang_version or "not recorded",
+            **({"absent": ", ".join(absent)} if absent else {}),
         }
 
     def deploy_script(self, spec: LaunchSpec) -> str:
         # The recorded servers' own command: what would reproduce the replayed numbers on that GPU.
-        return ProcessLauncher(self.surface.header.command).deploy_script(spec)
+        command = self.surface.header.command
+        script = ProcessLauncher(command or ["python", "-m", "sglang.launch_server"]).deploy_script(spec)
+        if command is None:  # not recorded: SGLang's own entry point, said so in the script
+            script = "# The surface records no server command: SGLang's launch_server is assumed.\n" + script
+        if not spec.flags.as_dict().get("model-path"):  # nor a model: the script asks for one rather than guess
+            script = script.replace(
+                "--model-path ''", '--model-path "${MODEL_PATH:?the surface records no model: set MODEL_PATH}"'
+            )
+        return script
 
     def check_workload(self, workload: dict) -> str | None:
         """Why this workload (the run file's, as a mapping) cannot be replayed from the surface, or None."""
         w = self.surface.header.workload
         input_len, output_len, concurrency = workload["input_len"], workload["output_len"], workload["concurrency"]
-        if (input_len, output_len) != (w.input_len, w.output_len):
+        recorded_lens = w.input_len is not None and w.output_len is not None  # else said by Surface.absent()
+        if recorded_lens and (input_len, output_len) != (w.input_len, w.output_len):
             return (
                 f"workload: ISL {input_len} / OSL {output_len}, but {self.path} recorded ISL {w.input_len} / "
                 f"OSL {w.output_len}: set workload.input_len and output_len to those"
@@ -104,10 +115,15 @@ class ReplayLauncher(Launcher):
                 return f"workload.{key}: {workload.get(key)!r}, but {self.path} recorded {recorded!r}"
         return None
 
-    def check_objective(self, slo: dict[str, float], search: LoadSearch | None) -> str | None:
+    def check_objective(self, metrics: list[str], slo: dict[str, float], search: LoadSearch | None) -> str | None:
         """Why this objective cannot be replayed from the surface, or None: a load search is answered only by
         a surface recorded with the very same search and SLO (its verdicts and rates are theirs)."""
         o = self.surface.header.objective
+        if unmeasured := [m for m in metrics if not self.surface.records(m)]:
+            return (
+                f"objective.metrics: {', '.join(unmeasured)} not recorded in {self.path} (it records "
+                f"{', '.join(self.surface.header.metrics_recorded or ())}): replay one of those"
+            )
         if search is None and o.load_search is None:
             return None
         if o.load_search is None:
@@ -139,6 +155,15 @@ class ReplayLauncher(Launcher):
             f"--{name} is in no recorded trial of {self.path}: replayed trials cannot tell its values apart"
             for name in sorted(tuned - recorded)
         ]
+
+
+def recorded_words(surface: Surface) -> str:
+    """What the surface's trials ran on, in words, with what it does not record said as such."""
+    h = surface.header
+    return (
+        f"{h.model or 'model not recorded'} on {h.gpu_name or 'GPU not recorded'} with SGLang "
+        f"{h.sglang_version or '(version not recorded)'}, {h.date or 'date not recorded'}"
+    )
 
 
 class ReplayRunner(TrialRunner):
@@ -192,7 +217,7 @@ class ReplayRunner(TrialRunner):
         times = PhaseTimes(
             startup_s=a.startup_s, benchmark_s=bench_s, stop_s=a.stop_s, total_s=a.startup_s + bench_s + a.stop_s
         )
-        total = self.launcher.surface.header.gpu_memory_mib
+        total = self.launcher.surface.header.gpu_memory_mib or 0.0
         peak = a.gpu_peak_used_mib
         stats = gpu.GpuStats(peak_used_mib=peak or 0.0, total_mib=total if peak else 0.0)
         replayed = Replayed(

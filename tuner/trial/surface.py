@@ -4,7 +4,13 @@ A surface is what a study measured on one GPU with one SGLang build: per trial, 
 bench_serving's metrics per concurrency level (the rows of its benchmark.csv) or its failure class, and the
 seconds its startup, benchmark and stop took. The header names the model, GPU, SGLang version, workload and
 objective, and carries that SGLang's flag catalog (its parsed ``--help``) so a replay validates search spaces
-exactly as the real study did, with no SGLang installed.
+exactly as the real study did, with no SGLang installed. docs/surface-format.md documents the file and
+schemas/surface.schema.json is its JSON Schema (tuner/trial/schema.py).
+
+What the data cannot know may be absent (a surface imported from another tool's results, trial/importer.py):
+the model, GPU, SGLang version, command, date, catalog, ISL/OSL, durations, metrics nobody measured.
+``Surface.absent()`` names them, and every view of a replay says so rather than inventing them; without a
+recorded catalog, the flags the rows set are the catalog (``Surface.flag_catalog``).
 
 ``Surface.answer`` replays a config: a recorded trial with the same flags is answered by its own row
 (``modelled=False``); any other config by inverse-distance-weighted k-nearest neighbours over the recorded rows
@@ -39,6 +45,7 @@ from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import Level, LoadSearch
 from tuner.errors import TunerError
 from tuner.sglang.catalog import FlagCatalog, FlagInfo
+from tuner.sglang.flag_types import FLAG_TYPES
 from tuner.sglang.flags import TUNER_FLAGS, FlagValue, format_value
 from tuner.trial.files import write_whole
 from tuner.trial.record import StudyRecord, records
@@ -61,6 +68,12 @@ SHAPE_KEYS = (
     "arrival",
 )
 NEIGHBOURS = 3
+# bench_serving's numbers in a level, by LevelResult's names: what a surface may record (the rest say which level).
+LEVEL_METRICS = tuple(
+    f.name
+    for f in fields(LevelResult)
+    if f.name not in ("concurrency", "input_len", "output_len", "request_rate", "num_prompts", "repeat", "errors")
+)
 # Recorded numeric values spanning more than this ratio (cuda-graph batch sizes, chunk sizes) are compared on a
 # log scale: 16 -> 32 is as far as 2048 -> 4096, and much farther than 128 -> 160.
 LOG_SCALE_RATIO = 4.0
@@ -80,8 +93,8 @@ class _Model(BaseModel):
 class RecordedWorkload(_Model):
     """The workload a surface's trials measured (bench.workload.Workload is the one a study runs)."""
 
-    input_len: int
-    output_len: int
+    input_len: int | None = None  # None: not recorded, so a replay cannot check the run file's
+    output_len: int | None = None
     concurrency: list[int]
     description: str = ""  # prompts, warm-up, cache flush: what a reader needs to compare surfaces
     # The run file's other workload keys that change the numbers (prompts, arrivals, shapes): a replay must match.
@@ -99,24 +112,23 @@ class RecordedObjective(_Model):
 
 
 class Header(_Model):
-    model: str  # what a person calls it (Qwen/Qwen3-8B); model_path is what SGLang was given
-    model_path: str
-    gpu_name: str
-    gpu_memory_mib: float
-    sglang_version: str
-    command: list[str]  # how the recorded servers were started: deploy-best.sh of a replay uses it
+    # What the data does not know may be absent (None): Surface.absent() names it and every view says so.
+    model: str | None = None  # what a person calls it (Qwen/Qwen3-8B); model_path is what SGLang was given
+    model_path: str | None = None
+    gpu_name: str | None = None
+    gpu_memory_mib: float | None = None  # None or 0: not recorded (no NVML)
+    sglang_version: str | None = None
+    command: list[str] | None = None  # how the recorded servers were started: deploy-best.sh of a replay uses it
     workload: RecordedWorkload
     objective: RecordedObjective
-    date: str  # when the trials ran (ISO date)
+    date: str | None = None  # when the trials ran (ISO date)
     source: str  # the study (or document) the rows come from
     space: str = ""  # the search-space file the study sampled (benchmarks/sampler_efficiency.py samples it again)
     notes: str = ""
-    catalog: list[FlagInfo]  # the recorded SGLang's --help, parsed
-
-    def flag_catalog(self) -> FlagCatalog:
-        return FlagCatalog(
-            {f.name: f for f in self.catalog}, source=f"SGLang {self.sglang_version} --help (recorded in the surface)"
-        )
+    catalog: list[FlagInfo] | None = None  # the recorded SGLang's --help, parsed
+    # The level metrics the rows record (LevelResult's field names); None: all of them (`tune record`'s surfaces).
+    # Any other is NaN in every level (0 for counts): not measured, never read as a number.
+    metrics_recorded: list[str] | None = None
 
 
 class Row(_Model):
@@ -127,9 +139,9 @@ class Row(_Model):
     failure_class: str | None = None
     failure_detail: str = ""
     stopped_early: str | None = None
-    startup_s: float
-    benchmark_s: float
-    stop_s: float
+    startup_s: float | None = None  # None: not recorded (counted as 0 s of GPU time in a replay)
+    benchmark_s: float | None = None
+    stop_s: float | None = None
     gpu_peak_used_mib: float | None = None  # NVML, over the whole trial
 
     @property
@@ -169,8 +181,12 @@ class Surface(_Model):
         """The first number no measurement can give (negative, NaN where a statistic always has a value, infinite),
         named by its row and field; None when every number is one a run can record."""
         h = self.header
-        if not (math.isfinite(h.gpu_memory_mib) and h.gpu_memory_mib >= 0):
+        if h.gpu_memory_mib is not None and not (math.isfinite(h.gpu_memory_mib) and h.gpu_memory_mib >= 0):
             return f"header.gpu_memory_mib: must be a number >= 0, got {h.gpu_memory_mib}"
+        if unknown := sorted(set(h.metrics_recorded or ()) - set(LEVEL_METRICS)):
+            return (
+                f"header.metrics_recorded: {', '.join(unknown)}: not bench_serving metrics ({', '.join(LEVEL_METRICS)})"
+            )
         for i, row in enumerate(self.rows):
             where = f"rows[{i}] (trial {row.trial})"
             for name in ("startup_s", "benchmark_s", "stop_s", "gpu_peak_used_mib"):
@@ -181,10 +197,57 @@ class Surface(_Model):
                     value = getattr(level, f.name)
                     if f.name == "request_rate" and value is not None and math.isinf(value) and value > 0:
                         continue  # every request at once
-                    # a latency statistic with no sample (no request completed, one-token outputs) is NaN
-                    if (problem := _bad(value, nan_ok=f.name.endswith("_ms"))) is not None:
+                    # a latency statistic with no sample (no request completed, one-token outputs) is NaN, and so is
+                    # a metric the surface does not record
+                    nan_ok = f.name.endswith("_ms") or not self.records(f.name)
+                    if (problem := _bad(value, nan_ok=nan_ok)) is not None:
                         return f"{where}.levels[{j}].{f.name}: {problem}"
         return None
+
+    def records(self, metric: str) -> bool:
+        """Whether the rows' levels measured ``metric`` (a LevelResult field)."""
+        recorded = self.header.metrics_recorded
+        return recorded is None or metric in recorded or metric not in LEVEL_METRICS
+
+    def absent(self) -> list[str]:
+        """What this surface does not record, by field name: header fields, the rows' durations, level metrics
+        (when only some are recorded); empty for a surface `tune record` wrote on a GPU."""
+        h = self.header
+        out = [
+            name
+            for name in ("model", "model_path", "gpu_name", "sglang_version", "command", "date", "catalog")
+            if getattr(h, name) is None
+        ]
+        if not h.gpu_memory_mib:
+            out.append("gpu_memory_mib")
+        if h.workload.input_len is None or h.workload.output_len is None:
+            out.append("ISL/OSL")
+        out += [n for n in ("startup_s", "benchmark_s", "stop_s") if all(getattr(r, n) is None for r in self.rows)]
+        if h.metrics_recorded is not None:
+            missing = [m for m in LEVEL_METRICS if m not in h.metrics_recorded]
+            short = len(missing) <= len(h.metrics_recorded)
+            out.append(
+                f"the level metrics {', '.join(missing)}"
+                if short
+                else f"every level metric but {', '.join(h.metrics_recorded)}"
+            )
+        return out
+
+    def flag_catalog(self) -> FlagCatalog:
+        """The recorded SGLang's --help; without one, the flags the rows set (so a space may tune only those)."""
+        h = self.header
+        if h.catalog is not None:
+            source = f"SGLang {h.sglang_version or '(version not recorded)'} --help (recorded in the surface)"
+            return FlagCatalog({f.name: f for f in h.catalog}, source=source)
+        seen: dict[str, list[FlagValue]] = {}
+        for row in self.rows:
+            for name, value in row.flags.items():
+                seen.setdefault(name, []).append(value)
+        flags = {name: FlagInfo(name, True) for name in TUNER_FLAGS}
+        for name, values in seen.items():
+            takes_value = any(not isinstance(v, bool) for v in values)
+            flags[name] = FlagInfo(name, takes_value, value_type=FLAG_TYPES.get(name) if takes_value else None)
+        return FlagCatalog(flags, source=f"the flags set in {h.source} (the surface records no SGLang --help)")
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -213,9 +276,9 @@ class Surface(_Model):
                     row.levels,
                     row.failure_class,
                     row.failure_detail,
-                    row.startup_s,
-                    row.benchmark_s,
-                    row.stop_s,
+                    row.startup_s or 0.0,  # not recorded: no GPU time counted
+                    row.benchmark_s or 0.0,
+                    row.stop_s or 0.0,
                     row.gpu_peak_used_mib,
                     (row.trial,),
                     False,
@@ -250,7 +313,7 @@ class Surface(_Model):
         levels = _blend_levels(good) if self.header.objective.load_search is None else []
         gw = [(w, r.gpu_peak_used_mib) for w, r in good if r.gpu_peak_used_mib is not None]
         peak = sum(w * v for w, v in gw) / sum(w for w, _ in gw) if gw else None
-        bench = sum(w * r.benchmark_s for w, r in good) / sum(w for w, _ in good)
+        bench = sum(w * (r.benchmark_s or 0.0) for w, r in good) / sum(w for w, _ in good)
         return Answer(
             good[0][1],
             levels,
@@ -527,7 +590,7 @@ def _nearest(point: dict, rows: list[Row], scales: dict, weights: dict[str, floa
 
 
 def _mean(near, weights, attr: str) -> float:
-    return sum(w * getattr(r, attr) for w, (_, r) in zip(weights, near, strict=True)) / sum(weights)
+    return sum(w * (getattr(r, attr) or 0.0) for w, (_, r) in zip(weights, near, strict=True)) / sum(weights)
 
 
 _INT_FIELDS = {f.name for f in fields(LevelResult) if f.type in ("int", int)}

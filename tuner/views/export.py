@@ -151,14 +151,18 @@ def _header(study: optuna.Study, choice: ExportChoice) -> str:
             + ("; no recorded trial had these flags: modelled from the nearest ones" if best.replay.modelled else "")
             + ". Measure it before relying on it: tune bench on the server this script starts.",
         ]
+        if launcher.get("absent"):
+            lines.append(f"#   The surface does not record: {launcher['absent']}.")
     base = baseline_record(study)
     if base is None and (why := no_baseline(study)):
         lines += [f"# {line}" for line in textwrap.wrap(f"NO COMPARISON with SGLang defaults: {why}.", 110)]
     if best.settled.version:
         lines.append(f"# SGLang version (from {endpoints.SERVER_INFO}): {best.settled.version}")
     peak = f", GPU peak {best.gpu.peak_used_mib:.0f} MiB" if best.gpu.peak_used_mib is not None else ""
+    # A surface that records no ISL/OSL answered whatever lengths the run file named: they are the run file's.
+    unrecorded = " (the run file's: the surface records none)" if "ISL/OSL" in launcher.get("absent", "") else ""
     lines.append(
-        f"# {'Replayed' if best.replay else 'Measured'} with {_workload_words(best.workload, wl)}, "
+        f"# {'Replayed' if best.replay else 'Measured'} with {_workload_words(best.workload, wl)}{unrecorded}, "
         f"startup {best.times.startup_s or 0:.1f} s{peak}:"
     )
     is_base = base is not None and base.number == best.number
