@@ -23,13 +23,13 @@ except sqlite3.Error:
     print(0)
 PY
 }
-enqueue() {  # trials 4 and 7 of the recorded chat study, as the first trials the sampler would hand out
+enqueue() {  # trials 4, 7 and 10 of the recorded chat study, as the first trials the sampler would hand out
   python3 - "$1" <<'PY'
 import sys
 import optuna
 storage = f"sqlite:///{sys.argv[1]}"
 study = optuna.load_study(study_name=optuna.study.get_all_study_names(storage)[0], storage=storage)
-if len(study.trials) < 3:
+if len(study.trials) < 2:
     common = {"disable-radix-cache": False, "enable-mixed-chunk": False}
     for params in (
         {"schedule-policy": "fcfs", "chunked-prefill-size": 4096, "enable-mixed-chunk": True,
@@ -37,6 +37,9 @@ if len(study.trials) < 3:
          "triton-attention-num-kv-splits": 16},
         {"schedule-policy": "dfs-weight", "chunked-prefill-size": 8192, "schedule-conservativeness": 1.2,
          "max-running-requests": 128, "cuda-graph-max-bs-decode": 64, "triton-attention-num-kv-splits": 32},
+        {"schedule-policy": "lpm", "chunked-prefill-size": 4096, "enable-mixed-chunk": True,
+         "schedule-conservativeness": 1.3, "max-running-requests": 64, "cuda-graph-max-bs-decode": 64,
+         "triton-attention-num-kv-splits": 16},
     ):
         study.enqueue_trial({**common, **params})
 PY
@@ -44,7 +47,7 @@ PY
 for n in 1 2 3 4; do
   for side in before after; do
     db=benchmarks/h200/gpu-seconds/$side.db
-    [ "$n" = 3 ] && enqueue "$db"
+    [ "$n" = 2 ] && enqueue "$db"
     [ "$(done_trials "$db")" -ge "$n" ] && continue
     # A trial's seconds as recorded on this machine (startup 70-90 s, 175-205 s with a cold JIT cache; the load
     # search ~100 s before, ~25 s after) plus a margin.
