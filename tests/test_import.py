@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 
 import jsonschema
 import optuna
@@ -209,6 +211,22 @@ def test_a_replay_of_a_surface_with_no_model_never_reads_a_config_json_from_the_
     study = optuna.load_study(study_name="imported", storage=f"sqlite:///{tmp_path}/studies/imported.db")
     assert len(study.trials) == 6 and all(t.user_attrs.get("replayed") for t in study.trials)
     assert {t.values[0] for t in study.trials} <= {1900, 2000, 2100, 2200}
+
+
+def test_tune_start_imports_no_scipy_stats_until_a_confirmation_needs_it(tmp_path):
+    """scipy.stats was ~1.2 s of every start (benchmarks/REPLAY_START.md); only the confirmation uses it."""
+    (tmp_path / "sweep.csv").write_text(SWEEP)
+    assert tune("import", "sweep.csv", "--out", "sweep.json", *SWEEP_ARGS, cwd=tmp_path).returncode == 0
+    run = replay_run(tmp_path, "sweep.json", {"chunked-prefill-size": {"choices": [2048]}}, {"concurrency": [32]}, 1)
+    start = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "from tuner.cli import app; app()", "start", "-c", run],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert start.returncode == 0 and "tuner.search.confirm" in start.stderr, start.stderr[-2000:]
+    assert not re.search(r"\| +scipy\.stats\b", start.stderr)
 
 
 def test_bench_serving_output_files_import_directly_and_replay(tmp_path):
