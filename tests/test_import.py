@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import subprocess
+import sys
 
 import jsonschema
 import optuna
@@ -15,6 +18,7 @@ from conftest import ROOT, tune
 from tuner.config.jsonschemas import SCHEMA_DIR
 from tuner.trial.schema import NAME as SURFACE_SCHEMA
 from tuner.trial.surface import Surface
+from tuner.views.dashboard import trial_note
 
 # A grid a user measured with their own scripts: one line per (config, concurrency), an OOM, SGLang's defaults.
 SWEEP = """chunk,mrr,policy,conc,tput,p99ttft,status,startup
@@ -148,6 +152,81 @@ def test_a_csv_sweep_imports_replays_and_every_view_says_what_it_did_not_record(
     assert said in script and "The surface records no server command" in script
     assert "Replayed with ISL 512 / OSL 128 (the run file's: the surface records none)" in script
     assert '--model-path "${MODEL_PATH:?the surface records no model: set MODEL_PATH}"' in script
+
+
+def test_metrics_an_imported_surface_does_not_record_read_not_recorded_in_every_view_never_nan(tmp_path):
+    """The sweep maps only output tok/s and p99 TTFT: its median TTFT, median TPOT and request/s are NaN in the
+    surface. The live progress, tune status, report (HTML, CSV, Markdown), deploy-best.sh and the dashboard's trial
+    note say "not recorded" or leave them out."""
+    (tmp_path / "sweep.csv").write_text(SWEEP)
+    assert tune("import", "sweep.csv", "--out", "sweep.json", *SWEEP_ARGS, cwd=tmp_path).returncode == 0
+    space = {"chunked-prefill-size": {"choices": [2048, 4096]}, "max-running-requests": {"choices": [64, 128]}}
+    run = replay_run(tmp_path, "sweep.json", space, {"concurrency": [8, 32]}, trials=3)
+    start = tune("start", "-c", run, "--progress", cwd=tmp_path)
+    assert start.returncode == 0, start.stderr
+    said = {"start": start.stdout + start.stderr}
+    assert "c=32 2300 tok/s, TTFT p50 not recorded / p99 450 ms, TPOT p50 not recorded" in said["start"]
+    for command in ("status", "report", "export"):
+        done = tune(command, "-c", run, cwd=tmp_path)
+        assert done.returncode == 0, (command, done.stderr)
+        said[command] = done.stdout
+    report = tmp_path / "reports" / "imported"
+    said["comparison.md"] = (report / "comparison.md").read_text()
+    said["comparison.csv"] = (report / "comparison.csv").read_text()
+    said["report.html"] = re.sub(r"<script.*?</script>", "", (report / "report.html").read_text(), flags=re.S)
+    said["deploy-best.sh"] = (tmp_path / "deploy-best.sh").read_text()
+    study = optuna.load_study(study_name="imported", storage=f"sqlite:///{tmp_path}/studies/imported.db")
+    said["note"] = trial_note(0, study.trials[0].user_attrs)
+    for where, text in said.items():
+        assert not re.search(r"\bnan\b", text, re.I), (where, text)
+    assert "median TTFT not recorded, median TPOT not recorded" in said["deploy-best.sh"]
+    assert "| 2300.0 | not recorded | not recorded | 450.0 ms | not recorded |" in said["note"]
+    assert "| 32 | 2300.0 | not recorded | 450.0 ms |" in said["note"]
+    for table in ("comparison.md", "comparison.csv", "report.html"):
+        assert "p99 TTFT (ms)" in said[table] and "median TTFT" not in said[table], table
+        assert "median_ttft" not in said[table] and "p99_tpot_ms" not in said[table], table
+
+
+def test_a_replay_of_a_surface_with_no_model_never_reads_a_config_json_from_the_current_folder(tmp_path):
+    """With no model recorded, model.path is '': Path('') is the current folder, whose config.json (here a model of
+    2048 tokens' context) must not predict the replayed configs' failures."""
+    (tmp_path / "sweep.csv").write_text(
+        "ctx,conc,tput\n4096,32,2000\n8192,32,2100\n16384,32,2200\n,32,1900\n"  # all ran: none failed
+    )
+    done = tune(
+        "import", "sweep.csv", "--out", "ctx.json", "--concurrency", "conc",
+        "--flag", "ctx=context-length", "--metric", "tput=output_throughput", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {"num_attention_heads": 8, "num_hidden_layers": 2, "hidden_size": 512, "vocab_size": 1000}
+            | {"max_position_embeddings": 2048}
+        )
+    )
+    run = replay_run(tmp_path, "ctx.json", {"context-length": {"choices": [4096, 8192, 16384]}}, {"concurrency": [32]})
+    start = tune("start", "-c", run, cwd=tmp_path)
+    assert start.returncode == 0, start.stderr
+    assert "config.json" not in start.stdout + start.stderr
+    study = optuna.load_study(study_name="imported", storage=f"sqlite:///{tmp_path}/studies/imported.db")
+    assert len(study.trials) == 6 and all(t.user_attrs.get("replayed") for t in study.trials)
+    assert {t.values[0] for t in study.trials} <= {1900, 2000, 2100, 2200}
+
+
+def test_tune_start_imports_no_scipy_stats_until_a_confirmation_needs_it(tmp_path):
+    """scipy.stats was ~1.2 s of every start (benchmarks/REPLAY_START.md); only the confirmation uses it."""
+    (tmp_path / "sweep.csv").write_text(SWEEP)
+    assert tune("import", "sweep.csv", "--out", "sweep.json", *SWEEP_ARGS, cwd=tmp_path).returncode == 0
+    run = replay_run(tmp_path, "sweep.json", {"chunked-prefill-size": {"choices": [2048]}}, {"concurrency": [32]}, 1)
+    start = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "from tuner.cli import app; app()", "start", "-c", run],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert start.returncode == 0 and "tuner.search.confirm" in start.stderr, start.stderr[-2000:]
+    assert not re.search(r"\| +scipy\.stats\b", start.stderr)
 
 
 def test_bench_serving_output_files_import_directly_and_replay(tmp_path):

@@ -1,10 +1,13 @@
-"""Screenshots of the demo's dashboard at 1000 px: its study page and a replayed trial's page, as the README links
-them (docs/img/demo-dashboard-study-1000px.png, docs/img/demo-dashboard-trial-1000px.png).
+r"""Screenshots of the dashboard at 1000 px: a study page and a trial's page, as the README links them.
 
-Replays the README's demo (runs/demo.yaml) in a temporary folder, serves it with `tune dashboard` and loads each
-page in headless Chromium, 1000 px wide:
+By default, the demo's: replays the README's demo (runs/demo.yaml) in a temporary folder, serves it with
+`tune dashboard` and loads each page in headless Chromium, 1000 px wide (docs/img/demo-dashboard-study-1000px.png,
+docs/img/demo-dashboard-trial-1000px.png). With --db, a recorded study's SQLite file instead, copied to the
+temporary folder first (serving it writes the trials' missing notes; the given file is never written):
 
     python tools/dashboard_screenshots.py [--out docs/img]
+    python tools/dashboard_screenshots.py --db docs/h200-chat/h200-qwen3-8b-chat.db --trial 7 \
+        --names h200-dashboard.png h200-dashboard-trial.png
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import time
 from pathlib import Path
 
 import httpx
+import optuna
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = {"study": "", "trial": "/trials?numbers=4"}  # trial 4: modelled from three recorded trials
+DEMO_TRIAL = 4  # modelled from three recorded trials
 
 
 def _free_port() -> int:
@@ -51,23 +55,42 @@ def _wait_up(base: str, server: subprocess.Popen) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
-    out = parser.parse_args().out.resolve()
+    parser.add_argument("--db", type=Path, help="a study's SQLite file (its only study) instead of the demo's replay")
+    parser.add_argument("--trial", type=int, default=DEMO_TRIAL, help="the trial whose page is shot")
+    parser.add_argument(
+        "--names",
+        nargs=2,
+        metavar=("STUDY_PNG", "TRIAL_PNG"),
+        default=["demo-dashboard-study-1000px.png", "demo-dashboard-trial-1000px.png"],
+    )
+    args = parser.parse_args()
+    out = args.out.resolve()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
         sys.exit("headless Chromium is not installed (apt-get install -y chromium)")
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp)
-        for name in ("runs", "search_spaces", "surfaces"):
-            shutil.copytree(ROOT / name, where / name)
-        if _tune("start", "-c", "runs/demo.yaml", cwd=where, stdout=subprocess.DEVNULL).wait() != 0:
-            sys.exit("the demo did not run")
+        if args.db is None:
+            for name in ("runs", "search_spaces", "surfaces"):
+                shutil.copytree(ROOT / name, where / name)
+            if _tune("start", "-c", "runs/demo.yaml", cwd=where, stdout=subprocess.DEVNULL).wait() != 0:
+                sys.exit("the demo did not run")
+            serving = ["-c", "runs/demo.yaml"]
+            storage = f"sqlite:///{where}/studies/demo-h200-replay.db"
+        else:
+            shutil.copy(args.db, where / "study.db")
+            storage = f"sqlite:///{where}/study.db"
+            serving = ["--storage", storage]
+        names = optuna.get_all_study_names(storage)
+        if len(names) != 1:
+            sys.exit(f"{storage} holds {len(names)} studies; one was expected")
+        study_id = optuna.storages.get_storage(storage).get_study_id_from_name(names[0])
         port = _free_port()
-        server = _tune("dashboard", "-c", "runs/demo.yaml", "--port", str(port), cwd=where, stdout=subprocess.DEVNULL)
+        server = _tune("dashboard", *serving, "--port", str(port), cwd=where, stdout=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_up(base, server)
-            for name, path in PAGES.items():
-                shot = out / f"demo-dashboard-{name}-1000px.png"
+            for shot, path in zip(args.names, ("", f"/trials?numbers={args.trial}"), strict=True):
                 subprocess.run(
                     [
                         chromium,
@@ -75,16 +98,16 @@ def main() -> None:
                         "--no-sandbox",
                         "--disable-gpu",
                         "--hide-scrollbars",
-                        f"--user-data-dir={where / f'profile-{name}'}",
+                        f"--user-data-dir={where / f'profile-{shot}'}",
                         "--window-size=1000,1400",
                         "--virtual-time-budget=10000",
-                        f"--screenshot={shot}",
-                        f"{base}/dashboard/studies/1{path}",
+                        f"--screenshot={out / shot}",
+                        f"{base}/dashboard/studies/{study_id}{path}",
                     ],
                     check=True,
                     capture_output=True,
                 )
-                print(f"wrote {shot}")
+                print(f"wrote {out / shot}")
         finally:
             server.terminate()
             server.wait(10)

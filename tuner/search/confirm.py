@@ -20,7 +20,6 @@ from typing import Protocol
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from scipy import stats
 
 from tuner.bench.workload import Workload
 from tuner.config.run import RunConfig, direction
@@ -70,7 +69,7 @@ class Confirmation:
         """Half the two-sided 95% interval of the mean: the ``±`` of ``mean ± CI``."""
         if len(self.runs) < 2:
             return float("nan")
-        return float(stats.t.ppf(0.975, len(self.runs) - 1) * self.std / math.sqrt(len(self.runs)))
+        return _t(0.975, len(self.runs) - 1) * self.std / math.sqrt(len(self.runs))
 
     @property
     def bound(self) -> float:
@@ -79,7 +78,7 @@ class Confirmation:
             return -math.inf if direction(self.metric) == "maximize" else math.inf
         if len(self.runs) < 2:
             return self.mean
-        half = float(stats.t.ppf(0.95, len(self.runs) - 1)) * self.std / math.sqrt(len(self.runs))
+        half = _t(0.95, len(self.runs) - 1) * self.std / math.sqrt(len(self.runs))
         return self.mean - half if direction(self.metric) == "maximize" else self.mean + half
 
     def record(self) -> ConfirmedTrial:
@@ -131,11 +130,21 @@ class Comparison:
         return Compared(**dataclasses.asdict(self), within_noise=self.within_noise, statement=self.statement())
 
 
+def _t(q: float, df: int) -> float:
+    """Student's t quantile."""
+    # scipy.stats takes ~1.2 s to import: imported by the confirmation that uses it, not by every `tune start`.
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df))
+
+
 def welch(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, float]:
     """mean(a) - mean(b) and its two-sided 95% Welch interval (unequal variances, Welch-Satterthwaite df)."""
     diff = float(np.mean(a) - np.mean(b))
     if np.var(a) == 0 and np.var(b) == 0:  # no spread at all: the interval is the point (scipy gives NaN)
         return diff, diff, diff
+    from scipy import stats  # see _t
+
     ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
     return diff, float(ci.low), float(ci.high)
 

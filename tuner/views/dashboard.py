@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import re
 import sys
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from tuner.errors import TunerError
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.record import StudyRecord, TrialRecord
 from tuner.views.importance import METHOD, importances, trials_for
+from tuner.views.numbers import number
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,8 @@ def mark_replay(study: optuna.Study) -> bool:
 
 
 def _num(value, fmt: str, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:{fmt}}{unit}"
+    """A dash where the trial has no such number (it failed), "not recorded" for NaN."""
+    return "–" if value is None else number(value, fmt, unit)
 
 
 def trial_note(number: int, record: TrialRecord | Mapping[str, Any]) -> str:
@@ -176,8 +175,8 @@ def trial_note(number: int, record: TrialRecord | Mapping[str, Any]) -> str:
         lines += ["", "| concurrency | output tok/s | median TTFT | p99 TTFT |", "|---:|---:|---:|---:|"]
         for lv in levels:
             lines.append(
-                f"| {lv.concurrency} | {lv.output_throughput:.1f} | {lv.median_ttft_ms:.1f} ms "
-                f"| {lv.p99_ttft_ms:.1f} ms |"
+                f"| {lv.concurrency} | {_num(lv.output_throughput, '.1f')} | {_num(lv.median_ttft_ms, '.1f', ' ms')} "
+                f"| {_num(lv.p99_ttft_ms, '.1f', ' ms')} |"
             )
     # What the trial's folder holds: a replay samples no GPU, so it has no gpu.csv.
     files = (

@@ -29,6 +29,7 @@ from tuner.trial.record import (
     no_baseline,
     reference_records,
 )
+from tuner.views.numbers import number
 
 __all__ = ["Exported", "NothingToExport", "best_trial", "export_best"]
 
@@ -172,14 +173,15 @@ def _header(study: optuna.Study, choice: ExportChoice) -> str:
     for lv in best.measured_levels:
         if rated:
             line = (
-                f"#   {lv.request_rate:6.2f} req/s: goodput {lv.request_goodput:7.2f} req/s, "
-                f"p99 TTFT {lv.p99_ttft_ms:8.1f} ms, p99 TPOT {lv.p99_tpot_ms:7.2f} ms, "
+                f"#   {lv.request_rate:6.2f} req/s: goodput {number(lv.request_goodput, '7.2f', ' req/s')}, "
+                f"p99 TTFT {number(lv.p99_ttft_ms, '8.1f', ' ms')}, p99 TPOT {number(lv.p99_tpot_ms, '7.2f', ' ms')}, "
                 + ("SLO held" if lv.slo_pass else "SLO broken" if lv.slo_pass is not None else "no SLO set")
             )
         else:
             line = (
-                f"#   concurrency {lv.concurrency:>3}: {lv.output_throughput:9.1f} output tok/s, "
-                f"median TTFT {lv.median_ttft_ms:8.1f} ms, median TPOT {lv.median_tpot_ms:7.2f} ms"
+                f"#   concurrency {lv.concurrency:>3}: {number(lv.output_throughput, '9.1f', ' output tok/s')}, "
+                f"median TTFT {number(lv.median_ttft_ms, '8.1f', ' ms')}, "
+                f"median TPOT {number(lv.median_tpot_ms, '7.2f', ' ms')}"
             )
         ref = base_levels.get(getattr(lv, key))
         if not rated and ref and ref.output_throughput and not is_base:

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from tuner.trial.record import Budget, StudyRecord, baseline_record, best_or_none, no_baseline
 from tuner.trial.runner import TrialResult
+from tuner.views.numbers import number
 
 HEARTBEAT_S = 10.0
 REDRAW_S = 1.0
@@ -264,8 +265,8 @@ def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:
         best = best_level(result.levels, result.benchmark.slo_pass)
         text += (
             f": goodput {best.request_goodput:.2f} req/s at {best.request_rate:g} req/s, "
-            f"{best.output_throughput:.0f} tok/s, TTFT p99 {best.p99_ttft_ms:.0f} ms, "
-            f"TPOT p99 {best.p99_tpot_ms:.1f} ms"
+            f"{number(best.output_throughput, '.0f', ' tok/s')}, TTFT p99 {number(best.p99_ttft_ms, '.0f', ' ms')}, "
+            f"TPOT p99 {number(best.p99_tpot_ms, '.1f', ' ms')}"
             if best
             else ": the SLO broke at the first rate"
         )
@@ -274,9 +275,9 @@ def done_line(study: optuna.Study, result: TrialResult, total: int) -> str:
     level = next((lv for lv in result.levels if lv.concurrency == at), result.levels[-1] if result.levels else None)
     if level is not None:
         text += (
-            f": c={level.concurrency} {level.output_throughput:.0f} tok/s, "
-            f"TTFT p50 {level.median_ttft_ms:.0f} / p99 {level.p99_ttft_ms:.0f} ms, "
-            f"TPOT p50 {level.median_tpot_ms:.1f} ms"
+            f": c={level.concurrency} {number(level.output_throughput, '.0f', ' tok/s')}, "
+            f"TTFT p50 {number(level.median_ttft_ms, '.0f', ' ms')} / p99 {number(level.p99_ttft_ms, '.0f', ' ms')}, "
+            f"TPOT p50 {number(level.median_tpot_ms, '.1f', ' ms')}"
         )
     if result.benchmark and result.benchmark.stopped_early:
         text += f" (stopped early: {result.benchmark.stopped_early})"

@@ -32,6 +32,7 @@ from tuner.trial.record import (
     records,
     replay_notice,
 )
+from tuner.views.numbers import recorded
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go  # imported where figures are made: a report without them does not pay for it
@@ -230,6 +231,8 @@ def comparison_frame(study: optuna.Study) -> pd.DataFrame:
         v = best.number_at(key) if best is not None else None
         if key in ("gpu_peak_used_mib", "goodput", "max_rate") and b is None and v is None:
             continue  # no NVML where the study ran; not a load-search study
+        if (b is not None or v is not None) and not (recorded(b) or recorded(v)):
+            continue  # NaN: a metric the surface did not record (the replay notice lists it)
         change = round(100.0 * (v / b - 1.0), 1) if isinstance(b, (int, float)) and b and v is not None else None
         rows.append({"metric": label, "baseline": b, "best": v, "change_pct": change, "better": better})
     return pd.DataFrame(rows, columns=["metric", "baseline", "best", "change_pct", "better"])
@@ -270,6 +273,10 @@ CURVE_COLUMNS = [
     "failed",
     "slo_pass",
 ]
+
+# Level metrics of the curve table: left out where no level recorded them (request_rate is None at a fixed
+# concurrency, and says so).
+_CURVE_METRICS = ("request_throughput", "output_throughput", "request_goodput", "p99_ttft_ms", "p99_tpot_ms")
 
 
 def curve_trials(study: optuna.Study) -> list[tuple[str, TrialRecord]]:
@@ -314,12 +321,26 @@ def levels_frame(study: optuna.Study) -> pd.DataFrame:
         f"{w}_{m}" for m in ("output_tok_s", "median_ttft_ms", "p99_ttft_ms") for w in ("baseline", "best")
     ]
     frame = pd.DataFrame([by_c[c] for c in sorted(by_c)], columns=cols)
+    frame = _without_unrecorded(frame, ("median_ttft_ms", "p99_ttft_ms"))
     if not frame.empty:
         frame["output_change_pct"] = [
             round(100.0 * (n / o - 1.0), 1) if pd.notna(o) and o and pd.notna(n) else None
             for o, n in zip(frame["baseline_output_tok_s"], frame["best_output_tok_s"], strict=True)
         ]
     return frame
+
+
+def _without_unrecorded(frame: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` without the columns of a metric (``x`` or ``baseline_x`` and ``best_x``) that no level recorded:
+    an imported surface's unmapped metric is NaN in every row, and a column of dashes read as missing data."""
+    if frame.empty:
+        return frame
+    drop = []
+    for m in metrics:
+        cols = [c for c in (m, f"baseline_{m}", f"best_{m}") if c in frame.columns]
+        if cols and frame[cols].isna().all().all():
+            drop += cols
+    return frame.drop(columns=drop)
 
 
 def failures_frame(study: optuna.Study) -> pd.DataFrame:
@@ -617,8 +638,10 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if not levels.empty:
         md += ["", "## Per concurrency", "", markdown_table(levels)]
     curves = curves_frame(study)
+    # The figure draws from every column; the tables leave out the metrics no level recorded.
+    curves_shown = _without_unrecorded(curves, _CURVE_METRICS)
     if not curves.empty:
-        md += ["", "## Load vs latency", "", markdown_table(curves)]
+        md += ["", "## Load vs latency", "", markdown_table(curves_shown)]
     if not startup.empty:
         md += ["", "## Startup phases (s)", "", STARTUP_LEGEND, "", markdown_table(startup)]
     if not fails.empty:
@@ -671,7 +694,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Report:
     if not levels.empty:
         parts += ["<h3>Per concurrency</h3>", html_table(levels)]
     if not curves.empty:
-        parts += ["<h3>Load vs latency</h3>", html_table(curves)]
+        parts += ["<h3>Load vs latency</h3>", html_table(curves_shown)]
     if not startup.empty:
         parts += ["<h3>Startup phases (s)</h3>", f"<p>{html.escape(STARTUP_LEGEND)}</p>", html_table(startup)]
 
