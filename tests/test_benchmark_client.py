@@ -125,6 +125,9 @@ class FakeServer:
         prompt_tokens = len(prompt) if isinstance(prompt, list) else 7
         if mode == "error500" or (mode == "flaky" and self.n % 3 == 0):
             return await self._plain(writer, 500, "boom")
+        if mode == "stuck" and self.n > 10:  # the first ten served at once, then no first token ever comes
+            await asyncio.sleep(60)
+            return False
         if mode == "serial":  # one request at a time: above its pace, requests queue and TTFT grows
             self._serial = self._serial or asyncio.Lock()
             async with self._serial:
@@ -384,6 +387,23 @@ def test_a_level_whose_verdict_is_settled_is_cut_short_and_leaves_the_server_idl
     with FakeServer(token_delay=0.01) as srv:
         held = run_benchmark(srv.url, "serial", wl(slow), settle=lambda recs, now: settled(slo, recs, now))
     assert held.levels[0].completed == 6 and held.levels[0].errors == ""
+
+
+def test_a_level_cut_short_by_requests_still_waiting_records_their_waits_not_only_the_finished_ones():
+    """Ten requests served at once, then none gets a first token: the level is settled past p99 TTFT 300 ms by
+    the waiting ones, and its recorded TTFT and end-to-end statistics count them at what they had waited (lower
+    bounds), so the record says what settled it. Over the ten finished requests alone p99 TTFT was a few ms (on
+    the H100 a level settled past 2000 ms recorded 311 ms)."""
+    from tuner.bench.load_search import settled
+
+    slo = {"p99_ttft_ms": 300.0}
+    lv = Level(concurrency=40, input_len=8, output_len=4, num_prompts=40, request_rate=40.0)
+    with FakeServer() as srv:
+        res = run_benchmark(srv.url, "stuck", wl(lv), settle=lambda recs, now: settled(slo, recs, now))
+    (r,) = res.levels
+    assert r.errors.startswith("cut short: p99_ttft_ms: ") and "lower bounds" in r.errors, r.errors
+    assert r.completed == 10 and r.p99_ttft_ms > 300.0, (r.completed, r.p99_ttft_ms)
+    assert r.p99_e2e_latency_ms >= r.p99_ttft_ms and r.mean_ttft_ms > 0
 
 
 def test_repeats_and_summary(tmp_path):

@@ -175,6 +175,11 @@ def test_a_level_is_settled_once_enough_requests_are_past_a_percentile_limit():
     assert settled(slo, [done(0.1)] * 414 + waiting, now=99.4) is None
     assert settled(slo, [done(0.1)] * 414 + waiting, now=99.6) is not None
     assert settled(slo, [done(0.1)] * 414 + [RequestRecord(10, 11)] * 6, now=1e9) is None
+    # In flight with its first token: its TTFT is known, whatever it waited since (one chunk in, no ITL yet).
+    streaming = [RequestRecord(10, 11, start=90.0, ttft=0.1)] * 6
+    assert settled(slo, [done(0.1)] * 414 + streaming, now=99.6) is None
+    late = [RequestRecord(10, 11, start=99.0, ttft=2.1)] * 6
+    assert settled(slo, [done(0.1)] * 414 + late, now=99.6) is not None
     assert settled({"median_tpot_ms": 40.0}, [done(0.1, 0.05)] * 5 + [done(0.1)] * 6, now=0) is None
     assert settled({"median_tpot_ms": 40.0}, [done(0.1, 0.05)] * 6 + [done(0.1)] * 5, now=0) is not None
     # A failed request settles it; one cancelled by the cut does not count.

@@ -51,7 +51,7 @@ for n in 1 2 3 4; do
     [ "$(done_trials "$db")" -ge "$n" ] && continue
     # A trial's seconds as recorded on this machine (startup 70-90 s, 175-205 s with a cold JIT cache; the load
     # search ~100 s before, ~25 s after) plus a margin.
-    est=$([ "$side" = before ] && echo 230 || echo 150)
+    est=$([ "$side" = before ] && echo "${EST_BEFORE:-230}" || echo "${EST_AFTER:-150}")
     [ -n "$(ls -A /tmp/sglrt/triton-cache 2>/dev/null)" ] || est=$((est + 130))
     left=$((budget - (SECONDS - t0)))
     if [ "$left" -lt "$est" ]; then echo "stop: $side trial $n needs ~${est}s, ${left}s left"; break 2; fi

@@ -46,7 +46,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from tuner.bench.metrics import LevelResult, RequestRecord, compute_level_result
+from tuner.bench.metrics import LevelResult, RequestRecord, compute_level_result, with_waits
 from tuner.bench.transport import ARRIVED, CONN_ERRORS, H1Transport, error_text
 from tuner.bench.workload import Level, Prompt, StableWarmup, Workload, build_prompts, level_arrivals
 from tuner.errors import TunerError
@@ -312,8 +312,8 @@ class _Client:
                     if c == b'"' and payload[j + 1 : j + 2] != b'"':
                         if chunks:
                             itl.append(t - last)
-                        else:
-                            ttft = t - st
+                        else:  # on the record at once: a level cut short reads it off a request still in flight
+                            rec.ttft = ttft = t - st
                         last = t
                         chunks += 1
                 if b'"usage":{' in payload or b'"usage": {' in payload:
@@ -366,7 +366,7 @@ class _Client:
                     n = meta.get("completion_tokens")
                     n = n if isinstance(n, int) else out + 1
                     if chunks == 0:
-                        ttft = t - st
+                        rec.ttft = ttft = t - st
                     else:
                         new = n - out
                         if new <= 0:
@@ -601,16 +601,18 @@ async def _run(
                 if workload.flush_cache:
                     await c.flush_cache()
                 recs, duration, cut = await c.measure(level, bodies, prompts, settle)
+                cut_at = perf_counter()
                 if any(r.connection_error for r in recs):
                     reason = await c.confirm_death()
                     if reason:
                         raise ServerDied(reason)
-                if cut:  # numbers of the requests that finished; the verdict is the cut's
+                if cut:  # the verdict is the cut's; throughputs count the requests that finished
                     done = [r for r in recs if r.success or (r.error and r.error != "cancelled")]
-                    lr = compute_level_result(level, done, duration, workload.slo, repeat=rep)
+                    lr = with_waits(compute_level_result(level, done, duration, workload.slo, repeat=rep), recs, cut_at)
                     sent = sum(1 for r in recs if r.start)
                     note = f"{CUT_SHORT}{cut}; after {duration:.1f} s: {len(done)} finished, "
-                    note += f"{sent - len(done)} cancelled in flight, {len(recs) - sent} not sent"
+                    note += f"{sent - len(done)} cancelled in flight (counted in TTFT and latency at what they had "
+                    note += f"waited: lower bounds), {len(recs) - sent} not sent"
                     lr = replace(lr, errors=note + (f"; {lr.errors}" if lr.errors else ""))
                 else:
                     lr = compute_level_result(level, recs, duration, workload.slo, repeat=rep)

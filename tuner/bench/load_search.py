@@ -47,8 +47,8 @@ def settled(slo: dict[str, float], records: list[RequestRecord], now: float) -> 
     limit over the level's N requests is broken once k of them are past it with k >= N - floor(q (N - 1))
     (numpy's linear percentile then lies between two values past the limit; for p99 over 420 requests, 6).
     Past means: finished past it (TTFT, TPOT, end-to-end latency), or still in flight longer than the limit
-    (TTFT without a first token, end-to-end). A request that failed settles it too. Other metrics wait for the
-    level's end. ``now`` is the perf_counter time of the check."""
+    (TTFT without a first token, end-to-end), or in flight with its first token past it. A request that failed
+    settles it too. Other metrics wait for the level's end. ``now`` is the perf_counter time of the check."""
     n = len(records)
     for r in records:
         if r.error and r.error != "cancelled" and not r.success:
@@ -67,9 +67,10 @@ def settled(slo: dict[str, float], records: list[RequestRecord], now: float) -> 
                 past += value is not None and value > lim
             elif r.start and not r.error:  # in flight
                 waited = now - r.start
-                past += (kind == "ttft" and not r.itl and waited > lim + TTFT_GRACE_S) or (
-                    kind == "e2e_latency" and waited > lim
-                )
+                if kind == "ttft":  # its TTFT once its first token came (the client notes it at once)
+                    past += r.ttft > lim if r.ttft else waited > lim + TTFT_GRACE_S
+                elif kind == "e2e_latency":
+                    past += waited > lim
         if past >= need:
             return f"{metric}: {past} of {n} requests past {limit:g} ms (its {stat} is past it from {need})"
     return None
