@@ -56,6 +56,21 @@ def test_warm_once_a_file_is_in_it(tmp_path):
     assert launcher.compile_cache_warm(_spec(tmp_path)) is None  # nothing of ours is shared
 
 
+def test_caches_the_environment_points_elsewhere_count_too(tmp_path, monkeypatch):
+    """The H200 kit's env.sh points three of the four caches at its own folders: a server started after one
+    that filled them is warm, though the tuner's own folder (inductor's only) is empty."""
+    for var in CACHE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    cache = CompileCache.at(tmp_path / "cc")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "kit-triton"))
+    launcher = ProcessLauncher(["sglang"], {"TVM_FFI_CACHE_DIR": str(tmp_path / "kit-jit")}, compile_cache=cache)
+    (tmp_path / "kit-triton").mkdir()
+    cache.prepare(cache.env(launcher.env))
+    assert launcher.compile_cache_warm(_spec(tmp_path)) is False
+    (tmp_path / "kit-triton" / "k.bin").write_bytes(b"x")
+    assert launcher.compile_cache_warm(_spec(tmp_path)) is True
+
+
 @pytest.mark.timeout(240)
 def test_only_the_first_trial_builds_kernels(tmp_path, unique_study):
     """The stand-in builds kernels (SGLANG_STANDIN_JIT_S) into TRITON_CACHE_DIR once; the second trial finds them."""

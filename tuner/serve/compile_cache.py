@@ -55,9 +55,19 @@ class CompileCache:
             except OSError:
                 pass
 
-    def warm(self) -> bool:
-        """Whether any earlier server left compiled kernels here (the folder holds a file)."""
+    def folders(
+        self, user_env: Mapping[str, str] | None = None, *, inherited: Mapping[str, str] | None = None
+    ) -> list[Path]:
+        """Every cache folder a server started with ``env()``'s variables uses: the one ``user_env`` or
+        ``inherited`` names for a variable, else ours."""
+        named = {**(os.environ if inherited is None else inherited), **(user_env or {})}
+        return [Path(named.get(var) or self.root / sub) for var, sub in CACHE_VARS.items()]
+
+    def warm(self, folders: list[Path] | None = None) -> bool:
+        """Whether any earlier server left compiled kernels in ``folders`` (default: ours), that is, one of them
+        holds a file. A machine whose environment points some caches elsewhere (the H200 kit's env.sh sets three
+        of the four) is warm when those are: the trial's record must not call its caches cold then."""
         try:
-            return any(p.is_file() for p in self.root.rglob("*"))
+            return any(p.is_file() for f in (folders or [self.root]) for p in f.rglob("*"))
         except OSError:
             return False

@@ -102,7 +102,9 @@ class ProcessLauncher(Launcher):
         return self.compile_cache.env({**self.env, **spec.env}) if self.compile_cache else {}
 
     def compile_cache_warm(self, spec: LaunchSpec) -> bool | None:
-        return self.compile_cache.warm() if self.compile_cache and self._cache_env(spec) else None
+        if not (self.compile_cache and self._cache_env(spec)):
+            return None
+        return self.compile_cache.warm(self.compile_cache.folders({**self.env, **spec.env}))
 
     def flag_catalog(self) -> FlagCatalog:
         return read_catalog(self.command, {**os.environ, **self.env})
