@@ -14,6 +14,7 @@ and goodput, before against after; then the totals, the ratio and whether both s
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -63,16 +64,19 @@ def main() -> None:
     )
     print("|---|---|---:|---|---:|---:|---:|---:|---|---|---:|")
     totals = {"before": [0.0, 0.0, 0.0, 0], "after": [0.0, 0.0, 0.0, 0]}
-    for b, a in zip(before, after, strict=False):
+    for b, a in itertools.zip_longest(before, after):
         for side, r in (("before", b), ("after", a)):
+            if r is None:
+                continue
             t, p = r.times, r.startup
             gpu_s = (t.startup_s or 0) + (t.benchmark_s or 0) + (t.stop_s or 0)
             search_s = (t.benchmark_s or 0) - (r.warmup_s or 0)
-            tot = totals[side]
-            tot[0] += gpu_s
-            tot[1] += t.startup_s or 0
-            tot[2] += t.benchmark_s or 0
-            tot[3] += 1
+            if b is not None and a is not None:  # an unpaired trial is in the table, not in the totals
+                tot = totals[side]
+                tot[0] += gpu_s
+                tot[1] += t.startup_s or 0
+                tot[2] += t.benchmark_s or 0
+                tot[3] += 1
             phases = " / ".join(_s(x) for x in (p.imports_s, p.weights_s, p.kv_pool_s, p.cuda_graph_s, p.warmup_s))
             levels = " ".join(
                 f"{lv.request_rate:g}:{'y' if lv.slo_pass else 'n'}" for lv in r.levels or () if lv.request_rate
@@ -85,9 +89,17 @@ def main() -> None:
     for side, (gpu_s, startup_s, bench_s, n) in totals.items():
         if n:
             print(
-                f"- **{side}**: {n} trials, {gpu_s:.0f} GPU-s ({gpu_s / n:.1f} per trial: startup {startup_s / n:.1f}, "
-                f"benchmark {bench_s / n:.1f})"
+                f"- **{side}**, the {n} paired trials: {gpu_s:.0f} GPU-s ({gpu_s / n:.1f} per trial: "
+                f"startup {startup_s / n:.1f}, benchmark {bench_s / n:.1f})"
             )
+    pairs = list(zip(before, after, strict=False))
+    for b, a in pairs:
+        gb, ga = (sum(x or 0 for x in (r.times.startup_s, r.times.benchmark_s, r.times.stop_s)) for r in (b, a))
+        sb, sa = ((r.times.benchmark_s or 0) for r in (b, a))
+        print(
+            f"- {_name(b)}: {gb:.0f} GPU-s before, {ga:.0f} after ({gb / ga:.2f}x); its benchmark {sb:.0f} s before, "
+            f"{sa:.0f} s after ({sb / sa:.2f}x)"
+        )
     nb, na = totals["before"][3], totals["after"][3]
     if nb and na:
         per_b, per_a = totals["before"][0] / nb, totals["after"][0] / na
