@@ -36,12 +36,19 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from surface_files import default_surfaces
+
+if TYPE_CHECKING:
+    from optuna.samplers import BaseSampler
+
+    from tuner.config.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -63,6 +70,12 @@ class Setting:
     warm_start: bool = False
     # False: the trials' constraints are not recorded, so TPE does not know which trials failed or broke the SLO
     constraints: bool = True
+    # A sampler not (yet) in the tuner, built from (seed, search space): benchmarks/sampler_prototypes.py
+    factory: Callable[[int, SearchSpace], BaseSampler] | None = None
+    # The model's context length as its config.json would give it (a surface may not record the model): the
+    # tuner then predicts --context-length failures before launch, as tuner.search.study does: not launched,
+    # told to the sampler as infeasible, and not counted against ``trials`` (launches)
+    context_len: int | None = None
 
 
 SETTINGS = (
@@ -117,16 +130,19 @@ def _surface(path: str):
 def run_study(
     surface_path: str, space: str, setting: Setting, seed: int, trials: int, warm_from: str | None = None
 ) -> list[tuple]:
-    """One study; per trial: (objective value or None when infeasible, failed launch, startup + benchmark s,
-    answered by a recorded row rather than modelled)."""
+    """One study of ``trials`` launches; per launch: (objective value or None when infeasible, failed launch,
+    startup + benchmark s, answered by a recorded row rather than modelled, failures predicted before it)."""
     import optuna
 
     from tuner.config.run import load_config
     from tuner.config.space import load_space
     from tuner.search.samplers import make_sampler, warm_start_params
     from tuner.search.storage import set_trial_attrs
-    from tuner.search.study import Tuner, trial_attrs
+    from tuner.search.study import PREDICTED_IN_A_ROW, Tuner, trial_attrs
+    from tuner.serve.gpu import GpuStats
+    from tuner.sglang.feasibility import Feasibility, ModelFacts
     from tuner.trial.replay import ReplayLauncher
+    from tuner.trial.runner import PhaseTimes, TrialResult
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     surface = _surface(surface_path)
@@ -162,6 +178,8 @@ def run_study(
         tuner.space = space_obj = load_space(space)
         objective = tuner.objective
         sampler = make_sampler(config, seed)
+        if setting.factory is not None:
+            sampler = setting.factory(seed, space_obj)
         if setting.tpe:
             sampler = optuna.samplers.TPESampler(
                 seed=seed, n_startup_trials=setting.n_startup_trials, **dict(setting.tpe)
@@ -172,11 +190,31 @@ def run_study(
                 study.enqueue_trial({})
             for params in warm_start_params(warm_from, space_obj):
                 study.enqueue_trial(params)
-        out = []
-        for n in range(trials):
+        feasibility = (
+            Feasibility(
+                ModelFacts("", setting.context_len, 32, 8, 128, 128, 36, 2, False, 0.0, "architecture", True),
+                None,
+                (0,),
+                None,
+                {},
+            )
+            if setting.context_len
+            else None
+        )
+        out: list[tuple] = []
+        predicted_since = 0  # predicted failures since the last launch
+        while len(out) < trials and predicted_since < PREDICTED_IN_A_ROW:
             trial = study.ask()
+            n = trial.number
             tuned = space_obj.fixed if setting.baseline and n == 0 else space_obj.sample(trial)
-            result = tuner.runner(study, None).run(tuner.plan(n, tuned, (), config.launcher.port))
+            plan = tuner.plan(n, tuned, (), config.launcher.port)
+            predicted = feasibility.predict(tuned, 1) if feasibility else None
+            if predicted:
+                result = TrialResult(
+                    plan, predicted.failure, predicted.detail, None, PhaseTimes(), None, GpuStats(), {}, launched=False
+                )
+            else:
+                result = tuner.runner(study, None).run(plan)
             constraints = objective.constraints(result)
             feasible = all(c <= 0 for c in constraints)
             set_trial_attrs(
@@ -187,6 +225,9 @@ def run_study(
             )
             values = objective.values(result)
             study.tell(trial, values)
+            if predicted:
+                predicted_since += 1
+                continue
             recorded = bool(result.replayed and not result.replayed.modelled)
             out.append(
                 (
@@ -194,8 +235,10 @@ def run_study(
                     not result.ok,
                     result.times.startup_s + result.times.benchmark_s,
                     recorded,
+                    predicted_since,
                 )
             )
+            predicted_since = 0
         return out
 
 
