@@ -447,8 +447,8 @@ class Tuner:
 
     def _searched_from_incumbent(self, trial: optuna.Trial) -> bool:
         """The baseline and the references get their whole curve: they are what every report compares against."""
-        attrs = trial.user_attrs
-        return self.objective.load_search is not None and not (attrs.get("baseline") or attrs.get("reference"))
+        r = TrialRecord.of(trial)
+        return self.objective.load_search is not None and not (r.is_baseline or r.reference)
 
     def _early_stop(self, study: optuna.Study) -> Callable[[LevelResult], str | None]:
         best = best_levels(study)
