@@ -326,6 +326,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Parsed like SGLang's (the H200 long-context space tunes it); the stand-in's KV pool is not paged.
     a("--page-size", type=int, default=None, help="The number of tokens in a page.")
+    # Parsed like SGLang's (the imported LLMSYS-HPOBench sweep's space tunes them); the stand-in keeps its own
+    # CONTEXT_LEN and has no peers to check.
+    a(
+        "--context-length",
+        type=int,
+        default=None,
+        help="The model's maximum context length. Defaults to None (will use the value from the model's "
+        "config.json instead).",
+    )
+    a(
+        "--enable-p2p-check",
+        action="store_true",
+        help="Enable P2P check for GPU access, otherwise the p2p access is allowed by default.",
+    )
     a(
         "--max-prefill-tokens",
         type=int,
