@@ -203,18 +203,24 @@ def start_point(space: SearchSpace) -> dict[str, FlagValue]:
     return {p.name: _nearest(p, default_of(p.name, p.choices)) for p in space.params}
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _nearest(p: Param, target: FlagValue | None) -> FlagValue:
     if target is not None and p.takes(target):
         return target
-    numeric = isinstance(target, (int, float)) and not isinstance(target, bool)
+    wanted = _number(target)
     if p.choices:
-        if numeric and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p.choices):
-            return min(p.choices, key=lambda c: abs(float(c) - float(target)))  # type: ignore[arg-type]
+        numbers = [_number(c) for c in p.choices]
+        if wanted is not None and all(n is not None for n in numbers):
+            w: float = wanted
+            return min(zip(p.choices, numbers, strict=True), key=lambda cn: abs((cn[1] or 0.0) - w))[0]
         return p.choices[len(p.choices) // 2]
     low, high = p.bounds
-    if not numeric:
-        target = math.sqrt(low * high) if p.log else (low + high) / 2
-    x = min(max(float(target), low), high)  # type: ignore[arg-type]
+    if wanted is None:
+        wanted = math.sqrt(low * high) if p.log else (low + high) / 2
+    x = min(max(wanted, low), high)
     step = p.step or (1 if p.is_int else None)
     if step:
         x = low + round((x - low) / step) * step

@@ -22,7 +22,7 @@ import optuna
 
 from tuner.errors import TunerError
 from tuner.sglang.flags import ServerFlags
-from tuner.trial.record import StudyRecord, TrialRecord
+from tuner.trial.record import StudyRecord, TrialRecord, records, replay_notice
 from tuner.views.importance import METHOD, importances, trials_for
 from tuner.views.numbers import number
 
@@ -72,8 +72,6 @@ def mark_replay(study: optuna.Study) -> bool:
     """Head the study page's note with the replay notice (a replayed study looked measured there); whatever the
     note said is kept below it. True when it was written now."""
     from optuna_dashboard import get_note, save_note
-
-    from tuner.trial.record import records, replay_notice
 
     notice = replay_notice(records(study))
     if not notice:
@@ -280,6 +278,9 @@ class TunerPages:
     def __init__(self, app, storage: optuna.storages.BaseStorage):
         self.app = app
         self.storage = storage
+        # study id -> replayed: the page polls the study every few seconds, and reading every trial's record each
+        # time would grow with the study. Known once it has a finished trial (a study is replayed or measured).
+        self._replayed: dict[int, bool] = {}
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -324,10 +325,16 @@ class TunerPages:
     def _study(self, study_id: int) -> optuna.Study:
         return optuna.load_study(study_name=self.storage.get_study_name_from_id(study_id), storage=self.storage)
 
-    def _titled(self, study_id: int, body: bytes) -> bytes:
-        from tuner.trial.record import records, replay_notice
+    def _is_replay(self, study_id: int) -> bool:
+        if study_id not in self._replayed:
+            done = records(self._study(study_id), (optuna.trial.TrialState.COMPLETE,))
+            if not done:
+                return False
+            self._replayed[study_id] = replay_notice(done) is not None
+        return self._replayed[study_id]
 
-        if not replay_notice(records(self._study(study_id))):
+    def _titled(self, study_id: int, body: bytes) -> bytes:
+        if not self._is_replay(study_id):
             return body
         detail = json.loads(body)
         detail["name"] = f"{detail['name']} ({REPLAY_TITLE})"
