@@ -332,7 +332,7 @@ class SamplerConfig(Strict):
     name: Literal["tpe", "random", "gp", "defaults-walk", "sobol"] = "tpe"
     seed: int | None = 0
     n_startup_trials: int = Field(8, ge=0)
-    # A surface of an earlier study (tune surface) of the same model or GPU: its best configs, as far as this
+    # A surface of an earlier study (tune record) of the same model or GPU: its best configs, as far as this
     # space can draw them, are this study's first sampled trials (measured here, so they count as launches).
     warm_start: str | None = None
 
@@ -501,7 +501,9 @@ def _check(c: RunConfig) -> None:
     if c.launcher.kind == "replay" and not (c.launcher.surface and Path(c.launcher.surface).is_file()):
         raise ConfigError(f"launcher.surface: {c.launcher.surface}: no such file")
     if c.sampler.warm_start and not Path(c.sampler.warm_start).is_file():
-        raise ConfigError(f"sampler.warm_start: {c.sampler.warm_start}: no such file (a surface: tune surface --out)")
+        raise ConfigError(
+            f"sampler.warm_start: {c.sampler.warm_start}: no such file (a surface, as `tune record --out` writes)"
+        )
     if not c.model.path and c.launcher.kind != "replay":  # a replay serves the surface's model
         raise ConfigError("model.path: which model to serve? (--model or model: {path: ...} in the run file)")
     path = c.workload.sharegpt_path
