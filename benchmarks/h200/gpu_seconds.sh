@@ -12,7 +12,12 @@ t0=$SECONDS
 bash benchmarks/h200/prepare.sh
 source .gpu/env.sh
 export PYTHONPATH=$PWD:/tmp/site:$PYTHONPATH PYTHONUNBUFFERED=1
-mkdir -p benchmarks/h200/gpu-seconds "$OUT/gpu-seconds"
+# Pairs compare only on one kind of card: an H200's studies live apart from the H100's (gpu-seconds/h200/).
+case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
+  *H200*) sub=gpu-seconds/h200 ;;
+  *) sub=gpu-seconds ;;
+esac
+mkdir -p "benchmarks/h200/$sub" "$OUT/$sub"
 done_trials() {  # the trials that count against a study's budget (Tuner.trials_done)
   python3 - "$1" <<'PY'
 import sqlite3, sys
@@ -46,7 +51,7 @@ PY
 }
 for n in 1 2 3 4; do
   for side in before after; do
-    db=benchmarks/h200/gpu-seconds/$side.db
+    db=benchmarks/h200/$sub/$side.db
     [ "$n" = 2 ] && enqueue "$db"
     [ "$(done_trials "$db")" -ge "$n" ] && continue
     # A trial's seconds as recorded on this machine (startup 70-90 s, 175-205 s with a cold JIT cache; the load
@@ -57,7 +62,7 @@ for n in 1 2 3 4; do
     if [ "$left" -lt "$est" ]; then echo "stop: $side trial $n needs ~${est}s, ${left}s left"; break 2; fi
     echo "== $side trial $n ($(date -u +%T), ${left}s left)"
     s=$SECONDS
-    python3 -m tuner start -c benchmarks/h200/gpu-seconds-$side.yaml --trials "$n" --quiet &
+    python3 -m tuner start -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///$db" --trials "$n" --quiet &
     tuner=$!
     ( sleep "$left"; kill -INT $tuner 2>/dev/null ) &
     timer=$!
@@ -65,12 +70,13 @@ for n in 1 2 3 4; do
     echo "tune start exited $? after $((SECONDS - s)) s"
     kill $timer 2>/dev/null
     python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
-      "$db" "$OUT/gpu-seconds/$side.db"
+      "$db" "$OUT/$sub/$side.db"
   done
 done
 for side in before after; do
-  python3 -m tuner status -c benchmarks/h200/gpu-seconds-$side.yaml > "$OUT/gpu-seconds/status-$side.txt" 2>&1
+  python3 -m tuner status -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///benchmarks/h200/$sub/$side.db" \
+    > "$OUT/$sub/status-$side.txt" 2>&1
 done
-tar czf "$OUT/gpu-seconds/trials.tgz" --exclude=artifacts trials/h200-gpu-seconds-before trials/h200-gpu-seconds-after 2>/dev/null
+tar czf "$OUT/$sub/trials.tgz" --exclude=artifacts trials/h200-gpu-seconds-before trials/h200-gpu-seconds-after 2>/dev/null
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
-ls -la "$OUT/gpu-seconds"
+ls -la "$OUT/$sub"
