@@ -20,6 +20,7 @@ from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import Level, LoadSearch
 from tuner.config.run import load_config
 from tuner.search.storage import load_existing_study
+from tuner.sglang.feasibility import ModelFacts
 from tuner.trial.surface import Answer, Row, Surface, curve_at
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
@@ -150,11 +151,15 @@ def test_with_no_recorded_defaults_row_every_view_compares_with_nothing_and_says
 
 def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_trials(tmp_path, unique_study):
     space = write_space(tmp_path / "space.yaml")
+    model = tmp_path / "qwen3-8b"  # a local model folder: record keeps what its config.json says
+    model.mkdir()
+    shutil.copy(ROOT / "tests/data/models/qwen3-8b/config.json", model)
     real = write_run(
         tmp_path,
         study=unique_study,
         space=space,
         trials=6,
+        model={"path": str(model)},
         env={"SGLANG_STANDIN_FAULTS": "oom_kv_startup:mem-fraction-static<0.8"},
     )
     assert tune("start", "-c", str(real)).returncode == 0
@@ -175,11 +180,18 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
     }
     ok = next(r for r in surface.rows if r.ok)
     assert [lv.concurrency for lv in ok.levels] == [1, 8]
+    assert surface.header.model_facts == ModelFacts.from_folder(model) and surface.header.model_facts.context_len
+    shutil.rmtree(model)  # the replay predicts from the surface's facts, as on a machine without the model
 
     replay_dir = tmp_path / "replay"
     replay_dir.mkdir()
     replay = write_run(
-        replay_dir, study=unique_study + "-r", space=space, trials=6, launcher={"kind": "replay", "surface": str(out)}
+        replay_dir,
+        study=unique_study + "-r",
+        space=space,
+        trials=6,
+        model={"path": str(model)},
+        launcher={"kind": "replay", "surface": str(out)},
     )
     done = tune("start", "-c", str(replay))
     assert done.returncode == 0, done.stderr

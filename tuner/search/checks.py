@@ -203,13 +203,21 @@ class Preflight:
                 raise SetupError(baseline_refused(self.config, (r.failure and r.failure.detail) or ""))
 
     def feasibility(self) -> Feasibility:
-        """The facts failures are predicted from; each missing one is said once, and its checks skipped."""
+        """The facts failures are predicted from; each missing one is said once, and its checks skipped. A replay
+        takes the surface's model facts where model.path has no config.json (an imported sweep's context length),
+        and the recorded GPU's memory, not this machine's."""
         c = self.config
         # an empty path (a replayed surface that records no model) is no folder, though Path("") is the current one
         model = (
             ModelFacts.from_folder(c.model.path) if c.model.path and Path(c.model.path).expanduser().is_dir() else None
         )
-        if model is None and not self.launcher.replays:  # a replay's surface says what failed
+        longest = self.workload.longest_request()
+        env = launch_env(c.launcher.kind, c.launcher.env)
+        if self.launcher.replays:  # Surface.absent() names the facts the surface does not record
+            assert isinstance(self.launcher, ReplayLauncher)
+            h = self.launcher.surface.header
+            return Feasibility(model or h.model_facts, h.gpu_memory_mib or None, tuple(c.gpus), longest, env)
+        if model is None:
             self.warnings.append(
                 f"model.path {c.model.path}: no local config.json, so only too_many_gpus is "
                 f"predicted before launch (memory, heads and context are checked by SGLang)"
@@ -217,8 +225,7 @@ class Preflight:
         total = gpu.total_mib(tuple(c.gpus)) if model else None
         if model and total is None:
             self.warnings.append("no GPU memory from NVML: KV-pool failures are not predicted before launch")
-        longest = self.workload.longest_request()
-        return Feasibility(model, total, tuple(c.gpus), longest, launch_env(c.launcher.kind, c.launcher.env))
+        return Feasibility(model, total, tuple(c.gpus), longest, env)
 
     def check_workload(self) -> None:
         """What a request-log workload cannot keep of the log, said once before the first launch."""

@@ -65,20 +65,22 @@ _ALLOW_LONGER = "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN"
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What config.json (and the weight files, when present) say about memory, heads and context."""
+    """What config.json (and the weight files, when present) say about memory, heads and context. A surface's
+    header carries them for a replay; facts given rather than read (`tune import --context-length`) may be only
+    the context length: a fact that is None is not known, and the checks that need it are skipped."""
 
-    path: str
-    context_len: int
-    num_attention_heads: int
-    num_kv_heads: int
-    head_dim: int
-    v_head_dim: int
-    num_layers: int
-    dtype_bytes: int
-    quantized: bool
-    weight_bytes: float
-    weights_from: str  # "safetensors" | "architecture"
-    standard_kv: bool  # one K and V per layer and KV head (not MLA, sliding-window or hybrid)
+    context_len: int  # SGLang's name (ModelConfig.context_len): what --context-length may not exceed
+    path: str = ""  # the folder whose config.json was read; "" where the facts were given
+    num_attention_heads: int | None = None
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    v_head_dim: int | None = None
+    num_layers: int | None = None
+    dtype_bytes: int | None = None
+    quantized: bool = False
+    weight_bytes: float | None = None
+    weights_from: str | None = None  # "safetensors" | "architecture"
+    standard_kv: bool = False  # one K and V per layer and KV head (not MLA, sliding-window or hybrid)
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> ModelFacts | None:
@@ -125,8 +127,8 @@ class ModelFacts:
                 "architecture",
             )
         return cls(
-            path,
             context,
+            path,
             heads,
             kv,
             head_dim,
@@ -205,23 +207,21 @@ class Feasibility:
             return None
         d = flags.as_dict()
         tp = _int(d.get("tp-size") or d.get("tensor-parallel-size")) or 1
-        if not d.get("enable-dp-attention"):
-            bad = (
-                (m.num_attention_heads % tp != 0)
-                or (m.num_kv_heads >= tp and m.num_kv_heads % tp != 0)
-                or (m.num_kv_heads < tp and tp % m.num_kv_heads != 0)
-            )
+        heads, kv_heads = m.num_attention_heads, m.num_kv_heads
+        if heads and kv_heads and not d.get("enable-dp-attention"):
+            bad = (heads % tp != 0) or (kv_heads >= tp and kv_heads % tp != 0) or (kv_heads < tp and tp % kv_heads != 0)
             if bad:
                 return Prediction(
                     failures.PREDICTED_TP_HEADS,
-                    f"--tp-size {tp} does not divide the model's {m.num_attention_heads} attention "
-                    f"heads / {m.num_kv_heads} KV heads (SGLang asserts it while building the model)",
+                    f"--tp-size {tp} does not divide the model's {heads} attention "
+                    f"heads / {kv_heads} KV heads (SGLang asserts it while building the model)",
                 )
         context = _int(d.get("context-length"))
         if context and context > m.context_len and self.env.get(_ALLOW_LONGER, "").lower() not in ("1", "true"):
             return Prediction(
                 failures.PREDICTED_CONTEXT,
-                f"--context-length {context} is above the model's {m.context_len} (config.json); "
+                f"--context-length {context} is above the model's {m.context_len} "
+                f"({'config.json' if m.path else 'as given, no config.json read'}); "
                 f"SGLang refuses it unless {_ALLOW_LONGER}=1",
             )
         effective_context = context or m.context_len
@@ -255,6 +255,15 @@ class Feasibility:
         m = self.model
         if m is None or not m.standard_kv or self.gpu_mib is None:
             return None
+        kv_heads, head_dim, v_head_dim, layers, weight_bytes = (
+            m.num_kv_heads,
+            m.head_dim,
+            m.v_head_dim,
+            m.num_layers,
+            m.weight_bytes,
+        )
+        if not (kv_heads and head_dim and v_head_dim and layers) or weight_bytes is None:
+            return None  # given facts (a surface's header) without the shapes config.json has
         d = flags.as_dict()
         if d.get("quantization") and m.weights_from == "architecture" and not m.quantized:
             return None  # online quantization: weights shrink by an amount the config does not say
@@ -264,9 +273,9 @@ class Feasibility:
         if kv_bytes is None:
             return None
         mfs, source = self._mem_fraction(d, tp, pp)
-        weights_gib = m.weight_bytes / (tp * pp) / GIB
+        weights_gib = weight_bytes / (tp * pp) / GIB
         total_gib = self.gpu_mib / 1024
-        cell = max(1, m.num_kv_heads // tp) * (m.head_dim + m.v_head_dim) * math.ceil(m.num_layers / pp) * kv_bytes
+        cell = max(1, kv_heads // tp) * (head_dim + v_head_dim) * math.ceil(layers / pp) * kv_bytes
         page = _int(d.get("page-size")) or 1
         cap = _int(d.get("max-total-tokens"))
 

@@ -45,6 +45,7 @@ from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import Level, LoadSearch
 from tuner.errors import TunerError
 from tuner.sglang.catalog import FlagCatalog, FlagInfo
+from tuner.sglang.feasibility import ModelFacts
 from tuner.sglang.flag_types import FLAG_TYPES
 from tuner.sglang.flags import TUNER_FLAGS, FlagValue, format_value
 from tuner.trial.files import write_whole
@@ -129,6 +130,9 @@ class Header(_Model):
     # The level metrics the rows record (LevelResult's field names); None: all of them (`tune record`'s surfaces).
     # Any other is NaN in every level (0 for counts): not measured, never read as a number.
     metrics_recorded: list[str] | None = None
+    # What the pre-launch checks read from the model's config.json (search/checks.py): a replay predicts from
+    # these where the run file's model.path has none. An import may give only context_len (--context-length).
+    model_facts: ModelFacts | None = None
 
 
 class Row(_Model):
@@ -183,6 +187,8 @@ class Surface(_Model):
         h = self.header
         if h.gpu_memory_mib is not None and not (math.isfinite(h.gpu_memory_mib) and h.gpu_memory_mib >= 0):
             return f"header.gpu_memory_mib: must be a number >= 0, got {h.gpu_memory_mib}"
+        if h.model_facts is not None and h.model_facts.context_len < 1:
+            return f"header.model_facts.context_len: must be a whole number >= 1, got {h.model_facts.context_len}"
         if unknown := sorted(set(h.metrics_recorded or ()) - set(LEVEL_METRICS)):
             return (
                 f"header.metrics_recorded: {', '.join(unknown)}: not bench_serving metrics ({', '.join(LEVEL_METRICS)})"
@@ -215,7 +221,16 @@ class Surface(_Model):
         h = self.header
         out = [
             name
-            for name in ("model", "model_path", "gpu_name", "sglang_version", "command", "date", "catalog")
+            for name in (
+                "model",
+                "model_path",
+                "gpu_name",
+                "sglang_version",
+                "command",
+                "date",
+                "catalog",
+                "model_facts",
+            )
             if getattr(h, name) is None
         ]
         if not h.gpu_memory_mib:
@@ -706,9 +721,10 @@ def from_study(
     totals = [r.gpu.total_mib for r in records(study) if r.gpu.total_mib is not None]
     wl = run.get("workload", {})
     launcher = run.get("launcher", {})
+    model_path = run.get("model", {}).get("path", "")
     header = Header(
-        model=model or run.get("model", {}).get("path", ""),
-        model_path=run.get("model", {}).get("path", ""),
+        model=model or model_path,
+        model_path=model_path,
         gpu_name=gpu_name,
         gpu_memory_mib=max(totals) if totals else 0.0,
         sglang_version=sglang_version,
@@ -731,6 +747,8 @@ def from_study(
         space=str(run.get("space", "")),
         notes=notes,
         catalog=list(catalog.flags.values()),
+        # None where the model is a hub id (or its folder is gone): record on the machine that ran the study
+        model_facts=ModelFacts.from_folder(model_path) if model_path else None,
     )
     return Surface(header=header, rows=rows)
 
