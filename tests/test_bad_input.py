@@ -282,11 +282,18 @@ def _warm_from_not_a_surface(tmp: Path) -> list[str]:
 SWEEP_CSV = "chunk,conc,tput,status\n2048,8,1000,\n4096,8,fast,\n"
 
 
-def _import(*args: str, csv: str = SWEEP_CSV) -> Callable[[Path], list[str]]:
-    """`tune import` of a small CSV sweep (chunk: --chunked-prefill-size, conc, tput, status) with ``args``."""
+# A mapping file (for _import's sweep) whose context length is no length.
+_NEGATIVE_CONTEXT = "metrics: {tput: output_throughput}\nheader:\n  context_len: -8192\n"
+
+
+def _import(*args: str, csv: str = SWEEP_CSV, mapping: str = "") -> Callable[[Path], list[str]]:
+    """`tune import` of a small CSV sweep (chunk: --chunked-prefill-size, conc, tput, status) with ``args``, and
+    ``mapping`` as mapping.yaml."""
 
     def setup(tmp: Path) -> list[str]:
         (tmp / "sweep.csv").write_text(csv)
+        if mapping:
+            (tmp / "mapping.yaml").write_text(mapping)
         return ["import", "sweep.csv", "--out", "s.json", *args]
 
     return setup
@@ -1480,6 +1487,20 @@ CASES = [
         "tune import sweep.csv --flag chunk=chunked-prefill-size --metric tput=output_throughput",
         _import("--flag", "chunk=chunked-prefill-size", "--metric", "tput=output_throughput"),
         ("no concurrency", "--concurrency COLUMN", "--concurrency N"),
+    ),
+    Case(
+        "import-context-length-zero",
+        "`tune import --context-length` not a positive whole number",
+        "tune import sweep.csv --context-length 0 ...",
+        _import("--flag", "chunk=chunked-prefill-size", "--metric", "tput=output_throughput", "--context-length", "0"),
+        ("--context-length", "greater than or equal to 1"),
+    ),
+    Case(
+        "import-mapping-context-length",
+        "a mapping file's context length not a positive whole number",
+        "tune import --mapping mapping.yaml ...  # header: {context_len: -8192}",
+        _import("--mapping", "mapping.yaml", "--flag", "chunk=chunked-prefill-size", mapping=_NEGATIVE_CONTEXT),
+        ("mapping.yaml:3", "header.context_len", "must be > 0, got -8192"),
     ),
     Case(
         "replay-unrecorded-metric",

@@ -213,6 +213,36 @@ def test_a_replay_of_a_surface_with_no_model_never_reads_a_config_json_from_the_
     assert {t.values[0] for t in study.trials} <= {1900, 2000, 2100, 2200}
 
 
+def test_an_imported_context_length_predicts_longer_contexts_before_launch_in_a_replay(tmp_path):
+    """`tune import --context-length 8192` records the model's limit in the header; a replay, whose model.path has
+    no config.json, then predicts every --context-length above it (not launched, no trial of the budget), where a
+    surface imported without it launches them."""
+    (tmp_path / "sweep.csv").write_text("ctx,conc,tput\n4096,32,2000\n8192,32,2100\n16384,32,2200\n,32,1900\n")
+    args = ("--concurrency", "conc", "--flag", "ctx=context-length", "--metric", "tput=output_throughput")
+    launched = {}
+    for name, extra in (("known", ("--context-length", "8192")), ("unknown", ())):
+        tmp = tmp_path / name
+        tmp.mkdir()
+        (tmp / "sweep.csv").write_text((tmp_path / "sweep.csv").read_text())
+        done = tune("import", "sweep.csv", "--out", "ctx.json", *args, *extra, cwd=tmp)
+        assert done.returncode == 0, done.stderr
+        facts = Surface.load(tmp / "ctx.json").header.model_facts
+        assert (facts and facts.context_len) == (8192 if extra else None)
+        run = replay_run(tmp, "ctx.json", {"context-length": {"choices": [4096, 8192, 16384]}}, {"concurrency": [32]})
+        start = tune("start", "-c", run, cwd=tmp)
+        assert start.returncode == 0, start.stderr
+        assert ("model_facts" in start.stderr) == (not extra)  # the replay says it predicts nothing
+        study = optuna.load_study(study_name="imported", storage=f"sqlite:///{tmp}/studies/imported.db")
+        trials = [t for t in study.trials if t.params.get("context-length") == 16384]
+        assert trials, "the sampler never drew the longer context: pick another seed"
+        launched[name] = [t.user_attrs.get("launched") is not False for t in trials]
+        assert sum(t.user_attrs.get("launched") is not False for t in study.trials) == 6  # the budget: 6 launches
+        if extra:
+            assert all(t.user_attrs["failure_class"] == "predicted_context_length" for t in trials)
+            assert "above the model's 8192 (as given, no config.json read)" in trials[0].user_attrs["failure_detail"]
+    assert not any(launched["known"]) and all(launched["unknown"])
+
+
 def test_tune_start_imports_no_scipy_stats_until_a_confirmation_needs_it(tmp_path):
     """scipy.stats was ~1.2 s of every start (benchmarks/REPLAY_START.md); only the confirmation uses it."""
     (tmp_path / "sweep.csv").write_text(SWEEP)
@@ -300,6 +330,7 @@ def test_the_committed_public_sweep_is_what_tune_import_makes_of_its_csv(tmp_pat
     committed = (ROOT / "benchmarks/surfaces/llmsys-hpobench-sglang.json").read_text()
     assert (tmp_path / "s.json").read_text() == committed
     surface = Surface.load(tmp_path / "s.json")
+    assert surface.header.model_facts and surface.header.model_facts.context_len == 8192  # mapping's header
     failed = [r for r in surface.rows if not r.ok]
     assert all(r.flags["context-length"] > 8192 and r.failure_detail.startswith("obj-completed+ = 0") for r in failed)
     assert all(r.flags["context-length"] <= 8192 and len(r.levels) == 1 for r in surface.rows if r.ok)

@@ -530,6 +530,13 @@ def import_(
     sglang_version: str | None = typer.Option(None, "--sglang-version", help="The SGLang version."),
     input_len: int | None = typer.Option(None, "--isl", help="The workload's input length (tokens)."),
     output_len: int | None = typer.Option(None, "--osl", help="The workload's output length (tokens)."),
+    context_len: int | None = typer.Option(
+        None,
+        "--context-length",
+        min=1,
+        help="The model's context length (config.json's max_position_embeddings): a replay predicts every "
+        "--context-length above it before launch.",
+    ),
     source: str | None = typer.Option(None, "--source", help="Where the data comes from (default: its files)."),
 ) -> None:
     """Turn another tool's results (CSV, JSONL, SGLang bench_serving's --output-file) into a surface file that
@@ -557,6 +564,7 @@ def import_(
             "sglang_version": sglang_version,
             "input_len": input_len,
             "output_len": output_len,
+            "context_len": context_len,
             "source": source,
         }
         run_flags = parse_flags(flags) if flags else {}

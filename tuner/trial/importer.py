@@ -27,13 +27,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PositiveInt
 
 from tuner.bench.metrics import LevelResult
 from tuner.config.schema import validated
 from tuner.config.yamlfile import load_mapping
 from tuner.sglang import failures
 from tuner.sglang.catalog import FlagCatalog
+from tuner.sglang.feasibility import ModelFacts
 from tuner.sglang.flags import TUNER_FLAGS, FlagValue
 from tuner.trial.surface import (
     LEVEL_METRICS,
@@ -74,6 +75,9 @@ class HeaderFacts(_Strict):
     command: list[str] | None = None
     input_len: int | None = None
     output_len: int | None = None
+    # The model's context length (config.json's max_position_embeddings, SGLang's context_len): a replay then
+    # predicts every --context-length above it before launch, as a run with the model's config.json does.
+    context_len: PositiveInt | None = None
     date: str | None = None
     source: str | None = None
     space: str = ""  # a search space over the data's flags (benchmarks/sampler_efficiency.py samples it)
@@ -415,6 +419,7 @@ def _build(
         notes=facts.notes,
         catalog=list(catalog.flags.values()) if catalog is not None else None,
         metrics_recorded=recorded,
+        model_facts=ModelFacts(facts.context_len) if facts.context_len else None,
     )
     surface = Surface(header=header, rows=rows)
     if problem := surface.bad_number():
