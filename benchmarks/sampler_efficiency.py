@@ -72,10 +72,6 @@ class Setting:
     constraints: bool = True
     # A sampler not (yet) in the tuner, built from (seed, search space): benchmarks/sampler_prototypes.py
     factory: Callable[[int, SearchSpace], BaseSampler] | None = None
-    # The model's context length as its config.json would give it (a surface may not record the model): the
-    # tuner then predicts --context-length failures before launch, as tuner.search.study does: not launched,
-    # told to the sampler as infeasible, and not counted against ``trials`` (launches)
-    context_len: int | None = None
 
 
 SETTINGS = (
@@ -140,7 +136,6 @@ def run_study(
     from tuner.search.storage import set_trial_attrs
     from tuner.search.study import PREDICTED_IN_A_ROW, Tuner, trial_attrs
     from tuner.serve.gpu import GpuStats
-    from tuner.sglang.feasibility import Feasibility, ModelFacts
     from tuner.trial.replay import ReplayLauncher
     from tuner.trial.runner import PhaseTimes, TrialResult
 
@@ -190,17 +185,10 @@ def run_study(
                 study.enqueue_trial({})
             for params in warm_start_params(warm_from, space_obj):
                 study.enqueue_trial(params)
-        feasibility = (
-            Feasibility(
-                ModelFacts("", setting.context_len, 32, 8, 128, 128, 36, 2, False, 0.0, "architecture", True),
-                None,
-                (0,),
-                None,
-                {},
-            )
-            if setting.context_len
-            else None
-        )
+        # What tune start predicts before launch: from the surface's model facts (an imported sweep's context
+        # length) where there is no config.json; such a config is not launched, told to the sampler as
+        # infeasible, and not counted against ``trials`` (launches).
+        feasibility = tuner.preflight().feasibility()
         out: list[tuple] = []
         predicted_since = 0  # predicted failures since the last launch
         while len(out) < trials and predicted_since < PREDICTED_IN_A_ROW:
@@ -208,7 +196,7 @@ def run_study(
             n = trial.number
             tuned = space_obj.fixed if setting.baseline and n == 0 else space_obj.sample(trial)
             plan = tuner.plan(n, tuned, (), config.launcher.port)
-            predicted = feasibility.predict(tuned, 1) if feasibility else None
+            predicted = feasibility.predict(tuned, space_obj.gpus_needed(tuned))
             if predicted:
                 result = TrialResult(
                     plan, predicted.failure, predicted.detail, None, PhaseTimes(), None, GpuStats(), {}, launched=False

@@ -256,12 +256,6 @@ def main() -> None:
     ap.add_argument("--only", action="append", default=[], help="prototypes by label (repeatable; first: reference)")
     ap.add_argument("--mass", type=int, default=0, help="random draws for the surface's near-best mass (0: none)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument(
-        "--context-len",
-        type=int,
-        help="the model's context length, as its config.json would say: --context-length failures are then "
-        "predicted before launch, free (sampler_efficiency.Setting.context_len)",
-    )
     args = ap.parse_args()
     os.chdir(ROOT)
     from tuner.trial.surface import Surface
@@ -271,10 +265,7 @@ def main() -> None:
         t0 = time.monotonic()
         surface = Surface.load(path)
         baseline = any(r.baseline for r in surface.rows)
-        settings = [
-            Setting(label, "tpe", 8, baseline, factory=PROTOTYPES[label], context_len=args.context_len)
-            for label in labels
-        ]
+        settings = [Setting(label, "tpe", 8, baseline, factory=PROTOTYPES[label]) for label in labels]
         with ProcessPoolExecutor(args.workers) as pool:
             jobs = {
                 s: [pool.submit(run_study, path, surface.header.space, s, n, args.trials) for n in range(args.seeds)]
@@ -286,7 +277,8 @@ def main() -> None:
         maximize = not surface.header.objective.metrics[0].endswith("_ms")
         rows = {s.label: summarise(runs, best, maximize) for s, runs in results.items()}
         horizons = [k for k in HORIZONS if k <= args.trials]
-        known = f", context length {args.context_len} known before launch" if args.context_len else ""
+        facts = surface.header.model_facts
+        known = f", context length {facts.context_len} known before launch (the header's)" if facts else ""
         print(f"\n{path}, {args.seeds} seeds, {args.trials} launches{', baseline first' if baseline else ''}{known}:\n")
         print(
             "| setting | @12 | seeds >= 95% by 12 (± s.e.) | failed launches in 12 | predicted (free) by then | "
