@@ -12,12 +12,13 @@ import sys
 
 import jsonschema
 import optuna
+import pytest
 import yaml
 
 from conftest import ROOT, tune
 from tuner.config.jsonschemas import SCHEMA_DIR
 from tuner.trial.schema import NAME as SURFACE_SCHEMA
-from tuner.trial.surface import Surface
+from tuner.trial.surface import Surface, SurfaceError
 from tuner.views.dashboard import trial_note
 
 # A grid a user measured with their own scripts: one line per (config, concurrency), an OOM, SGLang's defaults.
@@ -241,6 +242,20 @@ def test_an_imported_context_length_predicts_longer_contexts_before_launch_in_a_
             assert all(t.user_attrs["failure_class"] == "predicted_context_length" for t in trials)
             assert "above the model's 8192 (as given, no config.json read)" in trials[0].user_attrs["failure_detail"]
     assert not any(launched["known"]) and all(launched["unknown"])
+
+
+def test_a_surface_whose_context_length_is_no_length_is_refused(tmp_path):
+    """Every --context-length would be predicted to fail above 0: a hand-edited header says so before any trial."""
+    (tmp_path / "sweep.csv").write_text(SWEEP)
+    assert (
+        tune("import", "sweep.csv", "--out", "s.json", *SWEEP_ARGS, "--context-length", "8192", cwd=tmp_path).returncode
+        == 0
+    )
+    data = json.loads((tmp_path / "s.json").read_text())
+    data["header"]["model_facts"]["context_len"] = 0
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    with pytest.raises(SurfaceError, match=r"header.model_facts.context_len: must be a whole number >= 1, got 0;"):
+        Surface.load(tmp_path / "s.json")
 
 
 def test_tune_start_imports_no_scipy_stats_until_a_confirmation_needs_it(tmp_path):

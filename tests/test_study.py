@@ -1599,6 +1599,23 @@ def test_feasibility_facts_come_from_the_model_folder_and_nvml(tmp_path, surface
     ]
 
 
+def test_a_replay_predicts_from_the_surfaces_model_facts_and_its_recorded_gpu(tmp_path, surface, nvml_gpus):
+    """A replay whose model.path has no config.json predicts from the facts the header carries (`tune record`
+    copied them from config.json), on the recorded GPU's memory, not this machine's NVML (80 GiB here)."""
+    from tuner.sglang.feasibility import ModelFacts
+
+    facts = ModelFacts.from_folder(ROOT / "tests" / "data" / "models" / "qwen3-8b")
+    assert facts is not None
+
+    def recorded_facts(data: dict) -> None:
+        data["header"].update(model_facts=dataclasses.asdict(facts), gpu_memory_mib=143771.0)
+
+    checks = Tuner(replay_config(tmp_path, surface_with(tmp_path, surface, recorded_facts))).preflight()
+    f = checks.feasibility()
+    assert f.model == facts and f.gpu_mib == 143771.0 and checks.warnings == []
+    assert Tuner(replay_config(tmp_path, surface)).preflight().feasibility().model is None  # none recorded
+
+
 def test_without_nvml_no_kv_failure_is_predicted(tmp_path, surface, monkeypatch):
     import pynvml
 
