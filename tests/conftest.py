@@ -115,7 +115,7 @@ def wait_healthy(url: str, timeout: float = 60) -> None:
     pytest.fail(f"{url}/health never answered 200")
 
 
-def servers_of(study: str, trial: int | None = None) -> list[int]:
+def servers_of(study: str, trial: int | str | None = None) -> list[int]:
     """PIDs of live processes that carry this study's mark (and this trial's): a server or one of its children."""
     needles = {f"SGLANG_TUNER_STUDY={study}".encode()} | (
         {f"SGLANG_TUNER_TRIAL={trial}".encode()} if trial is not None else set()

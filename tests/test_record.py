@@ -70,6 +70,7 @@ def _every_field_set() -> TrialRecord:
         times=PhaseSeconds(10.5, 20.25, 1.5, 33.0, 0.75),
         startup=StartupPhases(14.0, 31.0, 0.11, 4.0, 10.2, 1.0, "fired up"),
         compile_cache_warm=False,
+        prestarted_s=41.5,
         warmup_s=12.5,
         warmup_bursts=3,
         warmup_stable=True,

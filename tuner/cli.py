@@ -675,6 +675,8 @@ def confirm(
         results = _guard(confirm_top, tuner, top, repeats)
     except KeyboardInterrupt:
         _fail("interrupted: no confirmation recorded", 130)
+    finally:
+        tuner.launcher.close()
     from tuner.views.report import confirmation_lines
 
     for line in confirmation_lines(tuner.study):

@@ -127,6 +127,9 @@ class LauncherConfig(Strict):
     # machine (tuner/serve/compile_cache.py); a variable launcher.env sets wins. Mounted at the same path in Docker.
     compile_cache: bool = True
     compile_cache_dir: str = COMPILE_CACHE_DIR
+    # Process launcher, a `PYTHON -m MODULE` command: the next trial's interpreter does its imports (~20 s of
+    # SGLang's startup) while this trial runs (tuner/serve/prestart.py).
+    prestart: bool = True
     # Docker only
     image: str | None = None
     volumes: list[str] = Field(default_factory=list)

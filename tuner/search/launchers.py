@@ -42,7 +42,9 @@ def make_launcher(config: RunConfig) -> Launcher:
         )
     from tuner.serve.process import ProcessLauncher
 
-    return ProcessLauncher(config.launcher.command, config.launcher.env, compile_cache=cache)
+    return ProcessLauncher(
+        config.launcher.command, config.launcher.env, compile_cache=cache, prestart=config.launcher.prestart
+    )
 
 
 def looks_like_model_path(model: str) -> bool:

@@ -17,6 +17,7 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -218,7 +219,8 @@ class Tuner:
             threading.Thread(target=self._worker, args=(study, pool, artifacts), name=f"slot-{i}", daemon=True)
             for i in range(slots)
         ]
-        with _signals_set(self.cancel):
+        # The launcher keeps the next trial's prestarted interpreter: it goes when the study stops.
+        with _signals_set(self.cancel), closing(self.launcher):
             for w in workers:
                 w.start()
             for w in workers:

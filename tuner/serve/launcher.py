@@ -47,6 +47,8 @@ class Server(ABC):
 
     spec: LaunchSpec
     ident: str = field(default="")
+    # Seconds its interpreter was started ahead of the launch, importing (serve/prestart.py); None: started fresh.
+    prestarted_s: float | None = field(default=None, kw_only=True)
 
     @abstractmethod
     def exit_code(self) -> int | None:
@@ -76,6 +78,10 @@ class Launcher(ABC):
     @abstractmethod
     def describe(self) -> dict[str, str]:
         """What to record with every trial (SGLang version, image digest, command)."""
+
+    def close(self) -> None:
+        """Stop what this launcher keeps between trials (a prestarted interpreter); the study is done with it."""
+        return None  # most launchers keep nothing between trials
 
     def compile_cache_warm(self, spec: LaunchSpec) -> bool | None:
         """Whether the shared compile cache (serve/compile_cache.py) held kernels when ``spec`` launches: None

@@ -7,13 +7,16 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuner.serve.compile_cache import CompileCache
-from tuner.serve.launcher import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
+from tuner.serve.launcher import STUDY_MARK, TRIAL_MARK, Launcher, LaunchError, LaunchSpec, Server
+from tuner.serve.prestart import Prestarted, python_module
 from tuner.sglang.catalog import FlagCatalog, read_catalog
+from tuner.sglang.entrypoint import RUN_TIME_IMPORTS
 from tuner.sglang.flags import deploy_defaults, one_per_line, shell_args
 
 DEFAULT_COMMAND = ("python", "-m", "sglang.launch_server")
@@ -93,10 +96,16 @@ class ProcessLauncher(Launcher):
         command: list[str] | tuple[str, ...] = DEFAULT_COMMAND,
         env: dict[str, str] | None = None,
         compile_cache: CompileCache | None = None,
+        prestart: bool = True,
     ):
         self.command = list(command)
         self.env = dict(env or {})
         self.compile_cache = compile_cache  # one folder of compiled kernels for every trial (None: off)
+        # The next trial's interpreter, importing while this one runs (serve/prestart.py); one per environment,
+        # that is per GPU slot. None: the command cannot be prestarted or prestart is off.
+        self._prestart = python_module(self.command) if prestart else None
+        self._waiting: dict[tuple[tuple[str, str], ...], Prestarted] = {}
+        self._lock = threading.Lock()
 
     def _cache_env(self, spec: LaunchSpec) -> dict[str, str]:
         return self.compile_cache.env({**self.env, **spec.env}) if self.compile_cache else {}
@@ -121,22 +130,63 @@ class ProcessLauncher(Launcher):
         argv = [*self.command, *spec.flags.argv()]
         if self.compile_cache:
             self.compile_cache.prepare(self._cache_env(spec))
+        env = self.environment(spec)
+        key = _prestart_key(env)
+        with self._lock:
+            waiting = self._waiting.pop(key, None)
+        ready = waiting is not None and waiting.ready()
         with open(spec.log_path, "ab") as log:
             log.write(f"# {shlex.join(argv)}\n".encode())
-            log.flush()
+            if ready:
+                log.write(b"# prestarted: its imports ran before this launch (sglang-tuner launcher.prestart)\n")
+        if waiting is not None and ready:
+            ahead = waiting.run(spec.flags.argv(), spec.log_path, {TRIAL_MARK: env[TRIAL_MARK]})
+            server = ProcessServer(spec=spec, ident=str(waiting.proc.pid), proc=waiting.proc, prestarted_s=ahead)
+        else:
+            if waiting is not None:
+                waiting.discard()
+            server = self._start(argv, spec, env)
+        self._prestart_next(key, env)
+        return server
+
+    def _start(self, argv: list[str], spec: LaunchSpec, env: dict[str, str]) -> ProcessServer:
+        with open(spec.log_path, "ab") as log:
             try:
                 proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=self.environment(spec),
+                    env=env,
                     start_new_session=True,
                     preexec_fn=_die_with_parent,
                 )
             except OSError as exc:
                 raise LaunchError(f"cannot start {shlex.join(self.command)}: {exc.strerror or exc}") from None
         return ProcessServer(spec=spec, ident=str(proc.pid), proc=proc)
+
+    def _prestart_next(self, key: tuple[tuple[str, str], ...], env: dict[str, str]) -> None:
+        if self._prestart is None:
+            return
+        python, module = self._prestart
+        try:
+            # Its trial's number is not known yet: the mark says what it is until then.
+            started = Prestarted.start(
+                python, module, RUN_TIME_IMPORTS.get(module, ()), {**env, TRIAL_MARK: "prestarted"}, _die_with_parent
+            )
+        except OSError:
+            return  # the next launch starts fresh and reports why it cannot
+        with self._lock:
+            old = self._waiting.pop(key, None)
+            self._waiting[key] = started
+        if old is not None:
+            old.discard()
+
+    def close(self) -> None:
+        with self._lock:
+            waiting, self._waiting = list(self._waiting.values()), {}
+        for w in waiting:
+            w.discard()
 
     def cleanup_orphans(self, study: str) -> list[str]:
         """Kill process groups whose environment marks them as servers of ``study``."""
@@ -174,6 +224,10 @@ class ProcessLauncher(Launcher):
         args = shell_args(spec.flags.argv(), {"--host": '"$HOST"', "--port": '"$PORT"'})
         lines.append("exec " + " \\\n  ".join([head, *one_per_line(args)]))
         return "\n".join(lines) + "\n"
+
+
+def _prestart_key(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in env.items() if k != TRIAL_MARK))
 
 
 def _pids() -> list[int]:

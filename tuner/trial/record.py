@@ -311,6 +311,7 @@ class TrialRecord:
     times: PhaseSeconds = field(default_factory=PhaseSeconds)
     startup: StartupPhases = field(default_factory=StartupPhases)  # the startup's phases, from SGLang's log
     compile_cache_warm: bool | None = None  # the shared compile cache held kernels when it launched
+    prestarted_s: float | None = None  # its interpreter imported this long before the launch (None: started fresh)
     # the warm-up until stable latencies before its first level (part of benchmark_s): seconds, bursts, settled
     warmup_s: float | None = None
     warmup_bursts: int | None = None
@@ -362,6 +363,8 @@ class TrialRecord:
             out["startup_phases"] = self.startup.record()
         if self.compile_cache_warm is not None:
             out["compile_cache_warm"] = self.compile_cache_warm
+        if self.prestarted_s is not None:
+            out["prestarted_s"] = self.prestarted_s
         out.update(
             _drop_none(
                 {"warmup_s": self.warmup_s, "warmup_bursts": self.warmup_bursts, "warmup_stable": self.warmup_stable}
@@ -438,6 +441,7 @@ class TrialRecord:
             ),
             startup=result.startup,
             compile_cache_warm=result.compile_cache_warm,
+            prestarted_s=None if result.prestarted_s is None else round(result.prestarted_s, 1),
             warmup_s=round(warm.seconds, 3) if warm else None,
             warmup_bursts=warm.bursts if warm else None,
             warmup_stable=warm.stable if warm else None,
@@ -512,6 +516,7 @@ class TrialRecord:
             times=PhaseSeconds(**{f.name: a.get(f.name) for f in fields(PhaseSeconds)}),
             startup=StartupPhases.read(a.get("startup_phases")),
             compile_cache_warm=a.get("compile_cache_warm"),
+            prestarted_s=a.get("prestarted_s"),
             warmup_s=a.get("warmup_s"),
             warmup_bursts=a.get("warmup_bursts"),
             warmup_stable=a.get("warmup_stable"),

@@ -124,6 +124,7 @@ class TrialResult:
     replayed: Replayed | None = None
     startup: StartupPhases = field(default_factory=StartupPhases)  # where its startup seconds went (its log)
     compile_cache_warm: bool | None = None  # the shared compile cache held kernels at launch (None: none shared)
+    prestarted_s: float | None = None  # its interpreter imported this long before the launch (None: started fresh)
     decode_graphs: DecodeGraphs | None = None  # what its decode log lines said of CUDA graphs (None: not benchmarked)
     level_graphs: tuple[DecodeGraphs, ...] = ()  # the same, per measured level (its warm-up included)
     artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
@@ -307,6 +308,7 @@ class TrialRunner:
             plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before, shared, kv
         )
         result.startup, result.compile_cache_warm = startup, cache_warm
+        result.prestarted_s = server.prestarted_s
         if bench is not None:
             # Read once the server has stopped, so every line it wrote during the benchmark is in the file. A
             # running batch past the largest captured graph decodes eagerly (sgl-project/sglang issue 33483): the
@@ -452,6 +454,7 @@ def _write_artifacts(result: TrialResult) -> None:
         "kv_capacity": result.kv.record(),
         "startup_phases": result.startup.record(),
         "compile_cache_warm": result.compile_cache_warm,
+        "prestarted_s": result.prestarted_s,
         "warmup": result.benchmark.warmup.record() if result.benchmark and result.benchmark.warmup else None,
         "decode_graphs": result.decode_graphs.record() if result.decode_graphs else None,
         "gpu_shared": [h.record() for h in result.gpu_shared],

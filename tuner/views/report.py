@@ -58,7 +58,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for i, m in enumerate(metrics):
             row[m] = round(r.values[i], 2) if r.values else None
         row["startup_s"] = r.times.startup_s
-        row["startup"] = (r.startup.summary() + _cache_word(r.compile_cache_warm) + _warmup_word(r)) or None
+        row["startup"] = (
+            r.startup.summary() + _cache_word(r.compile_cache_warm) + _prestart_word(r.prestarted_s) + _warmup_word(r)
+        ) or None
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
         row["max_running"] = r.kv.max_running_requests
@@ -103,12 +105,17 @@ def startup_frame(study: optuna.Study) -> pd.DataFrame:
             row[short] = getattr(r.startup, name)
         row["reached"] = r.startup.reached
         row["compile cache"] = None if r.compile_cache_warm is None else "warm" if r.compile_cache_warm else "cold"
+        row["prestarted (s ahead)"] = r.prestarted_s
         row["warm-up until stable (s)"] = r.warmup_s
         row["warm-up bursts"] = (
             None if r.warmup_s is None else f"{r.warmup_bursts}{'' if r.warmup_stable else ' (not stable)'}"
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _prestart_word(ahead_s: float | None) -> str:
+    return "" if ahead_s is None else f" (prestarted {ahead_s:.0f} s ahead)"
 
 
 def _cache_word(warm: bool | None) -> str:
