@@ -112,6 +112,7 @@ class Prestarted:
         """Make it the server: ``argv`` after the module, output appended to ``log_path`` after what it printed
         while importing, ``env`` set on top of its own. Returns how many seconds ahead it was started."""
         with open(log_path, "ab") as log:
+            log.write(b"# prestarted: its imports ran before this launch (sglang-tuner launcher.prestart)\n")
             log.write(self.early_log.read_bytes())
         self.early_log.unlink(missing_ok=True)
         assert self.proc.stdin is not None

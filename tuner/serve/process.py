@@ -137,12 +137,14 @@ class ProcessLauncher(Launcher):
         ready = waiting is not None and waiting.ready()
         with open(spec.log_path, "ab") as log:
             log.write(f"# {shlex.join(argv)}\n".encode())
-            if ready:
-                log.write(b"# prestarted: its imports ran before this launch (sglang-tuner launcher.prestart)\n")
+        server = None
         if waiting is not None and ready:
-            ahead = waiting.run(spec.flags.argv(), spec.log_path, {TRIAL_MARK: env[TRIAL_MARK]})
-            server = ProcessServer(spec=spec, ident=str(waiting.proc.pid), proc=waiting.proc, prestarted_s=ahead)
-        else:
+            try:
+                ahead = waiting.run(spec.flags.argv(), spec.log_path, {TRIAL_MARK: env[TRIAL_MARK]})
+                server = ProcessServer(spec=spec, ident=str(waiting.proc.pid), proc=waiting.proc, prestarted_s=ahead)
+            except OSError:  # it died since it said ready (its pipe is gone): start fresh, as if it had not been
+                pass
+        if server is None:
             if waiting is not None:
                 waiting.discard()
             server = self._start(argv, spec, env)
