@@ -32,21 +32,12 @@ enqueue() {  # trials 4, 7 and 10 of the recorded chat study, as the first trial
   python3 - "$1" <<'PY'
 import sys
 import optuna
+import yaml
 storage = f"sqlite:///{sys.argv[1]}"
 study = optuna.load_study(study_name=optuna.study.get_all_study_names(storage)[0], storage=storage)
 if len(study.trials) < 2:
-    common = {"disable-radix-cache": False, "enable-mixed-chunk": False}
-    for params in (
-        {"schedule-policy": "fcfs", "chunked-prefill-size": 4096, "enable-mixed-chunk": True,
-         "schedule-conservativeness": 0.5, "max-running-requests": 64, "cuda-graph-max-bs-decode": 256,
-         "triton-attention-num-kv-splits": 16},
-        {"schedule-policy": "dfs-weight", "chunked-prefill-size": 8192, "schedule-conservativeness": 1.2,
-         "max-running-requests": 128, "cuda-graph-max-bs-decode": 64, "triton-attention-num-kv-splits": 32},
-        {"schedule-policy": "lpm", "chunked-prefill-size": 4096, "enable-mixed-chunk": True,
-         "schedule-conservativeness": 1.3, "max-running-requests": 64, "cuda-graph-max-bs-decode": 64,
-         "triton-attention-num-kv-splits": 16},
-    ):
-        study.enqueue_trial({**common, **params})
+    for params in yaml.safe_load(open("benchmarks/h200/gpu-seconds-configs.yaml")):
+        study.enqueue_trial(params)
 PY
 }
 for n in 1 2 3 4; do

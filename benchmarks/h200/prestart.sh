@@ -24,6 +24,7 @@ copier=$!
 # before the two chat configs are queued behind it, so that they are sampled trials the incumbent can stop.
 python3 - "$PWD/$db" <<'PY' &
 import sys
+import yaml
 from tuner.config.run import load_config
 from tuner.search.study import Tuner
 from tuner.trial.record import TrialRecord
@@ -33,15 +34,8 @@ tuner = Tuner(config)
 study = tuner.prepare()
 if not study.trials:
     study.enqueue_trial({}, user_attrs=TrialRecord(baseline=True).attrs())
-    common = {"disable-radix-cache": False, "enable-mixed-chunk": False}
-    for params in (
-        {"schedule-policy": "fcfs", "chunked-prefill-size": 4096, "enable-mixed-chunk": True,
-         "schedule-conservativeness": 0.5, "max-running-requests": 64, "cuda-graph-max-bs-decode": 256,
-         "triton-attention-num-kv-splits": 16},
-        {"schedule-policy": "dfs-weight", "chunked-prefill-size": 8192, "schedule-conservativeness": 1.2,
-         "max-running-requests": 128, "cuda-graph-max-bs-decode": 64, "triton-attention-num-kv-splits": 32},
-    ):
-        study.enqueue_trial({**common, **params})
+    for params in yaml.safe_load(open("benchmarks/h200/gpu-seconds-configs.yaml"))[:2]:
+        study.enqueue_trial(params)
 tuner.run()
 PY
 tuner=$!
