@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import time
 
@@ -21,7 +22,7 @@ from tuner.bench.workload import Level, LoadSearch
 from tuner.config.run import load_config
 from tuner.search.storage import load_existing_study
 from tuner.sglang.feasibility import ModelFacts
-from tuner.trial.surface import Answer, Row, Surface, curve_at
+from tuner.trial.surface import LEVEL_METRICS, Answer, Row, Surface, curve_at
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 
@@ -569,6 +570,27 @@ def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
         # Broken levels cut short (their seconds estimated, said in the log) only with cut_short on.
         logs = [(tmp_path / "trials" / name / str(t.number) / "server.log").read_text() for t in trials]
         assert any("(estimated: replayed)" in text for text in logs) == (name != "plain")
+
+
+def test_a_replayed_load_search_says_not_recorded_for_a_p99_its_surface_did_not_record(tmp_path):
+    """The chat surface as an import that mapped no p99 TTFT (NaN in every level, its SLO on TPOT only): the live
+    progress of each replayed level says "not recorded", as every view does, never "nan"."""
+    env = demo_checkout(tmp_path)
+    surface = json.loads(CHAT.read_text())
+    surface["header"]["metrics_recorded"] = [m for m in LEVEL_METRICS if m != "p99_ttft_ms"]
+    surface["header"]["objective"]["slo"] = {"p99_tpot_ms": 40.0}
+    for row in surface["rows"]:
+        for lv in row.get("levels") or ():
+            lv["p99_ttft_ms"] = math.nan
+    (tmp_path / "surfaces" / CHAT.name).write_text(json.dumps(surface))
+    run = tmp_path / "runs" / "demo-chat.yaml"
+    text = run.read_text().replace("p99_ttft_ms: 2000, ", "").replace("trials: 12", "trials: 2")
+    run.write_text(text)
+    done = tune("start", "-c", "runs/demo-chat.yaml", "--progress", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert "4 req/s: p99 TTFT not recorded, p99 TPOT 7.2 ms (replayed)" in said, said
+    assert not re.search(r"\bnan\b", said, re.I), said
 
 
 def test_a_recorded_broken_level_is_cut_short_where_its_violations_settle_it():

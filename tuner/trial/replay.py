@@ -24,7 +24,15 @@ from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.process import ProcessLauncher
 from tuner.sglang import failures
 from tuner.sglang.catalog import FlagCatalog
-from tuner.trial.runner import PhaseTimes, Replayed, TrialPlan, TrialResult, TrialRunner, write_artifacts
+from tuner.trial.runner import (
+    PhaseTimes,
+    Replayed,
+    TrialPlan,
+    TrialResult,
+    TrialRunner,
+    rate_detail,
+    write_artifacts,
+)
 from tuner.trial.surface import Answer, Surface
 
 
@@ -255,8 +263,7 @@ class ReplayRunner(TrialRunner):
             self._phase(
                 plan,
                 "benchmarking",
-                f"{level.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, "
-                f"p99 TPOT {lv.p99_tpot_ms:.1f} ms (replayed)",
+                f"{rate_detail(lv)} (replayed)",
             )
         with open(plan.trial_dir / "server.log", "a") as log:
             log.writelines(lines)

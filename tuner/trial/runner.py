@@ -39,6 +39,7 @@ from tuner.sglang.failures import FailureClass, Phase
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
 from tuner.sglang.startup_log import StartupPhases
+from tuner.trial.numbers import number
 
 HEALTH_EVERY_S = 1.0
 UNHEALTHY_AFTER = 3  # consecutive failed /health polls (a loaded server may be slow to answer one)
@@ -325,9 +326,7 @@ class TrialRunner:
         def on_level(lv: LevelResult) -> None:
             level_done()
             if self.load_search is not None:
-                detail = (
-                    f"{lv.request_rate:g} req/s: p99 TTFT {lv.p99_ttft_ms:.0f} ms, p99 TPOT {lv.p99_tpot_ms:.1f} ms"
-                )
+                detail = rate_detail(lv)
             else:
                 detail = f"c={lv.concurrency}: {lv.output_throughput:.0f} tok/s"
             self._phase(plan, "benchmarking", detail)
@@ -389,6 +388,13 @@ class TrialRunner:
 
 
 STARTUP_LOG_BYTES = 4 << 20  # the startup lines come first; a server's later decode lines are not needed here
+
+
+def rate_detail(lv: LevelResult) -> str:
+    """A load search's level as the progress says it; a p99 a replayed surface did not record is "not
+    recorded", as in every view."""
+    ttft, tpot = number(lv.p99_ttft_ms, ".0f", " ms"), number(lv.p99_tpot_ms, ".1f", " ms")
+    return f"{lv.request_rate:g} req/s: p99 TTFT {ttft}, p99 TPOT {tpot}"
 
 
 def _startup_phases(log_path: Path, startup_s: float) -> StartupPhases:

@@ -22,9 +22,9 @@ import optuna
 
 from tuner.errors import TunerError
 from tuner.sglang.flags import ServerFlags
+from tuner.trial.numbers import number
 from tuner.trial.record import StudyRecord, TrialRecord, records, replay_notice
 from tuner.views.importance import METHOD, importances, trials_for
-from tuner.views.numbers import number
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from tuner.serve.launcher import Launcher, LaunchSpec
 from tuner.sglang import endpoints
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.files import write_whole
+from tuner.trial.numbers import number
 from tuner.trial.record import (
     ExportChoice,
     NothingToExport,
@@ -29,7 +30,6 @@ from tuner.trial.record import (
     no_baseline,
     reference_records,
 )
-from tuner.views.numbers import number
 
 __all__ = ["Exported", "NothingToExport", "best_trial", "export_best"]
 

@@ -20,9 +20,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from tuner.trial.numbers import number
 from tuner.trial.record import Budget, StudyRecord, baseline_record, best_or_none, no_baseline
 from tuner.trial.runner import TrialResult
-from tuner.views.numbers import number
 
 HEARTBEAT_S = 10.0
 REDRAW_S = 1.0

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.files import write_whole
+from tuner.trial.numbers import recorded
 from tuner.trial.record import (
     Budget,
     NothingToExport,
@@ -32,7 +33,6 @@ from tuner.trial.record import (
     records,
     replay_notice,
 )
-from tuner.views.numbers import recorded
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go  # imported where figures are made: a report without them does not pay for it

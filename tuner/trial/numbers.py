@@ -1,4 +1,4 @@
-"""How a view writes a recorded number: NaN is a metric its source did not record (an imported surface maps only
+"""How a recorded number is written: NaN is a metric its source did not record (an imported surface maps only
 some of bench_serving's columns; a statistic with no sample), written "not recorded", never "nan"."""
 
 from __future__ import annotations
