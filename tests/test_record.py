@@ -47,6 +47,7 @@ def _every_field_set() -> TrialRecord:
     return TrialRecord(
         baseline=False,
         reference="hand-tuned",
+        warm_start="surfaces/earlier.json",
         retry_of=2,
         retry_reason="interrupted",
         worker="host:123",

@@ -13,6 +13,7 @@ from conftest import ROOT, tune, write_run, write_space
 from tuner.config.space import load_space
 from tuner.search.samplers import DefaultsWalk, start_point, warm_start_params
 from tuner.trial.record import TrialRecord
+from tuner.views.dashboard import trial_note
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 CHAT = ROOT / "surfaces" / "h200-qwen3-8b-chat.json"
@@ -109,6 +110,18 @@ def test_warm_start_measures_the_earlier_studys_best_configs_within_the_budget(t
     for t, params in zip(trials[1:], starts, strict=False):
         assert {k: t.params[k] for k in params} == params
     assert all(TrialRecord.of(t).replay is not None for t in trials)  # each measured (replayed) here
+    # Marked where the views say a trial's origin (as they name the baseline and references): which trials came
+    # from the earlier study, and from which surface.
+    assert [TrialRecord.of(t).warm_start for t in trials] == [None, str(CHAT), str(CHAT), str(CHAT), None, None]
+    assert "warm start from" not in trial_note(4, TrialRecord.of(trials[4]))
+    assert trial_note(1, TrialRecord.of(trials[1])).startswith(f"## Trial 1 — warm start from {CHAT} (a best")
+    run = str(tmp_path / "warm.yaml")
+    status = tune("status", "-c", run)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("warm start from") == 3, status.stdout
+    assert tune("report", "-c", run, cwd=tmp_path).returncode == 0
+    html = (tmp_path / "reports" / "warm" / "report.html").read_text()
+    assert html.count(f"warm start from {CHAT}:") == 3
 
 
 @pytest.mark.parametrize("name", ["defaults-walk", "sobol"])

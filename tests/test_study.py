@@ -63,6 +63,7 @@ from tuner.serve.process import ProcessLauncher
 from tuner.sglang import failures
 from tuner.sglang.flags import ServerFlags
 from tuner.sglang.kv import KvCapacity
+from tuner.trial.record import TrialRecord
 from tuner.trial.replay import ReplayLauncher
 from tuner.trial.runner import Cancelled, PhaseTimes, Replayed, TrialPlan, TrialResult
 from tuner.views.dashboard import note_for
@@ -817,6 +818,7 @@ def test_a_retry_runs_the_same_parameters_and_keeps_its_role(tmp_path):
     trial = study.ask({"x": optuna.distributions.IntDistribution(1, 9)})
     trial.set_user_attr("baseline", True)
     trial.set_user_attr("reference", "seed-balanced-v2")
+    trial.set_user_attr("warm_start", "earlier.json")
     trial.set_user_attr("worker", "h:1")
     study.tell(trial, state=TrialState.FAIL)
     study.tell(study.ask(), 1.0)
@@ -832,6 +834,7 @@ def test_a_retry_runs_the_same_parameters_and_keeps_its_role(tmp_path):
         "retry_reason": "interrupted",
         "baseline": True,
         "reference": "seed-balanced-v2",
+        "warm_start": "earlier.json",
     }
     assert queued[1].user_attrs["retry_reason"] == "worker h:1 stopped heartbeating"
     assert queued[2].user_attrs == {"retry_of": 1, "retry_reason": "why"}
@@ -1364,6 +1367,12 @@ def test_a_trial_numbered_past_the_budget_is_given_back(tmp_path, surface):
     [queued] = study.get_trials(states=(TrialState.WAITING,))
     assert queued.user_attrs == {"retry_of": 0, "baseline": True} and queued.system_attrs["fixed_params"] == {}
     assert Tuner.trials_done(study) == 1
+    # So does a warm start's queued config, still marked as the earlier study's (the views say so).
+    study.tell(study.ask(), state=TrialState.FAIL)  # the queued re-run, out of the way
+    study.enqueue_trial({}, user_attrs=TrialRecord(warm_start="earlier.json").attrs())
+    tuner._run_asked(study, study.ask(), gpu.GpuPool([0]), tuner._artifact_store())
+    [queued] = study.get_trials(states=(TrialState.WAITING,))
+    assert queued.user_attrs == {"warm_start": "earlier.json"}
 
 
 def test_a_trial_runs_on_the_gpu_it_got_and_that_gpus_port(tmp_path, surface):

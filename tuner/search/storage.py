@@ -211,7 +211,11 @@ class _RetryStale:
 def enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str = "interrupted") -> None:
     r = TrialRecord.of(trial)
     again = TrialRecord(
-        retry_of=trial.number, retry_reason=reason, baseline=r.baseline or None, reference=r.reference or None
+        retry_of=trial.number,
+        retry_reason=reason,
+        baseline=r.baseline or None,
+        reference=r.reference or None,
+        warm_start=r.warm_start,
     )
     study.enqueue_trial(dict(trial.params), user_attrs=again.attrs())
 

@@ -184,8 +184,8 @@ class Tuner:
         for name in self.references:
             if name not in queued:
                 study.enqueue_trial({}, user_attrs=TrialRecord(reference=name).attrs())
-        for params in starts:
-            study.enqueue_trial(params)
+        for params in starts:  # marked: the views say which surface each came from
+            study.enqueue_trial(params, user_attrs=TrialRecord(warm_start=self.config.sampler.warm_start).attrs())
 
     def _recover_stale(self, study: optuna.Study) -> None:
         """RUNNING trials of a dead worker on this host (kill -9): fail them and run their parameters again."""
@@ -298,7 +298,9 @@ class Tuner:
                 r = TrialRecord.of(trial)
                 study.enqueue_trial(
                     fixed,
-                    user_attrs=TrialRecord(retry_of=r.retry_of, baseline=r.baseline, reference=r.reference).attrs(),
+                    user_attrs=TrialRecord(
+                        retry_of=r.retry_of, baseline=r.baseline, reference=r.reference, warm_start=r.warm_start
+                    ).attrs(),
                 )
             return
         queued = TrialRecord.of(trial)

@@ -286,6 +286,7 @@ class TrialRecord:
     # its role, set when it is queued
     baseline: bool | None = None
     reference: str | None = None  # a hand-tuned reference config's name
+    warm_start: str | None = None  # the earlier study's surface whose best config it is (sampler.warm_start)
     retry_of: int | None = None
     retry_reason: str | None = None
     # where and how it ran, set when it is planned
@@ -338,6 +339,7 @@ class TrialRecord:
             {
                 "baseline": self.baseline,
                 "reference": self.reference,
+                "warm_start": self.warm_start,
                 "retry_of": self.retry_of,
                 "retry_reason": self.retry_reason,
                 "worker": self.worker,
@@ -493,6 +495,7 @@ class TrialRecord:
             **optuna_fields,
             baseline=a.get("baseline"),
             reference=a.get("reference"),
+            warm_start=a.get("warm_start"),
             retry_of=a.get("retry_of"),
             retry_reason=a.get("retry_reason"),
             worker=a.get("worker"),

@@ -93,7 +93,13 @@ def trial_note(number: int, record: TrialRecord | Mapping[str, Any]) -> str:
     r = record if isinstance(record, TrialRecord) else TrialRecord.from_attrs(record)
     cls = r.failure_class or "none"
     title = f"## Trial {number}" + (
-        f" — {r.baseline_words}" if r.baseline else f" — reference {r.reference} (hand-tuned)" if r.reference else ""
+        f" — {r.baseline_words}"
+        if r.baseline
+        else f" — reference {r.reference} (hand-tuned)"
+        if r.reference
+        else f" — warm start from {r.warm_start} (a best config of that earlier study)"
+        if r.warm_start
+        else ""
     )
     status = "ok" if not r.failed else f"**{cls}**"
     if not r.failed and r.feasible is False:

@@ -77,6 +77,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["flags"] = r.baseline_words if r.baseline else (r.flags or ServerFlags()).text(skip=fixed)
         if r.reference:
             row["flags"] = f"reference {r.reference}: {row['flags']}"
+        elif r.warm_start:
+            row["flags"] = f"warm start from {r.warm_start}: {row['flags']}"
         rows.append(row)
     return pd.DataFrame(rows)
 
