@@ -78,6 +78,42 @@ def test_defaults_walk_starts_from_the_baseline_and_moves_one_flag_per_trial(tmp
     assert any(len(moved(t.params, best_point)) > 1 for t in trials[walk:])
 
 
+def test_defaults_walk_gets_out_of_an_infeasible_start(tmp_path):
+    """A grid where SGLang's defaults crash and so does every config that keeps either flag at its default: each
+    one-flag move from the defaults fails, so a walk from them would fail every trial. With nothing feasible it
+    draws both flags at random until a trial is, then walks on from that one."""
+    grid = ["policy,cons,conc,tput,status", ",,16,,crashed"]
+    for policy in ("fcfs", "lpm", "lof"):
+        for cons in (1.0, 0.5, 1.5):
+            ok = policy != "fcfs" and cons != 1.0
+            grid.append(f"{policy},{cons},16,{1000 + 100 * cons if ok else ''},{'' if ok else 'crashed'}")
+    (tmp_path / "grid.csv").write_text("\n".join(grid) + "\n")
+    done = tune(
+        "import", "grid.csv", "--out", "grid.json", "--concurrency", "conc", "--failure", "status",
+        "--flag", "policy=schedule-policy", "--flag", "cons=schedule-conservativeness",
+        "--metric", "tput=output_throughput", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    space = {
+        "schedule-policy": {"choices": ["fcfs", "lpm", "lof"]},
+        "schedule-conservativeness": {"choices": [0.5, 1.0, 1.5]},
+    }
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({"params": space}))
+    grid_run = {
+        "space": str(tmp_path / "space.yaml"),
+        "launcher": {"kind": "replay", "surface": str(tmp_path / "grid.json")},
+        "workload": {"concurrency": [16]},
+        "objective": {"metrics": ["output_throughput"], "at_concurrency": 16},
+    }
+    study = replay(tmp_path, "stuck", 8, grid_run, name="defaults-walk", n_startup_trials=8, seed=0)
+    trials = [TrialRecord.of(t) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert len(trials) == 8 and trials[0].is_baseline and trials[0].failed
+    first = next((r for r in trials if r.is_feasible), None)
+    assert first is not None, [r.params for r in trials]
+    after = trials[first.number + 1]  # the walk again: one flag moved from the feasible trial
+    assert sum(after.params[k] != first.params[k] for k in space) == 1, (first.params, after.params)
+
+
 def test_sobol_start_covers_each_choice_once_where_random_repeats(tmp_path):
     """Four Sobol points stratify each dimension into quarters: the four chunk sizes are each drawn once (random
     draws would repeat one in 9 studies of 10), after the baseline, which has no params."""

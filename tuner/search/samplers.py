@@ -1,6 +1,9 @@
 """The study's sampler, built from the run file's ``sampler:`` (make_sampler), and the starts that use what is known
 before the first launch: a walk from SGLang's defaults one flag at a time, a quasi-random (Sobol) start, each
-handing over to TPE, and the warm start's configs from an earlier study's surface."""
+handing over to TPE, and the warm start's configs from an earlier study's surface.
+
+The walk moves one flag from the best feasible trial, and after an infeasible trial draws every parameter at
+random instead, so an infeasible start (SGLang's defaults failing) never holds it (DefaultsWalk)."""
 
 from __future__ import annotations
 
@@ -113,7 +116,14 @@ class DefaultsWalk(BaseSampler):
     """From SGLang's defaults, one flag per trial: each trial is the best feasible trial so far (the baseline's
     point while nothing beat it: ``start_point``, with what SGLang chose for itself in the baseline where it said)
     with one active parameter moved to another value, the parameters taken in a seeded order, round and round.
-    Keeping what improved is the incumbent moving."""
+    Keeping what improved is the incumbent moving.
+
+    The trial after an infeasible one (failed, predicted to fail, or broke a limit) is a seeded random draw of
+    every parameter instead. One-flag moves from a point that fails can fail for ever: SGLang's defaults that
+    crash until two flags move, or a start that is not the baseline's real config (a flag SGLang sizes itself,
+    started at the space's middle: the public sweep's context length 10240, past the 8192 that ever ran). A
+    random draw reaches any feasible config of the space with the same odds on every such trial, and a feasible
+    trial hands back to the walk, from the best feasible trial (benchmarks/SAMPLERS.md measures the rule)."""
 
     def __init__(self, space: SearchSpace, seed: int | None):
         self.space = space
@@ -145,7 +155,11 @@ class DefaultsWalk(BaseSampler):
         return value
 
     def plan(self, study: Study, trial: FrozenTrial) -> dict[str, FlagValue]:
-        """The incumbent's point with one parameter moved."""
+        """The incumbent's point with one parameter moved; after an infeasible trial, nothing (every parameter
+        drawn at random)."""
+        done = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=False)
+        if done and not _feasible(max(done, key=lambda t: t.number)):
+            return {}
         point = {**self.start, **self.settled(study)}
         best = incumbent(study)
         if best is not None:
@@ -188,12 +202,12 @@ class DefaultsWalk(BaseSampler):
 def incumbent(study: Study) -> FrozenTrial | None:
     """The best feasible finished trial by the first objective (the baseline included)."""
     sign = -1.0 if study.directions[0] == StudyDirection.MINIMIZE else 1.0
-    done = [
-        t
-        for t in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=False)
-        if t.values and all(c <= 0 for c in t.constraints.values())
-    ]
-    return max(done, key=lambda t: sign * t.values[0], default=None)
+    done = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=False)
+    return max(filter(_feasible, done), key=lambda t: sign * t.values[0], default=None)
+
+
+def _feasible(t: FrozenTrial) -> bool:
+    return bool(t.values) and all(c <= 0 for c in t.constraints.values())
 
 
 def start_point(space: SearchSpace) -> dict[str, FlagValue]:
