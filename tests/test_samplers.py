@@ -78,27 +78,38 @@ def test_defaults_walk_starts_from_the_baseline_and_moves_one_flag_per_trial(tmp
     assert any(len(moved(t.params, best_point)) > 1 for t in trials[walk:])
 
 
-def test_defaults_walk_gets_out_of_an_infeasible_start(tmp_path):
-    """A grid where SGLang's defaults crash and so does every config that keeps either flag at its default: each
-    one-flag move from the defaults fails, so a walk from them would fail every trial. With nothing feasible it
-    draws both flags at random until a trial is, then walks on from that one."""
-    grid = ["policy,cons,conc,tput,status", ",,16,,crashed"]
-    for policy in ("fcfs", "lpm", "lof"):
-        for cons in (1.0, 0.5, 1.5):
-            ok = policy != "fcfs" and cons != 1.0
-            grid.append(f"{policy},{cons},16,{1000 + 100 * cons if ok else ''},{'' if ok else 'crashed'}")
+@pytest.mark.parametrize(
+    ("flags", "defaults"),
+    [
+        # SGLang's defaults crash (the baseline fails): no trial is feasible to walk from.
+        ({"schedule-policy": ["fcfs", "lpm", "lof"], "schedule-conservativeness": [1.0, 0.5, 1.5]}, "crashed"),
+        # The defaults run, but the walk's point for them, both flags SGLang sizes itself at the space's middle,
+        # crashes: the baseline stays the incumbent (the public sweep's context length).
+        ({"chunked-prefill-size": [4096, 2048, 8192], "mem-fraction-static": [0.8, 0.7, 0.9]}, "ran"),
+    ],
+    ids=["defaults-crash", "start-point-crashes"],
+)
+def test_defaults_walk_gets_out_of_an_infeasible_start(tmp_path, flags, defaults):
+    """A grid where every config that keeps either flag at the walk's start (each list's first value) crashes:
+    each one-flag move from the start fails, so a walk from it would fail every trial. After a failure it draws
+    both flags at random until a trial is feasible, then walks on from that one."""
+    a, b = flags
+    grid = ["a,b,conc,tput,status", f",,16,{'900,' if defaults == 'ran' else ',crashed'}"]
+    for x in flags[a]:
+        for y in flags[b]:
+            ok = x != flags[a][0] and y != flags[b][0]
+            grid.append(
+                f"{x},{y},16,{1000 + flags[a].index(x) + flags[b].index(y) if ok else ''},{'' if ok else 'crashed'}"
+            )
     (tmp_path / "grid.csv").write_text("\n".join(grid) + "\n")
     done = tune(
         "import", "grid.csv", "--out", "grid.json", "--concurrency", "conc", "--failure", "status",
-        "--flag", "policy=schedule-policy", "--flag", "cons=schedule-conservativeness",
-        "--metric", "tput=output_throughput", cwd=tmp_path,
+        "--flag", f"a={a}", "--flag", f"b={b}", "--metric", "tput=output_throughput", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    space = {
-        "schedule-policy": {"choices": ["fcfs", "lpm", "lof"]},
-        "schedule-conservativeness": {"choices": [0.5, 1.0, 1.5]},
-    }
+    space = {name: {"choices": sorted(values)} for name, values in flags.items()}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump({"params": space}))
+    assert start_point(load_space(tmp_path / "space.yaml")) == {name: values[0] for name, values in flags.items()}
     grid_run = {
         "space": str(tmp_path / "space.yaml"),
         "launcher": {"kind": "replay", "surface": str(tmp_path / "grid.json")},
@@ -107,10 +118,10 @@ def test_defaults_walk_gets_out_of_an_infeasible_start(tmp_path):
     }
     study = replay(tmp_path, "stuck", 8, grid_run, name="defaults-walk", n_startup_trials=8, seed=0)
     trials = [TrialRecord.of(t) for t in study.get_trials(states=(TrialState.COMPLETE,))]
-    assert len(trials) == 8 and trials[0].is_baseline and trials[0].failed
-    first = next((r for r in trials if r.is_feasible), None)
+    assert len(trials) == 8 and trials[0].is_baseline and trials[0].failed == (defaults == "crashed")
+    first = next((r for r in trials[1:] if r.is_feasible), None)
     assert first is not None, [r.params for r in trials]
-    after = trials[first.number + 1]  # the walk again: one flag moved from the feasible trial
+    after = trials[first.number + 1]  # the walk again: one flag moved from the feasible trial, the best now
     assert sum(after.params[k] != first.params[k] for k in space) == 1, (first.params, after.params)
 
 
