@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import time
 
 import optuna
@@ -22,7 +23,12 @@ from tuner.bench.workload import Level, LoadSearch
 from tuner.config.run import load_config
 from tuner.search.storage import load_existing_study
 from tuner.sglang.feasibility import ModelFacts
+<<<<<<< HEAD
 from tuner.trial.surface import LEVEL_METRICS, Answer, Row, Surface, curve_at
+=======
+from tuner.trial.record import TrialRecord
+from tuner.trial.surface import Answer, Row, Surface, curve_at, from_study
+>>>>>>> replayprestart
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 
@@ -182,6 +188,20 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
     ok = next(r for r in surface.rows if r.ok)
     assert [lv.concurrency for lv in ok.levels] == [1, 8]
     assert surface.header.model_facts == ModelFacts.from_folder(model) and surface.header.model_facts.context_len
+    # Each trial's imports phase (launch to the first log line), what a prestarted replayed trial does not pay.
+    phases = [TrialRecord.of(t).startup.imports_s for t in recorded.trials]
+    assert [r.imports_s for r in surface.rows] == phases and ok.imports_s is not None, phases
+    # A prestarted trial's log shows only what its imports left: none is recorded for it. (Optuna writes no
+    # attribute of a finished trial, so the study file is written as a prestarted trial's would be.)
+    with sqlite3.connect(load_config(real).storage.removeprefix("sqlite:///")) as db:
+        db.execute(
+            "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (?, 'prestarted_s', '30.0')",
+            (recorded.trials[ok.trial]._trial_id,),
+        )
+    again = from_study(
+        load_existing_study(load_config(real)), gpu_name="x", catalog=surface.flag_catalog(), sglang_version="x"
+    )
+    assert [r.imports_s for r in again.rows] == [None if r.trial == ok.trial else r.imports_s for r in surface.rows]
     shutil.rmtree(model)  # the replay predicts from the surface's facts, as on a machine without the model
 
     replay_dir = tmp_path / "replay"
@@ -614,3 +634,50 @@ def test_a_recorded_broken_level_is_cut_short_where_its_violations_settle_it():
     held = rows[0].levels[0]
     assert cut_short(held, slo) is held and cut_short(dataclasses.replace(broke, failed=3), slo).failed == 3
     assert cut_short(dataclasses.replace(broke, failed=3), slo).duration_s == broke.duration_s
+
+
+def test_a_replayed_trial_after_one_on_the_same_gpu_loses_its_recorded_imports_as_a_prestarted_one_would(tmp_path):
+    """launcher.prestart in a replay: the first trial starts fresh; each later one's startup loses the surface's
+    imports phase (the trial before took longer than the imports) and records prestarted_s, the replayed seconds
+    of the trial before. Off, or with no imports recorded, or with imports longer than that gap: full startup."""
+    from tuner.search.study import Tuner
+
+    surface = Surface.load(H200)
+
+    def replay(name: str, imports_s: float | None, **launcher) -> list[optuna.trial.FrozenTrial]:
+        rows = [r.model_copy(update={"startup_s": 60.0, "imports_s": imports_s}) for r in surface.rows]
+        path = tmp_path / f"{name}.json"
+        surface.model_copy(update={"rows": rows}).save(path)
+        config = load_config(
+            ROOT / "runs" / "demo.yaml",
+            {
+                "study": name,
+                "trials": 3,
+                "storage": f"sqlite:///{tmp_path}/{name}.db",
+                "trials_dir": str(tmp_path / "trials"),
+                "launcher": {"kind": "replay", "surface": str(path), **launcher},
+            },
+        )
+        return Tuner(config).run().trials
+
+    first, *later = replay("on", 20.0)
+    assert first.user_attrs["startup_s"] == 60.0 and "prestarted_s" not in first.user_attrs
+    for before, t in zip([first, *later], later, strict=False):
+        assert t.user_attrs["startup_s"] == 40.0
+        assert t.user_attrs["prestarted_s"] == round(before.user_attrs["total_s"], 1)
+        assert t.user_attrs["total_s"] == pytest.approx(40.0 + t.user_attrs["benchmark_s"] + t.user_attrs["stop_s"])
+    assert "# prestarted: its 20 s of recorded imports" in (tmp_path / "trials" / "on" / "1" / "server.log").read_text()
+    for trials in (replay("off", 20.0, prestart=False), replay("unrecorded", None), replay("slow", 1000.0)):
+        assert [t.user_attrs["startup_s"] for t in trials] == [60.0] * 3
+        assert not any("prestarted_s" in t.user_attrs for t in trials)
+
+
+def test_a_modelled_imports_phase_is_the_mean_of_the_neighbours_that_recorded_one():
+    surface = Surface.load(H200)
+    flags = {**surface.rows[2].flags, "mem-fraction-static": 0.9}
+    weights = dict.fromkeys(flags, 1.0)
+    assert surface.answer(flags, flag_weights=weights).imports_s is None  # nobody recorded one: nothing known
+    first = surface.answer(flags, flag_weights=weights).sources[0]
+    rows = [r.model_copy(update={"imports_s": 20.0 if r.trial == first else None}) for r in surface.rows]
+    answer = surface.model_copy(update={"rows": rows}).answer(flags, flag_weights=weights)
+    assert answer.modelled and len(answer.sources) > 1 and answer.imports_s == 20.0

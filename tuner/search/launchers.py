@@ -17,7 +17,7 @@ def make_launcher(config: RunConfig) -> Launcher:
         surface = config.launcher.surface
         assert surface is not None  # LauncherConfig requires one for a replay
         try:
-            return ReplayLauncher(Surface.load(surface), surface)
+            return ReplayLauncher(Surface.load(surface), surface, prestart=config.launcher.prestart)
         except SurfaceError as exc:
             raise SetupError(f"launcher.surface: {exc}") from None
     cache = None

@@ -4,8 +4,10 @@ The launcher's "server" is the surface's answer for the trial's flags; ``ReplayR
 ``TrialResult`` a real trial produces (levels, failure class, phase seconds, GPU peak, early stopping on the
 study's own SLOs), so the study records, artifacts, notes, report and export are the real ones. Every result is
 marked replayed (and modelled where no recorded trial had its flags); the seconds are the recorded ones, not
-slept, so GPU-minutes add up as on the GPU. A goodput study runs tuner.load_search's own search, each rate it
-asks for answered from the recorded curves (Answer.at_rate); a rate no curve recorded makes the trial modelled.
+slept, so GPU-minutes add up as on the GPU. With ``launcher.prestart`` on, a trial's startup loses its recorded
+imports phase where a prestarted interpreter would have finished them (``ReplayLauncher``). A goodput study runs
+tuner.load_search's own search, each rate it asks for answered from the recorded curves (Answer.at_rate); a rate
+no curve recorded makes the trial modelled.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tuner.bench.workload import SEARCH_STRATEGY, LoadSearch
 from tuner.errors import Cancelled
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
-from tuner.serve.process import ProcessLauncher
+from tuner.serve.prestart import python_module
+from tuner.serve.process import DEFAULT_COMMAND, ProcessLauncher
 from tuner.sglang import failures
 from tuner.sglang.catalog import FlagCatalog
 from tuner.trial.runner import (
@@ -48,12 +51,23 @@ class ReplayServer(Server):
 
 
 class ReplayLauncher(Launcher):
+    """Answers from ``surface``. With ``prestart`` (launcher.prestart) and a recorded ``PYTHON -m MODULE`` command,
+    each launch prestarts the next interpreter on the same GPUs and environment as the process launcher does
+    (tuner/serve/prestart.py), on the replay's clock: it is ready for the next launch there when the trial launched
+    in between took at least the next trial's recorded imports phase (``Answer.imports_s``) of replayed
+    startup, benchmark and stop seconds. A ready one takes those imports off the trial's startup and the trial
+    records ``prestarted_s`` (those replayed seconds). Where the surface records no imports phase nothing is
+    taken off (the trial counts as started fresh); the first trial of a run always is."""
+
     kind = "replay"
     replays = True
 
-    def __init__(self, surface: Surface, path: str | Path):
+    def __init__(self, surface: Surface, path: str | Path, prestart: bool = True):
         self.surface = surface
         self.path = str(path)
+        command = surface.header.command or list(DEFAULT_COMMAND)  # not recorded: launch_server, as deploy_script
+        # Per GPUs and environment: replayed seconds of the trial launched last there. None: nothing is prestarted.
+        self._ahead: dict[tuple, float] | None = {} if prestart and python_module(command) else None
 
     def flag_catalog(self) -> FlagCatalog:
         return self.surface.flag_catalog()
@@ -61,6 +75,9 @@ class ReplayLauncher(Launcher):
     def launch(self, spec: LaunchSpec) -> ReplayServer:
         answer = self.surface.answer(spec.flags.as_dict())
         h = self.surface.header
+        ahead = self._ahead.pop(_slot(spec), None) if self._ahead is not None else None
+        if ahead is not None and (answer.imports_s is None or ahead < answer.imports_s):
+            ahead = None  # still importing at the launch (or not known to be done): it starts fresh
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         how = (
             f"modelled from the nearest recorded trials {', '.join(map(str, answer.sources))} (no recorded "
@@ -72,8 +89,21 @@ class ReplayLauncher(Launcher):
             f"# REPLAY, not a measurement: {how} of {h.source} ({self.path}),\n"
             f"# {recorded_words(self.surface)}.\n"
             f"# {' '.join(h.command or ['(command not recorded)'])} {spec.flags.shell()}\n"
+            + (
+                f"# prestarted: its {answer.imports_s:.0f} s of recorded imports ran in the {ahead:.0f} replayed s "
+                f"before this launch (sglang-tuner launcher.prestart)\n"
+                if ahead is not None and answer.imports_s is not None
+                else ""
+            )
         )
-        return ReplayServer(spec=spec, ident=f"replay of trial {'/'.join(map(str, answer.sources))}", answer=answer)
+        ident = f"replay of trial {'/'.join(map(str, answer.sources))}"
+        return ReplayServer(spec=spec, ident=ident, answer=answer, prestarted_s=ahead)
+
+    def ran(self, spec: LaunchSpec, seconds: float) -> None:
+        """The trial launched with ``spec`` took ``seconds`` replayed: the next launch on its GPUs comes that long
+        after the interpreter prestarted at its launch."""
+        if self._ahead is not None:
+            self._ahead[_slot(spec)] = seconds
 
     def cleanup_orphans(self, study: str) -> list[str]:
         return []  # a replay starts no process
@@ -165,6 +195,11 @@ class ReplayLauncher(Launcher):
         ]
 
 
+def _slot(spec: LaunchSpec) -> tuple:
+    # What the process launcher matches a prestarted interpreter on, less the machine's environment.
+    return spec.gpus, tuple(sorted(spec.env.items()))
+
+
 def recorded_words(surface: Surface) -> str:
     """What the surface's trials ran on, in words, with what it does not record said as such."""
     h = surface.header
@@ -201,7 +236,10 @@ class ReplayRunner(TrialRunner):
             self.on_launch(server)
         a = server.answer
         assert a is not None
-        self._phase(plan, "starting", f"replayed: {a.startup_s:.0f} s recorded")
+        startup_s, said = a.startup_s, ""
+        if server.prestarted_s is not None and a.imports_s is not None:  # its imports ran before the launch
+            startup_s, said = max(0.0, a.startup_s - a.imports_s), f", less {a.imports_s:.0f} s of imports prestarted"
+        self._phase(plan, "starting", f"replayed: {a.startup_s:.0f} s recorded{said}")
         if self.cancel.is_set():
             raise Cancelled()
         failure = failures.ALL[a.failure_class] if a.failure_class else None
@@ -223,8 +261,9 @@ class ReplayRunner(TrialRunner):
         self._phase(plan, "stopping")
         server.stop(self.stop_grace_s)
         times = PhaseTimes(
-            startup_s=a.startup_s, benchmark_s=bench_s, stop_s=a.stop_s, total_s=a.startup_s + bench_s + a.stop_s
+            startup_s=startup_s, benchmark_s=bench_s, stop_s=a.stop_s, total_s=startup_s + bench_s + a.stop_s
         )
+        self.launcher.ran(spec, times.total_s)
         total = self.launcher.surface.header.gpu_memory_mib or 0.0
         peak = a.gpu_peak_used_mib
         stats = gpu.GpuStats(peak_used_mib=peak or 0.0, total_mib=total if peak else 0.0)
@@ -238,6 +277,7 @@ class ReplayRunner(TrialRunner):
             not a.modelled,
         )
         result = TrialResult(plan, failure, a.failure_detail, None, times, bench, stats, {}, replayed=replayed)
+        result.prestarted_s = server.prestarted_s
         write_artifacts(result)
         return result
 

@@ -146,6 +146,9 @@ class Row(_Model):
     startup_s: float | None = None  # None: not recorded (counted as 0 s of GPU time in a replay)
     benchmark_s: float | None = None
     stop_s: float | None = None
+    # The startup's imports phase (launch to SGLang's first log line), part of startup_s: what a prestarted
+    # interpreter saves a replayed trial (tuner/trial/replay.py). None: not recorded.
+    imports_s: float | None = None
     gpu_peak_used_mib: float | None = None  # NVML, over the whole trial
 
     @property
@@ -195,7 +198,7 @@ class Surface(_Model):
             )
         for i, row in enumerate(self.rows):
             where = f"rows[{i}] (trial {row.trial})"
-            for name in ("startup_s", "benchmark_s", "stop_s", "gpu_peak_used_mib"):
+            for name in ("startup_s", "benchmark_s", "stop_s", "imports_s", "gpu_peak_used_mib"):
                 if (problem := _bad(getattr(row, name), nan_ok=False)) is not None:
                     return f"{where}.{name}: {problem}"
             for j, level in enumerate(row.levels):
@@ -298,6 +301,7 @@ class Surface(_Model):
                     (row.trial,),
                     False,
                     ((1.0, row),) if row.ok else (),
+                    row.imports_s,
                 )
         fw = self.flag_weights() if flag_weights is None else flag_weights
         near = _nearest(point, rows, _scales([r.flags for r in rows] + [point]), fw)
@@ -322,6 +326,7 @@ class Surface(_Model):
                 None,
                 sources,
                 True,
+                imports_s=_recorded_mean(near, weights, "imports_s"),
             )
         good = [(w, r) for w, (_, r) in zip(weights, near, strict=True) if r.ok]
         # A load search's levels are rates, not concurrencies: they are answered per rate (Answer.at_rate).
@@ -341,6 +346,7 @@ class Surface(_Model):
             sources,
             True,
             tuple(good),
+            _recorded_mean(near, weights, "imports_s"),
         )
 
     @property
@@ -414,6 +420,7 @@ class Answer:
     sources: tuple[int, ...]  # recorded trial numbers the answer came from
     modelled: bool
     curves: tuple[tuple[float, Row], ...] = ()  # the feasible rows a load search's rates are read from, weighted
+    imports_s: float | None = None  # of startup_s; None: no recorded trial it came from recorded its imports
 
     def at_rate(self, level: Level, slo: dict[str, float]) -> tuple[LevelResult, str]:
         """The load search's ``level`` (its rate, size and concurrency) answered from the recorded curves, and
@@ -608,6 +615,12 @@ def _mean(near, weights, attr: str) -> float:
     return sum(w * (getattr(r, attr) or 0.0) for w, (_, r) in zip(weights, near, strict=True)) / sum(weights)
 
 
+def _recorded_mean(near, weights, attr: str) -> float | None:
+    """The weighted mean over the neighbours that recorded ``attr``; None when none did."""
+    known = [(w, v) for w, (_, r) in zip(weights, near, strict=True) if (v := getattr(r, attr)) is not None]
+    return sum(w * v for w, v in known) / sum(w for w, _ in known) if known else None
+
+
 _INT_FIELDS = {f.name for f in fields(LevelResult) if f.type in ("int", int)}
 _CURVE_FIELDS = tuple(f.name for f in fields(LevelResult) if _is_number(f))
 
@@ -713,6 +726,8 @@ def from_study(
                 startup_s=r.times.startup_s or 0.0,
                 benchmark_s=r.times.benchmark_s or 0.0,
                 stop_s=r.times.stop_s or 0.0,
+                # A prestarted trial's imports ran before its launch: its log shows only what was left of them.
+                imports_s=r.startup.imports_s if r.prestarted_s is None else None,
                 gpu_peak_used_mib=r.gpu.peak_used_mib,
             )
         )
