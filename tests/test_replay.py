@@ -23,12 +23,8 @@ from tuner.bench.workload import Level, LoadSearch
 from tuner.config.run import load_config
 from tuner.search.storage import load_existing_study
 from tuner.sglang.feasibility import ModelFacts
-<<<<<<< HEAD
-from tuner.trial.surface import LEVEL_METRICS, Answer, Row, Surface, curve_at
-=======
 from tuner.trial.record import TrialRecord
-from tuner.trial.surface import Answer, Row, Surface, curve_at, from_study
->>>>>>> replayprestart
+from tuner.trial.surface import LEVEL_METRICS, Answer, Row, Surface, curve_at, from_study
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 
