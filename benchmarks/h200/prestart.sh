@@ -18,7 +18,12 @@ esac
 db=benchmarks/h200/$sub/prestart.db
 mkdir -p "$(dirname "$db")" "$OUT/$sub"
 copy() { python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" "$db" "$OUT/$sub/prestart.db"; }
-( while sleep 10; do copy 2>/dev/null; done ) &
+# Every 10 s: the database under $OUT, and which processes hold a CUDA context (a prestarted interpreter must not).
+( while sleep 10; do
+    copy 2>/dev/null
+    { date -u +%T; nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader
+      ps -eo pid,etimes,args | grep -- "-c import importlib" | grep -v grep | cut -c1-80; } >> "$OUT/$sub/holders.txt"
+  done ) &
 copier=$!
 # The library under `tune start`: the study is made (and its baseline queued, as Tuner._enqueue_references does)
 # before the two chat configs are queued behind it, so that they are sampled trials the incumbent can stop.
