@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 22 on the H200: the same four configs measured before (every trial-cost switch off) and after (the
-# defaults), one trial of each in turn so that both sides see the same machine: before 1, after 1, before 2, ...
-# Each step is `tune start --trials N` (resuming its study); a step starts only if its estimated seconds fit what is
-# left of BUDGET_S, so no trial is cut off by the call's end. Call it again (back to back, the machine warm) until
-# both studies hold 4 trials; the study databases (benchmarks/h200/gpu-seconds/) are copied under $OUT after every
-# step. Run from the repository root with .gpu and .whl carried:
+# defaults) on one machine: first each study's defaults, one of each in turn, then each side's remaining trials in
+# one run (below). A step starts only if its estimated seconds fit what is left of BUDGET_S, so no trial is cut off
+# by the call's end. Call it again (back to back, the machine warm) until both studies hold 4 trials; the study
+# databases (benchmarks/h200/gpu-seconds/) are copied under $OUT every 10 s. Run from the repository root with .gpu
+# and .whl carried:
 #   bash benchmarks/h200/gpu_seconds.sh 560
 set -uo pipefail
 budget=${1:-560}
@@ -40,29 +40,49 @@ if len(study.trials) < 2:
         study.enqueue_trial(params)
 PY
 }
-for n in 1 2 3 4; do
-  for side in before after; do
-    db=benchmarks/h200/$sub/$side.db
-    [ "$n" = 2 ] && enqueue "$db"
-    [ "$(done_trials "$db")" -ge "$n" ] && continue
-    # A trial's seconds as recorded on this machine (startup 70-90 s, 175-205 s with a cold JIT cache; the load
-    # search ~100 s before, ~25 s after) plus a margin.
-    est=$([ "$side" = before ] && echo "${EST_BEFORE:-230}" || echo "${EST_AFTER:-150}")
-    [ -n "$(ls -A /tmp/sglrt/triton-cache 2>/dev/null)" ] || est=$((est + 130))
-    left=$((budget - (SECONDS - t0)))
-    if [ "$left" -lt "$est" ]; then echo "stop: $side trial $n needs ~${est}s, ${left}s left"; break 2; fi
-    echo "== $side trial $n ($(date -u +%T), ${left}s left)"
-    s=$SECONDS
-    python3 -m tuner start -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///$db" --trials "$n" --quiet &
-    tuner=$!
-    ( sleep "$left"; kill -INT $tuner 2>/dev/null ) &
-    timer=$!
-    wait $tuner
-    echo "tune start exited $? after $((SECONDS - s)) s"
-    kill $timer 2>/dev/null
-    python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
-      "$db" "$OUT/$sub/$side.db"
-  done
+copy() { python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" "$1" "$2"; }
+# A step: `tune start --trials N` of one side (resuming its study), started only if its estimated seconds fit what
+# is left of the budget; its database is copied under $OUT every 10 s and at its end.
+step() {  # side, trials to reach, estimated seconds
+  local side=$1 n=$2 est=$3 db=benchmarks/h200/$sub/$1.db
+  [ -n "$(ls -A /tmp/sglrt/triton-cache 2>/dev/null)" ] || est=$((est + 130))  # a cold JIT cache
+  local left=$((budget - (SECONDS - t0)))
+  if [ "$left" -lt "$est" ]; then echo "stop: $side to $n trials needs ~${est}s, ${left}s left"; return 1; fi
+  echo "== $side to $n trials ($(date -u +%T), ${left}s left)"
+  local s=$SECONDS
+  ( while sleep 10; do copy "$db" "$OUT/$sub/$side.db" 2>/dev/null; done ) &
+  local copier=$!
+  python3 -m tuner start -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///$db" --trials "$n" --quiet &
+  local tuner=$!
+  ( sleep "$left"; kill -TERM $tuner 2>/dev/null ) &
+  local timer=$!
+  wait $tuner
+  echo "tune start exited $? after $((SECONDS - s)) s"
+  kill $timer $copier 2>/dev/null
+  copy "$db" "$OUT/$sub/$side.db"
+}
+# A trial's seconds as recorded on this machine (startup 70-90 s; the load search ~100 s before, ~25 s after) plus
+# a margin.
+est_before=${EST_BEFORE:-230} est_after=${EST_AFTER:-150}
+# Each study's first trial (SGLang's defaults), one of each in turn, so both see the fresh machine alike.
+for side in before after; do
+  if [ "$(done_trials "benchmarks/h200/$sub/$side.db")" -lt 1 ]; then
+    step "$side" 1 "$([ "$side" = before ] && echo "$est_before" || echo "$est_after")" || break
+  fi
+done
+# Then each side's remaining trials in one `tune start`, "after" first: consecutive trials of one run are how a
+# study runs, and what launcher.prestart (on in "after") needs; "after" going first pays any cold builds itself.
+for side in after before; do
+  db=benchmarks/h200/$sub/$side.db
+  done_n=$(done_trials "$db")
+  [ "$done_n" -ge 1 ] || continue
+  enqueue "$db"
+  est=$([ "$side" = before ] && echo "$est_before" || echo "$est_after")
+  left=$((budget - (SECONDS - t0)))
+  fit=$(( (left - 20) / est ))
+  n=$(( done_n + fit < 4 ? done_n + fit : 4 ))
+  [ "$n" -gt "$done_n" ] || { echo "stop: $side needs ~${est}s a trial, ${left}s left"; continue; }
+  step "$side" "$n" $(( est * (n - done_n) )) || true
 done
 for side in before after; do
   python3 -m tuner status -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///benchmarks/h200/$sub/$side.db" \
