@@ -50,7 +50,12 @@ step() {  # side, trials to reach, estimated seconds
   if [ "$left" -lt "$est" ]; then echo "stop: $side to $n trials needs ~${est}s, ${left}s left"; return 1; fi
   echo "== $side to $n trials ($(date -u +%T), ${left}s left)"
   local s=$SECONDS
-  ( while sleep 10; do copy "$db" "$OUT/$sub/$side.db" 2>/dev/null; done ) &
+  # Also every 10 s: which processes hold a CUDA context, beside any prestarted interpreter (which must hold none).
+  ( while sleep 10; do
+      copy "$db" "$OUT/$sub/$side.db" 2>/dev/null
+      { date -u +%T; nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader
+        ps -eo pid,etimes,args | grep -- "-c import importlib" | grep -v grep | cut -c1-60; } >> "$OUT/$sub/holders.txt"
+    done ) &
   local copier=$!
   python3 -m tuner start -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///$db" --trials "$n" --quiet &
   local tuner=$!
