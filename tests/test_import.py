@@ -244,6 +244,31 @@ def test_an_imported_context_length_predicts_longer_contexts_before_launch_in_a_
     assert not any(launched["known"]) and all(launched["unknown"])
 
 
+def test_a_replay_whose_model_path_has_a_config_json_does_not_say_the_model_facts_are_missing(tmp_path):
+    """Imported without --context-length, but replayed with model.path at the model's folder: its config.json gives
+    the facts, so the start does not warn that nothing is checked against them, and the longer context is
+    predicted."""
+    (tmp_path / "sweep.csv").write_text("ctx,conc,tput\n4096,32,2000\n8192,32,2100\n16384,32,2200\n,32,1900\n")
+    args = ("--concurrency", "conc", "--flag", "ctx=context-length", "--metric", "tput=output_throughput")
+    assert tune("import", "sweep.csv", "--out", "ctx.json", *args, cwd=tmp_path).returncode == 0
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(
+        json.dumps(
+            {"num_attention_heads": 8, "num_hidden_layers": 2, "hidden_size": 512, "vocab_size": 1000}
+            | {"max_position_embeddings": 8192}
+        )
+    )
+    run = replay_run(tmp_path, "ctx.json", {"context-length": {"choices": [4096, 8192, 16384]}}, {"concurrency": [32]})
+    (tmp_path / run).write_text((tmp_path / run).read_text() + f"model: {{path: {model}}}\n")
+    start = tune("start", "-c", run, cwd=tmp_path)
+    assert start.returncode == 0, start.stderr
+    assert "does not record" in start.stderr and "model_facts" not in start.stderr, start.stderr
+    study = optuna.load_study(study_name="imported", storage=f"sqlite:///{tmp_path}/studies/imported.db")
+    longer = [t for t in study.trials if t.params.get("context-length") == 16384]
+    assert longer and all(t.user_attrs["failure_class"] == "predicted_context_length" for t in longer)
+
+
 def test_a_surface_whose_context_length_is_no_length_is_refused(tmp_path):
     """Every --context-length would be predicted to fail above 0: a hand-edited header says so before any trial."""
     (tmp_path / "sweep.csv").write_text(SWEEP)

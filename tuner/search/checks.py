@@ -143,7 +143,10 @@ class Preflight:
                 f"objective.max_gpu_memory_fraction: {launcher.path} records no GPU memory size "
                 f"(gpu_memory_mib: {size}, recorded without NVML): remove max_gpu_memory_fraction to replay it"
             )
-        if absent := launcher.surface.absent():
+        absent = launcher.surface.absent()
+        if self._local_model() is not None:  # model.path's config.json gives the facts the surface lacks
+            absent = [name for name in absent if name != "model_facts"]
+        if absent:
             self.warnings.append(
                 f"{launcher.path} does not record {', '.join(absent)}: the replay checks nothing against them "
                 f"and every view says so"
@@ -202,15 +205,18 @@ class Preflight:
             if r.baseline and r.failure_class == failures.INVALID_FLAG.name:
                 raise SetupError(baseline_refused(self.config, (r.failure and r.failure.detail) or ""))
 
+    def _local_model(self) -> ModelFacts | None:
+        """The facts of model.path's config.json, where it is a local folder with one."""
+        path = self.config.model.path
+        # an empty path (a replayed surface that records no model) is no folder, though Path("") is the current one
+        return ModelFacts.from_folder(path) if path and Path(path).expanduser().is_dir() else None
+
     def feasibility(self) -> Feasibility:
         """The facts failures are predicted from; each missing one is said once, and its checks skipped. A replay
         takes the surface's model facts where model.path has no config.json (an imported sweep's context length),
         and the recorded GPU's memory, not this machine's."""
         c = self.config
-        # an empty path (a replayed surface that records no model) is no folder, though Path("") is the current one
-        model = (
-            ModelFacts.from_folder(c.model.path) if c.model.path and Path(c.model.path).expanduser().is_dir() else None
-        )
+        model = self._local_model()
         longest = self.workload.longest_request()
         env = launch_env(c.launcher.kind, c.launcher.env)
         if self.launcher.replays:  # Surface.absent() names the facts the surface does not record
