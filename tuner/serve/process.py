@@ -134,11 +134,10 @@ class ProcessLauncher(Launcher):
         key = _prestart_key(env)
         with self._lock:
             waiting = self._waiting.pop(key, None)
-        ready = waiting is not None and waiting.ready()
         with open(spec.log_path, "ab") as log:
             log.write(f"# {shlex.join(argv)}\n".encode())
         server = None
-        if waiting is not None and ready:
+        if waiting is not None and waiting.ready():
             try:
                 ahead = waiting.run(spec.flags.argv(), spec.log_path, {TRIAL_MARK: env[TRIAL_MARK]})
                 server = ProcessServer(spec=spec, ident=str(waiting.proc.pid), proc=waiting.proc, prestarted_s=ahead)

@@ -123,7 +123,7 @@ class ReplayLauncher(Launcher):
     def deploy_script(self, spec: LaunchSpec) -> str:
         # The recorded servers' own command: what would reproduce the replayed numbers on that GPU.
         command = self.surface.header.command
-        script = ProcessLauncher(command or ["python", "-m", "sglang.launch_server"]).deploy_script(spec)
+        script = ProcessLauncher(command or DEFAULT_COMMAND).deploy_script(spec)
         if command is None:  # not recorded: SGLang's own entry point, said so in the script
             script = "# The surface records no server command: SGLang's launch_server is assumed.\n" + script
         if not spec.flags.as_dict().get("model-path"):  # nor a model: the script asks for one rather than guess
