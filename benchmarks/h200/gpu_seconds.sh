@@ -6,8 +6,10 @@
 # databases (benchmarks/h200/gpu-seconds/) are copied under $OUT every 10 s. Run from the repository root with .gpu
 # and .whl carried:
 #   bash benchmarks/h200/gpu_seconds.sh 560
+# SIDES="before" (or "after") runs one side only, for a side measured on its own machine.
 set -uo pipefail
 budget=${1:-560}
+sides=${SIDES:-before after}
 t0=$SECONDS
 bash benchmarks/h200/prepare.sh
 source .gpu/env.sh
@@ -70,7 +72,7 @@ step() {  # side, trials to reach, estimated seconds
 # a margin.
 est_before=${EST_BEFORE:-230} est_after=${EST_AFTER:-150}
 # Each study's first trial (SGLang's defaults), one of each in turn, so both see the fresh machine alike.
-for side in before after; do
+for side in $sides; do
   if [ "$(done_trials "benchmarks/h200/$sub/$side.db")" -lt 1 ]; then
     step "$side" 1 "$([ "$side" = before ] && echo "$est_before" || echo "$est_after")" || break
   fi
@@ -78,6 +80,7 @@ done
 # Then each side's remaining trials in one `tune start`, "after" first: consecutive trials of one run are how a
 # study runs, and what launcher.prestart (on in "after") needs; "after" going first pays any cold builds itself.
 for side in after before; do
+  case " $sides " in *" $side "*) ;; *) continue ;; esac
   db=benchmarks/h200/$sub/$side.db
   done_n=$(done_trials "$db")
   [ "$done_n" -ge 1 ] || continue
