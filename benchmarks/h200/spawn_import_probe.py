@@ -47,9 +47,10 @@ for key, value in {
     os.environ[key] = value
 reads.clear()
 t0 = time.monotonic()
-runpy.run_module("sglang.launch_server", run_name="__mp_main__", alter_sys=True)
+MAIN, TARGET = "sglang.launch_server", "sglang.srt.managers.scheduler"  # on the GPU machine only
+runpy.run_module(MAIN, run_name="__mp_main__", alter_sys=True)
 t1 = time.monotonic()
-importlib.import_module("sglang.srt.managers.scheduler")
+importlib.import_module(TARGET)
 t2 = time.monotonic()
 torch = sys.modules["torch"]
 
