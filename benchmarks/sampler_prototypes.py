@@ -12,6 +12,8 @@ tuner's space sampling, replay runner, objective, constraints and records):
   DefaultsWalk, whose incumbent replaces its start once a trial beats it).
 - ``ei64``: TPE with 64 candidates per proposal instead of 24 (more exploitation of its model).
 - ``sobol4 TPE then local@9``: Sobol for 4 trials, TPE to 9, local moves after.
+- ``TPE-6``, ``TPE-10``, ``ei128``, ``gamma 25%`` / ``gamma 1`` (TPE's good set: the best quarter / the best
+  trial), ``endpoints``, ``prior 0.5``, ``univariate``: TPE's own options, each alone, from the default's.
 - ``... on recorded rows``: the tuner's ``launcher.recorded_only`` (tuner/search/samplers.py RecordedRows): each
   proposal moved to the nearest recorded row not yet tried, so every trial is answered by its own row.
 
@@ -191,6 +193,47 @@ def sobol4_tpe_local9(seed: int, space: SearchSpace) -> BaseSampler:
     return Handover(Handover(SobolStart(space, seed), _tpe(seed, 4), 4), DefaultsWalk(space, seed), 9)
 
 
+def _quarter(n: int) -> int:
+    """TPE's "good" trials: the best quarter (Optuna's default is the best tenth, at most 25)."""
+    return min(math.ceil(0.25 * n), 25)
+
+
+def _one(n: int) -> int:
+    return 1
+
+
+def tpe6(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 6)
+
+
+def tpe10(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 10)
+
+
+def tpe8_ei128(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, n_ei_candidates=128)
+
+
+def tpe8_gamma_quarter(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, gamma=_quarter)
+
+
+def tpe8_gamma_one(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, gamma=_one)
+
+
+def tpe8_endpoints(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, consider_endpoints=True)
+
+
+def tpe8_prior_half(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, prior_weight=0.5)
+
+
+def tpe8_univariate(seed: int, space: SearchSpace) -> BaseSampler:
+    return TPESampler(seed=seed, n_startup_trials=8, multivariate=False, constant_liar=True)
+
+
 def tpe8_rows(surface_path: str, seed: int, space: SearchSpace) -> BaseSampler:
     return RecordedRows(_tpe(seed, 8), space, _surface(surface_path))
 
@@ -226,6 +269,14 @@ PROTOTYPES = {
     "TPE-8 then local@8": tpe8_local8,
     "TPE-8+cliff then local@8": tpe8_cliff_local8,
     "sobol4 TPE then local@9": sobol4_tpe_local9,
+    "TPE-6": tpe6,
+    "TPE-10": tpe10,
+    "TPE-8 ei128": tpe8_ei128,
+    "TPE-8 gamma 25%": tpe8_gamma_quarter,
+    "TPE-8 gamma 1": tpe8_gamma_one,
+    "TPE-8 endpoints": tpe8_endpoints,
+    "TPE-8 prior 0.5": tpe8_prior_half,
+    "TPE-8 univariate": tpe8_univariate,
 }
 
 
