@@ -1,6 +1,7 @@
 """The study's sampler, built from the run file's ``sampler:`` (make_sampler), and the starts that use what is known
 before the first launch: a walk from SGLang's defaults one flag at a time, a quasi-random (Sobol) start, each
-handing over to TPE, and the warm start's configs from an earlier study's surface.
+handing over to TPE, and the warm start's configs from an earlier study's surface. A replay with
+``launcher.recorded_only`` wraps the sampler so that it proposes only the surface's recorded configs (RecordedRows).
 
 The walk moves one flag from the best feasible trial, and after an infeasible trial draws every parameter at
 random instead, so an infeasible start (SGLang's defaults failing) never holds it (DefaultsWalk)."""
