@@ -12,6 +12,10 @@ tuner's space sampling, replay runner, objective, constraints and records):
   DefaultsWalk, whose incumbent replaces its start once a trial beats it).
 - ``ei64``: TPE with 64 candidates per proposal instead of 24 (more exploitation of its model).
 - ``sobol4 TPE then local@9``: Sobol for 4 trials, TPE to 9, local moves after.
+- ``TPE-6``, ``TPE-10``, ``ei128``, ``gamma 25%`` / ``gamma 1`` (TPE's good set: the best quarter / the best
+  trial), ``endpoints``, ``prior 0.5``, ``univariate``: TPE's own options, each alone, from the default's.
+- ``... on recorded rows``: the tuner's ``launcher.recorded_only`` (tuner/search/samplers.py RecordedRows): each
+  proposal moved to the nearest recorded row not yet tried, so every trial is answered by its own row.
 
 The mass: ``--mass N`` draws N configs from the space at random (Optuna's RandomSampler through the space, as
 random search draws them) and asks the surface for each (its recorded row, else its 3 nearest rows' blend,
@@ -26,6 +30,7 @@ random among the rest, 1 - (1 - p / feasible)^12. The recorded rows' own share i
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import statistics
@@ -38,10 +43,10 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
-from sampler_efficiency import ROOT, Setting, paired, run_study, summarise
+from sampler_efficiency import ROOT, Setting, _surface, paired, run_study, summarise
 
 from tuner.config.space import SearchSpace
-from tuner.search.samplers import DefaultsWalk, Handover, SobolStart
+from tuner.search.samplers import DefaultsWalk, Handover, RecordedRows, SobolStart
 from tuner.sglang.flags import FlagValue
 
 # Re-draws of a proposal beyond a cliff before launching it anyway (a sampler must propose something).
@@ -188,6 +193,67 @@ def sobol4_tpe_local9(seed: int, space: SearchSpace) -> BaseSampler:
     return Handover(Handover(SobolStart(space, seed), _tpe(seed, 4), 4), DefaultsWalk(space, seed), 9)
 
 
+def _quarter(n: int) -> int:
+    """TPE's "good" trials: the best quarter (Optuna's default is the best tenth, at most 25)."""
+    return min(math.ceil(0.25 * n), 25)
+
+
+def _one(n: int) -> int:
+    return 1
+
+
+def tpe6(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 6)
+
+
+def tpe10(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 10)
+
+
+def tpe8_ei128(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, n_ei_candidates=128)
+
+
+def tpe8_gamma_quarter(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, gamma=_quarter)
+
+
+def tpe8_gamma_one(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, gamma=_one)
+
+
+def tpe8_endpoints(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, consider_endpoints=True)
+
+
+def tpe8_prior_half(seed: int, space: SearchSpace) -> BaseSampler:
+    return _tpe(seed, 8, prior_weight=0.5)
+
+
+def tpe8_univariate(seed: int, space: SearchSpace) -> BaseSampler:
+    return TPESampler(seed=seed, n_startup_trials=8, multivariate=False, constant_liar=True)
+
+
+def tpe8_rows(surface_path: str, seed: int, space: SearchSpace) -> BaseSampler:
+    return RecordedRows(_tpe(seed, 8), space, _surface(surface_path))
+
+
+def tpe4_rows(surface_path: str, seed: int, space: SearchSpace) -> BaseSampler:
+    return RecordedRows(_tpe(seed, 4), space, _surface(surface_path))
+
+
+def random_rows(surface_path: str, seed: int, space: SearchSpace) -> BaseSampler:
+    return RecordedRows(RandomSampler(seed=seed), space, _surface(surface_path))
+
+
+# launcher.recorded_only (tuner/search/samplers.py RecordedRows): every trial a recorded row of the surface.
+# Built per surface (they need its rows): label -> factory(surface path, seed, space).
+ON_ROWS = {
+    "TPE-8 on recorded rows": tpe8_rows,
+    "TPE-4 on recorded rows": tpe4_rows,
+    "random on recorded rows": random_rows,
+}
+
 PROTOTYPES = {
     "TPE-8": tpe8,
     "TPE-4": tpe4,
@@ -203,6 +269,14 @@ PROTOTYPES = {
     "TPE-8 then local@8": tpe8_local8,
     "TPE-8+cliff then local@8": tpe8_cliff_local8,
     "sobol4 TPE then local@9": sobol4_tpe_local9,
+    "TPE-6": tpe6,
+    "TPE-10": tpe10,
+    "TPE-8 ei128": tpe8_ei128,
+    "TPE-8 gamma 25%": tpe8_gamma_quarter,
+    "TPE-8 gamma 1": tpe8_gamma_one,
+    "TPE-8 endpoints": tpe8_endpoints,
+    "TPE-8 prior 0.5": tpe8_prior_half,
+    "TPE-8 univariate": tpe8_univariate,
 }
 
 
@@ -260,19 +334,20 @@ def main() -> None:
     os.chdir(ROOT)
     from tuner.trial.surface import Surface
 
-    labels = args.only or list(PROTOTYPES)
+    labels = args.only or [*PROTOTYPES, *ON_ROWS]
     for path in args.surfaces:
         t0 = time.monotonic()
         surface = Surface.load(path)
         baseline = any(r.baseline for r in surface.rows)
-        settings = [Setting(label, "tpe", 8, baseline, factory=PROTOTYPES[label]) for label in labels]
+        factories = {**PROTOTYPES, **{k: functools.partial(f, path) for k, f in ON_ROWS.items()}}
+        settings = [Setting(label, "tpe", 8, baseline, factory=factories[label]) for label in labels]
         with ProcessPoolExecutor(args.workers) as pool:
             jobs = {
                 s: [pool.submit(run_study, path, surface.header.space, s, n, args.trials) for n in range(args.seeds)]
                 for s in settings
             }
             results = {s: [f.result() for f in fs] for s, fs in jobs.items()}
-        random = next((s for s in settings if s.label == "random"), None)
+        by_label = {s.label: s for s in settings}
         best = surface.best()
         maximize = not surface.header.objective.metrics[0].endswith("_ms")
         rows = {s.label: summarise(runs, best, maximize) for s, runs in results.items()}
@@ -283,21 +358,25 @@ def main() -> None:
         print(
             "| setting | @12 | seeds >= 95% by 12 (± s.e.) | failed launches in 12 | predicted (free) by then | "
             + " | ".join(f"by {k}" for k in horizons)
-            + f" | failed in {args.trials} | vs {labels[0]}, paired by seed: share, fraction at 12 | "
-            "vs random, paired: failed launches in 12 |"
+            + f" | failed in {args.trials} | launches answered by a recorded row | "
+            f"vs {labels[0]}, paired by seed: share, fraction at 12 | vs random (on recorded rows for those), "
+            "paired: failed launches in 12 |"
         )
-        print("|---|---:|---:|---:|---:|" + "---:|" * len(horizons) + "---:|---|---|")
+        print("|---|---:|---:|---:|---:|" + "---:|" * len(horizons) + "---:|---:|---|---|")
         for s, runs in results.items():
             r = rows[s.label]
             curves = [[max((v or 0.0) / best for v, *_ in run[: i + 1]) for i in range(len(run))] for run in runs]
             by = " | ".join(f"{100 * statistics.fmean(c[k - 1] >= 0.95 for c in curves):.0f}%" for k in horizons)
             failed = statistics.fmean(sum(t[1] for t in run) for run in runs)
             free = statistics.fmean(sum(t[4] for t in run[:12]) for run in runs)
+            recorded = statistics.fmean(t[3] for run in runs for t in run)
             vs = paired(rows[labels[0]], r) if s != settings[0] else ""
+            # A setting on recorded rows is compared with random search on recorded rows (where both ran).
+            random = by_label.get("random on recorded rows" if s.label.endswith(" on recorded rows") else "random")
             rand = launches(results[random], runs) if random is not None and s != random else ""
             print(
                 f"| {s.label} | {r['at12']:.3f} | {100 * r['share95']:.0f}% ± {100 * r['se95']:.0f} | "
-                f"{r['failures12']:.2f} | {free:.1f} | {by} | {failed:.2f} | {vs} | {rand} |"
+                f"{r['failures12']:.2f} | {free:.1f} | {by} | {failed:.2f} | {100 * recorded:.1f}% | {vs} | {rand} |"
             )
         print(f"\n({time.monotonic() - t0:.0f} s)")
         if args.mass:

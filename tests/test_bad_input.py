@@ -269,6 +269,20 @@ CHAT_SEARCH = {
 CHAT_OBJECTIVE = {"metrics": ["goodput"], "slo": {"p99_ttft_ms": 2000, "p99_tpot_ms": 40}, "load_search": CHAT_SEARCH}
 
 
+def _recorded_only_no_row(tmp: Path) -> list[str]:
+    """A replay on recorded rows whose space offers a chunk size no recorded trial of the surface ran."""
+    args = _replay(
+        RANDOM,
+        workload=RANDOM_WORKLOAD,
+        launcher={"kind": "replay", "surface": f"surfaces/{RANDOM}", "recorded_only": True},
+    )(tmp)
+    text = (ROOT / REPLAY_SPACE[RANDOM]).read_text()
+    (tmp / "space.yaml").write_text(text.replace("{choices: [2048, 4096, 8192, 16384]}", "{choices: [1024]}"))
+    run = yaml.safe_load((tmp / "run.yaml").read_text())
+    (tmp / "run.yaml").write_text(yaml.safe_dump({**run, "space": "space.yaml"}, sort_keys=False))
+    return args
+
+
 def _not_a_surface(tmp: Path) -> list[str]:
     (tmp / "surface.json").write_text('{"format": 1, "header": {}}')
     return _start(launcher={"kind": "replay", "surface": "surface.json"})(tmp)
@@ -1284,6 +1298,34 @@ CASES = [
         'tune start -c run.yaml  # sampler: {warm_start: surface.json}  # {"format": 1, "header": {}}',
         _warm_from_not_a_surface,
         ("sampler.warm_start", "surface.json", "not a surface file", "header.workload"),
+    ),
+    Case(
+        "recorded-only-not-replay",
+        "recorded rows asked of a launcher that is no replay",
+        "tune start -c run.yaml  # launcher: {kind: process, recorded_only: true}",
+        _start(launcher={"recorded_only": True}),
+        ("launcher.recorded_only", "only a replay", "process"),
+    ),
+    Case(
+        "recorded-only-no-row",
+        "a replay on recorded rows whose space can draw none of them",
+        "tune start -c run.yaml  # launcher: {kind: replay, recorded_only: true}, "
+        "space.yaml: chunked-prefill-size: {choices: [1024]}",
+        _recorded_only_no_row,
+        ("launcher.recorded_only", "no recorded row", "space.yaml", "without recorded_only"),
+    ),
+    Case(
+        "recorded-only-all-tried",
+        "a replay on recorded rows asking more trials than the surface has rows for its space",
+        "tune start -c run.yaml  # trials: 12, launcher: {kind: replay, recorded_only: true}, "
+        "surface h200-qwen3-8b-random.json",
+        _replay(
+            RANDOM,
+            workload=RANDOM_WORKLOAD,
+            trials=12,
+            launcher={"kind": "replay", "surface": f"surfaces/{RANDOM}", "recorded_only": True},
+        ),
+        ("launcher.recorded_only", "trials: 12 samples up to 11 configs", "records 6", "set trials: 7 or fewer"),
     ),
     Case(
         "replay-no-gpu-memory",

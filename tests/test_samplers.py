@@ -207,3 +207,54 @@ def test_defaults_walk_starts_where_sglang_settled_in_the_baseline(tmp_path):
     base, first = study.get_trials(states=(TrialState.COMPLETE,))
     assert TrialRecord.of(base).settled.mem_fraction_static == 0.85
     assert first.params == {"schedule-policy": "lof", "mem-fraction-static": 0.85}
+
+
+def test_recorded_only_answers_every_sampled_trial_from_its_own_recorded_row_once(tmp_path):
+    """A recorded sweep replayed as a table (launcher.recorded_only): each sampled trial is moved to a recorded
+    row not tried yet, so none is modelled and none repeats; without it the same study models most trials."""
+    recorded = {**STANDIN, "launcher": {**STANDIN["launcher"], "recorded_only": True}}
+    for surface, modelled in ((recorded, False), (STANDIN, True)):
+        (tmp_path / str(modelled)).mkdir()
+        study = replay(tmp_path / str(modelled), "rows", 12, surface)
+        sampled = [TrialRecord.of(t) for t in study.get_trials(states=(TrialState.COMPLETE,))][1:]  # not the baseline
+        marks = [r.replay for r in sampled if r.replay]
+        assert len(marks) == 11
+        if modelled:
+            assert sum(m.modelled for m in marks) > 5
+            continue
+        assert not any(m.modelled for m in marks), [m.text() for m in marks]
+        assert len({m.sources for m in marks}) == 11  # each recorded row once
+
+
+class _Proposes(optuna.samplers.BaseSampler):
+    """Proposes ``point`` every trial (what RecordedRows moves)."""
+
+    def __init__(self, point: dict):
+        self.point = point
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.point[param_name]
+
+
+def test_recorded_only_moves_a_proposal_to_the_nearest_untried_row():
+    """A proposal one step from a recorded config gets that config; proposed again, the nearest other one."""
+    from tuner.search.samplers import RecordedRows
+    from tuner.trial.surface import Surface
+
+    surface = Surface.load(STANDIN["launcher"]["surface"])
+    space = load_space(STANDIN["space"])
+    row = RecordedRows(optuna.samplers.RandomSampler(seed=0), space, surface).rows[5]
+    near = {**row, "mem-fraction-static": round(row["mem-fraction-static"] + 0.01, 2)}
+    rows = RecordedRows(_Proposes(near), space, surface)
+    study = optuna.create_study(sampler=rows, direction="maximize")
+    study.optimize(lambda t: space.sample(t) and 1.0, n_trials=2)
+    first, second = (t.params for t in study.trials)
+    assert first == row
+    others = [r for r in rows.rows if r != row]
+    assert second == others[surface.nearest(space.flags_from_params(near).as_dict(), others)] != row

@@ -9,6 +9,7 @@ descriptors left open. Run on the GPU machine after `source .gpu/env.sh`:
     python3 benchmarks/h200/spawn_import_probe.py
 """
 
+import importlib
 import os
 import runpy
 import sys
@@ -28,29 +29,54 @@ class _Recording(os._Environ):  # type: ignore[name-defined]
 
 
 env = os.environ
-os.environ = _Recording(env._data, env.encodekey, env.decodekey, env.encodevalue, env.decodevalue)
+os.environ = _Recording(  # noqa: B003 - the same variables, looked up through a recorder
+    env._data, env.encodekey, env.decodekey, env.encodevalue, env.decodevalue
+)
 # What SGLang's launching process sets before it starts its scheduler (engine._set_envs_and_config), as a spawned
 # scheduler has them from birth.
-for key, value in {"CUDA_DEVICE_MAX_CONNECTIONS": "8", "CUDA_MODULE_LOADING": "AUTO", "TRTLLM_ENABLE_PDL": "1",
-                   "NCCL_CUMEM_ENABLE": "0", "NCCL_NVLS_ENABLE": "0", "CUTE_DSL_LOG_LEVEL": "30",
-                   "CUTE_DSL_LOG_TO_CONSOLE": "1", "SGLANG_RUN_ID": "sglang-run-probe"}.items():
+for key, value in {
+    "CUDA_DEVICE_MAX_CONNECTIONS": "8",
+    "CUDA_MODULE_LOADING": "AUTO",
+    "TRTLLM_ENABLE_PDL": "1",
+    "NCCL_CUMEM_ENABLE": "0",
+    "NCCL_NVLS_ENABLE": "0",
+    "CUTE_DSL_LOG_LEVEL": "30",
+    "CUTE_DSL_LOG_TO_CONSOLE": "1",
+    "SGLANG_RUN_ID": "sglang-run-probe",
+}.items():
     os.environ[key] = value
 reads.clear()
 t0 = time.monotonic()
-runpy.run_module("sglang.launch_server", run_name="__mp_main__", alter_sys=True)
+MAIN, TARGET = "sglang.launch_server", "sglang.srt.managers.scheduler"  # on the GPU machine only
+runpy.run_module(MAIN, run_name="__mp_main__", alter_sys=True)
 t1 = time.monotonic()
-import sglang.srt.managers.scheduler  # noqa: E402,F401
+importlib.import_module(TARGET)
 t2 = time.monotonic()
-import torch  # noqa: E402
+torch = sys.modules["torch"]
 
 print(f"imports: sglang.launch_server {t1 - t0:.1f} s, then the scheduler module {t2 - t1:.1f} s")
 print(f"torch.cuda initialised while importing: {torch.cuda.is_initialized()}")
 sglang_reads = sorted(k for k in reads if not k.startswith("SGLANG_"))
 print(f"environment variables read: {len(reads)}; {sum(k.startswith('SGLANG_') for k in reads)} SGLANG_*; others:")
 print("  " + " ".join(sglang_reads))
-print("  read and set by SGLang's launcher:", sorted(reads & {"CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_MODULE_LOADING",
-      "TRTLLM_ENABLE_PDL", "NCCL_CUMEM_ENABLE", "NCCL_NVLS_ENABLE", "CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE",
-      "SGLANG_RUN_ID", "PROMETHEUS_MULTIPROC_DIR", "CUDA_VISIBLE_DEVICES"}))
+print(
+    "  read and set by SGLang's launcher:",
+    sorted(
+        reads
+        & {
+            "CUDA_DEVICE_MAX_CONNECTIONS",
+            "CUDA_MODULE_LOADING",
+            "TRTLLM_ENABLE_PDL",
+            "NCCL_CUMEM_ENABLE",
+            "NCCL_NVLS_ENABLE",
+            "CUTE_DSL_LOG_LEVEL",
+            "CUTE_DSL_LOG_TO_CONSOLE",
+            "SGLANG_RUN_ID",
+            "PROMETHEUS_MULTIPROC_DIR",
+            "CUDA_VISIBLE_DEVICES",
+        }
+    ),
+)
 fds = {}
 for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
     try:
@@ -59,12 +85,11 @@ for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
         pass
 print(f"open fds ({len(fds)}): {fds}")
 try:
-    import pynvml
-
+    pynvml = importlib.import_module("pynvml")
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)
     pids = [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
     print(f"NVML compute processes on GPU 0: {pids}; this one ({os.getpid()}) holds a context: {os.getpid() in pids}")
-except Exception as e:  # noqa: BLE001 - a probe reports what it could not see
+except Exception as e:  # a probe reports what it could not see
     print(f"NVML: {e}")
 print(f"modules loaded: {len(sys.modules)}")

@@ -138,6 +138,9 @@ class LauncherConfig(Strict):
     gpu_runtime: bool = True
     # Replay only: a recorded surface (surfaces/*.json) that answers every trial instead of a server
     surface: str | None = None
+    # Replay only: every sampled trial is a config the surface recorded (the sampler's proposal moved to the
+    # nearest row not yet tried), so no answer is modelled: a recorded sweep replayed as the table it is.
+    recorded_only: bool = False
 
     @model_validator(mode="after")
     def _docker_needs_image(self) -> LauncherConfig:
@@ -145,6 +148,8 @@ class LauncherConfig(Strict):
             raise ValueError("image: the docker launcher needs an image (tag or digest)")
         if self.kind == "replay" and not self.surface:
             raise ValueError("surface: the replay launcher needs a recorded surface (surfaces/*.json)")
+        if self.recorded_only and self.kind != "replay":
+            raise ValueError(f"recorded_only: only a replay answers from recorded rows; launcher kind is {self.kind}")
         return self
 
 

@@ -1,6 +1,7 @@
 """The study's sampler, built from the run file's ``sampler:`` (make_sampler), and the starts that use what is known
 before the first launch: a walk from SGLang's defaults one flag at a time, a quasi-random (Sobol) start, each
-handing over to TPE, and the warm start's configs from an earlier study's surface.
+handing over to TPE, and the warm start's configs from an earlier study's surface. A replay with
+``launcher.recorded_only`` wraps the sampler so that it proposes only the surface's recorded configs (RecordedRows).
 
 The walk moves one flag from the best feasible trial, and after an infeasible trial draws every parameter at
 random instead, so an infeasible start (SGLang's defaults failing) never holds it (DefaultsWalk)."""
@@ -26,13 +27,29 @@ from tuner.errors import SetupError
 from tuner.sglang.defaults import default_of
 from tuner.sglang.flags import FlagValue
 from tuner.trial.record import TrialRecord
-from tuner.trial.surface import Surface
+from tuner.trial.surface import Surface, point_of
 
 # How many of an earlier study's best configs a warm start measures first.
 WARM_START_TOP = 3
 
 
 def make_sampler(config: RunConfig, seed: int | None) -> BaseSampler:
+    sampler = _sampler(config, seed)
+    if not config.launcher.recorded_only:
+        return sampler
+    assert config.launcher.surface is not None  # LauncherConfig: recorded_only is replay-only, replay has one
+    rows = RecordedRows(sampler, load_space(config.space), Surface.load(config.launcher.surface))
+    sampled = config.trials - config.baseline - len(config.references)
+    if len(rows.rows) < sampled:
+        raise SetupError(
+            f"launcher.recorded_only: trials: {config.trials} samples up to {sampled} configs, but "
+            f"{config.launcher.surface} records {len(rows.rows)} that space {rows.space.path.name} can draw: "
+            f"set trials: {config.trials - sampled + len(rows.rows)} or fewer"
+        )
+    return rows
+
+
+def _sampler(config: RunConfig, seed: int | None) -> BaseSampler:
     s = config.sampler
     if s.name == "random":
         return RandomSampler(seed=seed)
@@ -90,6 +107,87 @@ class Handover(BaseSampler):
     def reseed_rng(self) -> None:
         self.first.reseed_rng()
         self.then.reseed_rng()
+
+
+class RecordedRows(BaseSampler):
+    """``inner``'s proposal moved to the nearest recorded row of ``surface`` not tried yet, among the rows this
+    space can draw (launcher.recorded_only): every sampled trial is a config the surface measured, answered by
+    its own row, never by the surface model's blend of neighbours. A recorded sweep is a table of a few
+    hundred configs in a space of millions: its replay otherwise answers nearly every trial from the model,
+    which pulls a near-best neighbourhood toward its lower neighbours (benchmarks/SAMPLERS.md). "Nearest" is
+    the surface model's own distance with its learned flag weights. The trials carry the row's params, so
+    ``inner`` learns from what was measured. The baseline, references and warm-start configs are not sampled
+    and are answered as in any replay."""
+
+    def __init__(self, inner: BaseSampler, space: SearchSpace, surface: Surface):
+        self.inner, self.space, self.surface = inner, space, surface
+        self.rows: list[dict[str, FlagValue]] = []
+        for row in surface.rows:
+            params = self.params_of(row.flags)
+            if params is not None and params not in self.rows:
+                self.rows.append(params)
+        if not self.rows:
+            raise SetupError(
+                f"launcher.recorded_only: no recorded row of {surface.header.source} is a config of space "
+                f"{space.path.name} (its flags and values): replay without recorded_only, or with the surface's space"
+            )
+        self.planned: dict[int, dict[str, FlagValue]] = {}
+
+    def params_of(self, flags: dict[str, FlagValue]) -> dict[str, FlagValue] | None:
+        """A recorded config as this space's params (a switch the row left off is False), or None when the
+        space cannot draw exactly that config (a value it does not offer, a flag it fixes otherwise or lacks)."""
+        params: dict[str, FlagValue] = {}
+        live = self.space.fixed.as_dict()
+        for p in self.space.params:
+            if all(c.holds(live) for c in p.when):
+                value = flags.get(p.name, False if p.takes(False) else None)
+                if value is None or not p.takes(value):
+                    return None
+                live[p.name] = params[p.name] = value
+        same = point_of(self.space.flags_from_params(params).as_dict()) == point_of(flags)
+        return params if same else None
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
+        self.planned.pop(trial.number, None)
+        self.inner.after_trial(study, trial, state, values)
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        # Optuna asks for the relative params before the first parameter of every trial: the whole proposal
+        # (inner's relative params, the rest drawn independently) is made and moved here.
+        proposal = dict(self.inner.sample_relative(study, trial, search_space))
+        live = self.space.fixed.as_dict()
+        for p in self.space.params:
+            if all(c.holds(live) for c in p.when):
+                if p.name not in proposal:
+                    proposal[p.name] = self.inner.sample_independent(study, trial, p.name, p.distribution())
+                live[p.name] = proposal[p.name]
+        tried = [t.params for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        untried = [r for r in self.rows if r not in tried]
+        if not untried:
+            raise SetupError(
+                f"launcher.recorded_only: all {len(self.rows)} recorded configs of {self.surface.header.source} "
+                f"that space {self.space.path.name} can draw have been tried (with those predicted to fail): "
+                "lower trials:"
+            )
+        chosen = untried[self.surface.nearest(self.space.flags_from_params(proposal).as_dict(), untried)]
+        self.planned[trial.number] = chosen
+        return {k: v for k, v in chosen.items() if k in search_space}
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.planned[trial.number][param_name]
 
 
 class SobolStart(QMCSampler):

@@ -349,6 +349,14 @@ class Surface(_Model):
             _recorded_mean(near, weights, "imports_s"),
         )
 
+    def nearest(self, flags: dict[str, FlagValue], candidates: list[dict[str, FlagValue]]) -> int:
+        """The index of the config of ``candidates`` nearest ``flags`` by ``answer``'s distance (its scales over
+        the recorded rows, its learned flag weights); the first of equals."""
+        point = point_of(flags)
+        scales = _scales([r.flags for r in self.rows] + [point])
+        weights = self.flag_weights()
+        return min(range(len(candidates)), key=lambda i: _distance(point, point_of(candidates[i]), scales, weights))
+
     @property
     def weights_learned(self) -> bool:
         """Whether this surface's flag weights are learned already (the first modelled answer learns them)."""
