@@ -10,8 +10,10 @@ Only a command of the form ``PYTHON -m MODULE`` is prestarted (what is imported 
 interpreter serves only a trial whose environment is the one it started with (the trial's number aside): whatever
 SGLang reads from the environment at import time is then what a fresh launch would have read. One that is not
 ready when its trial launches (the trial before ended within seconds) is discarded and the trial starts fresh, so
-its remaining imports are never hidden from the trial's measured startup. SGLang's scheduler process still imports
-anew (it is started with multiprocessing's spawn). A prestarted interpreter lives in its own process group, dies
+its remaining imports are never hidden from the trial's measured startup. SGLang's scheduler process, which it
+starts with multiprocessing's spawn and which imports as much again, gets the same treatment: a stand-by
+interpreter imports beside the prestarted one and becomes the scheduler where nothing could differ from a fresh
+spawn (prestart_boot.py says when). A prestarted interpreter lives in its own process group with its stand-by, dies
 with the tuner (PR_SET_PDEATHSIG) and carries the study's mark like any server.
 """
 
@@ -28,32 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Runs in the prestarted interpreter (python -c): only the standard library, whatever venv SGLang runs from. The
-# command's module is imported for its imports, then dropped from sys.modules so that runpy runs it as __main__ as
-# `python -m` would (runpy warns about a module that is already imported).
-_BOOT = """\
-import importlib, json, os, runpy, sys
-ready, module, *more = sys.argv[1:]
-for name in (module, *more):
-    importlib.import_module(name)
-del sys.modules[module]
-os.write(int(ready), b"ready")
-os.close(int(ready))
-line = sys.stdin.readline()
-if not line:
-    sys.exit(0)
-go = json.loads(line)
-null = os.open(os.devnull, os.O_RDONLY)
-os.dup2(null, 0)
-log = os.open(go["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-os.dup2(log, 1)
-os.dup2(log, 2)
-os.close(null)
-os.close(log)
-os.environ.update(go["env"])
-sys.argv = [module, *go["argv"]]
-runpy.run_module(module, run_name="__main__", alter_sys=True)
-"""
+# What the prestarted interpreter runs: its own file, standard library only (it runs in SGLang's venv).
+_BOOT = Path(__file__).with_name("prestart_boot.py")
 
 
 def python_module(command: list[str]) -> tuple[str, str] | None:
@@ -76,13 +54,22 @@ class Prestarted:
 
     @classmethod
     def start(
-        cls, python: str, module: str, imports: tuple[str, ...], env: dict[str, str], preexec: Callable[[], None]
+        cls,
+        python: str,
+        module: str,
+        imports: tuple[str, ...],
+        env: dict[str, str],
+        preexec: Callable[[], None],
+        spawn_record: Path,
     ) -> Prestarted:
+        """``spawn_record``: where the launches of this environment record what SGLang's first spawned process
+        needs, and the next ones read it to start its stand-by (prestart_boot.py)."""
         read_fd, write_fd = os.pipe()
+        boot = [python, "-c", _BOOT.read_text(), "launcher", str(write_fd), str(_BOOT), str(spawn_record)]
         fd, name = tempfile.mkstemp(prefix="sglang-tuner-prestart-", suffix=".log")
         try:
             proc = subprocess.Popen(
-                [python, "-c", _BOOT, str(write_fd), module, *imports],
+                [*boot, module, *imports],
                 stdin=subprocess.PIPE,
                 stdout=fd,
                 stderr=subprocess.STDOUT,

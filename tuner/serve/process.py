@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -105,6 +108,7 @@ class ProcessLauncher(Launcher):
         # that is per GPU slot. None: the command cannot be prestarted or prestart is off.
         self._prestart = python_module(self.command) if prestart else None
         self._waiting: dict[tuple[tuple[str, str], ...], Prestarted] = {}
+        self._records: Path | None = None  # what SGLang's first spawn needed, per environment (prestart_boot.py)
         self._lock = threading.Lock()
 
     def _cache_env(self, spec: LaunchSpec) -> dict[str, str]:
@@ -171,9 +175,17 @@ class ProcessLauncher(Launcher):
             return
         python, module = self._prestart
         try:
+            if self._records is None:
+                self._records = Path(tempfile.mkdtemp(prefix="sglang-tuner-spawn-"))
+            record = self._records / (hashlib.sha256(repr(key).encode()).hexdigest()[:16] + ".json")
             # Its trial's number is not known yet: the mark says what it is until then.
             started = Prestarted.start(
-                python, module, RUN_TIME_IMPORTS.get(module, ()), {**env, TRIAL_MARK: "prestarted"}, _die_with_parent
+                python,
+                module,
+                RUN_TIME_IMPORTS.get(module, ()),
+                {**env, TRIAL_MARK: "prestarted"},
+                _die_with_parent,
+                record,
             )
         except OSError:
             return  # the next launch starts fresh and reports why it cannot
@@ -188,6 +200,9 @@ class ProcessLauncher(Launcher):
             waiting, self._waiting = list(self._waiting.values()), {}
         for w in waiting:
             w.discard()
+        if self._records is not None:
+            shutil.rmtree(self._records, ignore_errors=True)
+            self._records = None
 
     def cleanup_orphans(self, study: str) -> list[str]:
         """Kill process groups whose environment marks them as servers of ``study``."""

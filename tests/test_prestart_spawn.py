@@ -1,0 +1,198 @@
+"""SGLang's first spawned process (its scheduler) runs on a stand-by that imported ahead (serve/prestart_boot.py).
+
+The stand-in serves HTTP from one process, so each test writes a server module in front of it that starts like
+SGLang does: `python -m spawn_server` imports `slow_child` (as SGLang's engine imports its scheduler module), then,
+as __main__, changes the environment and its open-files limit (as SGLang's _set_envs_and_config does), starts
+`slow_child.run` with multiprocessing's spawn and a pipe, waits for the child's word on that pipe, writes it down and
+runs the stand-in. `slow_child` sleeps while it is imported, like the scheduler's ~25 s of imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import FAST_ENV, STANDIN, free_port, servers_of, tune, write_run
+from tuner.config.run import load_config
+from tuner.search.storage import load_existing_study
+from tuner.serve.launcher import LaunchSpec
+from tuner.serve.process import ProcessLauncher, ProcessServer
+from tuner.sglang.flags import ServerFlags
+from tuner.trial.record import TrialRecord
+
+COMMAND = [sys.executable, "-m", "spawn_server"]
+
+
+def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
+    """Writes the two modules; returns the environment that finds them."""
+    (folder / "slow_child.py").write_text(
+        "import ctypes, json, os, resource, signal, sys, time\n"
+        f"time.sleep({child_import_s})\n"
+        "IMPORTED_AT = time.time()\n"
+        "IMPORTED_BY = os.getpid()\n"
+        "# Like a module that reads SGLANG_RUN_ID when it is imported; only where the test asks it to.\n"
+        "RUN_ID_AT_IMPORT = os.environ.get('STANDIN_RUN_ID') if os.environ.get('STANDIN_READ_RUN_ID') else None\n"
+        "print('slow_child: imported', file=sys.stderr, flush=True)\n"
+        "def run(writer):\n"
+        "    ctypes.CDLL('libc.so.6').prctl(1, signal.SIGKILL)  # as SGLang's scheduler: die with the parent\n"
+        "    print('slow_child: running', flush=True)\n"
+        "    writer.send(json.dumps({'pid': os.getpid(), 'imported_by': IMPORTED_BY, 'imported_at': IMPORTED_AT,\n"
+        "        'running_at': time.time(), 'run_id': os.environ.get('STANDIN_RUN_ID'),\n"
+        "        'run_id_at_import': RUN_ID_AT_IMPORT, 'trial': os.environ.get('SGLANG_TUNER_TRIAL'),\n"
+        "        'set_by_launcher': os.environ.get('STANDIN_SET_BY_LAUNCHER'),\n"
+        "        'nofile': list(resource.getrlimit(resource.RLIMIT_NOFILE)), 'argv': sys.argv}))\n"
+        "    writer.close()\n"
+        "    while True:\n"
+        "        time.sleep(3600)\n"
+    )
+    (folder / "spawn_server.py").write_text(
+        "import json, multiprocessing as mp, os, resource, runpy, time\n"
+        "import slow_child\n"
+        "import sys\n"
+        "if __name__ == '__main__' and '--help' in sys.argv:  # SGLang's argparse exits before it spawns\n"
+        f"    runpy.run_path({str(STANDIN)!r}, run_name='__main__')\n"
+        "elif __name__ == '__main__':\n"
+        "    os.environ['STANDIN_SET_BY_LAUNCHER'] = '8'\n"
+        "    os.environ['STANDIN_RUN_ID'] = repr(time.time())\n"
+        "    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "    # SGLang raises it (to the same value each run): either way a change. Where asked, a new one each run.\n"
+        f"    words = {str(folder / 'spawned.jsonl')!r}\n"
+        "    runs = len(open(words).readlines()) if os.path.exists(words) else 0\n"
+        "    lower = 1 + runs if os.environ.get('STANDIN_NOFILE_VARIES') else 7\n"
+        "    resource.setrlimit(resource.RLIMIT_NOFILE, (soft - lower, hard))\n"
+        "    mp.set_start_method('spawn', force=True)\n"
+        "    reader, writer = mp.Pipe(duplex=False)\n"
+        "    child = mp.Process(target=slow_child.run, args=(writer,))\n"
+        "    child.start()\n"
+        "    word = json.loads(reader.recv())\n"
+        "    word.update(parent=os.getpid(), parent_run_id=os.environ['STANDIN_RUN_ID'], parent_argv=sys.argv,\n"
+        "        parent_nofile=list(resource.getrlimit(resource.RLIMIT_NOFILE)))\n"
+        f"    with open({str(folder / 'spawned.jsonl')!r}, 'a') as f:\n"
+        "        f.write(json.dumps(word) + '\\n')\n"
+        f"    runpy.run_path({str(STANDIN)!r}, run_name='__main__')\n"
+    )
+    return {"PYTHONPATH": str(folder), "SGLANG_STANDIN_FAULTS": ""}
+
+
+def spawned(folder: Path) -> list[dict]:
+    path = folder / "spawned.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _log(folder: Path, study: str, trial: int) -> str:
+    return (folder / "trials" / study / str(trial) / "server.log").read_text()
+
+
+def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_path, unique_study):
+    # The child imports for 1.5 s; each server starts for 2 s more (SGLang's CUDA graphs), so from the third trial
+    # on a stand-by started at the launch before is ready when its trial spawns.
+    env = {**spawning_server(tmp_path, 1.5), "SGLANG_STANDIN_STARTUP_S": "2"}
+    run = write_run(tmp_path, study=unique_study, trials=4, env=env, launcher={"command": COMMAND})
+    done = tune("start", "-c", str(run))
+    assert done.returncode == 0, done.stderr
+    assert servers_of(unique_study) == []  # stand-bys and prestarted interpreters went with the study
+
+    trials = sorted(load_existing_study(load_config(run)).trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    words = {int(w["trial"]): w for w in spawned(tmp_path)}
+    assert sorted(words) == [0, 1, 2, 3]
+    fresh, last = words[0], words[3]
+    # A fresh spawn imports once it is started; the last trial's child had imported before its trial began, in the
+    # same process, and its trial's log says so.
+    assert fresh["running_at"] - fresh["imported_at"] < 1.0
+    assert last["imported_by"] == last["pid"]
+    began = trials[3].datetime_start
+    assert began is not None and last["imported_at"] < began.timestamp(), (last, began)
+    log = _log(tmp_path, unique_study, 3)
+    assert f"SGLang's first spawned process (pid {last['pid']}, slow_child) is a stand-by" in log, log
+    # It runs as a spawned child would: the environment the launcher left (its trial's mark, what the launcher
+    # set, this run's id), its open-files limit, spawn's argv, its output in its trial's log.
+    for word in words.values():
+        assert word["set_by_launcher"] == "8"
+        assert word["run_id"] == word["parent_run_id"]
+        assert word["nofile"] == word["parent_nofile"]
+        assert word["argv"] == word["parent_argv"]
+    assert log.index("slow_child: imported") < log.index("slow_child: running") < log.index("fired up")
+    # Its startup lost the child's imports against the fresh spawns of trials 0 and 1.
+    startup = {t.number: TrialRecord.of(t).times.startup_s or 0 for t in trials}
+    assert startup[3] < min(startup[0], startup[1]) - 1.0, startup
+
+
+def _spec(tmp_path: Path, trial: int, port: int) -> LaunchSpec:
+    flags = ServerFlags.of({"model-path": "standin/qwen3-8b", "host": "127.0.0.1", "port": port})
+    return LaunchSpec(flags, {}, tmp_path / str(trial) / "server.log", "127.0.0.1", port, (), "spawn-unit", trial)
+
+
+def _group_size(pgid: int) -> int:
+    """Live processes of a process group."""
+    size = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        size += int(fields[2]) == pgid and fields[0] != "Z"
+    return size
+
+
+def _launch_three(tmp_path: Path, env: dict[str, str]) -> tuple[ProcessLauncher, list[dict], list[int]]:
+    """Three launches in a row, each stopped once its child has spoken: the third is the one with a stand-by.
+    Returns the launcher, the children's words and each server's process group size before it stopped."""
+    launcher = ProcessLauncher(COMMAND, {**FAST_ENV, **env})
+    sizes = []
+    for trial in range(3):
+        server = launcher.launch(_spec(tmp_path, trial, free_port()))
+        deadline = time.monotonic() + 30
+        while len(spawned(tmp_path)) <= trial and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.0)  # the next trial's stand-by finishes importing meanwhile
+        assert isinstance(server, ProcessServer)
+        sizes.append(_group_size(server.proc.pid))
+        server.stop(1)
+    return launcher, spawned(tmp_path), sizes
+
+
+@pytest.mark.parametrize(
+    ("cause", "why"),
+    [
+        # The child module reads STANDIN_RUN_ID when imported, and the server sets a new one each run.
+        ("STANDIN_READ_RUN_ID", "SGLang changed STANDIN_RUN_ID, which the stand-by read while importing"),
+        # The server sets a new open-files limit each run.
+        ("STANDIN_NOFILE_VARIES", "resource limits differ (RLIMIT_NOFILE)"),
+    ],
+)
+def test_a_stand_by_that_could_differ_from_a_fresh_spawn_is_not_used(tmp_path, cause, why):
+    launcher, words, sizes = _launch_three(tmp_path, {**spawning_server(tmp_path, 0.3), cause: "1"})
+    try:
+        assert len(words) == 3
+        for word in words:  # each child is what a fresh spawn gives
+            assert word["run_id_at_import"] == (word["parent_run_id"] if cause == "STANDIN_READ_RUN_ID" else None)
+            assert word["nofile"] == word["parent_nofile"], word
+        log = (tmp_path / "2" / "server.log").read_text()
+        assert f"# prestarted: SGLang's first spawned process started fresh: {why}" in log, log
+        # The refused stand-by is gone: the trial ran the processes a fresh launch runs (server, child, spawn's
+        # resource tracker).
+        assert sizes[2] == sizes[0], sizes
+    finally:
+        launcher.close()
+    assert servers_of("spawn-unit") == []
+
+
+def test_close_stops_a_waiting_stand_by(tmp_path):
+    launcher, _, _ = _launch_three(tmp_path, spawning_server(tmp_path, 0.3))
+    try:
+        assert "is a stand-by started" in (tmp_path / "2" / "server.log").read_text()  # the third ran on one
+        # The interpreter prestarted at the third launch waits with its own stand-by beside it.
+        deadline = time.monotonic() + 10
+        while len(servers_of("spawn-unit")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(servers_of("spawn-unit")) == 2, servers_of("spawn-unit")
+    finally:
+        launcher.close()
+    assert servers_of("spawn-unit") == []
