@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # Issue 22 on the H200: the same four configs measured before (every trial-cost switch off) and after (the
-# defaults) on one machine: first each study's defaults, one of each in turn, then each side's remaining trials in
-# one run (below). A step starts only if its estimated seconds fit what is left of BUDGET_S, so no trial is cut off
+# defaults): one side, then the other (below). A step starts only if its estimated seconds fit what is left of BUDGET_S, so no trial is cut off
 # by the call's end. Call it again (back to back, the machine warm) until both studies hold 4 trials; the study
 # databases (benchmarks/h200/gpu-seconds/) are copied under $OUT every 10 s. Run from the repository root with .gpu
 # and .whl carried:
 #   bash benchmarks/h200/gpu_seconds.sh 560
-# SIDES="before" (or "after") runs one side only, for a side measured on its own machine.
+# GPU_SIDES="before" (or "after") runs one side only.
 set -uo pipefail
 budget=${1:-560}
-sides=${SIDES:-before after}
+sides=${GPU_SIDES:-after before}
 t0=$SECONDS
 bash benchmarks/h200/prepare.sh
 source .gpu/env.sh
@@ -71,26 +70,23 @@ step() {  # side, trials to reach, estimated seconds
 # A trial's seconds as recorded on this machine (startup 70-90 s; the load search ~100 s before, ~25 s after) plus
 # a margin.
 est_before=${EST_BEFORE:-230} est_after=${EST_AFTER:-150}
-# Each study's first trial (SGLang's defaults), one of each in turn, so both see the fresh machine alike.
+# One side, then the other, "after" first (it also proves the scheduler's stand-by on the GPU): its first trial
+# (SGLang's defaults) in one `tune start`, then its remaining trials in one more, as a study runs (consecutive
+# trials of one run are what launcher.prestart, on in "after", needs).
 for side in $sides; do
-  if [ "$(done_trials "benchmarks/h200/$sub/$side.db")" -lt 1 ]; then
-    step "$side" 1 "$([ "$side" = before ] && echo "$est_before" || echo "$est_after")" || break
-  fi
-done
-# Then each side's remaining trials in one `tune start`, "after" first: consecutive trials of one run are how a
-# study runs, and what launcher.prestart (on in "after") needs; "after" going first pays any cold builds itself.
-for side in after before; do
-  case " $sides " in *" $side "*) ;; *) continue ;; esac
   db=benchmarks/h200/$sub/$side.db
-  done_n=$(done_trials "$db")
-  [ "$done_n" -ge 1 ] || continue
-  enqueue "$db"
   est=$([ "$side" = before ] && echo "$est_before" || echo "$est_after")
+  if [ "$(done_trials "$db")" -lt 1 ]; then
+    step "$side" 1 "$est" || break
+  fi
+  done_n=$(done_trials "$db")
+  enqueue "$db"
   left=$((budget - (SECONDS - t0)))
   fit=$(( (left - 20) / est ))
   n=$(( done_n + fit < 4 ? done_n + fit : 4 ))
-  [ "$n" -gt "$done_n" ] || { echo "stop: $side needs ~${est}s a trial, ${left}s left"; continue; }
-  step "$side" "$n" $(( est * (n - done_n) )) || true
+  [ "$n" -gt "$done_n" ] || { echo "stop: $side needs ~${est}s a trial, ${left}s left"; [ "$done_n" -ge 4 ] && continue; break; }
+  step "$side" "$n" $(( est * (n - done_n) )) || break
+  [ "$(done_trials "$db")" -ge 4 ] || break
 done
 for side in before after; do
   python3 -m tuner status -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///benchmarks/h200/$sub/$side.db" \
