@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,6 +82,18 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
     return {"PYTHONPATH": str(folder), "SGLANG_STANDIN_FAULTS": ""}
 
 
+def _stand_bys(study: str) -> list[int]:
+    """The study's processes started as stand-bys (prestart_boot.py's role), serving or waiting."""
+    found = []
+    for pid in servers_of(study):
+        try:
+            if b"\0standby\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def spawned(folder: Path) -> list[dict]:
     path = folder / "spawned.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -90,8 +104,8 @@ def _log(folder: Path, study: str, trial: int) -> str:
 
 
 def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_path, unique_study):
-    # The child imports for 1.5 s; each server starts for 2 s more (SGLang's CUDA graphs), so from the third trial
-    # on a stand-by started at the launch before is ready when its trial spawns.
+    # The child imports for 1.5 s; each server starts for 2 s more (SGLang's CUDA graphs), so a stand-by started
+    # while the trial before runs is ready when its trial spawns.
     env = {**spawning_server(tmp_path, 1.5), "SGLANG_STANDIN_STARTUP_S": "2"}
     run = write_run(tmp_path, study=unique_study, trials=4, env=env, launcher={"command": COMMAND})
     done = tune("start", "-c", str(run))
@@ -109,6 +123,8 @@ def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_pat
     assert last["imported_by"] == last["pid"]
     began = trials[3].datetime_start
     assert began is not None and last["imported_at"] < began.timestamp(), (last, began)
+    # The first trial, launched fresh, recorded what its spawn needed: the second trial's stand-by started from it.
+    assert "is a stand-by started" in _log(tmp_path, unique_study, 1)
     log = _log(tmp_path, unique_study, 3)
     assert f"SGLang's first spawned process (pid {last['pid']}, slow_child) is a stand-by" in log, log
     # It runs as a spawned child would: the environment the launcher left (its trial's mark, what the launcher
@@ -119,9 +135,9 @@ def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_pat
         assert word["nofile"] == word["parent_nofile"]
         assert word["argv"] == word["parent_argv"]
     assert log.index("slow_child: imported") < log.index("slow_child: running") < log.index("fired up")
-    # Its startup lost the child's imports against the fresh spawns of trials 0 and 1.
+    # Its startup lost the child's imports against the first trial's, whose child was spawned fresh.
     startup = {t.number: TrialRecord.of(t).times.startup_s or 0 for t in trials}
-    assert startup[3] < min(startup[0], startup[1]) - 1.0, startup
+    assert startup[3] < startup[0] - 1.0, startup
 
 
 def _spec(tmp_path: Path, trial: int, port: int) -> LaunchSpec:
@@ -196,3 +212,37 @@ def test_close_stops_a_waiting_stand_by(tmp_path):
     finally:
         launcher.close()
     assert servers_of("spawn-unit") == []
+
+
+@pytest.mark.timeout(150)
+def test_kill_9_of_the_tuner_takes_the_waiting_stand_by_with_it(tmp_path, unique_study):
+    env = {**spawning_server(tmp_path, 3.0), "SGLANG_STANDIN_FAULTS": "hang:mem-fraction-static<=0.8"}
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  mem-fraction-static: {low: 0.7, high: 0.8, step: 0.01}\n")
+    run = write_run(
+        tmp_path, study=unique_study, space=space, trials=3, env=env,
+        launcher={"command": COMMAND, "startup_timeout_s": 600},
+    )  # fmt: skip
+    tuner = subprocess.Popen(
+        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # Trial 1 hangs in its startup, its child running on a stand-by; the interpreter prestarted for trial 2
+        # starts a stand-by of its own beside it, which imports for 3 s.
+        deadline = time.monotonic() + 90
+        while len(_stand_bys(unique_study)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_stand_bys(unique_study)) == 2
+        os.kill(tuner.pid, signal.SIGKILL)
+        tuner.wait(30)
+        # Gone with it, the importing stand-by too (not once its imports end and it finds its launcher gone).
+        deadline = time.monotonic() + 2.0
+        while servers_of(unique_study) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert servers_of(unique_study) == []
+    finally:
+        if tuner.poll() is None:
+            os.killpg(tuner.pid, signal.SIGKILL)

@@ -41,6 +41,35 @@ def python_module(command: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def start_now(
+    python: str,
+    module: str,
+    imports: tuple[str, ...],
+    env: dict[str, str],
+    preexec: Callable[[], None],
+    spawn_record: Path,
+    argv: list[str],
+    log_path: Path,
+) -> subprocess.Popen:
+    """A fresh launch through the same boot, its trial's line sent at once: it runs as ``python -m`` would, its
+    imports in its measured startup, and it too records what SGLang's first spawn needed, so that the next
+    trial's stand-by can start while this trial runs."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [python, "-c", _BOOT.read_text(), "launcher", "-1", str(_BOOT), str(spawn_record), module, *imports],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps({"argv": argv, "log": str(log_path), "env": {}}) + "\n").encode())
+    proc.stdin.close()
+    return proc
+
+
 @dataclass
 class Prestarted:
     """One interpreter waiting for its trial; ``early_log`` holds what it printed while importing."""

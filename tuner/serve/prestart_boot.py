@@ -77,8 +77,10 @@ class _Recording(os._Environ[str]):
         return {self.decodekey(k): self.decodevalue(v) for k, v in self._data.items()}  # type: ignore[attr-defined]
 
 
-def standby(sock_fd: int, main_module: str, target_module: str) -> None:
-    _die_with_parent(signal.SIGKILL)  # a stand-by never outlives its launcher
+def standby(launcher_pid: int, sock_fd: int, main_module: str, target_module: str) -> None:
+    _die_with_parent(signal.SIGKILL)  # a stand-by never outlives its launcher,
+    if os.getppid() != launcher_pid:  # nor one that died before the line above
+        sys.exit(0)
     plain = os.environ
     data = plain._data  # type: ignore[attr-defined]  # the dict os.environ keeps its (encoded) variables in
     recording = _Recording(data, plain.encodekey, plain.decodekey, plain.encodevalue, plain.decodevalue)
@@ -157,7 +159,8 @@ class _Standby:
             return None  # a hard limit can be lowered only once: not for a stand-by
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         os.set_inheritable(child.fileno(), True)
-        argv = [exe, *opts, "-c", source, "standby", str(child.fileno()), main_module, record["target"]]
+        argv = [exe, *opts, "-c", source, "standby", str(os.getpid()), str(child.fileno()), main_module]
+        argv.append(record["target"])
         try:
             # The limits SGLang set before it spawned are the stand-by's from its start (glibc sizes threads'
             # stacks from RLIMIT_STACK when a program starts), so the launcher takes them for the moment of the spawn.
@@ -315,8 +318,9 @@ def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *impo
     for name in (module, *imports):
         importlib.import_module(name)
     del sys.modules[module]  # runpy runs it as __main__, as `python -m` would (it warns about one already imported)
-    os.write(ready_fd, b"ready")
-    os.close(ready_fd)
+    if ready_fd >= 0:  # -1: a fresh launch, its line sent at once (prestart.start_now)
+        os.write(ready_fd, b"ready")
+        os.close(ready_fd)
     # Waits for the trial's line; meanwhile starts the stand-by as soon as a record appears.
     while standby is None and not select.select([sys.stdin], [], [], 0.25)[0]:
         if os.path.exists(record_path):
@@ -342,6 +346,6 @@ def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *impo
 if __name__ == "__main__":
     role, *rest = sys.argv[1:]
     if role == "standby":
-        standby(int(rest[0]), rest[1], rest[2])
+        standby(int(rest[0]), int(rest[1]), rest[2], rest[3])
     else:
         launcher(int(rest[0]), *rest[1:])

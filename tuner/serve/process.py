@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tuner.serve.compile_cache import CompileCache
 from tuner.serve.launcher import STUDY_MARK, TRIAL_MARK, Launcher, LaunchError, LaunchSpec, Server
-from tuner.serve.prestart import Prestarted, python_module
+from tuner.serve.prestart import Prestarted, python_module, start_now
 from tuner.sglang.catalog import FlagCatalog, read_catalog
 from tuner.sglang.entrypoint import RUN_TIME_IMPORTS
 from tuner.sglang.flags import deploy_defaults, one_per_line, shell_args
@@ -155,29 +155,40 @@ class ProcessLauncher(Launcher):
         return server
 
     def _start(self, argv: list[str], spec: LaunchSpec, env: dict[str, str]) -> ProcessServer:
-        with open(spec.log_path, "ab") as log:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-            except OSError as exc:
-                raise LaunchError(f"cannot start {shlex.join(self.command)}: {exc.strerror or exc}") from None
+        try:
+            if self._prestart is not None:
+                python, module = self._prestart
+                record = self._spawn_record(_prestart_key(env))
+                proc = start_now(
+                    python, module, RUN_TIME_IMPORTS.get(module, ()), env, _die_with_parent, record,
+                    spec.flags.argv(), spec.log_path,
+                )  # fmt: skip
+            else:
+                with open(spec.log_path, "ab") as log:
+                    proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent,
+                    )
+        except OSError as exc:
+            raise LaunchError(f"cannot start {shlex.join(self.command)}: {exc.strerror or exc}") from None
         return ProcessServer(spec=spec, ident=str(proc.pid), proc=proc)
+
+    def _spawn_record(self, key: tuple[tuple[str, str], ...]) -> Path:
+        """Where this environment's launches record what SGLang's first spawn needed (prestart_boot.py)."""
+        if self._records is None:
+            self._records = Path(tempfile.mkdtemp(prefix="sglang-tuner-spawn-"))
+        return self._records / (hashlib.sha256(repr(key).encode()).hexdigest()[:16] + ".json")
 
     def _prestart_next(self, key: tuple[tuple[str, str], ...], env: dict[str, str]) -> None:
         if self._prestart is None:
             return
         python, module = self._prestart
         try:
-            if self._records is None:
-                self._records = Path(tempfile.mkdtemp(prefix="sglang-tuner-spawn-"))
-            record = self._records / (hashlib.sha256(repr(key).encode()).hexdigest()[:16] + ".json")
             # Its trial's number is not known yet: the mark says what it is until then.
             started = Prestarted.start(
                 python,
@@ -185,7 +196,7 @@ class ProcessLauncher(Launcher):
                 RUN_TIME_IMPORTS.get(module, ()),
                 {**env, TRIAL_MARK: "prestarted"},
                 _die_with_parent,
-                record,
+                self._spawn_record(key),
             )
         except OSError:
             return  # the next launch starts fresh and reports why it cannot
