@@ -59,7 +59,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     (before, best_before), (after, best_after) = _study(args.before), _study(args.after)
     print(
-        "| config | side | startup s | imports / weights / KV / graphs / SGLang warm-up s | our warm-up s "
+        "| config | side | startup s | imports / spawn / weights / KV / graphs / SGLang warm-up s | our warm-up s "
         "| load search s | stop s | GPU-s | levels (rate: held?) | verdict | goodput req/s |"
     )
     print("|---|---|---:|---|---:|---:|---:|---:|---|---|---:|")
@@ -77,7 +77,9 @@ def main() -> None:
                 tot[1] += t.startup_s or 0
                 tot[2] += t.benchmark_s or 0
                 tot[3] += 1
-            phases = " / ".join(_s(x) for x in (p.imports_s, p.weights_s, p.kv_pool_s, p.cuda_graph_s, p.warmup_s))
+            phases = " / ".join(
+                _s(x) for x in (p.imports_s, p.spawn_s, p.weights_s, p.kv_pool_s, p.cuda_graph_s, p.warmup_s)
+            )
             levels = " ".join(
                 f"{lv.request_rate:g}:{'y' if lv.slo_pass else 'n'}" for lv in r.levels or () if lv.request_rate
             )
