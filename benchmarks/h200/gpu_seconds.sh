@@ -14,9 +14,12 @@ bash benchmarks/h200/prepare.sh
 source .gpu/env.sh
 export PYTHONPATH=$PWD:/tmp/site:$PYTHONPATH PYTHONUNBUFFERED=1
 # Pairs compare only on one kind of card: an H200's studies live apart from the H100's (gpu-seconds/h200/).
+# An H100's "before" and first "after" are complete (gpu-seconds/, 2026-12-05, before the scheduler's stand-by):
+# on an H100 a new "after" study (gpu-seconds/h100-standby/) measures the defaults as they are now, against that
+# "before" (its switches, all off, are unchanged).
 case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
   *H200*) sub=gpu-seconds/h200 ;;
-  *) sub=gpu-seconds ;;
+  *) sub=gpu-seconds/h100-standby; sides=${GPU_SIDES:-after} ;;
 esac
 mkdir -p "benchmarks/h200/$sub" "$OUT/$sub"
 done_trials() {  # the trials that count against a study's budget (Tuner.trials_done)
