@@ -41,32 +41,47 @@ def python_module(command: list[str]) -> tuple[str, str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class Boot:
+    """How a server's interpreter is started through prestart_boot.py: SGLang's python and module, what the module
+    imports once it runs, and where this environment's launches record what SGLang's first spawned process
+    needed (the next ones read it to start its stand-by)."""
+
+    python: str
+    module: str
+    imports: tuple[str, ...]
+    spawn_record: Path
+
+    def popen(self, ready_fd: int, stdout: int, env: dict[str, str], preexec: Callable[[], None]) -> subprocess.Popen:
+        """The interpreter, its trial's line still to come on stdin; ``ready_fd`` -1: none says when it is ready."""
+        boot = [self.python, "-c", _BOOT.read_text(), "launcher", str(ready_fd), str(_BOOT), str(self.spawn_record)]
+        return subprocess.Popen(
+            [*boot, self.module, *self.imports],
+            stdin=subprocess.PIPE,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            env=env,
+            pass_fds=(ready_fd,) if ready_fd >= 0 else (),
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+
+
+def _send(proc: subprocess.Popen, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps({"argv": argv, "log": str(log_path), "env": env}) + "\n").encode())
+    proc.stdin.close()
+
+
 def start_now(
-    python: str,
-    module: str,
-    imports: tuple[str, ...],
-    env: dict[str, str],
-    preexec: Callable[[], None],
-    spawn_record: Path,
-    argv: list[str],
-    log_path: Path,
+    boot: Boot, env: dict[str, str], preexec: Callable[[], None], argv: list[str], log_path: Path
 ) -> subprocess.Popen:
     """A fresh launch through the same boot, its trial's line sent at once: it runs as ``python -m`` would, its
     imports in its measured startup, and it too records what SGLang's first spawn needed, so that the next
     trial's stand-by can start while this trial runs."""
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [python, "-c", _BOOT.read_text(), "launcher", "-1", str(_BOOT), str(spawn_record), module, *imports],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=preexec,
-        )
-    assert proc.stdin is not None
-    proc.stdin.write((json.dumps({"argv": argv, "log": str(log_path), "env": {}}) + "\n").encode())
-    proc.stdin.close()
+        proc = boot.popen(-1, log.fileno(), env, preexec)
+    _send(proc, argv, log_path, {})
     return proc
 
 
@@ -82,31 +97,11 @@ class Prestarted:
     _ready: bool = False
 
     @classmethod
-    def start(
-        cls,
-        python: str,
-        module: str,
-        imports: tuple[str, ...],
-        env: dict[str, str],
-        preexec: Callable[[], None],
-        spawn_record: Path,
-    ) -> Prestarted:
-        """``spawn_record``: where the launches of this environment record what SGLang's first spawned process
-        needs, and the next ones read it to start its stand-by (prestart_boot.py)."""
+    def start(cls, boot: Boot, env: dict[str, str], preexec: Callable[[], None]) -> Prestarted:
         read_fd, write_fd = os.pipe()
-        boot = [python, "-c", _BOOT.read_text(), "launcher", str(write_fd), str(_BOOT), str(spawn_record)]
         fd, name = tempfile.mkstemp(prefix="sglang-tuner-prestart-", suffix=".log")
         try:
-            proc = subprocess.Popen(
-                [*boot, module, *imports],
-                stdin=subprocess.PIPE,
-                stdout=fd,
-                stderr=subprocess.STDOUT,
-                env=env,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-                preexec_fn=preexec,
-            )
+            proc = boot.popen(write_fd, fd, env, preexec)
         except OSError:
             os.close(read_fd)
             Path(name).unlink(missing_ok=True)
@@ -131,9 +126,7 @@ class Prestarted:
             log.write(b"# prestarted: its imports ran before this launch (sglang-tuner launcher.prestart)\n")
             log.write(self.early_log.read_bytes())
         self.early_log.unlink(missing_ok=True)
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps({"argv": argv, "log": str(log_path), "env": env}) + "\n").encode())
-        self.proc.stdin.close()
+        _send(self.proc, argv, log_path, env)
         return time.monotonic() - self.started
 
     def discard(self) -> None:

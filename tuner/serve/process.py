@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tuner.serve.compile_cache import CompileCache
 from tuner.serve.launcher import STUDY_MARK, TRIAL_MARK, Launcher, LaunchError, LaunchSpec, Server
-from tuner.serve.prestart import Prestarted, python_module, start_now
+from tuner.serve.prestart import Boot, Prestarted, python_module, start_now
 from tuner.sglang.catalog import FlagCatalog, read_catalog
 from tuner.sglang.entrypoint import RUN_TIME_IMPORTS
 from tuner.sglang.flags import deploy_defaults, one_per_line, shell_args
@@ -157,12 +157,8 @@ class ProcessLauncher(Launcher):
     def _start(self, argv: list[str], spec: LaunchSpec, env: dict[str, str]) -> ProcessServer:
         try:
             if self._prestart is not None:
-                python, module = self._prestart
-                record = self._spawn_record(_prestart_key(env))
-                proc = start_now(
-                    python, module, RUN_TIME_IMPORTS.get(module, ()), env, _die_with_parent, record,
-                    spec.flags.argv(), spec.log_path,
-                )  # fmt: skip
+                boot = self._boot(_prestart_key(env))
+                proc = start_now(boot, env, _die_with_parent, spec.flags.argv(), spec.log_path)
             else:
                 with open(spec.log_path, "ab") as log:
                     proc = subprocess.Popen(
@@ -178,26 +174,21 @@ class ProcessLauncher(Launcher):
             raise LaunchError(f"cannot start {shlex.join(self.command)}: {exc.strerror or exc}") from None
         return ProcessServer(spec=spec, ident=str(proc.pid), proc=proc)
 
-    def _spawn_record(self, key: tuple[tuple[str, str], ...]) -> Path:
-        """Where this environment's launches record what SGLang's first spawn needed (prestart_boot.py)."""
+    def _boot(self, key: tuple[tuple[str, str], ...]) -> Boot:
+        """How this environment's servers start through prestart_boot.py, their spawn record per environment."""
+        assert self._prestart is not None
+        python, module = self._prestart
         if self._records is None:
             self._records = Path(tempfile.mkdtemp(prefix="sglang-tuner-spawn-"))
-        return self._records / (hashlib.sha256(repr(key).encode()).hexdigest()[:16] + ".json")
+        record = self._records / (hashlib.sha256(repr(key).encode()).hexdigest()[:16] + ".json")
+        return Boot(python, module, RUN_TIME_IMPORTS.get(module, ()), record)
 
     def _prestart_next(self, key: tuple[tuple[str, str], ...], env: dict[str, str]) -> None:
         if self._prestart is None:
             return
-        python, module = self._prestart
         try:
             # Its trial's number is not known yet: the mark says what it is until then.
-            started = Prestarted.start(
-                python,
-                module,
-                RUN_TIME_IMPORTS.get(module, ()),
-                {**env, TRIAL_MARK: "prestarted"},
-                _die_with_parent,
-                self._spawn_record(key),
-            )
+            started = Prestarted.start(self._boot(key), {**env, TRIAL_MARK: "prestarted"}, _die_with_parent)
         except OSError:
             return  # the next launch starts fresh and reports why it cannot
         with self._lock:
