@@ -1,4 +1,4 @@
-"""SGLang's first spawned process (its scheduler) runs on a stand-by that imported ahead (serve/prestart_boot.py).
+"""SGLang's spawned processes (its scheduler, its detokenizer) run on stand-bys that imported ahead (prestart_boot.py).
 
 The stand-in serves HTTP from one process, so each test writes a server module in front of it that starts like
 SGLang does: `python -m spawn_server` imports `slow_child` (as SGLang's engine imports its scheduler module), then,
@@ -41,6 +41,12 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         "# Like a module that reads SGLANG_RUN_ID when it is imported; only where the test asks it to.\n"
         "RUN_ID_AT_IMPORT = os.environ.get('STANDIN_RUN_ID') if os.environ.get('STANDIN_READ_RUN_ID') else None\n"
         "print('slow_child: imported', file=sys.stderr, flush=True)\n"
+        "def second(writer):  # like SGLang's detokenizer, spawned after the scheduler\n"
+        "    ctypes.CDLL('libc.so.6').prctl(1, signal.SIGKILL)\n"
+        "    writer.send(json.dumps({'pid': os.getpid(), 'imported_by': IMPORTED_BY, 'imported_at': IMPORTED_AT}))\n"
+        "    writer.close()\n"
+        "    while True:\n"
+        "        time.sleep(3600)\n"
         "def run(writer):\n"
         "    ctypes.CDLL('libc.so.6').prctl(1, signal.SIGKILL)  # as SGLang's scheduler: die with the parent\n"
         "    print('slow_child: running', flush=True)\n"
@@ -73,6 +79,10 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         "    child = mp.Process(target=slow_child.run, args=(writer,))\n"
         "    child.start()\n"
         "    word = json.loads(reader.recv())\n"
+        "    reader, writer = mp.Pipe(duplex=False)\n"
+        "    other = mp.Process(target=slow_child.second, args=(writer,))\n"
+        "    other.start()\n"
+        "    word.update(second=json.loads(reader.recv()))\n"
         "    word.update(parent=os.getpid(), parent_run_id=os.environ['STANDIN_RUN_ID'], parent_argv=sys.argv,\n"
         "        parent_nofile=list(resource.getrlimit(resource.RLIMIT_NOFILE)))\n"
         f"    with open({str(folder / 'spawned.jsonl')!r}, 'a') as f:\n"
@@ -126,7 +136,11 @@ def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_pat
     # The first trial, launched fresh, recorded what its spawn needed: the second trial's stand-by started from it.
     assert "is a stand-by started" in _log(tmp_path, unique_study, 1)
     log = _log(tmp_path, unique_study, 3)
-    assert f"SGLang's first spawned process (pid {last['pid']}, slow_child) is a stand-by" in log, log
+    assert f"SGLang's spawned process 1 (pid {last['pid']}, slow_child) is a stand-by" in log, log
+    # So is the second process it spawns (SGLang's detokenizer).
+    second = last["second"]
+    assert second["imported_by"] == second["pid"] and second["imported_at"] < began.timestamp(), second
+    assert f"SGLang's spawned process 2 (pid {second['pid']}, slow_child) is a stand-by" in log, log
     # It runs as a spawned child would: the environment the launcher left (its trial's mark, what the launcher
     # set, this run's id), its open-files limit, spawn's argv, its output in its trial's log.
     for word in words.values():
@@ -143,6 +157,19 @@ def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_pat
 def _spec(tmp_path: Path, trial: int, port: int) -> LaunchSpec:
     flags = ServerFlags.of({"model-path": "standin/qwen3-8b", "host": "127.0.0.1", "port": port})
     return LaunchSpec(flags, {}, tmp_path / str(trial) / "server.log", "127.0.0.1", port, (), "spawn-unit", trial)
+
+
+def _described(pids: list[int]) -> list[str]:
+    """What each process is, for an assertion's message: pid, state, ppid, pgid, its command line's tail."""
+    out = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:4]
+            tail = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-5:]
+        except OSError:
+            continue
+        out.append(f"{pid} {' '.join(stat)} {[t.decode()[:60] for t in tail]}")
+    return out
 
 
 def _group_size(pgid: int) -> int:
@@ -191,27 +218,27 @@ def test_a_stand_by_that_could_differ_from_a_fresh_spawn_is_not_used(tmp_path, c
             assert word["run_id_at_import"] == (word["parent_run_id"] if cause == "STANDIN_READ_RUN_ID" else None)
             assert word["nofile"] == word["parent_nofile"], word
         log = (tmp_path / "2" / "server.log").read_text()
-        assert f"# prestarted: SGLang's first spawned process started fresh: {why}" in log, log
+        assert f"# prestarted: SGLang's spawned process 1 started fresh: {why}" in log, log
         # The refused stand-by is gone: the trial ran the processes a fresh launch runs (server, child, spawn's
         # resource tracker).
         assert sizes[2] == sizes[0], sizes
     finally:
         launcher.close()
-    assert servers_of("spawn-unit") == []
+    assert servers_of("spawn-unit") == [], _described(servers_of("spawn-unit"))
 
 
 def test_close_stops_a_waiting_stand_by(tmp_path):
     launcher, _, _ = _launch_three(tmp_path, spawning_server(tmp_path, 0.3))
     try:
         assert "is a stand-by started" in (tmp_path / "2" / "server.log").read_text()  # the third ran on one
-        # The interpreter prestarted at the third launch waits with its own stand-by beside it.
+        # The interpreter prestarted at the third launch waits with its two stand-bys beside it.
         deadline = time.monotonic() + 10
-        while len(servers_of("spawn-unit")) < 2 and time.monotonic() < deadline:
+        while len(servers_of("spawn-unit")) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(servers_of("spawn-unit")) == 2, servers_of("spawn-unit")
+        assert len(servers_of("spawn-unit")) == 3, _described(servers_of("spawn-unit"))
     finally:
         launcher.close()
-    assert servers_of("spawn-unit") == []
+    assert servers_of("spawn-unit") == [], _described(servers_of("spawn-unit"))
 
 
 @pytest.mark.timeout(150)
@@ -230,12 +257,12 @@ def test_kill_9_of_the_tuner_takes_the_waiting_stand_by_with_it(tmp_path, unique
         start_new_session=True,
     )
     try:
-        # Trial 1 hangs in its startup, its child running on a stand-by; the interpreter prestarted for trial 2
-        # starts a stand-by of its own beside it, which imports for 3 s.
+        # Trial 1 hangs in its startup, its two children running on stand-bys; the interpreter prestarted for
+        # trial 2 starts two stand-bys of its own beside it, which import for 3 s.
         deadline = time.monotonic() + 90
-        while len(_stand_bys(unique_study)) < 2 and time.monotonic() < deadline:
+        while len(_stand_bys(unique_study)) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(_stand_bys(unique_study)) == 2
+        assert len(_stand_bys(unique_study)) == 4
         os.kill(tuner.pid, signal.SIGKILL)
         tuner.wait(30)
         # Gone with it, the importing stand-by too (not once its imports end and it finds its launcher gone).

@@ -5,12 +5,12 @@ Two roles, the first argument:
 
 ``launcher``: the server's own interpreter. It imports the command's module and what that module imports once it
 runs, says it is ready, and waits for its trial's command line; then it runs the module as ``__main__`` through
-runpy, as ``python -m`` does. While it waits it also starts a *stand-by* (below) for the first process SGLang will
-start with multiprocessing's spawn (the scheduler), once it knows what that process needs: the *record* that the
-launch before wrote when it spawned (the environment SGLang had changed by then, its resource limits, the module
-of the process's target).
+runpy, as ``python -m`` does. It also starts a *stand-by* (below) for each process SGLang will start with
+multiprocessing's spawn (its scheduler per GPU, its detokenizer), once it knows what those need: the *record* the
+launch before wrote as it spawned them (per process, in order: the environment SGLang had changed by then, its
+resource limits, the module of the process's target). Every launch writes one, a fresh one too.
 
-``standby``: a child of the launcher that imports what a spawned scheduler imports before it runs (the launching
+``standby``: a child of the launcher that imports what a spawned process imports before it runs (the launching
 module and its target's module), reports what it did while importing (environment variables read, whether CUDA
 was initialised, the file descriptors it holds), and waits. When SGLang spawns, the launcher hands it what spawn
 would have given a fresh interpreter (descriptors at their numbers, stdio, the environment as SGLang left it) and
@@ -19,8 +19,8 @@ it runs spawn's own bootstrap: from there it is the process spawn would have sta
 The launcher hands over only when nothing the stand-by did could differ from a fresh spawn: it reported before the
 spawn (its imports are never hidden in a measured startup), none of the environment variables that differ was read
 while it imported (nor any read by C libraries at load: CUDA_*, TORCH_*, ...), resource limits, working folder and
-CPU affinity are the same, and no descriptor spawn passes is in use there. Otherwise, or if the hand-over fails,
-SGLang spawns as it always does. Either way the server's log says which, and why.
+CPU affinity are the same. Otherwise, or if the hand-over fails, SGLang spawns as it always does. Either way the
+server's log says which, and why.
 """
 
 import ctypes
@@ -38,6 +38,7 @@ import sys
 import time
 
 _PR_SET_PDEATHSIG = 1
+_MOST_STANDBYS = 8  # SGLang spawns a scheduler per GPU of the server, a detokenizer, and more with options
 _FORK_FLAG = "--multiprocessing-fork"
 # Read by C code (the CUDA driver, torch's and glibc's start-up) rather than through os.environ: a change to one of
 # these after the stand-by loaded them cannot be seen, so it is never handed over.
@@ -129,7 +130,7 @@ def standby(launcher_pid: int, sock_fd: int, main_module: str, target_module: st
 
 
 class _Standby:
-    """The launcher's side of one stand-by: started from a record, handed the first spawn if nothing differs."""
+    """The launcher's side of one stand-by: started from a record's entry, handed its spawn if nothing differs."""
 
     def __init__(self, pid: int, sock: socket.socket, env: dict[str, str], exe: str, opts: list[str]) -> None:
         self.pid, self.sock, self.env, self.exe, self.opts = pid, sock, env, exe, opts
@@ -137,14 +138,11 @@ class _Standby:
         self._report: dict | None = None  # {} once it died
 
     @classmethod
-    def start(cls, source: str, record_path: str, main_module: str) -> "_Standby | None":
+    def start(cls, source: str, record: dict, main_module: str) -> "_Standby | None":
+        """One for the spawn ``record`` describes (an entry of the launch before's record), or None if it cannot
+        be like it (another executable or interpreter flags, a hard limit this process cannot match)."""
         from multiprocessing import spawn, util
 
-        try:
-            with open(record_path) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            return None
         exe, opts = os.fsdecode(spawn.get_executable()), util._args_from_interpreter_flags()  # type: ignore[attr-defined]
         if record["executable"] != exe or record["opts"] != opts:
             return None
@@ -242,23 +240,38 @@ class _Standby:
             pass
 
 
-def _install_spawn_hook(standby: "_Standby | None", record_path: str) -> None:
-    """The first process SGLang spawns goes to the stand-by where it can; its needs are recorded for the next."""
+def _read_record(record_path: str) -> list[dict]:
+    try:
+        with open(record_path) as f:
+            return list(json.load(f))[:_MOST_STANDBYS]
+    except (OSError, ValueError):
+        return []
+
+
+def _install_spawn_hook(standbys: "list[_Standby | None]", record_path: str) -> None:
+    """Each process SGLang spawns goes to its stand-by where it can (the scheduler first, then the detokenizer,
+    in SGLang's order); what each needed is recorded for the next launch."""
     import multiprocessing.popen_spawn_posix as popen_spawn_posix
     from multiprocessing import util
 
     base_env = dict(os.environ)
     spawn_fresh = util.spawnv_passfds
     launch = popen_spawn_posix.Popen._launch  # type: ignore[attr-defined]
-    state = {"target": "", "first": True, "prepared": False}
+    record: list[dict] = []
+    state = {"target": "", "prepared": False}
+
+    def standby() -> "_Standby | None":  # the stand-by for the spawn under way (the record's next entry)
+        return standbys[len(record)] if len(record) < len(standbys) else None
 
     def _launch(popen: popen_spawn_posix.Popen, process_obj: object) -> None:
         state["target"] = getattr(getattr(process_obj, "_target", None), "__module__", "") or ""
-        if not (state["first"] and standby and standby.report()):
+        state["prepared"] = False
+        sb = standby()
+        if not (sb and sb.report()):
             return launch(popen, process_obj)
         # Descriptors the process's arguments carry are named by number in what spawn pickles for it: each goes
         # above every number the stand-by holds, so that it can take them at the same numbers.
-        above, dups = standby.above(), []
+        above, dups = sb.above(), []
 
         def duplicate_for_child(fd: int) -> int:
             dups.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, above))
@@ -274,35 +287,37 @@ def _install_spawn_hook(standby: "_Standby | None", record_path: str) -> None:
                 os.close(fd)
 
     def spawnv_passfds(path: bytes, args: list[str], passfds: list[int]) -> int:
-        if not state["first"] or _FORK_FLAG not in args:  # later spawns, and the resource tracker
+        if _FORK_FLAG not in args or len(record) >= _MOST_STANDBYS:  # the resource tracker, or past the most
             return spawn_fresh(path, args, passfds)
-        state["first"] = False
+        sb, which = standby(), f"SGLang's spawned process {len(record) + 1}"
         changed = {k for k in {*os.environ, *base_env} if os.environ.get(k) != base_env.get(k)}
-        record = {
-            "env": {k: os.environ.get(k) for k in sorted(changed)},
-            "limits": _limits(),
-            "executable": os.fsdecode(path),
-            "opts": util._args_from_interpreter_flags(),  # type: ignore[attr-defined]
-            "target": state["target"],
-        }
-        if record["target"]:
+        record.append(
+            {
+                "env": {k: os.environ.get(k) for k in sorted(changed)},
+                "limits": _limits(),
+                "executable": os.fsdecode(path),
+                "opts": util._args_from_interpreter_flags(),  # type: ignore[attr-defined]
+                "target": state["target"],
+            }
+        )
+        if all(r["target"] for r in record):
             with open(record_path + ".tmp", "w") as f:
                 json.dump(record, f)
             os.replace(record_path + ".tmp", record_path)
-        if standby is None:
+        if sb is None:
             return spawn_fresh(path, args, passfds)
         # A report that came after spawn pickled the process's descriptors came too late for their numbers.
-        reason = standby.refusal(path, list(args)) if state["prepared"] else "its stand-by was still importing"
-        if reason is None and standby.hand_over(list(args), sorted(map(int, passfds))):
-            imports_s = standby.report()["imports_s"]  # type: ignore[index]
+        reason = sb.refusal(path, list(args)) if state["prepared"] else "its stand-by was still importing"
+        if reason is None and sb.hand_over(list(args), sorted(map(int, passfds))):
+            imports_s = sb.report()["imports_s"]  # type: ignore[index]
             _say(
-                f"SGLang's first spawned process (pid {standby.pid}, {state['target']}) is a stand-by started "
-                f"{time.monotonic() - standby.started:.1f} s before, its imports ({imports_s} s) done"
+                f"{which} (pid {sb.pid}, {state['target']}) is a stand-by started "
+                f"{time.monotonic() - sb.started:.1f} s before, its imports ({imports_s} s) done"
             )
-            standby.sock.close()
-            return standby.pid
-        standby.discard()
-        _say(f"SGLang's first spawned process started fresh: {reason or 'the hand-over failed'}")
+            sb.sock.close()
+            return sb.pid
+        sb.discard()
+        _say(f"{which} started fresh: {reason or 'the hand-over failed'}")
         return spawn_fresh(path, args, passfds)
 
     popen_spawn_posix.Popen._launch = _launch  # type: ignore[attr-defined]
@@ -312,20 +327,23 @@ def _install_spawn_hook(standby: "_Standby | None", record_path: str) -> None:
 def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *imports: str) -> None:
     with open(boot_path) as f:
         source = f.read()
-    # The stand-by imports beside this interpreter, from the record of an earlier launch where there is one (the
-    # launch before this one's records only once it spawns, seconds from now).
-    standby = _Standby.start(source, record_path, module) if os.path.exists(record_path) else None
+    # The stand-bys import beside this interpreter, one per process the launch before spawned, from its record
+    # where there is one (a launch records its spawns as it makes them, seconds after it starts).
+    standbys: list[_Standby | None] = []
+
+    def start_standbys() -> None:
+        for entry in _read_record(record_path)[len(standbys) :]:
+            standbys.append(_Standby.start(source, entry, module))
+
+    start_standbys()
     for name in (module, *imports):
         importlib.import_module(name)
     del sys.modules[module]  # runpy runs it as __main__, as `python -m` would (it warns about one already imported)
     if ready_fd >= 0:  # -1: a fresh launch, its line sent at once (prestart.start_now)
         os.write(ready_fd, b"ready")
         os.close(ready_fd)
-    # Waits for the trial's line; meanwhile starts the stand-by as soon as a record appears.
-    while standby is None and not select.select([sys.stdin], [], [], 0.25)[0]:
-        if os.path.exists(record_path):
-            standby = _Standby.start(source, record_path, module)
-            break
+    while not select.select([sys.stdin], [], [], 0.25)[0]:  # waits for the trial's line
+        start_standbys()
     line = sys.stdin.readline()
     if not line:
         sys.exit(0)
@@ -338,7 +356,7 @@ def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *impo
     os.close(null)
     os.close(log)
     os.environ.update(go["env"])
-    _install_spawn_hook(standby, record_path)
+    _install_spawn_hook(standbys, record_path)
     sys.argv = [module, *go["argv"]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
