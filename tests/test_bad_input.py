@@ -1300,6 +1300,13 @@ CASES = [
         ("sampler.warm_start", "surface.json", "not a surface file", "header.workload"),
     ),
     Case(
+        "prestart-spawned-without-prestart",
+        "stand-bys for SGLang's spawned processes asked with prestart off",
+        "tune start -c run.yaml  # launcher: {prestart: false, prestart_spawned: true}",
+        _start(launcher={"prestart": False, "prestart_spawned": True}),
+        ("launcher.prestart_spawned", "prestarted interpreter", "prestart: true"),
+    ),
+    Case(
         "recorded-only-not-replay",
         "recorded rows asked of a launcher that is no replay",
         "tune start -c run.yaml  # launcher: {kind: process, recorded_only: true}",

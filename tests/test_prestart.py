@@ -52,6 +52,8 @@ def imports(folder: Path) -> list[dict]:
 
 
 COMMAND = [sys.executable, "-m", "standin_server"]
+# The unit tests' study mark: this test process's own, so that another test run on the machine is not counted.
+UNIT = f"prestart-unit-{os.getpid()}"
 
 
 def test_the_next_trials_server_is_the_interpreter_that_imported_before_its_launch(tmp_path, unique_study):
@@ -88,9 +90,7 @@ def test_the_next_trials_server_is_the_interpreter_that_imported_before_its_laun
 
 def _spec(tmp_path: Path, trial: int, port: int, env: dict[str, str] | None = None) -> LaunchSpec:
     flags = ServerFlags.of({"model-path": "standin/qwen3-8b", "host": "127.0.0.1", "port": port})
-    return LaunchSpec(
-        flags, env or {}, tmp_path / str(trial) / "server.log", "127.0.0.1", port, (), "prestart-unit", trial
-    )
+    return LaunchSpec(flags, env or {}, tmp_path / str(trial) / "server.log", "127.0.0.1", port, (), UNIT, trial)
 
 
 def _launcher(tmp_path: Path, delay_s: float, prestart: bool = True) -> ProcessLauncher:
@@ -116,9 +116,9 @@ def test_a_prestarted_interpreter_serves_only_its_environment_and_close_stops_it
     same = launcher.launch(_spec(tmp_path, 2, free_port(), env={"SGLANG_STANDIN_SPEED": "0.03"}))
     assert same.prestarted_s is not None
     same.stop(1)
-    assert len(servers_of("prestart-unit")) == 2  # one waits for each environment
+    assert len(servers_of(UNIT)) == 2  # one waits for each environment
     launcher.close()
-    assert servers_of("prestart-unit") == []
+    assert servers_of(UNIT) == []
 
 
 def test_one_still_importing_is_discarded_and_the_trial_starts_fresh(tmp_path):
@@ -132,7 +132,7 @@ def test_one_still_importing_is_discarded_and_the_trial_starts_fresh(tmp_path):
         b.stop(1)
     finally:
         launcher.close()
-    assert servers_of("prestart-unit") == []
+    assert servers_of(UNIT) == []
 
 
 def test_off_in_the_run_file_and_for_commands_that_are_not_python_dash_m(tmp_path):
@@ -146,7 +146,7 @@ def test_off_in_the_run_file_and_for_commands_that_are_not_python_dash_m(tmp_pat
         server = launcher.launch(_spec(tmp_path, 0, free_port()))
         try:
             server.stop(1)
-            assert len(_prestarted("prestart-unit")) == (1 if prestarted else 0)
+            assert len(_prestarted(UNIT)) == (1 if prestarted else 0)
         finally:
             launcher.close()
 

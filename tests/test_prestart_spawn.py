@@ -29,6 +29,8 @@ from tuner.sglang.flags import ServerFlags
 from tuner.trial.record import TrialRecord
 
 COMMAND = [sys.executable, "-m", "spawn_server"]
+# The unit tests' study mark: this test process's own, so that another test run on the machine is not counted.
+UNIT = f"spawn-unit-{os.getpid()}"
 
 
 def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
@@ -38,6 +40,8 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         f"time.sleep({child_import_s})\n"
         "IMPORTED_AT = time.time()\n"
         "IMPORTED_BY = os.getpid()\n"
+        "# Like SGLang's environ.py, which goes through every variable at import to rename SGL_* ones.\n"
+        "RENAMED = {k.replace('SGL_', 'SGLANG_', 1): v for k, v in os.environ.items() if k.startswith('SGL_')}\n"
         "# Like a module that reads SGLANG_RUN_ID when it is imported; only where the test asks it to.\n"
         "RUN_ID_AT_IMPORT = os.environ.get('STANDIN_RUN_ID') if os.environ.get('STANDIN_READ_RUN_ID') else None\n"
         "print('slow_child: imported', file=sys.stderr, flush=True)\n"
@@ -117,7 +121,8 @@ def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_pat
     # The child imports for 1.5 s; each server starts for 2 s more (SGLang's CUDA graphs), so a stand-by started
     # while the trial before runs is ready when its trial spawns.
     env = {**spawning_server(tmp_path, 1.5), "SGLANG_STANDIN_STARTUP_S": "2"}
-    run = write_run(tmp_path, study=unique_study, trials=4, env=env, launcher={"command": COMMAND})
+    launcher = {"command": COMMAND, "prestart_spawned": True}
+    run = write_run(tmp_path, study=unique_study, trials=4, env=env, launcher=launcher)
     done = tune("start", "-c", str(run))
     assert done.returncode == 0, done.stderr
     assert servers_of(unique_study) == []  # stand-bys and prestarted interpreters went with the study
@@ -156,7 +161,7 @@ def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_pat
 
 def _spec(tmp_path: Path, trial: int, port: int) -> LaunchSpec:
     flags = ServerFlags.of({"model-path": "standin/qwen3-8b", "host": "127.0.0.1", "port": port})
-    return LaunchSpec(flags, {}, tmp_path / str(trial) / "server.log", "127.0.0.1", port, (), "spawn-unit", trial)
+    return LaunchSpec(flags, {}, tmp_path / str(trial) / "server.log", "127.0.0.1", port, (), UNIT, trial)
 
 
 def _described(pids: list[int]) -> list[str]:
@@ -184,10 +189,12 @@ def _group_size(pgid: int) -> int:
     return size
 
 
-def _launch_three(tmp_path: Path, env: dict[str, str]) -> tuple[ProcessLauncher, list[dict], list[int]]:
+def _launch_three(
+    tmp_path: Path, env: dict[str, str], spawned_too: bool = True
+) -> tuple[ProcessLauncher, list[dict], list[int]]:
     """Three launches in a row, each stopped once its child has spoken: the third is the one with a stand-by.
     Returns the launcher, the children's words and each server's process group size before it stopped."""
-    launcher = ProcessLauncher(COMMAND, {**FAST_ENV, **env})
+    launcher = ProcessLauncher(COMMAND, {**FAST_ENV, **env}, prestart_spawned=spawned_too)
     sizes = []
     for trial in range(3):
         server = launcher.launch(_spec(tmp_path, trial, free_port()))
@@ -224,7 +231,7 @@ def test_a_stand_by_that_could_differ_from_a_fresh_spawn_is_not_used(tmp_path, c
         assert sizes[2] == sizes[0], sizes
     finally:
         launcher.close()
-    assert servers_of("spawn-unit") == [], _described(servers_of("spawn-unit"))
+    assert servers_of(UNIT) == [], _described(servers_of(UNIT))
 
 
 def test_close_stops_a_waiting_stand_by(tmp_path):
@@ -233,12 +240,12 @@ def test_close_stops_a_waiting_stand_by(tmp_path):
         assert "is a stand-by started" in (tmp_path / "2" / "server.log").read_text()  # the third ran on one
         # The interpreter prestarted at the third launch waits with its two stand-bys beside it.
         deadline = time.monotonic() + 10
-        while len(servers_of("spawn-unit")) < 3 and time.monotonic() < deadline:
+        while len(servers_of(UNIT)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(servers_of("spawn-unit")) == 3, _described(servers_of("spawn-unit"))
+        assert len(servers_of(UNIT)) == 3, _described(servers_of(UNIT))
     finally:
         launcher.close()
-    assert servers_of("spawn-unit") == [], _described(servers_of("spawn-unit"))
+    assert servers_of(UNIT) == [], _described(servers_of(UNIT))
 
 
 @pytest.mark.timeout(150)
@@ -248,7 +255,7 @@ def test_kill_9_of_the_tuner_takes_the_waiting_stand_by_with_it(tmp_path, unique
     space.write_text("params:\n  mem-fraction-static: {low: 0.7, high: 0.8, step: 0.01}\n")
     run = write_run(
         tmp_path, study=unique_study, space=space, trials=3, env=env,
-        launcher={"command": COMMAND, "startup_timeout_s": 600},
+        launcher={"command": COMMAND, "startup_timeout_s": 600, "prestart_spawned": True},
     )  # fmt: skip
     tuner = subprocess.Popen(
         [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
@@ -273,3 +280,15 @@ def test_kill_9_of_the_tuner_takes_the_waiting_stand_by_with_it(tmp_path, unique
     finally:
         if tuner.poll() is None:
             os.killpg(tuner.pid, signal.SIGKILL)
+
+
+def test_off_by_default(tmp_path):
+    launcher, words, sizes = _launch_three(tmp_path, spawning_server(tmp_path, 0.3), spawned_too=False)
+    try:
+        assert len(words) == 3
+        assert "SGLang's spawned process" not in (tmp_path / "2" / "server.log").read_text()
+        assert _stand_bys(UNIT) == []
+        assert sizes[2] == sizes[0]
+    finally:
+        launcher.close()
+    assert servers_of(UNIT) == []

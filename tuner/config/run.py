@@ -130,6 +130,9 @@ class LauncherConfig(Strict):
     # Process launcher, a `PYTHON -m MODULE` command: the next trial's interpreter does its imports (~20 s of
     # SGLang's startup) while this trial runs (tuner/serve/prestart.py).
     prestart: bool = True
+    # With prestart: the processes SGLang spawns (scheduler, detokenizer) each on a stand-by that imported while
+    # the trial before ran (tuner/serve/prestart_boot.py). Off until a GPU has run one: tested on CPU only.
+    prestart_spawned: bool = False
     # Docker only
     image: str | None = None
     volumes: list[str] = Field(default_factory=list)
@@ -148,6 +151,8 @@ class LauncherConfig(Strict):
             raise ValueError("image: the docker launcher needs an image (tag or digest)")
         if self.kind == "replay" and not self.surface:
             raise ValueError("surface: the replay launcher needs a recorded surface (surfaces/*.json)")
+        if self.prestart_spawned and not self.prestart:
+            raise ValueError("prestart_spawned: stand-bys start beside a prestarted interpreter; set prestart: true")
         if self.recorded_only and self.kind != "replay":
             raise ValueError(f"recorded_only: only a replay answers from recorded rows; launcher kind is {self.kind}")
         return self

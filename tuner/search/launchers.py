@@ -42,8 +42,9 @@ def make_launcher(config: RunConfig) -> Launcher:
         )
     from tuner.serve.process import ProcessLauncher
 
+    lc = config.launcher
     return ProcessLauncher(
-        config.launcher.command, config.launcher.env, compile_cache=cache, prestart=config.launcher.prestart
+        lc.command, lc.env, compile_cache=cache, prestart=lc.prestart, prestart_spawned=lc.prestart_spawned
     )
 
 

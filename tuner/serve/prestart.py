@@ -44,17 +44,18 @@ def python_module(command: list[str]) -> tuple[str, str] | None:
 @dataclass(frozen=True)
 class Boot:
     """How a server's interpreter is started through prestart_boot.py: SGLang's python and module, what the module
-    imports once it runs, and where this environment's launches record what SGLang's first spawned process
-    needed (the next ones read it to start its stand-by)."""
+    imports once it runs, and where this environment's launches record what SGLang's spawned processes needed
+    (the next ones read it to start their stand-bys; None: no stand-bys)."""
 
     python: str
     module: str
     imports: tuple[str, ...]
-    spawn_record: Path
+    spawn_record: Path | None
 
     def popen(self, ready_fd: int, stdout: int, env: dict[str, str], preexec: Callable[[], None]) -> subprocess.Popen:
         """The interpreter, its trial's line still to come on stdin; ``ready_fd`` -1: none says when it is ready."""
-        boot = [self.python, "-c", _BOOT.read_text(), "launcher", str(ready_fd), str(_BOOT), str(self.spawn_record)]
+        record = str(self.spawn_record or "")
+        boot = [self.python, "-c", _BOOT.read_text(), "launcher", str(ready_fd), str(_BOOT), record]
         return subprocess.Popen(
             [*boot, self.module, *self.imports],
             stdin=subprocess.PIPE,

@@ -36,6 +36,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import ItemsView, ValuesView
 
 _PR_SET_PDEATHSIG = 1
 _MOST_STANDBYS = 8  # SGLang spawns a scheduler per GPU of the server, a detokenizer, and more with options
@@ -74,8 +75,19 @@ class _Recording(os._Environ[str]):
         _READS.add(str(key))
         return super().__contains__(key)
 
-    def copy(self) -> dict[str, str]:  # a whole copy handed on (to a subprocess) reads nothing by itself
+    # A scan of the whole environment is not a read of each variable: SGLang's environ.py goes through all of them
+    # at import to rename SGL_* ones, which would otherwise count SGLANG_RUN_ID (new each run) as read.
+    def _plain(self) -> dict[str, str]:
         return {self.decodekey(k): self.decodevalue(v) for k, v in self._data.items()}  # type: ignore[attr-defined]
+
+    def copy(self) -> dict[str, str]:
+        return self._plain()
+
+    def items(self) -> ItemsView[str, str]:
+        return self._plain().items()
+
+    def values(self) -> ValuesView[str]:
+        return self._plain().values()
 
 
 def standby(launcher_pid: int, sock_fd: int, main_module: str, target_module: str) -> None:
@@ -241,6 +253,8 @@ class _Standby:
 
 
 def _read_record(record_path: str) -> list[dict]:
+    if not record_path:  # stand-bys off (launcher.prestart_spawned)
+        return []
     try:
         with open(record_path) as f:
             return list(json.load(f))[:_MOST_STANDBYS]
@@ -356,7 +370,8 @@ def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *impo
     os.close(null)
     os.close(log)
     os.environ.update(go["env"])
-    _install_spawn_hook(standbys, record_path)
+    if record_path:
+        _install_spawn_hook(standbys, record_path)
     sys.argv = [module, *go["argv"]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

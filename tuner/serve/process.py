@@ -100,6 +100,7 @@ class ProcessLauncher(Launcher):
         env: dict[str, str] | None = None,
         compile_cache: CompileCache | None = None,
         prestart: bool = True,
+        prestart_spawned: bool = False,
     ):
         self.command = list(command)
         self.env = dict(env or {})
@@ -108,7 +109,10 @@ class ProcessLauncher(Launcher):
         # that is per GPU slot. None: the command cannot be prestarted or prestart is off.
         self._prestart = python_module(self.command) if prestart else None
         self._waiting: dict[tuple[tuple[str, str], ...], Prestarted] = {}
-        self._records: Path | None = None  # what SGLang's first spawn needed, per environment (prestart_boot.py)
+        # What SGLang's spawns needed, per environment (prestart_boot.py); None until the first launch, or with
+        # stand-bys off.
+        self._standbys = prestart_spawned and self._prestart is not None
+        self._records: Path | None = None
         self._lock = threading.Lock()
 
     def _cache_env(self, spec: LaunchSpec) -> dict[str, str]:
@@ -156,7 +160,7 @@ class ProcessLauncher(Launcher):
 
     def _start(self, argv: list[str], spec: LaunchSpec, env: dict[str, str]) -> ProcessServer:
         try:
-            if self._prestart is not None:
+            if self._standbys:  # through the boot, which records its spawns for the next trial's stand-bys
                 boot = self._boot(_prestart_key(env))
                 proc = start_now(boot, env, _die_with_parent, spec.flags.argv(), spec.log_path)
             else:
@@ -178,9 +182,11 @@ class ProcessLauncher(Launcher):
         """How this environment's servers start through prestart_boot.py, their spawn record per environment."""
         assert self._prestart is not None
         python, module = self._prestart
-        if self._records is None:
-            self._records = Path(tempfile.mkdtemp(prefix="sglang-tuner-spawn-"))
-        record = self._records / (hashlib.sha256(repr(key).encode()).hexdigest()[:16] + ".json")
+        record = None
+        if self._standbys:
+            if self._records is None:
+                self._records = Path(tempfile.mkdtemp(prefix="sglang-tuner-spawn-"))
+            record = self._records / (hashlib.sha256(repr(key).encode()).hexdigest()[:16] + ".json")
         return Boot(python, module, RUN_TIME_IMPORTS.get(module, ()), record)
 
     def _prestart_next(self, key: tuple[tuple[str, str], ...], env: dict[str, str]) -> None:
