@@ -61,6 +61,11 @@ def test_sglang_055_wording_and_rank_tags():
 
 @pytest.mark.timeout(200)
 def test_tune_start_records_the_stand_ins_startup_phases(tmp_path, unique_study):
+    # The trial's log already holds another launch's lines (a study made anew over an old trials/ folder, as a
+    # GPU machine kept it): the phases are this launch's.
+    old = tmp_path / "trials" / unique_study / "0" / "server.log"
+    old.parent.mkdir(parents=True)
+    old.write_text(HEALTHY.read_text())
     run = write_run(
         tmp_path,
         study=unique_study,

@@ -232,6 +232,7 @@ class TrialRunner:
         spec = LaunchSpec(plan.flags, plan.env, log_path, plan.host, plan.port, plan.gpus, self.study, plan.number)
         self._phase(plan, "launching")
         cache_warm = self.launcher.compile_cache_warm(spec)
+        log_from = _size(log_path)  # the log may hold an earlier launch's lines (a retry, a study made anew)
         t_launch = time.monotonic()
         server = self.launcher.launch(spec)
         times.launch_s = time.monotonic() - t_launch
@@ -268,7 +269,7 @@ class TrialRunner:
                         self._classify(server, Phase.STARTUP, log_path, busy_before, timed_out=exc.exit_code is None),
                         str(exc),
                     )
-                startup = _startup_phases(log_path, times.startup_s)
+                startup = _startup_phases(log_path, times.startup_s, log_from)
                 if failure is None:
                     sampler.sample_now()
                     sampler.phase = "benchmark"
@@ -397,10 +398,11 @@ def rate_detail(lv: LevelResult) -> str:
     return f"{lv.request_rate:g} req/s: p99 TTFT {ttft}, p99 TPOT {tpot}"
 
 
-def _startup_phases(log_path: Path, startup_s: float) -> StartupPhases:
-    """Where the startup went, from the server log's first lines (SGLang's own timestamps)."""
+def _startup_phases(log_path: Path, startup_s: float, log_from: int) -> StartupPhases:
+    """Where the startup went, from this launch's first lines of the server log (SGLang's own timestamps)."""
     try:
         with open(log_path, "rb") as f:
+            f.seek(log_from)
             text = f.read(STARTUP_LOG_BYTES).decode("utf-8", "replace")
     except OSError:
         return StartupPhases()
