@@ -11,8 +11,8 @@ launch before wrote as it spawned them (per process, in order: the environment S
 resource limits, the module of the process's target). Every launch writes one, a fresh one too.
 
 ``standby``: a child of the launcher that imports what a spawned process imports before it runs (the launching
-module and its target's module), reports what it did while importing (environment variables read, whether CUDA
-was initialised, the file descriptors it holds), and waits. When SGLang spawns, the launcher hands it what spawn
+module and its target's module), reports what it did while importing (environment variables read, the file
+descriptors it holds), and waits. When SGLang spawns, the launcher hands it what spawn
 would have given a fresh interpreter (descriptors at their numbers, stdio, the environment as SGLang left it) and
 it runs spawn's own bootstrap: from there it is the process spawn would have started, its imports done.
 
@@ -103,11 +103,8 @@ def standby(launcher_pid: int, sock_fd: int, main_module: str, target_module: st
     importlib.import_module(main_module)
     del sys.modules[main_module]  # spawn runs it again, as __mp_main__ (runpy warns about one already imported)
     importlib.import_module(target_module)
-    torch = sys.modules.get("torch")
-    cuda = getattr(torch, "cuda", None)
     report = {
         "reads": sorted(_READS),
-        "cuda": bool(cuda is not None and cuda.is_initialized()),
         "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
         "cwd": os.getcwd(),
         "affinity": sorted(os.sched_getaffinity(0)),
