@@ -5,7 +5,7 @@
 # databases (benchmarks/h200/gpu-seconds/) are copied under $OUT every 10 s. Run from the repository root with .gpu
 # and .whl carried:
 #   bash benchmarks/h200/gpu_seconds.sh 560
-# GPU_SIDES="before" (or "after") runs one side only.
+# GPU_SIDES="before" (or "after") runs one side only; "standby" is "after" with launcher.prestart_spawned on.
 set -uo pipefail
 budget=${1:-560}
 sides=${GPU_SIDES:-after before}
@@ -91,10 +91,10 @@ for side in $sides; do
   step "$side" "$n" $(( est * (n - done_n) )) || break
   [ "$(done_trials "$db")" -ge 4 ] || break
 done
-for side in before after; do
+for side in $sides; do
   python3 -m tuner status -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///benchmarks/h200/$sub/$side.db" \
     > "$OUT/$sub/status-$side.txt" 2>&1
 done
-tar czf "$OUT/$sub/trials.tgz" --exclude=artifacts trials/h200-gpu-seconds-before trials/h200-gpu-seconds-after 2>/dev/null
+tar czf "$OUT/$sub/trials.tgz" --exclude=artifacts $(for side in $sides; do echo trials/h200-gpu-seconds-$side; done) 2>/dev/null
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
 ls -la "$OUT/$sub"
