@@ -10,11 +10,12 @@ Only a command of the form ``PYTHON -m MODULE`` is prestarted (what is imported 
 interpreter serves only a trial whose environment is the one it started with (the trial's number aside): whatever
 SGLang reads from the environment at import time is then what a fresh launch would have read. One that is not
 ready when its trial launches (the trial before ended within seconds) is discarded and the trial starts fresh, so
-its remaining imports are never hidden from the trial's measured startup. SGLang's scheduler process, which it
-starts with multiprocessing's spawn and which imports as much again, gets the same treatment: a stand-by
-interpreter imports beside the prestarted one and becomes the scheduler where nothing could differ from a fresh
-spawn (prestart_boot.py says when). A prestarted interpreter lives in its own process group with its stand-by, dies
-with the tuner (PR_SET_PDEATHSIG) and carries the study's mark like any server.
+its remaining imports are never hidden from the trial's measured startup. With ``launcher.prestart_spawned``, the
+processes SGLang starts with multiprocessing's spawn (scheduler, detokenizer), which import as much again, get the
+same treatment: a stand-by interpreter each imports beside the prestarted one and becomes that process where
+nothing could differ from a fresh spawn (prestart_boot.py says when). A prestarted interpreter lives in its own
+process group with its stand-bys, dies with the tuner (PR_SET_PDEATHSIG) and carries the study's mark like any
+server.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def start_now(
     boot: Boot, env: dict[str, str], preexec: Callable[[], None], argv: list[str], log_path: Path
 ) -> subprocess.Popen:
     """A fresh launch through the same boot, its trial's line sent at once: it runs as ``python -m`` would, its
-    imports in its measured startup, and it too records what SGLang's first spawn needed, so that the next
-    trial's stand-by can start while this trial runs."""
+    imports in its measured startup, and it too records what SGLang's spawned processes needed, so that the next
+    trial's stand-bys can start while this trial runs."""
     with open(log_path, "ab") as log:
         proc = boot.popen(-1, log.fileno(), env, preexec)
     _send(proc, argv, log_path, {})

@@ -109,8 +109,8 @@ class ProcessLauncher(Launcher):
         # that is per GPU slot. None: the command cannot be prestarted or prestart is off.
         self._prestart = python_module(self.command) if prestart else None
         self._waiting: dict[tuple[tuple[str, str], ...], Prestarted] = {}
-        # What SGLang's spawns needed, per environment (prestart_boot.py); None until the first launch, or with
-        # stand-bys off.
+        # Stand-bys for SGLang's spawned processes (launcher.prestart_spawned), from records of what its spawns
+        # needed, one file per environment in a folder made at the first launch.
         self._standbys = prestart_spawned and self._prestart is not None
         self._records: Path | None = None
         self._lock = threading.Lock()
