@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -101,6 +104,32 @@ def tune(*args: str, cwd: Path | None = None, timeout: float = 180, **kwargs) ->
         timeout=timeout,
         **kwargs,
     )
+
+
+@contextmanager
+def tune_start_in_background(run: Path) -> Iterator[subprocess.Popen]:
+    """`tune start -c run` in a session of its own; its group is killed on the way out if it still runs."""
+    tuner = subprocess.Popen(
+        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield tuner
+    finally:
+        if tuner.poll() is None:
+            os.killpg(tuner.pid, signal.SIGKILL)
+
+
+def left_after_kill_9(tuner: subprocess.Popen, study: str, within_s: float) -> list[int]:
+    """Kills the tuner with SIGKILL; the study's processes still alive ``within_s`` later."""
+    os.kill(tuner.pid, signal.SIGKILL)
+    tuner.wait(30)
+    deadline = time.monotonic() + within_s
+    while servers_of(study) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return servers_of(study)
 
 
 def wait_healthy(url: str, timeout: float = 60) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +16,16 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import FAST_ENV, STANDIN, free_port, servers_of, tune, write_run
+from tests.conftest import (
+    FAST_ENV,
+    STANDIN,
+    free_port,
+    left_after_kill_9,
+    servers_of,
+    tune,
+    tune_start_in_background,
+    write_run,
+)
 from tuner.config.run import load_config
 from tuner.search.launchers import make_launcher
 from tuner.search.storage import load_existing_study
@@ -164,27 +171,13 @@ def test_kill_9_of_the_tuner_takes_the_prestarted_interpreter_with_it(tmp_path, 
         env=env,
         launcher={"command": COMMAND, "startup_timeout_s": 600},
     )
-    tuner = subprocess.Popen(
-        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with tune_start_in_background(run) as tuner:
         # Trial 1 hangs in its startup; the interpreter prestarted for trial 2 waits beside it.
         deadline = time.monotonic() + 90
         while not (servers_of(unique_study, trial=1) and _prestarted(unique_study)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _prestarted(unique_study), "no prestarted interpreter waited beside trial 1"
-        os.kill(tuner.pid, signal.SIGKILL)
-        tuner.wait(30)
-        deadline = time.monotonic() + 30
-        while servers_of(unique_study) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert servers_of(unique_study) == []
-    finally:
-        if tuner.poll() is None:
-            os.killpg(tuner.pid, signal.SIGKILL)
+        assert left_after_kill_9(tuner, unique_study, 30) == []
 
 
 def _prestarted(study: str) -> list[int]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +18,16 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import FAST_ENV, STANDIN, free_port, servers_of, tune, write_run
+from tests.conftest import (
+    FAST_ENV,
+    STANDIN,
+    free_port,
+    left_after_kill_9,
+    servers_of,
+    tune,
+    tune_start_in_background,
+    write_run,
+)
 from tuner.config.run import load_config
 from tuner.search.storage import load_existing_study
 from tuner.serve.launcher import LaunchSpec
@@ -257,29 +264,15 @@ def test_kill_9_of_the_tuner_takes_the_waiting_stand_by_with_it(tmp_path, unique
         tmp_path, study=unique_study, space=space, trials=3, env=env,
         launcher={"command": COMMAND, "startup_timeout_s": 600, "prestart_spawned": True},
     )  # fmt: skip
-    tuner = subprocess.Popen(
-        [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with tune_start_in_background(run) as tuner:
         # Trial 1 hangs in its startup, its two children running on stand-bys; the interpreter prestarted for
         # trial 2 starts two stand-bys of its own beside it, which import for 3 s.
         deadline = time.monotonic() + 90
         while len(_stand_bys(unique_study)) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(_stand_bys(unique_study)) == 4
-        os.kill(tuner.pid, signal.SIGKILL)
-        tuner.wait(30)
-        # Gone with it, the importing stand-by too (not once its imports end and it finds its launcher gone).
-        deadline = time.monotonic() + 2.0
-        while servers_of(unique_study) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert servers_of(unique_study) == []
-    finally:
-        if tuner.poll() is None:
-            os.killpg(tuner.pid, signal.SIGKILL)
+        # Gone with it, the importing stand-bys too (not once their imports end and they find their launcher gone).
+        assert left_after_kill_9(tuner, unique_study, 2.0) == []
 
 
 def test_off_by_default(tmp_path):
