@@ -3,9 +3,10 @@
 A scheduler is started by multiprocessing's spawn: a fresh interpreter imports the launching module
 (sglang.launch_server, as __mp_main__) and the module of its target (sglang.srt.managers.scheduler) before it runs.
 This script does the same imports the same way and prints how long they took, whether they initialised CUDA or
-made a CUDA context (NVML lists this process), which environment variables they read (a waiting interpreter that
-did these imports ahead may serve a scheduler only if none of the variables that differ was read), and the file
-descriptors left open. Run on the GPU machine after `source .gpu/env.sh`:
+made a CUDA context (NVML lists this process), which environment variables they read as a stand-by's recorder
+counts them (a waiting interpreter that did these imports ahead may serve a scheduler only if none of the variables
+that differ was read), and the file descriptors left open. Run on the GPU machine from the repository root after
+`source .gpu/env.sh`, with the root on PYTHONPATH:
     python3 benchmarks/h200/spawn_import_probe.py
 """
 
@@ -15,23 +16,10 @@ import runpy
 import sys
 import time
 
-reads: set[str] = set()
+from tuner.serve.prestart_boot import record_reads
 
-
-class _Recording(os._Environ):  # type: ignore[name-defined]
-    def __getitem__(self, key):
-        reads.add(key)
-        return super().__getitem__(key)
-
-    def __contains__(self, key):
-        reads.add(key)
-        return super().__contains__(key)
-
-
-env = os.environ
-os.environ = _Recording(  # noqa: B003 - the same variables, looked up through a recorder
-    env._data, env.encodekey, env.decodekey, env.encodevalue, env.decodevalue
-)
+# The product's own recorder: what a stand-by would be judged on (a scan of the whole environment is no read).
+_, reads = record_reads()
 # What SGLang's launching process sets before it starts its scheduler (engine._set_envs_and_config), as a spawned
 # scheduler has them from birth.
 for key, value in {

@@ -121,11 +121,15 @@ class RecordedRows(BaseSampler):
 
     def __init__(self, inner: BaseSampler, space: SearchSpace, surface: Surface):
         self.inner, self.space, self.surface = inner, space, surface
+        # Each drawable recorded config as params, and beside it as the surface recorded its flags (what
+        # Surface.nearest measures distances between).
         self.rows: list[dict[str, FlagValue]] = []
+        self.recorded: list[dict[str, FlagValue]] = []
         for row in surface.rows:
             params = self.params_of(row.flags)
             if params is not None and params not in self.rows:
                 self.rows.append(params)
+                self.recorded.append(row.flags)
         if not self.rows:
             raise SetupError(
                 f"launcher.recorded_only: no recorded row of {surface.header.source} is a config of space "
@@ -173,14 +177,15 @@ class RecordedRows(BaseSampler):
                     proposal[p.name] = self.inner.sample_independent(study, trial, p.name, p.distribution())
                 live[p.name] = proposal[p.name]
         tried = [t.params for t in study.get_trials(deepcopy=False) if t.number != trial.number]
-        untried = [r for r in self.rows if r not in tried]
+        untried = [i for i, r in enumerate(self.rows) if r not in tried]
         if not untried:
             raise SetupError(
                 f"launcher.recorded_only: all {len(self.rows)} recorded configs of {self.surface.header.source} "
                 f"that space {self.space.path.name} can draw have been tried (with those predicted to fail): "
                 "lower trials:"
             )
-        chosen = untried[self.surface.nearest(self.space.flags_from_params(proposal).as_dict(), untried)]
+        flags = self.space.flags_from_params(proposal).as_dict()
+        chosen = self.rows[untried[self.surface.nearest(flags, [self.recorded[i] for i in untried])]]
         self.planned[trial.number] = chosen
         return {k: v for k, v in chosen.items() if k in search_space}
 

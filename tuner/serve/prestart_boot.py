@@ -90,21 +90,27 @@ class _Recording(os._Environ[str]):
         return self._plain().values()
 
 
+def record_reads() -> tuple[os._Environ[str], set[str]]:
+    """Makes os.environ a recorder of the variables looked up through it from now on; returns the plain one (to put
+    back) and the names looked up so far. benchmarks/h200/spawn_import_probe.py uses it too."""
+    plain = os.environ
+    data = plain._data  # type: ignore[attr-defined]  # the dict os.environ keeps its (encoded) variables in
+    os.environ = _Recording(data, plain.encodekey, plain.decodekey, plain.encodevalue, plain.decodevalue)  # noqa: B003
+    return plain, _READS
+
+
 def standby(launcher_pid: int, sock_fd: int, main_module: str, target_module: str) -> None:
     _die_with_parent(signal.SIGKILL)  # a stand-by never outlives its launcher,
     if os.getppid() != launcher_pid:  # nor one that died before the line above
         sys.exit(0)
-    plain = os.environ
-    data = plain._data  # type: ignore[attr-defined]  # the dict os.environ keeps its (encoded) variables in
-    recording = _Recording(data, plain.encodekey, plain.decodekey, plain.encodevalue, plain.decodevalue)
-    os.environ = recording  # noqa: B003 - the same variables, looked up through a recorder
+    plain, reads = record_reads()
     sys.argv = ["-c", _FORK_FLAG]  # what a spawned interpreter's sys.argv is until spawn prepares it
     started = time.monotonic()
     importlib.import_module(main_module)
     del sys.modules[main_module]  # spawn runs it again, as __mp_main__ (runpy warns about one already imported)
     importlib.import_module(target_module)
     report = {
-        "reads": sorted(_READS),
+        "reads": sorted(reads),
         "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
         "cwd": os.getcwd(),
         "affinity": sorted(os.sched_getaffinity(0)),
@@ -249,14 +255,26 @@ class _Standby:
             pass
 
 
-def _read_record(record_path: str) -> list[dict]:
-    if not record_path:  # stand-bys off (launcher.prestart_spawned)
-        return []
-    try:
-        with open(record_path) as f:
-            return list(json.load(f))[:_MOST_STANDBYS]
-    except (OSError, ValueError):
-        return []
+class _Record:
+    """The launch before's record as it grows, read again only once the file has changed."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self._seen = path, (0, 0)
+
+    def new_entries(self, known: int) -> list[dict]:
+        """Its entries past the first ``known``; none if stand-bys are off (no path) or nothing changed."""
+        try:
+            st = os.stat(self.path) if self.path else None
+        except OSError:
+            return []
+        if st is None or (st.st_mtime_ns, st.st_size) == self._seen:
+            return []
+        self._seen = (st.st_mtime_ns, st.st_size)
+        try:
+            with open(self.path) as f:
+                return list(json.load(f))[known:_MOST_STANDBYS]
+        except (OSError, ValueError):
+            return []
 
 
 def _install_spawn_hook(standbys: "list[_Standby | None]", record_path: str) -> None:
@@ -336,14 +354,17 @@ def _install_spawn_hook(standbys: "list[_Standby | None]", record_path: str) -> 
 
 
 def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *imports: str) -> None:
-    with open(boot_path) as f:
-        source = f.read()
     # The stand-bys import beside this interpreter, one per process the launch before spawned, from its record
     # where there is one (a launch records its spawns as it makes them, seconds after it starts).
     standbys: list[_Standby | None] = []
+    record, source = _Record(record_path), ""
 
     def start_standbys() -> None:
-        for entry in _read_record(record_path)[len(standbys) :]:
+        nonlocal source
+        for entry in record.new_entries(len(standbys)):
+            if not source:
+                with open(boot_path) as f:
+                    source = f.read()
             standbys.append(_Standby.start(source, entry, module))
 
     start_standbys()
