@@ -49,6 +49,12 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         "IMPORTED_BY = os.getpid()\n"
         "# Like SGLang's environ.py, which goes through every variable at import to rename SGL_* ones.\n"
         "RENAMED = {k.replace('SGL_', 'SGLANG_', 1): v for k, v in os.environ.items() if k.startswith('SGL_')}\n"
+        "# Other scans, which look up each variable they are handed: none is a read of STANDIN_RUN_ID.\n"
+        "COPIED = dict(os.environ)\n"
+        "PREFIXED = [os.environ[k] for k in os.environ if k.startswith('STANDIN_')]\n"
+        "for k in os.environ:\n"
+        "    if k.startswith('STANDIN_') and k in os.environ:\n"
+        "        os.environ.get(k)\n"
         "# Like a module that reads SGLANG_RUN_ID when it is imported; only where the test asks it to.\n"
         "RUN_ID_AT_IMPORT = os.environ.get('STANDIN_RUN_ID') if os.environ.get('STANDIN_READ_RUN_ID') else None\n"
         "print('slow_child: imported', file=sys.stderr, flush=True)\n"
@@ -219,7 +225,7 @@ def _launch_three(
     ("cause", "why"),
     [
         # The child module reads STANDIN_RUN_ID when imported, and the server sets a new one each run.
-        ("STANDIN_READ_RUN_ID", "SGLang changed STANDIN_RUN_ID, which the stand-by read while importing"),
+        ("STANDIN_READ_RUN_ID", "SGLang changed STANDIN_RUN_ID (at {}), which the stand-by read while importing"),
         # The server sets a new open-files limit each run.
         ("STANDIN_NOFILE_VARIES", "resource limits differ (RLIMIT_NOFILE)"),
     ],
@@ -232,7 +238,9 @@ def test_a_stand_by_that_could_differ_from_a_fresh_spawn_is_not_used(tmp_path, c
             assert word["run_id_at_import"] == (word["parent_run_id"] if cause == "STANDIN_READ_RUN_ID" else None)
             assert word["nofile"] == word["parent_nofile"], word
         log = (tmp_path / "2" / "server.log").read_text()
-        assert f"# prestarted: SGLang's spawned process 1 started fresh: {why}" in log, log
+        lines = (tmp_path / "slow_child.py").read_text().splitlines()
+        where = f"{tmp_path / 'slow_child.py'}:{1 + next(i for i, x in enumerate(lines) if 'RUN_ID_AT_IMPORT =' in x)}"
+        assert f"# prestarted: SGLang's spawned process 1 started fresh: {why.format(where)}" in log, log
         # The refused stand-by is gone: the trial ran the processes a fresh launch runs (server, child, spawn's
         # resource tracker).
         assert sizes[2] == sizes[0], sizes

@@ -32,14 +32,18 @@ except sqlite3.Error:
     print(0)
 PY
 }
-enqueue() {  # trials 4, 7 and 10 of the recorded chat study, as the first trials the sampler would hand out
-  python3 - "$1" <<'PY'
+enqueue() {  # side, database: the study made, its baseline (the defaults) queued as a run would, then trials 4, 7
+  # and 10 of the recorded chat study as the first trials the sampler would hand out (as prestart.sh does)
+  python3 - "$@" <<'PY'
 import sys
-import optuna
 import yaml
-storage = f"sqlite:///{sys.argv[1]}"
-study = optuna.load_study(study_name=optuna.study.get_all_study_names(storage)[0], storage=storage)
-if len(study.trials) < 2:
+from tuner.config.run import load_config
+from tuner.search.study import Tuner
+from tuner.trial.record import TrialRecord
+config = load_config(f"benchmarks/h200/gpu-seconds-{sys.argv[1]}.yaml")
+study = Tuner(config.model_copy(update={"storage": f"sqlite:///{sys.argv[2]}"})).prepare()
+if not study.trials:
+    study.enqueue_trial({}, user_attrs=TrialRecord(baseline=True).attrs())
     for params in yaml.safe_load(open("benchmarks/h200/gpu-seconds-configs.yaml")):
         study.enqueue_trial(params)
 PY
@@ -49,7 +53,6 @@ copy() { python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sq
 # is left of the budget; its database is copied under $OUT every 10 s and at its end.
 step() {  # side, trials to reach, estimated seconds
   local side=$1 n=$2 est=$3 db=benchmarks/h200/$sub/$1.db
-  [ -n "$(ls -A /tmp/sglrt/triton-cache 2>/dev/null)" ] || est=$((est + 130))  # a cold JIT cache
   local left=$((budget - (SECONDS - t0)))
   if [ "$left" -lt "$est" ]; then echo "stop: $side to $n trials needs ~${est}s, ${left}s left"; return 1; fi
   echo "== $side to $n trials ($(date -u +%T), ${left}s left)"
@@ -59,35 +62,31 @@ step() {  # side, trials to reach, estimated seconds
       copy "$db" "$OUT/$sub/$side.db" 2>/dev/null
       { date -u +%T; nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader
         ps -eo pid,etimes,args | grep -- "-c import importlib" | grep -v grep | cut -c1-60; } >> "$OUT/$sub/holders.txt"
-    done ) &
+    done ) >/dev/null 2>&1 &
   local copier=$!
-  python3 -m tuner start -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///$db" --trials "$n" --quiet &
-  local tuner=$!
-  ( sleep "$left"; kill -TERM $tuner 2>/dev/null ) &
-  local timer=$!
-  wait $tuner
+  # timeout, not a sleeping subshell: an orphaned sleep would hold the call's output open to its end.
+  timeout -s TERM "$left" python3 -m tuner start -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///$db" \
+    --trials "$n" --quiet
   echo "tune start exited $? after $((SECONDS - s)) s"
-  kill $timer $copier 2>/dev/null
+  kill $copier 2>/dev/null
   copy "$db" "$OUT/$sub/$side.db"
 }
 # A trial's seconds as recorded on this machine (startup 70-90 s; the load search ~100 s before, ~25 s after) plus
 # a margin.
 est_before=${EST_BEFORE:-230} est_after=${EST_AFTER:-150}
-# One side, then the other, "after" first (it also proves the scheduler's stand-by on the GPU): its first trial
-# (SGLang's defaults) in one `tune start`, then its remaining trials in one more, as a study runs (consecutive
-# trials of one run are what launcher.prestart, on in "after", needs).
+# One side, then the other, "after" first, each in one `tune start` of as many trials as fit (consecutive trials
+# of one run are what launcher.prestart and its stand-bys, on in "after" and "standby", need).
 for side in $sides; do
   db=benchmarks/h200/$sub/$side.db
   est=$([ "$side" = before ] && echo "$est_before" || echo "$est_after")
-  if [ "$(done_trials "$db")" -lt 1 ]; then
-    step "$side" 1 "$est" || break
-  fi
   done_n=$(done_trials "$db")
-  enqueue "$db"
+  [ "$done_n" -ge 4 ] && continue
+  [ -n "$(ls -A /tmp/sglrt/triton-cache 2>/dev/null)" ] && cold=0 || cold=130  # a cold JIT cache
   left=$((budget - (SECONDS - t0)))
-  fit=$(( (left - 20) / est ))
+  fit=$(( (left - 20 - cold) / est ))
   n=$(( done_n + fit < 4 ? done_n + fit : 4 ))
-  [ "$n" -gt "$done_n" ] || { echo "stop: $side needs ~${est}s a trial, ${left}s left"; [ "$done_n" -ge 4 ] && continue; break; }
+  [ "$n" -gt "$done_n" ] || { echo "stop: $side needs ~${est}s a trial, ${left}s left"; break; }
+  enqueue "$side" "$PWD/$db"
   step "$side" "$n" $(( est * (n - done_n) )) || break
   [ "$(done_trials "$db")" -ge 4 ] || break
 done

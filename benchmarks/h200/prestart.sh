@@ -23,11 +23,12 @@ copy() { python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sq
     copy 2>/dev/null
     { date -u +%T; nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader
       ps -eo pid,etimes,args | grep -- "-c import importlib" | grep -v grep | cut -c1-80; } >> "$OUT/$sub/holders.txt"
-  done ) &
+  done ) >/dev/null 2>&1 &
 copier=$!
 # The library under `tune start`: the study is made (and its baseline queued, as Tuner._enqueue_references does)
 # before the two chat configs are queued behind it, so that they are sampled trials the incumbent can stop.
-python3 - "$PWD/$db" <<'PY' &
+# timeout, not a sleeping subshell: an orphaned sleep would hold the call's output open to its end.
+timeout -s TERM "$budget" python3 - "$PWD/$db" <<'PY'
 import sys
 import yaml
 from tuner.config.run import load_config
@@ -43,12 +44,8 @@ if not study.trials:
         study.enqueue_trial(params)
 tuner.run()
 PY
-tuner=$!
-( sleep "$budget"; kill -TERM $tuner 2>/dev/null ) &
-timer=$!
-wait $tuner
 echo "tune start exited $?"
-kill $timer $copier 2>/dev/null
+kill $copier 2>/dev/null
 copy
 python3 -m tuner status -c benchmarks/h200/gpu-seconds-after.yaml --study h200-gpu-seconds-prestart \
   --storage "sqlite:///$db" 2>&1 | tee "$OUT/$sub/status-prestart.txt"

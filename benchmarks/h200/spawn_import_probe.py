@@ -48,9 +48,10 @@ sglang_reads = sorted(k for k in reads if not k.startswith("SGLANG_"))
 print(f"environment variables read: {len(reads)}; {sum(k.startswith('SGLANG_') for k in reads)} SGLANG_*; others:")
 print("  " + " ".join(sglang_reads))
 print(
-    "  read and set by SGLang's launcher:",
+    "  read and set by SGLang's launcher (where):",
     sorted(
-        reads
+        (k, reads[k])
+        for k in reads.keys()
         & {
             "CUDA_DEVICE_MAX_CONNECTIONS",
             "CUDA_MODULE_LOADING",

@@ -36,7 +36,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import ItemsView, ValuesView
+from collections.abc import ItemsView, Iterator, ValuesView
+from types import FrameType
 
 _PR_SET_PDEATHSIG = 1
 _MOST_STANDBYS = 8  # SGLang spawns a scheduler per GPU of the server, a detokenizer, and more with options
@@ -44,7 +45,8 @@ _FORK_FLAG = "--multiprocessing-fork"
 # Read by C code (the CUDA driver, torch's and glibc's start-up) rather than through os.environ: a change to one of
 # these after the stand-by loaded them cannot be seen, so it is never handed over.
 _READ_AT_LOAD = ("CUDA_", "TORCH_", "PYTORCH_", "NCCL_", "LD_", "OMP_", "MKL_", "PYTHON", "MALLOC_", "GLIBC_")
-_READS: set[str] = set()  # what a stand-by's imports looked up in os.environ
+_READS: dict[str, str] = {}  # what a stand-by's imports looked up in os.environ, and where first (file:line)
+_ENVIRON_CODE = re.compile(r"(^<frozen |/)(os|_collections_abc)(\.py|>)$")  # os.environ's methods, os.getenv
 # Each limit once, by its first name (RLIMIT_OFILE is RLIMIT_NOFILE under another name).
 _LIMITS = sorted({getattr(resource, n): n for n in sorted(dir(resource), reverse=True) if n[:7] == "RLIMIT_"}.values())
 
@@ -64,19 +66,50 @@ def _say(line: str) -> None:
     print(f"# prestarted: {line}", flush=True)
 
 
+def _caller() -> FrameType:
+    """The frame that is looking the environment up: the first outside os.environ's own code and this file's."""
+    frame = sys._getframe(1)
+    ours = frame.f_code.co_filename
+    while frame.f_back and (frame.f_code.co_filename == ours or _ENVIRON_CODE.search(frame.f_code.co_filename)):
+        frame = frame.f_back
+    return frame
+
+
 class _Recording(os._Environ[str]):
-    """os.environ that remembers which variables were looked up (os.getenv and os.environ.get come here too)."""
+    """os.environ that remembers which variables were looked up, and where (os.getenv and .get come here too)."""
+
+    # A scan of the whole environment is not a read of each variable: SGLang's environ.py goes through all of them
+    # at import to rename SGL_* ones, and dict(os.environ) or `for k in os.environ: os.environ[k]` look up what
+    # they are handed; each would count SGLANG_RUN_ID (new each launch) as read. A scan's lookup is one the scanning
+    # frame makes within the same instruction (dict(), {**...}) or of the name its loop was just handed.
+    _scan: tuple[FrameType | None, int, str | None] = (None, -1, None)  # frame, its instruction, the name handed out
+
+    def _look(self, key: str) -> None:
+        frame = _caller()
+        scan_frame, scan_at, handed = _Recording._scan
+        if key in _READS or (frame is scan_frame and (frame.f_lasti == scan_at or key == handed)):
+            return
+        path = frame.f_code.co_filename
+        _READS[key] = f"{path.rpartition('-packages/')[2] if '-packages/' in path else path}:{frame.f_lineno}"
 
     def __getitem__(self, key: str) -> str:
-        _READS.add(key)
+        self._look(key)
         return super().__getitem__(key)
 
     def __contains__(self, key: object) -> bool:
-        _READS.add(str(key))
+        self._look(str(key))
         return super().__contains__(key)
 
-    # A scan of the whole environment is not a read of each variable: SGLang's environ.py goes through all of them
-    # at import to rename SGL_* ones, which would otherwise count SGLANG_RUN_ID (new each run) as read.
+    def __iter__(self) -> Iterator[str]:
+        frame = _caller()
+        try:
+            for key in list(self._data):  # type: ignore[attr-defined]
+                name = self.decodekey(key)
+                _Recording._scan = (frame, frame.f_lasti, name)
+                yield name
+        finally:  # its loop is over, or broke off: no name is being handed out
+            _Recording._scan = (frame, frame.f_lasti, None)
+
     def _plain(self) -> dict[str, str]:
         return {self.decodekey(k): self.decodevalue(v) for k, v in self._data.items()}  # type: ignore[attr-defined]
 
@@ -90,9 +123,10 @@ class _Recording(os._Environ[str]):
         return self._plain().values()
 
 
-def record_reads() -> tuple[os._Environ[str], set[str]]:
+def record_reads() -> tuple[os._Environ[str], dict[str, str]]:
     """Makes os.environ a recorder of the variables looked up through it from now on; returns the plain one (to put
-    back) and the names looked up so far. benchmarks/h200/spawn_import_probe.py uses it too."""
+    back) and the names looked up so far, each with where it was first looked up. benchmarks/h200/spawn_import_probe.py
+    uses it too."""
     plain = os.environ
     data = plain._data  # type: ignore[attr-defined]  # the dict os.environ keeps its (encoded) variables in
     os.environ = _Recording(data, plain.encodekey, plain.decodekey, plain.encodevalue, plain.decodevalue)  # noqa: B003
@@ -110,7 +144,7 @@ def standby(launcher_pid: int, sock_fd: int, main_module: str, target_module: st
     del sys.modules[main_module]  # spawn runs it again, as __mp_main__ (runpy warns about one already imported)
     importlib.import_module(target_module)
     report = {
-        "reads": sorted(reads),
+        "reads": reads,
         "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
         "cwd": os.getcwd(),
         "affinity": sorted(os.sched_getaffinity(0)),
@@ -209,9 +243,11 @@ class _Standby:
             return "its stand-by was still importing" if self._report is None else "its stand-by died importing"
         if os.fsdecode(path) != self.exe or args[1 : 1 + len(self.opts)] != self.opts or args[-3] != "-c":
             return f"spawn runs {os.fsdecode(path)}, the stand-by {self.exe}"
-        seen = sorted(k for k in self._changed() if k in report["reads"] or k.startswith(_READ_AT_LOAD))
+        reads = report["reads"]
+        seen = sorted(k for k in self._changed() if k in reads or k.startswith(_READ_AT_LOAD))
         if seen:
-            return f"SGLang changed {', '.join(seen)}, which the stand-by read while importing"
+            where = (f"{k} (at {reads[k]})" if k in reads else f"{k} (at load)" for k in seen)
+            return f"SGLang changed {', '.join(where)}, which the stand-by read while importing"
         limits = _limits()
         differ = sorted(n for n in limits if report["limits"].get(n) != limits[n])
         if differ:
