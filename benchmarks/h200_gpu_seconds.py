@@ -14,7 +14,6 @@ and goodput, before against after; then the totals, the ratio and whether both s
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
@@ -51,6 +50,18 @@ def _study(path: Path) -> tuple[list[TrialRecord], TrialRecord | None]:
     return records(study, (optuna.trial.TrialState.COMPLETE,)), best_or_none(study)
 
 
+def _pairs(before: list[TrialRecord], after: list[TrialRecord]) -> list[tuple[TrialRecord, TrialRecord]]:
+    """Each after trial with the first before trial not yet paired that ran the same flags (the studies may hold
+    other trials, or these in another order: the recorded chat study as the H200's before)."""
+    left, pairs = list(before), []
+    for a in after:
+        b = next((b for b in left if b.flags == a.flags), None)
+        if b is not None:
+            left.remove(b)
+            pairs.append((b, a))
+    return pairs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("before", nargs="?", type=Path, default=DBS / "before.db")
@@ -64,7 +75,14 @@ def main() -> None:
     )
     print("|---|---|---:|---|---:|---:|---:|---:|---|---|---:|")
     totals = {"before": [0.0, 0.0, 0.0, 0], "after": [0.0, 0.0, 0.0, 0]}
-    for b, a in itertools.zip_longest(before, after):
+    pairs = _pairs(before, after)
+    paired = {id(r) for pair in pairs for r in pair}
+    rows = [
+        *pairs,
+        *((b, None) for b in before if id(b) not in paired),
+        *((None, a) for a in after if id(a) not in paired),
+    ]
+    for b, a in rows:
         for side, r in (("before", b), ("after", a)):
             if r is None:
                 continue
@@ -94,7 +112,6 @@ def main() -> None:
                 f"- **{side}**, the {n} paired trials: {gpu_s:.0f} GPU-s ({gpu_s / n:.1f} per trial: "
                 f"startup {startup_s / n:.1f}, benchmark {bench_s / n:.1f})"
             )
-    pairs = list(zip(before, after, strict=False))
     for b, a in pairs:
         gb, ga = (sum(x or 0 for x in (r.times.startup_s, r.times.benchmark_s, r.times.stop_s)) for r in (b, a))
         sb, sa = ((r.times.benchmark_s or 0) for r in (b, a))
