@@ -2,7 +2,7 @@
 # Issue 22: the shortest real run that shows stand-bys taking SGLang's spawns, for a call too short for
 # gpu_seconds.sh on a fresh machine: gpu-seconds-standby.yaml's study of two trials in one run (the defaults,
 # fresh, which record their spawns; then the first of gpu-seconds-configs.yaml, on stand-bys), with CUDA graphs
-# off (no graph capture, no JIT wait) and load levels of 5 s up to 8 req/s. Its numbers are no GPU-seconds
+# off (no graph capture, no JIT wait), a warm-up of at most 10 s and one load level of 3 s. Its numbers are no GPU-seconds
 # comparison: the trial logs' "# prestarted:" lines and the spawn phase say whether the hand-over happened.
 # From the repository root with .gpu and .whl carried:   bash benchmarks/h200/standby_proof.sh 300
 set -uo pipefail
@@ -28,7 +28,8 @@ yaml.safe_dump(space, open("/tmp/standby-proof-space.yaml", "w"))
 run = yaml.safe_load(open(f"{root}/benchmarks/h200/gpu-seconds-standby.yaml"))
 run.update(study="h200-standby-proof", storage=f"sqlite:///{db}", trials_dir=f"{root}/trials", trials=2,
            space="/tmp/standby-proof-space.yaml")
-run["objective"]["load_search"].update(max_rate=8, level_duration_s=5, min_prompts=16)
+run["objective"]["load_search"].update(max_rate=4, level_duration_s=3, min_prompts=8)
+run["workload"]["warmup_max_s"] = 10
 yaml.safe_dump(run, open("/tmp/standby-proof.yaml", "w"))
 tuner = Tuner(load_config("/tmp/standby-proof.yaml"))
 study = tuner.prepare()
@@ -39,6 +40,6 @@ tuner.run()
 PY
 echo "tune exited $?"
 python3 -m tuner status -c /tmp/standby-proof.yaml 2>&1 | tee "$OUT/standby-proof/status.txt"
-grep -h "# prestarted" trials/h200-standby-proof/*/server.log | tee "$OUT/standby-proof/prestarted.txt"
+grep -H "# prestarted" trials/h200-standby-proof/*/server.log | tee "$OUT/standby-proof/prestarted.txt"
 tar czf "$OUT/standby-proof/trials.tgz" --exclude=artifacts trials/h200-standby-proof 2>/dev/null
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
