@@ -68,6 +68,7 @@ step() {  # side, trials to reach, estimated seconds
   timeout -s TERM "$left" python3 -m tuner start -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///$db" \
     --trials "$n" --quiet
   echo "tune start exited $? after $((SECONDS - s)) s"
+  touch /tmp/sglrt/.gpu-seconds-built
   kill $copier 2>/dev/null
   copy "$db" "$OUT/$sub/$side.db"
 }
@@ -81,7 +82,9 @@ for side in $sides; do
   est=$([ "$side" = before ] && echo "$est_before" || echo "$est_after")
   done_n=$(done_trials "$db")
   [ "$done_n" -ge 4 ] && continue
-  [ -n "$(ls -A /tmp/sglrt/triton-cache 2>/dev/null)" ] && cold=0 || cold=130  # a cold JIT cache
+  # A machine this script has not yet run a trial on builds its kernels first (~130 s more); its cache folders
+  # may hold the kit's files either way, so they cannot tell.
+  [ -e /tmp/sglrt/.gpu-seconds-built ] && cold=0 || cold=130
   left=$((budget - (SECONDS - t0)))
   fit=$(( (left - 20 - cold) / est ))
   n=$(( done_n + fit < 4 ? done_n + fit : 4 ))
