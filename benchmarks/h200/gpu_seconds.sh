@@ -72,9 +72,9 @@ step() {  # side, trials to reach, estimated seconds
   kill $copier 2>/dev/null
   copy "$db" "$OUT/$sub/$side.db"
 }
-# A trial's seconds as recorded on this machine (startup 70-90 s; the load search ~100 s before, ~25 s after) plus
-# a margin.
-est_before=${EST_BEFORE:-230} est_after=${EST_AFTER:-150}
+# A trial's seconds as recorded on H100 and H200 (a warm startup 55-90 s; the load search ~100 s before, 8-30 s
+# after) plus a margin; SGLang's defaults, a study's first trial, run their whole curve on either side (~180 s).
+est_before=${EST_BEFORE:-230} est_after=${EST_AFTER:-120} est_first=${EST_FIRST:-200}
 # One side, then the other, "after" first, each in one `tune start` of as many trials as fit (consecutive trials
 # of one run are what launcher.prestart and its stand-bys, on in "after" and "standby", need).
 for side in $sides; do
@@ -86,11 +86,12 @@ for side in $sides; do
   # may hold the kit's files either way, so they cannot tell.
   [ -e /tmp/sglrt/.gpu-seconds-built ] && cold=0 || cold=130
   left=$((budget - (SECONDS - t0)))
-  fit=$(( (left - 20 - cold) / est ))
+  first=$(( done_n == 0 && est_first > est ? est_first - est : 0 ))  # the defaults' whole curve, beyond a trial
+  fit=$(( (left - 20 - cold - first) / est ))
   n=$(( done_n + fit < 4 ? done_n + fit : 4 ))
   [ "$n" -gt "$done_n" ] || { echo "stop: $side needs ~${est}s a trial, ${left}s left"; break; }
   enqueue "$side" "$PWD/$db"
-  step "$side" "$n" $(( est * (n - done_n) )) || break
+  step "$side" "$n" $(( est * (n - done_n) + first )) || break
   [ "$(done_trials "$db")" -ge 4 ] || break
 done
 for side in $sides; do
