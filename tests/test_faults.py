@@ -450,3 +450,40 @@ def test_under_nohup_a_hangup_changes_nothing(tmp_path, unique_study):
     trial = load_existing_study(load_config(run)).trials[0]
     assert trial.state == TrialState.COMPLETE and "failure_class" in trial.user_attrs
     assert trial.user_attrs["failure_class"] == "none"
+
+
+def test_a_worker_waits_for_another_workers_last_trial_and_reruns_it_when_that_worker_dies(tmp_path, unique_study):
+    """Two `tune start` on one host share a study (no heartbeat). The budget is full only with the other's
+    running trial: this one must not leave, for if the other dies its trial is run again here, and the study
+    still gets its budget."""
+    from tuner.search.storage import open_study
+    from tuner.search.study import HOST
+
+    run = write_run(tmp_path, study=unique_study, trials=1)
+    config = load_config(run)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # the other worker, alive
+    try:
+        study = open_study(config)
+        trial = study.ask()
+        trial.suggest_float("mem-fraction-static", 0.7, 0.9)
+        trial.set_user_attr("worker", f"{HOST}:{other.pid}")
+        this = subprocess.Popen(
+            [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(8)  # past its start-up checks, which would recover a dead worker's trial anyway
+        assert this.poll() is None, this.communicate()
+        assert [t.state for t in load_existing_study(config).trials] == [TrialState.RUNNING]
+        other.kill()
+        other.wait()
+        _, err = this.communicate(timeout=120)
+        assert this.returncode == 0, err
+    finally:
+        other.kill()
+    trials = load_existing_study(config).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs.get("retry_of") == 0
+    assert trials[1].params["mem-fraction-static"] == trials[0].params["mem-fraction-static"]

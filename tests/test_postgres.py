@@ -43,6 +43,11 @@ def worker(run, port):
     )
 
 
+def _held_by(trial, worker) -> bool:
+    """Whether ``worker`` (a `tune start` process) runs ``trial``, launched."""
+    return trial.user_attrs.get("worker", "").endswith(f":{worker.pid}") and bool(trial.user_attrs.get("argv"))
+
+
 def test_three_workers_share_one_budget_and_a_killed_worker_is_retried(tmp_path, pg_url):
     study_name = f"multi-{uuid.uuid4().hex[:8]}"
     run = write_run(
@@ -77,9 +82,18 @@ def test_three_workers_share_one_budget_and_a_killed_worker_is_retried(tmp_path,
             if not {str(w.pid) for w in workers} <= started:
                 time.sleep(0.1)
                 continue
-            for t in study.get_trials(states=(TrialState.RUNNING,)):
-                if t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and t.user_attrs.get("argv"):
-                    killed_trial = t.number
+            if any(_held_by(t, victim) for t in study.get_trials(states=(TrialState.RUNNING,))):
+                # Stopped, it cannot finish that trial while we look again: the one it holds now is the one it dies in.
+                victim.send_signal(signal.SIGSTOP)
+                held = [
+                    t
+                    for t in load_existing_study(config).get_trials(states=(TrialState.RUNNING,))
+                    if _held_by(t, victim)
+                ]
+                if held:
+                    killed_trial = held[0].number
+                    break
+                victim.send_signal(signal.SIGCONT)
             time.sleep(0.1)
         assert killed_trial is not None, "the victim never ran a trial"
         victim.send_signal(signal.SIGKILL)

@@ -249,10 +249,16 @@ class Tuner:
     def _worker(self, study: optuna.Study, pool: gpu.GpuPool, artifacts: FileSystemArtifactStore) -> None:
         try:
             while not self.cancel.is_set():
-                # Another host's dead worker: fail its trial and queue its parameters (RDB heartbeat only).
+                # A dead worker's trial: fail it, queue its parameters again. A heartbeat tells on any host's; without
+                # one, a worker of this host is seen dead by its pid.
                 optuna.storages.fail_stale_trials(study)
+                if not self.config.heartbeat_s:
+                    self._recover_stale(study)
                 if not self._budget_left(study):
-                    return
+                    if not self._awaiting(study):
+                        return
+                    self.cancel.wait(1.0)
+                    continue
                 self._one_trial(study, pool, artifacts)
         except BaseException as exc:
             self._errors.append(exc)
@@ -272,6 +278,20 @@ class Tuner:
     def _budget_left(self, study: optuna.Study) -> bool:
         taken = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         return sum(TrialRecord.uses_budget(t) for t in taken) < self.config.trials
+
+    def _awaiting(self, study: optuna.Study) -> bool:
+        """Whether the budget is full only with trials other workers run that could still die and be run again
+        here: a trial of another process on this host (``_recover_stale`` sees it die), or of another host under a
+        heartbeat. Leaving then would end the study short of its budget, the dead worker's trial never re-run."""
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = TrialRecord.of(t).worker or ""
+            if (
+                TrialRecord.uses_budget(t)
+                and worker != WORKER
+                and (worker.startswith(f"{HOST}:") or self.config.heartbeat_s)
+            ):
+                return True
+        return False
 
     def _one_trial(self, study: optuna.Study, pool: gpu.GpuPool, artifacts: FileSystemArtifactStore) -> None:
         trial = study.ask()
