@@ -13,7 +13,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from conftest import ROOT, STANDIN, servers_of, tune, write_run, write_space
+from conftest import ROOT, STANDIN, servers_of, tune, tune_start_in_background, write_run, write_space
 from tuner.config.run import load_config
 from tuner.search.storage import load_existing_study
 
@@ -467,20 +467,13 @@ def test_a_worker_waits_for_another_workers_last_trial_and_reruns_it_when_that_w
         trial = study.ask()
         trial.suggest_float("mem-fraction-static", 0.7, 0.9)
         trial.set_user_attr("worker", f"{HOST}:{other.pid}")
-        this = subprocess.Popen(
-            [sys.executable, "-c", "from tuner.cli import app; app()", "start", "-c", str(run)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(8)  # past its start-up checks, which would recover a dead worker's trial anyway
-        assert this.poll() is None, this.communicate()
-        assert [t.state for t in load_existing_study(config).trials] == [TrialState.RUNNING]
-        other.kill()
-        other.wait()
-        _, err = this.communicate(timeout=120)
-        assert this.returncode == 0, err
+        with tune_start_in_background(run) as this:
+            time.sleep(8)  # past its start-up checks, which would recover a dead worker's trial anyway
+            assert this.poll() is None, "it left while the other worker's trial ran"
+            assert [t.state for t in load_existing_study(config).trials] == [TrialState.RUNNING]
+            other.kill()
+            other.wait()
+            assert this.wait(120) == 0
     finally:
         other.kill()
     trials = load_existing_study(config).trials
