@@ -29,8 +29,9 @@ from tests.conftest import (
     write_run,
 )
 from tuner.config.run import load_config
+from tuner.search.launchers import make_launcher
 from tuner.search.storage import load_existing_study
-from tuner.serve.launcher import LaunchSpec
+from tuner.serve.launcher import Launcher, LaunchSpec
 from tuner.serve.process import ProcessLauncher, ProcessServer
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.record import TrialRecord
@@ -205,11 +206,12 @@ def _group_size(pgid: int) -> int:
 
 
 def _launch_three(
-    tmp_path: Path, env: dict[str, str], spawned_too: bool = True
-) -> tuple[ProcessLauncher, list[dict], list[int]]:
+    tmp_path: Path, env: dict[str, str], launcher: Launcher | None = None
+) -> tuple[Launcher, list[dict], list[int]]:
     """Three launches in a row, each stopped once its child has spoken: the third is the one with a stand-by.
-    Returns the launcher, the children's words and each server's process group size before it stopped."""
-    launcher = ProcessLauncher(COMMAND, {**FAST_ENV, **env}, prestart_spawned=spawned_too)
+    ``launcher``: by default one with stand-bys on. Returns the launcher, the children's words and each server's
+    process group size before it stopped."""
+    launcher = launcher or ProcessLauncher(COMMAND, {**FAST_ENV, **env}, prestart_spawned=True)
     sizes = []
     for trial in range(3):
         server = launcher.launch(_spec(tmp_path, trial, free_port()))
@@ -286,7 +288,10 @@ def test_kill_9_of_the_tuner_takes_the_waiting_stand_by_with_it(tmp_path, unique
 
 
 def test_off_by_default(tmp_path):
-    launcher, words, sizes = _launch_three(tmp_path, spawning_server(tmp_path, 0.3), spawned_too=False)
+    # The launcher a run file that does not name launcher.prestart_spawned makes.
+    env = {**FAST_ENV, **spawning_server(tmp_path, 0.3)}
+    launcher = make_launcher(load_config(write_run(tmp_path, env=env, launcher={"command": COMMAND})))
+    launcher, words, sizes = _launch_three(tmp_path, env, launcher)
     try:
         assert len(words) == 3
         assert "SGLang's spawned process" not in (tmp_path / "2" / "server.log").read_text()
