@@ -50,19 +50,26 @@ def _held_by(trial, worker) -> bool:
 
 def test_three_workers_share_one_budget_and_a_killed_worker_is_retried(tmp_path, pg_url):
     study_name = f"multi-{uuid.uuid4().hex[:8]}"
-    run = write_run(
-        tmp_path,
-        study=study_name,
-        trials=7,
-        storage=pg_url,
-        heartbeat_s=1,
-        artifacts=str(tmp_path / "shared-artifacts"),
-        env={"SGLANG_STANDIN_SPEED": "1.0", "SGLANG_STANDIN_FAULTS": ""},
-        workload={"concurrency": [4], "num_prompts": 8, "output_len": 64},
-    )
+
+    def run_file(folder, **env):
+        folder.mkdir(exist_ok=True)
+        return write_run(
+            folder,
+            study=study_name,
+            trials=7,
+            storage=pg_url,
+            heartbeat_s=1,
+            artifacts=str(tmp_path / "shared-artifacts"),
+            env={"SGLANG_STANDIN_SPEED": "1.0", "SGLANG_STANDIN_FAULTS": "", **env},
+            workload={"concurrency": [4], "num_prompts": 8, "output_len": 64},
+        )
+
+    run = run_file(tmp_path)
     config = load_config(run)
-    workers = [worker(run, free_port()) for _ in range(3)]
-    victim = workers[0]
+    # The victim's servers take a minute to start: it holds a launched trial while the others, however late they
+    # start on a loaded machine, get theirs (else they could take the whole budget before one of them began).
+    victim = worker(run_file(tmp_path / "victim", SGLANG_STANDIN_STARTUP_S="60"), free_port())
+    workers = [victim, worker(run, free_port()), worker(run, free_port())]
     try:
         # Kill the first worker while it holds a RUNNING trial.
         deadline = time.monotonic() + 180
