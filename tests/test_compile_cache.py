@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ROOT, free_port, tune, wait_healthy, write_run
 from tuner.config.run import load_config
 from tuner.search.storage import load_existing_study
-from tuner.serve.compile_cache import CACHE_VARS, CompileCache
+from tuner.serve.compile_cache import CACHE_VARS, CompileCache, kernel_files
 from tuner.serve.launcher import LaunchSpec
 from tuner.serve.process import ProcessLauncher
 from tuner.sglang.flags import ServerFlags
@@ -45,35 +45,46 @@ def test_every_cache_variable_points_into_the_one_folder_unless_the_user_set_it(
     assert str(tmp_path / "cc") not in launcher.deploy_script(_spec(tmp_path))
 
 
-def test_warm_once_a_file_is_in_it(tmp_path):
+def test_kernel_files_are_the_files_in_the_folders(tmp_path):
     cache = CompileCache.at(tmp_path / "cc")
-    assert not cache.warm()
+    folders = [tmp_path / "cc" / sub for sub in CACHE_VARS.values()]
+    assert kernel_files(folders) == frozenset()  # not made yet
     cache.prepare(cache.env(inherited={}))
-    assert not cache.warm()  # empty folders are not kernels
-    (tmp_path / "cc" / "triton" / "k.bin").write_bytes(b"x")
-    assert cache.warm()
+    assert kernel_files(folders) == frozenset()  # empty folders are not kernels
+    (tmp_path / "cc" / "triton" / "ab" / "k.bin").parent.mkdir()
+    (tmp_path / "cc" / "triton" / "ab" / "k.bin").write_bytes(b"x")
+    (tmp_path / "cc" / "tvm-ffi" / "rope.so").write_bytes(b"x")
+    assert kernel_files(folders) == {
+        tmp_path / "cc" / "triton" / "ab" / "k.bin",
+        tmp_path / "cc" / "tvm-ffi" / "rope.so",
+    }
     launcher = ProcessLauncher(["sglang"], dict.fromkeys(CACHE_VARS, "/elsewhere"), compile_cache=cache)
-    assert launcher.compile_cache_warm(_spec(tmp_path)) is None  # nothing of ours is shared
+    assert launcher.compile_cache_folders(_spec(tmp_path)) is None  # nothing of ours is shared
 
 
 def test_caches_the_environment_points_elsewhere_count_too(tmp_path, monkeypatch):
-    """The H200 kit's env.sh points three of the four caches at its own folders: a server started after one
-    that filled them is warm, though the tuner's own folder (inductor's only) is empty."""
+    """The H200 kit's env.sh points three of the four caches at its own folders: the kernels a server builds
+    there are its builds too, though the tuner's own folder (inductor's only) stays empty."""
     for var in CACHE_VARS:
         monkeypatch.delenv(var, raising=False)
     cache = CompileCache.at(tmp_path / "cc")
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "kit-triton"))
     launcher = ProcessLauncher(["sglang"], {"TVM_FFI_CACHE_DIR": str(tmp_path / "kit-jit")}, compile_cache=cache)
-    (tmp_path / "kit-triton").mkdir()
-    cache.prepare(cache.env(launcher.env))
-    assert launcher.compile_cache_warm(_spec(tmp_path)) is False
-    (tmp_path / "kit-triton" / "k.bin").write_bytes(b"x")
-    assert launcher.compile_cache_warm(_spec(tmp_path)) is True
+    assert launcher.compile_cache_folders(_spec(tmp_path)) == [
+        tmp_path / "kit-triton",
+        tmp_path / "cc" / "flashinfer",
+        tmp_path / "cc" / "inductor",
+        tmp_path / "kit-jit",
+    ]
 
 
 @pytest.mark.timeout(240)
 def test_only_the_first_trial_builds_kernels(tmp_path, unique_study):
-    """The stand-in builds kernels (SGLANG_STANDIN_JIT_S) into TRITON_CACHE_DIR once; the second trial finds them."""
+    """The stand-in builds kernels (SGLANG_STANDIN_JIT_S) into TRITON_CACHE_DIR once; the second trial finds them.
+    A file already there (a GPU kit's own builds, as on the H200, whose first trial was called warm while it built
+    for 101 s) does not make the first trial's caches warm: what it built does."""
+    (tmp_path / "compile-cache" / "triton").mkdir(parents=True)
+    (tmp_path / "compile-cache" / "triton" / "kit-kernel.bin").write_bytes(b"x")
     run = write_run(
         tmp_path,
         study=unique_study,
@@ -87,10 +98,11 @@ def test_only_the_first_trial_builds_kernels(tmp_path, unique_study):
         TrialRecord.of(t) for t in sorted(load_existing_study(load_config(run)).trials, key=lambda t: t.number)
     )
     assert (first.compile_cache_warm, second.compile_cache_warm) == (False, True)
+    assert (first.kernels_built, second.kernels_built) == (1, 0)
     assert (tmp_path / "compile-cache" / "triton" / "standin-kernels.bin").exists()
     assert (first.startup.cuda_graph_s or 0) >= 2.0 > (second.startup.cuda_graph_s or 0)
     status = tune("status", "-c", str(run)).stdout
-    assert "(caches cold)" in status and "(caches warm)" in status
+    assert "(caches cold: built 1 file)" in status and "(caches warm)" in status
 
 
 @pytest.mark.timeout(240)
@@ -106,7 +118,9 @@ def test_switched_off_in_the_run_file(tmp_path, unique_study):
     done = tune("start", "-c", str(run), "--quiet")
     assert done.returncode == 0, done.stderr
     (trial,) = load_existing_study(load_config(run)).trials
-    assert TrialRecord.of(trial).compile_cache_warm is None and not (tmp_path / "compile-cache").exists()
+    record = TrialRecord.of(trial)
+    assert record.compile_cache_warm is None and record.kernels_built is None
+    assert not (tmp_path / "compile-cache").exists()
 
 
 def _docker_works() -> bool:
@@ -135,15 +149,14 @@ def test_docker_mounts_the_folder_at_the_same_paths_and_deploy_best_leaves_it_ou
     root = str(tmp_path / "cc")
     assert f"{root}:{root}" in kwargs["volumes"]
     assert kwargs["environment"]["TRITON_CACHE_DIR"] == f"{root}/triton"
-    assert launcher.compile_cache_warm(spec) is False
+    assert launcher.compile_cache_folders(spec) == [tmp_path / "cc"]
     server = launcher.launch(spec)
     try:
         wait_healthy(spec.base_url)
     finally:
         server.stop(5)
     # The container built its kernels into the host's folder, through the mount.
-    assert (tmp_path / "cc" / "triton" / "standin-kernels.bin").exists()
-    assert launcher.compile_cache_warm(spec) is True
+    assert kernel_files([tmp_path / "cc"]) == {tmp_path / "cc" / "triton" / "standin-kernels.bin"}
     assert root not in launcher.deploy_script(spec)
 
 

@@ -70,6 +70,7 @@ def _every_field_set() -> TrialRecord:
         slo_broken="p99_ttft_ms 150 > 100",
         times=PhaseSeconds(10.5, 20.25, 1.5, 33.0, 0.75),
         startup=StartupPhases(14.0, 31.0, 0.11, 4.0, 10.2, 1.0, "fired up"),
+        kernels_built=7,
         compile_cache_warm=False,
         prestarted_s=41.5,
         warmup_s=12.5,

@@ -583,6 +583,7 @@ def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
             assert t.user_attrs["max_rate"] <= 28.0, (t.number, t.user_attrs["max_rate"])
             # The warm-up until stable (on in this run file) is never replayed: the surface recorded none.
             assert "warmup_s" not in t.user_attrs and "compile_cache_warm" not in t.user_attrs
+            assert "kernels_built" not in t.user_attrs
         # Broken levels cut short (their seconds estimated, said in the log) only with cut_short on.
         logs = [(tmp_path / "trials" / name / str(t.number) / "server.log").read_text() for t in trials]
         assert any("(estimated: replayed)" in text for text in logs) == (name != "plain")

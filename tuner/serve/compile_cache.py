@@ -5,7 +5,8 @@ torch inductor's under --enable-torch-compile (TORCHINDUCTOR_CACHE_DIR) and its 
 rmsnorm, KV store; TVM_FFI_CACHE_DIR), the names /work/shared/gpu/env.sh sets on the H200. Left to their defaults
 they land under a per-user folder, or under /tmp, or inside a container that is removed with the trial, and a fresh
 machine or container pays ~80 s of builds (215 s for a first flashinfer launch on the H200, docs/h200-chat.md)
-again and again. Pointing all four at one folder makes only the first trial on a machine pay for them.
+again and again. Pointing all four at one folder makes only the first trial on a machine pay for them; each
+trial records how many files its server added to them (``kernel_files``), so a cold build shows where it happened.
 
 A variable the user's launcher.env (or the tuner's own environment) already sets is left as it is. deploy-best.sh
 never names this folder: a deployment starts cold, as it would on another machine.
@@ -63,11 +64,15 @@ class CompileCache:
         named = {**(os.environ if inherited is None else inherited), **(user_env or {})}
         return [Path(named.get(var) or self.root / sub) for var, sub in CACHE_VARS.items()]
 
-    def warm(self, folders: list[Path] | None = None) -> bool:
-        """Whether any earlier server left compiled kernels in ``folders`` (default: ours), that is, one of them
-        holds a file. A machine whose environment points some caches elsewhere (the H200 kit's env.sh sets three
-        of the four) is warm when those are: the trial's record must not call its caches cold then."""
+
+def kernel_files(folders: list[Path]) -> frozenset[Path]:
+    """The files in ``folders`` now. What a trial's server adds between its launch and its stop is what it built:
+    a folder's holding files at launch says nothing of whether they are the kernels this config needs (a GPU kit's
+    own builds, another model's, another attention backend's)."""
+    found: set[Path] = set()
+    for folder in folders:
         try:
-            return any(p.is_file() for f in (folders or [self.root]) for p in f.rglob("*"))
-        except OSError:
-            return False
+            found.update(p for p in folder.rglob("*") if p.is_file())
+        except OSError:  # a folder removed or unreadable while we look: what could be read counts
+            continue
+    return frozenset(found)

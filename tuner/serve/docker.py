@@ -203,8 +203,9 @@ class DockerLauncher(Launcher):
         # A container inherits nothing of the tuner's environment: only launcher.env can set them instead.
         return self.compile_cache.env({**self.env, **spec.env}, inherited={}) if self.compile_cache else {}
 
-    def compile_cache_warm(self, spec: LaunchSpec) -> bool | None:
-        return self.compile_cache.warm() if self.compile_cache and self._cache_env(spec) else None
+    def compile_cache_folders(self, spec: LaunchSpec) -> list[Path] | None:
+        # Only the mounted folder: a cache launcher.env points elsewhere lives and dies in the container.
+        return [self.compile_cache.root] if self.compile_cache and self._cache_env(spec) else None
 
     def _environment(self, spec: LaunchSpec, *, cache: bool = False) -> dict[str, str]:
         env = {**(self._cache_env(spec) if cache else {}), **self.env, **spec.env}

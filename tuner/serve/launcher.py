@@ -83,9 +83,10 @@ class Launcher(ABC):
         """Stop what this launcher keeps between trials (a prestarted interpreter); the study is done with it."""
         return None  # most launchers keep nothing between trials
 
-    def compile_cache_warm(self, spec: LaunchSpec) -> bool | None:
-        """Whether the shared compile cache (serve/compile_cache.py) held kernels when ``spec`` launches: None
-        where this launcher shares none (switched off, every variable set by the user, a replay)."""
+    def compile_cache_folders(self, spec: LaunchSpec) -> list[Path] | None:
+        """The compile caches ``spec``'s server builds kernels into, when this launcher shares them across trials
+        (serve/compile_cache.py): None where it shares none (switched off, every variable set by the user, a
+        replay)."""
         return None
 
     @abstractmethod

@@ -118,10 +118,11 @@ class ProcessLauncher(Launcher):
     def _cache_env(self, spec: LaunchSpec) -> dict[str, str]:
         return self.compile_cache.env({**self.env, **spec.env}) if self.compile_cache else {}
 
-    def compile_cache_warm(self, spec: LaunchSpec) -> bool | None:
+    def compile_cache_folders(self, spec: LaunchSpec) -> list[Path] | None:
         if not (self.compile_cache and self._cache_env(spec)):
             return None
-        return self.compile_cache.warm(self.compile_cache.folders({**self.env, **spec.env}))
+        # Those the user's environment names count too: the H200 kit's env.sh sets three of the four.
+        return self.compile_cache.folders({**self.env, **spec.env})
 
     def flag_catalog(self) -> FlagCatalog:
         return read_catalog(self.command, {**os.environ, **self.env})

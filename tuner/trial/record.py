@@ -311,7 +311,9 @@ class TrialRecord:
     slo_broken: str | None = None
     times: PhaseSeconds = field(default_factory=PhaseSeconds)
     startup: StartupPhases = field(default_factory=StartupPhases)  # the startup's phases, from SGLang's log
-    compile_cache_warm: bool | None = None  # the shared compile cache held kernels when it launched
+    kernels_built: int | None = None  # files its server added to the shared compile caches (None: none shared)
+    # It built none. Recorded before kernels_built was (2026-12-05): the caches held any file at its launch.
+    compile_cache_warm: bool | None = None
     prestarted_s: float | None = None  # its interpreter imported this long before the launch (None: started fresh)
     # the warm-up until stable latencies before its first level (part of benchmark_s): seconds, bursts, settled
     warmup_s: float | None = None
@@ -363,6 +365,8 @@ class TrialRecord:
         out.update(_drop_none(vars(self.times)))
         if self.startup.record():
             out["startup_phases"] = self.startup.record()
+        if self.kernels_built is not None:
+            out["kernels_built"] = self.kernels_built
         if self.compile_cache_warm is not None:
             out["compile_cache_warm"] = self.compile_cache_warm
         if self.prestarted_s is not None:
@@ -442,7 +446,8 @@ class TrialRecord:
                 overhead_s=round(t.overhead_s, 3),
             ),
             startup=result.startup,
-            compile_cache_warm=result.compile_cache_warm,
+            kernels_built=result.kernels_built,
+            compile_cache_warm=None if result.kernels_built is None else result.kernels_built == 0,
             prestarted_s=None if result.prestarted_s is None else round(result.prestarted_s, 1),
             warmup_s=round(warm.seconds, 3) if warm else None,
             warmup_bursts=warm.bursts if warm else None,
@@ -518,6 +523,7 @@ class TrialRecord:
             slo_broken=a.get("slo_broken"),
             times=PhaseSeconds(**{f.name: a.get(f.name) for f in fields(PhaseSeconds)}),
             startup=StartupPhases.read(a.get("startup_phases")),
+            kernels_built=a.get("kernels_built"),
             compile_cache_warm=a.get("compile_cache_warm"),
             prestarted_s=a.get("prestarted_s"),
             warmup_s=a.get("warmup_s"),

@@ -29,6 +29,7 @@ from tuner.bench.metrics import LevelResult
 from tuner.bench.workload import LoadSearch, Workload
 from tuner.errors import Cancelled
 from tuner.serve import gpu
+from tuner.serve.compile_cache import kernel_files
 from tuner.serve.gpu import Holder  # by name: in TrialResult, `gpu` is the field above gpu_shared
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.poller import Poller
@@ -124,7 +125,8 @@ class TrialResult:
     kv: KvCapacity = field(default_factory=KvCapacity)
     replayed: Replayed | None = None
     startup: StartupPhases = field(default_factory=StartupPhases)  # where its startup seconds went (its log)
-    compile_cache_warm: bool | None = None  # the shared compile cache held kernels at launch (None: none shared)
+    # files its server added to the shared compile caches, launch to stop (None: none shared); 0 is a warm start
+    kernels_built: int | None = None
     prestarted_s: float | None = None  # its interpreter imported this long before the launch (None: started fresh)
     decode_graphs: DecodeGraphs | None = None  # what its decode log lines said of CUDA graphs (None: not benchmarked)
     level_graphs: tuple[DecodeGraphs, ...] = ()  # the same, per measured level (its warm-up included)
@@ -231,7 +233,8 @@ class TrialRunner:
 
         spec = LaunchSpec(plan.flags, plan.env, log_path, plan.host, plan.port, plan.gpus, self.study, plan.number)
         self._phase(plan, "launching")
-        cache_warm = self.launcher.compile_cache_warm(spec)
+        cache_folders = self.launcher.compile_cache_folders(spec)
+        cached = None if cache_folders is None else kernel_files(cache_folders)
         log_from = _size(log_path)  # the log may hold an earlier launch's lines (a retry, a study made anew)
         t_launch = time.monotonic()
         server = self.launcher.launch(spec)
@@ -309,7 +312,10 @@ class TrialRunner:
         result = TrialResult(
             plan, failure, detail, exit_code, times, bench, sampler.stats(), info, busy_before, shared, kv
         )
-        result.startup, result.compile_cache_warm = startup, cache_warm
+        result.startup = startup
+        if cache_folders is not None and cached is not None:
+            # A trial beside it on the same machine adds to the same caches: on several GPUs this counts theirs too.
+            result.kernels_built = len(kernel_files(cache_folders) - cached)
         result.prestarted_s = server.prestarted_s
         if bench is not None:
             # Read once the server has stopped, so every line it wrote during the benchmark is in the file. A
@@ -461,7 +467,7 @@ def _write_artifacts(result: TrialResult) -> None:
         "server_info": result.server_info,
         "kv_capacity": result.kv.record(),
         "startup_phases": result.startup.record(),
-        "compile_cache_warm": result.compile_cache_warm,
+        "kernels_built": result.kernels_built,
         "prestarted_s": result.prestarted_s,
         "warmup": result.benchmark.warmup.record() if result.benchmark and result.benchmark.warmup else None,
         "decode_graphs": result.decode_graphs.record() if result.decode_graphs else None,

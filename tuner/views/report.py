@@ -59,7 +59,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             row[m] = round(r.values[i], 2) if r.values else None
         row["startup_s"] = r.times.startup_s
         row["startup"] = (
-            r.startup.summary() + _cache_word(r.compile_cache_warm) + _prestart_word(r.prestarted_s) + _warmup_word(r)
+            r.startup.summary() + _cache_word(r) + _prestart_word(r.prestarted_s) + _warmup_word(r)
         ) or None
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
@@ -107,6 +107,7 @@ def startup_frame(study: optuna.Study) -> pd.DataFrame:
             row[short] = getattr(r.startup, name)
         row["reached"] = r.startup.reached
         row["compile cache"] = None if r.compile_cache_warm is None else "warm" if r.compile_cache_warm else "cold"
+        row["kernel files built"] = r.kernels_built
         row["prestarted (s ahead)"] = r.prestarted_s
         row["warm-up until stable (s)"] = r.warmup_s
         row["warm-up bursts"] = (
@@ -120,8 +121,14 @@ def _prestart_word(ahead_s: float | None) -> str:
     return "" if ahead_s is None else f" (prestarted {ahead_s:.0f} s ahead)"
 
 
-def _cache_word(warm: bool | None) -> str:
-    return "" if warm is None else " (caches warm)" if warm else " (caches cold)"
+def _cache_word(r: TrialRecord) -> str:
+    if r.compile_cache_warm is None:
+        return ""
+    if r.compile_cache_warm:
+        return " (caches warm)"
+    if not r.kernels_built:
+        return " (caches cold)"
+    return f" (caches cold: built {r.kernels_built} file{'s' if r.kernels_built > 1 else ''})"
 
 
 def _warmup_word(r: TrialRecord) -> str:
