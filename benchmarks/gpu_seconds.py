@@ -14,17 +14,20 @@ cut_short). It writes, as Markdown on stdout:
 - per seed and on the whole: GPU-seconds per trial and per study (all of it, and the load search's part), levels
   per trial, trials feasible / infeasible / stopped against the incumbent, the best config and its goodput, and
   whether before and after chose the same config;
-- the ranking of the surface's eight recorded trials (each run once, the baseline and the reference first as in
-  the study, the six others in a seeded order), before against after: Kendall's tau (scipy.stats.kendalltau,
+- the ranking of the surface's measured trials (each run once, the baseline and the references first as in
+  the study, the others in a seeded order), before against after: Kendall's tau (scipy.stats.kendalltau,
   tau-b) over the trials' standing (feasible first, then goodput), and per trial the rates and levels;
 - the refinement evidence of piece 2: per recorded curve, the plain search's highest rate and levels against
   the interpolated probe's (no incumbent).
 
     python benchmarks/gpu_seconds.py                  # 10 seeds, 12 trials a study (demo-chat.yaml's budget)
     python benchmarks/gpu_seconds.py --seeds 20 --trials 20
+    python benchmarks/gpu_seconds.py --surface standin  # the stand-in's goodput surface instead
 
-The stand-in surface (benchmarks/surfaces/standin-default.json) is a fixed-concurrency throughput surface with no
-load-vs-latency curves, so it cannot answer a load search: not replayed here.
+``--surface standin`` replays benchmarks/surfaces/standin-goodput.json (recorded by
+benchmarks/standin_goodput_surface.yaml: 24 random configs of search_spaces/default.yaml, every level of the plain
+search recorded) with benchmarks/standin_goodput_replay.yaml. Its startups are about a second, so its ratios are
+the load search's alone; the stand-in's throughput surface (standin-default.json) has no load-vs-latency curves.
 """
 
 from __future__ import annotations
@@ -54,20 +57,28 @@ from tuner.search.study import Tuner
 from tuner.trial.replay import cut_short
 from tuner.trial.surface import Surface, curve_at
 
-RUN = ROOT / "runs" / "demo-chat.yaml"
-SURFACE = ROOT / "surfaces" / "h200-qwen3-8b-chat.json"
+# name -> (replay run file, its surface, the rows a study runs first: its baseline and references)
+SURFACES = {
+    "h200-chat": (ROOT / "runs" / "demo-chat.yaml", ROOT / "surfaces" / "h200-qwen3-8b-chat.json", [0, 1]),
+    "standin": (
+        ROOT / "benchmarks" / "standin_goodput_replay.yaml",
+        ROOT / "benchmarks" / "surfaces" / "standin-goodput.json",
+        [0],
+    ),
+}
 OFF = dict.fromkeys(SEARCH_STRATEGY, False)
+ON = dict.fromkeys(SEARCH_STRATEGY, True)  # the defaults: a surface recorded with them off replays "after" with them on
 
 
 MODES = {"before": OFF, "1-2": {"cut_short": False}, "after": {}}  # "1-2": pieces 1 and 2, no cut levels
 
 
-def study(folder: Path, seed: int, trials: int, mode: str):
+def study(run: Path, folder: Path, seed: int, trials: int, mode: str):
     name = f"{mode}-{seed}"
-    base = load_config(RUN)
+    base = load_config(run)
     search = {**vars(base.objective.load_search), **MODES[mode]}
     config = load_config(
-        RUN,
+        run,
         {
             "study": name,
             "trials": trials,
@@ -99,18 +110,28 @@ def summary(s) -> dict:
     }
 
 
-def ranking(order: list[int], before: bool) -> dict[int, tuple[bool, float, list, float]]:
+def template(surface: Surface) -> Workload:
+    """A level of the surface's prompts: the search asks only its rates and sizes, the curves answer them."""
+    w = surface.header.workload
+    return Workload(
+        levels=(Level(concurrency=1, input_len=w.input_len or 1, output_len=w.output_len or 1, num_prompts=1),)
+    )
+
+
+def ranking(
+    surface: Surface, first: list[int], order: list[int], before: bool
+) -> dict[int, tuple[bool, float, list, float]]:
     """Each recorded row searched once, in ``order``, with the incumbent as a study would have it: per trial
     (feasible, goodput, levels as (rate, passed), seconds of levels)."""
-    surface = Surface.load(SURFACE)
     o = surface.header.objective
-    search = replace(o.load_search, **OFF) if before else o.load_search
+    assert o.load_search is not None
+    search = replace(o.load_search, **(OFF if before else ON))
     rows = {r.trial: r for r in surface.rows}
-    wl = Workload(levels=(Level(concurrency=1, input_len=2176, output_len=256, num_prompts=1),))
+    wl = template(surface)
     out: dict[int, tuple[bool, float, list, float]] = {}
     inc: Incumbent | None = None
     for i, n in enumerate(order):
-        whole = i < 2  # the baseline and the reference search from start_rate, as in the study
+        whole = i < len(first)  # the baseline and the references search from start_rate, as in the study
         state = Search(wl, search, o.slo, None if whole else inc)
         for level in state.levels():
             answer = curve_at(rows[n].levels, level, o.slo)[0]
@@ -134,21 +155,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--surface", choices=sorted(SURFACES), default="h200-chat")
     args = ap.parse_args()
+    run, path, first = SURFACES[args.surface]
+    surface = Surface.load(path)
+    measured = [r for r in surface.rows if r.ok and r.levels]  # the curves: a config that failed has none to search
     logging.disable(logging.WARNING)
     t0 = time.monotonic()
     print(
         f"Machine: {platform.node()} ({os.cpu_count()} CPUs, {platform.python_version()}), "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; surface {SURFACE.relative_to(ROOT)}, run {RUN.relative_to(ROOT)}, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; surface {path.relative_to(ROOT)}, run {run.relative_to(ROOT)}, "
         f"{args.seeds} seeds x {args.trials} trials\n"
     )
     rows = []
     middle = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
-            b = summary(study(Path(tmp), seed, args.trials, "before"))
-            m = summary(study(Path(tmp), seed, args.trials, "1-2"))
-            a = summary(study(Path(tmp), seed, args.trials, "after"))
+            b = summary(study(run, Path(tmp), seed, args.trials, "before"))
+            m = summary(study(run, Path(tmp), seed, args.trials, "1-2"))
+            a = summary(study(run, Path(tmp), seed, args.trials, "after"))
             rows.append((seed, b, a))
             middle.append(m)
     print(
@@ -183,7 +208,7 @@ def main() -> None:
     )
 
     print(
-        "Ranking of the recorded trials, each searched once (baseline 0 and reference 1 first, the rest in a "
+        f"Ranking of the recorded trials, each searched once ({' '.join(map(str, first))} first, the rest in a "
         "seeded order), before vs after:\n"
     )
     print(
@@ -193,10 +218,10 @@ def main() -> None:
     taus = []
     detail = None
     for seed in range(args.seeds):
-        rest = [3, 4, 6, 7, 9, 10]
+        rest = [r.trial for r in measured if r.trial not in first]
         random.Random(seed).shuffle(rest)
-        order = [0, 1, *rest]
-        before, after = ranking(order, True), ranking(order, False)
+        order = [*first, *rest]
+        before, after = ranking(surface, first, order, True), ranking(surface, first, order, False)
         keys = sorted(before)
         tau, p = kendalltau([standing(before[k]) for k in keys], [standing(after[k]) for k in keys])
         by_value = kendalltau([before[k][1] for k in keys], [after[k][1] for k in keys])[0]
@@ -224,12 +249,12 @@ def main() -> None:
     )
     print("| trial | bisection: levels | highest rate | seconds | interpolated: levels | highest rate | seconds |")
     print("|---:|---|---:|---:|---|---:|---:|")
-    surface = Surface.load(SURFACE)
     o = surface.header.objective
-    wl = Workload(levels=(Level(concurrency=1, input_len=2176, output_len=256, num_prompts=1),))
-    for row in surface.rows:
+    assert o.load_search is not None
+    wl = template(surface)
+    for row in measured:
         cells = []
-        for search in (replace(o.load_search, **OFF), replace(o.load_search, from_incumbent=False)):
+        for search in (replace(o.load_search, **OFF), replace(o.load_search, **{**ON, "from_incumbent": False})):
             state = Search(wl, search, o.slo)
             for level in state.levels():
                 state.add(curve_at(row.levels, level, o.slo)[0])

@@ -1485,6 +1485,13 @@ CASES = [
         ("--sglang-help", "binary file", "launch_server --help"),
     ),
     Case(
+        "record-help-folder",
+        "`tune record --sglang-help` given a folder",
+        "tune record --sglang-help studies",
+        _record(lambda tmp: str(tmp / "s.json"), lambda tmp: tmp),
+        ("--sglang-help", "a folder", "launch_server --help"),
+    ),
+    Case(
         "import-unknown-column",
         "`tune import` mapping a column the data does not have",
         "tune import sweep.csv --metric throughput=output_throughput ...  # the column is tput",

@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 
 import optuna
@@ -173,7 +175,23 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
     help_text = tmp_path / "help.txt"
     help_text.write_text(tune_help())
     out = tmp_path / "surfaces" / "standin.json"
-    done = tune("record", "-c", str(real), "--out", str(out), "--gpu-name", "stand-in", "--sglang-help", str(help_text))
+    # The help through a pipe, as bash's <(python -m sglang.launch_server --help) gives it: no regular file.
+    done = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'exec "$0" -c "from tuner.cli import app; app()" record -c "$1" --out "$2" --gpu-name stand-in '
+            '--sglang-help <(cat "$3")',
+            sys.executable,
+            str(real),
+            str(out),
+            str(help_text),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     surface = Surface.load(out)
     assert [r.trial for r in surface.rows] == list(range(6))

@@ -39,7 +39,7 @@ def test_committed_surfaces_meet_the_schema_and_load(path):
 
 
 @pytest.mark.parametrize(
-    "path", [*sorted(ROOT.glob("runs/*.yaml")), ROOT / "benchmarks" / "standin_surface.yaml"], ids=lambda p: p.name
+    "path", sorted([*ROOT.glob("runs/*.yaml"), *ROOT.glob("benchmarks/*.yaml")]), ids=lambda p: p.name
 )
 def test_run_files_meet_the_schema_and_load(path):
     text = path.read_text()

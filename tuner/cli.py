@@ -481,8 +481,13 @@ def _sglang_help(sglang_help: Path) -> FlagCatalog:
     """The flag catalog of a saved `launch_server --help`, or one line saying why the file is not one."""
     from tuner.sglang.catalog import FlagCatalog
 
-    if not sglang_help.is_file():
+    # Not is_file(): a pipe (bash's <(python -m sglang.launch_server --help)) is a file to read too.
+    if not sglang_help.exists():
         _fail(f"--sglang-help {sglang_help}: no such file (save `python -m sglang.launch_server --help` there)")
+    if sglang_help.is_dir():
+        _fail(
+            f"--sglang-help {sglang_help}: a folder; give the file `python -m sglang.launch_server --help` was saved in"
+        )
     try:
         help_text = sglang_help.read_bytes().decode()
     except UnicodeDecodeError:
