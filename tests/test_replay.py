@@ -563,8 +563,8 @@ def test_neighbours_that_broke_the_slo_on_different_metrics_do_not_average_to_a_
 
 def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
     """runs/demo-chat.yaml: the real H200 chat study's load search on its surface. With the search's strategy
-    switches off, the baseline and the reference get their recorded curves exactly; with the defaults, a subset
-    of them (the interpolated probe lands on a recorded rate) at the same highest rate, and each sampled trial
+    switches off, the baseline and the reference get their recorded curves exactly; with the defaults, the same or
+    a subset of them (the interpolated probe lands on a recorded rate) at the same highest rate, and each sampled trial
     starts below the baseline's 28 req/s. Every other config gets a modelled curve, marked so."""
     env = demo_checkout(tmp_path)
     run = tmp_path / "runs" / "demo-chat.yaml"
@@ -585,7 +585,10 @@ def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
             assert t.user_attrs["modelled"] is False and t.user_attrs["replay_of"] == [row.trial]
             recorded = [lv.request_rate for lv in row.levels]
             measured = [lv["request_rate"] for lv in t.user_attrs["levels"]]
-            assert measured == recorded if name == "plain" else set(measured) < set(recorded), measured
+            # With the defaults the baseline's interpolated probe skips a bisection; the reference's second
+            # estimate (from 6 and 8) asks for 7, as bisection did.
+            fewer = {0: True, 1: False}[t.number]
+            assert measured == recorded if name == "plain" or not fewer else set(measured) < set(recorded), measured
             assert t.values[0] == Surface.load(CHAT).value(row)
         assert trials[0].user_attrs["max_rate"] == 28.0 and trials[1].user_attrs["max_rate"] == 6.0  # as on the H200
         # The same sampler seed as the real study: its first sampled config is the real trial 3 (a re-run of 2).

@@ -163,9 +163,9 @@ def rates(search: LoadSearch, incumbent: Incumbent | None = None) -> Generator[f
     ``saturation_stop``: rising stops, with no failing level, at a passing level that is ``saturated``.
 
     ``interpolate``: each refinement probes the ``crossing`` snapped down to the grid the plain bisections reach
-    (the ramp's cell under the first failing rate cut in ``2**bisect_steps``); once such a probe passes, the
-    search ends (the next grid point up lies past the estimated crossing). Without ratios (a bool verdict,
-    failed requests) it bisects, on the same grid."""
+    (the ramp's cell under the first failing rate cut in ``2**bisect_steps``), estimated again from the tighter
+    bracket after each probe; the search ends once no grid point lies between the last pass and the estimate.
+    Without ratios (a bool verdict, failed requests) it bisects, on the same grid."""
 
     def seen(v: bool | Outcome) -> Outcome:
         return v if isinstance(v, Outcome) else Outcome(bool(v))
@@ -219,10 +219,10 @@ def rates(search: LoadSearch, incumbent: Incumbent | None = None) -> Generator[f
         if mid <= lo[0] + 1e-9 * hi[0]:
             return None  # no grid point between the last pass and the estimated crossing
         o = seen((yield mid))
+        # A pass does not end the search: a curve steeper than log-linear near its knee (the stand-in's) puts the
+        # first estimate a grid step low, and the estimate from the probe's own ratio shows it.
         if o.passed:
             lo = (mid, o)
-            if guess is not None:
-                return None
         else:
             hi = (mid, o)
     return None
