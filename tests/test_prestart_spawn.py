@@ -56,8 +56,16 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         "for k in os.environ:\n"
         "    if k.startswith('STANDIN_') and k in os.environ:\n"
         "        os.environ.get(k)\n"
+        "# And scans that take the names first, then look each up: in this frame, or a comprehension's of it.\n"
+        "for k in sorted(os.environ):\n"
+        "    os.environ[k]\n"
+        "NAMES = list(os.environ)\n"
+        "VALUES = {k: os.environ.get(k) for k in NAMES}\n"
         "# Like a module that reads SGLANG_RUN_ID when it is imported; only where the test asks it to.\n"
-        "RUN_ID_AT_IMPORT = os.environ.get('STANDIN_RUN_ID') if os.environ.get('STANDIN_READ_RUN_ID') else None\n"
+        "# By a name spelled in a constant tuple, through a generator, after those scans: a read.\n"
+        "RUN_ID_AT_IMPORT = (\n"
+        "    next(os.environ.get(n) for n in ('STANDIN_RUN_ID',)) if os.environ.get('STANDIN_READ_RUN_ID') else None\n"
+        ")\n"
         "print('slow_child: imported', file=sys.stderr, flush=True)\n"
         "def second(writer):  # like SGLang's detokenizer, spawned after the scheduler\n"
         "    ctypes.CDLL('libc.so.6').prctl(1, signal.SIGKILL)\n"
@@ -243,7 +251,8 @@ def test_a_stand_by_that_could_differ_from_a_fresh_spawn_is_not_used(tmp_path, c
             assert word["nofile"] == word["parent_nofile"], word
         log = (tmp_path / "2" / "server.log").read_text()
         lines = (tmp_path / "slow_child.py").read_text().splitlines()
-        where = f"{tmp_path / 'slow_child.py'}:{1 + next(i for i, x in enumerate(lines) if 'RUN_ID_AT_IMPORT =' in x)}"
+        at = 1 + next(i for i, x in enumerate(lines) if "next(os.environ.get(n)" in x)
+        where = f"{tmp_path / 'slow_child.py'}:{at}"
         assert f"# prestarted: SGLang's spawned process 1 started fresh: {why.format(where)}" in log, log
         # The refused stand-by is gone: the trial ran the processes a fresh launch runs (server, child, spawn's
         # resource tracker).

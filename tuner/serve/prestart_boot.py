@@ -24,6 +24,7 @@ server's log says which, and why.
 """
 
 import ctypes
+import dis
 import fcntl
 import importlib
 import json
@@ -37,7 +38,7 @@ import socket
 import sys
 import time
 from collections.abc import ItemsView, Iterator, ValuesView
-from types import FrameType
+from types import CodeType, FrameType
 
 _PR_SET_PDEATHSIG = 1
 _MOST_STANDBYS = 8  # SGLang spawns a scheduler per GPU of the server, a detokenizer, and more with options
@@ -46,6 +47,8 @@ _FORK_FLAG = "--multiprocessing-fork"
 # these after the stand-by loaded them cannot be seen, so it is never handed over.
 _READ_AT_LOAD = ("CUDA_", "TORCH_", "PYTORCH_", "NCCL_", "LD_", "OMP_", "MKL_", "PYTHON", "MALLOC_", "GLIBC_")
 _READS: dict[str, str] = {}  # what a stand-by's imports looked up in os.environ, and where first (file:line)
+# Before Python 3.12 a comprehension runs in a frame of its own, its iterable made in the frame around it.
+_COMPREHENSIONS = ("<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>")
 _ENVIRON_CODE = re.compile(r"(^<frozen |/)(os|_collections_abc)(\.py|>)$")  # os.environ's methods, os.getenv
 # Each limit once, by its first name (RLIMIT_OFILE is RLIMIT_NOFILE under another name).
 _LIMITS = sorted({getattr(resource, n): n for n in sorted(dir(resource), reverse=True) if n[:7] == "RLIMIT_"}.values())
@@ -66,6 +69,29 @@ def _say(line: str) -> None:
     print(f"# prestarted: {line}", flush=True)
 
 
+def _strings(value: object) -> set[str]:
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, (tuple, frozenset)):
+        return set().union(*map(_strings, value))
+    return set()
+
+
+_SPELLED: dict[tuple[CodeType, int], set[str]] = {}
+
+
+def _spelled(frame: FrameType) -> set[str]:
+    """The strings the frame's code spells on the line it runs: its constants there, those in constant tuples and
+    frozensets (`for n in ("A", "B")`) too."""
+    line = frame.f_lineno
+    if (frame.f_code, line) not in _SPELLED:
+        offsets = {o for start, end, n in frame.f_code.co_lines() if n == line for o in range(start, end)}
+        _SPELLED[frame.f_code, line] = set().union(
+            *(_strings(i.argval) for i in dis.get_instructions(frame.f_code) if i.offset in offsets)
+        )
+    return _SPELLED[frame.f_code, line]
+
+
 def _caller() -> FrameType:
     """The frame that is looking the environment up: the first outside os.environ's own code and this file's."""
     frame = sys._getframe(1)
@@ -79,16 +105,27 @@ class _Recording(os._Environ[str]):
     """os.environ that remembers which variables were looked up, and where (os.getenv and .get come here too)."""
 
     # A scan of the whole environment is not a read of each variable: SGLang's environ.py goes through all of them
-    # at import to rename SGL_* ones, and dict(os.environ) or `for k in os.environ: os.environ[k]` look up what
-    # they are handed; each would count SGLANG_RUN_ID (new each launch) as read. A scan's lookup is one the scanning
-    # frame makes within the same instruction (dict(), {**...}) or of the name its loop was just handed.
+    # at import to rename SGL_* ones, and dict(os.environ), `for k in os.environ: os.environ[k]` or
+    # `for k in sorted(os.environ): os.environ[k]` look up what they are handed; each would count SGLANG_RUN_ID (new
+    # each launch) as read. A scan's lookup is one the scanning frame (or a comprehension inside it) makes within
+    # the same instruction (dict(), {**...}), of the name its loop was just handed, or of a name the line looking
+    # it up does not spell: a name the scan gave it. One the line spells is read by name, whatever came before (a
+    # name spelled on another line, `for n in NAMES:` and the lookup below it, in a frame that scanned, is not seen).
     _scan: tuple[FrameType | None, int, str | None] = (None, -1, None)  # frame, its instruction, the name handed out
 
     def _look(self, key: str) -> None:
         frame = _caller()
         scan_frame, scan_at, handed = _Recording._scan
-        if key in _READS or (frame is scan_frame and (frame.f_lasti == scan_at or key == handed)):
+        if key in _READS:
             return
+        if frame is scan_frame and (frame.f_lasti == scan_at or key == handed):
+            return
+        comprehension = frame.f_back is scan_frame and frame.f_code.co_name in _COMPREHENSIONS
+        if scan_frame is not None and (frame is scan_frame or comprehension):
+            # A comprehension's names may be spelled around it: `[os.environ[n] for n in ("A", "B")]`.
+            frames = [frame, *([frame.f_back] if comprehension and frame.f_back else [])]
+            if all(key not in _spelled(f) for f in frames):
+                return
         path = frame.f_code.co_filename
         _READS[key] = f"{path.rpartition('-packages/')[2] if '-packages/' in path else path}:{frame.f_lineno}"
 
