@@ -55,8 +55,8 @@ def test_kernel_files_are_the_files_in_the_folders(tmp_path):
     (tmp_path / "cc" / "triton" / "ab" / "k.bin").write_bytes(b"x")
     (tmp_path / "cc" / "tvm-ffi" / "rope.so").write_bytes(b"x")
     assert kernel_files(folders) == {
-        tmp_path / "cc" / "triton" / "ab" / "k.bin",
-        tmp_path / "cc" / "tvm-ffi" / "rope.so",
+        str(tmp_path / "cc" / "triton" / "ab" / "k.bin"),
+        str(tmp_path / "cc" / "tvm-ffi" / "rope.so"),
     }
     launcher = ProcessLauncher(["sglang"], dict.fromkeys(CACHE_VARS, "/elsewhere"), compile_cache=cache)
     assert launcher.compile_cache_folders(_spec(tmp_path)) is None  # nothing of ours is shared
@@ -156,7 +156,7 @@ def test_docker_mounts_the_folder_at_the_same_paths_and_deploy_best_leaves_it_ou
     finally:
         server.stop(5)
     # The container built its kernels into the host's folder, through the mount.
-    assert kernel_files([tmp_path / "cc"]) == {tmp_path / "cc" / "triton" / "standin-kernels.bin"}
+    assert kernel_files([tmp_path / "cc"]) == {str(tmp_path / "cc" / "triton" / "standin-kernels.bin")}
     assert root not in launcher.deploy_script(spec)
 
 

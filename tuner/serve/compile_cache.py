@@ -65,14 +65,12 @@ class CompileCache:
         return [Path(named.get(var) or self.root / sub) for var, sub in CACHE_VARS.items()]
 
 
-def kernel_files(folders: list[Path]) -> frozenset[Path]:
+def kernel_files(folders: list[Path]) -> frozenset[str]:
     """The files in ``folders`` now. What a trial's server adds between its launch and its stop is what it built:
     a folder's holding files at launch says nothing of whether they are the kernels this config needs (a GPU kit's
-    own builds, another model's, another attention backend's)."""
-    found: set[Path] = set()
-    for folder in folders:
-        try:
-            found.update(p for p in folder.rglob("*") if p.is_file())
-        except OSError:  # a folder removed or unreadable while we look: what could be read counts
-            continue
-    return frozenset(found)
+    own builds, another model's, another attention backend's). os.walk, whose directory entries say which are files,
+    not Path.rglob with a stat of each: a long study's caches hold tens of thousands, walked twice a trial."""
+    # A folder missing, or removed or unreadable while we look, gives what could be read (os.walk's default).
+    return frozenset(
+        os.path.join(root, name) for folder in folders for root, _, names in os.walk(folder) for name in names
+    )
