@@ -1,15 +1,16 @@
 """GPU-seconds per trial and per study of the SLO-goodput load search, before and after issue 22, by replay.
 
 Replays the recorded H200 chat study (surfaces/h200-qwen3-8b-chat.json, run file runs/demo-chat.yaml) through the
-tuner's own code (Tuner: sampler, space, replay runner, load search, objective, records) twice per seed: "before"
-with every strategy switch of objective.load_search off (the plain ramp from start_rate and bisections) and
-launcher.prestart off, "after" with the defaults (from_incumbent, saturation_stop, interpolate, cut_short,
-prestart), and "1-2" with cut_short off (pieces 1 and 2 alone). A replayed trial costs what the real one would:
-the recorded startup and stop seconds (less the recorded imports phase where a prestarted interpreter would have
-done them, tuner/trial/replay.py ReplayLauncher; the H200 chat surface records no imports phase, so nothing is
-taken off here), and the recorded benchmark seconds scaled by the levels it ran (each level's recorded or
-interpolated duration; a broken level cut short takes an estimated share of it, tuner/trial/replay.py
-cut_short). It writes, as Markdown on stdout:
+tuner's own code (Tuner: sampler, space, replay runner, load search, objective, records) three times per seed:
+"before" with every strategy switch of objective.load_search off (the plain ramp from start_rate and bisections),
+launcher.prestart and workload.warmup_until_stable off, "after" with the defaults (from_incumbent,
+saturation_stop, interpolate, cut_short, prestart, the warm-up until stable), and "1-2" with cut_short off (pieces 1
+and 2 alone). A replayed trial costs what the real one would: the recorded startup and stop seconds (less the
+recorded imports phase where a prestarted interpreter would have done them, tuner/trial/replay.py ReplayLauncher;
+the H200 chat surface records no imports phase, so nothing is taken off here), the recorded warm-up once where
+the run warms up until stable (the H200 surface records none), and the rest of the recorded benchmark seconds
+scaled by the levels it ran (each level's recorded or interpolated duration; a broken level cut short takes an
+estimated share of it, tuner/trial/replay.py cut_short). It writes, as Markdown on stdout:
 
 - per seed and on the whole: GPU-seconds per trial and per study (all of it, and the load search's part), levels
   per trial, trials feasible / infeasible / stopped against the incumbent, the best config and its goodput, and
@@ -87,6 +88,9 @@ def study(run: Path, folder: Path, seed: int, trials: int, mode: str):
             "sampler": {"seed": seed, "n_startup_trials": 4},
             "objective": {**base.objective.model_dump(exclude_none=True), "load_search": search},
             "launcher.prestart": mode != "before",
+            # Before issue 22 a trial warmed up with two requests; a surface that recorded a warm-up until stable
+            # (the stand-in's) has it taken off its recorded seconds then.
+            "workload.warmup_until_stable": mode != "before",
         },
     )
     return Tuner(config).run()

@@ -26,7 +26,7 @@ from tuner.config.run import load_config
 from tuner.search.storage import load_existing_study
 from tuner.sglang.feasibility import ModelFacts
 from tuner.trial.record import TrialRecord
-from tuner.trial.surface import LEVEL_METRICS, Answer, Row, Surface, curve_at, from_study
+from tuner.trial.surface import LEVEL_METRICS, Answer, Row, Surface, curve_at, from_study, read_levels
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 
@@ -166,6 +166,7 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
         trials=6,
         model={"path": str(model)},
         env={"SGLANG_STANDIN_FAULTS": "oom_kv_startup:mem-fraction-static<0.8"},
+        workload={"warmup_until_stable": True},  # each served trial records its warm-up's seconds
     )
     assert tune("start", "-c", str(real)).returncode == 0
     recorded = load_existing_study(load_config(real))
@@ -205,6 +206,9 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
     # Each trial's imports phase (launch to the first log line), what a prestarted replayed trial does not pay.
     phases = [TrialRecord.of(t).startup.imports_s for t in recorded.trials]
     assert [r.imports_s for r in surface.rows] == phases and ok.imports_s is not None, phases
+    # And its warm-up's, which a replayed trial pays once whatever its levels.
+    warm = [TrialRecord.of(t).warmup_s for t in recorded.trials]
+    assert [r.warmup_s for r in surface.rows] == warm and ok.warmup_s is not None, warm
     # A prestarted trial's log shows only what its imports left: none is recorded for it. (Optuna writes no
     # attribute of a finished trial, so the study file is written as a prestarted trial's would be.)
     with sqlite3.connect(load_config(real).storage.removeprefix("sqlite:///")) as db:
@@ -699,3 +703,43 @@ def test_a_modelled_imports_phase_is_the_mean_of_the_neighbours_that_recorded_on
     rows = [r.model_copy(update={"imports_s": 20.0 if r.trial == first else None}) for r in surface.rows]
     answer = surface.model_copy(update={"rows": rows}).answer(flags, flag_weights=weights)
     assert answer.modelled and len(answer.sources) > 1 and answer.imports_s == 20.0
+
+
+def test_a_replayed_trial_pays_its_recorded_warm_up_once_whatever_its_levels(tmp_path):
+    """A recorded benchmark_s holds the warm-up until stable before the levels: a replayed load search pays it once
+    and scales only the levels' part by the levels it ran; with the warm-up off in the run file, not at all."""
+    from tuner.search.study import Tuner
+
+    surface = Surface.load(CHAT)
+    rows = [
+        r.model_copy(update={"benchmark_s": sum(lv.duration_s for lv in r.levels) + 10.0, "warmup_s": 10.0})
+        for r in surface.rows
+    ]
+    path = tmp_path / "warm.json"
+    surface.model_copy(update={"rows": rows}).save(path)
+
+    def replay(name: str, warm: bool) -> list[optuna.trial.FrozenTrial]:
+        config = load_config(
+            ROOT / "runs" / "demo-chat.yaml",
+            {
+                "study": name,
+                "trials": 4,
+                "storage": f"sqlite:///{tmp_path}/{name}.db",
+                "trials_dir": str(tmp_path / "trials"),
+                "launcher": {"kind": "replay", "surface": str(path)},
+                "workload.warmup_until_stable": warm,
+            },
+        )
+        return Tuner(config).run().trials
+
+    for name, warm in (("warm", True), ("cold", False)):
+        searched = [t for t in replay(name, warm) if t.user_attrs.get("levels")]
+        assert len(searched) >= 3, name
+        for t in searched:
+            ran = sum(lv.duration_s for lv in read_levels(tmp_path / "trials" / name / str(t.number) / "benchmark.csv"))
+            assert t.user_attrs["benchmark_s"] == pytest.approx(ran + (10.0 if warm else 0.0), rel=1e-3), (
+                name,
+                t.number,
+            )
+        log = (tmp_path / "trials" / name / str(searched[0].number) / "server.log").read_text()
+        assert ("counted once" if warm else "not counted (this run's workload has it off)") in log

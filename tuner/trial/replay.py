@@ -246,18 +246,30 @@ class ReplayRunner(TrialRunner):
         bench = None
         bench_s = 0.0
         modelled_rates: tuple[float, ...] = ()
+        # The recorded warm-up is paid once, before the levels, and only where this run warms up until stable too.
+        warmup_s = a.warmup_s or 0.0
+        levels_s = max(0.0, a.benchmark_s - warmup_s)
+        if self.workload.stable_warmup is None:
+            warmup_s = 0.0
         if failure is None and self.load_search is not None:
             self._phase(plan, "benchmarking")
             bench, modelled_rates = self._search(plan, a)
             ran = sum(lv.duration_s for lv in bench.levels)
             recorded = sum(w * sum(lv.duration_s for lv in r.levels) for w, r in a.curves) / sum(w for w, _ in a.curves)
-            bench_s = a.benchmark_s * ran / recorded if recorded > 0 else a.benchmark_s  # more levels, more time
+            bench_s = warmup_s + (levels_s * ran / recorded if recorded > 0 else levels_s)  # more levels, more time
         elif failure is None:
             self._phase(plan, "benchmarking")
             bench = self._levels(plan, a)
             ran = sum(lv.duration_s for lv in bench.levels)
             recorded = sum(lv.duration_s for lv in a.levels) or 1.0
-            bench_s = a.benchmark_s * min(1.0, ran / recorded)  # levels skipped here were not paid for
+            bench_s = warmup_s + levels_s * min(1.0, ran / recorded)  # levels skipped here were not paid for
+        if bench is not None and a.warmup_s:
+            with open(spec.log_path, "a") as log:
+                log.write(
+                    f"# warm-up until stable: {a.warmup_s:.1f} s recorded, "
+                    + ("counted once" if warmup_s else "not counted (this run's workload has it off)")
+                    + "\n"
+                )
         self._phase(plan, "stopping")
         server.stop(self.stop_grace_s)
         times = PhaseTimes(

@@ -149,6 +149,9 @@ class Row(_Model):
     # The startup's imports phase (launch to SGLang's first log line), part of startup_s: what a prestarted
     # interpreter saves a replayed trial (tuner/trial/replay.py). None: not recorded.
     imports_s: float | None = None
+    # The warm-up until stable latencies before its first level, part of benchmark_s: a replayed trial pays it once,
+    # whatever number of levels its search runs (tuner/trial/replay.py). None: not recorded.
+    warmup_s: float | None = None
     gpu_peak_used_mib: float | None = None  # NVML, over the whole trial
 
     @property
@@ -198,7 +201,7 @@ class Surface(_Model):
             )
         for i, row in enumerate(self.rows):
             where = f"rows[{i}] (trial {row.trial})"
-            for name in ("startup_s", "benchmark_s", "stop_s", "imports_s", "gpu_peak_used_mib"):
+            for name in ("startup_s", "benchmark_s", "stop_s", "imports_s", "warmup_s", "gpu_peak_used_mib"):
                 if (problem := _bad(getattr(row, name), nan_ok=False)) is not None:
                     return f"{where}.{name}: {problem}"
             for j, level in enumerate(row.levels):
@@ -302,6 +305,7 @@ class Surface(_Model):
                     False,
                     ((1.0, row),) if row.ok else (),
                     row.imports_s,
+                    row.warmup_s,
                 )
         fw = self.flag_weights() if flag_weights is None else flag_weights
         near = _nearest(point, rows, _scales([r.flags for r in rows] + [point]), fw)
@@ -347,6 +351,7 @@ class Surface(_Model):
             True,
             tuple(good),
             _recorded_mean(near, weights, "imports_s"),
+            _recorded_mean(near, weights, "warmup_s"),
         )
 
     def nearest(self, flags: dict[str, FlagValue], candidates: list[dict[str, FlagValue]]) -> int:
@@ -429,6 +434,7 @@ class Answer:
     modelled: bool
     curves: tuple[tuple[float, Row], ...] = ()  # the feasible rows a load search's rates are read from, weighted
     imports_s: float | None = None  # of startup_s; None: no recorded trial it came from recorded its imports
+    warmup_s: float | None = None  # of benchmark_s, once a trial; None: no recorded trial it came from recorded one
 
     def at_rate(self, level: Level, slo: dict[str, float]) -> tuple[LevelResult, str]:
         """The load search's ``level`` (its rate, size and concurrency) answered from the recorded curves, and
@@ -736,6 +742,7 @@ def from_study(
                 stop_s=r.times.stop_s or 0.0,
                 # A prestarted trial's imports ran before its launch: its log shows only what was left of them.
                 imports_s=r.startup.imports_s if r.prestarted_s is None else None,
+                warmup_s=r.warmup_s,
                 gpu_peak_used_mib=r.gpu.peak_used_mib,
             )
         )
