@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -662,25 +663,15 @@ def test_a_replayed_trial_after_one_on_the_same_gpu_loses_its_recorded_imports_a
     """launcher.prestart in a replay: the first trial starts fresh; each later one's startup loses the surface's
     imports phase (the trial before took longer than the imports) and records prestarted_s, the replayed seconds
     of the trial before. Off, or with no imports recorded, or with imports longer than that gap: full startup."""
-    from tuner.search.study import Tuner
-
     surface = Surface.load(H200)
 
     def replay(name: str, imports_s: float | None, **launcher) -> list[optuna.trial.FrozenTrial]:
         rows = [r.model_copy(update={"startup_s": 60.0, "imports_s": imports_s}) for r in surface.rows]
         path = tmp_path / f"{name}.json"
         surface.model_copy(update={"rows": rows}).save(path)
-        config = load_config(
-            ROOT / "runs" / "demo.yaml",
-            {
-                "study": name,
-                "trials": 3,
-                "storage": f"sqlite:///{tmp_path}/{name}.db",
-                "trials_dir": str(tmp_path / "trials"),
-                "launcher": {"kind": "replay", "surface": str(path), **launcher},
-            },
+        return _replay_study(
+            tmp_path, "demo.yaml", name, 3, launcher={"kind": "replay", "surface": str(path), **launcher}
         )
-        return Tuner(config).run().trials
 
     first, *later = replay("on", 20.0)
     assert first.user_attrs["startup_s"] == 60.0 and "prestarted_s" not in first.user_attrs
@@ -708,8 +699,6 @@ def test_a_modelled_imports_phase_is_the_mean_of_the_neighbours_that_recorded_on
 def test_a_replayed_trial_pays_its_recorded_warm_up_once_whatever_its_levels(tmp_path):
     """A recorded benchmark_s holds the warm-up until stable before the levels: a replayed load search pays it once
     and scales only the levels' part by the levels it ran; with the warm-up off in the run file, not at all."""
-    from tuner.search.study import Tuner
-
     surface = Surface.load(CHAT)
     rows = [
         r.model_copy(update={"benchmark_s": sum(lv.duration_s for lv in r.levels) + 10.0, "warmup_s": 10.0})
@@ -718,22 +707,16 @@ def test_a_replayed_trial_pays_its_recorded_warm_up_once_whatever_its_levels(tmp
     path = tmp_path / "warm.json"
     surface.model_copy(update={"rows": rows}).save(path)
 
-    def replay(name: str, warm: bool) -> list[optuna.trial.FrozenTrial]:
-        config = load_config(
-            ROOT / "runs" / "demo-chat.yaml",
-            {
-                "study": name,
-                "trials": 4,
-                "storage": f"sqlite:///{tmp_path}/{name}.db",
-                "trials_dir": str(tmp_path / "trials"),
-                "launcher": {"kind": "replay", "surface": str(path)},
-                "workload.warmup_until_stable": warm,
-            },
-        )
-        return Tuner(config).run().trials
-
     for name, warm in (("warm", True), ("cold", False)):
-        searched = [t for t in replay(name, warm) if t.user_attrs.get("levels")]
+        trials = _replay_study(
+            tmp_path,
+            "demo-chat.yaml",
+            name,
+            4,
+            launcher={"kind": "replay", "surface": str(path)},
+            **{"workload.warmup_until_stable": warm},
+        )
+        searched = [t for t in trials if t.user_attrs.get("levels")]
         assert len(searched) >= 3, name
         for t in searched:
             ran = sum(lv.duration_s for lv in read_levels(tmp_path / "trials" / name / str(t.number) / "benchmark.csv"))
@@ -743,3 +726,12 @@ def test_a_replayed_trial_pays_its_recorded_warm_up_once_whatever_its_levels(tmp
             )
         log = (tmp_path / "trials" / name / str(searched[0].number) / "server.log").read_text()
         assert ("counted once" if warm else "not counted (this run's workload has it off)") in log
+
+
+def _replay_study(tmp_path: Path, run: str, name: str, trials: int, **overrides) -> list[optuna.trial.FrozenTrial]:
+    """``trials`` trials of runs/``run`` through the tuner's own study loop, in tmp_path, with ``overrides``."""
+    from tuner.search.study import Tuner
+
+    where = {"storage": f"sqlite:///{tmp_path}/{name}.db", "trials_dir": str(tmp_path / "trials")}
+    config = load_config(ROOT / "runs" / run, {"study": name, "trials": trials, **where, **overrides})
+    return Tuner(config).run().trials
