@@ -120,11 +120,11 @@ class _Recording(os._Environ[str]):
             return
         if frame is scan_frame and (frame.f_lasti == scan_at or key == handed):
             return
-        comprehension = frame.f_back is scan_frame and frame.f_code.co_name in _COMPREHENSIONS
-        if scan_frame is not None and (frame is scan_frame or comprehension):
+        if scan_frame is not None:
             # A comprehension's names may be spelled around it: `[os.environ[n] for n in ("A", "B")]`.
-            frames = [frame, *([frame.f_back] if comprehension and frame.f_back else [])]
-            if all(key not in _spelled(f) for f in frames):
+            comprehension = frame.f_back is scan_frame and frame.f_code.co_name in _COMPREHENSIONS
+            frames = [frame, scan_frame] if comprehension else [frame] if frame is scan_frame else []
+            if frames and all(key not in _spelled(f) for f in frames):
                 return
         path = frame.f_code.co_filename
         _READS[key] = f"{path.rpartition('-packages/')[2] if '-packages/' in path else path}:{frame.f_lineno}"

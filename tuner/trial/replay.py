@@ -247,10 +247,8 @@ class ReplayRunner(TrialRunner):
         bench_s = 0.0
         modelled_rates: tuple[float, ...] = ()
         # The recorded warm-up is paid once, before the levels, and only where this run warms up until stable too.
-        warmup_s = a.warmup_s or 0.0
-        levels_s = max(0.0, a.benchmark_s - warmup_s)
-        if self.workload.stable_warmup is None:
-            warmup_s = 0.0
+        levels_s = max(0.0, a.benchmark_s - (a.warmup_s or 0.0))
+        warmup_s = (a.warmup_s or 0.0) if self.workload.stable_warmup is not None else 0.0
         if failure is None and self.load_search is not None:
             self._phase(plan, "benchmarking")
             bench, modelled_rates = self._search(plan, a)
