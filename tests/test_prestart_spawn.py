@@ -105,6 +105,7 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         "    child = mp.Process(target=slow_child.run, args=(writer,))\n"
         "    child.start()\n"
         "    word = json.loads(reader.recv())\n"
+        "    time.sleep(float(os.environ.get('STANDIN_SECOND_AFTER_S', '0')))  # SGLang's scheduler getting ready\n"
         "    reader, writer = mp.Pipe(duplex=False)\n"
         "    other = mp.Process(target=slow_child.second, args=(writer,))\n"
         "    second_spawned_at = time.time()\n"
@@ -143,7 +144,10 @@ def _log(folder: Path, study: str, trial: int) -> str:
 def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_path, unique_study):
     # The child imports for 1.5 s; each server starts for 2 s more (SGLang's CUDA graphs), so a stand-by started
     # while the trial before runs is ready when its trial spawns.
-    env = {**spawning_server(tmp_path, 1.5), "SGLANG_STANDIN_STARTUP_S": "2"}
+    # The second process is spawned 2 s after the first has spoken: its stand-by, started when the trial before
+    # spawned its own second process, has imported by then even on CI's two busy cores (where, spawned at once, it
+    # once was still importing and the process was rightly spawned fresh).
+    env = {**spawning_server(tmp_path, 1.5), "SGLANG_STANDIN_STARTUP_S": "2", "STANDIN_SECOND_AFTER_S": "2"}
     launcher = {"command": COMMAND, "prestart_spawned": True}
     run = write_run(tmp_path, study=unique_study, trials=4, env=env, launcher=launcher)
     done = tune("start", "-c", str(run))
