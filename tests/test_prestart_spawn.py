@@ -32,6 +32,7 @@ from tuner.config.run import load_config
 from tuner.search.launchers import make_launcher
 from tuner.search.storage import load_existing_study
 from tuner.serve.launcher import Launcher, LaunchSpec
+from tuner.serve.prestart import Spawned
 from tuner.serve.process import ProcessLauncher, ProcessServer
 from tuner.sglang.flags import ServerFlags
 from tuner.trial.record import TrialRecord
@@ -183,8 +184,19 @@ def test_the_scheduler_like_child_runs_on_a_stand_by_that_imported_ahead(tmp_pat
         assert word["argv"] == word["parent_argv"]
     assert log.index("slow_child: imported") < log.index("slow_child: running") < log.index("fired up")
     # Its startup lost the child's imports against the first trial's, whose child was spawned fresh.
-    startup = {t.number: TrialRecord.of(t).times.startup_s or 0 for t in trials}
+    records = {t.number: TrialRecord.of(t) for t in trials}
+    startup = {n: r.times.startup_s or 0 for n, r in records.items()}
     assert startup[3] < startup[0] - 1.0, startup
+    # The record says so: both of its spawned processes ran on stand-bys that had imported (1.5 s, the child's
+    # sleep) ahead; the first trial had none to run on. Status shows it.
+    assert records[0].spawned is None
+    assert [(s.process, s.target, s.on_standby) for s in records[3].spawned or ()] == [
+        (1, "slow_child", True),
+        (2, "slow_child", True),
+    ]
+    assert all((s.imports_s or 0) >= 1.5 and (s.ahead_s or 0) >= (s.imports_s or 0) for s in records[3].spawned or ())
+    status = tune("status", "-c", str(run))
+    assert "stand-bys ran 2 of 2 spawned processes" in status.stdout, status.stdout
 
 
 def _spec(tmp_path: Path, trial: int, port: int) -> LaunchSpec:
@@ -257,7 +269,10 @@ def test_a_stand_by_that_could_differ_from_a_fresh_spawn_is_not_used(tmp_path, c
         lines = (tmp_path / "slow_child.py").read_text().splitlines()
         at = 1 + next(i for i, x in enumerate(lines) if "next(os.environ.get(n)" in x)
         where = f"{tmp_path / 'slow_child.py'}:{at}"
-        assert f"# prestarted: SGLang's spawned process 1 started fresh: {why.format(where)}" in log, log
+        # The trial's record reads why from the log, with what the unused stand-by had imported.
+        first = Spawned.of_log(log)[0]
+        assert (first.process, first.on_standby, first.why) == (1, False, why.format(where)), log
+        assert first.imports_s is not None and first.imports_s >= 0.3, log
         # The refused stand-by is gone: the trial ran the processes a fresh launch runs (server, child, spawn's
         # resource tracker).
         assert sizes[2] == sizes[0], sizes

@@ -16,6 +16,7 @@ from conftest import ROOT
 from tuner.search.storage import set_trial_attrs
 from tuner.search.study import trial_attrs
 from tuner.serve.gpu import Holder
+from tuner.serve.prestart import Spawned
 from tuner.sglang import failures
 from tuner.sglang.decode_log import DecodeGraphs
 from tuner.sglang.flags import ServerFlags
@@ -73,6 +74,10 @@ def _every_field_set() -> TrialRecord:
         kernels_built=7,
         compile_cache_warm=False,
         prestarted_s=41.5,
+        spawned=(
+            Spawned(1, "sglang.srt.managers.scheduler", True, 26.3, 97.1),
+            Spawned(2, "sglang.srt.managers.detokenizer_manager", False, why="its stand-by was still importing"),
+        ),
         warmup_s=12.5,
         warmup_bursts=3,
         warmup_stable=True,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -40,6 +41,49 @@ def python_module(command: list[str]) -> tuple[str, str] | None:
     if len(command) == 3 and command[1] == "-m" and Path(command[0]).name.startswith("python"):
         return command[0], command[2]
     return None
+
+
+# The boot's lines on each process SGLang spawned (prestart_boot.py's spawnv_passfds writes them).
+_ON_STANDBY = re.compile(
+    r"^# prestarted: SGLang's spawned process (?P<n>\d+) \(pid \d+, (?P<target>[\w.]*)\) is a stand-by started "
+    r"(?P<ahead>[\d.]+) s before, its imports \((?P<imports>[\d.]+) s\) done$",
+    re.M,
+)
+_FRESH = re.compile(
+    r"^# prestarted: SGLang's spawned process (?P<n>\d+) \((?P<target>[\w.]*)\) started fresh"
+    r"(?:, its stand-by's imports \((?P<imports>[\d.]+) s\) unused)?: (?P<why>.*)$",
+    re.M,
+)
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """One process SGLang spawned in a launch that had stand-bys (launcher.prestart_spawned): whether it ran on its
+    stand-by, the stand-by's import seconds and lead, or why it was started fresh."""
+
+    process: int  # 1: SGLang's first spawn (the scheduler), 2: its second (the detokenizer)
+    target: str  # the module of the function it runs
+    on_standby: bool
+    imports_s: float | None = None  # the stand-by's imports (None: it had not finished them)
+    ahead_s: float | None = None  # started this long before its spawn (on a stand-by only)
+    why: str | None = None  # why it started fresh
+
+    @classmethod
+    def of_log(cls, text: str) -> tuple[Spawned, ...]:
+        """Those a launch's server log tells of, in spawn order; () for a launch without stand-bys."""
+        found = [
+            (m.start(), cls(int(m["n"]), m["target"], True, float(m["imports"]), float(m["ahead"])))
+            for m in _ON_STANDBY.finditer(text)
+        ]
+        found += [
+            (m.start(), cls(int(m["n"]), m["target"], False, _seconds(m["imports"]), why=m["why"]))
+            for m in _FRESH.finditer(text)
+        ]
+        return tuple(s for _, s in sorted(found, key=lambda f: f[0]))
+
+
+def _seconds(text: str | None) -> float | None:
+    return None if text is None else float(text)
 
 
 @dataclass(frozen=True)

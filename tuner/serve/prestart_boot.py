@@ -410,16 +410,18 @@ def _install_spawn_hook(standbys: "list[_Standby | None]", record_path: str) -> 
             return spawn_fresh(path, args, passfds)
         # A report that came after spawn pickled the process's descriptors came too late for their numbers.
         reason = sb.refusal(path, list(args)) if state["prepared"] else "its stand-by was still importing"
-        if reason is None and sb.hand_over(list(args), sorted(map(int, passfds))):
-            imports_s = sb.report()["imports_s"]  # type: ignore[index]
+        # serve/prestart.py's Spawned reads these lines back for the trial's record: keep the two in step.
+        report = sb.report()  # None: still importing, or died (the reason says which)
+        if reason is None and report and sb.hand_over(list(args), sorted(map(int, passfds))):
             _say(
                 f"{which} (pid {sb.pid}, {state['target']}) is a stand-by started "
-                f"{time.monotonic() - sb.started:.1f} s before, its imports ({imports_s} s) done"
+                f"{time.monotonic() - sb.started:.1f} s before, its imports ({report['imports_s']} s) done"
             )
             sb.sock.close()
             return sb.pid
         sb.discard()
-        _say(f"{which} started fresh: {reason or 'the hand-over failed'}")
+        unused = f", its stand-by's imports ({report['imports_s']} s) unused" if report and state["prepared"] else ""
+        _say(f"{which} ({state['target']}) started fresh{unused}: {reason or 'the hand-over failed'}")
         return spawn_fresh(path, args, passfds)
 
     popen_spawn_posix.Popen._launch = _launch  # type: ignore[attr-defined]

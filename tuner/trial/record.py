@@ -14,12 +14,13 @@ when it ends) stores only what each part knows, and reading never confuses "not 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import TunerError
 from tuner.serve.gpu import Holder
+from tuner.serve.prestart import Spawned
 from tuner.sglang.decode_log import DecodeGraphs
 from tuner.sglang.failures import KV_POOL_TOO_SMALL, FailureClass
 from tuner.sglang.flags import TUNER_FLAGS, ServerFlags
@@ -315,6 +316,7 @@ class TrialRecord:
     # It built none. Recorded before kernels_built was (2026-12-05): the caches held any file at its launch.
     compile_cache_warm: bool | None = None
     prestarted_s: float | None = None  # its interpreter imported this long before the launch (None: started fresh)
+    spawned: tuple[Spawned, ...] | None = None  # SGLang's spawned processes, on stand-bys or why not (None: none)
     # the warm-up until stable latencies before its first level (part of benchmark_s): seconds, bursts, settled
     warmup_s: float | None = None
     warmup_bursts: int | None = None
@@ -371,6 +373,8 @@ class TrialRecord:
             out["compile_cache_warm"] = self.compile_cache_warm
         if self.prestarted_s is not None:
             out["prestarted_s"] = self.prestarted_s
+        if self.spawned is not None:
+            out["spawned"] = [_drop_none(asdict(s)) for s in self.spawned]
         out.update(
             _drop_none(
                 {"warmup_s": self.warmup_s, "warmup_bursts": self.warmup_bursts, "warmup_stable": self.warmup_stable}
@@ -449,6 +453,7 @@ class TrialRecord:
             kernels_built=result.kernels_built,
             compile_cache_warm=None if result.kernels_built is None else result.kernels_built == 0,
             prestarted_s=None if result.prestarted_s is None else round(result.prestarted_s, 1),
+            spawned=result.spawned or None,
             warmup_s=round(warm.seconds, 3) if warm else None,
             warmup_bursts=warm.bursts if warm else None,
             warmup_stable=warm.stable if warm else None,
@@ -526,6 +531,7 @@ class TrialRecord:
             kernels_built=a.get("kernels_built"),
             compile_cache_warm=a.get("compile_cache_warm"),
             prestarted_s=a.get("prestarted_s"),
+            spawned=tuple(Spawned(**s) for s in a["spawned"]) if a.get("spawned") is not None else None,
             warmup_s=a.get("warmup_s"),
             warmup_bursts=a.get("warmup_bursts"),
             warmup_stable=a.get("warmup_stable"),

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +33,7 @@ from tuner.serve.compile_cache import kernel_files
 from tuner.serve.gpu import Holder  # by name: in TrialResult, `gpu` is the field above gpu_shared
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
 from tuner.serve.poller import Poller
+from tuner.serve.prestart import Spawned
 from tuner.serve.readiness import NotReady, healthy, wait_ready
 from tuner.sglang import endpoints, failures
 from tuner.sglang.decode_log import DecodeGraphs
@@ -128,6 +129,7 @@ class TrialResult:
     # files its server added to the shared compile caches, launch to stop (None: none shared); 0 is a warm start
     kernels_built: int | None = None
     prestarted_s: float | None = None  # its interpreter imported this long before the launch (None: started fresh)
+    spawned: tuple[Spawned, ...] = ()  # SGLang's spawned processes, on stand-bys or not (() : it had none)
     decode_graphs: DecodeGraphs | None = None  # what its decode log lines said of CUDA graphs (None: not benchmarked)
     level_graphs: tuple[DecodeGraphs, ...] = ()  # the same, per measured level (its warm-up included)
     artifacts_error: str = ""  # why its files could not be written (a full disk): the record says so
@@ -252,6 +254,7 @@ class TrialRunner:
         info: dict = {}
         kv = KvCapacity()
         startup = StartupPhases()
+        spawned: tuple[Spawned, ...] = ()
         exit_code: int | None = None
         marks: list[int] = []  # the log's size when the benchmark began and as each level ended
         sampler = gpu.GpuSampler(plan.gpus)
@@ -272,7 +275,9 @@ class TrialRunner:
                         self._classify(server, Phase.STARTUP, log_path, busy_before, timed_out=exc.exit_code is None),
                         str(exc),
                     )
-                startup = _startup_phases(log_path, times.startup_s, log_from)
+                launch_log = _launch_log(log_path, log_from)
+                startup = StartupPhases.of(launch_log, times.startup_s) if launch_log is not None else StartupPhases()
+                spawned = Spawned.of_log(launch_log or "")
                 if failure is None:
                     sampler.sample_now()
                     sampler.phase = "benchmark"
@@ -317,6 +322,7 @@ class TrialRunner:
             # A trial beside it on the same machine adds to the same caches: on several GPUs this counts theirs too.
             result.kernels_built = len(kernel_files(cache_folders) - cached)
         result.prestarted_s = server.prestarted_s
+        result.spawned = spawned
         if bench is not None:
             # Read once the server has stopped, so every line it wrote during the benchmark is in the file. A
             # running batch past the largest captured graph decodes eagerly (sgl-project/sglang issue 33483): the
@@ -404,15 +410,15 @@ def rate_detail(lv: LevelResult) -> str:
     return f"{lv.request_rate:g} req/s: p99 TTFT {ttft}, p99 TPOT {tpot}"
 
 
-def _startup_phases(log_path: Path, startup_s: float, log_from: int) -> StartupPhases:
-    """Where the startup went, from this launch's first lines of the server log (SGLang's own timestamps)."""
+def _launch_log(log_path: Path, log_from: int) -> str | None:
+    """This launch's first lines of the server log (where its startup went: SGLang's own timestamps, and the
+    prestart boot's lines on its spawned processes); None if the log cannot be read."""
     try:
         with open(log_path, "rb") as f:
             f.seek(log_from)
-            text = f.read(STARTUP_LOG_BYTES).decode("utf-8", "replace")
+            return f.read(STARTUP_LOG_BYTES).decode("utf-8", "replace")
     except OSError:
-        return StartupPhases()
-    return StartupPhases.of(text, startup_s)
+        return None
 
 
 def _size(path: Path) -> int:
@@ -469,6 +475,7 @@ def _write_artifacts(result: TrialResult) -> None:
         "startup_phases": result.startup.record(),
         "kernels_built": result.kernels_built,
         "prestarted_s": result.prestarted_s,
+        "spawned": [asdict(s) for s in result.spawned],
         "warmup": result.benchmark.warmup.record() if result.benchmark and result.benchmark.warmup else None,
         "decode_graphs": result.decode_graphs.record() if result.decode_graphs else None,
         "gpu_shared": [h.record() for h in result.gpu_shared],
