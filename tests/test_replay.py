@@ -221,6 +221,23 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
         load_existing_study(load_config(real)), gpu_name="x", catalog=surface.flag_catalog(), sglang_version="x"
     )
     assert [r.imports_s for r in again.rows] == [None if r.trial == ok.trial else r.imports_s for r in surface.rows]
+    assert all(r.spawn_imports_s is None for r in again.rows)  # no trial had a stand-by
+    # A trial whose scheduler started fresh beside a stand-by that had imported records those imports: what a
+    # stand-by saves its replay. One that ran on its stand-by records none (its startup holds none of them).
+    spawned = [
+        ({"process": 1, "target": "s", "on_standby": False, "imports_s": 26.5, "why": "x"}, 26.5),
+        ({"process": 1, "target": "s", "on_standby": True, "imports_s": 26.5, "ahead_s": 90.0}, None),
+    ]
+    for (attr, expected), t in zip(spawned, [t for t in recorded.trials if t.number != ok.trial], strict=False):
+        with sqlite3.connect(load_config(real).storage.removeprefix("sqlite:///")) as db:
+            db.execute(
+                "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (?, 'spawned', ?)",
+                (t._trial_id, json.dumps([attr])),
+            )
+        again = from_study(
+            load_existing_study(load_config(real)), gpu_name="x", catalog=surface.flag_catalog(), sglang_version="x"
+        )
+        assert next(r for r in again.rows if r.trial == t.number).spawn_imports_s == expected
     shutil.rmtree(model)  # the replay predicts from the surface's facts, as on a machine without the model
 
     replay_dir = tmp_path / "replay"
@@ -683,6 +700,35 @@ def test_a_replayed_trial_after_one_on_the_same_gpu_loses_its_recorded_imports_a
     for trials in (replay("off", 20.0, prestart=False), replay("unrecorded", None), replay("slow", 1000.0)):
         assert [t.user_attrs["startup_s"] for t in trials] == [60.0] * 3
         assert not any("prestarted_s" in t.user_attrs for t in trials)
+
+
+def test_with_stand_bys_a_prestarted_replayed_trial_also_loses_its_scheduler_s_recorded_imports(tmp_path):
+    """launcher.prestart_spawned in a replay: a prestarted trial whose lead covers the surface's spawn_imports_s
+    runs its scheduler on a stand-by (recorded in ``spawned``) and its startup loses those seconds too. Off, not
+    recorded, or longer than the lead: only the launching process's imports come off."""
+    surface = Surface.load(H200)
+
+    def replay(name: str, spawn_imports_s: float | None, **launcher) -> list[optuna.trial.FrozenTrial]:
+        update = {"startup_s": 60.0, "imports_s": 20.0, "spawn_imports_s": spawn_imports_s}
+        path = tmp_path / f"{name}.json"
+        surface.model_copy(update={"rows": [r.model_copy(update=update) for r in surface.rows]}).save(path)
+        return _replay_study(
+            tmp_path, "demo.yaml", name, 3, launcher={"kind": "replay", "surface": str(path), **launcher}
+        )
+
+    first, *later = replay("on", 25.0, prestart_spawned=True)
+    assert first.user_attrs["startup_s"] == 60.0 and "spawned" not in first.user_attrs
+    for t in later:
+        assert t.user_attrs["startup_s"] == 15.0, t.user_attrs
+        (standby,) = TrialRecord.of(t).spawned or ()
+        assert standby.on_standby and standby.imports_s == 25.0 and standby.ahead_s == t.user_attrs["prestarted_s"]
+    log = (tmp_path / "trials" / "on" / "1" / "server.log").read_text()
+    assert "# prestarted: SGLang's scheduler ran on a stand-by, its 25 s of recorded imports done" in log
+    for trials in (replay("off", 25.0), replay("unrecorded", None, prestart_spawned=True)):
+        assert [t.user_attrs["startup_s"] for t in trials] == [60.0, 40.0, 40.0]
+        assert not any("spawned" in t.user_attrs for t in trials)
+    slow = replay("slow", 1000.0, prestart_spawned=True)
+    assert [t.user_attrs["startup_s"] for t in slow] == [60.0, 40.0, 40.0]
 
 
 def test_a_modelled_imports_phase_is_the_mean_of_the_neighbours_that_recorded_one():

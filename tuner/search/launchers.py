@@ -17,7 +17,12 @@ def make_launcher(config: RunConfig) -> Launcher:
         surface = config.launcher.surface
         assert surface is not None  # LauncherConfig requires one for a replay
         try:
-            return ReplayLauncher(Surface.load(surface), surface, prestart=config.launcher.prestart)
+            return ReplayLauncher(
+                Surface.load(surface),
+                surface,
+                prestart=config.launcher.prestart,
+                prestart_spawned=config.launcher.prestart_spawned,
+            )
         except SurfaceError as exc:
             raise SetupError(f"launcher.surface: {exc}") from None
     cache = None

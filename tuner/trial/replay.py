@@ -5,7 +5,8 @@ The launcher's "server" is the surface's answer for the trial's flags; ``ReplayR
 study's own SLOs), so the study records, artifacts, notes, report and export are the real ones. Every result is
 marked replayed (and modelled where no recorded trial had its flags); the seconds are the recorded ones, not
 slept, so GPU-minutes add up as on the GPU. With ``launcher.prestart`` on, a trial's startup loses its recorded
-imports phase where a prestarted interpreter would have finished them (``ReplayLauncher``). A goodput study runs
+imports phase where a prestarted interpreter would have finished them, and with ``launcher.prestart_spawned`` its
+scheduler's recorded imports where a stand-by would have (``ReplayLauncher``). A goodput study runs
 tuner.load_search's own search, each rate it asks for answered from the recorded curves (Answer.at_rate); a rate
 no curve recorded makes the trial modelled.
 """
@@ -23,7 +24,7 @@ from tuner.bench.workload import SEARCH_STRATEGY, LoadSearch
 from tuner.errors import Cancelled
 from tuner.serve import gpu
 from tuner.serve.launcher import Launcher, LaunchSpec, Server
-from tuner.serve.prestart import python_module
+from tuner.serve.prestart import Spawned, python_module
 from tuner.serve.process import DEFAULT_COMMAND, ProcessLauncher
 from tuner.sglang import failures
 from tuner.sglang.catalog import FlagCatalog
@@ -42,6 +43,7 @@ from tuner.trial.surface import Answer, Surface
 @dataclass
 class ReplayServer(Server):
     answer: Answer | None = field(default=None, repr=False)
+    spawned: tuple[Spawned, ...] = ()  # SGLang's scheduler on a stand-by, as the process launcher would have run it
 
     def exit_code(self) -> int | None:
         return None
@@ -57,17 +59,21 @@ class ReplayLauncher(Launcher):
     in between took at least the next trial's recorded imports phase (``Answer.imports_s``) of replayed
     startup, benchmark and stop seconds. A ready one takes those imports off the trial's startup and the trial
     records ``prestarted_s`` (those replayed seconds). Where the surface records no imports phase nothing is
-    taken off (the trial counts as started fresh); the first trial of a run always is."""
+    taken off (the trial counts as started fresh); the first trial of a run always is. With ``prestart_spawned``
+    (launcher.prestart_spawned) a prestarted launch whose lead covers the surface's ``spawn_imports_s`` too runs
+    SGLang's scheduler on a stand-by that imported beside the prestarted interpreter: those seconds come off too,
+    and the trial records it in ``spawned``."""
 
     kind = "replay"
     replays = True
 
-    def __init__(self, surface: Surface, path: str | Path, prestart: bool = True):
+    def __init__(self, surface: Surface, path: str | Path, prestart: bool = True, prestart_spawned: bool = False):
         self.surface = surface
         self.path = str(path)
         command = surface.header.command or list(DEFAULT_COMMAND)  # not recorded: launch_server, as deploy_script
         # Per GPUs and environment: replayed seconds of the trial launched last there. None: nothing is prestarted.
         self._ahead: dict[tuple, float] | None = {} if prestart and python_module(command) else None
+        self._standbys = prestart_spawned and self._ahead is not None
 
     def flag_catalog(self) -> FlagCatalog:
         return self.surface.flag_catalog()
@@ -96,8 +102,17 @@ class ReplayLauncher(Launcher):
                 else ""
             )
         )
+        spawned: tuple[Spawned, ...] = ()
+        imports = answer.spawn_imports_s
+        if self._standbys and ahead is not None and imports is not None and ahead >= imports:
+            spawned = (Spawned(1, "", True, imports, round(ahead, 1)),)  # as the boot says it
+            with open(spec.log_path, "a") as log:
+                log.write(
+                    f"# prestarted: SGLang's scheduler ran on a stand-by, its {imports:.0f} s of recorded imports "
+                    f"done (sglang-tuner launcher.prestart_spawned)\n"
+                )
         ident = f"replay of trial {'/'.join(map(str, answer.sources))}"
-        return ReplayServer(spec=spec, ident=ident, answer=answer, prestarted_s=ahead)
+        return ReplayServer(spec=spec, ident=ident, answer=answer, prestarted_s=ahead, spawned=spawned)
 
     def ran(self, spec: LaunchSpec, seconds: float) -> None:
         """The trial launched with ``spec`` took ``seconds`` replayed: the next launch on its GPUs comes that long
@@ -239,6 +254,9 @@ class ReplayRunner(TrialRunner):
         startup_s, said = a.startup_s, ""
         if server.prestarted_s is not None and a.imports_s is not None:  # its imports ran before the launch
             startup_s, said = max(0.0, a.startup_s - a.imports_s), f", less {a.imports_s:.0f} s of imports prestarted"
+        if server.spawned and a.spawn_imports_s is not None:  # and its scheduler's, on a stand-by
+            startup_s = max(0.0, startup_s - a.spawn_imports_s)
+            said += f" and {a.spawn_imports_s:.0f} s of its scheduler's on a stand-by"
         self._phase(plan, "starting", f"replayed: {a.startup_s:.0f} s recorded{said}")
         if self.cancel.is_set():
             raise Cancelled()
@@ -288,6 +306,7 @@ class ReplayRunner(TrialRunner):
         )
         result = TrialResult(plan, failure, a.failure_detail, None, times, bench, stats, {}, replayed=replayed)
         result.prestarted_s = server.prestarted_s
+        result.spawned = server.spawned
         write_artifacts(result)
         return result
 

@@ -49,7 +49,7 @@ from tuner.sglang.feasibility import ModelFacts
 from tuner.sglang.flag_types import FLAG_TYPES
 from tuner.sglang.flags import TUNER_FLAGS, FlagValue, format_value
 from tuner.trial.files import write_whole
-from tuner.trial.record import StudyRecord, records
+from tuner.trial.record import StudyRecord, TrialRecord, records
 
 if TYPE_CHECKING:
     import optuna
@@ -149,6 +149,10 @@ class Row(_Model):
     # The startup's imports phase (launch to SGLang's first log line), part of startup_s: what a prestarted
     # interpreter saves a replayed trial (tuner/trial/replay.py). None: not recorded.
     imports_s: float | None = None
+    # The imports of SGLang's first spawned process (its scheduler) within startup_s, as that trial's unused stand-by
+    # measured them: what a stand-by saves a replayed trial (launcher.prestart_spawned). None: not recorded (its
+    # trial had no stand-by report, or ran on the stand-by, whose imports its startup does not hold).
+    spawn_imports_s: float | None = None
     # The warm-up until stable latencies before its first level, part of benchmark_s: a replayed trial pays it once,
     # whatever number of levels its search runs (tuner/trial/replay.py). None: not recorded.
     warmup_s: float | None = None
@@ -201,7 +205,15 @@ class Surface(_Model):
             )
         for i, row in enumerate(self.rows):
             where = f"rows[{i}] (trial {row.trial})"
-            for name in ("startup_s", "benchmark_s", "stop_s", "imports_s", "warmup_s", "gpu_peak_used_mib"):
+            for name in (
+                "startup_s",
+                "benchmark_s",
+                "stop_s",
+                "imports_s",
+                "spawn_imports_s",
+                "warmup_s",
+                "gpu_peak_used_mib",
+            ):
                 if (problem := _bad(getattr(row, name), nan_ok=False)) is not None:
                     return f"{where}.{name}: {problem}"
             for j, level in enumerate(row.levels):
@@ -306,6 +318,7 @@ class Surface(_Model):
                     ((1.0, row),) if row.ok else (),
                     row.imports_s,
                     row.warmup_s,
+                    row.spawn_imports_s,
                 )
         fw = self.flag_weights() if flag_weights is None else flag_weights
         near = _nearest(point, rows, _scales([r.flags for r in rows] + [point]), fw)
@@ -331,6 +344,7 @@ class Surface(_Model):
                 sources,
                 True,
                 imports_s=_recorded_mean(near, weights, "imports_s"),
+                spawn_imports_s=_recorded_mean(near, weights, "spawn_imports_s"),
             )
         good = [(w, r) for w, (_, r) in zip(weights, near, strict=True) if r.ok]
         # A load search's levels are rates, not concurrencies: they are answered per rate (Answer.at_rate).
@@ -352,6 +366,7 @@ class Surface(_Model):
             tuple(good),
             _recorded_mean(near, weights, "imports_s"),
             _recorded_mean(near, weights, "warmup_s"),
+            _recorded_mean(near, weights, "spawn_imports_s"),
         )
 
     def nearest(self, flags: dict[str, FlagValue], candidates: list[dict[str, FlagValue]]) -> int:
@@ -435,6 +450,7 @@ class Answer:
     curves: tuple[tuple[float, Row], ...] = ()  # the feasible rows a load search's rates are read from, weighted
     imports_s: float | None = None  # of startup_s; None: no recorded trial it came from recorded its imports
     warmup_s: float | None = None  # of benchmark_s, once a trial; None: no recorded trial it came from recorded one
+    spawn_imports_s: float | None = None  # of startup_s: the scheduler's imports (None: as imports_s)
 
     def at_rate(self, level: Level, slo: dict[str, float]) -> tuple[LevelResult, str]:
         """The load search's ``level`` (its rate, size and concurrency) answered from the recorded curves, and
@@ -629,6 +645,13 @@ def _mean(near, weights, attr: str) -> float:
     return sum(w * (getattr(r, attr) or 0.0) for w, (_, r) in zip(weights, near, strict=True)) / sum(weights)
 
 
+def _spawn_imports(r: TrialRecord) -> float | None:
+    """The seconds of imports a stand-by would have taken off ``r``'s startup: its first spawned process (SGLang's
+    scheduler, which the server waits for) started fresh beside a stand-by that had finished importing."""
+    first = next((s for s in r.spawned or () if s.process == 1), None)
+    return first.imports_s if first is not None and not first.on_standby else None
+
+
 def _recorded_mean(near, weights, attr: str) -> float | None:
     """The weighted mean over the neighbours that recorded ``attr``; None when none did."""
     known = [(w, v) for w, (_, r) in zip(weights, near, strict=True) if (v := getattr(r, attr)) is not None]
@@ -742,6 +765,7 @@ def from_study(
                 stop_s=r.times.stop_s or 0.0,
                 # A prestarted trial's imports ran before its launch: its log shows only what was left of them.
                 imports_s=r.startup.imports_s if r.prestarted_s is None else None,
+                spawn_imports_s=_spawn_imports(r),
                 warmup_s=r.warmup_s,
                 gpu_peak_used_mib=r.gpu.peak_used_mib,
             )
