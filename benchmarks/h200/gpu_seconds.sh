@@ -22,6 +22,9 @@ case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
   *) sub=gpu-seconds/h100-standby; sides=${GPU_SIDES:-after} ;;
 esac
 mkdir -p "benchmarks/h200/$sub" "$OUT/$sub"
+# GPU_PROBE=1: beside the study, on the CPU, spawn_import_probe.py says which variables a scheduler's imports read
+# and where (what refuses a stand-by), in $OUT/$sub/probe.txt.
+[ "${GPU_PROBE:-0}" = 1 ] && { python3 benchmarks/h200/spawn_import_probe.py > "$OUT/$sub/probe.txt" 2>&1 & }
 done_trials() {  # the trials that count against a study's budget (Tuner.trials_done)
   python3 - "$1" <<'PY'
 import sqlite3, sys

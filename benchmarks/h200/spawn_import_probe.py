@@ -31,6 +31,7 @@ for key, value in {
     "CUTE_DSL_LOG_LEVEL": "30",
     "CUTE_DSL_LOG_TO_CONSOLE": "1",
     "SGLANG_RUN_ID": "sglang-run-probe",
+    "SGLANG_TUNER_TRIAL": "probe",  # the tuner's own mark, new each trial (a read of it refused the H200's stand-bys)
 }.items():
     os.environ[key] = value
 reads.clear()
@@ -61,6 +62,7 @@ print(
             "CUTE_DSL_LOG_LEVEL",
             "CUTE_DSL_LOG_TO_CONSOLE",
             "SGLANG_RUN_ID",
+            "SGLANG_TUNER_TRIAL",
             "PROMETHEUS_MULTIPROC_DIR",
             "CUDA_VISIBLE_DEVICES",
         }
