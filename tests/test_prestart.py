@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,9 @@ def test_the_next_trials_server_is_the_interpreter_that_imported_before_its_laun
         # The process that served it had done its imports before its launch: the imports' 1.5 s are gone from its
         # startup (launch to healthy).
         assert r.prestarted_s is not None and r.prestarted_s > 1.5
+        # Its interpreter counted its imports (the stand-in's 1.5 s): what a replay of this trial with prestart
+        # off puts back on its startup.
+        assert r.prestart_imports_s is not None and 1.5 <= r.prestart_imports_s < r.prestarted_s, r
         assert (r.times.startup_s or 0) < (first.times.startup_s or 0) - 1.0, (r.times, first.times)
         assert r.is_feasible
         log = (tmp_path / "trials" / unique_study / str(t.number) / "server.log").read_text()
@@ -92,7 +96,7 @@ def test_the_next_trials_server_is_the_interpreter_that_imported_before_its_laun
         # What it printed while importing is in its trial's log, before what it printed as the server.
         assert log.index("slow_imports: imported") < log.index("The server is fired up")
     status = tune("status", "-c", str(run))
-    assert "prestarted" in status.stdout, status.stdout
+    assert re.search(r"prestarted \d+ s ahead, its imports \d+ s", status.stdout), status.stdout
 
 
 def _spec(tmp_path: Path, trial: int, port: int, env: dict[str, str] | None = None) -> LaunchSpec:

@@ -74,6 +74,7 @@ def _every_field_set() -> TrialRecord:
         kernels_built=7,
         compile_cache_warm=False,
         prestarted_s=41.5,
+        prestart_imports_s=21.25,
         spawned=(
             Spawned(1, "sglang.srt.managers.scheduler", True, 26.3, 97.1),
             Spawned(2, "sglang.srt.managers.detokenizer_manager", False, why="its stand-by was still importing"),

@@ -27,7 +27,7 @@ from tuner.config.run import load_config
 from tuner.search.storage import load_existing_study
 from tuner.sglang.feasibility import ModelFacts
 from tuner.trial.record import TrialRecord
-from tuner.trial.surface import LEVEL_METRICS, Answer, Row, Surface, curve_at, from_study, read_levels
+from tuner.trial.surface import LEVEL_METRICS, Answer, Row, Surface, SurfaceError, curve_at, from_study, read_levels
 
 H200 = ROOT / "surfaces" / "h200-qwen3-8b-random.json"
 
@@ -210,34 +210,47 @@ def test_record_a_real_study_then_replay_it_with_the_same_seed_gives_the_same_tr
     # And its warm-up's, which a replayed trial pays once whatever its levels.
     warm = [TrialRecord.of(t).warmup_s for t in recorded.trials]
     assert [r.warmup_s for r in surface.rows] == warm and ok.warmup_s is not None, warm
-    # A prestarted trial's log shows only what its imports left: none is recorded for it. (Optuna writes no
-    # attribute of a finished trial, so the study file is written as a prestarted trial's would be.)
+    assert not any(r.imports_ahead or r.spawn_ahead or r.spawn_imports_s for r in surface.rows)  # all fresh
+    # A prestarted trial's log shows only what its imports left: its interpreter's own count is recorded, as run
+    # ahead of its launch (outside its startup), where the trial has one. A trial whose scheduler started fresh
+    # beside a stand-by that had imported records those imports as in its startup; one that ran on its stand-by, as
+    # ahead of it. (Optuna writes no attribute of a finished trial, so the study file is written as such trials'
+    # would be.)
+    standby = {"process": 1, "target": "s", "imports_s": 26.5}
+    others = [t for t in recorded.trials if t.number != ok.trial]
+    written = {
+        ok.trial: {"prestarted_s": 30.0},
+        others[0].number: {"prestarted_s": 30.0, "prestart_imports_s": 21.0},
+        others[1].number: {"spawned": [{**standby, "on_standby": False, "why": "x"}]},
+        others[2].number: {"spawned": [{**standby, "on_standby": True, "ahead_s": 90.0}]},
+    }
     with sqlite3.connect(load_config(real).storage.removeprefix("sqlite:///")) as db:
-        db.execute(
-            "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (?, 'prestarted_s', '30.0')",
-            (recorded.trials[ok.trial]._trial_id,),
-        )
-    again = from_study(
-        load_existing_study(load_config(real)), gpu_name="x", catalog=surface.flag_catalog(), sglang_version="x"
-    )
-    assert [r.imports_s for r in again.rows] == [None if r.trial == ok.trial else r.imports_s for r in surface.rows]
-    assert all(r.spawn_imports_s is None for r in again.rows)  # no trial had a stand-by
-    # A trial whose scheduler started fresh beside a stand-by that had imported records those imports: what a
-    # stand-by saves its replay. One that ran on its stand-by records none (its startup holds none of them).
-    spawned = [
-        ({"process": 1, "target": "s", "on_standby": False, "imports_s": 26.5, "why": "x"}, 26.5),
-        ({"process": 1, "target": "s", "on_standby": True, "imports_s": 26.5, "ahead_s": 90.0}, None),
-    ]
-    for (attr, expected), t in zip(spawned, [t for t in recorded.trials if t.number != ok.trial], strict=False):
-        with sqlite3.connect(load_config(real).storage.removeprefix("sqlite:///")) as db:
-            db.execute(
-                "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (?, 'spawned', ?)",
-                (t._trial_id, json.dumps([attr])),
-            )
-        again = from_study(
+        for t in recorded.trials:
+            for key, value in written.get(t.number, {}).items():
+                db.execute(
+                    "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (?, ?, ?)",
+                    (t._trial_id, key, json.dumps(value)),
+                )
+    again = {
+        r.trial: r
+        for r in from_study(
             load_existing_study(load_config(real)), gpu_name="x", catalog=surface.flag_catalog(), sglang_version="x"
+        ).rows
+    }
+    seen = {
+        n: (r.imports_s, r.imports_ahead, r.spawn_imports_s, r.spawn_ahead) for n, r in again.items() if n in written
+    }
+    assert seen == {
+        ok.trial: (None, False, None, False),  # prestarted before its interpreter counted: nothing known
+        others[0].number: (21.0, True, None, False),
+        others[1].number: (surface.rows[others[1].number].imports_s, False, 26.5, False),
+        others[2].number: (surface.rows[others[2].number].imports_s, False, 26.5, True),
+    }, seen
+    # What a fresh launch of each would have cost: the imports that ran ahead put back.
+    for n in (others[0].number, others[2].number):
+        assert again[n].fresh_startup_s == pytest.approx(
+            (again[n].startup_s or 0) + (21.0 if n == others[0].number else 26.5)
         )
-        assert next(r for r in again.rows if r.trial == t.number).spawn_imports_s == expected
     shutil.rmtree(model)  # the replay predicts from the surface's facts, as on a machine without the model
 
     replay_dir = tmp_path / "replay"
@@ -729,6 +742,32 @@ def test_with_stand_bys_a_prestarted_replayed_trial_also_loses_its_scheduler_s_r
         assert not any("spawned" in t.user_attrs for t in trials)
     slow = replay("slow", 1000.0, prestart_spawned=True)
     assert [t.user_attrs["startup_s"] for t in slow] == [60.0, 40.0, 40.0]
+
+
+def test_imports_that_ran_ahead_of_a_recorded_trial_are_paid_by_a_replay_that_would_not_have_run_them_ahead(tmp_path):
+    """A row recorded from a prestarted trial on a stand-by (its startup 15 s: 20 s of imports and 25 s of its
+    scheduler's ran ahead) costs a replay with prestart off the fresh launch's 60 s, one with prestart alone 40 s,
+    and one with both 15 s again (the first trial of each replay is fresh: 60 s)."""
+    surface = Surface.load(H200)
+    update = {"startup_s": 15.0, "imports_s": 20.0, "imports_ahead": True, "spawn_imports_s": 25.0, "spawn_ahead": True}
+    path = tmp_path / "ahead.json"
+    surface.model_copy(update={"rows": [r.model_copy(update=update) for r in surface.rows]}).save(path)
+    for name, launcher, later in (
+        ("off", {"prestart": False}, 60.0),
+        ("prestart", {}, 40.0),
+        ("both", {"prestart_spawned": True}, 15.0),
+    ):
+        trials = _replay_study(
+            tmp_path, "demo.yaml", name, 3, launcher={"kind": "replay", "surface": str(path), **launcher}
+        )
+        assert [t.user_attrs["startup_s"] for t in trials] == [60.0, later, later], name
+    # Said to run ahead, but not recorded: refused at load, not replayed as if nothing had.
+    bad = surface.model_copy(
+        update={"rows": [surface.rows[0].model_copy(update={"imports_ahead": True, "imports_s": None})]}
+    )
+    bad.save(tmp_path / "bad.json")
+    with pytest.raises(SurfaceError, match=r"rows\[0\] \(trial \d+\)\.imports_ahead: true says imports_s ran before"):
+        Surface.load(tmp_path / "bad.json")
 
 
 def test_a_modelled_imports_phase_is_the_mean_of_the_neighbours_that_recorded_one():

@@ -49,6 +49,7 @@ class Server(ABC):
     ident: str = field(default="")
     # Seconds its interpreter was started ahead of the launch, importing (serve/prestart.py); None: started fresh.
     prestarted_s: float | None = field(default=None, kw_only=True)
+    prestart_imports_s: float | None = field(default=None, kw_only=True)  # how long that interpreter imported
 
     @abstractmethod
     def exit_code(self) -> int | None:

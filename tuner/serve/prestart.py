@@ -139,6 +139,7 @@ class Prestarted:
     env: dict[str, str]
     early_log: Path
     started: float = field(default_factory=time.monotonic)
+    imports_s: float | None = None  # how long its imports took, once it is ready
     _ready_fd: int = -1
     _ready: bool = False
 
@@ -160,7 +161,9 @@ class Prestarted:
     def ready(self) -> bool:
         """Whether its imports are done and it waits (never blocks: one still importing is not ready)."""
         if not self._ready and self._ready_fd >= 0 and select.select([self._ready_fd], [], [], 0)[0]:
-            self._ready = os.read(self._ready_fd, 16) == b"ready"  # b"": it died importing
+            said = os.read(self._ready_fd, 64).split()  # b"ready SECONDS"; b"": it died importing
+            self._ready = said[:1] == [b"ready"]
+            self.imports_s = float(said[1]) if self._ready else None
             os.close(self._ready_fd)
             self._ready_fd = -1
         return self._ready and self.proc.poll() is None

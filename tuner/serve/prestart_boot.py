@@ -431,6 +431,7 @@ def _install_spawn_hook(standbys: "list[_Standby | None]", record_path: str) -> 
 def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *imports: str) -> None:
     # The stand-bys import beside this interpreter, one per process the launch before spawned, from its record
     # where there is one (a launch records its spawns as it makes them, seconds after it starts).
+    started = time.monotonic()
     standbys: list[_Standby | None] = []
     record, source = _Record(record_path), ""
 
@@ -447,7 +448,7 @@ def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *impo
         importlib.import_module(name)
     del sys.modules[module]  # runpy runs it as __main__, as `python -m` would (it warns about one already imported)
     if ready_fd >= 0:  # -1: a fresh launch, its line sent at once (prestart.start_now)
-        os.write(ready_fd, b"ready")
+        os.write(ready_fd, f"ready {time.monotonic() - started:.2f}".encode())  # and how long its imports took
         os.close(ready_fd)
     while not select.select([sys.stdin], [], [], 0.25)[0]:  # waits for the trial's line
         start_standbys()

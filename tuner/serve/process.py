@@ -149,7 +149,13 @@ class ProcessLauncher(Launcher):
         if waiting is not None and waiting.ready():
             try:
                 ahead = waiting.run(spec.flags.argv(), spec.log_path, {TRIAL_MARK: env[TRIAL_MARK]})
-                server = ProcessServer(spec=spec, ident=str(waiting.proc.pid), proc=waiting.proc, prestarted_s=ahead)
+                server = ProcessServer(
+                    spec=spec,
+                    ident=str(waiting.proc.pid),
+                    proc=waiting.proc,
+                    prestarted_s=ahead,
+                    prestart_imports_s=waiting.imports_s,
+                )
             except OSError:  # it died since it said ready (its pipe is gone): start fresh, as if it had not been
                 pass
         if server is None:

@@ -316,6 +316,7 @@ class TrialRecord:
     # It built none. Recorded before kernels_built was (2026-12-05): the caches held any file at its launch.
     compile_cache_warm: bool | None = None
     prestarted_s: float | None = None  # its interpreter imported this long before the launch (None: started fresh)
+    prestart_imports_s: float | None = None  # how long that interpreter's imports took (None: not recorded)
     spawned: tuple[Spawned, ...] | None = None  # SGLang's spawned processes, on stand-bys or why not (None: none)
     # the warm-up until stable latencies before its first level (part of benchmark_s): seconds, bursts, settled
     warmup_s: float | None = None
@@ -373,6 +374,8 @@ class TrialRecord:
             out["compile_cache_warm"] = self.compile_cache_warm
         if self.prestarted_s is not None:
             out["prestarted_s"] = self.prestarted_s
+        if self.prestart_imports_s is not None:
+            out["prestart_imports_s"] = self.prestart_imports_s
         if self.spawned is not None:
             out["spawned"] = [_drop_none(asdict(s)) for s in self.spawned]
         out.update(
@@ -453,6 +456,7 @@ class TrialRecord:
             kernels_built=result.kernels_built,
             compile_cache_warm=None if result.kernels_built is None else result.kernels_built == 0,
             prestarted_s=None if result.prestarted_s is None else round(result.prestarted_s, 1),
+            prestart_imports_s=None if result.prestart_imports_s is None else round(result.prestart_imports_s, 2),
             spawned=result.spawned or None,
             warmup_s=round(warm.seconds, 3) if warm else None,
             warmup_bursts=warm.bursts if warm else None,
@@ -531,6 +535,7 @@ class TrialRecord:
             kernels_built=a.get("kernels_built"),
             compile_cache_warm=a.get("compile_cache_warm"),
             prestarted_s=a.get("prestarted_s"),
+            prestart_imports_s=a.get("prestart_imports_s"),
             spawned=tuple(Spawned(**s) for s in a["spawned"]) if a.get("spawned") is not None else None,
             warmup_s=a.get("warmup_s"),
             warmup_bursts=a.get("warmup_bursts"),

@@ -129,6 +129,7 @@ class TrialResult:
     # files its server added to the shared compile caches, launch to stop (None: none shared); 0 is a warm start
     kernels_built: int | None = None
     prestarted_s: float | None = None  # its interpreter imported this long before the launch (None: started fresh)
+    prestart_imports_s: float | None = None  # how long that interpreter's imports took (before the launch)
     spawned: tuple[Spawned, ...] = ()  # SGLang's spawned processes, on stand-bys or not (() : it had none)
     decode_graphs: DecodeGraphs | None = None  # what its decode log lines said of CUDA graphs (None: not benchmarked)
     level_graphs: tuple[DecodeGraphs, ...] = ()  # the same, per measured level (its warm-up included)
@@ -322,6 +323,7 @@ class TrialRunner:
             # A trial beside it on the same machine adds to the same caches: on several GPUs this counts theirs too.
             result.kernels_built = len(kernel_files(cache_folders) - cached)
         result.prestarted_s = server.prestarted_s
+        result.prestart_imports_s = server.prestart_imports_s
         result.spawned = spawned
         if bench is not None:
             # Read once the server has stopped, so every line it wrote during the benchmark is in the file. A
@@ -475,6 +477,7 @@ def _write_artifacts(result: TrialResult) -> None:
         "startup_phases": result.startup.record(),
         "kernels_built": result.kernels_built,
         "prestarted_s": result.prestarted_s,
+        "prestart_imports_s": result.prestart_imports_s,
         "spawned": [asdict(s) for s in result.spawned],
         "warmup": result.benchmark.warmup.record() if result.benchmark and result.benchmark.warmup else None,
         "decode_graphs": result.decode_graphs.record() if result.decode_graphs else None,

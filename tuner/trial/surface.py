@@ -49,7 +49,7 @@ from tuner.sglang.feasibility import ModelFacts
 from tuner.sglang.flag_types import FLAG_TYPES
 from tuner.sglang.flags import TUNER_FLAGS, FlagValue, format_value
 from tuner.trial.files import write_whole
-from tuner.trial.record import StudyRecord, TrialRecord, records
+from tuner.trial.record import StudyRecord, records
 
 if TYPE_CHECKING:
     import optuna
@@ -146,13 +146,16 @@ class Row(_Model):
     startup_s: float | None = None  # None: not recorded (counted as 0 s of GPU time in a replay)
     benchmark_s: float | None = None
     stop_s: float | None = None
-    # The startup's imports phase (launch to SGLang's first log line), part of startup_s: what a prestarted
-    # interpreter saves a replayed trial (tuner/trial/replay.py). None: not recorded.
+    # The launching process's imports (launch to SGLang's first log line): what a prestarted interpreter saves a
+    # replayed trial (tuner/trial/replay.py). Part of startup_s, unless imports_ahead: the trial was prestarted and
+    # they ran before its launch (then they are the interpreter's own count). None: not recorded.
     imports_s: float | None = None
-    # The imports of SGLang's first spawned process (its scheduler) within startup_s, as that trial's unused stand-by
-    # measured them: what a stand-by saves a replayed trial (launcher.prestart_spawned). None: not recorded (its
-    # trial had no stand-by report, or ran on the stand-by, whose imports its startup does not hold).
+    imports_ahead: bool = False
+    # The imports of SGLang's first spawned process (its scheduler), as its stand-by measured them: what a stand-by
+    # saves a replayed trial (launcher.prestart_spawned). Part of startup_s (its stand-by was not used), unless
+    # spawn_ahead: the scheduler ran on its stand-by. None: not recorded (its trial had no stand-by).
     spawn_imports_s: float | None = None
+    spawn_ahead: bool = False
     # The warm-up until stable latencies before its first level, part of benchmark_s: a replayed trial pays it once,
     # whatever number of levels its search runs (tuner/trial/replay.py). None: not recorded.
     warmup_s: float | None = None
@@ -161,6 +164,13 @@ class Row(_Model):
     @property
     def ok(self) -> bool:
         return self.failure_class is None
+
+    @property
+    def fresh_startup_s(self) -> float:
+        """Its startup as a fresh launch would have had it: with the imports that ran ahead of it put back (what a
+        replay takes off again where its own prestart and stand-bys would have run them). Not recorded: 0."""
+        ahead = [(self.imports_ahead, self.imports_s), (self.spawn_ahead, self.spawn_imports_s)]
+        return (self.startup_s or 0.0) + sum(s or 0.0 for on, s in ahead if on)
 
 
 class Surface(_Model):
@@ -216,6 +226,9 @@ class Surface(_Model):
             ):
                 if (problem := _bad(getattr(row, name), nan_ok=False)) is not None:
                     return f"{where}.{name}: {problem}"
+            for ahead, seconds in (("imports_ahead", "imports_s"), ("spawn_ahead", "spawn_imports_s")):
+                if getattr(row, ahead) and getattr(row, seconds) is None:
+                    return f"{where}.{ahead}: true says {seconds} ran before the launch, but {seconds} is not recorded"
             for j, level in enumerate(row.levels):
                 for f in fields(level):
                     value = getattr(level, f.name)
@@ -309,7 +322,7 @@ class Surface(_Model):
                     row.levels,
                     row.failure_class,
                     row.failure_detail,
-                    row.startup_s or 0.0,  # not recorded: no GPU time counted
+                    row.fresh_startup_s,  # not recorded: no GPU time counted
                     row.benchmark_s or 0.0,
                     row.stop_s or 0.0,
                     row.gpu_peak_used_mib,
@@ -337,7 +350,7 @@ class Surface(_Model):
                 [],
                 first.failure_class,
                 detail,
-                _mean(near, weights, "startup_s"),
+                _mean(near, weights, "fresh_startup_s"),
                 0.0,
                 _mean(near, weights, "stop_s"),
                 None,
@@ -357,7 +370,7 @@ class Surface(_Model):
             levels,
             None,
             "",
-            _mean(near, weights, "startup_s"),
+            _mean(near, weights, "fresh_startup_s"),
             bench,
             _mean(near, weights, "stop_s"),
             peak,
@@ -645,13 +658,6 @@ def _mean(near, weights, attr: str) -> float:
     return sum(w * (getattr(r, attr) or 0.0) for w, (_, r) in zip(weights, near, strict=True)) / sum(weights)
 
 
-def _spawn_imports(r: TrialRecord) -> float | None:
-    """The seconds of imports a stand-by would have taken off ``r``'s startup: its first spawned process (SGLang's
-    scheduler, which the server waits for) started fresh beside a stand-by that had finished importing."""
-    first = next((s for s in r.spawned or () if s.process == 1), None)
-    return first.imports_s if first is not None and not first.on_standby else None
-
-
 def _recorded_mean(near, weights, attr: str) -> float | None:
     """The weighted mean over the neighbours that recorded ``attr``; None when none did."""
     known = [(w, v) for w, (_, r) in zip(weights, near, strict=True) if (v := getattr(r, attr)) is not None]
@@ -751,6 +757,7 @@ def from_study(
             levels = read_levels(csv_path)
         if r.started_at:
             dates.append(r.started_at[:10])
+        scheduler = next((s for s in r.spawned or () if s.process == 1), None)  # the spawn the server waits for
         rows.append(
             Row(
                 trial=r.number,
@@ -763,9 +770,11 @@ def from_study(
                 startup_s=r.times.startup_s or 0.0,
                 benchmark_s=r.times.benchmark_s or 0.0,
                 stop_s=r.times.stop_s or 0.0,
-                # A prestarted trial's imports ran before its launch: its log shows only what was left of them.
-                imports_s=r.startup.imports_s if r.prestarted_s is None else None,
-                spawn_imports_s=_spawn_imports(r),
+                # A prestarted trial's log shows only what was left of its imports: its interpreter counted them.
+                imports_s=r.startup.imports_s if r.prestarted_s is None else r.prestart_imports_s,
+                imports_ahead=r.prestarted_s is not None and r.prestart_imports_s is not None,
+                spawn_imports_s=scheduler.imports_s if scheduler else None,
+                spawn_ahead=bool(scheduler and scheduler.on_standby and scheduler.imports_s is not None),
                 warmup_s=r.warmup_s,
                 gpu_peak_used_mib=r.gpu.peak_used_mib,
             )

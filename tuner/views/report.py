@@ -59,7 +59,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             row[m] = round(r.values[i], 2) if r.values else None
         row["startup_s"] = r.times.startup_s
         row["startup"] = (
-            r.startup.summary() + _cache_word(r) + _prestart_word(r.prestarted_s) + _standby_word(r) + _warmup_word(r)
+            r.startup.summary() + _cache_word(r) + _prestart_word(r) + _standby_word(r) + _warmup_word(r)
         ) or None
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
@@ -109,6 +109,7 @@ def startup_frame(study: optuna.Study) -> pd.DataFrame:
         row["compile cache"] = None if r.compile_cache_warm is None else "warm" if r.compile_cache_warm else "cold"
         row["kernel files built"] = r.kernels_built
         row["prestarted (s ahead)"] = r.prestarted_s
+        row["its imports (s)"] = r.prestart_imports_s
         row["spawned on stand-bys"] = _standby_word(r).removeprefix("; stand-bys ran ") or None
         row["warm-up until stable (s)"] = r.warmup_s
         row["warm-up bursts"] = (
@@ -118,8 +119,11 @@ def startup_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _prestart_word(ahead_s: float | None) -> str:
-    return "" if ahead_s is None else f" (prestarted {ahead_s:.0f} s ahead)"
+def _prestart_word(r: TrialRecord) -> str:
+    if r.prestarted_s is None:
+        return ""
+    imports = "" if r.prestart_imports_s is None else f", its imports {r.prestart_imports_s:.0f} s"
+    return f" (prestarted {r.prestarted_s:.0f} s ahead{imports})"
 
 
 def _standby_word(r: TrialRecord) -> str:
