@@ -57,12 +57,13 @@ class ReplayLauncher(Launcher):
     each launch prestarts the next interpreter on the same GPUs and environment as the process launcher does
     (tuner/serve/prestart.py), on the replay's clock: it is ready for the next launch there when the trial launched
     in between took at least the next trial's recorded imports phase (``Answer.imports_s``) of replayed
-    startup, benchmark and stop seconds. A ready one takes those imports off the trial's startup and the trial
-    records ``prestarted_s`` (those replayed seconds). Where the surface records no imports phase nothing is
-    taken off (the trial counts as started fresh); the first trial of a run always is. With ``prestart_spawned``
-    (launcher.prestart_spawned) a prestarted launch whose lead covers the surface's ``spawn_imports_s`` too runs
-    SGLang's scheduler on a stand-by that imported beside the prestarted interpreter: those seconds come off too,
-    and the trial records it in ``spawned``."""
+    startup, benchmark and stop seconds. Each trial is costed from its recorded startup as a fresh launch
+    (``Row.fresh_startup_s``: imports that ran ahead of the recorded one put back); a ready interpreter takes the
+    imports off again and the trial records ``prestarted_s`` (those replayed seconds). Where the surface records no
+    imports phase nothing is taken off (the trial counts as started fresh); the first trial of a run always is. With
+    ``prestart_spawned`` (launcher.prestart_spawned) a prestarted launch whose lead covers the surface's
+    ``spawn_imports_s`` too runs SGLang's scheduler on a stand-by that imported beside the prestarted interpreter:
+    those seconds come off too, and the trial records it in ``spawned``."""
 
     kind = "replay"
     replays = True
@@ -257,7 +258,8 @@ class ReplayRunner(TrialRunner):
         if server.spawned and a.spawn_imports_s is not None:  # and its scheduler's, on a stand-by
             startup_s = max(0.0, startup_s - a.spawn_imports_s)
             said += f" and {a.spawn_imports_s:.0f} s of its scheduler's on a stand-by"
-        self._phase(plan, "starting", f"replayed: {a.startup_s:.0f} s recorded{said}")
+        fresh = " as a fresh launch" if a.row.imports_ahead or a.row.spawn_ahead else ""
+        self._phase(plan, "starting", f"replayed: {a.startup_s:.0f} s recorded{fresh}{said}")
         if self.cancel.is_set():
             raise Cancelled()
         failure = failures.ALL[a.failure_class] if a.failure_class else None

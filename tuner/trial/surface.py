@@ -454,7 +454,7 @@ class Answer:
     levels: list[LevelResult]
     failure_class: str | None
     failure_detail: str
-    startup_s: float
+    startup_s: float  # as a fresh launch would have had it (Row.fresh_startup_s): what ran ahead put back
     benchmark_s: float
     stop_s: float
     gpu_peak_used_mib: float | None
