@@ -689,19 +689,21 @@ def test_a_recorded_broken_level_is_cut_short_where_its_violations_settle_it():
     assert cut_short(dataclasses.replace(broke, failed=3), slo).duration_s == broke.duration_s
 
 
+def _replay_rows(tmp_path: Path, name: str, update: dict, **launcher) -> list[optuna.trial.FrozenTrial]:
+    """Three trials replayed from the H200 surface with ``update`` set on every row (what a replay charges)."""
+    surface = Surface.load(H200)
+    path = tmp_path / f"{name}.json"
+    surface.model_copy(update={"rows": [r.model_copy(update=update) for r in surface.rows]}).save(path)
+    return _replay_study(tmp_path, "demo.yaml", name, 3, launcher={"kind": "replay", "surface": str(path), **launcher})
+
+
 def test_a_replayed_trial_after_one_on_the_same_gpu_loses_its_recorded_imports_as_a_prestarted_one_would(tmp_path):
     """launcher.prestart in a replay: the first trial starts fresh; each later one's startup loses the surface's
     imports phase (the trial before took longer than the imports) and records prestarted_s, the replayed seconds
     of the trial before. Off, or with no imports recorded, or with imports longer than that gap: full startup."""
-    surface = Surface.load(H200)
 
     def replay(name: str, imports_s: float | None, **launcher) -> list[optuna.trial.FrozenTrial]:
-        rows = [r.model_copy(update={"startup_s": 60.0, "imports_s": imports_s}) for r in surface.rows]
-        path = tmp_path / f"{name}.json"
-        surface.model_copy(update={"rows": rows}).save(path)
-        return _replay_study(
-            tmp_path, "demo.yaml", name, 3, launcher={"kind": "replay", "surface": str(path), **launcher}
-        )
+        return _replay_rows(tmp_path, name, {"startup_s": 60.0, "imports_s": imports_s}, **launcher)
 
     first, *later = replay("on", 20.0)
     assert first.user_attrs["startup_s"] == 60.0 and "prestarted_s" not in first.user_attrs
@@ -719,15 +721,10 @@ def test_with_stand_bys_a_prestarted_replayed_trial_also_loses_its_scheduler_s_r
     """launcher.prestart_spawned in a replay: a prestarted trial whose lead covers the surface's spawn_imports_s
     runs its scheduler on a stand-by (recorded in ``spawned``) and its startup loses those seconds too. Off, not
     recorded, or longer than the lead: only the launching process's imports come off."""
-    surface = Surface.load(H200)
 
     def replay(name: str, spawn_imports_s: float | None, **launcher) -> list[optuna.trial.FrozenTrial]:
         update = {"startup_s": 60.0, "imports_s": 20.0, "spawn_imports_s": spawn_imports_s}
-        path = tmp_path / f"{name}.json"
-        surface.model_copy(update={"rows": [r.model_copy(update=update) for r in surface.rows]}).save(path)
-        return _replay_study(
-            tmp_path, "demo.yaml", name, 3, launcher={"kind": "replay", "surface": str(path), **launcher}
-        )
+        return _replay_rows(tmp_path, name, update, **launcher)
 
     first, *later = replay("on", 25.0, prestart_spawned=True)
     assert first.user_attrs["startup_s"] == 60.0 and "spawned" not in first.user_attrs
@@ -748,20 +745,16 @@ def test_imports_that_ran_ahead_of_a_recorded_trial_are_paid_by_a_replay_that_wo
     """A row recorded from a prestarted trial on a stand-by (its startup 15 s: 20 s of imports and 25 s of its
     scheduler's ran ahead) costs a replay with prestart off the fresh launch's 60 s, one with prestart alone 40 s,
     and one with both 15 s again (the first trial of each replay is fresh: 60 s)."""
-    surface = Surface.load(H200)
     update = {"startup_s": 15.0, "imports_s": 20.0, "imports_ahead": True, "spawn_imports_s": 25.0, "spawn_ahead": True}
-    path = tmp_path / "ahead.json"
-    surface.model_copy(update={"rows": [r.model_copy(update=update) for r in surface.rows]}).save(path)
     for name, launcher, later in (
         ("off", {"prestart": False}, 60.0),
         ("prestart", {}, 40.0),
         ("both", {"prestart_spawned": True}, 15.0),
     ):
-        trials = _replay_study(
-            tmp_path, "demo.yaml", name, 3, launcher={"kind": "replay", "surface": str(path), **launcher}
-        )
+        trials = _replay_rows(tmp_path, name, update, **launcher)
         assert [t.user_attrs["startup_s"] for t in trials] == [60.0, later, later], name
     # Said to run ahead, but not recorded: refused at load, not replayed as if nothing had.
+    surface = Surface.load(H200)
     bad = surface.model_copy(
         update={"rows": [surface.rows[0].model_copy(update={"imports_ahead": True, "imports_s": None})]}
     )

@@ -59,7 +59,11 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             row[m] = round(r.values[i], 2) if r.values else None
         row["startup_s"] = r.times.startup_s
         row["startup"] = (
-            r.startup.summary() + _cache_word(r) + _prestart_word(r) + _standby_word(r) + _warmup_word(r)
+            r.startup.summary()
+            + _cache_word(r)
+            + _prestart_word(r)
+            + _standby_word(r, "; stand-bys ran ")
+            + _warmup_word(r)
         ) or None
         row["gpu_peak_mib"] = r.gpu.peak_used_mib
         row["kv_tokens"] = r.kv.max_total_num_tokens
@@ -110,7 +114,7 @@ def startup_frame(study: optuna.Study) -> pd.DataFrame:
         row["kernel files built"] = r.kernels_built
         row["prestarted (s ahead)"] = r.prestarted_s
         row["its imports (s)"] = r.prestart_imports_s
-        row["spawned on stand-bys"] = _standby_word(r).removeprefix("; stand-bys ran ") or None
+        row["spawned on stand-bys"] = _standby_word(r) or None
         row["warm-up until stable (s)"] = r.warmup_s
         row["warm-up bursts"] = (
             None if r.warmup_s is None else f"{r.warmup_bursts}{'' if r.warmup_stable else ' (not stable)'}"
@@ -126,12 +130,12 @@ def _prestart_word(r: TrialRecord) -> str:
     return f" (prestarted {r.prestarted_s:.0f} s ahead{imports})"
 
 
-def _standby_word(r: TrialRecord) -> str:
+def _standby_word(r: TrialRecord, lead: str = "") -> str:
     if not r.spawned:
         return ""
     on = sum(s.on_standby for s in r.spawned)
     fresh = next((s for s in r.spawned if not s.on_standby), None)
-    return f"; stand-bys ran {on} of {len(r.spawned)} spawned processes" + (f": {fresh.why}" if fresh else "")
+    return f"{lead}{on} of {len(r.spawned)} spawned processes" + (f": {fresh.why}" if fresh else "")
 
 
 def _cache_word(r: TrialRecord) -> str:
