@@ -46,6 +46,10 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
     """Writes the two modules; returns the environment that finds them."""
     (folder / "slow_child.py").write_text(
         "import ctypes, json, os, resource, signal, sys, time\n"
+        "def _value(name):\n"
+        "    return os.environ.get(name)\n"
+        "def _names(prefix):\n"
+        "    return [k for k in os.environ if k.startswith(prefix)]\n"
         f"time.sleep({child_import_s})\n"
         "IMPORTED_AT = time.time()\n"
         "IMPORTED_BY = os.getpid()\n"
@@ -57,16 +61,19 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         "for k in os.environ:\n"
         "    if k.startswith('STANDIN_') and k in os.environ:\n"
         "        os.environ.get(k)\n"
-        "# And scans that take the names first, then look each up: in this frame, or a comprehension's of it.\n"
+        "# And scans that take the names first, then look each up: here, in a helper, in another function.\n"
         "for k in sorted(os.environ):\n"
         "    os.environ[k]\n"
         "NAMES = list(os.environ)\n"
         "VALUES = {k: os.environ.get(k) for k in NAMES}\n"
+        "HELPED = {k: _value(k) for k in os.environ if k.startswith('STANDIN_')}\n"
+        "LATER = [os.getenv(k) for k in _names('STANDIN_')]\n"
         "# Like a module that reads SGLANG_RUN_ID when it is imported; only where the test asks it to.\n"
-        "# By a name spelled in a constant tuple, through a generator, after those scans: a read.\n"
-        "RUN_ID_AT_IMPORT = (\n"
-        "    next(os.environ.get(n) for n in ('STANDIN_RUN_ID',)) if os.environ.get('STANDIN_READ_RUN_ID') else None\n"
-        ")\n"
+        "# By a name spelled on another line than its lookup, in this frame that scanned: a read.\n"
+        "RUN_ID_NAMES = ('STANDIN_RUN_ID',)\n"
+        "RUN_ID_AT_IMPORT = None\n"
+        "for name in RUN_ID_NAMES if os.environ.get('STANDIN_READ_RUN_ID') else ():\n"
+        "    RUN_ID_AT_IMPORT = os.environ.get(name)\n"
         "print('slow_child: imported', file=sys.stderr, flush=True)\n"
         "def second(writer):  # like SGLang's detokenizer, spawned after the scheduler\n"
         "    ctypes.CDLL('libc.so.6').prctl(1, signal.SIGKILL)\n"
@@ -267,7 +274,7 @@ def test_a_stand_by_that_could_differ_from_a_fresh_spawn_is_not_used(tmp_path, c
             assert word["nofile"] == word["parent_nofile"], word
         log = (tmp_path / "2" / "server.log").read_text()
         lines = (tmp_path / "slow_child.py").read_text().splitlines()
-        at = 1 + next(i for i, x in enumerate(lines) if "next(os.environ.get(n)" in x)
+        at = 1 + next(i for i, x in enumerate(lines) if "RUN_ID_AT_IMPORT = os.environ.get(name)" in x)
         where = f"{tmp_path / 'slow_child.py'}:{at}"
         # The trial's record reads why from the log, with what the unused stand-by had imported.
         first = Spawned.of_log(log)[0]

@@ -24,7 +24,6 @@ server's log says which, and why.
 """
 
 import ctypes
-import dis
 import fcntl
 import importlib
 import json
@@ -38,7 +37,7 @@ import socket
 import sys
 import time
 from collections.abc import ItemsView, Iterator, ValuesView
-from types import CodeType, FrameType
+from types import FrameType
 
 _PR_SET_PDEATHSIG = 1
 _MOST_STANDBYS = 8  # SGLang spawns a scheduler per GPU of the server, a detokenizer, and more with options
@@ -47,8 +46,11 @@ _FORK_FLAG = "--multiprocessing-fork"
 # these after the stand-by loaded them cannot be seen, so it is never handed over.
 _READ_AT_LOAD = ("CUDA_", "TORCH_", "PYTORCH_", "NCCL_", "LD_", "OMP_", "MKL_", "PYTHON", "MALLOC_", "GLIBC_")
 _READS: dict[str, str] = {}  # what a stand-by's imports looked up in os.environ, and where first (file:line)
-# Before Python 3.12 a comprehension runs in a frame of its own, its iterable made in the frame around it.
-_COMPREHENSIONS = ("<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>")
+# The names a scan of the environment handed out, one str object per name. A lookup by that very object is the
+# scan's, in whatever frame, helper or later function it happens; a name read by name is another object: a name
+# spelled in code is a constant (interned), one made from parts a new string. One-character names are shared
+# singletons in CPython, so they are never taken for handed out.
+_HANDED: dict[str, str] = {}
 _ENVIRON_CODE = re.compile(r"(^<frozen |/)(os|_collections_abc)(\.py|>)$")  # os.environ's methods, os.getenv
 # Each limit once, by its first name (RLIMIT_OFILE is RLIMIT_NOFILE under another name).
 _LIMITS = sorted({getattr(resource, n): n for n in sorted(dir(resource), reverse=True) if n[:7] == "RLIMIT_"}.values())
@@ -69,29 +71,6 @@ def _say(line: str) -> None:
     print(f"# prestarted: {line}", flush=True)
 
 
-def _strings(value: object) -> set[str]:
-    if isinstance(value, str):
-        return {value}
-    if isinstance(value, (tuple, frozenset)):
-        return set().union(*map(_strings, value))
-    return set()
-
-
-_SPELLED: dict[tuple[CodeType, int], set[str]] = {}
-
-
-def _spelled(frame: FrameType) -> set[str]:
-    """The strings the frame's code spells on the line it runs: its constants there, those in constant tuples and
-    frozensets (`for n in ("A", "B")`) too."""
-    line = frame.f_lineno
-    if (frame.f_code, line) not in _SPELLED:
-        offsets = {o for start, end, n in frame.f_code.co_lines() if n == line for o in range(start, end)}
-        _SPELLED[frame.f_code, line] = set().union(
-            *(_strings(i.argval) for i in dis.get_instructions(frame.f_code) if i.offset in offsets)
-        )
-    return _SPELLED[frame.f_code, line]
-
-
 def _caller() -> FrameType:
     """The frame that is looking the environment up: the first outside os.environ's own code and this file's."""
     frame = sys._getframe(1)
@@ -105,27 +84,16 @@ class _Recording(os._Environ[str]):
     """os.environ that remembers which variables were looked up, and where (os.getenv and .get come here too)."""
 
     # A scan of the whole environment is not a read of each variable: SGLang's environ.py goes through all of them
-    # at import to rename SGL_* ones, and dict(os.environ), `for k in os.environ: os.environ[k]` or
-    # `for k in sorted(os.environ): os.environ[k]` look up what they are handed; each would count SGLANG_RUN_ID (new
-    # each launch) as read. A scan's lookup is one the scanning frame (or a comprehension inside it) makes within
-    # the same instruction (dict(), {**...}), of the name its loop was just handed, or of a name the line looking
-    # it up does not spell: a name the scan gave it. One the line spells is read by name, whatever came before (a
-    # name spelled on another line, `for n in NAMES:` and the lookup below it, in a frame that scanned, is not seen).
-    _scan: tuple[FrameType | None, int, str | None] = (None, -1, None)  # frame, its instruction, the name handed out
+    # at import to rename SGL_* ones, and dict(os.environ), `for k in sorted(os.environ): os.environ[k]` or a
+    # helper handed the names of an earlier scan look up what they were handed; each would count SGLANG_RUN_ID (new
+    # each launch) as read. What tells them apart is the name's object: a scan's lookup is by a name the scan
+    # handed out (_HANDED), however it travelled; a read by name is not. A name a scan handed out and code made
+    # anew (k.upper(), an f-string) counts as read.
 
     def _look(self, key: str) -> None:
+        if key in _READS or _HANDED.get(key) is key:
+            return
         frame = _caller()
-        scan_frame, scan_at, handed = _Recording._scan
-        if key in _READS:
-            return
-        if frame is scan_frame and (frame.f_lasti == scan_at or key == handed):
-            return
-        if scan_frame is not None:
-            # A comprehension's names may be spelled around it: `[os.environ[n] for n in ("A", "B")]`.
-            comprehension = frame.f_back is scan_frame and frame.f_code.co_name in _COMPREHENSIONS
-            frames = [frame, scan_frame] if comprehension else [frame] if frame is scan_frame else []
-            if frames and all(key not in _spelled(f) for f in frames):
-                return
         path = frame.f_code.co_filename
         _READS[key] = f"{path.rpartition('-packages/')[2] if '-packages/' in path else path}:{frame.f_lineno}"
 
@@ -138,14 +106,9 @@ class _Recording(os._Environ[str]):
         return super().__contains__(key)
 
     def __iter__(self) -> Iterator[str]:
-        frame = _caller()
-        try:
-            for key in list(self._data):  # type: ignore[attr-defined]
-                name = self.decodekey(key)
-                _Recording._scan = (frame, frame.f_lasti, name)
-                yield name
-        finally:  # its loop is over, or broke off: no name is being handed out
-            _Recording._scan = (frame, frame.f_lasti, None)
+        for key in list(self._data):  # type: ignore[attr-defined]
+            name = self.decodekey(key)
+            yield _HANDED.setdefault(name, name) if len(name) > 1 else name
 
     def _plain(self) -> dict[str, str]:
         return {self.decodekey(k): self.decodevalue(v) for k, v in self._data.items()}  # type: ignore[attr-defined]
