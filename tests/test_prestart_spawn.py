@@ -68,6 +68,8 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         "VALUES = {k: os.environ.get(k) for k in NAMES}\n"
         "HELPED = {k: _value(k) for k in os.environ if k.startswith('STANDIN_')}\n"
         "LATER = [os.getenv(k) for k in _names('STANDIN_')]\n"
+        "ITEMS = [os.environ[k] for k, _ in os.environ.items() if k.startswith('STANDIN_')]\n"
+        "COPIES = [os.environ.get(k) for k in os.environ.copy() if k.startswith('STANDIN_')]\n"
         "# Like a module that reads SGLANG_RUN_ID when it is imported; only where the test asks it to.\n"
         "# By a name spelled on another line than its lookup, in this frame that scanned: a read.\n"
         "RUN_ID_NAMES = ('STANDIN_RUN_ID',)\n"

@@ -71,6 +71,11 @@ def _say(line: str) -> None:
     print(f"# prestarted: {line}", flush=True)
 
 
+def _hand(name: str) -> str:
+    """The one object a scan hands out for ``name`` (a fresh string, never an interned constant)."""
+    return _HANDED.setdefault(name, name) if len(name) > 1 else name
+
+
 def _caller() -> FrameType:
     """The frame that is looking the environment up: the first outside os.environ's own code and this file's."""
     frame = sys._getframe(1)
@@ -107,11 +112,11 @@ class _Recording(os._Environ[str]):
 
     def __iter__(self) -> Iterator[str]:
         for key in list(self._data):  # type: ignore[attr-defined]
-            name = self.decodekey(key)
-            yield _HANDED.setdefault(name, name) if len(name) > 1 else name
+            yield _hand(self.decodekey(key))
 
     def _plain(self) -> dict[str, str]:
-        return {self.decodekey(k): self.decodevalue(v) for k, v in self._data.items()}  # type: ignore[attr-defined]
+        # Its names are handed out too: a name taken from .items() or .copy() and looked up is a scan's as well.
+        return {_hand(self.decodekey(k)): self.decodevalue(v) for k, v in self._data.items()}  # type: ignore[attr-defined]
 
     def copy(self) -> dict[str, str]:
         return self._plain()
