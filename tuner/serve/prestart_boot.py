@@ -46,11 +46,7 @@ _FORK_FLAG = "--multiprocessing-fork"
 # these after the stand-by loaded them cannot be seen, so it is never handed over.
 _READ_AT_LOAD = ("CUDA_", "TORCH_", "PYTORCH_", "NCCL_", "LD_", "OMP_", "MKL_", "PYTHON", "MALLOC_", "GLIBC_")
 _READS: dict[str, str] = {}  # what a stand-by's imports looked up in os.environ, and where first (file:line)
-# The names a scan of the environment handed out, one str object per name. A lookup by that very object is the
-# scan's, in whatever frame, helper or later function it happens; a name read by name is another object: a name
-# spelled in code is a constant (interned), one made from parts a new string. One-character names are shared
-# singletons in CPython, so they are never taken for handed out.
-_HANDED: dict[str, str] = {}
+_HANDED: dict[str, str] = {}  # the names a scan of the environment handed out, one object each (_Recording: why)
 _ENVIRON_CODE = re.compile(r"(^<frozen |/)(os|_collections_abc)(\.py|>)$")  # os.environ's methods, os.getenv
 # Each limit once, by its first name (RLIMIT_OFILE is RLIMIT_NOFILE under another name).
 _LIMITS = sorted({getattr(resource, n): n for n in sorted(dir(resource), reverse=True) if n[:7] == "RLIMIT_"}.values())
@@ -72,7 +68,8 @@ def _say(line: str) -> None:
 
 
 def _hand(name: str) -> str:
-    """The one object a scan hands out for ``name`` (a fresh string, never an interned constant)."""
+    """The one object a scan hands out for ``name``: a decoded string, never an interned constant. CPython shares
+    one-character strings, so those are never taken for handed out."""
     return _HANDED.setdefault(name, name) if len(name) > 1 else name
 
 
@@ -92,8 +89,9 @@ class _Recording(os._Environ[str]):
     # at import to rename SGL_* ones, and dict(os.environ), `for k in sorted(os.environ): os.environ[k]` or a
     # helper handed the names of an earlier scan look up what they were handed; each would count SGLANG_RUN_ID (new
     # each launch) as read. What tells them apart is the name's object: a scan's lookup is by a name the scan
-    # handed out (_HANDED), however it travelled; a read by name is not. A name a scan handed out and code made
-    # anew (k.upper(), an f-string) counts as read.
+    # handed out (_HANDED), however it travelled (in any frame, helper or later function); a read by name is by
+    # another object (a name spelled in code is an interned constant, one built from parts a new string). A name a
+    # scan handed out and code made anew (k.upper(), an f-string) counts as read.
 
     def _look(self, key: str) -> None:
         if key in _READS or _HANDED.get(key) is key:
