@@ -324,16 +324,30 @@ def test_kill_9_of_the_tuner_takes_the_waiting_stand_by_with_it(tmp_path, unique
         assert left_after_kill_9(tuner, unique_study, 2.0) == []
 
 
-def test_off_by_default(tmp_path):
-    # The launcher a run file that does not name launcher.prestart_spawned makes.
+def test_on_by_default_and_prestart_false_turns_both_off(tmp_path):
+    # The launcher a run file that does not name launcher.prestart_spawned makes: the third launch's spawned
+    # process runs on a stand-by.
     env = {**FAST_ENV, **spawning_server(tmp_path, 0.3)}
     launcher = make_launcher(load_config(write_run(tmp_path, env=env, launcher={"command": COMMAND})))
-    launcher, words, sizes = _launch_three(tmp_path, env, launcher)
+    launcher, words, _ = _launch_three(tmp_path, env, launcher)
     try:
         assert len(words) == 3
-        assert "SGLang's spawned process" not in (tmp_path / "2" / "server.log").read_text()
+        log = (tmp_path / "2" / "server.log").read_text()
+        assert f"SGLang's spawned process 1 (pid {words[2]['pid']}, slow_child) is a stand-by" in log, log
+    finally:
+        launcher.close()
+    assert servers_of(UNIT) == []
+    # `prestart: false` alone is no error (the stand-bys follow it) and no launch has either.
+    folder = tmp_path / "off"
+    folder.mkdir()
+    env = {**FAST_ENV, **spawning_server(folder, 0.3)}
+    off = make_launcher(load_config(write_run(folder, env=env, launcher={"command": COMMAND, "prestart": False})))
+    off, words, sizes = _launch_three(folder, env, off)
+    try:
+        assert len(words) == 3
+        assert "# prestarted" not in (folder / "2" / "server.log").read_text()
         assert _stand_bys(UNIT) == []
         assert sizes[2] == sizes[0]
     finally:
-        launcher.close()
+        off.close()
     assert servers_of(UNIT) == []

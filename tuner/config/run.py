@@ -131,8 +131,8 @@ class LauncherConfig(Strict):
     # SGLang's startup) while this trial runs (tuner/serve/prestart.py).
     prestart: bool = True
     # With prestart: the processes SGLang spawns (scheduler, detokenizer) each on a stand-by that imported while
-    # the trial before ran (tuner/serve/prestart_boot.py). Off until a GPU has run one: tested on CPU only.
-    prestart_spawned: bool = False
+    # the trial before ran (tuner/serve/prestart_boot.py). Not named: on where prestart is.
+    prestart_spawned: bool = True
     # Docker only
     image: str | None = None
     volumes: list[str] = Field(default_factory=list)
@@ -144,6 +144,14 @@ class LauncherConfig(Strict):
     # Replay only: every sampled trial is a config the surface recorded (the sampler's proposal moved to the
     # nearest row not yet tried), so no answer is modelled: a recorded sweep replayed as the table it is.
     recorded_only: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spawned_follows_prestart(cls, data: object) -> object:
+        # `prestart: false` alone turns the stand-bys off too (they start beside the prestarted interpreter).
+        if isinstance(data, dict) and "prestart_spawned" not in data and data.get("prestart") is False:
+            return {**data, "prestart_spawned": False}
+        return data
 
     @model_validator(mode="after")
     def _docker_needs_image(self) -> LauncherConfig:

@@ -100,7 +100,7 @@ class ProcessLauncher(Launcher):
         env: dict[str, str] | None = None,
         compile_cache: CompileCache | None = None,
         prestart: bool = True,
-        prestart_spawned: bool = False,
+        prestart_spawned: bool = True,
     ):
         self.command = list(command)
         self.env = dict(env or {})

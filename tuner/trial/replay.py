@@ -68,7 +68,7 @@ class ReplayLauncher(Launcher):
     kind = "replay"
     replays = True
 
-    def __init__(self, surface: Surface, path: str | Path, prestart: bool = True, prestart_spawned: bool = False):
+    def __init__(self, surface: Surface, path: str | Path, prestart: bool = True, prestart_spawned: bool = True):
         self.surface = surface
         self.path = str(path)
         command = surface.header.command or list(DEFAULT_COMMAND)  # not recorded: launch_server, as deploy_script
