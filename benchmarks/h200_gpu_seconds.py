@@ -8,7 +8,10 @@ start_rate and two bisections, two warm-up requests, no shared compile cache) an
 startup (and phases from SGLang's log), warm-up, load search, stop and whole GPU-seconds, its levels, its verdict
 and goodput, before against after; then the totals, the ratio and whether both studies chose the same best config.
 
-    python benchmarks/h200_gpu_seconds.py [BEFORE.db AFTER.db]
+    python benchmarks/h200_gpu_seconds.py [BEFORE.db AFTER.db] [--after-trials N ...]
+
+--after-trials pairs only those trials of the after study (a config measured again after a change: the H100's
+stand-by study ran the three sampled configs twice, once with its stand-bys refused); the others stay in the table.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("before", nargs="?", type=Path, default=DBS / "before.db")
     ap.add_argument("after", nargs="?", type=Path, default=DBS / "after.db")
+    ap.add_argument("--after-trials", nargs="+", type=int, help="the after trials to pair (default: all)")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     (before, best_before), (after, best_after) = _study(args.before), _study(args.after)
@@ -75,7 +79,7 @@ def main() -> None:
     )
     print("|---|---|---:|---|---:|---:|---:|---:|---|---|---:|")
     totals = {"before": [0.0, 0.0, 0.0, 0], "after": [0.0, 0.0, 0.0, 0]}
-    pairs = _pairs(before, after)
+    pairs = _pairs(before, [a for a in after if args.after_trials is None or a.number in args.after_trials])
     paired = {id(r) for pair in pairs for r in pair}
     rows = [
         *pairs,

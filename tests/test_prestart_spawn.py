@@ -53,6 +53,7 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         f"time.sleep({child_import_s})\n"
         "IMPORTED_AT = time.time()\n"
         "IMPORTED_BY = os.getpid()\n"
+        "SET_AT_IMPORT = os.environ.get('STANDIN_SET_AT_IMPORT')\n"
         "# Like SGLang's environ.py, which goes through every variable at import to rename SGL_* ones.\n"
         "RENAMED = {k.replace('SGL_', 'SGLANG_', 1): v for k, v in os.environ.items() if k.startswith('SGL_')}\n"
         "# Other scans, which look up each variable they are handed: none is a read of STANDIN_RUN_ID.\n"
@@ -97,6 +98,9 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
     )
     (folder / "spawn_server.py").write_text(
         "import json, multiprocessing as mp, os, resource, runpy, time\n"
+        "# Like sklearn's KMP_* and SGLang's TLLM_LOG_LEVEL: set by the launching process's imports, read by the\n"
+        "# spawned process's.\n"
+        "os.environ.setdefault('STANDIN_SET_AT_IMPORT', 'yes')\n"
         "import slow_child\n"
         "import sys\n"
         "if __name__ == '__main__' and '--help' in sys.argv:  # SGLang's argparse exits before it spawns\n"

@@ -6,8 +6,10 @@
 # and .whl carried:
 #   bash benchmarks/h200/gpu_seconds.sh 560
 # GPU_SIDES="before" (or "after") runs one side only; "standby" is "after" with launcher.prestart_spawned on.
+# GPU_TRIALS: the trials a study holds when done (4).
 set -uo pipefail
 budget=${1:-560}
+total=${GPU_TRIALS:-4}
 sides=${GPU_SIDES:-after before}
 t0=$SECONDS
 bash benchmarks/h200/prepare.sh
@@ -84,18 +86,18 @@ for side in $sides; do
   db=benchmarks/h200/$sub/$side.db
   est=$([ "$side" = before ] && echo "$est_before" || echo "$est_after")
   done_n=$(done_trials "$db")
-  [ "$done_n" -ge 4 ] && continue
+  [ "$done_n" -ge "$total" ] && continue
   # A machine this script has not yet run a trial on builds its kernels first (~130 s more); its cache folders
   # may hold the kit's files either way, so they cannot tell.
   [ -e /tmp/sglrt/.gpu-seconds-built ] && cold=0 || cold=130
   left=$((budget - (SECONDS - t0)))
   first=$(( done_n == 0 && est_first > est ? est_first - est : 0 ))  # the defaults' whole curve, beyond a trial
   fit=$(( (left - 20 - cold - first) / est ))
-  n=$(( done_n + fit < 4 ? done_n + fit : 4 ))
+  n=$(( done_n + fit < total ? done_n + fit : total ))
   [ "$n" -gt "$done_n" ] || { echo "stop: $side needs ~${est}s a trial, ${left}s left"; break; }
   enqueue "$side" "$PWD/$db"
   step "$side" "$n" $(( est * (n - done_n) + first )) || break
-  [ "$(done_trials "$db")" -ge 4 ] || break
+  [ "$(done_trials "$db")" -ge "$total" ] || break
 done
 for side in $sides; do
   python3 -m tuner status -c benchmarks/h200/gpu-seconds-$side.yaml --storage "sqlite:///benchmarks/h200/$sub/$side.db" \

@@ -316,13 +316,13 @@ class _Record:
             return []
 
 
-def _install_spawn_hook(standbys: "list[_Standby | None]", record_path: str) -> None:
+def _install_spawn_hook(standbys: "list[_Standby | None]", record_path: str, base_env: dict[str, str]) -> None:
     """Each process SGLang spawns goes to its stand-by where it can (the scheduler first, then the detokenizer,
-    in SGLang's order); what each needed is recorded for the next launch."""
+    in SGLang's order); what each needed is recorded for the next launch: the environment as it differs from
+    ``base_env``, what this trial's interpreter began with."""
     import multiprocessing.popen_spawn_posix as popen_spawn_posix
     from multiprocessing import util
 
-    base_env = dict(os.environ)
     spawn_fresh = util.spawnv_passfds
     launch = popen_spawn_posix.Popen._launch  # type: ignore[attr-defined]
     record: list[dict] = []
@@ -398,6 +398,10 @@ def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *impo
     # The stand-bys import beside this interpreter, one per process the launch before spawned, from its record
     # where there is one (a launch records its spawns as it makes them, seconds after it starts).
     started = time.monotonic()
+    # What a spawn needs is recorded against the environment before the imports below: what they set (sklearn's
+    # KMP_*, SGLang's TLLM_LOG_LEVEL) is part of it, since the next launch's stand-bys may start before its own
+    # imports have set it (they start as soon as the record is there).
+    before_imports = dict(os.environ)
     standbys: list[_Standby | None] = []
     record, source = _Record(record_path), ""
 
@@ -431,7 +435,7 @@ def launcher(ready_fd: int, boot_path: str, record_path: str, module: str, *impo
     os.close(log)
     os.environ.update(go["env"])
     if record_path:
-        _install_spawn_hook(standbys, record_path)
+        _install_spawn_hook(standbys, record_path, {**before_imports, **go["env"]})
     sys.argv = [module, *go["argv"]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
