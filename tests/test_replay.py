@@ -718,7 +718,7 @@ def test_a_replayed_trial_after_one_on_the_same_gpu_loses_its_recorded_imports_a
 
 
 def test_with_stand_bys_a_prestarted_replayed_trial_also_loses_its_scheduler_s_recorded_imports(tmp_path):
-    """launcher.prestart_spawned in a replay: a prestarted trial whose lead covers the surface's spawn_imports_s
+    """launcher.prestart_spawned (on by default) in a replay: a prestarted trial whose lead covers the surface's spawn_imports_s
     runs its scheduler on a stand-by (recorded in ``spawned``) and its startup loses those seconds too. Off, not
     recorded, or longer than the lead: only the launching process's imports come off."""
 
@@ -726,7 +726,7 @@ def test_with_stand_bys_a_prestarted_replayed_trial_also_loses_its_scheduler_s_r
         update = {"startup_s": 60.0, "imports_s": 20.0, "spawn_imports_s": spawn_imports_s}
         return _replay_rows(tmp_path, name, update, **launcher)
 
-    first, *later = replay("on", 25.0, prestart_spawned=True)
+    first, *later = replay("on", 25.0)  # on by default
     assert first.user_attrs["startup_s"] == 60.0 and "spawned" not in first.user_attrs
     for t in later:
         assert t.user_attrs["startup_s"] == 15.0, t.user_attrs
@@ -734,10 +734,10 @@ def test_with_stand_bys_a_prestarted_replayed_trial_also_loses_its_scheduler_s_r
         assert standby.on_standby and standby.imports_s == 25.0 and standby.ahead_s == t.user_attrs["prestarted_s"]
     log = (tmp_path / "trials" / "on" / "1" / "server.log").read_text()
     assert "# prestarted: SGLang's scheduler ran on a stand-by, its 25 s of recorded imports done" in log
-    for trials in (replay("off", 25.0), replay("unrecorded", None, prestart_spawned=True)):
+    for trials in (replay("off", 25.0, prestart_spawned=False), replay("unrecorded", None)):
         assert [t.user_attrs["startup_s"] for t in trials] == [60.0, 40.0, 40.0]
         assert not any("spawned" in t.user_attrs for t in trials)
-    slow = replay("slow", 1000.0, prestart_spawned=True)
+    slow = replay("slow", 1000.0)
     assert [t.user_attrs["startup_s"] for t in slow] == [60.0, 40.0, 40.0]
 
 
@@ -748,8 +748,8 @@ def test_imports_that_ran_ahead_of_a_recorded_trial_are_paid_by_a_replay_that_wo
     update = {"startup_s": 15.0, "imports_s": 20.0, "imports_ahead": True, "spawn_imports_s": 25.0, "spawn_ahead": True}
     for name, launcher, later in (
         ("off", {"prestart": False}, 60.0),
-        ("prestart", {}, 40.0),
-        ("both", {"prestart_spawned": True}, 15.0),
+        ("prestart", {"prestart_spawned": False}, 40.0),
+        ("both", {}, 15.0),
     ):
         trials = _replay_rows(tmp_path, name, update, **launcher)
         assert [t.user_attrs["startup_s"] for t in trials] == [60.0, later, later], name
