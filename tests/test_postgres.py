@@ -1,5 +1,6 @@
 """Several workers, one study on a real PostgreSQL server: an exact budget, unique numbers, and a worker
-killed with SIGKILL whose trial is failed by heartbeat and re-run by another worker."""
+killed with SIGKILL whose trial is failed by heartbeat and re-run by another worker; workers that create a study's
+tables on an empty database at once."""
 
 import json
 import os
@@ -162,3 +163,38 @@ def test_bad_storage_urls_get_one_line(tmp_path):
     run = write_run(tmp_path, storage="studies/x.db")
     done = tune("start", "-c", str(run))
     assert done.returncode == 2 and "is not a database URL" in done.stderr
+
+
+def test_workers_that_open_a_new_database_at_once_all_start(tmp_path, pg_url):
+    """Hosts started together on an empty database each create Optuna's tables: PostgreSQL refuses all but one
+    creator of a table (a unique violation in its catalogue), which is no reason for the others not to start."""
+    import threading
+
+    import psycopg
+
+    from tuner.search.storage import open_storage
+
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    admin = pg_url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    try:
+        config = load_config(write_run(tmp_path, storage=admin.rsplit("/", 1)[0] + f"/{name}"))
+        barrier, errors = threading.Barrier(8), []
+
+        def open_one() -> None:
+            barrier.wait()
+            try:
+                open_storage(config).engine.dispose()
+            except Exception as exc:  # what the test reports: whatever a worker would have failed with
+                errors.append(str(exc))
+
+        workers = [threading.Thread(target=open_one) for _ in range(8)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60)
+        assert errors == []
+    finally:
+        with psycopg.connect(admin, autocommit=True) as con:
+            con.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from tuner.config.run import RunConfig
 from tuner.errors import SetupError
@@ -83,7 +85,7 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
             heartbeat_stale_trial_callback=_RetryStale(),
         )
     try:
-        storage = RDBStorage(url, **kwargs)
+        storage = _rdb_storage(url, kwargs)
         if url.startswith("sqlite:"):
             _sqlite_begin_immediate(storage)
         return storage
@@ -92,6 +94,20 @@ def open_storage(config: RunConfig, create: bool = True) -> RDBStorage:
     except Exception as exc:  # SQLAlchemy's errors for bad URLs and unreachable servers are many
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SetupError(f"--storage {_redact(config.storage_url)}: cannot open it ({first})") from None
+
+
+def _rdb_storage(url: str, kwargs: dict) -> RDBStorage:
+    """Optuna's storage, opened again after a lost race to create its tables: hosts started together on an empty
+    database each create them, and PostgreSQL refuses all but one creator of each table (a unique violation in its
+    catalogue, or "already exists"); by a later try the winner has made them."""
+    for attempt in range(1, 6):
+        try:
+            return RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError) as exc:
+            if not (isinstance(exc, IntegrityError) or "already exists" in str(exc)):
+                raise
+            time.sleep(0.2 * attempt)
+    return RDBStorage(url, **kwargs)
 
 
 def check_writable(config: RunConfig) -> None:
