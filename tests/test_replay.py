@@ -718,9 +718,9 @@ def test_a_replayed_trial_after_one_on_the_same_gpu_loses_its_recorded_imports_a
 
 
 def test_with_stand_bys_a_prestarted_replayed_trial_also_loses_its_scheduler_s_recorded_imports(tmp_path):
-    """launcher.prestart_spawned (on by default) in a replay: a prestarted trial whose lead covers the surface's spawn_imports_s
-    runs its scheduler on a stand-by (recorded in ``spawned``) and its startup loses those seconds too. Off, not
-    recorded, or longer than the lead: only the launching process's imports come off."""
+    """launcher.prestart_spawned (on by default) in a replay: a prestarted trial whose lead covers the surface's
+    spawn_imports_s runs its scheduler on a stand-by (recorded in ``spawned``) and its startup loses those seconds
+    too. Off, not recorded, or longer than the lead: only the launching process's imports come off."""
 
     def replay(name: str, spawn_imports_s: float | None, **launcher) -> list[optuna.trial.FrozenTrial]:
         update = {"startup_s": 60.0, "imports_s": 20.0, "spawn_imports_s": spawn_imports_s}
