@@ -53,6 +53,7 @@ def spawning_server(folder: Path, child_import_s: float) -> dict[str, str]:
         f"time.sleep({child_import_s})\n"
         "IMPORTED_AT = time.time()\n"
         "IMPORTED_BY = os.getpid()\n"
+        "# Read at import, as sklearn reads KMP_*: a variable the launching module's imports set (spawn_server.py).\n"
         "SET_AT_IMPORT = os.environ.get('STANDIN_SET_AT_IMPORT')\n"
         "# Like SGLang's environ.py, which goes through every variable at import to rename SGL_* ones.\n"
         "RENAMED = {k.replace('SGL_', 'SGLANG_', 1): v for k, v in os.environ.items() if k.startswith('SGL_')}\n"
