@@ -19,10 +19,12 @@ export PYTHONPATH=$PWD:/tmp/site:$PYTHONPATH PYTHONUNBUFFERED=1
 # An H100's "before" and first "after" are complete (gpu-seconds/, 2026-12-05, before the scheduler's stand-by):
 # on an H100 a new "after" study (gpu-seconds/h100-standby/) measures the defaults as they are now, against that
 # "before" (its switches, all off, are unchanged).
+# GPU_SUB names another folder: a pair of studies run side by side on one machine (gpu-seconds/h100-pair/).
 case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
   *H200*) sub=gpu-seconds/h200 ;;
   *) sub=gpu-seconds/h100-standby; sides=${GPU_SIDES:-after} ;;
 esac
+sub=${GPU_SUB:-$sub}
 mkdir -p "benchmarks/h200/$sub" "$OUT/$sub"
 # GPU_PROBE=1: beside the study, on the CPU, spawn_import_probe.py says which variables a scheduler's imports read
 # and where (what refuses a stand-by), in $OUT/$sub/probe.txt.
