@@ -2,8 +2,10 @@
 # Issue 22 on the H200: the same four configs measured before (every trial-cost switch off) and after (the
 # defaults): one side, then the other (below). A step starts only if its estimated seconds fit what is left of BUDGET_S, so no trial is cut off
 # by the call's end. Call it again (back to back, the machine warm) until both studies hold 4 trials; the study
-# databases (benchmarks/h200/gpu-seconds/) are copied under $OUT every 10 s. Run from the repository root with .gpu
-# and .whl carried:
+# databases (benchmarks/h200/gpu-seconds/) are copied under $OUT every 10 s. Copy them back into this checkout before
+# the next call: the machine gets this checkout's files, so a database left only there is gone and its side starts
+# anew (2026-12-06: a second "before" call ran the defaults and trial 1 again). Run from the repository root with
+# .gpu and .whl carried:
 #   bash benchmarks/h200/gpu_seconds.sh 560
 # GPU_SIDES="before" (or "after") runs one side only; "standby" is "after" with launcher.prestart_spawned on.
 # GPU_TRIALS: the trials a study holds when done (4).
