@@ -645,6 +645,25 @@ def test_the_h200_chat_study_replays_from_its_recorded_curves(tmp_path):
         assert any("(estimated: replayed)" in text for text in logs) == (name != "plain")
 
 
+def test_a_level_cut_short_before_any_request_finished_records_and_loads(tmp_path):
+    """The H100's benchmark.csv of a trial stopped against the incumbent: at 28 req/s its level was cut short
+    after 7.1 s with no request finished, so its SLO attainment has no sample (NaN). `tune record` writes such a
+    level; the surface it wrote must load (it was refused: "slo_attainment: must be a number, got NaN"). A level
+    that finished requests still may not record a NaN attainment."""
+    levels = read_levels(ROOT / "tests" / "data" / "h100-cut-level-benchmark.csv")
+    assert levels[1].num_prompts == 0 and math.isnan(levels[1].slo_attainment)
+    surface = Surface.load(CHAT)
+    row = Row(trial=99, flags={"schedule-policy": "dfs-weight"}, levels=levels, stopped_early="cannot beat")
+    path = surface.model_copy(update={"rows": [*surface.rows, row]}).save(tmp_path / "cut.json")
+    assert Surface.load(path).rows[-1].levels[1].errors.startswith("cut short")
+
+    finished = dataclasses.replace(levels[0], slo_attainment=math.nan)
+    row = row.model_copy(update={"levels": [finished, levels[1]]})
+    path = surface.model_copy(update={"rows": [*surface.rows, row]}).save(tmp_path / "bad.json")
+    with pytest.raises(SurfaceError, match=r"levels\[0\]\.slo_attainment: must be a number, got NaN"):
+        Surface.load(path)
+
+
 def test_a_replayed_load_search_says_not_recorded_for_a_p99_its_surface_did_not_record(tmp_path):
     """The chat surface as an import that mapped no p99 TTFT (NaN in every level, its SLO on TPOT only): the live
     progress of each replayed level says "not recorded", as every view does, never "nan"."""

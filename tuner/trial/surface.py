@@ -234,9 +234,14 @@ class Surface(_Model):
                     value = getattr(level, f.name)
                     if f.name == "request_rate" and value is not None and math.isinf(value) and value > 0:
                         continue  # every request at once
-                    # a latency statistic with no sample (no request completed, one-token outputs) is NaN, and so is
-                    # a metric the surface does not record
-                    nan_ok = f.name.endswith("_ms") or not self.records(f.name)
+                    # a latency statistic with no sample (no request completed, one-token outputs) is NaN, and so are
+                    # a metric the surface does not record and the SLO attainment of a level that finished no request
+                    # (one cut short before any did: tuner/bench/metrics.py)
+                    nan_ok = (
+                        f.name.endswith("_ms")
+                        or not self.records(f.name)
+                        or (f.name == "slo_attainment" and level.num_prompts == 0)
+                    )
                     if (problem := _bad(value, nan_ok=nan_ok)) is not None:
                         return f"{where}.levels[{j}].{f.name}: {problem}"
         return None
