@@ -84,7 +84,16 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         elif r.warm_start:
             row["flags"] = f"warm start from {r.warm_start}: {row['flags']}"
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _whole(pd.DataFrame(rows), ("kv_tokens", "max_running"))
+
+
+def _whole(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Counts stay whole numbers where a trial has none: pandas would make the column float (363119 shown as
+    "363,119.0" beside a study whose trials all had one)."""
+    for c in columns:
+        if c in frame.columns:
+            frame[c] = frame[c].astype("Int64")
+    return frame
 
 
 def _startup_legend() -> str:
@@ -120,7 +129,7 @@ def startup_frame(study: optuna.Study) -> pd.DataFrame:
             None if r.warmup_s is None else f"{r.warmup_bursts}{'' if r.warmup_stable else ' (not stable)'}"
         )
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _whole(pd.DataFrame(rows), ("kernel files built",))
 
 
 def _prestart_word(r: TrialRecord) -> str:
@@ -395,7 +404,7 @@ def failures_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def _cell(value, column: str = "") -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
         return "–"
     if column.endswith("_pct") and isinstance(value, (int, float)):
         return f"{value:+.1f}%"
