@@ -26,6 +26,14 @@ FAST_ENV = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_folder(tmp_path_factory) -> Iterator[None]:
+    """What the tuner keeps in the user's cache folder (SGLang's help per build) goes to one of the run's own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -242,7 +242,8 @@ def test_deploy_script_runs_as_is(tmp_path, study):
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
-def test_flag_catalog_and_describe_read_the_image(study, monkeypatch):
+def test_flag_catalog_and_describe_read_the_image(study, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no help kept from an earlier test
     launcher = DockerLauncher(IMAGE)
     catalog = launcher.flag_catalog()
     assert catalog.check("schedule-policy", "lof") is None
@@ -252,13 +253,18 @@ def test_flag_catalog_and_describe_read_the_image(study, monkeypatch):
     info = launcher.describe()
     assert info["launcher"] == "docker" and info["image"] == IMAGE
     assert info["sglang_version"] == "0.5.17"
-    # Cached: one throwaway container per study, not one per trial.
+    # Cached: one throwaway container per study, not one per trial; and the image's help is kept, so the next
+    # study on it (another launcher) reads its flags with no container at all.
     monkeypatch.setattr(
         docker.models.containers.ContainerCollection,
         "run",
-        lambda *a, **k: pytest.fail("describe() ran another container"),
+        lambda *a, **k: pytest.fail("another container was run"),
     )
     assert launcher.describe() == info
+    assert DockerLauncher(IMAGE).flag_catalog().flags == catalog.flags
+    # Another environment in the container is another build: its help is read in a container.
+    with pytest.raises(pytest.fail.Exception, match="another container was run"):
+        DockerLauncher(IMAGE, env={"PYTHONPATH": "/elsewhere"}).flag_catalog()
 
 
 def test_missing_image_is_a_clear_error(tmp_path, study):

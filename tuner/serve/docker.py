@@ -18,8 +18,9 @@ import requests.exceptions
 from docker.models.containers import Container
 
 from tuner.serve.compile_cache import CompileCache
+from tuner.serve.help_cache import kept_image_help
 from tuner.serve.launcher import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
-from tuner.sglang.catalog import FlagCatalog, FlagCatalogError
+from tuner.sglang.catalog import FlagCatalog, FlagCatalogError, keep_help
 from tuner.sglang.flags import ServerFlags, deploy_defaults, one_per_line, shell_args
 
 DEFAULT_COMMAND = ("python3", "-m", "sglang.launch_server")
@@ -143,6 +144,7 @@ class DockerLauncher(Launcher):
         self.compile_cache = compile_cache  # mounted at the same path, its variables pointed there (None: off)
         self._client: docker.DockerClient | None = None
         self._image_ref: str | None = None
+        self._image_id = ""  # the pinned image's content digest, with _image_ref
         self._describe: dict[str, str] | None = None
 
     # --- the daemon and the image -------------------------------------------------------------------
@@ -169,6 +171,7 @@ class DockerLauncher(Launcher):
             image = self._image()
             digests = image.attrs.get("RepoDigests") or []
             self._image_ref = digests[0] if digests else image.id
+            self._image_id = image.id
         return self._image_ref
 
     def _image(self) -> Any:
@@ -345,10 +348,15 @@ class DockerLauncher(Launcher):
 
     def flag_catalog(self) -> FlagCatalog:
         source = f"{self.image} {shlex.join(self.command)}"
+        self.image_ref()  # the image every trial runs: its help is that image's
+        keep = kept_image_help(self._image_id, self.command, self.env)
+        if keep.is_file():
+            return FlagCatalog.from_help(keep.read_text(), source)
         code, output = self._run_once([*self.command, "--help"])
         if code != 0 or "--port" not in output:
             tail = output.strip().splitlines()[-1:] or ["no output"]
             raise FlagCatalogError(f"{source} --help failed (exit {code}): {tail[0]}")
+        keep_help(keep, output)
         return FlagCatalog.from_help(output, source)
 
     def cleanup_orphans(self, study: str) -> list[str]:

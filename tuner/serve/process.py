@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuner.serve.compile_cache import CompileCache
+from tuner.serve.help_cache import kept_help
 from tuner.serve.launcher import STUDY_MARK, TRIAL_MARK, Launcher, LaunchError, LaunchSpec, Server
 from tuner.serve.prestart import Boot, Prestarted, python_module, start_now
 from tuner.sglang.catalog import FlagCatalog, read_catalog
@@ -125,7 +126,8 @@ class ProcessLauncher(Launcher):
         return self.compile_cache.folders({**self.env, **spec.env})
 
     def flag_catalog(self) -> FlagCatalog:
-        return read_catalog(self.command, {**os.environ, **self.env})
+        env = {**os.environ, **self.env}
+        return read_catalog(self.command, env, keep=kept_help(self.command, env))
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
         env = {**os.environ, **self._cache_env(spec), **self.env, **spec.env, **spec.marks()}

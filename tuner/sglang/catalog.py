@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tuner.errors import TunerError
 from tuner.sglang.flag_types import FLAG_TYPES
@@ -98,14 +99,22 @@ class FlagCatalog:
 
 
 def read_catalog(
-    command: Sequence[str], env: Mapping[str, str] | None = None, quiet_s: float = 30, timeout: float = 180
+    command: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    quiet_s: float = 30,
+    timeout: float = 180,
+    keep: Path | None = None,
 ) -> FlagCatalog:
     """Run ``<command> --help`` once: SGLang's flags drift between releases, so ask the build that will run.
 
     SGLang prints its help after a few seconds of imports; a command that prints nothing for ``quiet_s`` is not
     answering ``--help`` (a wrapper that ignores its arguments) and is stopped rather than waited on for minutes.
+    ``keep``: a file that holds this build's help if it was read before (tuner/serve/help_cache.py), and holds it
+    once it is read.
     """
     source = shlex.join(command)
+    if keep is not None and keep.is_file():
+        return FlagCatalog.from_help(keep.read_text(), source)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(
@@ -147,7 +156,21 @@ def read_catalog(
     if proc.returncode != 0 or "--port" not in stdout:
         tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
         raise FlagCatalogError(f"{source} --help failed (exit {proc.returncode}): {tail[0]}")
+    if keep is not None:
+        keep_help(keep, stdout)
     return FlagCatalog.from_help(stdout, source)
+
+
+def keep_help(path: Path, text: str) -> None:
+    """Whole or not at all (another study may read it at once); a folder that cannot be written only costs the
+    next study another read."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".part") as f:
+            f.write(text)
+        os.replace(f.name, path)
+    except OSError:
+        pass
 
 
 def _why_not_runnable(exc: OSError) -> str:
