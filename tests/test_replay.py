@@ -400,6 +400,30 @@ GOODPUT = {
 }
 
 
+def test_record_refuses_in_one_line_a_number_that_loading_the_surface_would_refuse(tmp_path, unique_study):
+    """A surface `tune record` writes always loads: a level whose benchmark.csv says a negative duration (a file
+    edited by hand) is named, and nothing is written."""
+    real = write_run(tmp_path, study=unique_study, space=write_space(tmp_path / "space.yaml"), trials=1)
+    assert tune("start", "-c", str(real)).returncode == 0
+    csv_path = load_config(real).study_dir / "0" / "benchmark.csv"
+    lines = csv_path.read_text().splitlines()
+    column = lines[0].split(",").index("duration_s")
+    cells = lines[1].split(",")
+    cells[column] = "-1.0"
+    csv_path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    help_text = tmp_path / "help.txt"
+    help_text.write_text(tune_help())
+    out = tmp_path / "standin.json"
+    done = tune("record", "-c", str(real), "--out", str(out), "--gpu-name", "stand-in", "--sglang-help", str(help_text))
+    said = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(said) == 1, done.stderr
+    assert said[0] == (
+        f"error: study {unique_study!r} cannot be recorded: rows[0] (trial 0).levels[0].duration_s: must be a finite "
+        "number >= 0, got -1.0 (from that trial's benchmark.csv or its record); fix or remove that trial's file"
+    )
+    assert not out.exists()
+
+
 def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path, unique_study):
     """Every level of every search is a recorded one, so the replay takes the same rates, verdicts, values,
     constraints and sampler draws; another SLO or load search is refused in one line."""

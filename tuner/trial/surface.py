@@ -818,7 +818,13 @@ def from_study(
         # None where the model is a hub id (or its folder is gone): record on the machine that ran the study
         model_facts=ModelFacts.from_folder(model_path) if model_path else None,
     )
-    return Surface(header=header, rows=rows)
+    surface = Surface(header=header, rows=rows)
+    if problem := surface.bad_number():  # what load would refuse is never written
+        raise SurfaceError(
+            f"study {study.study_name!r} cannot be recorded: {problem} (from that trial's benchmark.csv or its "
+            f"record); fix or remove that trial's file"
+        )
+    return surface
 
 
 def _describe_workload(wl: Mapping[str, Any], search: Mapping[str, Any] | None) -> str:
