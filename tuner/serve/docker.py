@@ -349,14 +349,17 @@ class DockerLauncher(Launcher):
     def flag_catalog(self) -> FlagCatalog:
         source = f"{self.image} {shlex.join(self.command)}"
         self.image_ref()  # the image every trial runs: its help is that image's
-        keep = kept_image_help(self._image_id, self.command, self.env)
-        if keep.is_file():
+        # Unless a folder of the host is mounted in it (launcher.volumes): its files, code among them, may change
+        # with the image the same, so the help is read every time.
+        keep = None if self.volumes else kept_image_help(self._image_id, self.command, self.env)
+        if keep is not None and keep.is_file():
             return FlagCatalog.from_help(keep.read_text(), source)
         code, output = self._run_once([*self.command, "--help"])
         if code != 0 or "--port" not in output:
             tail = output.strip().splitlines()[-1:] or ["no output"]
             raise FlagCatalogError(f"{source} --help failed (exit {code}): {tail[0]}")
-        keep_help(keep, output)
+        if keep is not None:
+            keep_help(keep, output)
         return FlagCatalog.from_help(output, source)
 
     def cleanup_orphans(self, study: str) -> list[str]:

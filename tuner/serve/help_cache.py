@@ -7,7 +7,7 @@ version and prefix), where the module's top-level package is found with the comm
 included), and every Python file of that package (its path, size and modification time). Any change there, an
 upgrade or an edit, is another build, whose help is read afresh. A command of another form (a wrapper script)
 runs what it alone knows, so its help is read every time. In Docker, the build is the image's ID (its content's
-digest) with the command and environment the container gets.
+digest) with the command and environment the container gets, unless a folder of the host is mounted in it.
 """
 
 from __future__ import annotations
