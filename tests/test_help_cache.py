@@ -48,16 +48,19 @@ def test_a_builds_help_is_read_once_and_again_when_the_build_changes(tmp_path, c
     again = ProcessLauncher(COMMAND, env=env).flag_catalog()  # the next run of a study
     assert reads(tmp_path) == 1 and "enable-a" in again.flags and again.flags == first.flags
     assert again.source == first.source == " ".join(COMMAND)
-    assert len(list(cache.glob("*.txt"))) == 1
+    (kept,) = cache.glob("*.txt")
+    kept.write_text("")  # a kept file that is no launch_server's help (emptied, edited): read again, kept again
+    assert "enable-a" in ProcessLauncher(COMMAND, env=env).flag_catalog().flags and reads(tmp_path) == 2
+    assert "--enable-a" in kept.read_text() and list(cache.iterdir()) == [kept]
 
     build(tmp_path, ["enable-a", "enable-b"])  # an upgrade: the module that prints the help changed
-    assert "enable-b" in ProcessLauncher(COMMAND, env=env).flag_catalog().flags and reads(tmp_path) == 2
+    assert "enable-b" in ProcessLauncher(COMMAND, env=env).flag_catalog().flags and reads(tmp_path) == 3
     # Another file of the package, the same size, written again later: another build.
     init = tmp_path / "site" / "fakesgl" / "__init__.py"
     stat = init.stat()
     os.utime(init, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     ProcessLauncher(COMMAND, env=env).flag_catalog()
-    assert reads(tmp_path) == 3
+    assert reads(tmp_path) == 4
     # The same files found elsewhere (another PYTHONPATH, another install): another build.
     other = tmp_path / "other"
     elsewhere = build(other, ["enable-a", "enable-b"])  # the same files, byte for byte
@@ -67,7 +70,7 @@ def test_a_builds_help_is_read_once_and_again_when_the_build_changes(tmp_path, c
     ProcessLauncher(COMMAND, env=elsewhere).flag_catalog()
     assert reads(other) == 1
     ProcessLauncher(COMMAND, env=env).flag_catalog()
-    assert reads(tmp_path) == 3
+    assert reads(tmp_path) == 4
 
 
 def test_a_help_that_failed_is_read_again_and_a_wrapper_every_time(tmp_path, cache):

@@ -20,7 +20,7 @@ from docker.models.containers import Container
 from tuner.serve.compile_cache import CompileCache
 from tuner.serve.help_cache import kept_image_help
 from tuner.serve.launcher import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
-from tuner.sglang.catalog import FlagCatalog, FlagCatalogError, keep_help
+from tuner.sglang.catalog import FlagCatalog, FlagCatalogError, keep_help, read_kept
 from tuner.sglang.flags import ServerFlags, deploy_defaults, one_per_line, shell_args
 
 DEFAULT_COMMAND = ("python3", "-m", "sglang.launch_server")
@@ -352,8 +352,8 @@ class DockerLauncher(Launcher):
         # Unless a folder of the host is mounted in it (launcher.volumes): its files, code among them, may change
         # with the image the same, so the help is read every time.
         keep = None if self.volumes else kept_image_help(self._image_id, self.command, self.env)
-        if keep is not None and keep.is_file():
-            return FlagCatalog.from_help(keep.read_text(), source)
+        if keep is not None and (kept := read_kept(keep)) is not None:
+            return FlagCatalog.from_help(kept, source)
         code, output = self._run_once([*self.command, "--help"])
         if code != 0 or "--port" not in output:
             tail = output.strip().splitlines()[-1:] or ["no output"]

@@ -113,8 +113,8 @@ def read_catalog(
     once it is read.
     """
     source = shlex.join(command)
-    if keep is not None and keep.is_file():
-        return FlagCatalog.from_help(keep.read_text(), source)
+    if keep is not None and (kept := read_kept(keep)) is not None:
+        return FlagCatalog.from_help(kept, source)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(
@@ -161,16 +161,29 @@ def read_catalog(
     return FlagCatalog.from_help(stdout, source)
 
 
+def read_kept(path: Path) -> str | None:
+    """A help text kept by ``keep_help``; None where there is none to use (not kept, unreadable, or not a
+    launch_server's help: then it is read again)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if "--port" in text else None
+
+
 def keep_help(path: Path, text: str) -> None:
     """Whole or not at all (another study may read it at once); a folder that cannot be written only costs the
     next study another read."""
+    part = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".part") as f:
+            part = Path(f.name)
             f.write(text)
-        os.replace(f.name, path)
+        os.replace(part, path)
     except OSError:
-        pass
+        if part is not None:
+            part.unlink(missing_ok=True)
 
 
 def _why_not_runnable(exc: OSError) -> str:
