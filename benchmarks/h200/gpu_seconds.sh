@@ -4,7 +4,8 @@
 # by the call's end. Call it again (back to back, the machine warm) until both studies hold 4 trials; the study
 # databases (benchmarks/h200/gpu-seconds/) are copied under $OUT every 10 s. Copy them back into this checkout before
 # the next call: the machine gets this checkout's files, so a database left only there is gone and its side starts
-# anew (2026-12-06: a second "before" call ran the defaults and trial 1 again). Run from the repository root with
+# anew (2026-12-06: a second "before" call ran the defaults and trial 1 again); on a warm machine the script stops
+# when a study holds fewer trials than its last call there left. Run from the repository root with
 # .gpu and .whl carried:
 #   bash benchmarks/h200/gpu_seconds.sh 560
 # GPU_SIDES="before" (or "after") runs one side only; "standby" is "after" with launcher.prestart_spawned on.
@@ -90,6 +91,14 @@ for side in $sides; do
   db=benchmarks/h200/$sub/$side.db
   est=$([ "$side" = before ] && echo "$est_before" || echo "$est_after")
   done_n=$(done_trials "$db")
+  # What an earlier call on this (warm) machine left in this study: fewer here means its database was not copied
+  # back into the checkout, and running on would start the study anew.
+  mark=/tmp/sglrt/.gpu-seconds-$(echo "$sub" | tr / -)-$side
+  if [ -e "$mark" ] && [ "$done_n" -lt "$(cat "$mark")" ]; then
+    echo "stop: $db holds $done_n trials, this machine's last call left $(cat "$mark"): copy that call's" \
+      "$sub/$side.db back into benchmarks/h200/$sub/ first"
+    exit 1
+  fi
   [ "$done_n" -ge "$total" ] && continue
   # A machine this script has not yet run a trial on builds its kernels first (~130 s more); its cache folders
   # may hold the kit's files either way, so they cannot tell.
@@ -100,7 +109,10 @@ for side in $sides; do
   n=$(( done_n + fit < total ? done_n + fit : total ))
   [ "$n" -gt "$done_n" ] || { echo "stop: $side needs ~${est}s a trial, ${left}s left"; break; }
   enqueue "$side" "$PWD/$db"
-  step "$side" "$n" $(( est * (n - done_n) + first )) || break
+  step "$side" "$n" $(( est * (n - done_n) + first ))
+  ok=$?
+  done_trials "$db" > "$mark"
+  [ "$ok" = 0 ] || break
   [ "$(done_trials "$db")" -ge "$total" ] || break
 done
 for side in $sides; do
