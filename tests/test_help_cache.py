@@ -49,7 +49,7 @@ def test_a_builds_help_is_read_once_and_again_when_the_build_changes(tmp_path, c
     assert reads(tmp_path) == 1 and "enable-a" in again.flags and again.flags == first.flags
     assert again.source == first.source == " ".join(COMMAND)
     (kept,) = cache.glob("*.txt")
-    kept.write_text("")  # a kept file that is no launch_server's help (emptied, edited): read again, kept again
+    kept.write_text("edited by hand\n")  # a kept file that is no launch_server's help: read again, kept again
     assert "enable-a" in ProcessLauncher(COMMAND, env=env).flag_catalog().flags and reads(tmp_path) == 2
     assert "--enable-a" in kept.read_text() and list(cache.iterdir()) == [kept]
 

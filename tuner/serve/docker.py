@@ -20,7 +20,7 @@ from docker.models.containers import Container
 from tuner.serve.compile_cache import CompileCache
 from tuner.serve.help_cache import kept_image_help
 from tuner.serve.launcher import STUDY_MARK, Launcher, LaunchError, LaunchSpec, Server
-from tuner.sglang.catalog import FlagCatalog, FlagCatalogError, keep_help, read_kept
+from tuner.sglang.catalog import FlagCatalog, FlagCatalogError, kept_or_read
 from tuner.sglang.flags import ServerFlags, deploy_defaults, one_per_line, shell_args
 
 DEFAULT_COMMAND = ("python3", "-m", "sglang.launch_server")
@@ -144,7 +144,6 @@ class DockerLauncher(Launcher):
         self.compile_cache = compile_cache  # mounted at the same path, its variables pointed there (None: off)
         self._client: docker.DockerClient | None = None
         self._image_ref: str | None = None
-        self._image_id = ""  # the pinned image's content digest, with _image_ref
         self._describe: dict[str, str] | None = None
 
     # --- the daemon and the image -------------------------------------------------------------------
@@ -171,7 +170,6 @@ class DockerLauncher(Launcher):
             image = self._image()
             digests = image.attrs.get("RepoDigests") or []
             self._image_ref = digests[0] if digests else image.id
-            self._image_id = image.id
         return self._image_ref
 
     def _image(self) -> Any:
@@ -348,19 +346,17 @@ class DockerLauncher(Launcher):
 
     def flag_catalog(self) -> FlagCatalog:
         source = f"{self.image} {shlex.join(self.command)}"
-        self.image_ref()  # the image every trial runs: its help is that image's
-        # Unless a folder of the host is mounted in it (launcher.volumes): its files, code among them, may change
-        # with the image the same, so the help is read every time.
-        keep = None if self.volumes else kept_image_help(self._image_id, self.command, self.env)
-        if keep is not None and (kept := read_kept(keep)) is not None:
-            return FlagCatalog.from_help(kept, source)
+        # Kept per pinned image, unless a folder of the host is mounted in it (launcher.volumes): its files, code
+        # among them, may change with the image the same, so the help is read every time.
+        keep = None if self.volumes else kept_image_help(self.image_ref(), self.command, self.env)
+        return kept_or_read(keep, source, lambda: self._help(source))
+
+    def _help(self, source: str) -> str:
         code, output = self._run_once([*self.command, "--help"])
         if code != 0 or "--port" not in output:
             tail = output.strip().splitlines()[-1:] or ["no output"]
             raise FlagCatalogError(f"{source} --help failed (exit {code}): {tail[0]}")
-        if keep is not None:
-            keep_help(keep, output)
-        return FlagCatalog.from_help(output, source)
+        return output
 
     def cleanup_orphans(self, study: str) -> list[str]:
         """Remove every container, running or exited, labelled as a server of ``study``."""

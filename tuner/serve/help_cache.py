@@ -6,8 +6,9 @@ A build is what ``PYTHON -m MODULE`` runs, identified without importing it: the 
 version and prefix), where the module's top-level package is found with the command's environment (PYTHONPATH
 included), and every Python file of that package (its path, size and modification time). Any change there, an
 upgrade or an edit, is another build, whose help is read afresh. A command of another form (a wrapper script)
-runs what it alone knows, so its help is read every time. In Docker, the build is the image's ID (its content's
-digest) with the command and environment the container gets, unless a folder of the host is mounted in it.
+runs what it alone knows, so its help is read every time. In Docker, the build is the image as pinned by its
+content (repo digest or ID) with the command and environment the container gets, unless a folder of the host is
+mounted in it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def kept_help(command: Sequence[str], env: Mapping[str, str]) -> Path | None:
     return folder() / f"{key}.txt"
 
 
-def kept_image_help(image_id: str, command: Sequence[str], env: Mapping[str, str]) -> Path:
-    """The file that holds (or will hold) the help of ``command`` run in the image whose ID is ``image_id``."""
-    key = hashlib.sha256(repr((image_id, list(command), sorted(env.items()))).encode()).hexdigest()[:32]
+def kept_image_help(image_ref: str, command: Sequence[str], env: Mapping[str, str]) -> Path:
+    """The file that holds (or will hold) the help of ``command`` run in the image ``image_ref`` pins by its
+    content (a repo digest or an image ID)."""
+    key = hashlib.sha256(repr((image_ref, list(command), sorted(env.items()))).encode()).hexdigest()[:32]
     return folder() / f"{key}.txt"

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,12 +109,31 @@ def read_catalog(
 
     SGLang prints its help after a few seconds of imports; a command that prints nothing for ``quiet_s`` is not
     answering ``--help`` (a wrapper that ignores its arguments) and is stopped rather than waited on for minutes.
-    ``keep``: a file that holds this build's help if it was read before (tuner/serve/help_cache.py), and holds it
-    once it is read.
+    ``keep``: as ``kept_or_read``.
     """
     source = shlex.join(command)
-    if keep is not None and (kept := read_kept(keep)) is not None:
-        return FlagCatalog.from_help(kept, source)
+    return kept_or_read(keep, source, lambda: _read_help(command, env, quiet_s, timeout, source))
+
+
+def kept_or_read(keep: Path | None, source: str, read: Callable[[], str]) -> FlagCatalog:
+    """The catalog of the help kept in ``keep`` (tuner/serve/help_cache.py), else of ``read()``'s, which is then
+    kept there. A kept file that is no launch_server's help (emptied, edited) or cannot be read is read again."""
+    if keep is not None:
+        try:
+            kept = keep.read_text()
+        except (OSError, UnicodeDecodeError):
+            kept = ""
+        if "--port" in kept:
+            return FlagCatalog.from_help(kept, source)
+    text = read()
+    if keep is not None:
+        _keep(keep, text)
+    return FlagCatalog.from_help(text, source)
+
+
+def _read_help(
+    command: Sequence[str], env: Mapping[str, str] | None, quiet_s: float, timeout: float, source: str
+) -> str:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(
@@ -156,22 +175,10 @@ def read_catalog(
     if proc.returncode != 0 or "--port" not in stdout:
         tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
         raise FlagCatalogError(f"{source} --help failed (exit {proc.returncode}): {tail[0]}")
-    if keep is not None:
-        keep_help(keep, stdout)
-    return FlagCatalog.from_help(stdout, source)
+    return stdout
 
 
-def read_kept(path: Path) -> str | None:
-    """A help text kept by ``keep_help``; None where there is none to use (not kept, unreadable, or not a
-    launch_server's help: then it is read again)."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return text if "--port" in text else None
-
-
-def keep_help(path: Path, text: str) -> None:
+def _keep(path: Path, text: str) -> None:
     """Whole or not at all (another study may read it at once); a folder that cannot be written only costs the
     next study another read."""
     part = None
