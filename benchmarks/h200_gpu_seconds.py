@@ -8,15 +8,19 @@ start_rate and two bisections, two warm-up requests, no shared compile cache) an
 startup (and phases from SGLang's log), warm-up, load search, stop and whole GPU-seconds, its levels, its verdict
 and goodput, before against after; then the totals, the ratio and whether both studies chose the same best config.
 
-    python benchmarks/h200_gpu_seconds.py [BEFORE.db AFTER.db] [--after-trials N ...]
+    python benchmarks/h200_gpu_seconds.py [BEFORE.db AFTER.db ...] [--after-trials N ...]
 
 --after-trials pairs only those trials of the after study (a config measured again after a change: the H100's
 stand-by study ran the three sampled configs twice, once with its stand-bys refused); the others stay in the table.
+More than one pair of databases (the H100's two pairs, one run in each order): each pair's table, then all paired
+trials pooled, with a 95% interval of the per-trial ratio from resampling the paired trials as the design has them
+(the baselines among themselves, the other configs among themselves; 20,000 draws, seeded).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from pathlib import Path
 
@@ -65,21 +69,55 @@ def _pairs(before: list[TrialRecord], after: list[TrialRecord]) -> list[tuple[Tr
     return pairs
 
 
+def _gpu_s(r: TrialRecord) -> float:
+    return sum(x or 0 for x in (r.times.startup_s, r.times.benchmark_s, r.times.stop_s))
+
+
+def _interval(pairs: list[tuple[TrialRecord, TrialRecord]], draws: int = 20_000) -> tuple[float, float]:
+    """95% interval of sum(before) / sum(after), each draw resampling the baseline pairs and the others apart."""
+    strata = [[p for p in pairs if p[0].baseline == base] for base in (True, False)]
+    rng, ratios = random.Random(0), []
+    for _ in range(draws):
+        drawn = [rng.choice(stratum) for stratum in strata for _ in stratum]
+        ratios.append(sum(_gpu_s(b) for b, _ in drawn) / sum(_gpu_s(a) for _, a in drawn))
+    ratios.sort()
+    return ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("before", nargs="?", type=Path, default=DBS / "before.db")
-    ap.add_argument("after", nargs="?", type=Path, default=DBS / "after.db")
+    ap.add_argument("dbs", nargs="*", type=Path, help="BEFORE.db AFTER.db, one or more pairs (default: the H100's)")
     ap.add_argument("--after-trials", nargs="+", type=int, help="the after trials to pair (default: all)")
     args = ap.parse_args()
+    dbs = args.dbs or [DBS / "before.db", DBS / "after.db"]
+    if len(dbs) % 2:
+        ap.error(f"give the databases in pairs, BEFORE.db AFTER.db; got {len(dbs)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    (before, best_before), (after, best_after) = _study(args.before), _study(args.after)
+    pooled: list[tuple[TrialRecord, TrialRecord]] = []
+    for i in range(0, len(dbs), 2):
+        if len(dbs) > 2:
+            print(f"### {dbs[i]} against {dbs[i + 1]}\n")
+        pooled += _table(dbs[i], dbs[i + 1], args.after_trials)
+        print()
+    if len(dbs) > 2 and pooled:
+        gb, ga = sum(_gpu_s(b) for b, _ in pooled), sum(_gpu_s(a) for _, a in pooled)
+        low, high = _interval(pooled)
+        print(
+            f"- **pooled**, {len(pooled)} paired trials: {gb:.0f} GPU-s before, {ga:.0f} after: {gb / ga:.2f}x fewer "
+            f"per trial (95% interval {low:.2f}x to {high:.2f}x)"
+        )
+
+
+def _table(before_db: Path, after_db: Path, after_trials: list[int] | None) -> list[tuple[TrialRecord, TrialRecord]]:
+    """One pair of studies: the table and its totals; returns its paired trials."""
+    (before, best_before), (after, best_after) = _study(before_db), _study(after_db)
     print(
         "| config | side | startup s | imports / spawn / weights / KV / graphs / SGLang warm-up s | our warm-up s "
         "| load search s | stop s | GPU-s | levels (rate: held?) | verdict | goodput req/s |"
     )
     print("|---|---|---:|---|---:|---:|---:|---:|---|---|---:|")
     totals = {"before": [0.0, 0.0, 0.0, 0], "after": [0.0, 0.0, 0.0, 0]}
-    pairs = _pairs(before, [a for a in after if args.after_trials is None or a.number in args.after_trials])
+    pairs = _pairs(before, [a for a in after if after_trials is None or a.number in after_trials])
     paired = {id(r) for pair in pairs for r in pair}
     rows = [
         *pairs,
@@ -91,7 +129,7 @@ def main() -> None:
             if r is None:
                 continue
             t, p = r.times, r.startup
-            gpu_s = (t.startup_s or 0) + (t.benchmark_s or 0) + (t.stop_s or 0)
+            gpu_s = _gpu_s(r)
             search_s = (t.benchmark_s or 0) - (r.warmup_s or 0)
             if b is not None and a is not None:  # an unpaired trial is in the table, not in the totals
                 tot = totals[side]
@@ -117,7 +155,7 @@ def main() -> None:
                 f"startup {startup_s / n:.1f}, benchmark {bench_s / n:.1f})"
             )
     for b, a in pairs:
-        gb, ga = (sum(x or 0 for x in (r.times.startup_s, r.times.benchmark_s, r.times.stop_s)) for r in (b, a))
+        gb, ga = _gpu_s(b), _gpu_s(a)
         sb, sa = ((r.times.benchmark_s or 0) for r in (b, a))
         print(
             f"- {_name(b)}: {gb:.0f} GPU-s before, {ga:.0f} after ({gb / ga:.2f}x); its benchmark {sb:.0f} s before, "
@@ -134,6 +172,7 @@ def main() -> None:
             f"- best config: before {_name(best_before)} ({_s(best_before.goodput)} req/s), after "
             f"{_name(best_after)} ({_s(best_after.goodput)} req/s): {'the same' if same else 'different'}"
         )
+    return pairs
 
 
 if __name__ == "__main__":

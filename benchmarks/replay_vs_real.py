@@ -1,19 +1,21 @@
 """Whether a replayed study costs what the real one did, trial by trial, stand-bys included (issue 22).
 
-The H100 pair of 2026-12-06 (benchmarks/h200/gpu-seconds/h100-pair/: one machine, the same configs, "standby"
-with the defaults and SGLang's spawned processes on stand-bys, then "before" with every trial-cost switch off),
-each recorded by `tune record` as it ran (benchmarks/surfaces/h100-pair-before.json, h100-pair-standby.json), is
-replayed here with each side's own run file (benchmarks/h200/gpu-seconds-{before,standby}.yaml, launcher kind
-replay) and the same trials enqueued in the same order as benchmarks/h200/gpu_seconds.sh did: SGLang's defaults,
-then the three sampled configs of gpu-seconds-configs.yaml. The surface both replays read is the before study's
-rows (whole curves, each trial's own imports phase), each with the scheduler's imports that its stand-by measured
-in the standby study (a fresh launch pays them inside its spawn phase), then the standby rows of configs the
-before study did not run. So the "standby" replay predicts the standby study's cost from the before study's
-measurements plus the stand-bys' import counts: how far apart they are is what a replayed study's GPU-seconds
-are worth. Writes Markdown on stdout: per trial, real against replayed GPU-seconds, startup and levels; then the
-totals per side.
+The two H100 pairs of 2026-12-06 (benchmarks/h200/gpu-seconds/h100-pair/ and h100-pair2/: each on one machine, the
+same configs, "standby" with the defaults and SGLang's spawned processes on stand-bys, "before" with every
+trial-cost switch off; the first pair ran standby first, the second before first), each study recorded by `tune
+record` as it ran (benchmarks/surfaces/<pair>-before.json, <pair>-standby.json), are replayed here with each side's
+own run file (benchmarks/h200/gpu-seconds-{before,standby}.yaml, launcher kind replay) and the same trials enqueued
+in the same order as benchmarks/h200/gpu_seconds.sh did: SGLang's defaults, then the sampled configs of
+gpu-seconds-configs.yaml, as many as the side's surface recorded. The surface both replays of a pair read is the
+before study's rows (whole curves, each trial's own imports phase), each with the scheduler's imports that its
+stand-by measured in the standby study (a fresh launch pays them inside its spawn phase), then the standby rows of
+configs the before study did not run. So the "standby" replay predicts the standby study's cost from the before
+study's measurements plus the stand-bys' import counts: how far apart they are is what a replayed study's
+GPU-seconds are worth. Writes Markdown on stdout: per pair and trial, real against replayed GPU-seconds, startup
+and levels; then the totals per side.
 
-    python benchmarks/replay_vs_real.py
+    python benchmarks/replay_vs_real.py                 # both pairs
+    python benchmarks/replay_vs_real.py --pair h100-pair2
 """
 
 from __future__ import annotations
@@ -36,11 +38,8 @@ from tuner.trial.surface import Surface, point_of
 
 H200 = ROOT / "benchmarks" / "h200"
 SURFACES = ROOT / "benchmarks" / "surfaces"
-# side -> (its run file, its real study database, how many trials it ran)
-SIDES = {
-    "before": (H200 / "gpu-seconds-before.yaml", H200 / "gpu-seconds" / "h100-pair" / "before.db", 3),
-    "standby": (H200 / "gpu-seconds-standby.yaml", H200 / "gpu-seconds" / "h100-pair" / "standby.db", 4),
-}
+PAIRS = ("h100-pair", "h100-pair2")
+SIDES = ("before", "standby")
 
 
 def merged(before: Surface, standby: Surface) -> Surface:
@@ -60,10 +59,9 @@ def merged(before: Surface, standby: Surface) -> Surface:
     return before.model_copy(update={"rows": rows})
 
 
-def replayed(side: str, surface: Path, folder: Path) -> list[TrialRecord]:
-    run, _, trials = SIDES[side]
+def replayed(side: str, trials: int, surface: Path, folder: Path) -> list[TrialRecord]:
     config = load_config(
-        run,
+        H200 / f"gpu-seconds-{side}.yaml",
         {
             "study": f"replay-{side}",
             "trials": trials,
@@ -81,8 +79,8 @@ def replayed(side: str, surface: Path, folder: Path) -> list[TrialRecord]:
     return records(Tuner(config).run(), (optuna.trial.TrialState.COMPLETE,))
 
 
-def real(side: str) -> list[TrialRecord]:
-    storage = f"sqlite:///{SIDES[side][1]}"
+def real(pair: str, side: str) -> list[TrialRecord]:
+    storage = f"sqlite:///{H200 / 'gpu-seconds' / pair / f'{side}.db'}"
     name = optuna.study.get_all_study_names(storage)[0]
     study = optuna.load_study(study_name=name, storage=storage)
     return records(study, (optuna.trial.TrialState.COMPLETE,))
@@ -103,12 +101,11 @@ def levels(r: TrialRecord) -> str:
     return " ".join(f"{lv.request_rate:g}:{'y' if lv.slo_pass else 'n'}" for lv in r.levels or () if lv.request_rate)
 
 
-def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    surface = merged(
-        Surface.load(SURFACES / "h100-pair-before.json"), Surface.load(SURFACES / "h100-pair-standby.json")
-    )
+def compare(pair: str) -> None:
+    """One pair's table and totals."""
+    recorded = {side: Surface.load(SURFACES / f"{pair}-{side}.json") for side in SIDES}
+    surface = merged(recorded["before"], recorded["standby"])
+    print(f"### {pair}\n")
     print(
         "| side | trial | answered from | real GPU-s | replayed GPU-s | real startup s | replayed startup s "
         "| real levels | replayed levels |"
@@ -117,9 +114,11 @@ def main() -> None:
     totals = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        path = surface.save(folder / "h100-pair.json")
+        path = surface.save(folder / f"{pair}.json")
         for side in SIDES:
-            pairs = list(zip(real(side), replayed(side, path, folder), strict=True))
+            # As many trials as the side's surface recorded (a study may have run more after it was recorded).
+            n = len(recorded[side].rows)
+            pairs = list(zip(real(pair, side)[:n], replayed(side, n, path, folder), strict=True))
             for a, b in pairs:
                 print(
                     f"| {side} | {a.number}{' (defaults)' if a.baseline else ''} | {source(b)} "
@@ -130,6 +129,16 @@ def main() -> None:
     print()
     for side, got, guess, n in totals:
         print(f"- **{side}**, {n} trials: real {got:.0f} GPU-s, replayed {guess:.0f} ({guess / got - 1:+.1%})")
+    print()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pair", choices=PAIRS, action="append", help="one pair (default: both)")
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for pair in args.pair or PAIRS:
+        compare(pair)
 
 
 if __name__ == "__main__":

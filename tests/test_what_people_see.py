@@ -199,14 +199,14 @@ def test_the_dashboard_study_page_of_a_replay_says_so(demo):
 
 
 def test_a_count_is_a_whole_number_when_another_trial_has_none(tmp_path):
-    """The H100's before study (a trial still waiting, so no KV pool): status showed trial 0's pool as
+    """An H100 before study (two trials still waiting, so no KV pool): status showed trial 0's pool as
     "363,119.0" and its running-request limit as "4,096.0", pandas having made the columns float; a study whose
     trials all had one showed "363118"."""
     db = tmp_path / "before.db"
-    shutil.copy(ROOT / "benchmarks" / "h200" / "gpu-seconds" / "h100-pair" / "before.db", db)
+    shutil.copy(ROOT / "benchmarks" / "h200" / "gpu-seconds" / "h100-pair" / "before-again.db", db)
     run = ROOT / "benchmarks" / "h200" / "gpu-seconds-before.yaml"
     shown = tune("status", "-c", str(run), "--storage", f"sqlite:///{db}", env={**os.environ, "COLUMNS": "120"})
     assert shown.returncode == 0, shown.stderr
     # gpu_peak_mib, kv_tokens, max_running
-    assert re.search(r"^ +0 +COMPLETE .* 75\.114 +75,553\.6 +363119 +4096 ", shown.stdout, re.M), shown.stdout
+    assert re.search(r"^ +0 +COMPLETE .* 67\.896 +75,237\.6 +363119 +4096 ", shown.stdout, re.M), shown.stdout
     assert re.search(r"^ +3 +WAITING .* – +– +– +–", shown.stdout, re.M), shown.stdout
