@@ -84,30 +84,6 @@ def _interval(pairs: list[tuple[TrialRecord, TrialRecord]], draws: int = 20_000)
     return ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dbs", nargs="*", type=Path, help="BEFORE.db AFTER.db, one or more pairs (default: the H100's)")
-    ap.add_argument("--after-trials", nargs="+", type=int, help="the after trials to pair (default: all)")
-    args = ap.parse_args()
-    dbs = args.dbs or [DBS / "before.db", DBS / "after.db"]
-    if len(dbs) % 2:
-        ap.error(f"give the databases in pairs, BEFORE.db AFTER.db; got {len(dbs)}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pooled: list[tuple[TrialRecord, TrialRecord]] = []
-    for i in range(0, len(dbs), 2):
-        if len(dbs) > 2:
-            print(f"### {dbs[i]} against {dbs[i + 1]}\n")
-        pooled += _table(dbs[i], dbs[i + 1], args.after_trials)
-        print()
-    if len(dbs) > 2 and pooled:
-        gb, ga = sum(_gpu_s(b) for b, _ in pooled), sum(_gpu_s(a) for _, a in pooled)
-        low, high = _interval(pooled)
-        print(
-            f"- **pooled**, {len(pooled)} paired trials: {gb:.0f} GPU-s before, {ga:.0f} after: {gb / ga:.2f}x fewer "
-            f"per trial (95% interval {low:.2f}x to {high:.2f}x)"
-        )
-
-
 def _table(before_db: Path, after_db: Path, after_trials: list[int] | None) -> list[tuple[TrialRecord, TrialRecord]]:
     """One pair of studies: the table and its totals; returns its paired trials."""
     (before, best_before), (after, best_after) = _study(before_db), _study(after_db)
@@ -173,6 +149,30 @@ def _table(before_db: Path, after_db: Path, after_trials: list[int] | None) -> l
             f"{_name(best_after)} ({_s(best_after.goodput)} req/s): {'the same' if same else 'different'}"
         )
     return pairs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dbs", nargs="*", type=Path, help="BEFORE.db AFTER.db, one or more pairs (default: the H100's)")
+    ap.add_argument("--after-trials", nargs="+", type=int, help="the after trials to pair (default: all)")
+    args = ap.parse_args()
+    dbs = args.dbs or [DBS / "before.db", DBS / "after.db"]
+    if len(dbs) % 2:
+        ap.error(f"give the databases in pairs, BEFORE.db AFTER.db; got {len(dbs)}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pooled: list[tuple[TrialRecord, TrialRecord]] = []
+    for i in range(0, len(dbs), 2):
+        if len(dbs) > 2:
+            print(f"### {dbs[i]} against {dbs[i + 1]}\n")
+        pooled += _table(dbs[i], dbs[i + 1], args.after_trials)
+        print()
+    if len(dbs) > 2 and pooled:
+        gb, ga = sum(_gpu_s(b) for b, _ in pooled), sum(_gpu_s(a) for _, a in pooled)
+        low, high = _interval(pooled)
+        print(
+            f"- **pooled**, {len(pooled)} paired trials: {gb:.0f} GPU-s before, {ga:.0f} after: {gb / ga:.2f}x fewer "
+            f"per trial (95% interval {low:.2f}x to {high:.2f}x)"
+        )
 
 
 if __name__ == "__main__":
