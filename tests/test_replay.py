@@ -424,6 +424,36 @@ def test_record_refuses_in_one_line_a_number_that_loading_the_surface_would_refu
     assert not out.exists()
 
 
+def test_record_finds_moved_trial_folders_by_the_trials_folder_or_the_study_folder(tmp_path, unique_study):
+    """`--trials-dir` means what trials_dir means in the run file (the folder holding <study>/), and the study's
+    own folder works too; without it, the one-line error says what to pass."""
+    real = write_run(tmp_path, study=unique_study, space=write_space(tmp_path / "space.yaml"), trials=1)
+    assert tune("start", "-c", str(real)).returncode == 0
+    moved = tmp_path / "elsewhere" / "trials"
+    moved.mkdir(parents=True)
+    load_config(real).study_dir.rename(moved / unique_study)
+    help_text = tmp_path / "help.txt"
+    help_text.write_text(tune_help())
+
+    def record(*extra):
+        out = tmp_path / "standin.json"
+        out.unlink(missing_ok=True)
+        args = ("record", "-c", str(real), "--out", str(out), "--gpu-name", "stand-in", "--sglang-help")
+        return tune(*args, str(help_text), *extra), out
+
+    done, out = record()
+    said = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(said) == 1 and not out.exists(), done.stderr
+    assert said[0].endswith(
+        f"benchmark.csv is missing (pass --trials-dir: the trials folder that now holds {unique_study}/, or that "
+        "folder itself)"
+    ), said
+    for folder in (moved, moved / unique_study):
+        done, out = record("--trials-dir", str(folder))
+        assert done.returncode == 0, done.stderr
+        assert [len(r.levels) > 0 for r in Surface.load(out).rows] == [True]
+
+
 def test_record_a_goodput_study_then_replay_it_gives_the_same_searches(tmp_path, unique_study):
     """Every level of every search is a recorded one, so the replay takes the same rates, verdicts, values,
     constraints and sampler draws; another SLO or load search is refused in one line."""

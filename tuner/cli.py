@@ -444,7 +444,12 @@ def record(
     ),
     model: str | None = typer.Option(None, "--model", help="The model's name (default: its model path)."),
     notes: str = typer.Option("", "--notes", help="Anything a reader of the surface should know."),
-    trials_dir: Path | None = typer.Option(None, "--trials-dir", help="Where trials/<study>/ is now, if it moved."),
+    trials_dir: Path | None = typer.Option(
+        None,
+        "--trials-dir",
+        help="If the trial folders moved: the trials folder that holds <study>/ (as trials_dir in the run file), "
+        "or <study>/ itself.",
+    ),
 ) -> None:
     """Turn a finished study's real trials into a surface file that `launcher: {kind: replay}` replays."""
     from tuner.trial.record import records

@@ -731,13 +731,17 @@ def from_study(
     trials_dir: Path | None = None,
 ) -> Surface:
     """Every finished real trial of ``study`` as a row (interrupted and over-budget ones left out: they say
-    nothing about their config). Levels come from each trial's benchmark.csv; ``trials_dir`` if it moved."""
+    nothing about their config). Levels come from each trial's benchmark.csv; ``trials_dir`` if they moved: the
+    trials folder that holds the study's folder (as a run file's trials_dir), or that study folder itself."""
     from optuna.trial import TrialState
 
     sr = StudyRecord.of(study)
     run = sr.run
     if not run:
         raise SurfaceError(f"study {study.study_name!r} has no recorded run config: not a tuner study")
+    moved = None
+    if trials_dir is not None:
+        moved = trials_dir / study.study_name if (trials_dir / study.study_name).is_dir() else trials_dir
     rows = []
     dates = []
     for r in records(study, (TrialState.COMPLETE,)):
@@ -748,16 +752,14 @@ def from_study(
             )
         if r.failure is None or r.failure.name == "too_many_gpus" or r.number is None:
             continue  # never launched on this machine
-        trial_dir = r.trial_dir
-        if trials_dir is not None:
-            trial_dir = trials_dir / str(r.number)
+        trial_dir = r.trial_dir if moved is None else moved / str(r.number)
         levels: list[LevelResult] = []
         if r.levels:
             csv_path = trial_dir / "benchmark.csv" if trial_dir else None
             if csv_path is None or not csv_path.is_file():
                 raise SurfaceError(
-                    f"trial {r.number}: {csv_path} is missing (pass --trials-dir where "
-                    f"trials/{study.study_name}/ is now)"
+                    f"trial {r.number}: {csv_path} is missing (pass --trials-dir: the trials folder that now "
+                    f"holds {study.study_name}/, or that folder itself)"
                 )
             levels = read_levels(csv_path)
         if r.started_at:
