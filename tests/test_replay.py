@@ -879,6 +879,25 @@ def test_a_replayed_trial_pays_its_recorded_warm_up_once_whatever_its_levels(tmp
         assert ("counted once" if warm else "not counted (this run's workload has it off)") in log
 
 
+def test_a_replay_says_that_compile_cache_off_changes_nothing_in_it(tmp_path):
+    """A replay costs each startup as recorded, its kernel builds where they happened: turning the shared compile
+    cache off cannot make it cost more, so the run file's setting is named, not silently ignored."""
+    from tuner.search.study import Tuner
+
+    said = {}
+    for name, on in (("on", True), ("off", False)):
+        where = {"storage": f"sqlite:///{tmp_path}/{name}.db", "trials_dir": str(tmp_path / "trials")}
+        config = load_config(ROOT / "runs" / "demo.yaml", {"study": name, **where, "launcher.compile_cache": on})
+        tuner = Tuner(config)
+        tuner.prepare()
+        said[name] = [w for w in tuner.warnings if "compile_cache" in w]
+    assert said["on"] == []
+    assert said["off"] == [
+        "launcher.compile_cache: false changes nothing in a replay: each trial's startup is replayed as recorded in "
+        f"{load_config(ROOT / 'runs' / 'demo.yaml').launcher.surface}, kernel builds where they happened there"
+    ]
+
+
 def _replay_study(tmp_path: Path, run: str, name: str, trials: int, **overrides) -> list[optuna.trial.FrozenTrial]:
     """``trials`` trials of runs/``run`` through the tuner's own study loop, in tmp_path, with ``overrides``."""
     from tuner.search.study import Tuner

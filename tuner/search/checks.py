@@ -152,6 +152,13 @@ class Preflight:
                 f"and every view says so"
             )
         self.warnings += launcher.coverage_warnings({p.name for p in space.params})
+        if not self.config.launcher.compile_cache:
+            # Where kernels are built without the shared folder is the machine's (a process finds SGLang's own
+            # caches, a container starts empty): a surface records where its trials' builds happened, not that.
+            self.warnings.append(
+                "launcher.compile_cache: false changes nothing in a replay: each trial's startup is replayed as "
+                f"recorded in {launcher.path}, kernel builds where they happened there"
+            )
 
     def check_gpus(self, space: SearchSpace) -> None:
         have = len(self.config.gpus)
