@@ -739,9 +739,9 @@ def from_study(
     run = sr.run
     if not run:
         raise SurfaceError(f"study {study.study_name!r} has no recorded run config: not a tuner study")
-    moved = None
-    if trials_dir is not None:
-        moved = trials_dir / study.study_name if (trials_dir / study.study_name).is_dir() else trials_dir
+    moved = trials_dir
+    if trials_dir is not None and (trials_dir / study.study_name).is_dir():
+        moved = trials_dir / study.study_name
     rows = []
     dates = []
     for r in records(study, (TrialState.COMPLETE,)):
